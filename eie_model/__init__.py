@@ -1,0 +1,1 @@
+"""A cycle-level simulator and energy model of the EIE accelerator."""

@@ -1,0 +1,1 @@
+"""Benchmarks, the hardware comparison report and the `dcomp` command line."""
