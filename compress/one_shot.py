@@ -1,0 +1,49 @@
+"""One-shot Deep Compression of one weight tensor: prune by magnitude, then share weights.
+
+No retraining (use :class:`compress.Compressor` for that); for users, tests and the model API.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from compress.errors import ConfigError
+from compress.kmeans import kmeans_1d
+from compress.matrix import CompressedMatrix, check_bits
+from compress.pruning import check_weight, magnitude_mask, threshold_mask
+
+
+def compress_matrix(
+    weight,
+    density: float | None = None,
+    bits: int = 5,
+    init: str = "linear",
+    seed: int = 0,
+    *,
+    quality: float | None = None,
+    name: str = "weight",
+) -> CompressedMatrix:
+    """Prune ``weight`` and share its kept weights with 1-D k-means.
+
+    ``weight``: a 2-D (out_features, in_features) or 4-D conv tensor/array (output channels
+    flattened). Prune to ``density`` (share kept, in (0, 1]) or by the paper's rule
+    ``|w| > quality * std``; give at most one of them (neither keeps every weight). ``bits``
+    (1..8) is the code width: the codebook has at most ``2**bits`` entries. ``init`` and ``seed``
+    go to :func:`compress.kmeans.kmeans_1d`. ``name`` names the layer in errors.
+    """
+    if density is not None and quality is not None:
+        raise ConfigError(f"layer {name!r}: give density or quality, not both ({density=}, {quality=})")
+    bits = check_bits(bits)
+    tensor = torch.as_tensor(weight).detach().cpu()
+    matrix = check_weight(tensor, name).to(torch.float32)
+    if quality is not None:
+        mask = threshold_mask(matrix, quality, name=name)
+    else:
+        mask = magnitude_mask(matrix, 1.0 if density is None else density, name=name)
+    mask_np = mask.numpy()
+    values = matrix.numpy()[mask_np]
+    shared = kmeans_1d(values, bits, init=init, seed=seed, name=name)
+    codes = np.zeros(mask_np.shape, dtype=np.uint8)
+    codes[mask_np] = shared.codes
+    return CompressedMatrix.from_dense(mask_np, codes, shared.codebook, bits)

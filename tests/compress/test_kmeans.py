@@ -1,0 +1,119 @@
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compress import EmptyLayerError, NonFiniteWeightError, kmeans_1d, nearest_centroid
+from compress.kmeans import INITS
+
+
+def _naive_lloyd_step(values, centroids):
+    codes = nearest_centroid(values, centroids.astype(np.float32))
+    return np.array([values[codes == j].mean() if np.any(codes == j) else c for j, c in enumerate(centroids)])
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_result_is_a_lloyd_fixed_point(init):
+    values = np.random.default_rng(1).normal(0, 0.1, 5000).astype(np.float32)
+    result = kmeans_1d(values, 3, init=init, seed=4)
+    assert result.converged
+    assert result.codebook.dtype == np.float32 and result.codes.dtype == np.uint8
+    assert np.all(np.diff(result.codebook) > 0)
+    # Every centroid is the mean of its cluster and every value sits at its nearest centroid.
+    assert np.array_equal(result.codes, nearest_centroid(values, result.codebook))
+    means = np.array(
+        [values[result.codes == j].astype(np.float64).mean() for j in range(result.codebook.size)]
+    )
+    np.testing.assert_allclose(result.codebook, means, atol=1e-5)
+    expected = float(np.sum((values.astype(np.float64) - result.codebook[result.codes]) ** 2))
+    assert result.inertia == pytest.approx(expected, rel=1e-9)
+
+
+def test_matches_a_naive_implementation_step_for_step():
+    values = np.random.default_rng(2).uniform(-1, 1, 2000).astype(np.float32)
+    one = kmeans_1d(values, 2, init="linear", max_iter=1)
+    naive = _naive_lloyd_step(values, np.linspace(values.min(), values.max(), 4, dtype=np.float64))
+    np.testing.assert_allclose(np.sort(one.codebook), np.sort(naive).astype(np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_deterministic_for_a_seed(init):
+    values = np.random.default_rng(3).standard_t(3, 3000).astype(np.float32)
+    a = kmeans_1d(values, 4, init=init, seed=7)
+    b = kmeans_1d(values, 4, init=init, seed=7)
+    assert np.array_equal(a.codebook, b.codebook) and np.array_equal(a.codes, b.codes)
+
+
+def test_random_init_depends_on_the_seed():
+    values = np.random.default_rng(3).standard_t(3, 3000).astype(np.float32)
+    results = {kmeans_1d(values, 4, init="random", seed=s, max_iter=0).codebook.tobytes() for s in range(5)}
+    assert len(results) > 1
+
+
+def test_more_bits_never_fit_worse():
+    values = np.random.default_rng(5).normal(size=20000).astype(np.float32)
+    inertias = [kmeans_1d(values, bits).inertia for bits in range(1, 9)]
+    assert all(a > b for a, b in itertools.pairwise(inertias))
+
+
+def test_fewer_distinct_values_than_clusters_are_kept_exactly():
+    values = np.array([0.5, -1.0, 0.5, 2.0, -1.0], dtype=np.float32)
+    result = kmeans_1d(values, 3)
+    assert result.codebook.tolist() == [-1.0, 0.5, 2.0]
+    assert np.array_equal(result.codebook[result.codes], values)
+    assert result.inertia == 0.0
+
+
+def test_constant_layer_gives_a_one_entry_codebook():
+    result = kmeans_1d(np.full(100, 0.25, np.float32), 5)
+    assert result.codebook.tolist() == [0.25]
+    assert not result.codes.any()
+
+
+def test_unused_centroids_are_dropped():
+    # Two far apart groups: the linear init puts most centroids in the empty gap.
+    values = np.concatenate((np.linspace(-1.0, -0.9, 50), np.linspace(0.9, 1.0, 50))).astype(np.float32)
+    result = kmeans_1d(values, 4)
+    assert result.codebook.size < 16
+    assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_name_the_layer(bad):
+    values = np.ones(10, np.float32)
+    values[3] = bad
+    with pytest.raises(NonFiniteWeightError, match=r"'fc1'.*1 of 10"):
+        kmeans_1d(values, 2, name="fc1")
+
+
+def test_empty_input():
+    with pytest.raises(EmptyLayerError, match="'fc2'"):
+        kmeans_1d(np.zeros(0, np.float32), 2, name="fc2")
+
+
+@pytest.mark.parametrize("bits", [0, 9, -1])
+def test_bits_out_of_range(bits):
+    with pytest.raises(ValueError, match="bits"):
+        kmeans_1d(np.ones(4, np.float32), bits)
+
+
+def test_unknown_init():
+    with pytest.raises(ValueError, match="init"):
+        kmeans_1d(np.arange(4, dtype=np.float32), 1, init="kmeans++")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=300),
+    bits=st.integers(1, 8),
+    init=st.sampled_from(INITS),
+)
+def test_codes_address_the_nearest_used_centroid(values, bits, init):
+    values = np.array(values, dtype=np.float32)
+    result = kmeans_1d(values, bits, init=init)
+    assert 1 <= result.codebook.size <= 2**bits
+    assert result.codes.max() < result.codebook.size
+    assert np.array_equal(result.codes, nearest_centroid(values, result.codebook))
+    assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
