@@ -13,6 +13,7 @@ from compress.matrix import CompressedMatrix, nearest_centroid
 from compress.one_shot import compress_matrix
 from compress.paper_layers import LLM_LAYERS, PAPER_LAYERS, LayerSpec, get_layer
 from compress.relative_index import RelativeIndexLayer, decode_relative, encode_relative
+from compress.size import layer_size, size_table
 from compress.synthetic import random_compressed_matrix
 
 __version__ = "0.1.0"
@@ -37,6 +38,8 @@ __all__ = [
     "encode_relative",
     "get_layer",
     "kmeans_1d",
+    "layer_size",
     "nearest_centroid",
     "random_compressed_matrix",
+    "size_table",
 ]

@@ -2,7 +2,8 @@
 
 Fast because the data is one-dimensional: the values are sorted once, a cluster is then a
 contiguous run of the sorted values whose ends are found by bisecting the centroid midpoints
-(``searchsorted``), and every cluster mean comes from two reads of a prefix sum. One Lloyd
+(``searchsorted``), and every cluster mean (and squared error) comes from two reads of a prefix
+sum. Memory: about 20 bytes per value (the sorted copy and two float64 prefix sums). One Lloyd
 iteration therefore costs O(k log n), not O(n k); the O(n log n) sort and one O(n log k)
 assignment pass dominate.
 
@@ -10,8 +11,11 @@ Behaviour at the edges (documented, tested):
 
 * fewer distinct values than ``2**bits`` clusters (a constant layer is the extreme case): the
   codebook is exactly the distinct values and every weight is reproduced exactly;
+* an empty cluster (common with the linear init on pruned, bimodal weights: centroids start in
+  the pruned gap) is moved onto the value farthest from its centroid in the cluster of largest
+  squared error, so all ``2**bits`` centroids get used whenever there are enough distinct values;
 * the returned codebook is sorted ascending and holds only centroids that at least one value
-  uses (an empty cluster is dropped rather than stored), so it may be shorter than ``2**bits``;
+  uses, so it may be shorter than ``2**bits`` (then fewer codebook bytes are stored);
 * NaN or inf raise :class:`NonFiniteWeightError`, an empty input :class:`EmptyLayerError`,
   both naming the layer.
 """
@@ -89,6 +93,8 @@ def kmeans_1d(
     centroids = _initial_centroids(ordered, distinct, k, init, np.random.default_rng(seed))
     prefix = np.zeros(n + 1, dtype=np.float64)
     np.cumsum(ordered, dtype=np.float64, out=prefix[1:])
+    prefix_sq = np.zeros(n + 1, dtype=np.float64)
+    np.cumsum(np.square(ordered, dtype=np.float64), out=prefix_sq[1:])
     span = float(ordered[-1]) - float(ordered[0])
     bounds = None
     converged = False
@@ -103,8 +109,10 @@ def kmeans_1d(
         end = np.concatenate((inner, [n]))
         counts = end - start
         sums = prefix[end] - prefix[start]
-        # An empty cluster keeps its centroid (it is dropped from the final codebook if unused).
-        updated = np.sort(np.where(counts > 0, sums / np.maximum(counts, 1), centroids))
+        updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        if not counts.all():
+            _relocate_empty(updated, counts, sums, start, end, ordered, prefix_sq)
+        updated = np.sort(updated)
         shift = float(np.max(np.abs(updated - centroids)))
         centroids = updated
         if shift <= tol * span:
@@ -134,6 +142,21 @@ def _initial_centroids(
     return np.sort(distinct[rng.choice(distinct.size, size=k, replace=False)]).astype(np.float64)
 
 
+def _relocate_empty(centroids, counts, sums, start, end, ordered, prefix_sq) -> None:
+    """Move each empty cluster's centroid onto the value farthest from its centroid in the
+    cluster of largest squared error (as scikit-learn does), in place; that value then belongs
+    to it, so the inertia drops and no centroid is wasted."""
+    occupied = counts > 0
+    error = np.zeros(counts.size)
+    error[occupied] = (prefix_sq[end] - prefix_sq[start])[occupied] - sums[occupied] ** 2 / counts[occupied]
+    for empty in np.flatnonzero(~occupied):
+        donor = int(np.argmax(error))
+        if error[donor] <= 0:
+            return
+        low, high = float(ordered[start[donor]]), float(ordered[end[donor] - 1])
+        mean = centroids[donor]
+        centroids[empty] = low if mean - low > high - mean else high
+        error[donor] = 0.0
 def _midpoints_below(sorted_centroids: np.ndarray) -> np.ndarray:
     """float32 midpoints m32 of float64 centroids with ``v > m32`` iff ``v > m64`` for float32 v.
 

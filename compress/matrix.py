@@ -208,6 +208,12 @@ class CompressedMatrix:
             and np.array_equal(self.codes, other.codes)
         )
 
+    def size_report(self, index_bits: int = 5) -> dict:
+        """Exact storage in the paper's relative-index format: one row of ``compress.size_table``."""
+        from compress.size import layer_size  # size builds on this module: imported late, no cycle
+
+        return layer_size(self, index_bits)
+
     def __repr__(self) -> str:
         return (
             f"CompressedMatrix(shape={self.shape}, nnz={self.nnz}, density={self.density:.4f}, "

@@ -41,9 +41,22 @@ def compress_matrix(
         mask = threshold_mask(matrix, quality, name=name)
     else:
         mask = magnitude_mask(matrix, 1.0 if density is None else density, name=name)
-    mask_np = mask.numpy()
-    values = matrix.numpy()[mask_np]
-    shared = kmeans_1d(values, bits, init=init, seed=seed, name=name)
+    return share_matrix(matrix, mask, bits, init=init, seed=seed, name=name)
+
+
+def share_matrix(
+    weight, mask, bits: int, *, init: str = "linear", seed: int = 0, name: str = "weight"
+) -> CompressedMatrix:
+    """Share the weights kept by ``mask`` (k-means) without pruning: a 2-D weight and mask
+    (tensors or arrays) to a :class:`CompressedMatrix` of exactly that mask."""
+    weight_np = np.asarray(torch.as_tensor(weight).detach().cpu().to(torch.float32).numpy())
+    mask_np = np.asarray(torch.as_tensor(mask).detach().cpu().numpy(), dtype=bool)
+    if weight_np.ndim != 2 or mask_np.shape != weight_np.shape:
+        raise ValueError(
+            f"layer {name!r}: need a 2-D weight and a mask of its shape, "
+            f"got {weight_np.shape} and {mask_np.shape}"
+        )
+    shared = kmeans_1d(weight_np[mask_np], bits, init=init, seed=seed, name=name)
     codes = np.zeros(mask_np.shape, dtype=np.uint8)
     codes[mask_np] = shared.codes
     return CompressedMatrix.from_dense(mask_np, codes, shared.codebook, bits)

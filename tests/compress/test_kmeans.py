@@ -72,10 +72,17 @@ def test_constant_layer_gives_a_one_entry_codebook():
     assert not result.codes.any()
 
 
-def test_unused_centroids_are_dropped():
-    # Two far apart groups: the linear init puts most centroids in the empty gap.
+def test_empty_clusters_are_relocated():
+    # Two far apart groups (pruned weights): the linear init puts centroids in the empty gap.
     values = np.concatenate((np.linspace(-1.0, -0.9, 50), np.linspace(0.9, 1.0, 50))).astype(np.float32)
     result = kmeans_1d(values, 4)
+    assert result.codebook.size == 16
+    assert np.all(np.abs(result.codebook) >= 0.9)
+
+
+def test_unused_centroids_are_dropped():
+    values = np.concatenate((np.linspace(-1.0, -0.9, 50), np.linspace(0.9, 1.0, 50))).astype(np.float32)
+    result = kmeans_1d(values, 4, max_iter=0)  # the linear init alone, gap centroids unused
     assert result.codebook.size < 16
     assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
 

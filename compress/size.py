@@ -1,0 +1,141 @@
+"""Exact storage size of compressed layers, in the paper's table layout.
+
+Sizes come from the real encodings (``compress.relative_index``), not from formulas: every
+stream's exact bit count, fillers included, plus the codebook (32 bits per entry) and the row
+pointers. Only weights are counted (no biases), like the paper's tables.
+
+One encoding scheme is one column group, named by its suffix (``pq`` = pruning + quantization
+in the relative-index format). :func:`layer_size` builds a layer's row from
+:func:`scheme_columns` per scheme; :func:`size_table` sums the additive columns into a total
+row and derives the ratios again with the same function, so a new scheme (Huffman: ``pqh``) is
+one more ``scheme_columns`` call in :func:`layer_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from compress.matrix import CompressedMatrix
+from compress.relative_index import encode_relative
+
+DENSE_BITS_PER_WEIGHT = 32  # the dense float32 original
+
+# Per scheme: bits of the weight codes, of the relative indices, and of everything else
+# (codebook, row pointers, code tables); the table's ratios are derived from these.
+_STREAMS = ("code_stream_bits", "index_stream_bits", "overhead_bits")
+
+
+def scheme_columns(
+    suffix: str, *, nnz: int, weights: int, code_bits: int, index_bits: int, overhead_bits: int
+) -> dict:
+    """The columns of one encoding scheme for a layer (or a sum of layers).
+
+    ``weight_bits_<s>`` and ``index_bits_<s>`` are bits per kept weight (fillers included, so they
+    exceed the nominal widths when gaps need fillers), ``bytes_<s>`` the whole layer rounded up to
+    bytes, ``rate_<s>`` compressed bytes / dense float32 bytes (the paper's "compress rate").
+    """
+    total_bits = code_bits + index_bits + overhead_bits
+    compressed_bytes = -(-total_bits // 8)
+    return {
+        f"weight_bits_{suffix}": code_bits / nnz if nnz else 0.0,
+        f"index_bits_{suffix}": index_bits / nnz if nnz else 0.0,
+        f"bytes_{suffix}": compressed_bytes,
+        f"rate_{suffix}": compressed_bytes / (weights * DENSE_BITS_PER_WEIGHT / 8),
+        f"code_stream_bits_{suffix}": code_bits,
+        f"index_stream_bits_{suffix}": index_bits,
+        f"overhead_bits_{suffix}": overhead_bits,
+    }
+
+
+def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
+    """One layer's row of the size table (see :func:`size_table` for the columns)."""
+    weights = matrix.shape[0] * matrix.shape[1]
+    relative = encode_relative(matrix, index_bits)
+    counts = relative.bit_counts()
+    row = {
+        "weights": weights,
+        "nnz": matrix.nnz,
+        "density": matrix.density,
+        "bits": matrix.bits,
+        "index_bit_width": relative.index_bits,
+        "fillers": relative.fillers,
+        "codebook_size": int(matrix.codebook.size),
+        "dense_bytes": weights * DENSE_BITS_PER_WEIGHT // 8,
+    }
+    row.update(
+        scheme_columns(
+            "pq",
+            nnz=matrix.nnz,
+            weights=weights,
+            code_bits=counts["code_bits"],
+            index_bits=counts["index_bits"],
+            overhead_bits=counts["codebook_bits"] + counts["row_ptr_bits"],
+        )
+    )
+    return row
+
+
+def size_table(
+    layers: Mapping[str, CompressedMatrix] | Iterable[tuple[str, CompressedMatrix]],
+    index_bits: int | Mapping[str, int] = 5,
+) -> pd.DataFrame:
+    """The paper's size table: one row per layer plus a ``total`` row weighted by size.
+
+    ``index_bits`` is one width for every layer or a width per layer name. Columns: ``weights``,
+    ``nnz``, ``density``, ``bits`` (code width), ``index_bit_width``, ``fillers``,
+    ``codebook_size``, ``dense_bytes`` and per scheme (suffix ``pq``): ``weight_bits_pq``,
+    ``index_bits_pq`` (bits per kept weight), ``bytes_pq``, ``rate_pq`` (compressed / dense bytes)
+    and the exact stream bit counts they derive from.
+    """
+    items = list(layers.items() if isinstance(layers, Mapping) else layers)
+    if not items:
+        raise ValueError("size_table needs at least one layer")
+    rows = {}
+    for name, matrix in items:
+        if not isinstance(matrix, CompressedMatrix):
+            raise TypeError(f"layer {name!r}: expected a CompressedMatrix, got {type(matrix).__name__}")
+        if name == "total":
+            raise ValueError("'total' is reserved for the total row; rename that layer")
+        width = index_bits[name] if isinstance(index_bits, Mapping) else index_bits
+        rows[name] = layer_size(matrix, width)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "layer"
+    table.loc["total"] = _total_row(table)
+    return table
+
+
+def _total_row(table: pd.DataFrame) -> dict:
+    weights = int(table["weights"].sum())
+    nnz = int(table["nnz"].sum())
+    total = {
+        "weights": weights,
+        "nnz": nnz,
+        "density": nnz / weights,
+        "bits": None,
+        "index_bit_width": None,
+        "fillers": int(table["fillers"].sum()),
+        "codebook_size": int(table["codebook_size"].sum()),
+        "dense_bytes": int(table["dense_bytes"].sum()),
+    }
+    for suffix in _suffixes(table):
+        streams = {s: int(table[f"{s}_{suffix}"].sum()) for s in _STREAMS}
+        columns = scheme_columns(
+            suffix,
+            nnz=nnz,
+            weights=weights,
+            code_bits=streams["code_stream_bits"],
+            index_bits=streams["index_stream_bits"],
+            overhead_bits=streams["overhead_bits"],
+        )
+        # Each layer is stored on its own whole bytes, so the total is their sum.
+        columns[f"bytes_{suffix}"] = int(table[f"bytes_{suffix}"].sum())
+        columns[f"rate_{suffix}"] = columns[f"bytes_{suffix}"] / total["dense_bytes"]
+        total.update(columns)
+    return total
+
+
+def _suffixes(table: pd.DataFrame) -> list[str]:
+    prefix = "code_stream_bits_"
+    return [c[len(prefix) :] for c in table.columns if c.startswith(prefix)]
