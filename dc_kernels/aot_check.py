@@ -1,0 +1,207 @@
+"""`dcomp check-kernels`: compile every kernel configuration the dispatcher can choose, ahead of
+time, for sm_80 and sm_90 (no GPU needed), and report registers, shared memory and spills.
+
+Registers and spill bytes come from ``ptxas -v`` (the ptxas shipped inside the Triton wheel) run
+on the PTX Triton produced; shared memory from Triton's compiled metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+ARCHS = (80, 90)
+DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+# (code_bits, index_bits): the widest entry (register pressure) and a word-straddling width.
+WIDTHS = ((8, 8), (5, 6))
+
+
+@dataclass
+class CompileResult:
+    kernel: str
+    arch: int
+    dtype: str
+    code_bits: int
+    index_bits: int
+    batch_bucket: int
+    block: int
+    num_warps: int
+    registers: int
+    spill_stores: int
+    spill_loads: int
+    shared_bytes: int
+    seconds: float
+
+
+def _ptxas(arch: int) -> str:
+    """The ptxas Triton itself uses for ``sm_<arch>`` (newer wheels ship two)."""
+    import triton
+
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        try:
+            return get_ptxas(arch).path
+        except TypeError:  # older Triton: get_ptxas() takes no arch
+            return get_ptxas().path
+    except (ImportError, AttributeError):
+        path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"ptxas not found inside the triton wheel at {path}") from None
+        return path
+
+
+def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
+    """(registers, spill store bytes, spill load bytes) from ``ptxas -v``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        arch_name = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"
+        proc = subprocess.run(
+            [_ptxas(arch), "-v", f"--gpu-name={arch_name}", src, "-o", os.path.join(tmp, "k.cubin")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"ptxas failed for sm_{arch}: {proc.stderr.strip()}")
+    text = proc.stderr + proc.stdout
+    regs = re.search(r"Used (\d+) registers", text)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    if regs is None or spills is None:
+        raise RuntimeError(f"cannot parse ptxas -v output: {text}")
+    return int(regs.group(1)), int(spills.group(1)), int(spills.group(2))
+
+
+def _configs(dtypes: list[str], widths) -> list[tuple]:
+    """Every (kernel, constexprs, num_warps, dtype, bucket) the dispatcher can launch for the
+    default slice rows, per dtype and entry width."""
+    from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
+    from dc_kernels.triton_ops import BATCH_BUCKETS, DECODE_CONFIG, SPMM_CONFIGS, USE_GATHER
+
+    r = DEFAULT_SLICE_ROWS
+    out = []
+    for dtype in dtypes:
+        for code_bits, index_bits in widths:
+            common = {
+                "CODE_BITS": code_bits,
+                "INDEX_BITS": index_bits,
+                "CODEBOOK_PAD": 1 << code_bits,
+                "R": r,
+                "GATHER": USE_GATHER,
+            }
+            for bb in BATCH_BUCKETS:
+                cfg = SPMM_CONFIGS[bb]
+                consts = {**common, "BLOCK": cfg.block(r), "BB": bb, "HAS_BIAS": True}
+                out.append(("codebook_spmm_kernel", consts, cfg.num_warps, dtype, bb))
+            consts = {**common, "BLOCK": DECODE_CONFIG.block(r)}
+            out.append(("decode_dense_kernel", consts, DECODE_CONFIG.num_warps, dtype, 0))
+    return out
+
+
+def _signature(kernel_name: str, dtype: str, consts: dict) -> dict[str, str]:
+    from dc_kernels.kernels import codebook_spmv
+
+    fn = getattr(codebook_spmv, kernel_name)
+    ty = DTYPES[dtype]
+    pointers = {
+        "words_ptr": "*i32",
+        "slice_ptr_ptr": "*i64",
+        "row_ids_ptr": "*i32",
+        "codebook_ptr": "*fp32",
+        "x_ptr": f"*{ty}",
+        "bias_ptr": "*fp32",
+        "y_ptr": f"*{ty}",
+        "w_ptr": f"*{ty}",
+    }
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in pointers:
+            sig[name] = pointers[name]
+        elif name.startswith("stride"):
+            sig[name] = "i64"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def compile_one(
+    kernel_name: str, consts: dict, num_warps: int, dtype: str, arch: int
+) -> tuple[int, int, int, int]:
+    """Compile for ``sm_<arch>``: (registers, spill stores, spill loads, shared bytes)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from dc_kernels.kernels import codebook_spmv
+
+    fn = getattr(codebook_spmv, kernel_name)
+    src = ASTSource(fn=fn, signature=_signature(kernel_name, dtype, consts), constexprs=consts)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    regs, spill_st, spill_ld = _ptxas_usage(compiled.asm["ptx"], arch)
+    shared = int(getattr(compiled.metadata, "shared", 0))
+    return regs, spill_st, spill_ld, shared
+
+
+def run_check(
+    dtypes: list[str] | None = None, widths=WIDTHS, archs=ARCHS, progress=None
+) -> list[CompileResult]:
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise RuntimeError("TRITON_INTERPRET=1 replaces compilation; unset it for the compile check")
+    results = []
+    for kernel_name, consts, warps, dtype, bb in _configs(list(dtypes or DTYPES), widths):
+        for arch in archs:
+            t0 = time.perf_counter()
+            regs, st, ld, shared = compile_one(kernel_name, consts, warps, dtype, arch)
+            res = CompileResult(
+                kernel_name, arch, dtype, consts["CODE_BITS"], consts["INDEX_BITS"], bb, consts["BLOCK"],
+                warps, regs, st, ld, shared, round(time.perf_counter() - t0, 2),
+            )  # fmt: skip
+            results.append(res)
+            if progress:
+                progress(res)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dcomp check-kernels", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        print("check-kernels: unset TRITON_INTERPRET to compile", file=sys.stderr)
+        return 2
+    header = "kernel                 sm dtype     bits  BB block warps  regs spill_st spill_ld  smem"
+
+    def show(r: CompileResult) -> None:
+        print(
+            f"{r.kernel:<22} {r.arch:>2} {r.dtype:<9} {r.code_bits}+{r.index_bits} {r.batch_bucket:>3} "
+            f"{r.block:>5} {r.num_warps:>5} {r.registers:>5} {r.spill_stores:>8} {r.spill_loads:>8} "
+            f"{r.shared_bytes:>5}",
+            flush=True,
+        )
+
+    if not args.json:
+        print(header, flush=True)
+    results = run_check(args.dtypes, progress=None if args.json else show)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=1))
+    spills = [r for r in results if r.spill_stores or r.spill_loads]
+    if spills:
+        print(f"check-kernels: {len(spills)} configurations spill registers", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

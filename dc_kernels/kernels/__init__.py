@@ -1,0 +1,1 @@
+"""Triton kernels, one file per kernel family; imported only when a kernel is launched."""

@@ -1,0 +1,189 @@
+"""Launch and dispatch of the Triton kernels over a `GpuLayout` (what `CompressedLinear` calls).
+
+Dispatch by batch size B (rows of x):
+
+* ``B == 0``: an empty (0, out_features) result, no launch;
+* ``1 <= B <= 16``: one launch of `codebook_spmm_kernel` with the batch padded to a bucket
+  ``BB`` in {1, 2, 4, 8, 16}: each weight is decoded once and used for the whole batch;
+* ``16 < B < DENSE_CROSSOVER_BATCH``: that kernel over chunks of 16 rows of x;
+* ``B >= DENSE_CROSSOVER_BATCH``: decode the layer into a dense weight in x's dtype
+  (`decode_dense_kernel`) and multiply with cuBLAS (`torch.nn.functional.linear`).
+
+Kernel configurations come from a fixed table keyed by the bucket (no autotuning), so the set of
+compiled variants is bounded: bucket x dtype x code/index widths x slice rows x bias. Importing
+this module does not import Triton; the kernels module is imported at the first launch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from dc_kernels.gpu_layout import GpuLayout
+
+SMALL_BATCH_MAX = 16
+BATCH_BUCKETS = (1, 2, 4, 8, 16)
+# Batch from which decoding to dense + cuBLAS beats chunks of the small-batch kernel.
+# Provisional until the H200 run of perf/bench_gpu.py measures it (its "crossover" phase).
+DENSE_CROSSOVER_BATCH = 64
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# tl.gather for the on-chip codebook lookup; False switches to an L1-cached global load.
+USE_GATHER = True
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Entries decoded per loop step over all rows of a slice (``slice_rows * BLOCK``) and warps."""
+
+    tile_entries: int
+    num_warps: int
+
+    def block(self, slice_rows: int) -> int:
+        return max(16, self.tile_entries // slice_rows)
+
+
+SPMM_CONFIGS: dict[int, KernelConfig] = {
+    1: KernelConfig(1024, 4),
+    2: KernelConfig(512, 4),
+    4: KernelConfig(512, 4),
+    8: KernelConfig(256, 4),
+    16: KernelConfig(128, 4),
+}
+DECODE_CONFIG = KernelConfig(512, 4)
+
+
+def batch_bucket(batch: int) -> int:
+    """The smallest bucket >= batch (batch in 1..SMALL_BATCH_MAX)."""
+    for bucket in BATCH_BUCKETS:
+        if batch <= bucket:
+            return bucket
+    raise ValueError(f"batch {batch} exceeds the small-batch kernel's maximum {SMALL_BATCH_MAX}")
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_device(t: torch.Tensor, layout: GpuLayout, name: str) -> None:
+    if t.device != layout.device:
+        raise ValueError(f"{name} is on {t.device} but the layout is on {layout.device}")
+    if t.device.type != "cuda" and not _interpreting():
+        raise ValueError(f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
+
+
+def _codebook_pad(layout: GpuLayout) -> int:
+    return 1 << layout.code_bits
+
+
+def launch_spmm(
+    x2d: torch.Tensor,
+    layout: GpuLayout,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    config: KernelConfig | None = None,
+    gather: bool | None = None,
+) -> torch.Tensor:
+    """One launch of the small-batch kernel into ``out`` (B, out_features), B <= 16; no checks
+    beyond the bucket (`triton_linear` validates). ``config``/``gather`` override the table."""
+    from dc_kernels.kernels.codebook_spmv import codebook_spmm_kernel
+
+    bb = batch_bucket(x2d.shape[0])
+    config = config or SPMM_CONFIGS[bb]
+    codebook_spmm_kernel[(layout.n_slices,)](
+        layout.words,
+        layout.slice_ptr,
+        layout.row_ids,
+        layout.codebook,
+        x2d,
+        bias if bias is not None else layout.codebook,
+        out,
+        layout.out_features,
+        layout.in_features,
+        x2d.shape[0],
+        layout.codebook.numel(),
+        x2d.stride(0),
+        x2d.stride(1),
+        out.stride(0),
+        out.stride(1),
+        CODE_BITS=layout.code_bits,
+        INDEX_BITS=layout.index_bits,
+        CODEBOOK_PAD=_codebook_pad(layout),
+        R=layout.slice_rows,
+        BLOCK=config.block(layout.slice_rows),
+        BB=bb,
+        HAS_BIAS=bias is not None,
+        GATHER=USE_GATHER if gather is None else gather,
+        num_warps=config.num_warps,
+    )
+    return out
+
+
+def decode_dense(layout: GpuLayout, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The layer's dense weight (out_features, in_features) in ``dtype``, decoded on the device."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
+    _check_device(layout.words, layout, "layout")
+    from dc_kernels.kernels.codebook_spmv import decode_dense_kernel
+
+    weight = torch.zeros(layout.shape, dtype=dtype, device=layout.device)
+    decode_dense_kernel[(layout.n_slices,)](
+        layout.words,
+        layout.slice_ptr,
+        layout.row_ids,
+        layout.codebook,
+        weight,
+        layout.out_features,
+        layout.in_features,
+        layout.codebook.numel(),
+        CODE_BITS=layout.code_bits,
+        INDEX_BITS=layout.index_bits,
+        CODEBOOK_PAD=_codebook_pad(layout),
+        R=layout.slice_rows,
+        BLOCK=DECODE_CONFIG.block(layout.slice_rows),
+        GATHER=USE_GATHER,
+        num_warps=DECODE_CONFIG.num_warps,
+    )
+    return weight
+
+
+def triton_linear(
+    x2d: torch.Tensor,
+    layout: GpuLayout,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = x2d W^T + bias for the compressed layer; x2d (B, in_features) in float32, float16 or
+    bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
+    (B, out_features) in x2d's dtype, written into ``out`` when given (any strides)."""
+    if not isinstance(x2d, torch.Tensor) or not isinstance(layout, GpuLayout):
+        raise TypeError(f"expected (Tensor, GpuLayout), got ({type(x2d).__name__}, {type(layout).__name__})")
+    if x2d.dim() != 2 or x2d.shape[1] != layout.in_features:
+        raise ValueError(f"x2d must have shape (B, {layout.in_features}), got {tuple(x2d.shape)}")
+    if x2d.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"x2d dtype must be one of {SUPPORTED_DTYPES}, got {x2d.dtype}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.shape != (layout.out_features,):
+            raise ValueError(f"bias must be a tensor of shape ({layout.out_features},)")
+        _check_device(bias, layout, "bias")
+        bias = bias.contiguous()
+    _check_device(x2d, layout, "x2d")
+    batch = x2d.shape[0]
+    if out is None:
+        out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
+    elif out.shape != (batch, layout.out_features) or out.dtype != x2d.dtype or out.device != x2d.device:
+        raise ValueError(
+            f"out must be ({batch}, {layout.out_features}) {x2d.dtype} on {x2d.device}, "
+            f"got {tuple(out.shape)} {out.dtype} on {out.device}"
+        )
+    if batch == 0:
+        return out
+    if batch >= DENSE_CROSSOVER_BATCH:
+        weight = decode_dense(layout, x2d.dtype)
+        torch.matmul(x2d, weight.T, out=out)
+        return out if bias is None else out.add_(bias.to(out.dtype))
+    for lo in range(0, batch, SMALL_BATCH_MAX):
+        hi = min(batch, lo + SMALL_BATCH_MAX)
+        launch_spmm(x2d[lo:hi], layout, bias, out[lo:hi])
+    return out
