@@ -8,6 +8,16 @@ from compress.errors import (
     NonFiniteWeightError,
     UnsupportedModuleError,
 )
+from compress.file_errors import (
+    CompressedFileError,
+    CorruptStreamError,
+    InvalidHeaderError,
+    TruncatedFileError,
+    UnsupportedVersionError,
+)
+from compress.file_format import LoadedLayers, load, save, save_bytes
+from compress.huffman import HuffmanCode, HuffmanStream, huffman_decode, huffman_encode
+from compress.huffman_layer import HuffmanLayer, decode_huffman, encode_huffman
 from compress.kmeans import KMeansResult, kmeans_1d
 from compress.matrix import CompressedMatrix, nearest_centroid
 from compress.one_shot import compress_matrix
@@ -21,25 +31,41 @@ __version__ = "0.1.0"
 __all__ = [
     "LLM_LAYERS",
     "PAPER_LAYERS",
+    "CompressedFileError",
     "CompressedMatrix",
     "CompressionError",
     "ConfigError",
+    "CorruptStreamError",
     "DeepCompressionConfig",
     "EmptyLayerError",
+    "HuffmanCode",
+    "HuffmanLayer",
+    "HuffmanStream",
+    "InvalidHeaderError",
     "KMeansResult",
     "LayerConfig",
     "LayerSpec",
+    "LoadedLayers",
     "NonFiniteWeightError",
     "RelativeIndexLayer",
+    "TruncatedFileError",
     "UnsupportedModuleError",
+    "UnsupportedVersionError",
     "__version__",
     "compress_matrix",
+    "decode_huffman",
     "decode_relative",
+    "encode_huffman",
     "encode_relative",
     "get_layer",
+    "huffman_decode",
+    "huffman_encode",
     "kmeans_1d",
     "layer_size",
+    "load",
     "nearest_centroid",
     "random_compressed_matrix",
+    "save",
+    "save_bytes",
     "size_table",
 ]

@@ -49,7 +49,7 @@ import numpy as np
 
 MAX_CODE_LENGTH = 16  # longest codeword the library builds or accepts; decode tables <= 2**16 entries
 MAX_ALPHABET = 1 << 16
-MAX_SEGMENT_SYMBOLS = 1 << 20
+MAX_SEGMENT_SYMBOLS = 1 << 16  # bounds the lockstep decoder's steps; larger segments save nothing
 MAX_STREAM_BITS = (1 << 32) - 1  # segment offsets are uint32
 DEFAULT_SEGMENT_SYMBOLS = 1024
 _LENGTH_SHIFT = 16
