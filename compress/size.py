@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from compress.huffman_layer import encode_huffman
 from compress.matrix import CompressedMatrix
 from compress.relative_index import encode_relative
 
@@ -74,6 +75,19 @@ def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
             overhead_bits=counts["codebook_bits"] + counts["row_ptr_bits"],
         )
     )
+    # pqh: the same two streams Huffman-coded separately; each stream's bits include its code
+    # table, segment offsets and word padding.
+    huffman = encode_huffman(relative).bit_counts()
+    row.update(
+        scheme_columns(
+            "pqh",
+            nnz=matrix.nnz,
+            weights=weights,
+            code_bits=huffman["code_bits"],
+            index_bits=huffman["index_bits"],
+            overhead_bits=huffman["codebook_bits"] + huffman["row_ptr_bits"],
+        )
+    )
     return row
 
 
@@ -85,7 +99,8 @@ def size_table(
 
     ``index_bits`` is one width for every layer or a width per layer name. Columns: ``weights``,
     ``nnz``, ``density``, ``bits`` (code width), ``index_bit_width``, ``fillers``,
-    ``codebook_size``, ``dense_bytes`` and per scheme (suffix ``pq``): ``weight_bits_pq``,
+    ``codebook_size``, ``dense_bytes`` and per scheme (suffixes ``pq`` and ``pqh``, the latter
+    Huffman-coded, code tables and segment offsets included): ``weight_bits_pq``,
     ``index_bits_pq`` (bits per kept weight), ``bytes_pq``, ``rate_pq`` (compressed / dense bytes)
     and the exact stream bit counts they derive from.
     """
