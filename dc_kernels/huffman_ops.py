@@ -1,0 +1,153 @@
+"""Launchers of the Huffman kernels (`dc_kernels.kernels.huffman_spmv`) and their reference.
+
+* `huffman_linear`: y = x W^T + b straight from the Huffman stream, batch padded to a bucket
+  ``BB`` in {1, 2, 4, 8} (each weight decoded once per launch); larger batches run in chunks of 8.
+* `huffman_decode`: the standalone decoder, stream -> (codes, columns) of every kept weight.
+
+One configuration per bucket (4 warps; the lanes are fixed by the layout), so the compiled
+variants are bounded: bucket x dtype x lanes shape x bias. Importing this module does not import
+Triton; the kernels module is imported at the first launch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dc_kernels.huffman_layout import HuffmanLayout
+
+BATCH_BUCKETS = (1, 2, 4, 8)
+MAX_BATCH = BATCH_BUCKETS[-1]
+NUM_WARPS = 4
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_device(t: torch.Tensor, layout: HuffmanLayout, name: str) -> None:
+    if t.device != layout.device:
+        raise ValueError(f"{name} is on {t.device} but the Huffman layout is on {layout.device}")
+    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise ValueError(f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
+
+
+def _bucket(batch: int) -> int:
+    return next(b for b in BATCH_BUCKETS if batch <= b)
+
+
+def launch_huffman_spmm(
+    x2d: torch.Tensor, layout: HuffmanLayout, bias: torch.Tensor | None, out: torch.Tensor
+) -> torch.Tensor:
+    """One launch into ``out`` (B, out_features), 1 <= B <= 8; no checks (`huffman_linear` checks)."""
+    from dc_kernels.kernels.huffman_spmv import huffman_spmm_kernel
+
+    huffman_spmm_kernel[(layout.n_programs,)](
+        layout.words,
+        layout.prog_base,
+        layout.seg_len,
+        layout.prog_steps,
+        layout.table,
+        layout.codebook,
+        x2d,
+        bias if bias is not None else layout.codebook,
+        out,
+        layout.out_features,
+        layout.in_features,
+        layout.n_segments,
+        layout.len_base,
+        layout.block_cols,
+        layout.table_bits,
+        x2d.shape[0],
+        x2d.stride(0),
+        x2d.stride(1),
+        out.stride(0),
+        out.stride(1),
+        ROWS=layout.rows_per_program,
+        NCB=layout.col_blocks,
+        BB=_bucket(x2d.shape[0]),
+        HAS_BIAS=bias is not None,
+        num_warps=NUM_WARPS,
+    )
+    return out
+
+
+def huffman_linear(
+    x2d: torch.Tensor,
+    layout: HuffmanLayout,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = x2d W^T + bias from the Huffman stream; x2d (B, in_features) in float32, float16 or
+    bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
+    (B, out_features) in x2d's dtype (written into ``out`` when given)."""
+    if not isinstance(x2d, torch.Tensor) or not isinstance(layout, HuffmanLayout):
+        raise TypeError(
+            f"expected (Tensor, HuffmanLayout), got ({type(x2d).__name__}, {type(layout).__name__})"
+        )
+    if x2d.dim() != 2 or x2d.shape[1] != layout.in_features:
+        raise ValueError(f"x2d must have shape (B, {layout.in_features}), got {tuple(x2d.shape)}")
+    if x2d.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"x2d dtype must be one of {SUPPORTED_DTYPES}, got {x2d.dtype}")
+    if x2d.numel() >= 2**31:
+        raise ValueError(f"x2d has {x2d.numel()} elements; 32-bit column offsets need < 2**31")
+    _check_device(x2d, layout, "x2d")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.shape != (layout.out_features,):
+            raise ValueError(f"bias must be a tensor of shape ({layout.out_features},)")
+        _check_device(bias, layout, "bias")
+        bias = bias.contiguous()
+    batch = x2d.shape[0]
+    shape = (batch, layout.out_features)
+    if out is None:
+        out = torch.empty(shape, dtype=x2d.dtype, device=x2d.device)
+    elif out.shape != shape or out.dtype != x2d.dtype or out.device != x2d.device:
+        raise ValueError(
+            f"out must be {x2d.dtype} of shape {shape} on {x2d.device}, got {out.dtype} {tuple(out.shape)}"
+        )
+    for lo in range(0, batch, MAX_BATCH):
+        hi = min(batch, lo + MAX_BATCH)
+        launch_huffman_spmm(x2d[lo:hi], layout, bias, out[lo:hi])
+    return out
+
+
+def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes uint8[nnz], columns int32[nnz]) of every kept weight in CSR order, decoded on the
+    layout's device (rows follow from the canonical row pointers)."""
+    if not isinstance(layout, HuffmanLayout):
+        raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
+    _check_device(layout.words, layout, "layout")
+    from dc_kernels.kernels.huffman_spmv import huffman_decode_kernel
+
+    codes = torch.empty(layout.nnz, dtype=torch.uint8, device=layout.device)
+    cols = torch.empty(layout.nnz, dtype=torch.int32, device=layout.device)
+    if layout.nnz:
+        huffman_decode_kernel[(layout.n_programs,)](
+            layout.words,
+            layout.prog_base,
+            layout.seg_len,
+            layout.prog_steps,
+            layout.table,
+            layout.seg_first,
+            codes,
+            cols,
+            layout.in_features,
+            layout.n_segments,
+            layout.nnz,
+            layout.len_base,
+            layout.block_cols,
+            layout.table_bits,
+            ROWS=layout.rows_per_program,
+            NCB=layout.col_blocks,
+            num_warps=NUM_WARPS,
+        )
+    return codes, cols
+
+
+def reference_linear(
+    x2d: torch.Tensor, layout: HuffmanLayout, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The oracle of `huffman_linear`: decode on the CPU, y = x W^T + b in float64, x's dtype."""
+    weight = layout.to_dense().to(device=x2d.device, dtype=torch.float64)
+    y = x2d.to(torch.float64) @ weight.T
+    if bias is not None:
+        y = y + bias.to(device=x2d.device, dtype=torch.float64)
+    return y.to(x2d.dtype)

@@ -1,0 +1,152 @@
+"""Triton kernels over a `HuffmanLayout`: the standalone Huffman decoder and the fused
+decode + GEMV / small-batch GEMM.
+
+One program per ``ROWS`` whole rows; one lane per segment (``ROWS x NCB`` lanes: a row's column
+blocks side by side), so a row's partial sums are reduced inside the program (no atomics, every
+output element written exactly once). A program first finds its segments' start bits with one
+prefix sum of their stored lengths, then runs ``prog_steps[pid]`` lockstep steps; in each step
+every lane that has bits left decodes one joint symbol:
+
+* peek ``TABLE_BITS`` bits at the lane's bit position from two 32-bit words (the second read only
+  when it lies inside the segment: every read is bounded by the segment's recorded extent);
+* one lookup in the flat table gives (length, is_weight, code, column advance);
+* a weight multiplies the ``BB`` batch columns of x at its column (decoded once for the batch).
+
+The table holds only valid entries or 0 (length 0: a lane on a corrupt pattern stops advancing),
+peeks are masked to ``TABLE_BITS`` bits, x reads are masked to ``col < n_cols`` and the loop count
+is stored, so even a stream that skipped validation reads and writes nothing out of bounds.
+References: `HuffmanLayout.decode` (same steps in NumPy) and `huffman_ops.reference_linear`.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS: tl.constexpr, NCB: tl.constexpr):
+    """(segment ids, start bits, end bits, block index) of the program's ``ROWS x NCB`` lanes."""
+    r = tl.arange(0, ROWS)[:, None]
+    c = tl.arange(0, NCB)[None, :]
+    seg = pid.to(tl.int64) * (ROWS * NCB) + r * NCB + c
+    valid = seg < n_seg
+    # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
+    raw = tl.load(seg_len_ptr + seg, mask=valid, other=0).to(tl.int32) & 0xFFFF
+    length = tl.where(valid, raw + len_base, 0)
+    row_total = tl.sum(length, axis=1)
+    before_row = tl.cumsum(row_total, axis=0) - row_total
+    base = tl.load(prog_base_ptr + pid)
+    start = base + (before_row[:, None] + tl.cumsum(length, axis=1) - length).to(base.dtype)
+    return seg, start, start + length.to(base.dtype), c
+
+
+@triton.jit
+def _decode_step(words_ptr, table_ptr, pos, end, table_bits):
+    """One symbol per active lane: (entry fields..., active) with entry 0 for inactive lanes."""
+    active = pos < end
+    w = pos >> 5
+    hi = tl.load(words_ptr + w, mask=active, other=0).to(tl.uint32, bitcast=True)
+    lo = tl.load(words_ptr + w + 1, mask=active & ((w + 1) * 32 < end), other=0).to(tl.uint32, bitcast=True)
+    o = (pos & 31).to(tl.uint32)
+    # (lo >> 1) >> (31 - o) avoids a shift by 32 when o == 0.
+    top = (hi << o) | ((lo >> 1) >> (31 - o))
+    peek = (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32)
+    entry = tl.load(table_ptr + peek, mask=active, other=0)
+    length = entry & 31
+    is_weight = ((entry >> 5) & 1) != 0
+    code = (entry >> 6) & 255
+    advance = entry >> 14
+    return length, is_weight & active, code, advance
+
+
+@triton.jit
+def huffman_spmm_kernel(
+    words_ptr,
+    prog_base_ptr,
+    seg_len_ptr,
+    prog_steps_ptr,
+    table_ptr,
+    codebook_ptr,
+    x_ptr,
+    bias_ptr,
+    y_ptr,
+    n_rows,
+    n_cols,
+    n_seg,
+    len_base,
+    block_cols,
+    table_bits,
+    batch,
+    stride_xb,
+    stride_xk,
+    stride_yb,
+    stride_yn,
+    ROWS: tl.constexpr,
+    NCB: tl.constexpr,
+    BB: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB."""
+    pid = tl.program_id(0)
+    _, pos, end, block = _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS, NCB)
+    colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
+    b = tl.arange(0, BB)
+    b_ok = (b < batch)[None, None, :]
+    x_batch = x_ptr + b.to(tl.int64)[None, None, :] * stride_xb
+    acc = tl.zeros((ROWS, NCB, BB), dtype=tl.float32)
+    n_steps = tl.load(prog_steps_ptr + pid)
+    for _ in range(0, n_steps):
+        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, end, table_bits)
+        col = colpos + advance - 1
+        real = is_weight & (col < n_cols)
+        weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
+        xv = tl.load(
+            x_batch + col.to(tl.int64)[:, :, None] * stride_xk, mask=real[:, :, None] & b_ok, other=0.0
+        )
+        acc += weight[:, :, None] * xv.to(tl.float32)
+        pos += length
+        colpos += advance
+    out = tl.sum(acc, axis=1)
+    row = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    row_ok = row < n_rows
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + row, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    y_offs = b.to(tl.int64)[None, :] * stride_yb + row[:, None] * stride_yn
+    tl.store(y_ptr + y_offs, out.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & (b < batch)[None, :])
+
+
+@triton.jit
+def huffman_decode_kernel(
+    words_ptr,
+    prog_base_ptr,
+    seg_len_ptr,
+    prog_steps_ptr,
+    table_ptr,
+    seg_first_ptr,
+    codes_ptr,
+    cols_ptr,
+    n_cols,
+    n_seg,
+    nnz,
+    len_base,
+    block_cols,
+    table_bits,
+    ROWS: tl.constexpr,
+    NCB: tl.constexpr,
+):
+    """Decode the program's segments into ``codes`` (uint8) and ``cols`` (int32), CSR order."""
+    pid = tl.program_id(0)
+    seg, pos, end, block = _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS, NCB)
+    colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
+    out = tl.load(seg_first_ptr + seg, mask=seg < n_seg, other=0)
+    n_steps = tl.load(prog_steps_ptr + pid)
+    for _ in range(0, n_steps):
+        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, end, table_bits)
+        col = colpos + advance - 1
+        real = is_weight & (col < n_cols) & (out < nnz)
+        tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)
+        tl.store(cols_ptr + out, col, mask=real)
+        out += real.to(tl.int64)
+        pos += length
+        colpos += advance
