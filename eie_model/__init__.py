@@ -1,1 +1,43 @@
 """A cycle-level simulator and energy model of the EIE accelerator."""
+
+from eie_model.area import chip_area_mm2, pe_area_um2
+from eie_model.benchmarks import BENCHMARKS, benchmark_inputs, simulate_benchmark, simulate_dump
+from eie_model.codebook import fit_codebook
+from eie_model.config import EIEConfig
+from eie_model.dump import EIEDump, dump_arrays, read_eie_dump, write_eie_dump
+from eie_model.encoding import CodebookTooLargeError, EIELayer, decode_eie, encode_eie
+from eie_model.energy import EnergyEntry, EnergyTable, energy_table, module_power_table, per_op_45nm_table
+from eie_model.fixed_point import FixedPointFormat
+from eie_model.simulator import SimResult, simulate_encoded, simulate_layer
+from eie_model.sweep import SWEEPS, plot_sweep, run_sweep
+
+__all__ = [
+    "BENCHMARKS",
+    "SWEEPS",
+    "CodebookTooLargeError",
+    "EIEConfig",
+    "EIEDump",
+    "EIELayer",
+    "EnergyEntry",
+    "EnergyTable",
+    "FixedPointFormat",
+    "SimResult",
+    "benchmark_inputs",
+    "chip_area_mm2",
+    "decode_eie",
+    "dump_arrays",
+    "encode_eie",
+    "energy_table",
+    "fit_codebook",
+    "module_power_table",
+    "pe_area_um2",
+    "per_op_45nm_table",
+    "plot_sweep",
+    "read_eie_dump",
+    "run_sweep",
+    "simulate_benchmark",
+    "simulate_dump",
+    "simulate_encoded",
+    "simulate_layer",
+    "write_eie_dump",
+]

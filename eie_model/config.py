@@ -1,0 +1,86 @@
+"""The parameters of one EIE design point; the defaults are the paper's 64-PE, 45 nm design.
+
+Every field is a plain number so that a configuration is hashable, printable and sweepable
+(`dataclasses.replace(config, fifo_depth=16)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class EIEConfig:
+    """One EIE design point (the paper's values by default; facts.md, "EIE architecture").
+
+    * ``pes``: processing elements; row ``i`` belongs to PE ``i % pes``.
+    * ``fifo_depth``: activations each PE's queue holds; the broadcast stops while any is full.
+    * ``sram_width``: bits per sparse-matrix SRAM line; a line holds
+      ``sram_width // (weight_bits + index_bits)`` entries (entries never straddle lines).
+    * ``clock_mhz``: clock frequency.
+    * ``weight_bits`` (v) and ``index_bits`` (z): entry fields; v = 0 is the zero weight.
+    * ``pointer_bits``: width of one column pointer.
+    * ``act_bits``: fixed-point width of activations, weights after lookup and accumulators.
+    * ``rf_size``: activations per PE in each of the two register files (source, destination).
+      A PE owning more output rows than this computes them in batches of ``rf_size`` rows.
+    * ``ptr_sram_kb``, ``spmat_sram_kb``, ``act_sram_kb``: per-PE memory sizes (area and the
+      capacity check; they never change the cycle count).
+    * ``arith_stages``: pipeline stages of the arithmetic unit after the sparse-matrix read
+      (lookup, multiply, shift-and-add, write).
+    """
+
+    pes: int = 64
+    fifo_depth: int = 8
+    sram_width: int = 64
+    clock_mhz: float = 800.0
+    weight_bits: int = 4
+    index_bits: int = 4
+    pointer_bits: int = 16
+    act_bits: int = 16
+    rf_size: int = 64
+    ptr_sram_kb: float = 32.0
+    spmat_sram_kb: float = 128.0
+    act_sram_kb: float = 2.0
+    arith_stages: int = 4
+
+    def __post_init__(self) -> None:
+        _check_int("pes", self.pes, 1, 4096)
+        _check_int("fifo_depth", self.fifo_depth, 1, 1 << 16)
+        _check_int("weight_bits", self.weight_bits, 1, 8)
+        _check_int("index_bits", self.index_bits, 1, 8)
+        _check_int("pointer_bits", self.pointer_bits, 1, 64)
+        _check_int("act_bits", self.act_bits, 2, 32)
+        _check_int("rf_size", self.rf_size, 1, 1 << 20)
+        _check_int("arith_stages", self.arith_stages, 0, 64)
+        _check_int("sram_width", self.sram_width, self.entry_bits, 1 << 16)
+        for name in ("clock_mhz", "ptr_sram_kb", "spmat_sram_kb", "act_sram_kb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+
+    @property
+    def entry_bits(self) -> int:
+        """Bits of one sparse-matrix entry (v and z)."""
+        return self.weight_bits + self.index_bits
+
+    @property
+    def entries_per_line(self) -> int:
+        return self.sram_width // self.entry_bits
+
+    @property
+    def max_centroids(self) -> int:
+        """Non-zero weights v can address (v = 0 is reserved for the zero of padding entries)."""
+        return (1 << self.weight_bits) - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,139 @@
+"""Design-space sweeps of EIE: one parameter varied over the benchmark layers, to CSV and plots.
+
+A benchmark's layer and input are drawn once per sweep; an encoding is reused by every design
+point with the same PEs, bit widths and register file, so a FIFO-depth or SRAM-width sweep
+encodes each layer once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from eie_model.area import chip_area_mm2
+from eie_model.benchmarks import BENCHMARKS, benchmark_inputs
+from eie_model.config import EIEConfig
+from eie_model.encoding import encode_eie
+from eie_model.simulator import simulate_encoded
+
+#: Sweep name -> (EIEConfig field, default values: the ranges of the paper's design-space study).
+SWEEPS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "fifo": ("fifo_depth", (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+    "pes": ("pes", (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+    "sram-width": ("sram_width", (16, 32, 64, 128, 256, 512)),
+    "index-bits": ("index_bits", (2, 3, 4, 5, 6, 7, 8)),
+}
+
+COLUMNS = (
+    "benchmark",
+    "parameter",
+    "value",
+    "cycles",
+    "time_us",
+    "ideal_cycles",
+    "theoretical_us",
+    "load_efficiency",
+    "entries",
+    "padding_entries",
+    "spmat_line_reads",
+    "energy_uj",
+    "power_mw",
+    "chip_area_mm2",
+)
+
+
+def run_sweep(
+    sweep: str,
+    values: Sequence[int] | None = None,
+    benchmarks: Sequence[str] = BENCHMARKS,
+    base: EIEConfig | None = None,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Simulate every benchmark at every value of one parameter; one row per design point."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; choose one of {sorted(SWEEPS)}")
+    field, defaults = SWEEPS[sweep]
+    values = tuple(defaults if values is None else values)
+    if not values:
+        raise ValueError("a sweep needs at least one value")
+    base = EIEConfig() if base is None else base
+    configs = [dataclasses.replace(base, **{field: int(v)}) for v in values]  # validates every value
+    rows = []
+    total = len(benchmarks) * len(configs)
+    done = 0
+    for name in benchmarks:
+        matrix, activations = benchmark_inputs(name, base.weight_bits, seed, scale)
+        encodings: dict[tuple[int, int, int, int | None], object] = {}
+        for value, config in zip(values, configs):
+            started = time.perf_counter()
+            rows_per_pe = -(-matrix.shape[0] // config.pes)
+            batch_rows = config.rf_size if rows_per_pe > config.rf_size else None
+            key = (config.pes, config.weight_bits, config.index_bits, batch_rows)
+            if key not in encodings:
+                encodings[key] = encode_eie(matrix, *key)
+            result = simulate_encoded(encodings[key], activations, config, name=name)
+            rows.append(
+                {
+                    "benchmark": name,
+                    "parameter": field,
+                    "value": int(value),
+                    "cycles": result.cycles,
+                    "time_us": result.time_us,
+                    "ideal_cycles": result.ideal_cycles,
+                    "theoretical_us": result.theoretical_us,
+                    "load_efficiency": result.load_efficiency,
+                    "entries": result.entries,
+                    "padding_entries": result.padding_entries,
+                    "spmat_line_reads": result.counts["spmat_line_read"],
+                    "energy_uj": result.energy_uj,
+                    "power_mw": result.power_mw,
+                    "chip_area_mm2": chip_area_mm2(config),
+                }
+            )
+            done += 1
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                progress(f"[{done}/{total}] {name} {field}={value}: {result.cycles} cycles ({elapsed:.2f} s)")
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def plot_sweep(table: pd.DataFrame, path: str | Path) -> Path:
+    """Load efficiency, time and energy against the swept value, one line per benchmark (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if table.empty:
+        raise ValueError("the sweep table is empty")
+    field = str(table["parameter"].iloc[0])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = (
+        ("load_efficiency", "load efficiency (ideal / actual cycles)"),
+        ("time_us", "time per layer (us)"),
+        ("energy_uj", "energy per layer (uJ)"),
+    )
+    for ax, (column, label) in zip(axes, panels):
+        for name, group in table.groupby("benchmark", sort=False):
+            ax.plot(group["value"], group[column], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(field)
+        ax.set_ylabel(label)
+        if column != "load_efficiency":
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"EIE model: sweep of {field} (other parameters fixed)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
