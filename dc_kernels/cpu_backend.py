@@ -1,0 +1,115 @@
+"""The fast CPU path of `CompressedLinear`: sparse products straight from the compressed form.
+
+Calls the compiled kernels of `csrc/sparse_linear.c` (see `cpu_build`), which keep only the
+codes (1 byte) and the columns (2 bytes, 4 beyond 32768 inputs) of every kept weight and decode
+in registers. The sparse loop does ``density * batch`` multiply-adds per weight of the layer at a
+lower rate than a dense GEMM, so from ``density * batch > SPARSE_MAX_WORK`` on the layer is
+decoded into a temporary dense float32 weight (compiled decoder) for one GEMM instead; the
+constant comes from the batch sweep of ``perf/bench_cpu.py``.
+
+Where no C compiler works, PyTorch's sparse CSR kernels run instead on decoded float32 values
+that are built once and cached by the module (`pack`), at 8 more bytes per kept weight.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dc_kernels import cpu_build
+
+# The kernels' batch tiles are multiples of 8 (one AVX register of float32).
+BATCH_TILE = 8
+# density * batch up to which the sparse kernels beat decode + dense GEMM (perf/bench_cpu.py).
+SPARSE_MAX_WORK = 6.0
+
+
+def uses_sparse(batch: int, density: float) -> bool:
+    """Whether `cpu_linear` takes the sparse kernels (True) or decode + dense GEMM (False)."""
+    return batch * density <= SPARSE_MAX_WORK
+
+
+def pack(
+    codebook: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, codes: torch.Tensor
+) -> list[torch.Tensor]:
+    """Tensors the path needs beside the canonical ones: none for the compiled kernels; the
+    CSR indices and decoded values of torch's sparse fallback otherwise."""
+    if cpu_build.library() is not None:
+        return []
+    index_dtype = torch.int32 if codes.numel() < 2**31 else torch.int64
+    return [row_ptr.to(index_dtype), col_idx.to(index_dtype), codebook[codes.long()]]
+
+
+def decode(
+    codebook: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    codes: torch.Tensor,
+    in_features: int,
+) -> torch.Tensor | None:
+    """The dense float32 weight decoded by the compiled decoder; None when it is unavailable."""
+    lib = cpu_build.library()
+    if lib is None:
+        return None
+    rows = row_ptr.numel() - 1
+    weight = torch.empty((rows, in_features), dtype=torch.float32)
+    getattr(lib, f"dc_decode_{_width(col_idx)}")(
+        rows,
+        in_features,
+        *_pointers(codebook, row_ptr, col_idx, codes),
+        weight.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return weight
+
+
+def _width(col_idx: torch.Tensor) -> int:
+    return 16 if col_idx.dtype == torch.int16 else 32
+
+
+def _pointers(codebook, row_ptr, col_idx, codes) -> tuple[int, ...]:
+    return (row_ptr.data_ptr(), col_idx.data_ptr(), codes.data_ptr(), codebook.data_ptr(), codebook.numel())
+
+
+def cpu_linear(
+    x2d: torch.Tensor,
+    codebook: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    codes: torch.Tensor,
+    bias: torch.Tensor | None,
+    in_features: int,
+    packed: list[torch.Tensor],
+) -> torch.Tensor:
+    """y = x W^T + b for CPU tensors, float32 accumulation, returned in x2d's dtype."""
+    rows = row_ptr.numel() - 1
+    batch = x2d.shape[0]
+    xf = x2d.float()
+    bias_f = None if bias is None else bias.float().contiguous()
+    lib = cpu_build.library()
+    if packed or lib is None:
+        crow, col, values = packed if packed else pack(codebook, row_ptr, col_idx, codes)
+        weight = torch.sparse_csr_tensor(crow, col, values, (rows, in_features), check_invariants=False)
+        y = (weight @ xf.t()).t()
+        return (y if bias_f is None else y + bias_f).to(x2d.dtype)
+    if not uses_sparse(batch, codes.numel() / (rows * in_features)):
+        weight = decode(codebook, row_ptr, col_idx, codes, in_features)
+        return F.linear(xf, weight, bias_f).to(x2d.dtype)
+    width = _width(col_idx)
+    threads = torch.get_num_threads()
+    common = _pointers(codebook, row_ptr, col_idx, codes)
+    y = torch.empty((batch, rows), dtype=torch.float32)
+    if batch == 0:
+        return y.to(x2d.dtype)
+    bias_ptr = None if bias_f is None else bias_f.data_ptr()
+    if batch == 1:
+        xf = xf.contiguous()
+        getattr(lib, f"dc_gemv_{width}")(rows, *common, xf.data_ptr(), bias_ptr, y.data_ptr(), threads)
+    else:
+        padded = -(-batch // BATCH_TILE) * BATCH_TILE
+        xt = torch.zeros((in_features, padded), dtype=torch.float32)
+        xt[:, :batch] = xf.t()
+        getattr(lib, f"dc_gemm_{width}")(
+            rows, batch, padded, *common, xt.data_ptr(), bias_ptr, y.data_ptr(), threads
+        )
+    return y.to(x2d.dtype)

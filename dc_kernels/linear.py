@@ -1,0 +1,328 @@
+"""`CompressedLinear`: a drop-in `torch.nn.Linear` whose weight is a Deep Compression layer.
+
+The module holds the canonical compressed form of `compress.CompressedMatrix` in registered
+buffers (so ``state_dict``, ``deepcopy``, pickling and ``.to()`` work as for any module):
+
+* ``codebook``: float32[k], the shared weights (stays float32 under ``.half()``/``.to(dtype)``);
+* ``row_ptr``: int64[out_features + 1], CSR row pointers;
+* ``col_idx``: int16[nnz] when in_features <= 32768, else int32[nnz];
+* ``codes``: uint8[nnz], the codebook index of every kept weight;
+* ``code_bits``: uint8 scalar, the code width;
+
+plus an optional ``bias`` parameter, as in nn.Linear. Forward runs the custom op
+``dc_kernels::compressed_linear`` with the backend named by ``backend`` (see
+`dc_kernels.backends`); tensors a backend derives from the buffers (a GPU layout, say) are built
+when the module is created, loaded or moved, never while tracing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.matrix import CompressedMatrix, check_bits
+from compress.one_shot import compress_matrix
+from dc_kernels.backends import AUTO, backend_names, resolve
+from dc_kernels.ops import check_input, compressed_linear, csr_to_dense
+
+# Columns fit int16 up to this many inputs (the kernels then read 2 bytes per kept weight).
+INT16_MAX_IN_FEATURES = 2**15
+_CANONICAL = ("codebook", "row_ptr", "col_idx", "codes", "code_bits")
+
+
+def column_dtype(in_features: int) -> torch.dtype:
+    """The dtype of ``col_idx`` for a layer with ``in_features`` inputs."""
+    return torch.int16 if in_features <= INT16_MAX_IN_FEATURES else torch.int32
+
+
+class CompressedLinear(nn.Module):
+    """y = x W^T + b with W stored pruned and weight-shared (see the module docstring).
+
+    ``CompressedLinear(in_features, out_features, bias=True)`` builds an empty layer (no kept
+    weight) to load a state dict into, like nn.Linear's constructor on the meta device; build a
+    real layer with `from_linear` (prune and share now) or `from_matrix`.
+
+    Input ``(..., in_features)`` in float32, float16 or bfloat16 (any strides), output
+    ``(..., out_features)`` in the input's dtype, computed with float32 accumulation.
+    """
+
+    __constants__ = ("in_features", "out_features")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        backend: str = AUTO,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self._weight_dtype = dtype or torch.float32
+        self._backend = AUTO
+        self._packed: tuple[str, list[torch.Tensor], list[int]] | None = None
+        factory = {"device": device}
+        self.register_buffer("codebook", torch.zeros(1, dtype=torch.float32, **factory))
+        self.register_buffer("row_ptr", torch.zeros(out_features + 1, dtype=torch.int64, **factory))
+        self.register_buffer("col_idx", torch.zeros(0, dtype=column_dtype(in_features), **factory))
+        self.register_buffer("codes", torch.zeros(0, dtype=torch.uint8, **factory))
+        self.register_buffer("code_bits", torch.tensor(1, dtype=torch.uint8, device=device))
+        self._bits = 1
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, dtype=self._weight_dtype, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.backend = backend
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_matrix(
+        cls,
+        matrix: CompressedMatrix,
+        bias: torch.Tensor | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: str = AUTO,
+    ) -> CompressedLinear:
+        """A layer computing ``matrix`` (out_features x in_features) plus ``bias``; ``dtype`` is
+        the nominal weight dtype (of ``bias``, `weight` and `to_linear`; default: bias's dtype,
+        else float32). The layer lives on ``device`` (default: bias's device, else CPU)."""
+        if not isinstance(matrix, CompressedMatrix):
+            raise TypeError(f"matrix must be a compress.CompressedMatrix, got {type(matrix).__name__}")
+        out_features, in_features = matrix.shape
+        if bias is not None:
+            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (out_features,):
+                shape = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+                raise ValueError(f"bias must be a tensor of shape ({out_features},), got {shape}")
+            device = bias.device if device is None else device
+            dtype = bias.dtype if dtype is None else dtype
+        module = cls(in_features, out_features, bias is not None, device="meta", dtype=dtype, backend=backend)
+        module._set_matrix(matrix, torch.device(device or "cpu"))
+        if bias is not None:
+            module.bias = nn.Parameter(
+                bias.detach().to(device=module.codebook.device, dtype=module._weight_dtype).clone(),
+                requires_grad=bias.requires_grad,
+            )
+        return module
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        density: float | None = 0.1,
+        bits: int = 5,
+        init: str = "linear",
+        seed: int = 0,
+        *,
+        quality: float | None = None,
+        backend: str = AUTO,
+        name: str = "linear",
+    ) -> CompressedLinear:
+        """Prune ``linear``'s weight (to ``density``, or by the paper's ``quality`` rule when
+        given) and share the kept weights with k-means (``bits``, ``init``, ``seed``); one shot,
+        no retraining. Keeps the bias, the device and the dtype of ``linear``."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
+        weight = linear.weight.detach()
+        matrix = compress_matrix(
+            weight, None if quality is not None else density, bits, init, seed, quality=quality, name=name
+        )
+        bias = None if linear.bias is None else linear.bias.detach()
+        return cls.from_matrix(matrix, bias, device=weight.device, dtype=weight.dtype, backend=backend)
+
+    def _set_matrix(self, matrix: CompressedMatrix, device: torch.device) -> None:
+        def tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
+
+        self._buffers["codebook"] = tensor(matrix.codebook, torch.float32)
+        self._buffers["row_ptr"] = tensor(matrix.row_ptr, torch.int64)
+        self._buffers["col_idx"] = tensor(matrix.col_idx, column_dtype(self.in_features))
+        self._buffers["codes"] = tensor(matrix.codes, torch.uint8)
+        self._buffers["code_bits"] = torch.tensor(matrix.bits, dtype=torch.uint8, device=device)
+        self._bits = matrix.bits
+        self._repack()
+
+    # ------------------------------------------------------------------ conversion
+    def to_matrix(self) -> CompressedMatrix:
+        """The canonical `compress.CompressedMatrix` of the layer (NumPy, CPU); validates it."""
+        if self.codebook.is_meta:
+            raise ValueError("a CompressedLinear on the meta device holds no values; load a state dict first")
+        return CompressedMatrix(
+            (self.out_features, self.in_features),
+            self.codebook.cpu().numpy(),
+            self.row_ptr.cpu().numpy(),
+            self.col_idx.cpu().to(torch.int32).numpy(),
+            self.codes.cpu().numpy(),
+            self._bits,
+        )
+
+    def to_linear(self) -> nn.Linear:
+        """An nn.Linear with the decoded weights (exact), on this layer's device and dtype."""
+        linear = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.codebook.device,
+            dtype=self._weight_dtype,
+        )
+        with torch.no_grad():
+            linear.weight.copy_(self.weight)
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The decoded dense weight (out_features, in_features) in the layer's dtype: a new
+        tensor on every access, for code that reads ``.weight`` of an nn.Linear directly (e.g.
+        nn.MultiheadAttention's ``out_proj``); forward never builds it."""
+        dense = csr_to_dense(self.codebook, self.row_ptr, self.col_idx, self.codes, self.in_features)
+        return dense.to(self._weight_dtype)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @property
+    def nnz(self) -> int:
+        return self.codes.numel()
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.in_features * self.out_features)
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in backend_names():
+            raise ValueError(f"unknown backend {name!r}; known: {backend_names()}")
+        self._backend = name
+        self._repack()
+
+    def memory_bytes(self) -> int:
+        """Bytes this layer holds: buffers, bias and any backend-derived tensors."""
+        tensors = [*self.buffers(recurse=False), *self.parameters(recurse=False)]
+        if self._packed is not None:
+            tensors += self._packed[1]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def dense_bytes(self) -> int:
+        """Bytes of the nn.Linear this layer stands for (weight and bias, in the layer's dtype)."""
+        size = torch.empty((), dtype=self._weight_dtype).element_size()
+        return size * (
+            self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, bits={self.bits}, density={self.density:.4f}, "
+            f"bytes={self.memory_bytes()} ({self.dense_bytes() / max(self.memory_bytes(), 1):.1f}x smaller "
+            f"than dense), backend={self.backend!r}"
+        )
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_features, self.out_features)
+        backend = resolve(self._backend, x.device)
+        packed, meta = self._packed_for(backend.name)
+        y = compressed_linear(
+            x.reshape(-1, self.in_features),
+            self.codebook,
+            self.row_ptr,
+            self.col_idx,
+            self.codes,
+            self.bias,
+            packed,
+            meta,
+            self.in_features,
+            backend.name,
+        )
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    # ------------------------------------------------------------------ backend state
+    def _packed_for(self, name: str) -> tuple[list[torch.Tensor], list[int]]:
+        if self._packed is None or self._packed[0] != name:
+            self._repack(name)
+        if self._packed is None:
+            return [], []
+        return self._packed[1], self._packed[2]
+
+    def _repack(self, name: str | None = None) -> None:
+        """Build the derived tensors of the backend that runs on the buffers' device."""
+        self._packed = None
+        device = self.codebook.device
+        if device.type == "meta":
+            return
+        try:
+            backend = resolve(name or self._backend, device)
+        except ValueError:
+            return  # e.g. backend "triton" while on CPU: forward reports it
+        tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
+        self._packed = (backend.name, tensors, ints)
+
+    def _apply(self, fn, recurse=True):
+        codebook = self.codebook
+        super()._apply(fn, recurse)
+        converted = self.codebook
+        if converted.dtype != torch.float32:
+            # .half()/.to(dtype) would round the shared weights: keep them float32, on the new device.
+            self._buffers["codebook"] = codebook.to(device=converted.device)
+        if converted.is_floating_point():
+            self._weight_dtype = converted.dtype
+        self._repack()
+        return self
+
+    # ------------------------------------------------------------------ state dict
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # The number of kept weights is data: take the incoming buffers' sizes, not ours.
+        for name in _CANONICAL:
+            incoming = state_dict.get(prefix + name)
+            current = self._buffers[name]
+            if isinstance(incoming, torch.Tensor) and incoming.shape != current.shape:
+                self._buffers[name] = torch.empty(incoming.shape, dtype=current.dtype, device=current.device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        # load_state_dict(assign=True) takes the incoming tensors as they are: restore our dtypes.
+        expected = {
+            "codebook": torch.float32,
+            "row_ptr": torch.int64,
+            "col_idx": column_dtype(self.in_features),
+            "codes": torch.uint8,
+            "code_bits": torch.uint8,
+        }
+        for name, dtype in expected.items():
+            if self._buffers[name].dtype != dtype:
+                self._buffers[name] = self._buffers[name].to(dtype)
+        incoming_bits = state_dict.get(prefix + "code_bits")
+        if isinstance(incoming_bits, torch.Tensor) and not incoming_bits.is_meta:
+            self._bits = check_bits(int(incoming_bits), f"{prefix}code_bits")
+        if any(prefix + name in state_dict for name in _CANONICAL):
+            self._check_loaded(prefix)
+        self._repack()
+
+    def _check_loaded(self, prefix: str) -> None:
+        shapes = {name: tuple(self._buffers[name].shape) for name in _CANONICAL}
+        if shapes["row_ptr"] != (self.out_features + 1,) or shapes["code_bits"] != ():
+            raise ValueError(f"{prefix}: buffer shapes {shapes} do not fit a {self.out_features}-row layer")
+        if self.codebook.is_meta:
+            return
+        try:
+            self.to_matrix()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{prefix or 'state dict'}: invalid compressed layer: {exc}") from exc

@@ -1,0 +1,150 @@
+"""The `torch.library` custom ops behind `CompressedLinear`.
+
+* ``dc_kernels::compressed_linear(x, codebook, row_ptr, col_idx, codes, bias, packed,
+  packed_meta, in_features, backend) -> y``: y = x W^T + b for a 2-D ``x`` (B, in_features) in
+  float32, float16 or bfloat16, result in x's dtype; runs the registered backend ``backend``
+  (`dc_kernels.backends`) on the canonical tensors plus the backend's ``packed`` tensors and
+  integers. Differentiable in ``x`` and ``bias``.
+* ``dc_kernels::csr_to_dense(codebook, row_ptr, col_idx, codes, in_features) -> W``: the decoded
+  float32 weight (used by backward and by `CompressedLinear.weight`).
+
+Both have fake (meta) implementations, so `torch.compile(fullgraph=True)` traces through them
+without graph breaks and modules on the meta device run. The ops trust the values of the
+canonical tensors (columns in range, monotone row pointers): `CompressedLinear` validates them
+once when they are built or loaded, not on every call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dc_kernels import cpu_backend
+from dc_kernels.backends import get_backend
+from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
+from dc_kernels.linear_reference import decode_dense
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_DTYPE_NAMES = {
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.int64: "Long",
+    torch.int32: "Int",
+    torch.int16: "Short",
+    torch.int8: "Char",
+    torch.uint8: "Byte",
+    torch.bool: "Bool",
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """PyTorch's C++ name of a dtype, as its error messages print it."""
+    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def check_input(x: torch.Tensor, in_features: int, out_features: int) -> None:
+    """Raise nn.Linear's own errors for an input that a (out_features, in_features) layer
+    cannot take."""
+    if x.dim() == 0:
+        raise ShapeMismatchError("both arguments to linear need to be at least 1D, but they are 0D and 2D")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise DtypeMismatchError(
+            f"mat1 and mat2 must have the same dtype, but got {dtype_name(x.dtype)} and Float"
+        )
+    if x.shape[-1] != in_features:
+        mat1 = f"{x.shape[:-1].numel()}x{x.shape[-1]}"
+        raise ShapeMismatchError(
+            f"mat1 and mat2 shapes cannot be multiplied ({mat1} and {in_features}x{out_features})"
+        )
+
+
+@torch.library.custom_op(
+    "dc_kernels::csr_to_dense",
+    mutates_args=(),
+    schema="(Tensor codebook, Tensor row_ptr, Tensor col_idx, Tensor codes, int in_features) -> Tensor",
+)
+def csr_to_dense(
+    codebook: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    codes: torch.Tensor,
+    in_features: int,
+) -> torch.Tensor:
+    if codebook.device.type == "cpu":
+        dense = cpu_backend.decode(codebook, row_ptr, col_idx, codes, in_features)
+        if dense is not None:
+            return dense
+    return decode_dense(codebook, row_ptr, col_idx, codes, in_features)
+
+
+@csr_to_dense.register_fake
+def _(codebook, row_ptr, col_idx, codes, in_features):
+    return codebook.new_empty((row_ptr.shape[0] - 1, in_features), dtype=torch.float32)
+
+
+@torch.library.custom_op(
+    "dc_kernels::compressed_linear",
+    mutates_args=(),
+    schema=(
+        "(Tensor x, Tensor codebook, Tensor row_ptr, Tensor col_idx, Tensor codes, Tensor? bias, "
+        "Tensor[] packed, int[] packed_meta, int in_features, str backend) -> Tensor"
+    ),
+)
+def compressed_linear(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    codes: torch.Tensor,
+    bias: torch.Tensor | None,
+    packed: list[torch.Tensor],
+    packed_meta: list[int],
+    in_features: int,
+    backend: str,
+) -> torch.Tensor:
+    out_features = row_ptr.shape[0] - 1
+    _check_2d(x, in_features, out_features)
+    if x.shape[0] == 0:
+        return x.new_empty((0, out_features))
+    return get_backend(backend).run(
+        x, codebook, row_ptr, col_idx, codes, bias, in_features, packed, packed_meta
+    )
+
+
+@compressed_linear.register_fake
+def _(x, codebook, row_ptr, col_idx, codes, bias, packed, packed_meta, in_features, backend):
+    out_features = row_ptr.shape[0] - 1
+    _check_2d(x, in_features, out_features)
+    return x.new_empty((x.shape[0], out_features))
+
+
+def _check_2d(x: torch.Tensor, in_features: int, out_features: int) -> None:
+    if x.dim() != 2:
+        raise ShapeMismatchError(f"x must be 2-D (batch, {in_features}), got shape {tuple(x.shape)}")
+    check_input(x, in_features, out_features)
+
+
+def _setup_context(ctx, inputs, output):
+    x, codebook, row_ptr, col_idx, codes, bias, packed, meta, in_features, _backend = inputs
+    ctx.save_for_backward(codebook, row_ptr, col_idx, codes)
+    ctx.list_sizes = (len(packed), len(meta))
+    ctx.in_features = in_features
+    ctx.x_dtype = x.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _backward(ctx, grad):
+    codebook, row_ptr, col_idx, codes = ctx.saved_tensors
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        weight = csr_to_dense(codebook, row_ptr, col_idx, codes, ctx.in_features)
+        grad_x = (grad.float() @ weight).to(ctx.x_dtype)
+    if ctx.needs_input_grad[5]:
+        grad_bias = grad.float().sum(0).to(ctx.bias_dtype)
+    no_packed, no_meta = ([None] * n for n in ctx.list_sizes)
+    return grad_x, None, None, None, None, grad_bias, no_packed, no_meta, None, None
+
+
+compressed_linear.register_autograd(_backward, setup_context=_setup_context)
