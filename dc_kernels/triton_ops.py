@@ -153,10 +153,16 @@ def triton_linear(
     layout: GpuLayout,
     bias: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    path: str | None = None,
 ) -> torch.Tensor:
     """y = x2d W^T + bias for the compressed layer; x2d (B, in_features) in float32, float16 or
     bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
-    (B, out_features) in x2d's dtype, written into ``out`` when given (any strides)."""
+    (B, out_features) in x2d's dtype, written into ``out`` when given (any strides).
+
+    ``path`` forces ``"spmm"`` (the compressed kernel, in chunks of 16 rows) or ``"dense"``
+    (decode + cuBLAS); None chooses by ``DENSE_CROSSOVER_BATCH``."""
+    if path not in (None, "spmm", "dense"):
+        raise ValueError(f"path must be None, 'spmm' or 'dense', got {path!r}")
     if not isinstance(x2d, torch.Tensor) or not isinstance(layout, GpuLayout):
         raise TypeError(f"expected (Tensor, GpuLayout), got ({type(x2d).__name__}, {type(layout).__name__})")
     if x2d.dim() != 2 or x2d.shape[1] != layout.in_features:
@@ -179,7 +185,7 @@ def triton_linear(
         )
     if batch == 0:
         return out
-    if batch >= DENSE_CROSSOVER_BATCH:
+    if path == "dense" or (path is None and batch >= DENSE_CROSSOVER_BATCH):
         weight = decode_dense(layout, x2d.dtype)
         torch.matmul(x2d, weight.T, out=out)
         return out if bias is None else out.add_(bias.to(out.dtype))
