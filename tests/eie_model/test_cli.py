@@ -1,0 +1,94 @@
+import json
+
+import pandas as pd
+import pytest
+
+from eie_model import run_sweep
+from eie_model.__main__ import main
+from tests.eie_model.test_dump import DUMP, needs_dump
+
+REQUIRED = (
+    "layer",
+    "cycles",
+    "time_us",
+    "ideal_cycles",
+    "theoretical_us",
+    "load_efficiency",
+    "entries",
+    "padding_entries",
+    "energy_uj",
+    "power_mw",
+    "output_checksum",
+)
+
+
+def _json(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_simulate_one_benchmark_json(capsys):
+    data = _json(capsys, ["simulate", "--benchmark", "vgg7", "--scale", "0.1", "--json"])
+    assert isinstance(data, dict) and data["layer"] == "vgg7"
+    assert all(key in data for key in REQUIRED)
+    assert data["config"]["pes"] == 64 and data["config"]["fifo_depth"] == 8
+
+
+def test_simulate_all_gives_a_list_and_honours_the_design_flags(capsys):
+    data = _json(
+        capsys,
+        ["simulate", "--benchmark", "all", "--scale", "0.05", "--pes", "16", "--fifo", "4", "--json"],
+    )
+    assert [d["layer"] for d in data] == [
+        "alex6", "alex7", "alex8", "vgg6", "vgg7", "vgg8", "nt-we", "nt-wd", "nt-lstm",
+    ]  # fmt: skip
+    assert all(d["config"]["pes"] == 16 and d["config"]["fifo_depth"] == 4 for d in data)
+    assert all(key in d for d in data for key in REQUIRED)
+
+
+def test_simulate_table_and_errors(capsys):
+    assert main(["simulate", "--benchmark", "nt-we", "--scale", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "load eff" in out and "nt-we" in out
+    assert main(["simulate", "--benchmark", "alex8", "--fifo", "0"]) == 2
+    assert "fifo_depth" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--benchmark", "alex9"])
+
+
+@needs_dump
+def test_simulate_dump_json(capsys):
+    data = _json(capsys, ["simulate", "--eie-dump", str(DUMP), "--json"])
+    assert data["shape"] == [1000, 4097] and data["entries"] == 1_051_991
+    assert data["padding_entries"] == 0
+
+
+def test_sweep_writes_csv_and_png(capsys, tmp_path):
+    argv = ["sweep", "fifo", "--values", "1,4,16", "--benchmark", "alex8", "nt-lstm", "--scale", "0.1"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "[6/6]" in captured.err  # progress
+    paths = json.loads(captured.out)
+    table = pd.read_csv(paths["csv"])
+    assert len(table) == 6 and set(table["value"]) == {1, 4, 16}
+    assert (tmp_path / "eie_sweep_fifo.png").stat().st_size > 1000
+    for _, group in table.groupby("benchmark"):
+        assert group["cycles"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("sweep", ["pes", "sram-width", "index-bits"])
+def test_other_sweeps(sweep):
+    table = run_sweep(sweep, None, ["nt-lstm"], scale=0.1)
+    assert len(table) >= 6 and table["cycles"].gt(0).all()
+    if sweep == "sram-width":
+        assert table["cycles"].nunique() == 1  # width changes energy, not time
+        assert table["spmat_line_reads"].is_monotonic_decreasing
+    if sweep == "index-bits":
+        assert table["padding_entries"].is_monotonic_decreasing
+
+
+def test_sweep_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown sweep"):
+        run_sweep("clock", None, ["alex8"])
+    with pytest.raises(ValueError, match="sram_width"):
+        run_sweep("sram-width", [4], ["alex8"], scale=0.1)

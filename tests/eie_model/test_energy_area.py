@@ -1,0 +1,76 @@
+import dataclasses
+
+import pytest
+
+from eie_model import EIEConfig, chip_area_mm2, energy_table, pe_area_um2, simulate_benchmark
+from eie_model.energy import EVENTS, run_energy
+
+
+@pytest.mark.parametrize("name", ["module", "45nm"])
+def test_every_entry_records_source_and_node(name):
+    table = energy_table(name)
+    for entry in (*table.per_event.values(), table.clock_mw_per_pe, table.leakage_mw_per_pe):
+        assert entry.source and entry.node == "45 nm" and entry.value >= 0
+    assert set(table.per_event) == set(EVENTS)
+
+
+def test_module_table_reproduces_table2_power_at_full_activity():
+    # Every module doing one unit of work per cycle on every PE (the derivation's assumption)
+    # must give back Table II's modules, 9.158 mW per PE at 800 MHz (published total: 9.157).
+    config = EIEConfig()
+    cycles = 8_000
+    units = cycles * config.pes
+    counts = dict.fromkeys(EVENTS, 0)
+    counts.update(
+        fifo_push=units,
+        pointer_read=units,
+        spmat_line_read=units // 8,
+        mac=units,
+        dest_read=units,
+        dest_write=units,
+    )
+    report = run_energy(counts, cycles, config, energy_table("module"))
+    power_mw = report.total_pj * 1e-12 / (cycles / 800e6) * 1e3
+    assert power_mw == pytest.approx(9.158 * config.pes, rel=1e-9)
+
+
+def test_clock_power_scales_with_frequency_and_sram_width_with_line_energy():
+    config = EIEConfig()
+    table = energy_table("module")
+    counts = dict.fromkeys(EVENTS, 0)
+    counts["spmat_line_read"] = 1000
+    slow = run_energy(counts, 1000, dataclasses.replace(config, clock_mhz=400.0), table)
+    fast = run_energy(counts, 1000, config, table)
+    assert slow.clock_pj == pytest.approx(fast.clock_pj)  # same cycles: same clock energy per cycle
+    assert slow.dynamic_pj == fast.dynamic_pj
+    wide = run_energy(counts, 1000, dataclasses.replace(config, sram_width=128), table)
+    assert wide.dynamic_pj["spmat_line_read"] == pytest.approx(1.5 * fast.dynamic_pj["spmat_line_read"])
+
+
+def test_unknown_table_and_event():
+    with pytest.raises(ValueError, match="module"):
+        energy_table("7nm")
+    with pytest.raises(ValueError, match="bogus"):
+        run_energy({"bogus": 1}, 10, EIEConfig(), energy_table("module"))
+
+
+def test_area_of_the_paper_design_and_scaling():
+    config = EIEConfig()
+    assert pe_area_um2(config)["total"] == pytest.approx(638_024)
+    assert chip_area_mm2(config) == pytest.approx(40.8, abs=0.05)
+    half = dataclasses.replace(config, spmat_sram_kb=64.0)
+    assert pe_area_um2(half)["spmat_read"] == pytest.approx(469_412 / 2)
+    assert chip_area_mm2(dataclasses.replace(config, pes=256)) > 3.9 * chip_area_mm2(config)
+
+
+def test_benchmark_energy_is_consistent():
+    result = simulate_benchmark("nt-lstm", scale=0.25)
+    data = result.to_dict()
+    parts = data["energy"]["breakdown_uj"]
+    assert sum(parts.values()) == pytest.approx(data["energy_uj"])
+    assert data["power_mw"] == pytest.approx(data["energy_uj"] / data["time_us"] * 1e3)
+    # A real run is never busier than the full-activity power of Table II (plus the LNZD tree).
+    assert 0 < data["power_mw"] < 9.157 * 64 + 1
+    assert data["frames_per_j"] == pytest.approx(1e6 / data["energy_uj"])
+    other = simulate_benchmark("nt-lstm", scale=0.25, energy_table=energy_table("45nm"))
+    assert other.cycles == result.cycles and other.energy_uj != result.energy_uj
