@@ -51,13 +51,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compress.huffman import HuffmanCode, huffman_encode
+from compress.huffman import MAX_SEGMENT_SYMBOLS, HuffmanCode, huffman_encode
 from compress.matrix import CompressedMatrix, check_bits
 
 MAX_TABLE_BITS = 12  # 2**12 int32 entries = 16 KB
 DEFAULT_SEGMENT_SYMBOLS = 32
 PROGRAM_LANES = 128  # lanes (segments) of one program when a row has fewer column blocks
-MAX_COL_BLOCKS = 1024
+MAX_COL_BLOCKS = 256  # lanes of one program <= 256 (8 warps, one lane per thread)
 MAX_BLOCK_COLS = 4096  # a segment then spans < 2**16 bits (<= 4096 symbols of <= 12 bits)
 LENGTH_MASK, WEIGHT_FLAG, CODE_SHIFT, ADVANCE_SHIFT = 31, 1 << 5, 6, 14
 TENSOR_NAMES = ("words", "prog_base", "seg_len", "code_lengths", "codebook")
@@ -225,6 +225,10 @@ class HuffmanLayout:
         if isinstance(segment_symbols, bool) or not isinstance(segment_symbols, int) or segment_symbols < 1:
             raise ValueError(f"segment_symbols must be an int >= 1, got {segment_symbols!r}")
         rows, cols = matrix.shape
+        if cols > MAX_COL_BLOCKS * MAX_BLOCK_COLS:
+            raise ValueError(
+                f"in_features={cols} exceeds the Huffman form's {MAX_COL_BLOCKS * MAX_BLOCK_COLS} columns"
+            )
         k = int(matrix.codebook.size)
         col_blocks = choose_col_blocks(matrix, segment_symbols)
         block_cols = -(-cols // col_blocks)
@@ -248,7 +252,7 @@ class HuffmanLayout:
         n_symbols = matrix.nnz + int(n_escapes.sum())
         symbols = np.full(n_symbols, k * escape, dtype=np.int64)
         symbols[weight_pos] = matrix.codes.astype(np.int64) * escape + gaps % escape
-        stream = huffman_encode(symbols, k * escape + 1, code=code, segment_symbols=1 << 20)
+        stream = huffman_encode(symbols, k * escape + 1, code=code, segment_symbols=MAX_SEGMENT_SYMBOLS)
 
         n_seg = rows * col_blocks
         seg_of_symbol = np.repeat(seg_of_weight, n_escapes + 1)

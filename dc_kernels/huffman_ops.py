@@ -4,9 +4,9 @@
   ``BB`` in {1, 2, 4, 8} (each weight decoded once per launch); larger batches run in chunks of 8.
 * `huffman_decode`: the standalone decoder, stream -> (codes, columns) of every kept weight.
 
-One configuration per bucket (4 warps; the lanes are fixed by the layout), so the compiled
-variants are bounded: bucket x dtype x lanes shape x bias. Importing this module does not import
-Triton; the kernels module is imported at the first launch.
+One configuration per bucket (one warp per 32 lanes, at least 4; the lanes are fixed by the
+layout), so the compiled variants are bounded: bucket x dtype x lanes shape x bias. Importing
+this module does not import Triton; the kernels module is imported at the first launch.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dc_kernels.huffman_layout import HuffmanLayout
 
 BATCH_BUCKETS = (1, 2, 4, 8)
 MAX_BATCH = BATCH_BUCKETS[-1]
-NUM_WARPS = 4
+MIN_WARPS = 4
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -28,6 +28,11 @@ def _check_device(t: torch.Tensor, layout: HuffmanLayout, name: str) -> None:
         raise ValueError(f"{name} is on {t.device} but the Huffman layout is on {layout.device}")
     if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         raise ValueError(f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
+
+
+def num_warps(layout: HuffmanLayout) -> int:
+    """Warps of one program: one lane (segment) per thread."""
+    return max(MIN_WARPS, layout.lanes // 32)
 
 
 def _bucket(batch: int) -> int:
@@ -65,7 +70,7 @@ def launch_huffman_spmm(
         NCB=layout.col_blocks,
         BB=_bucket(x2d.shape[0]),
         HAS_BIAS=bias is not None,
-        num_warps=NUM_WARPS,
+        num_warps=num_warps(layout),
     )
     return out
 
@@ -137,7 +142,7 @@ def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
             layout.table_bits,
             ROWS=layout.rows_per_program,
             NCB=layout.col_blocks,
-            num_warps=NUM_WARPS,
+            num_warps=num_warps(layout),
         )
     return codes, cols
 
