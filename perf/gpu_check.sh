@@ -14,4 +14,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 timeout 345 python -m perf.bench_gpu "${args[@]}" "$@"
 rc=$?
 echo "bench_gpu exit code: $rc"
-exit $rc
+# The Huffman GPU form (decoder, fused GEMV vs fixed-width and cuBLAS): at most 2 minutes.
+timeout 120 python -m perf.bench_gpu_huffman "${args[@]}"
+rc_huffman=$?
+echo "bench_gpu_huffman exit code: $rc_huffman"
+exit $(( rc != 0 ? rc : rc_huffman ))
