@@ -1,5 +1,6 @@
 """Offline Deep Compression: pruning, weight sharing, Huffman coding, size accounting, files."""
 
+from compress.compressor import Compressor
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import (
     CompressionError,
@@ -34,6 +35,7 @@ __all__ = [
     "CompressedFileError",
     "CompressedMatrix",
     "CompressionError",
+    "Compressor",
     "ConfigError",
     "CorruptStreamError",
     "DeepCompressionConfig",

@@ -65,8 +65,9 @@ class Compressor:
     """Deep Compression of ``model``'s layers as configured (see the module docstring).
 
     ``filter(name, module) -> bool`` selects the modules to compress instead of the config's
-    ``module_types``; it must select only ``nn.Linear`` / ``nn.Conv2d`` modules
-    (:class:`UnsupportedModuleError` otherwise). The config's ``skip`` list applies either way.
+    ``module_types``; it is called on leaf modules (no children) and must select only
+    ``nn.Linear`` / ``nn.Conv2d`` ones (:class:`UnsupportedModuleError` otherwise). The
+    config's ``skip`` list applies either way.
     """
 
     def __init__(
@@ -86,9 +87,7 @@ class Compressor:
         self.phase = "created"
         self.stage = 0
         self.steps = 0
-        self._layers = [
-            _Layer(name, module, config.for_layer(name)) for name, module in self._select(filter)
-        ]
+        self._layers = [_Layer(name, module, config.for_layer(name)) for name, module in self._select(filter)]
 
     # ------------------------------------------------------------------ selection
     def _select(self, filter: Callable | None) -> list[tuple[str, nn.Module]]:
@@ -100,8 +99,8 @@ class Compressor:
             if filter is None:
                 if not isinstance(module, allowed):
                     continue
-            elif not filter(name, module):
-                continue
+            elif next(module.children(), None) is not None or not filter(name, module):
+                continue  # the filter sees leaf modules only, never containers
             if not isinstance(module, tuple(SUPPORTED_MODULES.values())):
                 raise UnsupportedModuleError(
                     f"module {name!r} of type {type(module).__name__} was selected, but only "
