@@ -339,37 +339,43 @@ def huffman_encode(
         code = HuffmanCode.from_symbols(symbols, alphabet_size, max_len)
     elif code.alphabet_size != alphabet_size:
         raise ValueError(f"code has {code.alphabet_size} symbols, alphabet_size is {alphabet_size}")
-    lengths = code.lengths.astype(np.uint64)
-    sym_lengths = lengths[symbols]
+    index = symbols.astype(np.intp)  # one conversion; fancy indexing would redo it per lookup
+    sym_lengths = code.lengths[index]
     if symbols.size and not sym_lengths.all():
         missing = int(symbols[np.argmin(sym_lengths)])
         raise ValueError(f"symbol {missing} has no codeword in the given code")
-    end = np.cumsum(sym_lengths, dtype=np.uint64)
-    total_bits = int(end[-1]) if end.size else 0
-    if total_bits > MAX_STREAM_BITS:
-        raise ValueError(
-            f"the stream needs {total_bits} bits, more than the {MAX_STREAM_BITS} of uint32 offsets"
-        )
-    start = end - sym_lengths
-    del end
-    # Place each codeword in the 64-bit window of the word it starts in: bits 63 - (start % 32)
-    # down. The upper 32 bits belong to that word, the lower 32 to the next one (codewords of
-    # <= 16 bits cross at most one word boundary, and each boundary is crossed by <= 1 codeword).
-    shift = np.uint64(64) - (start & np.uint64(31)) - sym_lengths
-    placed = code.codewords().astype(np.uint64)[symbols] << shift
-    word = start >> np.uint64(5)
+    if symbols.size * code.table_bits > MAX_STREAM_BITS:  # the uint32 bit positions below could wrap
+        total_bits = code.encoded_bits(np.bincount(index, minlength=alphabet_size))
+        if total_bits > MAX_STREAM_BITS:
+            raise ValueError(
+                f"the stream needs {total_bits} bits, more than the {MAX_STREAM_BITS} of uint32 offsets"
+            )
+    start = np.cumsum(sym_lengths, dtype=np.uint32)
+    total_bits = int(start[-1]) if start.size else 0
+    start -= sym_lengths
+    # Place each codeword in the 64-bit window of the word it starts in, from bit 63 - start % 32
+    # down: the upper 32 bits belong to that word, the lower 32 to the next one (a codeword of
+    # <= 16 bits crosses at most one word boundary; only the word's last codeword can cross it).
+    shift = np.uint32(64) - (start & np.uint32(31))
+    shift -= sym_lengths
+    placed = code.codewords().astype(np.uint64)[index]
+    placed <<= shift
+    del shift, index
+    word = start >> np.uint32(5)
     num_words = (total_bits + 31) // 32
-    words = np.zeros(num_words, dtype=np.uint64)
+    words = np.zeros(num_words + 1, dtype=np.uint64)
     if symbols.size:
-        # Codewords of one word occupy disjoint bits, so their sum is their OR (exact in float64).
-        high = np.bincount(word, weights=placed >> np.uint64(32), minlength=num_words)
-        words[:] = high.astype(np.uint64)
-        crossing = shift < np.uint64(32)
-        words[word[crossing] + np.uint64(1)] |= placed[crossing] & np.uint64(0xFFFFFFFF)
-    offsets = start[::segment_symbols].astype(np.uint32)
-    return HuffmanStream(
-        code, words.astype(np.uint32), total_bits, int(symbols.size), segment_symbols, offsets
-    )
+        # The codewords starting in one word occupy disjoint bits: OR them per word (runs of
+        # equal ``word``), then split each merged window between its word and the next.
+        first = np.flatnonzero(word[1:] != word[:-1])
+        first = np.concatenate(([0], first + 1))
+        merged = np.bitwise_or.reduceat(placed, first)
+        starts_in = word[first].astype(np.intp)
+        words[starts_in] = merged >> np.uint64(32)
+        words[starts_in + 1] |= merged & np.uint64(0xFFFFFFFF)
+    offsets = start[::segment_symbols].copy()
+    words = words[:num_words].astype(np.uint32)
+    return HuffmanStream(code, words, total_bits, int(symbols.size), segment_symbols, offsets)
 
 
 def huffman_decode(stream: HuffmanStream) -> np.ndarray:
