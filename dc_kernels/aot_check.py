@@ -139,14 +139,18 @@ def compile_one(
     kernel_name: str, consts: dict, num_warps: int, dtype: str, arch: int
 ) -> tuple[int, int, int, int]:
     """Compile for ``sm_<arch>``: (registers, spill stores, spill loads, shared bytes)."""
+    from dc_kernels.kernels import codebook_spmv
+
+    fn = getattr(codebook_spmv, kernel_name)
+    return _compile(fn, _signature(kernel_name, dtype, consts), consts, num_warps, arch)
+
+
+def _compile(fn, signature: dict, consts: dict, num_warps: int, arch: int) -> tuple[int, int, int, int]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from dc_kernels.kernels import codebook_spmv
-
-    fn = getattr(codebook_spmv, kernel_name)
-    src = ASTSource(fn=fn, signature=_signature(kernel_name, dtype, consts), constexprs=consts)
+    src = ASTSource(fn=fn, signature=signature, constexprs=consts)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     regs, spill_st, spill_ld = _ptxas_usage(compiled.asm["ptx"], arch)
     shared = int(getattr(compiled.metadata, "shared", 0))
@@ -166,6 +170,21 @@ def run_check(
             res = CompileResult(
                 kernel_name, arch, dtype, consts["CODE_BITS"], consts["INDEX_BITS"], bb, consts["BLOCK"],
                 warps, regs, st, ld, shared, round(time.perf_counter() - t0, 2),
+            )  # fmt: skip
+            results.append(res)
+            if progress:
+                progress(res)
+    # The Huffman kernels (dc_kernels.huffman_ops): code/index bits 0, block = lanes per program.
+    from dc_kernels.huffman_ops import aot_configs
+
+    for fn, signature, consts, warps, dtype, bb in aot_configs({d: DTYPES[d] for d in dtypes or DTYPES}):
+        for arch in archs:
+            t0 = time.perf_counter()
+            regs, st, ld, shared = _compile(fn, signature, consts, warps, arch)
+            lanes = consts["ROWS"] * consts["NCB"]
+            res = CompileResult(
+                fn.__name__, arch, dtype, 0, 0, bb, lanes, warps, regs, st, ld, shared,
+                round(time.perf_counter() - t0, 2),
             )  # fmt: skip
             results.append(res)
             if progress:

@@ -156,3 +156,46 @@ def reference_linear(
     if bias is not None:
         y = y + bias.to(device=x2d.device, dtype=torch.float64)
     return y.to(x2d.dtype)
+
+
+# Lanes shapes (ROWS, NCB) compiled ahead of time: one column block per row, a typical paper
+# layer, and the widest rows (8 warps); with the narrow and the wide offsets and lengths.
+AOT_SHAPES = ((128, 1, "i32", "u8"), (4, 32, "i32", "i16"), (1, 256, "i64", "i16"))
+
+
+def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dict[str, str]:
+    pointers = {
+        "words_ptr": "*i32",
+        "prog_base_ptr": f"*{offsets}",
+        "seg_len_ptr": f"*{lengths}",
+        "prog_steps_ptr": "*i32",
+        "table_ptr": "*i32",
+        "codebook_ptr": "*fp32",
+        "bias_ptr": "*fp32",
+        "seg_first_ptr": "*i64",
+        "codes_ptr": "*u8",
+        "cols_ptr": "*i32",
+        "x_ptr": f"*{ty}",
+        "y_ptr": f"*{ty}",
+    }
+    scalar = {n: "i64" if n.startswith("stride") else "i32" for n in fn.arg_names}
+    return {n: "constexpr" if n in consts else pointers.get(n, scalar[n]) for n in fn.arg_names}
+
+
+def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
+    """(kernel function, signature, constexprs, num_warps, dtype, batch bucket) of the Huffman
+    kernels for `dc_kernels.aot_check`; ``dtypes`` maps torch names to Triton's (fp32, ...)."""
+    from dc_kernels.kernels.huffman_spmv import huffman_decode_kernel, huffman_spmm_kernel
+
+    out = []
+    for rows, ncb, offsets, lengths in AOT_SHAPES:
+        warps = max(MIN_WARPS, rows * ncb // 32)
+        consts = {"ROWS": rows, "NCB": ncb}
+        sig = _aot_signature(huffman_decode_kernel, consts, "fp32", offsets, lengths)
+        out.append((huffman_decode_kernel, sig, consts, warps, "-", 0))
+        for dtype, ty in dtypes.items():
+            for bb in (BATCH_BUCKETS[0], BATCH_BUCKETS[-1]):
+                spmm = {**consts, "BB": bb, "HAS_BIAS": True}
+                sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, lengths)
+                out.append((huffman_spmm_kernel, sig, spmm, warps, dtype, bb))
+    return out
