@@ -108,8 +108,7 @@ class CompressedLinear(nn.Module):
         module._set_matrix(matrix, torch.device(device or "cpu"))
         if bias is not None:
             module.bias = nn.Parameter(
-                bias.detach().to(device=module.codebook.device, dtype=module._weight_dtype).clone(),
-                requires_grad=bias.requires_grad,
+                bias.detach().to(device=module.codebook.device, dtype=module._weight_dtype).clone()
             )
         return module
 

@@ -129,7 +129,11 @@ def _check_2d(x: torch.Tensor, in_features: int, out_features: int) -> None:
 def _setup_context(ctx, inputs, output):
     x, codebook, row_ptr, col_idx, codes, bias, packed, meta, in_features, _backend = inputs
     ctx.save_for_backward(codebook, row_ptr, col_idx, codes)
-    ctx.list_sizes = (len(packed), len(meta))
+    # torch.library flattens a list argument only when it holds nothing but tensors (so also
+    # when empty); backward must mirror that: a list of Nones there, one None otherwise.
+    ctx.no_grads = tuple(
+        [None] * len(a) if all(isinstance(t, torch.Tensor) for t in a) else None for a in (packed, meta)
+    )
     ctx.in_features = in_features
     ctx.x_dtype = x.dtype
     ctx.bias_dtype = None if bias is None else bias.dtype
@@ -143,8 +147,7 @@ def _backward(ctx, grad):
         grad_x = (grad.float() @ weight).to(ctx.x_dtype)
     if ctx.needs_input_grad[5]:
         grad_bias = grad.float().sum(0).to(ctx.bias_dtype)
-    no_packed, no_meta = ([None] * n for n in ctx.list_sizes)
-    return grad_x, None, None, None, None, grad_bias, no_packed, no_meta, None, None
+    return grad_x, None, None, None, None, grad_bias, *ctx.no_grads, None, None
 
 
 compressed_linear.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,187 @@
+"""The compiled CPU kernels (and torch's sparse fallback) against the pure-PyTorch reference."""
+
+import ctypes
+import warnings
+from importlib import resources
+
+import pytest
+import torch
+
+from compress.matrix import CompressedMatrix
+from compress.synthetic import random_compressed_matrix
+from dc_kernels import cpu_backend, cpu_build
+from dc_kernels.linear import column_dtype
+from dc_kernels.linear_reference import decode_dense, linear_reference
+
+
+def tensors(m: CompressedMatrix):
+    return (
+        torch.from_numpy(m.codebook.copy()),
+        torch.from_numpy(m.row_ptr.copy()),
+        torch.from_numpy(m.col_idx.copy()).to(column_dtype(m.in_features)),
+        torch.from_numpy(m.codes.copy()),
+    )
+
+
+def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+
+
+LAYERS = [
+    # (out, in, density, bits): odd shapes, one kept weight, dense, every code-width path
+    (1, 1, 1.0, 1),
+    (7, 13, 0.5, 3),
+    (13, 7, 0.05, 8),
+    (1, 4097, 0.3, 5),
+    (300, 1, 0.5, 2),
+    (64, 300, 1.0, 6),
+    (257, 129, 0.1, 5),
+    (50, 40000, 0.02, 4),  # int32 columns
+]
+
+
+@pytest.fixture(scope="module")
+def lib():
+    library = cpu_build.library()
+    if library is None:
+        pytest.skip(f"no C compiler: {cpu_build.failure()}")
+    return library
+
+
+@pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
+@pytest.mark.parametrize("batch", [0, 1, 2, 9, 17, 33, 64])
+def test_cpu_linear_matches_reference(lib, out_f, in_f, density, bits, batch):
+    m = random_compressed_matrix(out_f, in_f, density, bits, seed=out_f + in_f + batch)
+    cb, rp, col, codes = tensors(m)
+    x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
+    bias = torch.randn(out_f)
+    ref = linear_reference(x, cb, rp, col, codes, bias, in_f)
+    y = cpu_backend.cpu_linear(x, cb, rp, col, codes, bias, in_f, [])
+    assert y.shape == (batch, out_f) and y.dtype == torch.float32
+    if batch:
+        assert rel_error(y, ref) < 1e-5
+    no_bias = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, in_f, [])
+    torch.testing.assert_close(no_bias + bias, y, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_rows_and_no_kept_weight(lib):
+    # Rows 0, 2 and 4 hold nothing; the second layer holds no weight at all.
+    m = CompressedMatrix((5, 6), [0.5, -1.0], [0, 0, 2, 2, 3, 3], [1, 4, 0], [0, 1, 1], 1)
+    empty = CompressedMatrix((3, 4), [0.0], [0, 0, 0, 0], [], [], 1)
+    for layer in (m, empty):
+        cb, rp, col, codes = tensors(layer)
+        for batch in (1, 3):
+            x = torch.randn(batch, layer.in_features)
+            expected = x @ torch.from_numpy(layer.to_dense()).T
+            got = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, layer.in_features, [])
+            torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_give_output_in_their_dtype(lib, dtype):
+    m = random_compressed_matrix(33, 70, 0.2, 5, seed=1)
+    cb, rp, col, codes = tensors(m)
+    x = torch.randn(3, 70).to(dtype)
+    y = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, 70, [])
+    assert y.dtype == dtype
+    ref = linear_reference(x, cb, rp, col, codes, None, 70)
+    torch.testing.assert_close(y, ref)
+
+
+def test_strided_input(lib):
+    m = random_compressed_matrix(20, 30, 0.3, 4, seed=2)
+    cb, rp, col, codes = tensors(m)
+    x = torch.randn(30, 6)[:, ::2].t()  # (3, 30), not contiguous
+    assert not x.is_contiguous()
+    for batch_x in (x, x[:1]):
+        y = cpu_backend.cpu_linear(batch_x, cb, rp, col, codes, None, 30, [])
+        torch.testing.assert_close(y, linear_reference(batch_x, cb, rp, col, codes, None, 30))
+
+
+@pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
+def test_decode_is_exact(lib, out_f, in_f, density, bits):
+    m = random_compressed_matrix(out_f, in_f, density, bits, seed=3)
+    cb, rp, col, codes = tensors(m)
+    expected = torch.from_numpy(m.to_dense())
+    assert torch.equal(cpu_backend.decode(cb, rp, col, codes, in_f), expected)
+    assert torch.equal(decode_dense(cb, rp, col, codes, in_f), expected)
+
+
+def test_sparse_path_switch_follows_density_times_batch():
+    assert cpu_backend.uses_sparse(1, 1.0)
+    assert cpu_backend.uses_sparse(64, 0.09)
+    assert not cpu_backend.uses_sparse(64, 0.25)
+    assert not cpu_backend.uses_sparse(4096, 0.01)
+
+
+def test_portable_build_matches_reference(lib, tmp_path):
+    """The C loop taken where AVX-512 is missing (built here without -march=native)."""
+    compiler = cpu_build._compiler()
+    source = resources.files("dc_kernels").joinpath("csrc", cpu_build.SOURCE).read_text()
+    target = tmp_path / "portable.so"
+    assert cpu_build._build(compiler, source, ("-O1",), target) is None
+    portable = cpu_build._declare(ctypes.CDLL(str(target)))
+    assert portable.dc_vector_bits() == 0
+    for out_f, in_f, density, bits in LAYERS[:6]:
+        m = random_compressed_matrix(out_f, in_f, density, bits, seed=4)
+        cb, rp, col, codes = tensors(m)
+        x = torch.randn(1, in_f)
+        y = torch.empty(out_f)
+        width = 16 if col.dtype == torch.int16 else 32
+        getattr(portable, f"dc_gemv_{width}")(
+            out_f, rp.data_ptr(), col.data_ptr(), codes.data_ptr(), cb.data_ptr(), cb.numel(),
+            x.data_ptr(), None, y.data_ptr(), 1,
+        )  # fmt: skip
+        ref = linear_reference(x, cb, rp, col, codes, None, in_f)[0]
+        assert rel_error(y, ref) < 1e-5
+
+
+def test_failed_build_is_reported(tmp_path):
+    error = cpu_build._build(cpu_build._compiler() or "cc", "this is not C", ("-O1",), tmp_path / "x.so")
+    assert error and not (tmp_path / "x.so").exists()
+
+
+def test_torch_sparse_fallback(monkeypatch):
+    """Without a compiler the path runs torch's sparse CSR kernels on cached decoded values."""
+    monkeypatch.setattr(cpu_build, "library", lambda: None)
+    m = random_compressed_matrix(40, 50, 0.2, 5, seed=5)
+    cb, rp, col, codes = tensors(m)
+    packed = cpu_backend.pack(cb, rp, col, codes)
+    assert [t.dtype for t in packed] == [torch.int32, torch.int32, torch.float32]
+    x = torch.randn(3, 50)
+    bias = torch.randn(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "sparse CSR support is in beta"
+        y = cpu_backend.cpu_linear(x, cb, rp, col, codes, bias, 50, packed)
+    torch.testing.assert_close(y, linear_reference(x, cb, rp, col, codes, bias, 50))
+    assert cpu_backend.decode(cb, rp, col, codes, 50) is None
+
+
+def fresh_loader(monkeypatch, cache):
+    monkeypatch.setenv("DC_KERNELS_CACHE", str(cache))
+    monkeypatch.setattr(cpu_build, "_attempted", False)
+    monkeypatch.setattr(cpu_build, "_library", None)
+    monkeypatch.setattr(cpu_build, "_failure", None)
+
+
+def test_build_is_cached_on_disk(lib, monkeypatch, tmp_path):
+    fresh_loader(monkeypatch, tmp_path)
+    assert cpu_build.library() is not None
+    built = sorted((tmp_path / "cpu").glob("sparse_linear-*"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    fresh_loader(monkeypatch, tmp_path)
+    assert cpu_build.library() is not None
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
+    fresh_loader(monkeypatch, tmp_path)
+    monkeypatch.setenv("DC_KERNELS_NO_BUILD", "1")
+    with pytest.warns(RuntimeWarning, match="torch sparse CSR"):
+        assert cpu_build.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_build.library() is None
+    assert cpu_build.failure() == "DC_KERNELS_NO_BUILD=1"
+    assert cpu_build.vector_bits() == -1

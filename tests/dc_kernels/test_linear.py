@@ -1,0 +1,275 @@
+"""CompressedLinear: construction, forward on every backend, errors, state, devices, autograd."""
+
+import copy
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.synthetic import random_compressed_matrix
+from dc_kernels import ops
+from dc_kernels.backends import backend_names
+from dc_kernels.linear import CompressedLinear
+
+
+def make_layer(out_f=24, in_f=40, density=0.25, bits=5, bias=True, seed=0) -> CompressedLinear:
+    matrix = random_compressed_matrix(out_f, in_f, density, bits, seed=seed)
+    b = torch.randn(out_f, generator=torch.Generator().manual_seed(seed)) if bias else None
+    return CompressedLinear.from_matrix(matrix, b)
+
+
+def dense_output(layer: CompressedLinear, x: torch.Tensor) -> torch.Tensor:
+    weight = torch.from_numpy(layer.to_matrix().to_dense())
+    bias = None if layer.bias is None else layer.bias.detach().float()
+    return F.linear(x.float(), weight, bias)
+
+
+def rel_error(y, ref) -> float:
+    return float((y.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+
+
+# ---------------------------------------------------------------------------- construction
+def test_from_linear_keeps_shape_bias_device_and_dtype():
+    linear = nn.Linear(50, 30).to(torch.bfloat16)
+    layer = CompressedLinear.from_linear(linear, density=0.2, bits=4)
+    assert (layer.in_features, layer.out_features, layer.bits) == (50, 30, 4)
+    assert layer.nnz == 300 and layer.density == pytest.approx(0.2)
+    assert layer.bias.dtype == torch.bfloat16 and torch.equal(layer.bias, linear.bias)
+    assert layer.codebook.dtype == torch.float32 and layer.codebook.numel() <= 16
+    back = layer.to_linear()
+    assert back.weight.dtype == torch.bfloat16
+    kept = layer.to_matrix().mask()
+    assert torch.all(back.weight[torch.from_numpy(~kept)] == 0)
+
+
+def test_from_linear_quality_rule_and_errors():
+    linear = nn.Linear(64, 64)
+    layer = CompressedLinear.from_linear(linear, quality=1.0)
+    assert 0.2 < layer.density < 0.45  # |w| > std keeps ~1/3 of a uniform layer
+    with pytest.raises(TypeError, match=r"nn\.Linear"):
+        CompressedLinear.from_linear(nn.Conv2d(1, 1, 1))
+    with pytest.raises(ValueError, match="density"):
+        CompressedLinear.from_linear(linear, density=0.0)
+
+
+def test_from_matrix_round_trips_and_checks_bias():
+    matrix = random_compressed_matrix(9, 11, 0.3, 3, seed=1)
+    layer = CompressedLinear.from_matrix(matrix)
+    assert layer.bias is None and layer.to_matrix().equals(matrix)
+    assert layer.col_idx.dtype == torch.int16
+    with pytest.raises(ValueError, match=r"bias must be a tensor of shape \(9,\)"):
+        CompressedLinear.from_matrix(matrix, torch.zeros(10))
+    with pytest.raises(TypeError, match="CompressedMatrix"):
+        CompressedLinear.from_matrix(torch.zeros(9, 11))
+    wide = CompressedLinear.from_matrix(random_compressed_matrix(2, 40000, 0.001, 2))
+    assert wide.col_idx.dtype == torch.int32
+
+
+def test_constructor_builds_an_empty_layer_and_checks_arguments():
+    layer = CompressedLinear(5, 3)
+    assert layer.nnz == 0
+    torch.testing.assert_close(layer(torch.ones(2, 5)), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="in_features"):
+        CompressedLinear(0, 3)
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        CompressedLinear(2, 3, backend="cuda")
+
+
+def test_extra_repr_and_memory():
+    layer = make_layer(64, 128, 0.1)
+    text = repr(layer)
+    assert "bits=5" in text and "density=0.1000" in text and f"bytes={layer.memory_bytes()}" in text
+    expected = 4 * layer.codebook.numel() + 8 * 65 + 2 * layer.nnz + layer.nnz + 1 + 4 * 64
+    assert layer.memory_bytes() == expected
+    assert layer.dense_bytes() == 4 * (64 * 128 + 64)
+
+
+# ---------------------------------------------------------------------------- forward
+@pytest.mark.parametrize("backend", backend_names())
+@pytest.mark.parametrize("shape", [(40,), (1, 40), (3, 40), (2, 5, 40), (0, 40), (2, 0, 40)])
+def test_forward_matches_dense_on_every_backend(backend, shape):
+    layer = make_layer(bias=shape != (3, 40))
+    layer.backend = backend
+    x = torch.randn(shape)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.shape == (*shape[:-1], 24) and y.dtype == torch.float32
+    if x.numel():
+        assert rel_error(y, dense_output(layer, x)) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(backend, dtype):
+    layer = make_layer()
+    layer.backend = backend
+    x = torch.randn(4, 40).to(dtype)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), dense_output(layer, x), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_non_contiguous_input(backend):
+    layer = make_layer()
+    layer.backend = backend
+    x = torch.randn(40, 3, 2).permute(2, 1, 0)  # (2, 3, 40), last dim strided
+    assert not x.is_contiguous()
+    with torch.no_grad():
+        assert rel_error(layer(x), dense_output(layer, x)) <= 1e-5
+
+
+def test_errors_use_nn_linear_wording():
+    layer = make_layer(3, 4, 0.5)
+    dense = nn.Linear(4, 3)
+    for x in (torch.randn(2, 5), torch.randn(2, 3, 5), torch.randn(5), torch.randn(0, 5), torch.tensor(1.0)):
+        with pytest.raises(RuntimeError) as expected:
+            dense(x)
+        with pytest.raises(RuntimeError) as got:
+            layer(x)
+        assert str(got.value) == str(expected.value)
+        assert isinstance(got.value, ValueError)
+    for dtype in (torch.int64, torch.float64):
+        x = torch.ones(2, 4, dtype=dtype)
+        with pytest.raises(RuntimeError) as expected:
+            dense(x)
+        with pytest.raises(TypeError) as got:
+            layer(x)
+        assert str(got.value) == str(expected.value)
+
+
+def test_triton_backend_needs_cuda_or_the_interpreter(monkeypatch):
+    layer = make_layer()
+    monkeypatch.delenv("TRITON_INTERPRET")
+    layer.backend = "triton"
+    with pytest.raises(ValueError, match="'triton' does not run on cpu"):
+        layer(torch.randn(1, 40))
+
+
+# ---------------------------------------------------------------------------- state
+def test_state_dict_round_trip_into_an_empty_layer():
+    layer = make_layer(seed=3)
+    fresh = CompressedLinear(40, 24)
+    fresh.load_state_dict(layer.state_dict())
+    assert fresh.to_matrix().equals(layer.to_matrix()) and fresh.bits == layer.bits
+    x = torch.randn(5, 40)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), layer(x))
+    assert set(layer.state_dict()) == {"codebook", "row_ptr", "col_idx", "codes", "code_bits", "bias"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("col_idx", lambda t: t.fill_(40), "col_idx must lie in"),
+        ("codes", lambda t: t.fill_(200), "codes must lie in"),
+        ("row_ptr", lambda t: t.flip(0), "row_ptr must start at 0"),
+        ("code_bits", lambda t: t.fill_(9), "code_bits must be in 1..8"),
+    ],
+)
+def test_corrupt_state_dict_is_refused(key, value, match):
+    state = make_layer().state_dict()
+    state[key] = value(state[key].clone())
+    with pytest.raises(ValueError, match=match):
+        CompressedLinear(40, 24).load_state_dict(state)
+
+
+def test_deepcopy_and_pickle():
+    layer = make_layer(seed=4)
+    x = torch.randn(3, 40)
+    with torch.no_grad():
+        y = layer(x)
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert torch.equal(clone(x), y)
+            assert clone.codebook.data_ptr() != layer.codebook.data_ptr()
+
+
+def test_half_keeps_the_codebook_float32():
+    layer = make_layer(seed=5)
+    codebook = layer.codebook.clone()
+    layer.half()
+    assert layer.codebook.dtype == torch.float32 and torch.equal(layer.codebook, codebook)
+    assert layer.bias.dtype == torch.float16 and layer.weight.dtype == torch.float16
+    x = torch.randn(2, 40)
+    with torch.no_grad():
+        assert layer(x.half()).dtype == torch.float16
+        layer.to(torch.bfloat16)
+        assert layer.to_linear().weight.dtype == torch.bfloat16
+        layer.float()
+        assert torch.equal(layer.codebook, codebook) and layer.bias.dtype == torch.float32
+
+
+def test_meta_device_and_back():
+    layer = make_layer(seed=6)
+    state = layer.state_dict()
+    meta = copy.deepcopy(layer).to("meta")
+    assert all(t.is_meta for t in meta.state_dict().values())
+    y = meta(torch.randn(7, 3, 40, device="meta"))
+    assert y.shape == (7, 3, 24) and y.is_meta
+    meta.to_empty(device="cpu").load_state_dict(state)
+    x = torch.randn(2, 40)
+    with torch.no_grad():
+        assert torch.equal(meta(x), layer(x))
+    with pytest.raises(ValueError, match="meta device"):
+        CompressedLinear(4, 3, device="meta").to_matrix()
+
+
+def test_gradients_match_dense():
+    layer = make_layer(seed=7)
+    dense = layer.to_linear()
+    x = torch.randn(2, 3, 40, requires_grad=True)
+    x_dense = x.detach().clone().requires_grad_(True)
+    (layer(x) ** 2).sum().backward()
+    (dense(x_dense) ** 2).sum().backward()
+    torch.testing.assert_close(x.grad, x_dense.grad)
+    torch.testing.assert_close(layer.bias.grad, dense.bias.grad)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_opcheck(backend):
+    layer = make_layer(8, 12, 0.5, bits=3, seed=8)
+    layer.backend = backend
+    packed, meta = layer._packed_for(backend)
+    x = torch.randn(3, 12, requires_grad=True)
+    args = (
+        x,
+        layer.codebook,
+        layer.row_ptr,
+        layer.col_idx,
+        layer.codes,
+        layer.bias,
+        packed,
+        meta,
+        12,
+        backend,
+    )
+    torch.library.opcheck(ops.compressed_linear, args)
+    torch.library.opcheck(ops.csr_to_dense, (layer.codebook, layer.row_ptr, layer.col_idx, layer.codes, 12))
+
+
+def test_compile_fullgraph_inductor_dynamic_batch():
+    layer = make_layer(seed=9)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for shape in ((1, 40), (5, 40), (2, 3, 40)):
+            x = torch.randn(shape)
+            assert rel_error(compiled(x), dense_output(layer, x)) <= 1e-5
+
+
+def test_import_never_initializes_cuda():
+    code = (
+        "import torch\n"
+        "def fail(*a, **k): raise AssertionError('CUDA initialized')\n"
+        "torch.cuda._lazy_init = fail\n"
+        "import dc_kernels\n"
+        "layer = dc_kernels.CompressedLinear(8, 4)\n"
+        "layer(torch.ones(2, 8))\n"
+        "assert not torch.cuda.is_initialized()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
