@@ -37,7 +37,7 @@ from compress.relative_index import check_index_bits
 DEFAULT_SLICE_ROWS = 4
 MAX_SLICE_ROWS = 64
 TENSOR_NAMES = ("words", "slice_ptr", "row_ids", "codebook")
-METADATA_NAMES = ("out_features", "in_features", "code_bits", "index_bits", "slice_rows", "nnz")
+METADATA_NAMES = ("out_features", "in_features", "code_bits", "index_bits", "slice_rows", "nnz", "entries")
 
 
 def _row_gaps(matrix: CompressedMatrix) -> np.ndarray:
@@ -87,7 +87,11 @@ def unpack_bits(words: np.ndarray, width: int, count: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class GpuLayout:
-    """A compressed layer in the kernels' layout (see the module docstring); tensors on any device."""
+    """A compressed layer in the kernels' layout (see the module docstring); tensors on any device.
+
+    Construction checks dtypes, shapes and sizes but never reads tensor values, so building a view
+    of device tensors (e.g. from a module's buffers) costs no host synchronization; `decode`
+    checks the values."""
 
     out_features: int
     in_features: int
@@ -95,6 +99,7 @@ class GpuLayout:
     index_bits: int
     slice_rows: int
     nnz: int
+    entries: int  # stored entries: kept weights, fillers and padding (= slice_ptr[-1])
     words: torch.Tensor
     slice_ptr: torch.Tensor
     row_ids: torch.Tensor
@@ -186,6 +191,7 @@ class GpuLayout:
             index_bits=index_bits,
             slice_rows=r,
             nnz=matrix.nnz,
+            entries=int(slice_ptr[-1]),
             words=torch.from_numpy(words.copy()).to(device),
             slice_ptr=torch.from_numpy(slice_ptr).to(device),
             row_ids=torch.from_numpy(order.astype(np.int32)).to(device),
@@ -227,11 +233,6 @@ class GpuLayout:
     def entry_bits(self) -> int:
         return self.code_bits + self.index_bits
 
-    @property
-    def entries(self) -> int:
-        """Stored entries: kept weights, fillers and padding."""
-        return int(self.slice_ptr[-1])
-
     def bit_counts(self) -> dict[str, int]:
         """Exact bits of every stored tensor, as the GPU reads them."""
         return {
@@ -258,7 +259,9 @@ class GpuLayout:
         escape = (1 << self.index_bits) - 1
         r = self.slice_rows
         slice_ptr = self.slice_ptr.cpu().numpy()
-        total = int(slice_ptr[-1])
+        total = self.entries
+        if slice_ptr[-1] != total:
+            raise ValueError(f"slice_ptr ends at {slice_ptr[-1]}, metadata says {total} entries")
         if slice_ptr[0] != 0 or np.any(np.diff(slice_ptr) < 0) or np.any(np.diff(slice_ptr) % r):
             raise ValueError("slice_ptr must start at 0 and grow by multiples of slice_rows")
         entries = unpack_bits(self.words.cpu().numpy(), self.entry_bits, total)

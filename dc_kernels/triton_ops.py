@@ -191,5 +191,10 @@ def triton_linear(
         return out if bias is None else out.add_(bias.to(out.dtype))
     for lo in range(0, batch, SMALL_BATCH_MAX):
         hi = min(batch, lo + SMALL_BATCH_MAX)
-        launch_spmm(x2d[lo:hi], layout, bias, out[lo:hi])
+        chunk = x2d[lo:hi]
+        if hi - lo > 1 and chunk.stride(0) != 1:
+            # Column-major x: the batch values of one column share a cache line, so each decoded
+            # weight's gather costs one L1 transaction for the whole batch instead of one per row.
+            chunk = chunk.T.contiguous().T
+        launch_spmm(chunk, layout, bias, out[lo:hi])
     return out

@@ -40,11 +40,19 @@ def _unpack(words_ptr, entry, mask, ENTRY_BITS: tl.constexpr):
 
 
 @triton.jit
+def _load_block(words_ptr, start, j0, length, R: tl.constexpr, BLOCK: tl.constexpr, ENTRY_BITS: tl.constexpr):
+    """Raw entries ``j0 .. j0 + BLOCK`` of the slice's ``R`` rows (zeros past the end)."""
+    j = j0 + tl.arange(0, BLOCK)
+    in_slice = tl.broadcast_to((j < length)[None, :], (R, BLOCK))
+    entry = start + j[None, :].to(tl.int64) * R + tl.arange(0, R)[:, None]
+    return _unpack(words_ptr, entry, in_slice, ENTRY_BITS)
+
+
+@triton.jit
 def _decode_block(
-    words_ptr,
+    val,
     codebook_ptr,
     codebook,
-    start,
     j0,
     length,
     col,
@@ -55,13 +63,12 @@ def _decode_block(
     BLOCK: tl.constexpr,
     GATHER: tl.constexpr,
 ):
-    """Decode entries ``j0 .. j0 + BLOCK`` of the slice's ``R`` rows: (columns, weights, real
-    mask, running columns after the block); ``col`` is each row's column before the block."""
+    """Decode the raw entries ``val`` (entries ``j0 .. j0 + BLOCK``) of the slice's ``R`` rows:
+    (columns, weights, real mask, running columns after the block); ``col`` is each row's column
+    before the block."""
     ESCAPE: tl.constexpr = (1 << INDEX_BITS) - 1
     j = j0 + tl.arange(0, BLOCK)
     in_slice = tl.broadcast_to((j < length)[None, :], (R, BLOCK))
-    entry = start + j[None, :].to(tl.int64) * R + tl.arange(0, R)[:, None]
-    val = _unpack(words_ptr, entry, in_slice, CODE_BITS + INDEX_BITS)
     code = val & ((1 << CODE_BITS) - 1)
     z = val >> CODE_BITS
     real = z != ESCAPE
@@ -122,11 +129,15 @@ def codebook_spmm_kernel(
     x_batch = x_ptr + b.to(tl.int64)[None, None, :] * stride_xb
     col = tl.full((R,), -1, tl.int32)
     acc = tl.zeros((R, BB), dtype=tl.float32)
+    # The next block's words are loaded before this block is used (software pipelining by hand),
+    # so that a stream load is always in flight.
+    val = _load_block(words_ptr, start, 0, length, R, BLOCK, CODE_BITS + INDEX_BITS)
     for j0 in range(0, length, BLOCK):
+        next_val = _load_block(words_ptr, start, j0 + BLOCK, length, R, BLOCK, CODE_BITS + INDEX_BITS)
         cols, weight, real, col = _decode_block(
-            words_ptr, codebook_ptr, codebook, start, j0, length, col, n_cols,
-            CODE_BITS, INDEX_BITS, R, BLOCK, GATHER,
-        )  # fmt: skip
+            val, codebook_ptr, codebook, j0, length, col, n_cols, CODE_BITS, INDEX_BITS, R, BLOCK, GATHER
+        )
+        val = next_val
         xv = tl.load(
             x_batch + cols.to(tl.int64)[:, :, None] * stride_xk,
             mask=real[:, :, None] & b_ok[None, None, :],
@@ -166,9 +177,9 @@ def decode_dense_kernel(
     codebook = _codebook_tile(codebook_ptr, codebook_size, R, CODEBOOK_PAD)
     col = tl.full((R,), -1, tl.int32)
     for j0 in range(0, length, BLOCK):
+        val = _load_block(words_ptr, start, j0, length, R, BLOCK, CODE_BITS + INDEX_BITS)
         cols, weight, real, col = _decode_block(
-            words_ptr, codebook_ptr, codebook, start, j0, length, col, n_cols,
-            CODE_BITS, INDEX_BITS, R, BLOCK, GATHER,
-        )  # fmt: skip
+            val, codebook_ptr, codebook, j0, length, col, n_cols, CODE_BITS, INDEX_BITS, R, BLOCK, GATHER
+        )
         offs = row[:, None] * n_cols + cols.to(tl.int64)
         tl.store(w_ptr + offs, weight.to(w_ptr.dtype.element_ty), mask=real & row_ok[:, None])
