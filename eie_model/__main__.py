@@ -5,6 +5,7 @@ Examples::
     python -m eie_model simulate --benchmark alex6 --json
     python -m eie_model simulate --benchmark all --pes 64 --fifo 8 --sram-width 64 --json
     python -m eie_model simulate --eie-dump ../shared/data/eie_alexnet_fc8 --json
+    python -m eie_model simulate --digits --json
     python -m eie_model sweep fifo --benchmark alex7 vgg7 --out out/eie_sweeps
 """
 
@@ -74,6 +75,10 @@ def _simulate(args: argparse.Namespace) -> int:
     results = []
     if args.eie_dump is not None:
         results.append(simulate_dump(args.eie_dump, config, energy_table=table))
+    elif args.digits:
+        from eie_model.digits import simulate_digits  # trains a small network: imported on demand
+
+        results.extend(simulate_digits(config, seed=args.seed, image=args.image, energy_table=table))
     else:
         names = _benchmarks(args.benchmark)
         for k, name in enumerate(names, 1):
@@ -84,7 +89,9 @@ def _simulate(args: argparse.Namespace) -> int:
             results.append(result)
     dicts = [r.to_dict(per_pe=args.per_pe) for r in results]
     if args.json:
-        single = args.eie_dump is not None or (len(dicts) == 1 and "all" not in args.benchmark)
+        single = args.eie_dump is not None or (
+            args.benchmark is not None and len(dicts) == 1 and "all" not in args.benchmark
+        )
         print(json.dumps(dicts[0] if single else dicts, indent=2))
     else:
         print(
@@ -128,10 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     source = sim.add_mutually_exclusive_group(required=True)
     source.add_argument("--benchmark", nargs="+", choices=[*BENCHMARKS, "all"], metavar="NAME")
     source.add_argument("--eie-dump", metavar="DIR", help="folder in the EIE authors' dump format")
+    source.add_argument(
+        "--digits", action="store_true", help="the digits LeNet-300-100 on real activations (a list)"
+    )
     sim.add_argument("--json", action="store_true", help="print JSON (a list for several layers)")
     sim.add_argument("--per-pe", action="store_true", help="include per-PE cycle lists in the JSON")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--scale", type=float, default=1.0, help="shrink benchmark layers (0 < scale <= 1)")
+    sim.add_argument("--image", type=int, default=0, help="test image for --digits")
     _add_config_arguments(sim)
     sim.set_defaults(run=_simulate)
 
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
