@@ -4,6 +4,7 @@ from eie_model.area import chip_area_mm2, pe_area_um2
 from eie_model.benchmarks import BENCHMARKS, benchmark_inputs, simulate_benchmark, simulate_dump
 from eie_model.codebook import fit_codebook
 from eie_model.config import EIEConfig
+from eie_model.digits import digits_workload, simulate_digits
 from eie_model.dump import EIEDump, dump_arrays, read_eie_dump, write_eie_dump
 from eie_model.encoding import CodebookTooLargeError, EIELayer, decode_eie, encode_eie
 from eie_model.energy import EnergyEntry, EnergyTable, energy_table, module_power_table, per_op_45nm_table
@@ -25,6 +26,7 @@ __all__ = [
     "benchmark_inputs",
     "chip_area_mm2",
     "decode_eie",
+    "digits_workload",
     "dump_arrays",
     "encode_eie",
     "energy_table",
@@ -36,6 +38,7 @@ __all__ = [
     "read_eie_dump",
     "run_sweep",
     "simulate_benchmark",
+    "simulate_digits",
     "simulate_dump",
     "simulate_encoded",
     "simulate_layer",

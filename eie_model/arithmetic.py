@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eie_model.encoding import EIELayer, _decode_positions
+from eie_model.encoding import EIELayer, entry_positions
 from eie_model.fixed_point import (
     FixedPointFormat,
     choose_format,
@@ -46,7 +46,7 @@ def compute_output(
     layer: EIELayer, activations: np.ndarray, fmt: FixedPointFormat | None = None, bits: int = 16
 ) -> LayerOutput:
     """The layer's output as EIE computes it; ``fmt`` defaults to `choose_format` of this layer."""
-    cols, rows, _ = _decode_positions(layer)
+    cols, rows, _ = entry_positions(layer)
     processed = activations[cols] != 0
     rows, cols, v = rows[processed], cols[processed], layer.v[processed]
     # Entries are in (batch, PE, column, row) order and each row lives in one (batch, PE)

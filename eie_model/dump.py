@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from compress import CompressedMatrix
-from eie_model.encoding import EIELayer, _frozen, check_layer, decode_eie
+from eie_model.encoding import EIELayer, check_layer, decode_eie, frozen_layer
 
 DUMP_INDEX_BITS = 4
 
@@ -99,6 +99,8 @@ def read_eie_dump(
     v = np.concatenate([s[:, 0] for s in spms]).astype(np.uint8)
     z = np.concatenate([s[:, 1] for s in spms]).astype(np.uint8)
     slice_start = np.concatenate(([0], np.cumsum([s.shape[0] for s in spms]))).astype(np.int64)
+    # The format does not store out_features: decode the rows with a provisional layer whose
+    # single batch is large enough for any row.
     provisional = EIELayer(
         (pes * (1 << 30), columns), pes, weight_bits, index_bits, 1 << 30, codebook, ptr, v, z, slice_start
     )
@@ -106,7 +108,7 @@ def read_eie_dump(
         rows = provisional.entry_rows()
         out_features = int(rows.max()) + 1 if rows.size else pes
     rows_per_pe = -(-out_features // pes)
-    layer = _frozen(
+    layer = frozen_layer(
         EIELayer(
             (int(out_features), columns),
             pes,

@@ -109,11 +109,11 @@ class EIELayer:
 
     def entry_rows(self) -> np.ndarray:
         """Global output row of every entry (padding included): int64[entries]."""
-        return _decode_positions(self)[1]
+        return entry_positions(self)[1]
 
     def entry_columns(self) -> np.ndarray:
         """Input column of every entry: int64[entries]."""
-        return _decode_positions(self)[0]
+        return entry_positions(self)[0]
 
 
 def encode_eie(
@@ -181,7 +181,7 @@ def encode_eie(
     slice_start = np.zeros(n_slices + 1, dtype=np.int64)
     np.cumsum(ptr[:, :, -1].reshape(-1), out=slice_start[1:])
     codebook = np.concatenate(([0.0], matrix.codebook)).astype(np.float32)
-    return _frozen(
+    return frozen_layer(
         EIELayer(
             (out_features, in_features),
             pes,
@@ -201,7 +201,7 @@ def decode_eie(layer: EIELayer) -> CompressedMatrix:
     """The canonical layer an EIE layer stores (padding dropped); raises ValueError when the
     streams are inconsistent (bad pointers, out-of-range v or z, rows outside the layer)."""
     check_layer(layer)
-    cols, rows, local_row = _decode_positions(layer)
+    cols, rows, local_row = entry_positions(layer)
     if local_row.size and local_row.max() >= layer.batch_rows:
         raise ValueError(
             f"an entry decodes to local row {local_row.max()} of a batch of {layer.batch_rows} rows"
@@ -253,8 +253,9 @@ def check_layer(layer: EIELayer) -> None:
         raise ValueError(f"z must lie in 0..{(1 << layer.index_bits) - 1}, got {int(layer.z.max())}")
 
 
-def _decode_positions(layer: EIELayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column, global row and local row inside its batch of every entry."""
+def entry_positions(layer: EIELayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column, global row and local row inside its batch of every entry (padding included),
+    decoded as a PE does: the local row is the running sum of z + 1 within the column, minus 1."""
     pes, columns = layer.pes, layer.in_features
     counts = np.diff(layer.ptr, axis=2).reshape(-1)
     segment = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
@@ -269,7 +270,8 @@ def _decode_positions(layer: EIELayer) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return cols, rows, local_row
 
 
-def _frozen(layer: EIELayer) -> EIELayer:
+def frozen_layer(layer: EIELayer) -> EIELayer:
+    """Mark the layer's arrays read-only (layers are never mutated after construction)."""
     for array in (layer.codebook, layer.ptr, layer.v, layer.z, layer.slice_start):
         array.setflags(write=False)
     return layer

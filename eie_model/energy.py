@@ -10,7 +10,8 @@ Every entry of an `EnergyTable` records its value, its source and its process no
   - Table II is treated as the power with every module doing one unit of work per cycle
     (one FIFO push, one pointer read, one entry through the sparse-matrix read and one MAC,
     one accumulator read and write per cycle), so the energy of one unit is its dynamic power
-    divided by 800 MHz; real runs are less busy, so their power comes out lower;
+    divided by 800 MHz (a run's power then follows its activity: modules idle part of the time
+    draw less, while short columns read more than the reference's one line per 8 entries);
   - a 64-bit sparse-matrix line serves 8 entries at that rate, so one line read costs 8 entry
     times; a line of another width W costs ``E64 * (f + (1 - f) * W / 64)`` with a fixed share
     ``f`` (decoders, control) of one half (assumption: no CACTI data in facts.md);

@@ -206,13 +206,14 @@ def simulate_encoded(
     energy_table: EnergyTable | None = None,
 ) -> SimResult:
     """Simulate an encoded layer; ``config`` must match its PEs and bit widths, and its batches
-    must fit the register file."""
+    must fit the register file (default: the paper's design with the layer's PEs, bit widths
+    and a register file holding its batches)."""
     started = time.perf_counter()
-    config = (
-        EIEConfig(pes=layer.pes, weight_bits=layer.weight_bits, index_bits=layer.index_bits)
-        if config is None
-        else config
-    )
+    if config is None:
+        rf_size = max(EIEConfig().rf_size, min(layer.batch_rows, layer.rows_per_pe))
+        config = EIEConfig(
+            pes=layer.pes, weight_bits=layer.weight_bits, index_bits=layer.index_bits, rf_size=rf_size
+        )
     check_layer(layer)
     _check_match(layer, config)
     acts = _check_activations(activations, layer.in_features)

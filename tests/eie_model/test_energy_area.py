@@ -69,8 +69,11 @@ def test_benchmark_energy_is_consistent():
     parts = data["energy"]["breakdown_uj"]
     assert sum(parts.values()) == pytest.approx(data["energy_uj"])
     assert data["power_mw"] == pytest.approx(data["energy_uj"] / data["time_us"] * 1e3)
-    # A real run is never busier than the full-activity power of Table II (plus the LNZD tree).
-    assert 0 < data["power_mw"] < 9.157 * 64 + 1
+    table = energy_table("module")
+    for event in ("mac", "pointer_read", "spmat_line_read"):
+        expected = result.counts[event] * table.event_pj(event, 64) * 1e-6
+        assert parts[event] == pytest.approx(expected)
+    assert parts["clock"] == pytest.approx(1.874e-3 * 64 * result.cycles / 800e6 * 1e6)
     assert data["frames_per_j"] == pytest.approx(1e6 / data["energy_uj"])
     other = simulate_benchmark("nt-lstm", scale=0.25, energy_table=energy_table("45nm"))
     assert other.cycles == result.cycles and other.energy_uj != result.energy_uj
