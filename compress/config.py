@@ -28,7 +28,10 @@ from compress.relative_index import MAX_INDEX_BITS
 CONFIG_VERSION = 1
 SUPPORTED_MODULE_TYPES = ("Linear", "Conv2d")
 # The settings that per-layer overrides may change.
-LAYER_FIELDS = ("density", "quality", "bits", "index_bits", "init")
+LAYER_FIELDS = ("density", "quality", "bits", "index_bits", "init", "gpu_form")
+# How a compressed layer runs on the GPU: the fixed-width kernels (fastest) or the fused Huffman
+# kernels (least memory); see dc_kernels.huffman_layout.
+GPU_FORMS = ("fixed", "huffman")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class LayerConfig:
     Pruning keeps ``|w| > quality * std`` when ``quality`` is set, else the ``density`` share of
     largest-magnitude weights. ``bits`` is the code width (codebook of at most ``2**bits``
     shared weights), ``index_bits`` the width of the relative index of the storage format.
+    ``gpu_form`` is the layer's form on the GPU, one of `GPU_FORMS`.
     """
 
     density: float = 0.1
@@ -45,6 +49,7 @@ class LayerConfig:
     bits: int = 5
     index_bits: int = 5
     init: str = "linear"
+    gpu_form: str = "fixed"
 
     def __post_init__(self) -> None:
         _check_layer_settings(dataclasses.asdict(self), "")
@@ -54,8 +59,8 @@ class LayerConfig:
 class DeepCompressionConfig:
     """Global settings, per-layer overrides and the selection of layers to compress.
 
-    * ``density``, ``quality``, ``bits``, ``index_bits``, ``init``: the defaults of every layer
-      (see :class:`LayerConfig`).
+    * ``density``, ``quality``, ``bits``, ``index_bits``, ``init``, ``gpu_form``: the defaults
+      of every layer (see :class:`LayerConfig`).
     * ``layers``: overrides, ``{pattern: {setting: value}}``. A pattern matches a module name
       exactly or as a regular expression (``re.fullmatch``). Every matching pattern applies, in
       order, later ones winning; an exact name applies last. An override giving ``density``
@@ -79,6 +84,7 @@ class DeepCompressionConfig:
     prune_stages: int = 1
     l2: float = 0.0
     seed: int = 0
+    gpu_form: str = "fixed"
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -187,6 +193,8 @@ def _check_layer_settings(settings: Mapping[str, Any], where: str) -> None:
                 raise ConfigError(f"{where}{key} must be an int in 1..{top}, got {value!r}")
     if "init" in settings and settings["init"] not in INITS:
         raise ConfigError(f"{where}init must be one of {INITS}, got {settings['init']!r}")
+    if "gpu_form" in settings and settings["gpu_form"] not in GPU_FORMS:
+        raise ConfigError(f"{where}gpu_form must be one of {GPU_FORMS}, got {settings['gpu_form']!r}")
 
 
 def _as_str_tuple(value: Any, name: str) -> tuple[str, ...]:

@@ -8,8 +8,11 @@ the module caches them, e.g. the Triton kernels' `GpuLayout`). Built in:
 * ``"cpu"``: the compiled sparse kernels (`cpu_backend`); CPU tensors;
 * ``"triton"``: the Triton kernels (`triton_ops.triton_linear`); CUDA tensors, or CPU tensors
   under ``TRITON_INTERPRET=1``.
+* ``"huffman"``: the fused Huffman kernels (`huffman_ops.huffman_linear`), the least-memory GPU
+  form; same devices as ``"triton"``.
 
-``"auto"`` resolves per call: ``"cpu"`` on CPU, ``"triton"`` on CUDA when Triton imports, else
+``"auto"`` resolves per call: ``"cpu"`` on CPU, on CUDA (when Triton imports) ``"triton"`` or
+``"huffman"`` as the layer's ``gpu_form`` says (``"fixed"`` or ``"huffman"``), else
 ``"reference"``. Each device backend itself switches from its sparse kernels to decode + dense
 GEMM at the batch size measured on that device.
 """
@@ -81,13 +84,14 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def resolve(name: str, device: torch.device) -> Backend:
-    """The backend that runs for ``name`` (possibly ``"auto"``) on ``device``."""
+def resolve(name: str, device: torch.device, gpu_form: str = "fixed") -> Backend:
+    """The backend that runs for ``name`` (possibly ``"auto"``) on ``device`` for a layer whose
+    GPU form is ``gpu_form``."""
     if name == AUTO:
         if device.type == "cpu":
             return BACKENDS["cpu"]
         if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
-            return BACKENDS["triton"]
+            return BACKENDS["huffman" if gpu_form == "huffman" else "triton"]
         return BACKENDS["reference"]
     backend = get_backend(name)
     if not backend.supports(device):
@@ -120,6 +124,19 @@ def _run_triton(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packe
     return triton_backend.run(x2d, bias, packed, meta)
 
 
+def _pack_huffman(module):
+    from dc_kernels import huffman_backend
+
+    return huffman_backend.pack(module.to_matrix(), module.codebook.device)
+
+
+def _run_huffman(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed, meta):
+    from dc_kernels import huffman_backend
+
+    return huffman_backend.run(x2d, bias, packed, meta)
+
+
 register_backend(Backend("reference", _run_reference))
 register_backend(Backend("cpu", _run_cpu, _pack_cpu, cpu_only))
 register_backend(Backend("triton", _run_triton, _pack_triton, triton_devices))
+register_backend(Backend("huffman", _run_huffman, _pack_huffman, triton_devices))

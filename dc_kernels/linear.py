@@ -11,8 +11,10 @@ buffers (so ``state_dict``, ``deepcopy``, pickling and ``.to()`` work as for any
 
 plus an optional ``bias`` parameter, as in nn.Linear. Forward runs the custom op
 ``dc_kernels::compressed_linear`` with the backend named by ``backend`` (see
-`dc_kernels.backends`); tensors a backend derives from the buffers (a GPU layout, say) are built
-when the module is created, loaded or moved, never while tracing.
+`dc_kernels.backends`; on CUDA ``"auto"`` runs the layer's ``gpu_form``: ``"fixed"``, the
+fixed-width kernels, fastest, or ``"huffman"``, the fused Huffman kernels, least memory);
+tensors a backend derives from the buffers (a GPU layout, say) are built when the module is
+created, loaded or moved, never while tracing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.config import GPU_FORMS
 from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
 from dc_kernels.backends import AUTO, backend_names, resolve
@@ -58,6 +61,7 @@ class CompressedLinear(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         backend: str = AUTO,
+        gpu_form: str = "fixed",
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -67,6 +71,7 @@ class CompressedLinear(nn.Module):
         self.out_features = out_features
         self._weight_dtype = dtype or torch.float32
         self._backend = AUTO
+        self._gpu_form = "fixed"
         self._packed: tuple[str, list[torch.Tensor], list[int]] | None = None
         factory = {"device": device}
         self.register_buffer("codebook", torch.zeros(1, dtype=torch.float32, **factory))
@@ -80,6 +85,7 @@ class CompressedLinear(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.backend = backend
+        self.gpu_form = gpu_form
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -91,6 +97,7 @@ class CompressedLinear(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = AUTO,
+        gpu_form: str = "fixed",
     ) -> CompressedLinear:
         """A layer computing ``matrix`` (out_features x in_features) plus ``bias``; ``dtype`` is
         the nominal weight dtype (of ``bias``, `weight` and `to_linear`; default: bias's dtype,
@@ -104,7 +111,10 @@ class CompressedLinear(nn.Module):
                 raise ValueError(f"bias must be a tensor of shape ({out_features},), got {shape}")
             device = bias.device if device is None else device
             dtype = bias.dtype if dtype is None else dtype
-        module = cls(in_features, out_features, bias is not None, device="meta", dtype=dtype, backend=backend)
+        module = cls(
+            in_features, out_features, bias is not None, device="meta", dtype=dtype, backend=backend,
+            gpu_form=gpu_form,
+        )  # fmt: skip
         module._set_matrix(matrix, torch.device(device or "cpu"))
         if bias is not None:
             module.bias = nn.Parameter(
@@ -123,6 +133,7 @@ class CompressedLinear(nn.Module):
         *,
         quality: float | None = None,
         backend: str = AUTO,
+        gpu_form: str = "fixed",
         name: str = "linear",
     ) -> CompressedLinear:
         """Prune ``linear``'s weight (to ``density``, or by the paper's ``quality`` rule when
@@ -135,7 +146,9 @@ class CompressedLinear(nn.Module):
             weight, None if quality is not None else density, bits, init, seed, quality=quality, name=name
         )
         bias = None if linear.bias is None else linear.bias.detach()
-        return cls.from_matrix(matrix, bias, device=weight.device, dtype=weight.dtype, backend=backend)
+        return cls.from_matrix(
+            matrix, bias, device=weight.device, dtype=weight.dtype, backend=backend, gpu_form=gpu_form
+        )
 
     def _set_matrix(self, matrix: CompressedMatrix, device: torch.device) -> None:
         def tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -210,6 +223,19 @@ class CompressedLinear(nn.Module):
         self._backend = name
         self._repack()
 
+    @property
+    def gpu_form(self) -> str:
+        """``"fixed"`` (fixed-width kernels, fastest) or ``"huffman"`` (fused Huffman kernels,
+        least memory): what backend ``"auto"`` runs on CUDA."""
+        return self._gpu_form
+
+    @gpu_form.setter
+    def gpu_form(self, form: str) -> None:
+        if form not in GPU_FORMS:
+            raise ValueError(f"unknown gpu_form {form!r}; known: {GPU_FORMS}")
+        self._gpu_form = form
+        self._repack()
+
     def memory_bytes(self) -> int:
         """Bytes this layer holds: buffers, bias and any backend-derived tensors."""
         tensors = [*self.buffers(recurse=False), *self.parameters(recurse=False)]
@@ -229,13 +255,13 @@ class CompressedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, bits={self.bits}, density={self.density:.4f}, "
             f"bytes={self.memory_bytes()} ({self.dense_bytes() / max(self.memory_bytes(), 1):.1f}x smaller "
-            f"than dense), backend={self.backend!r}"
+            f"than dense), backend={self.backend!r}, gpu_form={self.gpu_form!r}"
         )
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_features, self.out_features)
-        backend = resolve(self._backend, x.device)
+        backend = resolve(self._backend, x.device, self._gpu_form)
         packed, meta = self._packed_for(backend.name)
         y = compressed_linear(
             x.reshape(-1, self.in_features),
@@ -266,7 +292,7 @@ class CompressedLinear(nn.Module):
         if device.type == "meta":
             return
         try:
-            backend = resolve(name or self._backend, device)
+            backend = resolve(name or self._backend, device, self._gpu_form)
         except ValueError:
             return  # e.g. backend "triton" while on CPU: forward reports it
         tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])

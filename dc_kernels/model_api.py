@@ -50,7 +50,7 @@ DTYPES = {
 
 @dataclass(frozen=True)
 class ConvertedLayer:
-    """One swapped layer: its shape, code width, share of weights kept and bytes."""
+    """One swapped layer: its shape, code width, share of weights kept, bytes and GPU form."""
 
     in_features: int
     out_features: int
@@ -58,6 +58,7 @@ class ConvertedLayer:
     density: float
     compressed_bytes: int
     dense_bytes: int
+    gpu_form: str = "fixed"
 
 
 @dataclass
@@ -77,12 +78,13 @@ class CompressionReport:
         return sum(layer.dense_bytes for layer in self.converted.values())
 
     def __str__(self) -> str:
-        lines = [f"{'layer':<32} {'shape':>13} {'bits':>4} {'density':>8} {'bytes':>11} {'smaller':>8}"]
+        header = f"{'layer':<32} {'shape':>13} {'bits':>4} {'density':>8} {'bytes':>11} {'smaller':>8}"
+        lines = [f"{header} {'gpu_form':>8}"]
         for name, c in self.converted.items():
             shape = f"{c.out_features}x{c.in_features}"
             ratio = c.dense_bytes / max(c.compressed_bytes, 1)
             size = f"{c.compressed_bytes:>11} {ratio:>7.1f}x"
-            lines.append(f"{name:<32} {shape:>13} {c.bits:>4} {c.density:>8.4f} {size}")
+            lines.append(f"{name:<32} {shape:>13} {c.bits:>4} {c.density:>8.4f} {size} {c.gpu_form:>8}")
         if self.converted:
             ratio = self.dense_bytes / max(self.compressed_bytes, 1)
             lines.append(f"{'total':<32} {'':>13} {'':>4} {'':>8} {self.compressed_bytes:>11} {ratio:>7.1f}x")
@@ -136,7 +138,7 @@ def compress_(
                 quality=settings.quality,
                 name=name,
             )
-            swapped[id(module)] = _compressed_module(module, matrix, backend)
+            swapped[id(module)] = _compressed_module(module, matrix, backend, settings.gpu_form)
         _swap(parent, child, swapped[id(module)], name, report)
     return report
 
@@ -218,11 +220,14 @@ def _skip_reason(
     return None
 
 
-def _compressed_module(linear: nn.Linear, matrix: CompressedMatrix, backend: str) -> CompressedLinear:
+def _compressed_module(
+    linear: nn.Linear, matrix: CompressedMatrix, backend: str, gpu_form: str = "fixed"
+) -> CompressedLinear:
     bias = None if linear.bias is None else linear.bias.detach()
     return CompressedLinear.from_matrix(
-        matrix, bias, device=linear.weight.device, dtype=linear.weight.dtype, backend=backend
-    )
+        matrix, bias, device=linear.weight.device, dtype=linear.weight.dtype, backend=backend,
+        gpu_form=gpu_form,
+    )  # fmt: skip
 
 
 def _swap(
@@ -236,6 +241,7 @@ def _swap(
         module.density,
         module.memory_bytes(),
         module.dense_bytes(),
+        module.gpu_form,
     )
 
 
