@@ -134,6 +134,8 @@ def save_bytes(
             raise TypeError(f"layer names must be non-empty strings, got {name!r}")
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"layer {name!r} must be a CompressedMatrix, got {type(matrix).__name__}")
+        if isinstance(index_bits, Mapping) and name not in index_bits:
+            raise ValueError(f"index_bits has no width for layer {name!r}")
         bits_of_layer = index_bits[name] if isinstance(index_bits, Mapping) else index_bits
         layer = encode_huffman(
             matrix, bits_of_layer, max_len=max_code_length, segment_symbols=segment_symbols
@@ -229,7 +231,7 @@ def load(
     """Read a file written by `save` from a path or from its bytes, validating everything.
 
     Returns a `LoadedLayers` dict of name -> `CompressedMatrix` (or, with ``keep_huffman``, the
-    validated and fully decoded-once `HuffmanLayer`, for consumers that decode the streams
+    `HuffmanLayer`s, validated by decoding them once, for consumers that decode the streams
     themselves). Any defect of the file raises a `CompressedFileError` subclass; a path that
     cannot be read raises the usual ``OSError``.
     """

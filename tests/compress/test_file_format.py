@@ -113,6 +113,8 @@ def test_save_rejects_bad_arguments(tmp_path, layers):
         compress.save_bytes({"": layers["fc1"]})
     with pytest.raises(TypeError, match="JSON-serializable"):
         compress.save_bytes(layers, {"bad": float("nan")})
+    with pytest.raises(ValueError, match=r"no width for layer 'fc2\.weight'"):
+        compress.save_bytes(layers, index_bits={"fc1": 4})
     with pytest.raises(TypeError, match="JSON-serializable"):
         compress.save(tmp_path / "x", layers, {"bad": object()})
     assert not list(tmp_path.iterdir())
