@@ -199,8 +199,9 @@ def _named_children(model: nn.Module):
     """(full name, module, parent, attribute name) of every submodule, shared ones at each of
     their names."""
     for parent_name, parent in model.named_modules(remove_duplicate=False):
-        for child, module in parent.named_children():
-            yield (f"{parent_name}.{child}" if parent_name else child), module, parent, child
+        for child, module in list(parent._modules.items()):  # named_children() hides repeats
+            if module is not None:
+                yield (f"{parent_name}.{child}" if parent_name else child), module, parent, child
 
 
 def _skip_reason(
@@ -360,7 +361,19 @@ def load_compressed(
             f"the model does not match {directory}: missing {result.missing_keys}, "
             f"unexpected {result.unexpected_keys}"
         )
+    _retie(model, metadata["aliases"])
     return report
+
+
+def _retie(model: nn.Module, aliases: Mapping[str, str]) -> None:
+    """Make tied tensors one object again (load_state_dict(assign=True) wraps each key anew)."""
+    for key, target in aliases.items():
+        owner_name, _, attr = key.rpartition(".")
+        target_owner, _, target_attr = target.rpartition(".")
+        owner, source = model.get_submodule(owner_name), model.get_submodule(target_owner)
+        for table in ("_parameters", "_buffers"):
+            if attr in getattr(owner, table) and target_attr in getattr(source, table):
+                getattr(owner, table)[attr] = getattr(source, table)[target_attr]
 
 
 def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) -> dict:
