@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -407,7 +408,7 @@ def time_one_layer(timer, device, name, layout, matrix, base, copy_gbps, env) ->
     return rows
 
 
-def measure_crossover(run, timer, device, layers, small) -> tuple[list[dict], int | None]:
+def measure_crossover(run, timer, device, layers) -> tuple[list[dict], int | None]:
     from dc_kernels import triton_ops
 
     rows = []
@@ -529,6 +530,15 @@ def check_targets(run: Run, rows: list[dict]) -> None:
         run.log(f"target {'PASS' if value >= want else 'FAIL'}: {label} (measured {value:.2f})")
 
 
+def guarded(run: Run, phase: str, fn, fallback, *args):
+    """Run a later phase; an exception is logged and the benchmark goes on with the next one."""
+    try:
+        return fn(*args)
+    except Exception:
+        run.log(f"{phase} phase failed:\n{traceback.format_exc()[-3000:]}")
+        return fallback
+
+
 def environment(device: torch.device) -> dict:
     import triton
 
@@ -596,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     correctness = check_correctness(run, device, args.small)
     run.write_csv("correctness.csv", correctness)
     run.log(f"correctness phase: {time.perf_counter() - t0:.1f}s")
-    sanitizer = "skipped (cpu)" if args.small else run_sanitizer(run, min(90.0, run.left() - 150))
+    sanitizer = "skipped (cpu)"
+    if not args.small:
+        sanitizer = guarded(run, "sanitizer", run_sanitizer, "error", run, min(60.0, run.left() - 180))
 
     from dc_kernels import triton_ops
     from dc_kernels.gpu_layout import GpuLayout
@@ -623,7 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     check_targets(run, rows)
 
     t0 = time.perf_counter()
-    cross_rows, recommended = measure_crossover(run, timer, device, layers, args.small)
+    cross_rows, recommended = guarded(
+        run, "crossover", measure_crossover, ([], None), run, timer, device, layers
+    )
     run.write_csv("crossover.csv", cross_rows)
     run.log(
         f"crossover phase: {time.perf_counter() - t0:.1f}s; measured DENSE_CROSSOVER_BATCH = {recommended} "
@@ -631,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     t0 = time.perf_counter()
-    sweep_rows = sweep(run, timer, device, layers) if run.left() > 30 else []
+    sweep_rows = guarded(run, "sweep", sweep, [], run, timer, device, layers) if run.left() > 30 else []
     run.write_csv("sweep.csv", sweep_rows)
     run.log(f"sweep phase: {time.perf_counter() - t0:.1f}s")
 

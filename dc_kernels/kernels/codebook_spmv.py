@@ -66,13 +66,12 @@ def _decode_block(
     """Decode the raw entries ``val`` (entries ``j0 .. j0 + BLOCK``) of the slice's ``R`` rows:
     (columns, weights, real mask, running columns after the block); ``col`` is each row's column
     before the block."""
-    ESCAPE: tl.constexpr = (1 << INDEX_BITS) - 1
     j = j0 + tl.arange(0, BLOCK)
     in_slice = tl.broadcast_to((j < length)[None, :], (R, BLOCK))
     code = val & ((1 << CODE_BITS) - 1)
     z = val >> CODE_BITS
-    real = z != ESCAPE
-    advance = tl.where(in_slice, tl.where(real, z + 1, ESCAPE), 0)
+    real = z != (1 << INDEX_BITS) - 1  # the escape: a filler or padding entry
+    advance = tl.where(in_slice, tl.where(real, z + 1, (1 << INDEX_BITS) - 1), 0)
     cols = col[:, None] + tl.cumsum(advance, axis=1)
     real = real & in_slice & (cols < n_cols)
     if GATHER:
