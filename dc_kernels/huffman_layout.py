@@ -29,9 +29,11 @@ needs a stored row or column. ``col_blocks`` is picked so that a segment holds a
 ``segment_symbols`` symbols: the steps of the decode chain, traded against offset bits.
 
 Offsets: ``prog_base[p]`` is the bit where program ``p``'s first segment starts
-(``prog_base[-1]`` = the stream's length); ``seg_len[s] + len_base`` is segment ``s``'s length
-in bits (``uint8`` when the layer's lengths span < 256, else ``int16`` holding ``uint16``).
-A program finds its segments' starts with one prefix sum of their lengths.
+(``prog_base[-1]`` = the stream's length); segment ``s`` spans ``(seg_len[s] + len_base) *
+len_unit`` bits. Segments are zero-padded to whole units of ``len_unit`` bits (1, 2, 4 or 8, no
+longer than the shortest codeword, so a decoder stops when less than a unit is left) so that
+``seg_len`` fits ``uint8``; where no unit does, ``len_unit`` is 1 and ``seg_len`` is ``int16``
+holding ``uint16``. A program finds its segments' starts with one prefix sum of their lengths.
 
 Derived at build or load (not stored, but resident on the GPU and counted in the bits):
 the decode table (``int32[2**T]``: ``length | is_weight << 5 | code << 6 | advance << 14``, 0
@@ -51,10 +53,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compress.huffman import MAX_SEGMENT_SYMBOLS, HuffmanCode, huffman_encode
+from compress.huffman import HuffmanCode
 from compress.matrix import CompressedMatrix, check_bits
 
 MAX_TABLE_BITS = 12  # 2**12 int32 entries = 16 KB
+SHORTER_LIMITS = (MAX_TABLE_BITS, 10, 8)  # length limits tried: smaller tables for small layers
+LENGTH_UNITS = (1, 2, 4, 8)  # segment padding units (bits) tried for one-byte segment lengths
 DEFAULT_SEGMENT_SYMBOLS = 32
 PROGRAM_LANES = 128  # lanes (segments) of one program when a row has fewer column blocks
 MAX_COL_BLOCKS = 256  # lanes of one program <= 256 (8 warps, one lane per thread)
@@ -68,6 +72,7 @@ METADATA_NAMES = (
     "escape",
     "col_blocks",
     "rows_per_program",
+    "len_unit",
     "len_base",
     "total_bits",
     "nnz",
@@ -125,15 +130,20 @@ def _resident_bits(code: HuffmanCode, counts: np.ndarray) -> int:
 
 
 def choose_escape(matrix: CompressedMatrix, gaps: np.ndarray) -> tuple[int, HuffmanCode]:
-    """The escape width ``E`` and its code: fewest resident bits plus one bit per escape."""
+    """The escape width ``E`` and its code: fewest resident bits plus one bit per escape. Small
+    layers also try shorter length limits, whose decode tables cost less than their codes."""
     k = int(matrix.codebook.size)
     best = None
     for escape in _escape_candidates(k, int(gaps.max()) if gaps.size else 0):
         counts = _joint_counts(matrix.codes, gaps, k, escape)
-        code = HuffmanCode.from_counts(counts, MAX_TABLE_BITS)
-        score = _resident_bits(code, counts) + int(counts[k * escape])
-        if best is None or score < best[0]:
-            best = (score, escape, code)
+        used = int(np.count_nonzero(counts))
+        for max_len in SHORTER_LIMITS:
+            if used > 1 << max_len:
+                break
+            code = HuffmanCode.from_counts(counts, max_len)
+            score = _resident_bits(code, counts) + int(counts[k * escape])
+            if best is None or score < best[0]:
+                best = (score, escape, code)
     return best[1], best[2]
 
 
@@ -164,6 +174,7 @@ class HuffmanLayout:
     escape: int
     col_blocks: int
     rows_per_program: int
+    len_unit: int
     len_base: int
     total_bits: int
     nnz: int
@@ -252,27 +263,30 @@ class HuffmanLayout:
         n_symbols = matrix.nnz + int(n_escapes.sum())
         symbols = np.full(n_symbols, k * escape, dtype=np.int64)
         symbols[weight_pos] = matrix.codes.astype(np.int64) * escape + gaps % escape
-        stream = huffman_encode(symbols, k * escape + 1, code=code, segment_symbols=MAX_SEGMENT_SYMBOLS)
 
+        # Segments padded to whole length units, so that their lengths fit in a byte.
         n_seg = rows * col_blocks
         seg_of_symbol = np.repeat(seg_of_weight, n_escapes + 1)
         sym_len = code.lengths.astype(np.int64)[symbols]
         seg_bits = np.bincount(seg_of_symbol, weights=sym_len, minlength=n_seg).astype(np.int64)
         seg_syms = np.bincount(seg_of_symbol, minlength=n_seg).astype(np.int64)
         seg_weights = np.bincount(seg_of_weight, minlength=n_seg).astype(np.int64)
-        len_base = int(seg_bits.min())
-        seg_len = _narrow_lengths(seg_bits - len_base)
+        used = code.lengths[code.lengths > 0]
+        len_unit, len_base, seg_len = _segment_lengths(seg_bits, int(used.min()) if used.size else 1)
+        seg_start = np.concatenate(([0], np.cumsum(_stored_lengths(seg_len, len_base, len_unit))))
+        total_bits = int(seg_start[-1])
+        sym_start = np.cumsum(sym_len) - sym_len
+        sym_start += (seg_start[:-1] - np.concatenate(([0], np.cumsum(seg_bits)[:-1])))[seg_of_symbol]
+        words = _pack_codewords(code.codewords()[symbols], sym_len, sym_start, max(1, -(-total_bits // 32)))
         lanes = rows_per_program * col_blocks
         n_prog = -(-rows // rows_per_program)
-        seg_start = np.concatenate(([0], np.cumsum(seg_bits)))
         prog_base = seg_start[np.minimum(np.arange(n_prog + 1) * lanes, n_seg)]
         padded_syms = np.zeros(n_prog * lanes, dtype=np.int64)
         padded_syms[:n_seg] = seg_syms
         prog_steps = padded_syms.reshape(n_prog, lanes).max(axis=1)
-        words = stream.words if stream.words.size else np.zeros(1, dtype=np.uint32)
         tensors = {
-            "words": torch.from_numpy(words.view(np.int32).copy()),
-            "prog_base": torch.from_numpy(_offset_array(prog_base, stream.total_bits)),
+            "words": torch.from_numpy(words.view(np.int32)),
+            "prog_base": torch.from_numpy(_offset_array(prog_base, total_bits)),
             "seg_len": torch.from_numpy(seg_len),
             "code_lengths": torch.from_numpy(code.lengths.copy()),
             "codebook": torch.from_numpy(matrix.codebook.copy()),
@@ -289,8 +303,9 @@ class HuffmanLayout:
             escape=int(escape),
             col_blocks=col_blocks,
             rows_per_program=rows_per_program,
+            len_unit=len_unit,
             len_base=len_base,
-            total_bits=int(stream.total_bits),
+            total_bits=total_bits,
             nnz=matrix.nnz,
             **{name: t.to(device) for name, t in tensors.items()},
         )
@@ -379,10 +394,46 @@ class HuffmanLayout:
         return torch.from_numpy(self.to_matrix().to_dense()).to(self.device)
 
 
-def _narrow_lengths(rel: np.ndarray) -> np.ndarray:
-    if rel.size == 0 or rel.max() < 256:
-        return rel.astype(np.uint8)
-    return rel.astype(np.uint16).view(np.int16)
+def _segment_lengths(seg_bits: np.ndarray, min_code_length: int) -> tuple[int, int, np.ndarray]:
+    """(unit, base, stored): segment ``s`` is padded to ``(base + stored[s]) * unit`` bits.
+
+    The smallest unit (a power of two no longer than the shortest codeword, so that padding is
+    never mistaken for a symbol) whose lengths span < 256 units gives ``uint8``; else ``uint16``
+    bits (in an ``int16``; a segment spans < 2**16 bits)."""
+    for unit in LENGTH_UNITS:
+        if unit > min_code_length:
+            break
+        units = -(-seg_bits // unit)
+        base = int(units.min())
+        if int(units.max()) - base < 256:
+            return unit, base, (units - base).astype(np.uint8)
+    base = int(seg_bits.min())
+    return 1, base, (seg_bits - base).astype(np.uint16).view(np.int16)
+
+
+def _stored_lengths(seg_len: np.ndarray, base: int, unit: int) -> np.ndarray:
+    """Padded segment lengths in bits (int64) from their stored form."""
+    raw = seg_len.view(np.uint16) if seg_len.dtype == np.int16 else seg_len
+    return (raw.astype(np.int64) + base) * unit
+
+
+def _pack_codewords(
+    codewords: np.ndarray, lengths: np.ndarray, starts: np.ndarray, n_words: int
+) -> np.ndarray:
+    """Write each codeword MSB first at its bit position (`compress.huffman`'s bit order) into
+    ``n_words`` uint32 words; the bits between segments stay zero. (`huffman_encode` writes
+    one gapless stream, hence this packer.)"""
+    starts = starts.astype(np.uint64)
+    shift = np.uint64(64) - (starts & np.uint64(31)) - lengths.astype(np.uint64)
+    placed = codewords.astype(np.uint64) << shift  # in the 64-bit window of the start word
+    word = (starts >> np.uint64(5)).astype(np.int64)
+    # Codewords of one word hold disjoint bits: their sum is their OR (exact in float64).
+    high = np.bincount(word, weights=(placed >> np.uint64(32)).astype(np.float64), minlength=n_words)
+    spill = shift < np.uint64(32)
+    low = np.bincount(
+        word[spill] + 1, weights=(placed[spill] & np.uint64(0xFFFFFFFF)).astype(np.float64), minlength=n_words
+    )
+    return (high + low[:n_words]).astype(np.uint64).astype(np.uint32)
 
 
 def _offset_array(values: np.ndarray, total_bits: int) -> np.ndarray:
@@ -391,6 +442,18 @@ def _offset_array(values: np.ndarray, total_bits: int) -> np.ndarray:
 
 def _fail(message: str):
     raise HuffmanLayoutError(message)
+
+
+def _peek(uwords: np.ndarray, pos: np.ndarray, end: np.ndarray, nbits) -> np.ndarray:
+    """The next ``nbits`` (<= 32) bits at ``pos`` (int64), reading only words that overlap
+    ``[pos, end)``, as the kernels do."""
+    w = pos >> 5
+    hi = uwords[w]
+    lo = np.where((w + 1) * 32 < end, uwords[np.minimum(w + 1, uwords.size - 1)], 0).astype(np.uint64)
+    window = (hi << np.uint64(32)) | lo
+    nbits = np.asarray(nbits, dtype=np.uint64)
+    peek = (window >> (np.uint64(64) - nbits - (pos & 31).astype(np.uint64))) & ((np.uint64(1) << nbits) - 1)
+    return peek.astype(np.int64)
 
 
 def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
@@ -449,13 +512,14 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail(f"prog_base must be int32/int64[{n_prog + 1}], got {prog_base.dtype} {prog_base.shape}")
     if seg_len.dtype not in (np.uint8, np.int16) or seg_len.shape != (n_seg,):
         _fail(f"seg_len must be uint8/int16[{n_seg}], got {seg_len.dtype} {seg_len.shape}")
-    seg_bits = (
-        seg_len.view(np.uint16).astype(np.int64) if seg_len.dtype == np.int16 else seg_len.astype(np.int64)
-    )
-    seg_bits = seg_bits + meta["len_base"]
+    unit = meta["len_unit"]
+    used = code.lengths[code.lengths > 0]
+    if unit not in LENGTH_UNITS or (used.size and unit > int(used.min())):
+        _fail(f"len_unit={unit} must be in {LENGTH_UNITS} and no longer than the shortest codeword")
+    seg_bits = _stored_lengths(seg_len, meta["len_base"], unit)
     # Lengths beyond what a block can hold are absurd: refuse before decoding anything.
-    if seg_bits.size and seg_bits.max() > block_cols * MAX_TABLE_BITS:
-        _fail(f"a segment length of {seg_bits.max()} bits exceeds {block_cols * MAX_TABLE_BITS}")
+    if seg_bits.size and seg_bits.max() > block_cols * MAX_TABLE_BITS + unit - 1:
+        _fail(f"a segment length of {seg_bits.max()} bits exceeds {block_cols * MAX_TABLE_BITS + unit - 1}")
     padded = np.zeros(n_prog * lanes, dtype=np.int64)
     padded[:n_seg] = seg_bits
     prog_bits = padded.reshape(n_prog, lanes).sum(axis=1)
@@ -474,16 +538,12 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     col_end = np.minimum(colpos + block_cols, cols)
     last_weight = np.ones(n_seg, dtype=bool)
     steps = np.zeros(n_seg, dtype=np.int64)
-    active = np.flatnonzero(pos < ends)
+    # A segment decodes while a whole unit is left: padding is shorter than any codeword.
+    active = np.flatnonzero(pos + unit <= ends)
     out_seg, out_col, out_code = [], [], []
     while active.size:
         p, e = pos[active], ends[active]
-        w = p >> 5
-        hi = uwords[w]
-        lo = np.where((w + 1) * 32 < e, uwords[np.minimum(w + 1, uwords.size - 1)], 0).astype(np.uint64)
-        window = (hi << np.uint64(32)) | lo
-        peek = (window >> (np.uint64(64 - tbits) - (p & 31).astype(np.uint64))) & np.uint64((1 << tbits) - 1)
-        entry = table[peek.astype(np.int64)].astype(np.int64)
+        entry = table[_peek(uwords, p, e, tbits)].astype(np.int64)
         length = entry & LENGTH_MASK
         if np.any(length == 0) or np.any(p + length > e):
             bad = active[np.flatnonzero((length == 0) | (p + length > e))[0]]
@@ -504,7 +564,10 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         pos[active] = p + length
         last_weight[active] = is_weight
         steps[active] += 1
-        active = active[pos[active] < ends[active]]
+        active = active[pos[active] + unit <= ends[active]]
+    padding = np.flatnonzero(pos < ends)
+    if padding.size and np.any(_peek(uwords, pos[padding], ends[padding], ends[padding] - pos[padding])):
+        _fail("corrupt stream: nonzero padding bits at the end of a segment")
     if not np.all(last_weight):
         _fail(f"corrupt stream: segment {int(np.flatnonzero(~last_weight)[0])} ends with an escape")
     seg = np.concatenate(out_seg) if out_seg else np.zeros(0, dtype=np.int64)

@@ -5,7 +5,7 @@ One program per ``ROWS`` whole rows; one lane per segment (``ROWS x NCB`` lanes:
 blocks side by side), so a row's partial sums are reduced inside the program (no atomics, every
 output element written exactly once). A program first finds its segments' start bits with one
 prefix sum of their stored lengths, then runs ``prog_steps[pid]`` lockstep steps; in each step
-every lane that has bits left decodes one joint symbol:
+every lane with at least a length unit left (the rest is padding) decodes one joint symbol:
 
 * peek ``TABLE_BITS`` bits at the lane's bit position from two 32-bit words (the second read only
   when it lies inside the segment: every read is bounded by the segment's recorded extent);
@@ -25,7 +25,9 @@ import triton.language as tl
 
 
 @triton.jit
-def _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS: tl.constexpr, NCB: tl.constexpr):
+def _segment_bounds(
+    prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS: tl.constexpr, NCB: tl.constexpr
+):
     """(segment ids, start bits, end bits, block index) of the program's ``ROWS x NCB`` lanes."""
     r = tl.arange(0, ROWS)[:, None]
     c = tl.arange(0, NCB)[None, :]
@@ -33,7 +35,7 @@ def _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS: tl.c
     valid = seg < n_seg
     # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
     raw = tl.load(seg_len_ptr + seg, mask=valid, other=0).to(tl.int32) & 0xFFFF
-    length = tl.where(valid, raw + len_base, 0)
+    length = tl.where(valid, (raw + len_base) * len_unit, 0)
     row_total = tl.sum(length, axis=1)
     before_row = tl.cumsum(row_total, axis=0) - row_total
     base = tl.load(prog_base_ptr + pid)
@@ -42,9 +44,10 @@ def _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS: tl.c
 
 
 @triton.jit
-def _decode_step(words_ptr, table_ptr, pos, end, table_bits):
-    """One symbol per active lane: (entry fields..., active) with entry 0 for inactive lanes."""
-    active = pos < end
+def _decode_step(words_ptr, table_ptr, pos, stop, end, table_bits):
+    """One symbol per lane with a whole length unit left (``pos < stop``; padding is shorter than
+    any codeword): (length, is_weight, code, advance), all 0 for inactive lanes."""
+    active = pos < stop
     w = pos >> 5
     hi = tl.load(words_ptr + w, mask=active, other=0).to(tl.uint32, bitcast=True)
     lo = tl.load(words_ptr + w + 1, mask=active & ((w + 1) * 32 < end), other=0).to(tl.uint32, bitcast=True)
@@ -75,6 +78,7 @@ def huffman_spmm_kernel(
     n_cols,
     n_seg,
     len_base,
+    len_unit,
     block_cols,
     table_bits,
     batch,
@@ -89,7 +93,10 @@ def huffman_spmm_kernel(
 ):
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB."""
     pid = tl.program_id(0)
-    _, pos, end, block = _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS, NCB)
+    _, pos, end, block = _segment_bounds(
+        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS, NCB
+    )
+    stop = end - (len_unit - 1)
     colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
     b = tl.arange(0, BB)
     b_ok = (b < batch)[None, None, :]
@@ -97,7 +104,7 @@ def huffman_spmm_kernel(
     acc = tl.zeros((ROWS, NCB, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
-        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, end, table_bits)
+        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, stop, end, table_bits)
         col = colpos + advance - 1
         real = is_weight & (col < n_cols)
         weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
@@ -130,6 +137,7 @@ def huffman_decode_kernel(
     n_seg,
     nnz,
     len_base,
+    len_unit,
     block_cols,
     table_bits,
     ROWS: tl.constexpr,
@@ -137,12 +145,15 @@ def huffman_decode_kernel(
 ):
     """Decode the program's segments into ``codes`` (uint8) and ``cols`` (int32), CSR order."""
     pid = tl.program_id(0)
-    seg, pos, end, block = _segment_bounds(prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, ROWS, NCB)
+    seg, pos, end, block = _segment_bounds(
+        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS, NCB
+    )
+    stop = end - (len_unit - 1)
     colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
     out = tl.load(seg_first_ptr + seg, mask=seg < n_seg, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
-        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, end, table_bits)
+        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, stop, end, table_bits)
         col = colpos + advance - 1
         real = is_weight & (col < n_cols) & (out < nnz)
         tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)

@@ -70,7 +70,17 @@ def test_one_symbol_alphabet_and_longest_codes():
     codes = np.random.default_rng(fresh_seed()).permutation(np.repeat(np.arange(14), fib)).astype(np.uint8)
     mask = np.ones((2, codes.size // 2), dtype=bool)
     matrix = CompressedMatrix.from_dense(mask, codes.reshape(mask.shape), np.linspace(-1, 1, 16), 4)
-    assert check(matrix, 1).table_bits == 12
+    assert check(matrix, 1, escape=1).table_bits == 12
+
+
+@pytest.mark.parametrize("cols", [150, 300])  # lengths in 2-bit units with padding; int16 lengths
+def test_length_units(cols):
+    mask = np.zeros((6, cols), dtype=bool)
+    mask[::2] = True
+    codes = np.random.default_rng(fresh_seed()).integers(0, 5, size=mask.shape)
+    matrix = CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3)
+    layout = check(matrix, 2, segment_symbols=200)
+    assert (layout.len_unit, layout.seg_len.dtype) in ((2, torch.uint8), (1, torch.int16))
 
 
 def test_empty_rows_segments_and_layer():

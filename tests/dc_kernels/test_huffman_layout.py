@@ -65,7 +65,7 @@ def test_longest_codes_fill_the_table():
     codes = np.random.default_rng(0).permutation(np.repeat(np.arange(14), fib)).astype(np.uint8)
     mask = np.ones((2, codes.size // 2), dtype=bool)
     matrix = CompressedMatrix.from_dense(mask, codes.reshape(mask.shape), np.linspace(-1, 1, 16), 4)
-    layout = round_trip(matrix)
+    layout = round_trip(matrix, escape=1)  # a chosen escape keeps the longest length limit
     assert int(layout.code_lengths.max()) == MAX_TABLE_BITS == layout.table_bits
 
 
@@ -80,6 +80,39 @@ def test_bits_beat_fixed_width_on_paper_like_layer():
     p = matrix.density
     entropy = 4 + (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))) / p  # uniform codes + geometric gaps
     assert counts["stream_bits"] / matrix.nnz < 1.02 * entropy
+
+
+def alternating_rows(cols: int, seed: int) -> CompressedMatrix:
+    """Dense rows between empty ones, 5 uniform codes (codewords of 2 and 3 bits): segment
+    lengths spread 0..~2.3 bits x cols, so the length unit and width depend on ``cols``."""
+    mask = np.zeros((6, cols), dtype=bool)
+    mask[::2] = True
+    codes = np.random.default_rng(seed).integers(0, 5, size=mask.shape)
+    return CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3)
+
+
+def test_length_units_and_widths():
+    padded = HuffmanLayout.from_matrix(alternating_rows(150, 0), segment_symbols=200)
+    assert padded.len_unit == 2 and padded.seg_len.dtype == torch.uint8
+    lengths = padded.code_lengths.numpy().astype(np.int64)
+    assert padded.total_bits == lengths[alternating_rows(150, 0).codes].sum() + 1  # one padding bit
+    round_trip(alternating_rows(150, 0), segment_symbols=200)
+    wide = round_trip(alternating_rows(300, 0), segment_symbols=200)
+    assert wide.len_unit == 1 and wide.seg_len.dtype == torch.int16
+    # A set padding bit is rejected (the padded form is unique).
+    tensors, meta = _state(padded)
+    ends = np.cumsum((tensors["seg_len"].numpy().astype(np.int64) + padded.len_base) * padded.len_unit)
+    words = tensors["words"].numpy().view(np.uint32)
+    for end in ends[ends > 0]:
+        bit = int(end) - 1
+        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
+        try:
+            HuffmanLayout.from_state(tensors, meta)
+        except HuffmanLayoutError:
+            break
+        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
+    else:
+        raise AssertionError("no segment's last bit flip was rejected")
 
 
 def _state(layout):
