@@ -5,14 +5,17 @@ Phases, each timed, with progress printed as it goes (and skipped when the time 
 1. environment and device copy bandwidth (a 1 GiB device-to-device copy);
 2. correctness on the GPU: fresh random layers and inputs, outputs poisoned with NaN, against the
    float64 PyTorch reference; then one small case under ``compute-sanitizer --tool memcheck``;
-3. timings, batch 1/2/4/8/16/64, of our kernels against ``torch.nn.functional.linear`` on the
+3. tuning: tile entries x warps of the small-batch kernel at batch 1 and 16 on VGG-6 and Alex-7;
+   the winners replace the dispatcher's table for the rest of the run (print them: they are the
+   values to record in ``dc_kernels/triton_ops.py``);
+4. timings, batch 1/2/4/8/16/64, of our kernels against ``torch.nn.functional.linear`` on the
    dense layer (cuBLAS, float16/bfloat16/float32) and torch's sparse CSR (cuSPARSE, float32), on the
    nine paper layers (4-bit codes + 4-bit indices; 5-bit codes + best index width) and LLM
    layers at 10%/30% (4-bit codes); cold = an L2 flush (a 512 MiB write) before every timed call,
    warm = a CUDA graph of 50 back-to-back calls; medians of CUDA-event timings;
-4. the batch from which decode-to-dense + cuBLAS beats the compressed kernel (the dispatcher's
+5. the batch from which decode-to-dense + cuBLAS beats the compressed kernel (the dispatcher's
    ``DENSE_CROSSOVER_BATCH``);
-5. a sweep of slice rows / tile entries / warps at batch 1 and 16, if time is left.
+6. a sweep of slice rows (a layout parameter) and of the codebook lookup, if time is left.
 
 Random layers are built on CPU worker processes while the GPU runs phases 1-2. Writes
 ``results.csv``, ``crossover.csv``, ``sweep.csv``, ``correctness.csv``, ``env.json`` and
@@ -433,57 +436,101 @@ def measure_crossover(run, timer, device, layers) -> tuple[list[dict], int | Non
     return rows, recommended
 
 
-def sweep(run, timer, device, layers) -> list[dict]:
+SWEEP_LAYERS = ("vgg6", "alex7")
+
+
+def run_plans(run, timer, device, layers, plans, phase: str, reserve_s: float) -> list[dict]:
+    """Time ``launch_spmm`` for each (layer, batch, slice_rows, tile_entries, warps, gather) plan
+    on the layer's 4-bit version (cold), until only ``reserve_s`` of the budget is left."""
     from dc_kernels import triton_ops
     from dc_kernels.gpu_layout import GpuLayout
 
-    rows = []
     by_name = {(it["name"], it["layout"].code_bits): it for it in layers}
-    plans = []
-    for name in ("vgg6", "alex7"):
+    rows, layouts = [], {}
+    for name, batch, slice_rows, tile, warps, gather in plans:
         if (name, 4) not in by_name:
             continue
-        for slice_rows in (4, 2, 8, 1):
-            for tile in (1024, 2048, 512, 4096):
-                for warps in (4, 8, 2):
-                    plans.append((name, 1, slice_rows, tile, warps, True))
-        plans.append((name, 1, 4, 1024, 4, False))
-        for slice_rows in (4, 8):
-            for tile in (128, 256, 512):
-                for warps in (4, 8):
-                    plans.append((name, 16, slice_rows, tile, warps, True))
-    layouts = {}
-    for name, batch, slice_rows, tile, warps, gather in plans:
-        if run.left() < 15:
-            run.log(f"sweep: budget low, stopped after {len(rows)} of {len(plans)} configurations")
+        if run.left() < reserve_s:
+            run.log(f"{phase}: budget low, stopped after {len(rows)} of {len(plans)} configurations")
             break
+        item = by_name[(name, 4)]
+        if slice_rows == item["layout"].slice_rows and item["layout"].index_bits == 4:
+            layouts[(name, slice_rows)] = item["layout"]
         if (name, slice_rows) not in layouts:
-            matrix = by_name[(name, 4)]["matrix"]
-            layouts[(name, slice_rows)] = GpuLayout.from_matrix(matrix, 4, slice_rows).to(device)
+            layouts[(name, slice_rows)] = GpuLayout.from_matrix(item["matrix"], 4, slice_rows).to(device)
         layout = layouts[(name, slice_rows)]
-        x = torch.randn(batch, layout.in_features, device=device, dtype=torch.float16)
+        # Column-major x for batch > 1, as triton_linear passes it.
+        x = torch.randn(layout.in_features, batch, device=device, dtype=torch.float16).T
         out = torch.empty(batch, layout.out_features, device=device, dtype=torch.float16)
         cfg = triton_ops.KernelConfig(tile, warps)
         try:
             us = timer.cold(lambda a=(x, layout, None, out, cfg, gather): triton_ops.launch_spmm(*a))
         except Exception as exc:
-            run.log(f"  sweep config failed: {name} {batch} {slice_rows} {tile} {warps}: {exc!s:.200}")
+            run.log(f"  {phase} config failed: {name} {batch} {slice_rows} {tile} {warps}: {exc!s:.200}")
             continue
-        rows.append({"layer": name, "batch": batch, "slice_rows": slice_rows, "tile_entries": tile,
-                     "num_warps": warps, "gather": gather, "cold_us": us,
+        rows.append({"phase": phase, "layer": name, "batch": batch, "slice_rows": slice_rows,
+                     "tile_entries": tile, "num_warps": warps, "gather": gather, "cold_us": us,
                      "gbps": layout.total_bytes() / (us * 1e-6) / 1e9})  # fmt: skip
-    for name in ("vgg6", "alex7"):
-        for batch in (1, 16):
-            best = sorted(
-                (r for r in rows if r["layer"] == name and r["batch"] == batch), key=lambda r: r["cold_us"]
-            )
-            if best:
-                b = best[0]
-                run.log(
-                    f"sweep best {name} batch {batch}: slice_rows={b['slice_rows']} "
-                    f"tile={b['tile_entries']} warps={b['num_warps']} gather={b['gather']}: "
-                    f"{b['cold_us']:.1f} us"
-                )
+    return rows
+
+
+def best_config(rows: list[dict], batch: int) -> dict | None:
+    """The configuration with the least total time over the sweep layers at ``batch`` (only
+    configurations timed on every layer count)."""
+    totals: dict = {}
+    for r in rows:
+        if r["batch"] == batch:
+            key = (r["slice_rows"], r["tile_entries"], r["num_warps"], r["gather"])
+            totals.setdefault(key, []).append(r["cold_us"])
+    n_layers = max((len(v) for v in totals.values()), default=0)
+    complete = {k: sum(v) for k, v in totals.items() if len(v) == n_layers}
+    if not complete:
+        return None
+    key = min(complete, key=complete.get)
+    return dict(zip(("slice_rows", "tile_entries", "num_warps", "gather"), key), total_us=complete[key])
+
+
+def tune(run, timer, device, layers) -> list[dict]:
+    """Tile entries x warps at the default slice rows, batch 1 and 16; the winners replace the
+    dispatcher's table for the rest of the run (and are printed, to be recorded in triton_ops)."""
+    from dc_kernels import triton_ops
+    from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
+
+    r = DEFAULT_SLICE_ROWS
+    plans = [(n, 1, r, t, w, True) for t in (1024, 2048, 512, 4096) for w in (4, 8, 2) for n in SWEEP_LAYERS]
+    plans += [(n, 16, r, t, w, True) for t in (128, 256, 64, 512) for w in (4, 8) for n in SWEEP_LAYERS]
+    rows = run_plans(run, timer, device, layers, plans, "tune", reserve_s=150)
+    for batch in (1, 16):
+        best = best_config(rows, batch)
+        if best is None:
+            continue
+        old = triton_ops.SPMM_CONFIGS[batch]
+        triton_ops.SPMM_CONFIGS[batch] = triton_ops.KernelConfig(best["tile_entries"], best["num_warps"])
+        run.log(
+            f"tuned batch {batch}: tile_entries={best['tile_entries']} num_warps={best['num_warps']} "
+            f"(was {old.tile_entries}/{old.num_warps}); total {best['total_us']:.1f} us over {SWEEP_LAYERS}"
+        )
+    return rows
+
+
+def sweep(run, timer, device, layers) -> list[dict]:
+    """Slice rows (a layout parameter) and the global-load codebook lookup, around the tuned table."""
+    from dc_kernels import triton_ops
+
+    plans = []
+    for batch in (1, 16):
+        cfg = triton_ops.SPMM_CONFIGS[batch]
+        for slice_rows in (2, 8, 1, 16):
+            for scale in (1, 2):
+                for n in SWEEP_LAYERS:
+                    plans.append((n, batch, slice_rows, cfg.tile_entries * scale, cfg.num_warps, True))
+    cfg = triton_ops.SPMM_CONFIGS[1]
+    plans += [(n, 1, 4, cfg.tile_entries, cfg.num_warps, False) for n in SWEEP_LAYERS]
+    rows = run_plans(run, timer, device, layers, plans, "sweep", reserve_s=12)
+    for batch in (1, 16):
+        best = best_config(rows, batch)
+        if best:
+            run.log(f"sweep best at batch {batch}: {best}")
     return rows
 
 
@@ -629,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     run.log(f"layers ready ({len(layers)}; waited {time.perf_counter() - t0:.1f}s)")
 
     t0 = time.perf_counter()
+    tune_rows = guarded(run, "tune", tune, [], run, timer, device, layers) if run.left() > 170 else []
+    run.log(f"tune phase: {time.perf_counter() - t0:.1f}s")
+
+    t0 = time.perf_counter()
     rows = time_layers(run, timer, device, layers, copy_gbps, env_row)
     run.log(f"timing phase: {time.perf_counter() - t0:.1f}s")
     print_table(run, rows)
@@ -646,12 +697,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     sweep_rows = guarded(run, "sweep", sweep, [], run, timer, device, layers) if run.left() > 30 else []
-    run.write_csv("sweep.csv", sweep_rows)
+    run.write_csv("sweep.csv", tune_rows + sweep_rows)
     run.log(f"sweep phase: {time.perf_counter() - t0:.1f}s")
 
     env.update(copy_gbps=copy_gbps, sanitizer=sanitizer, gather=triton_ops.USE_GATHER,
                correctness_pass=sum(r["ok"] for r in correctness), correctness_cases=len(correctness),
-               measured_crossover=recommended)  # fmt: skip
+               measured_crossover=recommended,
+               spmm_configs={bb: vars(c) for bb, c in triton_ops.SPMM_CONFIGS.items()})  # fmt: skip
     (out_dir / "env.json").write_text(json.dumps(env, indent=1))
     failed = [r for r in correctness if not r["ok"]]
     run.log(f"done in {time.perf_counter() - run.start:.0f}s; results in {out_dir}")
