@@ -3,7 +3,10 @@
 Fast because the data is one-dimensional: the values are sorted once, a cluster is then a
 contiguous run of the sorted values whose ends are found by bisecting the centroid midpoints
 (``searchsorted``), and every cluster mean (and squared error) comes from two reads of a prefix
-sum. Memory: about 20 bytes per value (the sorted copy and two float64 prefix sums). One Lloyd
+sum. Memory: about 20 bytes per value (the sorted copy and two float64 prefix sums). Lloyd
+needs hundreds to thousands of such steps on smooth weight distributions; for large layers
+most of them run on a 1M-value quantile sample of the sorted values, and the full data
+continues from there to its own fixed point. One Lloyd
 iteration therefore costs O(k log n), not O(n k); the O(n log n) sort and one O(n log k)
 assignment pass dominate.
 
@@ -30,8 +33,10 @@ from compress.errors import ConfigError, EmptyLayerError, NonFiniteWeightError
 from compress.matrix import check_bits
 
 INITS = ("linear", "density", "random")
-# Values are assigned in chunks so that the float64 work arrays stay small for 100M-value layers.
+# Values are processed in chunks so that the work arrays stay small for 100M-value layers.
 _CHUNK = 1 << 22
+# Layers above 4x this many values first iterate on a quantile sample of this size.
+_SAMPLE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -85,52 +90,108 @@ def kmeans_1d(
             f"layer {name!r}: {bad} of {n} values are NaN or inf (e.g. {flat[~np.isfinite(flat)][0]})"
         )
     k = 1 << bits
-    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
-    if distinct.size <= k:
-        codes, inertia = _assign(flat, distinct)
-        return KMeansResult(distinct, codes, 0, True, inertia)
+    if np.count_nonzero(ordered[1:] != ordered[:-1]) < k:  # at most k distinct values
+        distinct = _distinct(ordered)
+        return KMeansResult(distinct, _assign(flat, distinct), 0, True, 0.0)
 
-    centroids = _initial_centroids(ordered, distinct, k, init, np.random.default_rng(seed))
-    prefix = np.zeros(n + 1, dtype=np.float64)
-    np.cumsum(ordered, dtype=np.float64, out=prefix[1:])
-    prefix_sq = np.zeros(n + 1, dtype=np.float64)
-    np.cumsum(np.square(ordered, dtype=np.float64), out=prefix_sq[1:])
+    centroids = _initial_centroids(ordered, k, init, np.random.default_rng(seed))
     span = float(ordered[-1]) - float(ordered[0])
-    bounds = None
-    converged = False
     iterations = 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
-        inner = np.searchsorted(ordered, _midpoints_below(centroids), side="right")
-        if bounds is not None and np.array_equal(inner, bounds):
-            converged = True
-            break
-        bounds = inner
-        start = np.concatenate(([0], inner))
-        end = np.concatenate((inner, [n]))
-        counts = end - start
-        sums = prefix[end] - prefix[start]
-        updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-        if not counts.all():
-            _relocate_empty(updated, counts, sums, start, end, ordered, prefix_sq)
-        updated = np.sort(updated)
-        shift = float(np.max(np.abs(updated - centroids)))
-        centroids = updated
-        if shift <= tol * span:
-            converged = True
-            break
+    if n > 4 * _SAMPLE:
+        # Warm start on an evenly strided sample of the sorted values (a quantile sample): most of
+        # Lloyd's many small steps run on 1M values, the full data only finishes the job.
+        sample = _SortedValues(np.ascontiguousarray(ordered[:: n // _SAMPLE]))
+        centroids, iterations, _ = sample.lloyd(centroids, max_iter, tol * span)
+    full = _SortedValues(ordered)
+    centroids, more, converged = full.lloyd(centroids, max_iter, tol * span)
     codebook = np.unique(centroids.astype(np.float32))
-    codes, inertia = _assign(flat, codebook)
-    used = np.bincount(codes, minlength=codebook.size) > 0
-    if not used.all():
-        remap = np.cumsum(used) - 1
-        codebook = codebook[used]
-        codes = remap[codes].astype(np.uint8)
-    return KMeansResult(codebook, codes, iterations, converged, inertia)
+    ends = np.searchsorted(ordered, _midpoints_below(codebook), side="right")
+    codebook = codebook[np.diff(np.concatenate(([0], ends, [n]))) > 0]
+    codes = _assign(flat, codebook)
+    return KMeansResult(codebook, codes, iterations + more, converged, full.inertia(codebook))
 
 
-def _initial_centroids(
-    ordered: np.ndarray, distinct: np.ndarray, k: int, init: str, rng: np.random.Generator
-) -> np.ndarray:
+class _SortedValues:
+    """Sorted values with float64 prefix sums of the values and their squares: the sum and the
+    squared error of any contiguous run (a 1-D cluster) in O(1)."""
+
+    def __init__(self, ordered: np.ndarray) -> None:
+        self.values = ordered
+        self.prefix = _prefix_sum(ordered, square=False)
+        self.prefix_sq = _prefix_sum(ordered, square=True)
+
+    def runs(self, sorted_centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end (exclusive) of each centroid's cluster in the sorted values."""
+        inner = np.searchsorted(self.values, _midpoints_below(sorted_centroids), side="right")
+        return np.concatenate(([0], inner)), np.concatenate((inner, [self.values.size]))
+
+    def lloyd(self, centroids: np.ndarray, max_iter: int, max_shift: float) -> tuple[np.ndarray, int, bool]:
+        """Lloyd iterations from sorted ``centroids``; stops when the partition repeats or no
+        centroid moves more than ``max_shift``. Returns (centroids, iterations, converged)."""
+        previous = None
+        for iteration in range(1, max_iter + 1):
+            start, end = self.runs(centroids)
+            if previous is not None and np.array_equal(end, previous):
+                return centroids, iteration - 1, True
+            previous = end
+            counts = end - start
+            sums = self.prefix[end] - self.prefix[start]
+            updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+            if not counts.all():
+                self._relocate_empty(updated, counts, sums, start, end)
+            updated = np.sort(updated)
+            shift = float(np.max(np.abs(updated - centroids)))
+            centroids = updated
+            if shift <= max_shift:
+                return centroids, iteration, True
+        return centroids, max_iter, False
+
+    def _relocate_empty(self, centroids, counts, sums, start, end) -> None:
+        """Move each empty cluster's centroid onto the value farthest from its centroid in the
+        cluster of largest squared error (as scikit-learn does), in place; that value then
+        belongs to it, so the inertia drops and no centroid is wasted."""
+        occupied = counts > 0
+        error = np.zeros(counts.size)
+        error[occupied] = (self.prefix_sq[end] - self.prefix_sq[start] - sums**2 / np.maximum(counts, 1))[
+            occupied
+        ]
+        for empty in np.flatnonzero(~occupied):
+            donor = int(np.argmax(error))
+            if error[donor] <= 0:
+                return
+            low, high = float(self.values[start[donor]]), float(self.values[end[donor] - 1])
+            mean = centroids[donor]
+            centroids[empty] = low if mean - low > high - mean else high
+            error[donor] = 0.0
+
+    def inertia(self, codebook: np.ndarray) -> float:
+        """Sum of squared distances of the values to their nearest entry of ``codebook``."""
+        start, end = self.runs(codebook)
+        c = codebook.astype(np.float64)
+        total = (
+            (self.prefix_sq[end] - self.prefix_sq[start])
+            - 2 * c * (self.prefix[end] - self.prefix[start])
+            + (end - start) * c**2
+        )
+        return max(0.0, float(total.sum()))
+
+
+def _prefix_sum(values: np.ndarray, *, square: bool) -> np.ndarray:
+    """float64 prefix sum (leading 0) of the values or their squares, in chunks (no n-sized
+    float64 temporary)."""
+    out = np.empty(values.size + 1, dtype=np.float64)
+    out[0] = 0.0
+    for lo in range(0, values.size, _CHUNK):
+        chunk = values[lo : lo + _CHUNK]
+        if square:
+            chunk = np.square(chunk, dtype=np.float64)
+        target = out[lo + 1 : lo + 1 + chunk.size]
+        np.cumsum(chunk, dtype=np.float64, out=target)
+        target += out[lo]
+    return out
+
+
+def _initial_centroids(ordered: np.ndarray, k: int, init: str, rng: np.random.Generator) -> np.ndarray:
     n = ordered.size
     if init == "linear":
         return np.linspace(float(ordered[0]), float(ordered[-1]), k)
@@ -138,25 +199,15 @@ def _initial_centroids(
         # The value at the middle of each of k equal slices of the CDF.
         positions = ((np.arange(k) + 0.5) * n / k).astype(np.int64)
         return ordered[positions].astype(np.float64)
-    # Forgy over the distinct values (k of them exist here), so no two centroids coincide.
+    # Forgy over the distinct values (more than k exist here), so no two centroids coincide.
+    distinct = _distinct(ordered)
     return np.sort(distinct[rng.choice(distinct.size, size=k, replace=False)]).astype(np.float64)
 
 
-def _relocate_empty(centroids, counts, sums, start, end, ordered, prefix_sq) -> None:
-    """Move each empty cluster's centroid onto the value farthest from its centroid in the
-    cluster of largest squared error (as scikit-learn does), in place; that value then belongs
-    to it, so the inertia drops and no centroid is wasted."""
-    occupied = counts > 0
-    error = np.zeros(counts.size)
-    error[occupied] = (prefix_sq[end] - prefix_sq[start])[occupied] - sums[occupied] ** 2 / counts[occupied]
-    for empty in np.flatnonzero(~occupied):
-        donor = int(np.argmax(error))
-        if error[donor] <= 0:
-            return
-        low, high = float(ordered[start[donor]]), float(ordered[end[donor] - 1])
-        mean = centroids[donor]
-        centroids[empty] = low if mean - low > high - mean else high
-        error[donor] = 0.0
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
 def _midpoints_below(sorted_centroids: np.ndarray) -> np.ndarray:
     """float32 midpoints m32 of float64 centroids with ``v > m32`` iff ``v > m64`` for float32 v.
 
@@ -171,16 +222,11 @@ def _midpoints_below(sorted_centroids: np.ndarray) -> np.ndarray:
     return rounded
 
 
-def _assign(values: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, float]:
-    """Nearest centroid of each value (ties to the lower one, as ``nearest_centroid``) and the
-    inertia; ``codebook`` is sorted ascending."""
+def _assign(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Nearest centroid of each value (ties to the lower one, as ``nearest_centroid``);
+    ``codebook`` is sorted ascending."""
     bounds = _midpoints_below(codebook)
     codes = np.empty(values.size, dtype=np.uint8)
-    inertia = 0.0
     for lo in range(0, values.size, _CHUNK):
-        chunk = values[lo : lo + _CHUNK]
-        slot = np.searchsorted(bounds, chunk, side="left")
-        codes[lo : lo + _CHUNK] = slot
-        error = chunk.astype(np.float64) - codebook[slot]
-        inertia += float(np.dot(error, error))
-    return codes, inertia
+        codes[lo : lo + _CHUNK] = np.searchsorted(bounds, values[lo : lo + _CHUNK], side="left")
+    return codes

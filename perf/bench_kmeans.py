@@ -1,0 +1,117 @@
+"""Speed of the per-layer 1-D k-means (``compress.kmeans_1d``) on one CPU process.
+
+Two measurements in one run:
+
+* side by side on the same values and the same number of Lloyd iterations: the library's
+  sorted/prefix-sum k-means against a textbook O(n k) Lloyd (distances of every value to every
+  centroid, chunked), printing the speed-up;
+* the full ``kmeans_1d`` (sort, iterate to convergence, assign) on up to 100M values
+  (Gaussian, like a trained FC layer), printing seconds per run;
+* ``compress_matrix`` (magnitude pruning to 4% + 5-bit k-means) of a VGG-6-sized layer
+  (4096 x 25088 = 103M weights), the paper's largest FC layer.
+
+Writes ``bench_kmeans.csv`` into ``--out``.
+
+    python -m perf.bench_kmeans [--sizes 1e6 1e7 1e8] [--bits 5 8] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compress.kmeans import kmeans_1d
+from compress.one_shot import compress_matrix
+from compress.paper_layers import PAPER_LAYERS
+from perf.harness import machine_info, print_table, write_csv
+
+SIDE_BY_SIDE_SIZE = 1_000_000
+SIDE_BY_SIDE_ITERATIONS = 20
+
+
+def naive_lloyd(values: np.ndarray, bits: int, iterations: int) -> np.ndarray:
+    """Textbook Lloyd with the linear init: O(n k) distances per iteration."""
+    centroids = np.linspace(values.min(), values.max(), 1 << bits)
+    for _ in range(iterations):
+        codes = np.empty(values.size, dtype=np.int64)
+        for lo in range(0, values.size, 1 << 16):
+            chunk = values[lo : lo + (1 << 16), None]
+            codes[lo : lo + (1 << 16)] = np.argmin(np.abs(chunk - centroids[None, :]), axis=1)
+        counts = np.bincount(codes, minlength=centroids.size)
+        sums = np.bincount(codes, weights=values, minlength=centroids.size)
+        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    return centroids
+
+
+def _timed(fn, *args, **kwargs):
+    """(seconds, result) of one call: a 100M-value run is too long to repeat."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_kmeans", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7, 1e8], help="k-means inputs")
+    parser.add_argument("--bits", type=int, nargs="+", default=[5, 8])
+    parser.add_argument("--out", type=Path, default=Path("out/bench_kmeans"))
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = []
+
+    values = rng.normal(0, 0.05, SIDE_BY_SIDE_SIZE).astype(np.float32)
+    for bits in args.bits:
+        ours, _ = _timed(kmeans_1d, values, bits, max_iter=SIDE_BY_SIDE_ITERATIONS, tol=0.0)
+        naive, _ = _timed(naive_lloyd, values, bits, SIDE_BY_SIDE_ITERATIONS)
+        rows.append(
+            {
+                "case": f"{SIDE_BY_SIDE_ITERATIONS} iterations, side by side",
+                "values": SIDE_BY_SIDE_SIZE,
+                "bits": bits,
+                "seconds": ours,
+                "naive_seconds": naive,
+                "speedup": naive / ours,
+            }
+        )
+        print_table(rows[-1:], list(rows[-1]))
+
+    for size in (int(s) for s in args.sizes):
+        values = rng.normal(0, 0.05, size).astype(np.float32)
+        for bits in args.bits:
+            seconds, result = _timed(kmeans_1d, values, bits)
+            rows.append(
+                {
+                    "case": "to convergence",
+                    "values": size,
+                    "bits": bits,
+                    "seconds": seconds,
+                    "iterations": result.iterations,
+                    "converged": result.converged,
+                }
+            )
+            print_table(rows[-1:], list(rows[-1]))
+    vgg6 = PAPER_LAYERS["vgg6"]
+    weight = rng.normal(0, 0.01, (vgg6.outputs, vgg6.inputs)).astype(np.float32)
+    seconds, _ = _timed(compress_matrix, weight, density=vgg6.weight_density, bits=5)
+    rows.append(
+        {
+            "case": "compress_matrix vgg6 (prune 4% + k-means)",
+            "values": weight.size,
+            "bits": 5,
+            "seconds": seconds,
+        }
+    )
+    print_table(rows[-1:], list(rows[-1]))
+    columns = ["case", "values", "bits", "seconds", "naive_seconds", "speedup", "iterations", "converged"]
+    print()
+    print_table(rows, columns)
+    path = write_csv(args.out / "bench_kmeans.csv", rows, machine_info())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
