@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import EmptyLayerError, NonFiniteWeightError, kmeans_1d, nearest_centroid
+from compress import EmptyLayerError, NonFiniteWeightError, kmeans, kmeans_1d, nearest_centroid
 from compress.kmeans import INITS
 
 
@@ -124,3 +124,14 @@ def test_codes_address_the_nearest_used_centroid(values, bits, init):
     assert result.codes.max() < result.codebook.size
     assert np.array_equal(result.codes, nearest_centroid(values, result.codebook))
     assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
+
+
+def test_warm_start_on_a_sample_reaches_a_full_data_fixed_point(monkeypatch):
+    # Large layers first iterate on a quantile sample; shrink the threshold to exercise that path.
+    monkeypatch.setattr(kmeans, "_SAMPLE", 256)
+    values = np.random.default_rng(6).normal(0, 0.1, 5000).astype(np.float32)
+    result = kmeans_1d(values, 3, tol=0.0)
+    assert result.converged
+    assert np.array_equal(result.codes, nearest_centroid(values, result.codebook))
+    means = [values[result.codes == j].astype(np.float64).mean() for j in range(result.codebook.size)]
+    np.testing.assert_allclose(result.codebook, means, atol=1e-6)
