@@ -53,7 +53,7 @@ def decode(
         return None
     rows = row_ptr.numel() - 1
     weight = torch.empty((rows, in_features), dtype=torch.float32)
-    getattr(lib, f"dc_decode_{_width(col_idx)}")(
+    lib.dc_decode(
         rows,
         in_features,
         *_pointers(codebook, row_ptr, col_idx, codes),
@@ -63,12 +63,17 @@ def decode(
     return weight
 
 
-def _width(col_idx: torch.Tensor) -> int:
-    return 16 if col_idx.dtype == torch.int16 else 32
-
-
 def _pointers(codebook, row_ptr, col_idx, codes) -> tuple[int, ...]:
-    return (row_ptr.data_ptr(), col_idx.data_ptr(), codes.data_ptr(), codebook.data_ptr(), codebook.numel())
+    """The kernels' (row_ptr, col, col_bits, codes, codebook, k) arguments."""
+    col_bits = 16 if col_idx.dtype == torch.int16 else 32
+    return (
+        row_ptr.data_ptr(),
+        col_idx.data_ptr(),
+        col_bits,
+        codes.data_ptr(),
+        codebook.data_ptr(),
+        codebook.numel(),
+    )
 
 
 def cpu_linear(
@@ -80,8 +85,10 @@ def cpu_linear(
     bias: torch.Tensor | None,
     in_features: int,
     packed: list[torch.Tensor],
+    path: str | None = None,
 ) -> torch.Tensor:
-    """y = x W^T + b for CPU tensors, float32 accumulation, returned in x2d's dtype."""
+    """y = x W^T + b for CPU tensors, float32 accumulation, returned in x2d's dtype. ``path``
+    ("sparse" or "dense") overrides the choice of `uses_sparse` (for benchmarks)."""
     rows = row_ptr.numel() - 1
     batch = x2d.shape[0]
     xf = x2d.float()
@@ -92,10 +99,12 @@ def cpu_linear(
         weight = torch.sparse_csr_tensor(crow, col, values, (rows, in_features), check_invariants=False)
         y = (weight @ xf.t()).t()
         return (y if bias_f is None else y + bias_f).to(x2d.dtype)
-    if not uses_sparse(batch, codes.numel() / (rows * in_features)):
+    if path not in (None, "sparse", "dense"):
+        raise ValueError(f"path must be None, 'sparse' or 'dense', got {path!r}")
+    sparse = uses_sparse(batch, codes.numel() / (rows * in_features)) if path is None else path == "sparse"
+    if not sparse:
         weight = decode(codebook, row_ptr, col_idx, codes, in_features)
         return F.linear(xf, weight, bias_f).to(x2d.dtype)
-    width = _width(col_idx)
     threads = torch.get_num_threads()
     common = _pointers(codebook, row_ptr, col_idx, codes)
     y = torch.empty((batch, rows), dtype=torch.float32)
@@ -104,12 +113,10 @@ def cpu_linear(
     bias_ptr = None if bias_f is None else bias_f.data_ptr()
     if batch == 1:
         xf = xf.contiguous()
-        getattr(lib, f"dc_gemv_{width}")(rows, *common, xf.data_ptr(), bias_ptr, y.data_ptr(), threads)
+        lib.dc_gemv(rows, *common, xf.data_ptr(), bias_ptr, y.data_ptr(), threads)
     else:
         padded = -(-batch // BATCH_TILE) * BATCH_TILE
         xt = torch.zeros((in_features, padded), dtype=torch.float32)
         xt[:, :batch] = xf.t()
-        getattr(lib, f"dc_gemm_{width}")(
-            rows, batch, padded, *common, xt.data_ptr(), bias_ptr, y.data_ptr(), threads
-        )
+        lib.dc_gemm(rows, batch, padded, *common, xt.data_ptr(), bias_ptr, y.data_ptr(), threads)
     return y.to(x2d.dtype)

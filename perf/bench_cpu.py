@@ -1,0 +1,262 @@
+"""CPU benchmark of CompressedLinear against nn.Linear on the paper's FC layers, side by side.
+
+    python -m perf.bench_cpu                 # the paper's FC shapes, batch 1 and 64
+    python -m perf.bench_cpu --sweep         # batch sweep: where the sparse kernels stop paying
+
+Default run: float32, 5-bit codes, layers Alex-6 (9216->4096, 9%), Alex-7 (4096->4096, 9%),
+VGG-6 (25088->4096, 4%) and Alex-8 (4096->1000, 25%); batch 1 and 64; 1 thread and all of
+torch's threads. Each row times nn.Linear on the decoded weights, CompressedLinear with its
+default backend (``auto``: the compiled sparse kernels, or decode + dense GEMM past the measured
+crossover) and torch's sparse CSR matmul on float32 values, interleaved over rounds so that all
+three see the same machine load; medians. Targets (issue 4): >= 3x faster than nn.Linear at batch
+1 on the first three layers, module memory <= 1/8 of the dense layer's on the 9% layers.
+
+``--sweep`` times the two CPU paths (sparse kernels, decode + GEMM) and nn.Linear on a
+4096x4096 layer at several densities over batch 1..256, and writes a CSV and a plot; the
+crossover it shows is `dc_kernels.cpu_backend.SPARSE_MAX_WORK`.
+
+Timings depend on the machine's load: the conditions (CPU, threads, load average before and
+after, SIMD path of the kernels) are printed and written with every CSV row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.paper_layers import get_layer
+from compress.synthetic import random_compressed_matrix
+from dc_kernels import cpu_backend, cpu_build
+from dc_kernels.linear import CompressedLinear
+from perf.harness import REPO_ROOT, machine_info, print_table, time_cpu, write_csv
+
+DEFAULT_LAYERS = ("alex6", "alex7", "vgg6", "alex8")
+SPEED_TARGET = 3.0  # x faster than nn.Linear at batch 1 (alex6, alex7, vgg6)
+MEMORY_TARGET = 1 / 8  # module bytes / dense bytes on the 9% layers
+SWEEP_DENSITIES = (0.04, 0.09, 0.25, 0.5)
+SWEEP_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def interleaved(fns: dict[str, callable], rounds: int, repeat: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in alternating rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(time_cpu(fn, warmup=1, repeat=repeat, min_time=0.0).median)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def build(name: str, bits: int, seed: int = 0):
+    spec = get_layer(name)
+    matrix = spec.random_matrix(bits, seed=seed)
+    bias = torch.randn(spec.outputs, generator=torch.Generator().manual_seed(seed)) * 0.01
+    module = CompressedLinear.from_matrix(matrix, bias)
+    dense = nn.Linear(spec.inputs, spec.outputs, device="meta")
+    dense.weight = nn.Parameter(torch.from_numpy(matrix.to_dense()), requires_grad=False)
+    dense.bias = nn.Parameter(bias.clone(), requires_grad=False)
+    values = torch.from_numpy(matrix.values.copy())
+    csr = torch.sparse_csr_tensor(
+        torch.from_numpy(matrix.row_ptr.copy()), torch.from_numpy(matrix.col_idx.copy()), values, matrix.shape
+    )
+    return spec, module, dense, csr
+
+
+def conditions() -> dict[str, str]:
+    return {
+        "load_avg_1min": f"{os.getloadavg()[0]:.2f}",
+        "kernel_simd_bits": str(cpu_build.vector_bits()),
+        "logical_cpus": str(os.cpu_count()),
+    }
+
+
+def layer_contenders(dense: nn.Linear, module: CompressedLinear, csr: torch.Tensor, x: torch.Tensor) -> dict:
+    return {
+        "dense": lambda: dense(x),
+        "compressed": lambda: module(x),
+        "torch_csr": lambda: (csr @ x.t()).t() + dense.bias,
+    }
+
+
+def time_layer(name: str, args, thread_counts: list[int]) -> list[dict]:
+    spec, module, dense, csr = build(name, args.bits)
+    memory_ratio = module.memory_bytes() / module.dense_bytes()
+    rows = []
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        for batch in args.batches:
+            x = torch.randn(batch, spec.inputs)
+            with torch.no_grad():
+                reference = dense(x)
+                error = float((module(x) - reference).norm() / reference.norm())
+                times = interleaved(layer_contenders(dense, module, csr, x), args.rounds, args.repeat)
+            row = {
+                "layer": name,
+                "shape": f"{spec.inputs}->{spec.outputs}",
+                "density": spec.weight_density,
+                "bits": args.bits,
+                "batch": batch,
+                "threads": threads,
+                "dense_ms": times["dense"] * 1e3,
+                "compressed_ms": times["compressed"] * 1e3,
+                "speedup": times["dense"] / times["compressed"],
+                "torch_csr_ms": times["torch_csr"] * 1e3,
+                "path": "sparse" if cpu_backend.uses_sparse(batch, module.density) else "decode+gemm",
+                "module_MB": module.memory_bytes() / 1e6,
+                "dense_MB": module.dense_bytes() / 1e6,
+                "memory_ratio": memory_ratio,
+                "rel_error": error,
+                **conditions(),
+            }
+            rows.append(row)
+            print_table([row], COLUMNS, file=sys.stderr)  # progress
+    return rows
+
+
+def run_layers(args) -> list[dict]:
+    default_threads = torch.get_num_threads()
+    thread_counts = sorted({1, default_threads}) if args.threads is None else args.threads
+    rows = [row for name in args.layers for row in time_layer(name, args, thread_counts)]
+    torch.set_num_threads(default_threads)
+    return rows
+
+
+COLUMNS = (
+    "layer", "shape", "density", "batch", "threads", "dense_ms", "compressed_ms", "speedup",
+    "torch_csr_ms", "path", "memory_ratio", "rel_error", "load_avg_1min",
+)  # fmt: skip
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    lines = []
+    for row in rows:
+        if row["batch"] == 1 and row["layer"] in ("alex6", "alex7", "vgg6"):
+            ok = row["speedup"] >= SPEED_TARGET
+            lines.append(
+                f"{row['layer']} batch 1, {row['threads']} thread(s): {row['speedup']:.1f}x faster "
+                f"than nn.Linear (target >= {SPEED_TARGET:.0f}x: {'met' if ok else 'MISSED'})"
+            )
+    seen = set()
+    for row in rows:
+        if row["density"] == 0.09 and row["layer"] not in seen:
+            seen.add(row["layer"])
+            ok = row["memory_ratio"] <= MEMORY_TARGET
+            lines.append(
+                f"{row['layer']} memory: {row['module_MB']:.2f} MB vs {row['dense_MB']:.1f} MB dense = "
+                f"1/{1 / row['memory_ratio']:.1f} (target <= 1/8: {'met' if ok else 'MISSED'})"
+            )
+    return lines
+
+
+def sweep_contenders(weight: torch.Tensor, module: CompressedLinear, x: torch.Tensor) -> dict:
+    tensors = (module.codebook, module.row_ptr, module.col_idx, module.codes, None, module.in_features, [])
+    return {
+        "dense": lambda: F.linear(x, weight),
+        "sparse": lambda: cpu_backend.cpu_linear(x, *tensors, path="sparse"),
+        "decode_gemm": lambda: cpu_backend.cpu_linear(x, *tensors, path="dense"),
+    }
+
+
+def run_sweep(args) -> list[dict]:
+    rows = []
+    for density in SWEEP_DENSITIES:
+        matrix = random_compressed_matrix(4096, 4096, density, args.bits, seed=1)
+        module = CompressedLinear.from_matrix(matrix)
+        weight = torch.from_numpy(matrix.to_dense())
+        for batch in SWEEP_BATCHES:
+            x = torch.randn(batch, 4096)
+            times = interleaved(sweep_contenders(weight, module, x), args.rounds, max(1, args.repeat // 2))
+            row = {
+                "density": density,
+                "batch": batch,
+                "work": density * batch,
+                **{f"{k}_ms": v * 1e3 for k, v in times.items()},
+                "sparse_vs_decode": times["decode_gemm"] / times["sparse"],
+                "auto_path": "sparse" if cpu_backend.uses_sparse(batch, density) else "decode+gemm",
+                **conditions(),
+            }
+            rows.append(row)
+            print_table([row], SWEEP_COLUMNS, file=sys.stderr)
+    return rows
+
+
+SWEEP_COLUMNS = (
+    "density", "batch", "work", "dense_ms", "sparse_ms", "decode_gemm_ms", "sparse_vs_decode", "auto_path",
+    "load_avg_1min",
+)  # fmt: skip
+
+
+def plot_sweep(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for density in SWEEP_DENSITIES:
+        sel = [r for r in rows if r["density"] == density]
+        ax.plot(
+            [r["work"] for r in sel], [r["sparse_vs_decode"] for r in sel], marker="o", label=f"{density:.0%}"
+        )
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.axvline(cpu_backend.SPARSE_MAX_WORK, color="red", ls="--", lw=0.8, label="SPARSE_MAX_WORK")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("density x batch")
+    ax.set_ylabel("time(decode + GEMM) / time(sparse kernels)")
+    ax.set_title("4096x4096, float32: sparse kernels win above 1")
+    ax.legend(title="density")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--layers", nargs="+", default=list(DEFAULT_LAYERS), help="layer names (compress.get_layer)"
+    )
+    parser.add_argument("--bits", type=int, default=5)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="default: 1 and torch's count")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median over rounds)")
+    parser.add_argument("--repeat", type=int, default=10, help="calls per round")
+    parser.add_argument("--sweep", action="store_true", help="batch sweep of the two CPU paths instead")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    if cpu_build.library() is None:
+        print(
+            f"note: compiled kernels unavailable ({cpu_build.failure()}); timing the fallback",
+            file=sys.stderr,
+        )
+    info = machine_info("cpu")
+    start = conditions()
+    if args.sweep:
+        rows = run_sweep(args)
+        csv_path = write_csv(args.out / "bench_cpu_sweep.csv", rows, info)
+        plot_sweep(rows, args.out / "bench_cpu_sweep.png")
+        print_table(rows, SWEEP_COLUMNS)
+    else:
+        rows = run_layers(args)
+        csv_path = write_csv(args.out / "bench_cpu.csv", rows, info)
+        print_table(rows, COLUMNS)
+        print()
+        print("\n".join(verdicts(rows)))
+    end = conditions()
+    print(
+        f"\nconditions: {info['cpu']}, {start['logical_cpus']} logical CPUs, torch {info['torch']}, "
+        f"kernel SIMD {start['kernel_simd_bits']} bits, load average {start['load_avg_1min']} before / "
+        f"{end['load_avg_1min']} after (other processes share these cores)\nCSV: {csv_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
