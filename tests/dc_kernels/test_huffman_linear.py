@@ -1,6 +1,11 @@
 """`CompressedLinear`'s per-layer GPU form: the "huffman" backend (under TRITON_INTERPRET=1)
 against the reference backend, its choice by config and its report."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +15,8 @@ from compress.config import DeepCompressionConfig
 from compress.errors import ConfigError
 from dc_kernels import CompressedLinear, compress_
 from dc_kernels.backends import resolve
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_huffman_backend_matches_reference():
@@ -44,3 +51,15 @@ def test_gpu_form_set_by_config_and_reported():
     assert DeepCompressionConfig.from_json(config.to_json()) == config
     with pytest.raises(ConfigError, match="gpu_form"):
         DeepCompressionConfig(gpu_form="dense")
+
+
+def test_importing_dc_kernels_imports_no_triton_and_no_cuda():
+    code = (
+        "import sys, torch, dc_kernels\n"
+        "from dc_kernels import HuffmanLayout, huffman_linear, huffman_decode\n"
+        "assert 'triton' not in sys.modules and not torch.cuda.is_initialized()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
