@@ -1,0 +1,181 @@
+"""What to Huffman-code for the GPU, measured: bits per kept weight of the candidate codings.
+
+For the paper's nine FC layers (random layers at their densities: uniform codes, uniformly
+placed kept weights) and, with ``--digits``, the trained LeNet-300-100 layers of `dcomp demo`:
+
+* ``entropy``: H(codes) + H(gaps), the bound for coding codes and gaps independently;
+* ``codes_only``: Huffman codes + the fixed-width layout's index fields (gaps not coded);
+* ``gaps_only``: Huffman gaps (with escapes) + fixed-width codes;
+* ``separate``: Huffman codes and Huffman gaps, two streams (two lookups per weight);
+* ``joint``: one Huffman code over (code, gap) symbols with escapes (one lookup per weight);
+* ``huffman_gpu``: everything the Huffman GPU form holds (`HuffmanLayout`: joint stream, segment
+  lengths and padding, offsets, decode table, codebook), at ``segment_symbols`` 16, 32, 64;
+* ``fixed_gpu``: everything the fixed-width GPU layout holds (`GpuLayout`).
+
+Streams are length-limited to 12 bits (the GPU decode table) and each coding takes its best
+escape width. CPU only; writes ``huffman_bits.csv`` and ``huffman_bits.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compress import PAPER_LAYERS, CompressedMatrix
+from compress.huffman import HuffmanCode
+from dc_kernels.gpu_layout import GpuLayout
+from dc_kernels.huffman_layout import MAX_TABLE_BITS, HuffmanLayout
+from perf.harness import machine_info, print_table, write_csv
+
+SEGMENT_SYMBOLS = (16, 32, 64)
+ESCAPES = tuple(1 << i for i in range(1, 9))
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum() * counts.sum())
+
+
+def _huffman_bits(counts: np.ndarray) -> int:
+    return HuffmanCode.from_counts(counts, MAX_TABLE_BITS).encoded_bits(counts)
+
+
+def row_gaps(matrix: CompressedMatrix) -> np.ndarray:
+    """Pruned columns before each kept weight since the previous kept weight of its row."""
+    cols = matrix.col_idx.astype(np.int64)
+    prev = np.full(cols.size, -1, dtype=np.int64)
+    if cols.size:
+        prev[1:] = cols[:-1]
+        starts = matrix.row_ptr[:-1]
+        prev[starts[starts < cols.size]] = -1
+    return cols - prev - 1
+
+
+def measure(name: str, matrix: CompressedMatrix) -> dict:
+    n, k = matrix.nnz, int(matrix.codebook.size)
+    codes = matrix.codes.astype(np.int64)
+    gaps = row_gaps(matrix)
+    code_counts = np.bincount(codes, minlength=k)
+    fixed = GpuLayout.from_matrix(matrix)
+    joint = separate = gaps_only = None
+    for escape in ESCAPES:
+        if k * escape + 1 > 1 << MAX_TABLE_BITS:
+            break
+        q, r = gaps // escape, gaps % escape
+        gap_counts = np.append(np.bincount(r, minlength=escape), q.sum())
+        joint_counts = np.append(np.bincount(codes * escape + r, minlength=k * escape), q.sum())
+        gap_bits = _huffman_bits(gap_counts)
+        candidates = {
+            "joint": _huffman_bits(joint_counts),
+            "separate": gap_bits + _huffman_bits(code_counts),
+            "gaps_only": gap_bits + n * matrix.bits,
+        }
+        joint = min(joint or candidates["joint"], candidates["joint"])
+        separate = min(separate or candidates["separate"], candidates["separate"])
+        gaps_only = min(gaps_only or candidates["gaps_only"], candidates["gaps_only"])
+    fixed_counts = fixed.bit_counts()
+    codes_only = fixed_counts["entry_bits"] - fixed.entries * matrix.bits + _huffman_bits(code_counts)
+    row = {
+        "layer": name,
+        "shape": f"{matrix.shape[0]}x{matrix.shape[1]}",
+        "density": round(matrix.density, 4),
+        "bits": matrix.bits,
+        "nnz": n,
+        "entropy": (_entropy_bits(code_counts) + _entropy_bits(np.bincount(gaps))) / n,
+        "codes_only": codes_only / n,
+        "gaps_only": gaps_only / n,
+        "separate": separate / n,
+        "joint": joint / n,
+        "fixed_gpu": fixed.bits_per_kept_weight(),
+    }
+    for seg in SEGMENT_SYMBOLS:
+        row[f"huffman_gpu_s{seg}"] = HuffmanLayout.from_matrix(
+            matrix, segment_symbols=seg
+        ).bits_per_kept_weight()
+    row["ratio_s32"] = row["huffman_gpu_s32"] / row["fixed_gpu"]
+    return {key: round(v, 3) if isinstance(v, float) else v for key, v in row.items()}
+
+
+def digits_layers(seed: int = 0) -> dict[str, CompressedMatrix]:
+    """The trained, pruned and shared LeNet-300-100 layers of `dcomp demo` (one seed)."""
+    import torch
+
+    from compress.compressor import Compressor
+    from compress.demo import DEMO_CONFIG, EPOCHS, LEARNING_RATES
+    from compress.examples.digits import LeNet300100, load_digits_split, train
+
+    split = load_digits_split()
+    torch.manual_seed(seed)
+    model = LeNet300100()
+    train(model, split, epochs=EPOCHS["dense"], lr=LEARNING_RATES["dense"], seed=seed)
+    compressor = Compressor(model, DEMO_CONFIG).prepare()
+    for stage in range(1, DEMO_CONFIG.prune_stages + 1):
+        if stage > 1:
+            compressor.prune()
+        train(
+            model, split, epochs=EPOCHS["retrain"], lr=LEARNING_RATES["retrain"], seed=seed + 100 * stage,
+            penalty=compressor.l2_penalty, after_step=compressor.step,
+        )  # fmt: skip
+    compressor.share()
+    train(
+        model, split, epochs=EPOCHS["finetune"], lr=LEARNING_RATES["finetune"], seed=seed + 1000,
+        after_step=compressor.step,
+    )  # fmt: skip
+    return compressor.finalize()
+
+
+def plot(rows: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    series = ["entropy", "joint", "separate", "huffman_gpu_s32", "fixed_gpu"]
+    labels = [f"{r['layer']}\n{r['bits']}-bit" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.7), 4))
+    width = 0.8 / len(series)
+    for i, key in enumerate(series):
+        ax.bar(np.arange(len(rows)) + i * width, [r[key] for r in rows], width, label=key)
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, labels, fontsize=7)
+    ax.set_ylabel("bits per kept weight")
+    ax.set_title("Huffman GPU form vs fixed-width layout (paper layers random; digits layers trained)")
+    ax.legend(fontsize=7, ncol=len(series))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="perf/results/huffman_bits", help="output directory")
+    parser.add_argument("--bits", type=int, nargs="+", default=[4, 5])
+    parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
+    parser.add_argument("--digits", action="store_true", help="also the trained digits demo layers")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rows = []
+    for bits in args.bits:
+        for name in args.layers:
+            rows.append(measure(name, PAPER_LAYERS[name].random_matrix(bits, seed=0)))
+            print(f"[{time.perf_counter() - start:5.1f}s] {name} {bits}-bit", file=sys.stderr, flush=True)
+    if args.digits:
+        print("training the digits demo network (one seed)...", file=sys.stderr, flush=True)
+        for name, matrix in digits_layers().items():
+            rows.append(measure(f"digits-{name}", matrix))
+    out = Path(args.out)
+    write_csv(out / "huffman_bits.csv", rows, machine_info())
+    plot(rows, out / "huffman_bits.png")
+    columns = ["layer", "bits", "density", "entropy", "codes_only", "gaps_only", "separate", "joint"]
+    print_table(rows, [*columns, *(f"huffman_gpu_s{s}" for s in SEGMENT_SYMBOLS), "fixed_gpu", "ratio_s32"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
