@@ -64,7 +64,23 @@ def decode(
 
 
 def _pointers(codebook, row_ptr, col_idx, codes) -> tuple[int, ...]:
-    """The kernels' (row_ptr, col, col_bits, codes, codebook, k) arguments."""
+    """The kernels' (row_ptr, col, col_bits, codes, codebook, k) arguments, after the checks that
+    keep the C code inside its arrays' memory (the values were validated with the layer)."""
+    expected = (
+        ("codebook", codebook, (torch.float32,)),
+        ("row_ptr", row_ptr, (torch.int64,)),
+        ("col_idx", col_idx, (torch.int16, torch.int32)),
+        ("codes", codes, (torch.uint8,)),
+    )
+    for name, t, dtypes in expected:
+        if t.device.type != "cpu" or t.dtype not in dtypes or t.dim() != 1 or not t.is_contiguous():
+            got = f"{t.dtype} {tuple(t.shape)} on {t.device}"
+            raise ValueError(f"{name} must be a contiguous 1-D CPU tensor of {dtypes}, got {got}")
+    if not 1 <= codebook.numel() <= 256 or col_idx.numel() != codes.numel():
+        raise ValueError(
+            f"codebook must hold 1..256 entries and col_idx/codes one per kept weight, got "
+            f"{codebook.numel()}, {col_idx.numel()}, {codes.numel()}"
+        )
     col_bits = 16 if col_idx.dtype == torch.int16 else 32
     return (
         row_ptr.data_ptr(),

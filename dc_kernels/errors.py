@@ -13,3 +13,7 @@ class ShapeMismatchError(ValueError, RuntimeError):
 
 class DtypeMismatchError(TypeError, RuntimeError):
     """The input's dtype is not float32, float16 or bfloat16."""
+
+
+class DeviceMismatchError(ValueError, RuntimeError):
+    """The input is on another device than the layer."""

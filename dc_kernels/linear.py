@@ -280,22 +280,26 @@ class CompressedLinear(nn.Module):
     # ------------------------------------------------------------------ backend state
     def _packed_for(self, name: str) -> tuple[list[torch.Tensor], list[int]]:
         if self._packed is None or self._packed[0] != name:
-            self._repack(name)
+            self._repack(name, strict=True)
         if self._packed is None:
             return [], []
         return self._packed[1], self._packed[2]
 
-    def _repack(self, name: str | None = None) -> None:
-        """Build the derived tensors of the backend that runs on the buffers' device."""
+    def _repack(self, name: str | None = None, strict: bool = False) -> None:
+        """Build the derived tensors of the backend that runs on the buffers' device. Not
+        ``strict`` (after a move, a load, a setting), a failure is left for forward to report:
+        e.g. backend "triton" on CPU, or `to_empty` buffers that hold no layer yet."""
         self._packed = None
         device = self.codebook.device
         if device.type == "meta":
             return
         try:
             backend = resolve(name or self._backend, device, self._gpu_form)
-        except ValueError:
-            return  # e.g. backend "triton" while on CPU: forward reports it
-        tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
+            tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
+        except (ValueError, TypeError):
+            if strict:
+                raise
+            return
         self._packed = (backend.name, tensors, ints)
 
     def _apply(self, fn, recurse=True):

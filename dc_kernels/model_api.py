@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import compress
-from compress.config import DeepCompressionConfig
+from compress.config import GPU_FORMS, DeepCompressionConfig
 from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
@@ -39,6 +39,7 @@ METADATA_KEY = "dc_kernels"
 METADATA_VERSION = 1
 
 FilterFn = Callable[[nn.Module, str], bool]
+MODULE_KEYS = {"in_features", "out_features", "bias", "dtype", "gpu_form"}
 # Weight dtypes a compressed module may declare in a file.
 DTYPES = {
     "float32": torch.float32,
@@ -283,6 +284,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
             "out_features": m.out_features,
             "bias": m.bias is not None,
             "dtype": str(m._weight_dtype).removeprefix("torch."),
+            "gpu_form": m.gpu_form,
         }
         for name, m in compressed.items()
     }
@@ -348,7 +350,12 @@ def load_compressed(
             )
         bias = dense.get(f"{name}.bias") if info["bias"] else None
         module = CompressedLinear.from_matrix(
-            loaded[name], bias, device=device, dtype=DTYPES[info["dtype"]], backend=backend
+            loaded[name],
+            bias,
+            device=device,
+            dtype=DTYPES[info["dtype"]],
+            backend=backend,
+            gpu_form=info["gpu_form"],
         )
         parent_name, _, child = name.rpartition(".")
         _swap(model.get_submodule(parent_name), child, module, name, report)
@@ -393,12 +400,21 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
     if not isinstance(modules, dict) or set(modules) != set(loaded):
         raise fail("modules must list exactly the stored layers", "modules")
     for name, info in modules.items():
-        if not isinstance(info, dict) or set(info) != {"in_features", "out_features", "bias", "dtype"}:
-            raise fail(f"modules[{name!r}] must hold in_features, out_features, bias, dtype", "modules")
+        if not isinstance(info, dict) or set(info) != MODULE_KEYS:
+            raise fail(f"modules[{name!r}] must hold exactly {sorted(MODULE_KEYS)}", "modules")
         if [info["out_features"], info["in_features"]] != list(loaded[name].shape):
             raise fail(f"modules[{name!r}] does not match the stored layer's shape", "modules")
-        if not isinstance(info["bias"], bool) or info["dtype"] not in DTYPES:
-            raise fail(f"modules[{name!r}]: bias must be a bool, dtype one of {sorted(DTYPES)}", "modules")
+        if (
+            not isinstance(info["bias"], bool)
+            or not isinstance(info["dtype"], str)
+            or info["dtype"] not in DTYPES
+            or info["gpu_form"] not in GPU_FORMS
+        ):
+            raise fail(
+                f"modules[{name!r}]: bias must be a bool, dtype one of {sorted(DTYPES)}, gpu_form one of "
+                f"{GPU_FORMS}",
+                "modules",
+            )
     if not isinstance(dense, dict) or not all(isinstance(r, dict) for r in dense.values()):
         raise fail("dense must map tensor names to records", "dense")
     if not isinstance(aliases, dict) or not all(

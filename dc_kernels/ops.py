@@ -20,7 +20,7 @@ import torch
 
 from dc_kernels import cpu_backend
 from dc_kernels.backends import get_backend
-from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
+from dc_kernels.errors import DeviceMismatchError, DtypeMismatchError, ShapeMismatchError
 from dc_kernels.linear_reference import decode_dense
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -105,7 +105,7 @@ def compressed_linear(
     backend: str,
 ) -> torch.Tensor:
     out_features = row_ptr.shape[0] - 1
-    _check_2d(x, in_features, out_features)
+    _check_2d(x, in_features, out_features, codebook, row_ptr, col_idx, codes, bias, *packed)
     if x.shape[0] == 0:
         return x.new_empty((0, out_features))
     return get_backend(backend).run(
@@ -116,14 +116,20 @@ def compressed_linear(
 @compressed_linear.register_fake
 def _(x, codebook, row_ptr, col_idx, codes, bias, packed, packed_meta, in_features, backend):
     out_features = row_ptr.shape[0] - 1
-    _check_2d(x, in_features, out_features)
+    _check_2d(x, in_features, out_features, codebook, row_ptr, col_idx, codes, bias, *packed)
     return x.new_empty((x.shape[0], out_features))
 
 
-def _check_2d(x: torch.Tensor, in_features: int, out_features: int) -> None:
+def _check_2d(x: torch.Tensor, in_features: int, out_features: int, *tensors: torch.Tensor | None) -> None:
     if x.dim() != 2:
         raise ShapeMismatchError(f"x must be 2-D (batch, {in_features}), got shape {tuple(x.shape)}")
     check_input(x, in_features, out_features)
+    for t in tensors:
+        if t is not None and t.device != x.device:
+            raise DeviceMismatchError(
+                "Expected all tensors to be on the same device, but found at least two devices, "
+                f"{t.device} and {x.device}!"
+            )
 
 
 def _setup_context(ctx, inputs, output):

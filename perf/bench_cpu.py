@@ -165,6 +165,8 @@ def sweep_contenders(weight: torch.Tensor, module: CompressedLinear, x: torch.Te
 
 
 def run_sweep(args) -> list[dict]:
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
     rows = []
     for density in SWEEP_DENSITIES:
         matrix = random_compressed_matrix(4096, 4096, density, args.bits, seed=1)
@@ -180,6 +182,7 @@ def run_sweep(args) -> list[dict]:
                 **{f"{k}_ms": v * 1e3 for k, v in times.items()},
                 "sparse_vs_decode": times["decode_gemm"] / times["sparse"],
                 "auto_path": "sparse" if cpu_backend.uses_sparse(batch, density) else "decode+gemm",
+                "threads": torch.get_num_threads(),
                 **conditions(),
             }
             rows.append(row)
@@ -224,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bits", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--threads", type=int, nargs="+", default=None, help="default: 1 and torch's count")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="default: 1 and torch's count (sweep: the first)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median over rounds)")
     parser.add_argument("--repeat", type=int, default=10, help="calls per round")
     parser.add_argument("--sweep", action="store_true", help="batch sweep of the two CPU paths instead")

@@ -221,3 +221,22 @@ def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
         assert cpu_build.library() is None
     assert cpu_build.failure() == "DC_KERNELS_NO_BUILD=1"
     assert cpu_build.vector_bits() == -1
+
+
+def test_kernel_arguments_are_checked(lib):
+    """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths."""
+    m = random_compressed_matrix(6, 10, 0.5, 3, seed=7)
+    cb, rp, col, codes = tensors(m)
+    x = torch.randn(1, 10)
+    bad = {
+        "row_ptr must be a contiguous 1-D CPU tensor": (cb, rp.int(), col, codes),
+        "col_idx must be a contiguous 1-D CPU tensor": (cb, rp, col.long(), codes),
+        "codebook must be a contiguous 1-D CPU tensor": (cb.double(), rp, col, codes),
+        "codes must be a contiguous 1-D CPU tensor": (cb, rp, col, codes.repeat(2)[::2]),
+        "codebook must hold 1..256 entries": (cb, rp, col, codes[:-1]),
+    }
+    for message, args in bad.items():
+        with pytest.raises(ValueError, match=message):
+            cpu_backend.cpu_linear(x, *args, None, 10, [])
+    with pytest.raises(ValueError, match="path must be"):
+        cpu_backend.cpu_linear(x, cb, rp, col, codes, None, 10, [], path="fast")

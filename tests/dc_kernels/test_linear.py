@@ -143,6 +143,12 @@ def test_errors_use_nn_linear_wording():
         assert str(got.value) == str(expected.value)
 
 
+def test_input_on_another_device_is_refused():
+    layer = make_layer().to("meta")
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        layer(torch.randn(2, 40))
+
+
 def test_triton_backend_needs_cuda_or_the_interpreter(monkeypatch):
     layer = make_layer()
     monkeypatch.delenv("TRITON_INTERPRET")

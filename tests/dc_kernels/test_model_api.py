@@ -201,6 +201,17 @@ def test_swap_errors():
     assert report.skipped == {"0": "Conv2d: CompressedLinear replaces nn.Linear only"}
 
 
+def test_gpu_form_is_saved_and_loaded(tmp_path):
+    model = MLP()
+    dc_kernels.compress_(model, compress.DeepCompressionConfig(layers={"2": {"gpu_form": "huffman"}}))
+    assert [model[i].gpu_form for i in (0, 2, 4)] == ["fixed", "huffman", "fixed"]
+    dc_kernels.save_compressed(model, tmp_path)
+    with torch.device("meta"):
+        fresh = MLP()
+    dc_kernels.load_compressed(fresh, tmp_path)
+    assert [fresh[i].gpu_form for i in (0, 2, 4)] == ["fixed", "huffman", "fixed"]
+
+
 @torch.no_grad()
 def test_tied_weights_are_saved_once(tmp_path):
     class Tied(nn.Module):
