@@ -44,13 +44,19 @@ def _segment_bounds(
 
 
 @triton.jit
-def _decode_step(words_ptr, table_ptr, pos, stop, end, table_bits):
-    """One symbol per lane with a whole length unit left (``pos < stop``; padding is shorter than
-    any codeword): (length, is_weight, code, advance), all 0 for inactive lanes."""
+def _load_words(words_ptr, pos, stop, end):
+    """The two words holding the next codeword of each lane with a whole length unit left
+    (``pos < stop``; padding is shorter than any codeword); the second only inside the segment."""
     active = pos < stop
     w = pos >> 5
     hi = tl.load(words_ptr + w, mask=active, other=0).to(tl.uint32, bitcast=True)
     lo = tl.load(words_ptr + w + 1, mask=active & ((w + 1) * 32 < end), other=0).to(tl.uint32, bitcast=True)
+    return hi, lo, active
+
+
+@triton.jit
+def _decode_entry(table_ptr, hi, lo, pos, active, table_bits):
+    """The symbol at ``pos``: (length, is_weight, code, advance), all 0 for inactive lanes."""
     o = (pos & 31).to(tl.uint32)
     # (lo >> 1) >> (31 - o) avoids a shift by 32 when o == 0.
     top = (hi << o) | ((lo >> 1) >> (31 - o))
@@ -103,17 +109,23 @@ def huffman_spmm_kernel(
     x_batch = x_ptr + b.to(tl.int64)[None, None, :] * stride_xb
     acc = tl.zeros((ROWS, NCB, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
+    # Software pipelined by one step: a step's weight and x values are loaded while the next
+    # step's words are fetched, and multiplied only then, so their latency leaves the chain.
+    weight = tl.zeros((ROWS, NCB), dtype=tl.float32)
+    xv = tl.zeros((ROWS, NCB, BB), dtype=x_ptr.dtype.element_ty)
     for _ in range(0, n_steps):
-        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, stop, end, table_bits)
+        hi, lo, active = _load_words(words_ptr, pos, stop, end)
+        acc += weight[:, :, None] * xv.to(tl.float32)
+        length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
         col = colpos + advance - 1
         real = is_weight & (col < n_cols)
         weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
         xv = tl.load(
             x_batch + col.to(tl.int64)[:, :, None] * stride_xk, mask=real[:, :, None] & b_ok, other=0.0
         )
-        acc += weight[:, :, None] * xv.to(tl.float32)
         pos += length
         colpos += advance
+    acc += weight[:, :, None] * xv.to(tl.float32)
     out = tl.sum(acc, axis=1)
     row = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = row < n_rows
@@ -153,7 +165,8 @@ def huffman_decode_kernel(
     out = tl.load(seg_first_ptr + seg, mask=seg < n_seg, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
-        length, is_weight, code, advance = _decode_step(words_ptr, table_ptr, pos, stop, end, table_bits)
+        hi, lo, active = _load_words(words_ptr, pos, stop, end)
+        length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
         col = colpos + advance - 1
         real = is_weight & (col < n_cols) & (out < nnz)
         tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)
