@@ -52,6 +52,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> float:
+    """The 1-minute load average (runnable processes), or NaN where the OS does not report it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
 def machine_info(device: str = "cpu") -> dict[str, str]:
     """Provenance of a measurement: where, with what, when."""
     import numpy
@@ -64,7 +72,11 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "cpu": cpu_name(),
+        "cpu_cores": str(os.cpu_count() or 0),
         "cpu_threads": str(torch.get_num_threads()),
+        # Other processes compete for the cores: a 1-minute load above the core count means
+        # CPU timings are noisy (the report says so).
+        "load_avg_1min": f"{load_average():.2f}",
         "device": device,
     }
     try:
@@ -76,6 +88,22 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+class Progress:
+    """Progress lines on stderr with the seconds elapsed since the start (stdout stays clean for
+    tables and JSON)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.start = time.perf_counter()
+        self.enabled = enabled
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(f"[{self.elapsed():6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -114,6 +142,39 @@ def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20, min
     )
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], *, rounds: int = 5, repeat: int = 5, warmup: int = 1
+) -> dict[str, Timing]:
+    """Side-by-side medians: after ``warmup`` calls each, the functions take turns, ``rounds``
+    times ``repeat`` calls each, so that a change in machine load hits all of them alike. The
+    median is over all calls; low/high are the extreme medians of the rounds."""
+    if rounds < 1 or repeat < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1, repeat >= 1, warmup >= 0; got {rounds}, {repeat}, {warmup}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    round_medians: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            samples[name] += times
+            round_medians[name].append(statistics.median(times))
+    return {
+        name: Timing(
+            statistics.median(samples[name]),
+            min(round_medians[name]),
+            max(round_medians[name]),
+            len(samples[name]),
+        )
+        for name in fns
+    }
+
+
 def write_csv(path: str | os.PathLike, rows: Sequence[dict], info: dict[str, str] | None = None) -> Path:
     """Write rows (dicts) as CSV, each row carrying the provenance columns of ``info``."""
     path = Path(path)
@@ -132,12 +193,12 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict], info: dict[str, str
 
 
 def print_table(rows: Iterable[dict], columns: Sequence[str], file=sys.stdout) -> None:
-    """A plain aligned text table (numbers to 3 significant digits)."""
+    """A plain aligned text table (numbers to 3 significant digits, large ones as integers)."""
     rows = list(rows)
 
     def fmt(value) -> str:
         if isinstance(value, float):
-            return f"{value:.3g}"
+            return f"{value:.0f}" if 1e3 <= abs(value) < 1e15 else f"{value:.3g}"
         return "" if value is None else str(value)
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]

@@ -1,0 +1,177 @@
+"""The report's figures (PNG, matplotlib's Agg backend): speedups and energy efficiency over CPU
+dense (log axes), the compression waterfall, and EIE's load efficiency vs FIFO depth and speedup
+vs number of PEs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perf.reporting.collect import ReportData
+from perf.reporting.tables import BASELINE, PLATFORMS, STAGES, geometric_mean, platforms
+
+COLORS = {
+    "cpu_compressed": "tab:blue",
+    "gpu_dense": "tab:gray",
+    "gpu_fixed": "tab:green",
+    "gpu_huffman": "tab:olive",
+    "eie": "tab:red",
+}
+DPI = 110
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plain_log_axis(axis) -> None:
+    """Log-scale tick labels as plain numbers (1, 10, 100) rather than powers; no minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _bars(frame: pd.DataFrame, data: ReportData, prefix: str, ylabel: str, title: str, path: Path) -> Path:
+    """Grouped bars per layer (and their geometric mean) for each platform but CPU dense."""
+    plt = _pyplot()
+    keys = [k for k in platforms(data) if k != BASELINE]
+    labels = [*frame.index, "geo. mean"]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 2), 4.5))
+    width = 0.8 / len(keys)
+    x = np.arange(len(labels))
+    for i, key in enumerate(keys):
+        values = [frame.loc[name, f"{prefix}{key}"] for name in frame.index]
+        values.append(geometric_mean(values))
+        heights = [np.nan if v is None else float(v) for v in values]
+        ax.bar(
+            x + (i - (len(keys) - 1) / 2) * width, heights, width, label=PLATFORMS[key], color=COLORS.get(key)
+        )
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def compression_waterfall(data: ReportData, path: Path) -> Path:
+    """Left: the total size over the layers stepping down stage by stage (log axis), each step
+    labelled with its factor. Right: each layer's compression rate after each stage."""
+    plt = _pyplot()
+    sizes = data.sizes
+    column = {"dense": "dense_bytes", "pruned": "bytes_pruned", "pq": "bytes_pq", "pqh": "bytes_pqh"}
+    total = [float(sizes.loc["total", column[s]]) / 1e6 for s in STAGES]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.4]})
+    floor = total[-1] / 3
+    left.bar(0, total[0] - floor, bottom=floor, color="tab:gray")
+    left.text(0, total[0] * 1.1, f"{total[0]:.3g} MB", ha="center", fontsize=8)
+    steps = [("pruning", "tab:orange"), ("quantization", "tab:purple"), ("Huffman", "tab:cyan")]
+    for i, (_, color) in enumerate(steps, 1):
+        left.bar(i, total[i - 1] - total[i], bottom=total[i], color=color)
+        left.text(i, total[i - 1] * 1.1, f"÷{total[i - 1] / total[i]:.2g}", ha="center", fontsize=8)
+    left.bar(4, total[-1] - floor, bottom=floor, color="tab:green")
+    left.text(
+        4,
+        total[-1] * 1.1,
+        f"{total[-1]:.3g} MB\n{total[0] / total[-1]:.0f}x smaller",
+        ha="center",
+        fontsize=8,
+    )
+    left.set_yscale("log")
+    _plain_log_axis(left.yaxis)
+    left.set_ylim(floor, total[0] * 2.5)
+    left.set_xticks(range(5), ["dense", "pruning", "quantization", "Huffman", "compressed"], rotation=20)
+    left.set_ylabel("MB (all layers)")
+    left.set_title(f"Compression waterfall, {len(data.config.layers)} layers")
+    names = list(data.config.layers)
+    x = np.arange(len(names))
+    stages = [("pruned", "pruned"), ("pq", "+ quantized"), ("pqh", "+ Huffman")]
+    for i, (stage, label) in enumerate(stages):
+        rates = [1 / float(sizes.loc[n, f"rate_{stage}"]) for n in names]
+        right.bar(x + (i - 1) * 0.27, rates, 0.27, label=label, color=steps[i][1])
+    right.set_yscale("log")
+    _plain_log_axis(right.yaxis)
+    right.set_xticks(x, names, rotation=30, ha="right")
+    right.set_ylabel("x smaller than dense float32")
+    right.set_title("Per layer")
+    right.grid(True, axis="y", which="both", alpha=0.3)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def sweep_plot(
+    table: pd.DataFrame, column: str, ylabel: str, title: str, path: Path, ideal: bool = False
+) -> Path:
+    """One line per layer against the swept parameter (log2 axis)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, group in table.groupby("benchmark", sort=False):
+        ax.plot(group["value"], group[column], marker="o", label=name)
+    values = sorted(table["value"].unique())
+    if ideal:
+        ax.plot(values, [v / values[0] for v in values], "k--", linewidth=0.8, label="ideal (linear)")
+        ax.set_yscale("log", base=2)
+        _plain_log_axis(ax.yaxis)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
+    ax.set_xlabel(str(table["parameter"].iloc[0]))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def write_plots(data: ReportData, frame: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """Every figure the data allows; key -> PNG path."""
+    plots = {
+        "speedup": _bars(
+            frame,
+            data,
+            "speedup_",
+            "speedup over CPU dense (x, log)",
+            "Batch-1 speedup over CPU dense",
+            out / "speedup.png",
+        ),
+        "energy_efficiency": _bars(
+            frame,
+            data,
+            "efficiency_",
+            "energy efficiency over CPU dense (x, log)",
+            "Energy per layer: CPU dense / platform",
+            out / "energy_efficiency.png",
+        ),
+        "compression_waterfall": compression_waterfall(data, out / "compression_waterfall.png"),
+    }
+    if "fifo" in data.sweeps:
+        plots["eie_fifo"] = sweep_plot(
+            data.sweeps["fifo"], "load_efficiency", "load efficiency (ideal / actual cycles)",
+            "EIE: load efficiency vs FIFO depth", out / "eie_fifo.png",
+        )  # fmt: skip
+    if "pes" in data.sweeps:
+        plots["eie_pes"] = sweep_plot(
+            data.sweeps["pes"], "speedup", "speedup over the fewest PEs (log2)",
+            "EIE: speedup vs number of PEs", out / "eie_pes.png", ideal=True,
+        )  # fmt: skip
+    return plots

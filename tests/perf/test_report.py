@@ -1,0 +1,120 @@
+"""`dcomp run --quick` and `dcomp report` at reduced size: the report's files, tables and plots
+exist and hold numbers; GPU results are shown when a results folder exists and absent otherwise."""
+
+import pytest
+
+from perf import main_job, report
+from tests.perf.gpu_fixtures import huffman_time, kernel_times, write_huffman_csv, write_kernel_csv
+from tests.perf.report_checks import check_png, markdown_tables, number, numeric_body, positive, read_csv
+
+LAYERS = ["nt-we", "nt-lstm"]
+PLOTS = ["speedup", "energy_efficiency", "compression_waterfall", "eie_fifo", "eie_pes"]
+CSVS = ["report_layers", "cpu", "eie_layers", "compression", "eie_sweep_fifo", "eie_sweep_pes", "pipeline"]
+
+
+@pytest.fixture(scope="module")
+def run_report(tmp_path_factory):
+    """The main job at reduced size, on a machine without a GPU and no committed GPU results."""
+    root = tmp_path_factory.mktemp("run")
+    (root / "results").mkdir()
+    argv = ["--quick", "--layers", *LAYERS, "--out", str(root / "out"), "--threads", "1", "--no-gpu"]
+    assert main_job.main([*argv, "--results-root", str(root / "results")]) == 0
+    return root / "out" / "report"
+
+
+def test_files(run_report):
+    for name in ["report.md", "report.html", "digits_cpu.csv", "digits_eie.csv"]:
+        assert (run_report / name).stat().st_size > 0
+    for name in CSVS:
+        assert len(read_csv(run_report / f"{name}.csv")) > 0, name
+    assert (run_report.parent / "demo" / "demo.json").is_file()
+
+
+def test_markdown_tables_hold_numbers(run_report):
+    tables = markdown_tables((run_report / "report.md").read_text())
+    time = tables["Time per layer, batch 1 (us)"]
+    assert time[0] == ["layer", "CPU dense", "CPU compressed", "EIE (model)"]  # no GPU columns
+    assert [row[0] for row in time[1:]] == LAYERS
+    for title in [
+        "Time per layer, batch 1 (us)",
+        "Energy per layer, batch 1 (uJ)",
+        "EIE per layer (cycle-level model)",
+    ]:
+        assert all(v is not None and v >= 0 for row in numeric_body(tables[title]) for v in row), title
+    for title in ["Speedup over CPU dense, batch 1 (x)", "Energy efficiency over CPU dense (x)"]:
+        body = numeric_body(tables[title])
+        assert tables[title][-1][0] == "geo. mean" and all(v > 0 for row in body for v in row)
+    compression = tables["Compression (x = dense float32 size / size)"]
+    header, total = compression[0], compression[-1]
+    assert total[0] == "total"
+    rates = [number(total[header.index(c)]) for c in ("pruned x", "quantized x", "Huffman x")]
+    assert 1 < rates[0] < rates[1] < rates[2]
+    assert [row[0] for row in tables["Load efficiency vs FIFO depth"][1:]] == ["1", "2", "4", "8", "32"]
+    efficiency = [row[0] for row in numeric_body(tables["Load efficiency vs FIFO depth"])]
+    assert efficiency == sorted(efficiency) and efficiency[0] > 0 and efficiency[-1] <= 1
+    speedup = [row[0] for row in numeric_body(tables["Speedup vs number of PEs (over the fewest PEs)"])]
+    assert speedup[0] == 1 and speedup[-1] > 10
+    assert all(v > 0 for row in numeric_body(tables["Pipeline throughput (M weights/s)"]) for v in row)
+    digits = tables["Digits network: batch 1 on CPU and EIE (real activations)"]
+    assert [row[0] for row in digits[1:]] == ["fc1", "fc2", "fc3"]
+    assert all(v > 0 for row in numeric_body(digits) for v in row)
+    sizes = numeric_body(tables["Digits network: sizes after Deep Compression (dcomp demo)"])
+    assert sizes[-1][-1] > 10  # P+Q+H of the whole trained network
+
+
+def test_no_gpu_results_are_reported_as_such(run_report):
+    text = (run_report / "report.md").read_text()
+    assert "No GPU results" in text and "GPU dense" not in text
+    assert "No GPU results" in (run_report / "report.html").read_text()
+    rows = read_csv(run_report / "report_layers.csv")
+    assert not [c for c in rows[0] if c.startswith(("gpu_", "speedup_gpu", "energy_gpu"))]
+
+
+def test_layer_csv(run_report):
+    rows = read_csv(run_report / "report_layers.csv")
+    assert [r["layer"] for r in rows] == LAYERS
+    for row in rows:
+        for column in [
+            "cpu_dense_us",
+            "cpu_compressed_us",
+            "eie_us",
+            "speedup_eie",
+            "energy_eie_uj",
+            "efficiency_eie",
+        ]:
+            assert positive(row[column]), column
+        assert 1 < float(row["rate_pruned"]) < float(row["rate_pq"]) < float(row["rate_pqh"])
+        assert float(row["speedup_cpu_compressed"]) == pytest.approx(
+            float(row["cpu_dense_us"]) / float(row["cpu_compressed_us"])
+        )
+        assert row["commit"] and row["date"] and row["cpu"] and float(row["load_avg_1min"]) >= 0
+        assert row["cpu_power_kind"] in ("measured", "estimate")
+
+
+def test_plots_and_self_contained_html(run_report):
+    for name in PLOTS:
+        check_png(run_report / f"{name}.png")
+    html = (run_report / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(PLOTS)
+    assert 'src="http' not in html and '.png"' not in html
+    assert html.count("<table>") == (run_report / "report.md").read_text().count("\n### ")
+
+
+def test_report_shows_committed_gpu_results(tmp_path):
+    folder = tmp_path / "results" / "NVIDIA-H200_20261128T2300"
+    write_kernel_csv(folder, ["nt-lstm"], "NVIDIA H200", "2026-11-28T23:00:00Z")
+    write_huffman_csv(folder, ["nt-lstm"], "NVIDIA H200", "2026-11-28T23:04:00Z")
+    out = tmp_path / "report"
+    argv = ["--quick", "--layers", "nt-lstm", "--out", str(out), "--threads", "1", "--no-sweeps"]
+    assert report.main([*argv, "--pipeline-layers", "--results-root", str(tmp_path / "results")]) == 0
+    text = (out / "report.md").read_text()
+    assert "NVIDIA H200" in text and "700 W (estimate" in text and "No GPU results" not in text
+    time = markdown_tables(text)["Time per layer, batch 1 (us)"]
+    assert time[0][3:6] == ["GPU dense (cuBLAS fp16)", "GPU fixed-width", "GPU Huffman"]
+    expected = kernel_times(0, 5)
+    assert numeric_body(time)[0][2:5] == [expected["cublas_fp16"], expected["ours"], huffman_time(0)]
+    (row,) = read_csv(out / "report_layers.csv")
+    assert float(row["speedup_gpu_fixed"]) == pytest.approx(float(row["cpu_dense_us"]) / expected["ours"])
+    assert float(row["energy_gpu_fixed_uj"]) == pytest.approx(expected["ours"] * 700.0)
+    assert row["gpu"] == "NVIDIA H200"
+    check_png(out / "speedup.png")
