@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass
 
 ARCHS = (80, 90)
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-# (code_bits, index_bits): the widest entry (register pressure) and a word-straddling width.
-WIDTHS = ((8, 8), (5, 6))
+# (code_bits, index_bits): the widest entry and gather lookup (8+8), a word-straddling entry with
+# the global-load lookup (5+6), the narrowest codebook (1+1) and EIE's 4+4.
+WIDTHS = ((8, 8), (5, 6), (1, 1), (4, 4))
 
 
 @dataclass
@@ -85,7 +86,7 @@ def _configs(dtypes: list[str], widths) -> list[tuple]:
     """Every (kernel, constexprs, num_warps, dtype, bucket) the dispatcher can launch for the
     default slice rows, per dtype and entry width."""
     from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
-    from dc_kernels.triton_ops import BATCH_BUCKETS, DECODE_CONFIG, SPMM_CONFIGS, USE_GATHER
+    from dc_kernels.triton_ops import BATCH_BUCKETS, DECODE_CONFIG, SPMM_CONFIGS, use_gather
 
     r = DEFAULT_SLICE_ROWS
     out = []
@@ -96,13 +97,14 @@ def _configs(dtypes: list[str], widths) -> list[tuple]:
                 "INDEX_BITS": index_bits,
                 "CODEBOOK_PAD": 1 << code_bits,
                 "R": r,
-                "GATHER": USE_GATHER,
             }
             for bb in BATCH_BUCKETS:
                 cfg = SPMM_CONFIGS[bb]
-                consts = {**common, "BLOCK": cfg.block(r), "BB": bb, "HAS_BIAS": True}
+                consts = {**common, "BLOCK": cfg.block(r), "BB": bb, "HAS_BIAS": True,
+                          "GATHER": use_gather(code_bits, r, cfg.num_warps)}  # fmt: skip
                 out.append(("codebook_spmm_kernel", consts, cfg.num_warps, dtype, bb))
-            consts = {**common, "BLOCK": DECODE_CONFIG.block(r)}
+            consts = {**common, "BLOCK": DECODE_CONFIG.block(r),
+                      "GATHER": use_gather(code_bits, r, DECODE_CONFIG.num_warps)}  # fmt: skip
             out.append(("decode_dense_kernel", consts, DECODE_CONFIG.num_warps, dtype, 0))
     return out
 

@@ -29,8 +29,15 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16)
 # Provisional until the H200 run of perf/bench_gpu.py measures it (its "crossover" phase).
 DENSE_CROSSOVER_BATCH = 64
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# tl.gather for the on-chip codebook lookup; False switches to an L1-cached global load.
+# Codebook lookup: tl.gather from a register copy for codebooks of 2**GATHER_MIN_CODE_BITS
+# entries or more (up to 1 KB: a global load would touch up to 8 cache lines per warp). Smaller
+# codebooks (<= 128 bytes: one cache line, served to a whole warp in one L1 transaction) use a
+# load from the L1-resident table: cheaper than gather's shared-memory round trip, and the
+# gather lowering spills registers for 2- and 4-entry tables. Gather also needs at least as many
+# slice rows as warps (Triton places warps on the non-gathered axis; fewer trip an assertion in
+# some Triton releases). USE_GATHER=False disables it everywhere.
 USE_GATHER = True
+GATHER_MIN_CODE_BITS = 6
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,11 @@ def _codebook_pad(layout: GpuLayout) -> int:
     return 1 << layout.code_bits
 
 
+def use_gather(code_bits: int, slice_rows: int, num_warps: int) -> bool:
+    """Whether the codebook lookup of a launch uses tl.gather (see GATHER_MIN_CODE_BITS)."""
+    return USE_GATHER and code_bits >= GATHER_MIN_CODE_BITS and slice_rows >= num_warps
+
+
 def launch_spmm(
     x2d: torch.Tensor,
     layout: GpuLayout,
@@ -114,7 +126,9 @@ def launch_spmm(
         BLOCK=config.block(layout.slice_rows),
         BB=bb,
         HAS_BIAS=bias is not None,
-        GATHER=USE_GATHER if gather is None else gather,
+        GATHER=use_gather(layout.code_bits, layout.slice_rows, config.num_warps)
+        if gather is None
+        else gather,
         num_warps=config.num_warps,
     )
     return out
@@ -142,7 +156,7 @@ def decode_dense(layout: GpuLayout, dtype: torch.dtype = torch.float32) -> torch
         CODEBOOK_PAD=_codebook_pad(layout),
         R=layout.slice_rows,
         BLOCK=DECODE_CONFIG.block(layout.slice_rows),
-        GATHER=USE_GATHER,
+        GATHER=use_gather(layout.code_bits, layout.slice_rows, DECODE_CONFIG.num_warps),
         num_warps=DECODE_CONFIG.num_warps,
     )
     return weight

@@ -15,7 +15,7 @@ Phases, each timed, with progress printed as it goes (and skipped when the time 
    warm = a CUDA graph of 50 back-to-back calls; medians of CUDA-event timings;
 5. the batch from which decode-to-dense + cuBLAS beats the compressed kernel (the dispatcher's
    ``DENSE_CROSSOVER_BATCH``);
-6. a sweep of slice rows (a layout parameter) and of the codebook lookup, if time is left.
+6. a sweep of slice rows (a layout parameter), if time is left.
 
 Random layers are built on CPU worker processes while the GPU runs phases 1-2. Writes
 ``results.csv``, ``crossover.csv``, ``sweep.csv``, ``correctness.csv``, ``env.json`` and
@@ -514,7 +514,7 @@ def tune(run, timer, device, layers) -> list[dict]:
 
 
 def sweep(run, timer, device, layers) -> list[dict]:
-    """Slice rows (a layout parameter) and the global-load codebook lookup, around the tuned table."""
+    """Slice rows (a layout parameter) around the tuned table."""
     from dc_kernels import triton_ops
 
     plans = []
@@ -524,8 +524,6 @@ def sweep(run, timer, device, layers) -> list[dict]:
             for scale in (1, 2):
                 for n in SWEEP_LAYERS:
                     plans.append((n, batch, slice_rows, cfg.tile_entries * scale, cfg.num_warps, True))
-    cfg = triton_ops.SPMM_CONFIGS[1]
-    plans += [(n, 1, 4, cfg.tile_entries, cfg.num_warps, False) for n in SWEEP_LAYERS]
     rows = run_plans(run, timer, device, layers, plans, "sweep", reserve_s=8)
     for batch in (1, 16):
         best = best_config(rows, batch)
