@@ -20,6 +20,9 @@ from dc_kernels.huffman_layout import HuffmanLayout
 BATCH_BUCKETS = (1, 2, 4, 8)
 MAX_BATCH = BATCH_BUCKETS[-1]
 MIN_WARPS = 4
+# The fused kernel's bit buffer with a prefetched word (see huffman_spmm_kernel); chosen by the
+# side-by-side GPU measurement of perf/bench_gpu_huffman.py.
+USE_PREFETCH = False
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -40,9 +43,14 @@ def _bucket(batch: int) -> int:
 
 
 def launch_huffman_spmm(
-    x2d: torch.Tensor, layout: HuffmanLayout, bias: torch.Tensor | None, out: torch.Tensor
+    x2d: torch.Tensor,
+    layout: HuffmanLayout,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    prefetch: bool | None = None,
 ) -> torch.Tensor:
-    """One launch into ``out`` (B, out_features), 1 <= B <= 8; no checks (`huffman_linear` checks)."""
+    """One launch into ``out`` (B, out_features), 1 <= B <= 8; no checks (`huffman_linear` checks).
+    ``prefetch`` overrides `USE_PREFETCH`."""
     from dc_kernels.kernels.huffman_spmv import huffman_spmm_kernel
 
     huffman_spmm_kernel[(layout.n_programs,)](
@@ -71,6 +79,7 @@ def launch_huffman_spmm(
         NCB=layout.col_blocks,
         BB=_bucket(x2d.shape[0]),
         HAS_BIAS=bias is not None,
+        PREFETCH=USE_PREFETCH if prefetch is None else prefetch,
         num_warps=num_warps(layout),
     )
     return out
@@ -81,10 +90,12 @@ def huffman_linear(
     layout: HuffmanLayout,
     bias: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    prefetch: bool | None = None,
 ) -> torch.Tensor:
     """y = x2d W^T + bias from the Huffman stream; x2d (B, in_features) in float32, float16 or
     bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
-    (B, out_features) in x2d's dtype (written into ``out`` when given)."""
+    (B, out_features) in x2d's dtype (written into ``out`` when given). ``prefetch`` overrides
+    the kernel variant (`USE_PREFETCH`)."""
     if not isinstance(x2d, torch.Tensor) or not isinstance(layout, HuffmanLayout):
         raise TypeError(
             f"expected (Tensor, HuffmanLayout), got ({type(x2d).__name__}, {type(layout).__name__})"
@@ -111,7 +122,7 @@ def huffman_linear(
         )
     for lo in range(0, batch, MAX_BATCH):
         hi = min(batch, lo + MAX_BATCH)
-        launch_huffman_spmm(x2d[lo:hi], layout, bias, out[lo:hi])
+        launch_huffman_spmm(x2d[lo:hi], layout, bias, out[lo:hi], prefetch)
     return out
 
 
@@ -197,7 +208,7 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
         out.append((huffman_decode_kernel, sig, consts, warps, "-", 0))
         for dtype, ty in dtypes.items():
             for bb in (BATCH_BUCKETS[0], BATCH_BUCKETS[-1]):
-                spmm = {**consts, "BB": bb, "HAS_BIAS": True}
+                spmm = {**consts, "BB": bb, "HAS_BIAS": True, "PREFETCH": USE_PREFETCH}
                 sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, lengths)
                 out.append((huffman_spmm_kernel, sig, spmm, warps, dtype, bb))
     return out

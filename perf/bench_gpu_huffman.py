@@ -7,7 +7,8 @@ then the paper's layers), then on the paper's nine FC layers (random, at their d
 * the fused Huffman GEMV against the fixed-width kernel (`dc_kernels.triton_ops`) and cuBLAS
   float16 on the dense layer, batch 1 and 8, warm (CUDA graph of many calls, L2 warm) and cold
   (L2 flushed before every call);
-* segment-size variants on VGG-6 and Alex-7 (symbols per segment: decode steps vs offset bits).
+* segment-size variants on VGG-6 and Alex-7 (symbols per segment: decode steps vs offset bits),
+  and there the other variant of the fused kernel (``prefetch``, `huffman_ops.USE_PREFETCH`).
 
 Writes ``huffman_gpu.csv`` and ``huffman_gpu.log`` to ``--out`` and prints progress. Budget: about
 2 minutes on an H200 including compilation. Run: ``python perf/bench_gpu_huffman.py --out DIR``.
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from compress import PAPER_LAYERS, CompressedMatrix, random_compressed_matrix
+from dc_kernels import huffman_ops
 from dc_kernels.gpu_layout import GpuLayout
 from dc_kernels.huffman_layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
 from dc_kernels.huffman_ops import huffman_decode, huffman_linear
@@ -194,6 +196,9 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
     for batch in (1, 8):
         x = torch.randn(batch, spec.inputs, device="cuda", dtype=torch.float16)
         kernels = {"huffman": lambda x=x: huffman_linear(x, huff, bias)}
+        if full and name in VARIANT_LAYERS:  # the other variant of the fused kernel, side by side
+            alt = not huffman_ops.USE_PREFETCH
+            kernels[f"huffman_prefetch_{alt}"] = lambda x=x, p=alt: huffman_linear(x, huff, bias, prefetch=p)
         if full:
             kernels["fixed"] = lambda x=x: triton_linear(x, fixed, bias)
             kernels["cublas_fp16"] = lambda x=x: torch.nn.functional.linear(x, dense, bias.half())

@@ -61,12 +61,14 @@ def _decode_entry(table_ptr, hi, lo, pos, active, table_bits):
     # (lo >> 1) >> (31 - o) avoids a shift by 32 when o == 0.
     top = (hi << o) | ((lo >> 1) >> (31 - o))
     peek = (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32)
-    entry = tl.load(table_ptr + peek, mask=active, other=0)
-    length = entry & 31
-    is_weight = ((entry >> 5) & 1) != 0
-    code = (entry >> 6) & 255
-    advance = entry >> 14
+    length, is_weight, code, advance = _entry_fields(tl.load(table_ptr + peek, mask=active, other=0))
     return length, is_weight & active, code, advance
+
+
+@triton.jit
+def _entry_fields(entry):
+    """(length, is_weight, code, column advance) of table entries (0 entry: all 0)."""
+    return entry & 31, ((entry >> 5) & 1) != 0, (entry >> 6) & 255, entry >> 14
 
 
 @triton.jit
@@ -96,8 +98,12 @@ def huffman_spmm_kernel(
     NCB: tl.constexpr,
     BB: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
-    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB."""
+    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB.
+
+    ``PREFETCH``: each lane keeps a 64-bit bit buffer refilled from a word loaded one refill
+    ahead, so no word load sits on the decode chain (more integer work per step instead)."""
     pid = tl.program_id(0)
     _, pos, end, block = _segment_bounds(
         prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS, NCB
@@ -113,10 +119,33 @@ def huffman_spmm_kernel(
     # step's words are fetched, and multiplied only then, so their latency leaves the chain.
     weight = tl.zeros((ROWS, NCB), dtype=tl.float32)
     xv = tl.zeros((ROWS, NCB, BB), dtype=x_ptr.dtype.element_ty)
+    if PREFETCH:
+        # buf: the next bits, left-aligned (then zeros); nbits >= 33 valid before every peek.
+        hi, lo, _ = _load_words(words_ptr, pos, end, end)
+        buf = ((hi.to(tl.uint64) << 32) | lo.to(tl.uint64)) << (pos & 31).to(tl.uint64)
+        nbits = 64 - (pos & 31).to(tl.int32)
+        wnext = (pos >> 5) + 2
+        pend = tl.load(words_ptr + wnext, mask=wnext * 32 < end, other=0).to(tl.uint32, bitcast=True)
     for _ in range(0, n_steps):
-        hi, lo, active = _load_words(words_ptr, pos, stop, end)
-        acc += weight[:, :, None] * xv.to(tl.float32)
-        length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
+        if PREFETCH:
+            active = pos < stop
+            acc += weight[:, :, None] * xv.to(tl.float32)
+            peek = ((buf >> 32).to(tl.uint32) >> (32 - table_bits).to(tl.uint32)).to(tl.int32)
+            length, is_weight, code, advance = _entry_fields(tl.load(table_ptr + peek, mask=active, other=0))
+            is_weight = is_weight & active
+            buf = buf << length.to(tl.uint64)
+            nbits -= length
+            need = nbits <= 32
+            refill = pend.to(tl.uint64) << tl.where(need, 32 - nbits, 0).to(tl.uint64)
+            buf = tl.where(need, buf | refill, buf)
+            nbits = tl.where(need, nbits + 32, nbits)
+            wnext = tl.where(need, wnext + 1, wnext)
+            loaded = tl.load(words_ptr + wnext, mask=need & (wnext * 32 < end), other=0)
+            pend = tl.where(need, loaded.to(tl.uint32, bitcast=True), pend)
+        else:
+            hi, lo, active = _load_words(words_ptr, pos, stop, end)
+            acc += weight[:, :, None] * xv.to(tl.float32)
+            length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
         col = colpos + advance - 1
         real = is_weight & (col < n_cols)
         weight = tl.load(codebook_ptr + code, mask=real, other=0.0)

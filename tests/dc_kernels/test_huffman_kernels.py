@@ -28,13 +28,14 @@ def check(matrix: CompressedMatrix, batch: int, dtype=torch.float32, bias=True, 
     else:
         x = torch.randn(batch, in_f, generator=gen).to(dtype)
     b = torch.randn(out_f, generator=gen) if bias else None
-    out = torch.full((batch, out_f), float("nan"), dtype=dtype)
-    y = huffman_linear(x, layout, b, out=out)
-    assert y is out
     expected = reference_linear(x, layout, b)
     rtol, atol = TOL[dtype]
     scale = 1 + float(expected.float().abs().max()) if expected.numel() else 1.0
-    torch.testing.assert_close(y.float(), expected.float(), rtol=rtol, atol=atol * scale)
+    for prefetch in (False, True):  # both variants of the fused kernel
+        out = torch.full((batch, out_f), float("nan"), dtype=dtype)
+        y = huffman_linear(x, layout, b, out=out, prefetch=prefetch)
+        assert y is out
+        torch.testing.assert_close(y.float(), expected.float(), rtol=rtol, atol=atol * scale)
     codes, cols = huffman_decode(layout)
     assert np.array_equal(codes.numpy(), matrix.codes) and np.array_equal(cols.numpy(), matrix.col_idx)
     return layout
@@ -99,9 +100,10 @@ def test_corrupt_stream_still_writes_every_output_once():
     words = layout.words.clone()
     words.view(-1)[:] = torch.randint(-(2**31), 2**31 - 1, words.shape, dtype=torch.int32)
     corrupt = dataclasses.replace(layout, words=words)
-    out = torch.full((2, 9), float("nan"))
-    huffman_linear(torch.randn(2, 50), corrupt, out=out)
-    assert not torch.isnan(out).any()
+    for prefetch in (False, True):
+        out = torch.full((2, 9), float("nan"))
+        huffman_linear(torch.randn(2, 50), corrupt, out=out, prefetch=prefetch)
+        assert not torch.isnan(out).any()
 
 
 def test_bad_input():
