@@ -13,7 +13,7 @@ three see the same machine load; medians. Targets (issue 4): >= 3x faster than n
 
 ``--sweep`` times the two CPU paths (sparse kernels, decode + GEMM) and nn.Linear on a
 4096x4096 layer at several densities over batch 1..256, and writes a CSV and a plot; the
-crossover it shows is `dc_kernels.cpu_backend.SPARSE_MAX_WORK`.
+crossover it shows sets `dc_kernels.cpu_backend.DENSE_MIN_DENSITY` and ``DENSE_MIN_BATCH``.
 
 Timings depend on the machine's load: the conditions (CPU, threads, load average before and
 after, SIMD path of the kernels) are printed and written with every CSV row.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -36,22 +35,18 @@ from compress.paper_layers import get_layer
 from compress.synthetic import random_compressed_matrix
 from dc_kernels import cpu_backend, cpu_build
 from dc_kernels.linear import CompressedLinear
-from perf.harness import REPO_ROOT, machine_info, print_table, time_cpu, write_csv
+from perf.harness import REPO_ROOT, machine_info, print_table, time_interleaved, write_csv
 
 DEFAULT_LAYERS = ("alex6", "alex7", "vgg6", "alex8")
 SPEED_TARGET = 3.0  # x faster than nn.Linear at batch 1 (alex6, alex7, vgg6)
 MEMORY_TARGET = 1 / 8  # module bytes / dense bytes on the 9% layers
-SWEEP_DENSITIES = (0.04, 0.09, 0.25, 0.5)
-SWEEP_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SWEEP_DENSITIES = (0.04, 0.09, 0.25, 0.4, 0.6)
+SWEEP_BATCHES = (1, 2, 4, 8, 16, 64, 128, 256)
 
 
 def interleaved(fns: dict[str, callable], rounds: int, repeat: int) -> dict[str, float]:
     """Median seconds per call of each function, timed in alternating rounds."""
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            samples[name].append(time_cpu(fn, warmup=1, repeat=repeat, min_time=0.0).median)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: t.median for name, t in time_interleaved(fns, rounds=rounds, repeat=repeat).items()}
 
 
 def build(name: str, bits: int, seed: int = 0):
@@ -178,7 +173,6 @@ def run_sweep(args) -> list[dict]:
             row = {
                 "density": density,
                 "batch": batch,
-                "work": density * batch,
                 **{f"{k}_ms": v * 1e3 for k, v in times.items()},
                 "sparse_vs_decode": times["decode_gemm"] / times["sparse"],
                 "auto_path": "sparse" if cpu_backend.uses_sparse(batch, density) else "decode+gemm",
@@ -191,7 +185,7 @@ def run_sweep(args) -> list[dict]:
 
 
 SWEEP_COLUMNS = (
-    "density", "batch", "work", "dense_ms", "sparse_ms", "decode_gemm_ms", "sparse_vs_decode", "auto_path",
+    "density", "batch", "dense_ms", "sparse_ms", "decode_gemm_ms", "sparse_vs_decode", "auto_path",
     "load_avg_1min",
 )  # fmt: skip
 
@@ -205,16 +199,19 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for density in SWEEP_DENSITIES:
         sel = [r for r in rows if r["density"] == density]
-        ax.plot(
-            [r["work"] for r in sel], [r["sparse_vs_decode"] for r in sel], marker="o", label=f"{density:.0%}"
-        )
+        ratios = [r["sparse_vs_decode"] for r in sel]
+        ax.plot([r["batch"] for r in sel], ratios, marker="o", label=f"{density:.0%}")
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.axvline(cpu_backend.SPARSE_MAX_WORK, color="red", ls="--", lw=0.8, label="SPARSE_MAX_WORK")
-    ax.set_xscale("log")
+    ax.axvline(cpu_backend.DENSE_MIN_BATCH, color="red", ls="--", lw=0.8, label="DENSE_MIN_BATCH")
+    ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("density x batch")
+    ax.set_xlabel("batch")
     ax.set_ylabel("time(decode + GEMM) / time(sparse kernels)")
-    ax.set_title("4096x4096, float32: sparse kernels win above 1")
+    ax.set_title(
+        f"4096x4096, float32, {rows[0]['threads']} thread(s): sparse wins above 1\n"
+        f"auto: decode + GEMM at density >= {cpu_backend.DENSE_MIN_DENSITY} and batch >= "
+        f"{cpu_backend.DENSE_MIN_BATCH}"
+    )
     ax.legend(title="density")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
