@@ -123,8 +123,9 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
             "time",
             "Time per layer, batch 1 (us)",
             frame[[f"{k}_us" for k in keys]].set_axis([label[k] for k in keys], axis=1),
-            "CPU: medians measured now (float32). GPU: the results folder named above (cold L2). EIE: "
-            "cycles of the model / clock. Lower is better.",
+            "CPU: medians measured now (float32). "
+            + ("GPU: the results folder named above (L2 flushed before each call). " if data.gpu else "")
+            + "EIE: cycles of the model / clock. Lower is better.",
         ),
         Table(
             "speedup",
