@@ -35,7 +35,7 @@ from perf.harness import machine_info, print_table, write_csv
 TARGETS = {"decoder_gsym_s": 50.0, "vs_fixed": 1.3, "vs_cublas_vgg6_b1": 5.0}
 VARIANT_LAYERS = ("vgg6", "alex7")
 VARIANT_SEGMENTS = (16, 64)
-DEVICE = "cuda"  # the correctness checks also run on the CPU under TRITON_INTERPRET=1 (tests)
+DEVICE = "cuda"  # tests run the script's logic on the CPU under TRITON_INTERPRET=1
 
 
 class Log:
@@ -168,7 +168,7 @@ def correctness(log: Log) -> bool:
 def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbols: int, full: bool) -> None:
     spec = PAPER_LAYERS[name]
     matrix = spec.random_matrix(bits, seed=0)
-    huff = HuffmanLayout.from_matrix(matrix, segment_symbols=segment_symbols, device="cuda")
+    huff = HuffmanLayout.from_matrix(matrix, segment_symbols=segment_symbols, device=DEVICE)
     base = {
         "layer": name,
         "bits": bits,
@@ -188,13 +188,13 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
     if full:
         from dc_kernels.triton_ops import triton_linear
 
-        fixed = GpuLayout.from_matrix(matrix, device="cuda")
+        fixed = GpuLayout.from_matrix(matrix, device=DEVICE)
         base["fixed_bits_per_weight"] = round(fixed.bits_per_kept_weight(), 3)
         base["bits_ratio"] = round(huff.bits_per_kept_weight() / fixed.bits_per_kept_weight(), 3)
         dense = dense_weight(matrix, torch.float16)
-    bias = torch.randn(spec.outputs, device="cuda")
+    bias = torch.randn(spec.outputs, device=DEVICE)
     for batch in (1, 8):
-        x = torch.randn(batch, spec.inputs, device="cuda", dtype=torch.float16)
+        x = torch.randn(batch, spec.inputs, device=DEVICE, dtype=torch.float16)
         kernels = {"huffman": lambda x=x: huffman_linear(x, huff, bias)}
         if full and name in VARIANT_LAYERS:  # the other variant of the fused kernel, side by side
             alt = not huffman_ops.USE_PREFETCH
@@ -211,6 +211,8 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
                 times[k] = (float("nan"), float("nan"))
             warm, cold = times[k]
             timing = {"us_warm": round(warm, 2), "us_cold": round(cold, 2), "correct": ok}
+            if k.startswith("huffman"):  # weights decoded per second inside the fused GEMV
+                timing["gsym_per_s"] = round(matrix.nnz / cold / 1e3, 1)
             rows.append({**base, "kernel": k, "batch": batch, **timing})
         hw, hc = times["huffman"]
         msg += f" | B={batch} huffman {hw:.1f}/{hc:.1f} us (warm/cold)"
@@ -220,6 +222,25 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
                 f"{times['cublas_fp16'][1] / hc:.1f}x faster than cuBLAS fp16 (cold)"
             )
     log(msg)
+
+
+def summarize(rows: list[dict], ok: bool) -> list[str]:
+    """The lines that compare the results with the targets; the last one is the verdict."""
+    main_rows = [r for r in rows if r["segment_symbols"] == DEFAULT_SEGMENT_SYMBOLS]
+    decoders = [r["gsym_per_s"] for r in main_rows if r["kernel"] == "huffman_decode"]
+    best = max(decoders, default=float("nan"))
+    summary = [f"decoder best {best} G symbols/s (target >= {TARGETS['decoder_gsym_s']})"]
+    vgg = {r["kernel"]: r for r in main_rows if r["layer"] == "vgg6" and r["batch"] == 1}
+    if {"huffman", "fixed", "cublas_fp16"} <= vgg.keys():
+        huff, fixed, cublas = (vgg[k]["us_cold"] for k in ("huffman", "fixed", "cublas_fp16"))
+        summary.append(
+            f"VGG-6 batch 1 cold: huffman {huff} us, x{huff / fixed:.2f} of fixed "
+            f"(target <= {TARGETS['vs_fixed']}), {cublas / huff:.1f}x faster than cuBLAS fp16 "
+            f"(target >= {TARGETS['vs_cublas_vgg6_b1']})"
+        )
+    good = ok and all(r.get("correct", True) for r in rows)
+    summary.append(f"correctness: {'ok' if good else 'FAILED'}")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,26 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             break
         bench_layer(name, bits, log, rows, seg, full)
         write_csv(out / "huffman_gpu.csv", rows, info)  # after every layer: a timeout keeps the rest
-    main_rows = [r for r in rows if r["segment_symbols"] == DEFAULT_SEGMENT_SYMBOLS and "us_cold" in r]
     print_table(
-        main_rows,
+        [r for r in rows if r["segment_symbols"] == DEFAULT_SEGMENT_SYMBOLS and "us_cold" in r],
         ["layer", "bits", "batch", "kernel", "us_warm", "us_cold", "huffman_bits_per_weight", "bits_ratio"],
     )
-    decs = [
-        r for r in rows if r["kernel"] == "huffman_decode" and r["segment_symbols"] == DEFAULT_SEGMENT_SYMBOLS
-    ]
-    best = max((r["gsym_per_s"] for r in decs), default=float("nan"))
-    vgg = {r["kernel"]: r for r in main_rows if r["layer"] == "vgg6" and r["batch"] == 1}
-    summary = [f"decoder best {best} G symbols/s (target >= {TARGETS['decoder_gsym_s']})"]
-    if {"huffman", "fixed", "cublas_fp16"} <= vgg.keys():
-        ratio = vgg["huffman"]["us_cold"] / vgg["fixed"]["us_cold"]
-        summary.append(
-            f"VGG-6 batch 1 cold: huffman {vgg['huffman']['us_cold']} us, "
-            f"x{ratio:.2f} of fixed (target <= {TARGETS['vs_fixed']}), "
-            f"{vgg['cublas_fp16']['us_cold'] / vgg['huffman']['us_cold']:.1f}x faster than cuBLAS fp16 "
-            f"(target >= {TARGETS['vs_cublas_vgg6_b1']})"
-        )
-    summary.append(f"correctness: {'ok' if ok and all(r.get('correct', True) for r in rows) else 'FAILED'}")
+    summary = summarize(rows, ok)
     for line in summary:
         log(line)
     log(f"wrote {out / 'huffman_gpu.csv'} and huffman_gpu.log")

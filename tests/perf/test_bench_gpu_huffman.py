@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from compress import random_compressed_matrix
+from compress import LayerSpec, random_compressed_matrix
 from perf import bench_gpu_huffman
 
 
@@ -20,3 +20,21 @@ def test_check_case_passes_and_catches_a_wrong_layer(monkeypatch, tmp_path):
     )
     assert not bench_gpu_huffman.check_case("wrong", matrix, log, batches=(1,), dtypes=(torch.float32,))
     assert "FAIL" in (tmp_path / "log.txt").read_text()
+
+
+def test_bench_layer_logic_on_a_small_layer(monkeypatch, tmp_path):
+    # The timing helpers need CUDA: replace them; everything else runs as on the GPU.
+    monkeypatch.setattr(bench_gpu_huffman, "DEVICE", "cpu")
+    monkeypatch.setattr(bench_gpu_huffman, "time_warm", lambda fn: (fn(), 2.0)[1])
+    monkeypatch.setattr(bench_gpu_huffman, "time_cold", lambda fn: (fn(), 3.0)[1])
+    small = LayerSpec("vgg6", 96, 24, 0.1)  # named like a variant layer: both kernel variants run
+    monkeypatch.setitem(bench_gpu_huffman.PAPER_LAYERS, "vgg6", small)
+    rows = []
+    log = bench_gpu_huffman.Log(tmp_path / "log.txt")
+    bench_gpu_huffman.bench_layer("vgg6", 4, log, rows, 32, full=True)
+    kernels = {(r["kernel"], r["batch"]) for r in rows}
+    assert ("huffman_decode", 0) in kernels and ("fixed", 8) in kernels and ("cublas_fp16", 1) in kernels
+    assert any(k.startswith("huffman_prefetch_") for k, _ in kernels)
+    assert all(r.get("correct", True) for r in rows) and "FAIL" not in (tmp_path / "log.txt").read_text()
+    summary = bench_gpu_huffman.summarize(rows, ok=True)
+    assert "x1.00 of fixed" in summary[1] and summary[-1] == "correctness: ok"  # every cold time is 3.0
