@@ -2,10 +2,11 @@
 
 Calls the compiled kernels of `csrc/sparse_linear.c` (see `cpu_build`), which keep only the
 codes (1 byte) and the columns (2 bytes, 4 beyond 32768 inputs) of every kept weight and decode
-in registers. The sparse loop does ``density * batch`` multiply-adds per weight of the layer at a
-lower rate than a dense GEMM, so from ``density * batch > SPARSE_MAX_WORK`` on the layer is
-decoded into a temporary dense float32 weight (compiled decoder) for one GEMM instead; the
-constant comes from the batch sweep of ``perf/bench_cpu.py``.
+in registers. The batch sweep of ``perf/bench_cpu.py --sweep`` sets the dispatch: batches of up to
+`GEMV_MAX_BATCH` rows run the batch-1 kernel once per row (the batched kernel pads the batch to a
+whole register); larger batches run the batched kernel, whose cost per multiply-add is about
+twice a dense GEMM's, so only layers denser than `DENSE_MIN_DENSITY` at batches of
+`DENSE_MIN_BATCH` or more are decoded, block by block, and multiplied by a dense GEMM instead.
 
 Where no C compiler works, PyTorch's sparse CSR kernels run instead on decoded float32 values
 that are built once and cached by the module (`pack`), at 8 more bytes per kept weight.
@@ -14,19 +15,20 @@ that are built once and cached by the module (`pack`), at 8 more bytes per kept 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from dc_kernels import cpu_build
 
-# The kernels' batch tiles are multiples of 8 (one AVX register of float32).
-BATCH_TILE = 8
-# density * batch up to which the sparse kernels beat decode + dense GEMM (perf/bench_cpu.py).
-SPARSE_MAX_WORK = 6.0
+# Measured by perf/bench_cpu.py --sweep (see the module docstring).
+GEMV_MAX_BATCH = 4
+DENSE_MIN_DENSITY = 0.4
+DENSE_MIN_BATCH = 128
+# Decoded rows per GEMM of the dense path: a block of about the size of a core's L2 cache.
+DECODE_BLOCK_BYTES = 2 << 20
 
 
 def uses_sparse(batch: int, density: float) -> bool:
     """Whether `cpu_linear` takes the sparse kernels (True) or decode + dense GEMM (False)."""
-    return batch * density <= SPARSE_MAX_WORK
+    return density < DENSE_MIN_DENSITY or batch < DENSE_MIN_BATCH
 
 
 def pack(
@@ -92,6 +94,26 @@ def _pointers(codebook, row_ptr, col_idx, codes) -> tuple[int, ...]:
     )
 
 
+def _decode_gemm(lib, xf, codebook, row_ptr, col_idx, codes, bias_f, in_features: int) -> torch.Tensor:
+    """x W^T + b by blocks of rows: decode a block into a cache-sized buffer, multiply it by x
+    (a GEMM), next block. Never holds the whole dense weight, and each block is multiplied
+    while it is still in cache."""
+    rows, batch = row_ptr.numel() - 1, xf.shape[0]
+    block_rows = max(1, min(rows, DECODE_BLOCK_BYTES // (4 * in_features)))
+    buffer = torch.empty(block_rows * in_features, dtype=torch.float32)
+    y_t = torch.empty((rows, batch), dtype=torch.float32)
+    row_ptr_address, *rest = _pointers(codebook, row_ptr, col_idx, codes)
+    threads = torch.get_num_threads()
+    for r0 in range(0, rows, block_rows):
+        n = min(block_rows, rows - r0)
+        block = buffer[: n * in_features].view(n, in_features)
+        # The row pointers are absolute offsets into col_idx/codes: pass the block's slice of them.
+        lib.dc_decode(n, in_features, row_ptr_address + 8 * r0, *rest, block.data_ptr(), threads)
+        torch.mm(block, xf.t(), out=y_t[r0 : r0 + n])
+    y = y_t.t().contiguous()
+    return y if bias_f is None else y.add_(bias_f)
+
+
 def cpu_linear(
     x2d: torch.Tensor,
     codebook: torch.Tensor,
@@ -119,19 +141,20 @@ def cpu_linear(
         raise ValueError(f"path must be None, 'sparse' or 'dense', got {path!r}")
     sparse = uses_sparse(batch, codes.numel() / (rows * in_features)) if path is None else path == "sparse"
     if not sparse:
-        weight = decode(codebook, row_ptr, col_idx, codes, in_features)
-        return F.linear(xf, weight, bias_f).to(x2d.dtype)
+        return _decode_gemm(lib, xf, codebook, row_ptr, col_idx, codes, bias_f, in_features).to(x2d.dtype)
     threads = torch.get_num_threads()
     common = _pointers(codebook, row_ptr, col_idx, codes)
     y = torch.empty((batch, rows), dtype=torch.float32)
     if batch == 0:
         return y.to(x2d.dtype)
     bias_ptr = None if bias_f is None else bias_f.data_ptr()
-    if batch == 1:
+    if batch <= GEMV_MAX_BATCH:
         xf = xf.contiguous()
-        lib.dc_gemv(rows, *common, xf.data_ptr(), bias_ptr, y.data_ptr(), threads)
+        for b in range(batch):
+            lib.dc_gemv(rows, *common, xf[b].data_ptr(), bias_ptr, y[b].data_ptr(), threads)
     else:
-        padded = -(-batch // BATCH_TILE) * BATCH_TILE
+        tile = lib.dc_batch_tile()  # x is padded to whole register tiles of batch columns
+        padded = -(-batch // tile) * tile
         xt = torch.zeros((in_features, padded), dtype=torch.float32)
         xt[:, :batch] = xf.t()
         lib.dc_gemm(rows, batch, padded, *common, xt.data_ptr(), bias_ptr, y.data_ptr(), threads)

@@ -90,11 +90,12 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         # rows, cols, row_ptr, col, col_bits, codes, codebook, k, out, threads
         "dc_decode": [i64, i64, ptr, ptr, cint, ptr, ptr, i64, ptr, cint],
         "dc_vector_bits": [],
+        "dc_batch_tile": [],
     }
     for name, argtypes in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes = argtypes
-        fn.restype = cint if name == "dc_vector_bits" else None
+        fn.restype = cint if name in ("dc_vector_bits", "dc_batch_tile") else None
     return lib
 
 

@@ -9,9 +9,9 @@
  * dc_gemv: batch 1. With AVX-512, 16 kept weights per step: codes widened to 32-bit lanes select
  *   their shared weight with one vpermt2ps over a 32-entry table held in two registers (codes of
  *   up to 5 bits) or a gather from a 256-entry table, and x is gathered at the columns.
- * dc_gemm: batch >= 2, x transposed to xt (in_features, bp), bp a multiple of 8: each kept weight
- *   is decoded once and multiplies a contiguous tile of up to 64 batch columns (the inner loops
- *   have constant trip counts so the compiler vectorizes them).
+ * dc_gemm: batch >= 2, x transposed to xt (in_features, bp), bp a multiple of dc_batch_tile() (16
+ *   with AVX-512, else 8): each kept weight is decoded once and multiplies a contiguous tile of up
+ *   to 64 batch columns held in registers.
  * dc_decode: the dense float32 weight, for batches where a dense GEMM beats the sparse loop.
  *
  * Threads: rows are cut into chunks that the calling thread and a small pool of helper threads
@@ -91,6 +91,33 @@ static inline __m512i load_cols_32(const int32_t *col, __mmask16 m) { return _mm
   }
 #endif
 
+static inline void store_tile(const job_t *j, int64_t r, int64_t b0, const float *acc, int64_t tb) {
+  const float b = j->bias ? j->bias[r] : 0.f;
+  const int64_t n = j->batch - b0 < tb ? j->batch - b0 : tb;
+  for (int64_t t = 0; t < n; ++t) j->y[(b0 + t) * j->rows + r] = acc[t] + b;
+}
+
+#ifdef DC_AVX512
+#define BATCH_TILE 16
+/* TB batch columns in TB / 16 registers (constant trip counts: the loops over v unroll). */
+#define DEFINE_TILE(W, COL_T, TB)                                                                       \
+  static void tile##TB##_##W(const job_t *j, int64_t r, int64_t b0) {                                   \
+    const COL_T *col = (const COL_T *)j->col;                                                           \
+    __m512 acc[TB / 16];                                                                                \
+    for (int v = 0; v < TB / 16; ++v) acc[v] = _mm512_setzero_ps();                                     \
+    for (int64_t i = j->row_ptr[r]; i < j->row_ptr[r + 1]; ++i) {                                       \
+      const __m512 w = _mm512_set1_ps(j->table[j->codes[i]]);                                           \
+      const float *xr = j->x + (int64_t)col[i] * j->bp + b0;                                            \
+      for (int v = 0; v < TB / 16; ++v) acc[v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * v), acc[v]); \
+    }                                                                                                   \
+    float out[TB];                                                                                      \
+    for (int v = 0; v < TB / 16; ++v) _mm512_storeu_ps(out + 16 * v, acc[v]);                           \
+    store_tile(j, r, b0, out, TB);                                                                      \
+  }
+#define DEFINE_TILE8(W, COL_T)
+#define TILE8(W, j, r, b0)
+#else
+#define BATCH_TILE 8
 #define DEFINE_TILE(W, COL_T, TB)                                                                       \
   static void tile##TB##_##W(const job_t *j, int64_t r, int64_t b0) {                                   \
     const COL_T *col = (const COL_T *)j->col;                                                           \
@@ -99,16 +126,18 @@ static inline __m512i load_cols_32(const int32_t *col, __mmask16 m) { return _mm
     for (int64_t i = j->row_ptr[r]; i < j->row_ptr[r + 1]; ++i) {                                       \
       const float w = j->table[j->codes[i]];                                                            \
       const float *xr = j->x + (int64_t)col[i] * j->bp + b0;                                            \
-      for (int t = 0; t < TB; ++t) acc[t] += w * xr[t];                                                 \
+      _Pragma("omp simd") for (int t = 0; t < TB; ++t) acc[t] += w * xr[t];                             \
     }                                                                                                   \
-    const float b = j->bias ? j->bias[r] : 0.f;                                                         \
-    const int64_t n = j->batch - b0 < TB ? j->batch - b0 : TB;                                          \
-    for (int64_t t = 0; t < n; ++t) j->y[(b0 + t) * j->rows + r] = acc[t] + b;                          \
+    store_tile(j, r, b0, acc, TB);                                                                      \
   }
+#define DEFINE_TILE8(W, COL_T) DEFINE_TILE(W, COL_T, 8)
+#define TILE8(W, j, r, b0) \
+  if (j->bp - b0 >= 8) tile8_##W(j, r, b0);
+#endif
 
 #define DEFINE_KERNELS(W, COL_T)                                                                        \
   DEFINE_DOT(W, COL_T)                                                                                  \
-  DEFINE_TILE(W, COL_T, 8)                                                                              \
+  DEFINE_TILE8(W, COL_T)                                                                                \
   DEFINE_TILE(W, COL_T, 16)                                                                             \
   DEFINE_TILE(W, COL_T, 32)                                                                             \
   DEFINE_TILE(W, COL_T, 64)                                                                             \
@@ -122,7 +151,7 @@ static inline __m512i load_cols_32(const int32_t *col, __mmask16 m) { return _mm
       for (; j->bp - b0 >= 64; b0 += 64) tile64_##W(j, r, b0);                                          \
       if (j->bp - b0 >= 32) tile32_##W(j, r, b0), b0 += 32;                                            \
       if (j->bp - b0 >= 16) tile16_##W(j, r, b0), b0 += 16;                                            \
-      if (j->bp - b0 >= 8) tile8_##W(j, r, b0);                                                         \
+      TILE8(W, j, r, b0)                                                                                \
     }                                                                                                   \
   }                                                                                                     \
   static void decode_rows_##W(const job_t *j, int64_t begin, int64_t end) {                             \
@@ -275,6 +304,9 @@ void dc_decode(int64_t rows, int64_t cols, const int64_t *row_ptr, const void *c
   const job_t job = {rows, cols, 0, 0, row_ptr, col, codes, table, k <= 32, NULL, NULL, out};
   parallel_rows(col_bits == 16 ? decode_rows_16 : decode_rows_32, &job, rows, rows * cols, nthreads);
 }
+
+/* The batch padding dc_gemm expects: bp must be a multiple of it. */
+int dc_batch_tile(void) { return BATCH_TILE; }
 
 /* Which dot-product path this build took (reported by benchmarks): 512 for AVX-512, 0 for C. */
 int dc_vector_bits(void) {

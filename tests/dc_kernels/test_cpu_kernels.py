@@ -72,6 +72,17 @@ def test_cpu_linear_matches_reference(lib, out_f, in_f, density, bits, batch):
     torch.testing.assert_close(no_bias + bias, y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_both_paths_at_any_batch(lib, out_f, in_f, density, bits, path):
+    m = random_compressed_matrix(out_f, in_f, density, bits, seed=11)
+    cb, rp, col, codes = tensors(m)
+    bias = torch.randn(out_f, generator=torch.Generator().manual_seed(1))
+    for batch in (1, 3, 5, 40, 130):
+        x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
+        assert_matches(cpu_backend.cpu_linear(x, cb, rp, col, codes, bias, in_f, [], path=path), x, m, bias)
+
+
 def test_empty_rows_and_no_kept_weight(lib):
     # Rows 0, 2 and 4 hold nothing; the second layer holds no weight at all.
     m = CompressedMatrix((5, 6), [0.5, -1.0], [0, 0, 2, 2, 3, 3], [1, 4, 0], [0, 1, 1], 1)
@@ -115,11 +126,11 @@ def test_decode_is_exact(lib, out_f, in_f, density, bits):
     assert torch.equal(decode_dense(cb, rp, col, codes, in_f), expected)
 
 
-def test_sparse_path_switch_follows_density_times_batch():
+def test_dense_path_only_for_dense_layers_at_large_batches():
     assert cpu_backend.uses_sparse(1, 1.0)
-    assert cpu_backend.uses_sparse(64, 0.09)
-    assert not cpu_backend.uses_sparse(64, 0.25)
-    assert not cpu_backend.uses_sparse(4096, 0.01)
+    assert cpu_backend.uses_sparse(4096, 0.09)
+    assert cpu_backend.uses_sparse(cpu_backend.DENSE_MIN_BATCH - 1, 1.0)
+    assert not cpu_backend.uses_sparse(cpu_backend.DENSE_MIN_BATCH, cpu_backend.DENSE_MIN_DENSITY)
 
 
 def test_portable_build_matches_reference(lib, tmp_path, monkeypatch):
