@@ -19,7 +19,7 @@ import torch
 from dc_kernels import cpu_build
 
 # Measured by perf/bench_cpu.py --sweep (see the module docstring).
-GEMV_MAX_BATCH = 4
+GEMV_MAX_BATCH = 2
 DENSE_MIN_DENSITY = 0.4
 DENSE_MIN_BATCH = 128
 # Decoded rows per GEMM of the dense path: a block of about the size of a core's L2 cache.

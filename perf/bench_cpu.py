@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median over rounds)")
     parser.add_argument("--repeat", type=int, default=10, help="calls per round")
     parser.add_argument("--sweep", action="store_true", help="batch sweep of the two CPU paths instead")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results" / "cpu")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     if cpu_build.library() is None:
