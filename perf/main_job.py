@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     progress("[1/3] digits network: compress (dcomp demo), then CPU and EIE")
+    phase = time.perf_counter()
     digits = collect_digits(
         args.out / "demo",
         seeds=args.seeds,
@@ -105,18 +106,23 @@ def main(argv: list[str] | None = None) -> int:
         progress=progress,
     )
 
+    seconds = {"digits": time.perf_counter() - phase}
+
     if args.no_gpu or not gpu_available():
         why = "--no-gpu" if args.no_gpu else "no CUDA GPU on this machine"
         progress(f"[2/3] GPU: skipped ({why}); the report reads committed results under perf/results/")
     else:
         progress("[2/3] GPU: timing cuBLAS, the fixed-width and the Huffman kernels on the paper's layers")
+        phase = time.perf_counter()
         folder = measure_gpu(args.out / "gpu", config.layers, progress)
+        seconds["gpu"] = time.perf_counter() - phase
         if folder is not None:
             config = dataclasses.replace(config, gpu_folder=folder, gpu_origin="measured now")
 
     progress(f"[3/3] report: {len(config.layers)} paper layers on the CPU, GPU results, EIE")
     data = collect(config, progress)
     data.digits = digits
+    data.phase_seconds = {**seconds, **data.phase_seconds}
     report_dir = args.out / "report"
     written = write_report(data, report_dir, shlex.join(["dcomp", "run", *argv]))
 
