@@ -108,6 +108,9 @@ def decode_relative(layer: RelativeIndexLayer) -> CompressedMatrix:
     row_ptr = np.asarray(layer.row_ptr, dtype=np.int64)
     if row_ptr.size != rows + 1 or row_ptr[0] != 0 or row_ptr[-1] != z.size:
         raise ValueError(f"row_ptr must run from 0 to {z.size} over {rows + 1} entries")
+    # Range first: np.diff of huge values would overflow int64 and hide a non-monotone pointer.
+    if np.any((row_ptr < 0) | (row_ptr > z.size)):
+        raise ValueError(f"row_ptr values must lie in [0, {z.size}]")
     if np.any(np.diff(row_ptr) < 0):
         raise ValueError("row_ptr is not monotone")
     if np.asarray(layer.codes).size != z.size:

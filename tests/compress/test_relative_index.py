@@ -59,3 +59,13 @@ def test_corrupt_stream_is_rejected():
 def test_index_bits_range(index_bits):
     with pytest.raises(ValueError, match="index_bits"):
         encode_relative(random_compressed_matrix(2, 2, 1.0, 1), index_bits)
+
+
+def test_huge_row_pointers_are_rejected_not_overflowed():
+    m = random_compressed_matrix(3, 10, 0.5, 2, seed=0)
+    layer = encode_relative(m, 4)
+    row_ptr = layer.row_ptr.copy()
+    row_ptr[1] = np.iinfo(np.int64).max
+    bad = type(layer)(layer.shape, layer.bits, 4, layer.codebook, row_ptr, layer.z, layer.codes)
+    with pytest.raises(ValueError, match="row_ptr values"):
+        decode_relative(bad)
