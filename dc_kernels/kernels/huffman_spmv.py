@@ -26,9 +26,11 @@ import triton.language as tl
 
 @triton.jit
 def _segment_bounds(
-    prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS: tl.constexpr, NCB: tl.constexpr
+    prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS: tl.constexpr, NCB: tl.constexpr
 ):
-    """(segment ids, start bits, end bits, block index) of the program's ``ROWS x NCB`` lanes."""
+    """(segment ids, start bits, end bits, block index) of the program's ``ROWS x NCB`` lanes,
+    clamped to the ``n_bits`` bits of the words array: even offsets that skipped validation
+    cannot send a read outside it (every read lies in ``[start, end)``)."""
     r = tl.arange(0, ROWS)[:, None]
     c = tl.arange(0, NCB)[None, :]
     seg = pid.to(tl.int64) * (ROWS * NCB) + r * NCB + c
@@ -40,7 +42,8 @@ def _segment_bounds(
     before_row = tl.cumsum(row_total, axis=0) - row_total
     base = tl.load(prog_base_ptr + pid)
     start = base + (before_row[:, None] + tl.cumsum(length, axis=1) - length).to(base.dtype)
-    return seg, start, start + length.to(base.dtype), c
+    end = tl.minimum(start + length.to(base.dtype), n_bits)
+    return seg, tl.minimum(tl.maximum(start, 0), end), end, c
 
 
 @triton.jit
@@ -87,6 +90,7 @@ def huffman_spmm_kernel(
     n_seg,
     len_base,
     len_unit,
+    n_bits,
     block_cols,
     table_bits,
     batch,
@@ -106,7 +110,7 @@ def huffman_spmm_kernel(
     ahead, so no word load sits on the decode chain (more integer work per step instead)."""
     pid = tl.program_id(0)
     _, pos, end, block = _segment_bounds(
-        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS, NCB
+        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS, NCB
     )
     stop = end - (len_unit - 1)
     colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
@@ -179,6 +183,7 @@ def huffman_decode_kernel(
     nnz,
     len_base,
     len_unit,
+    n_bits,
     block_cols,
     table_bits,
     ROWS: tl.constexpr,
@@ -187,7 +192,7 @@ def huffman_decode_kernel(
     """Decode the program's segments into ``codes`` (uint8) and ``cols`` (int32), CSR order."""
     pid = tl.program_id(0)
     seg, pos, end, block = _segment_bounds(
-        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, ROWS, NCB
+        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS, NCB
     )
     stop = end - (len_unit - 1)
     colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))

@@ -97,13 +97,19 @@ def test_corrupt_stream_still_writes_every_output_once():
     # Bypass load-time validation: the kernel must still terminate and write each output.
     matrix = random_compressed_matrix(9, 50, 0.3, 4, seed=fresh_seed())
     layout = HuffmanLayout.from_matrix(matrix, segment_symbols=4)
-    words = layout.words.clone()
-    words.view(-1)[:] = torch.randint(-(2**31), 2**31 - 1, words.shape, dtype=torch.int32)
-    corrupt = dataclasses.replace(layout, words=words)
-    for prefetch in (False, True):
-        out = torch.full((2, 9), float("nan"))
-        huffman_linear(torch.randn(2, 50), corrupt, out=out, prefetch=prefetch)
-        assert not torch.isnan(out).any()
+    words = torch.randint(-(2**31), 2**31 - 1, layout.words.shape, dtype=torch.int32)
+    # Random stream; then also offsets and lengths pointing anywhere (clamped to the stream).
+    prog_base = torch.randint(-(2**20), 2**20, layout.prog_base.shape, dtype=layout.prog_base.dtype)
+    seg_len = torch.randint(0, 256, layout.seg_len.shape, dtype=torch.uint8)
+    for corrupt in (
+        dataclasses.replace(layout, words=words),
+        dataclasses.replace(layout, words=words, prog_base=prog_base, seg_len=seg_len),
+    ):
+        for prefetch in (False, True):
+            out = torch.full((2, 9), float("nan"))
+            huffman_linear(torch.randn(2, 50), corrupt, out=out, prefetch=prefetch)
+            assert not torch.isnan(out).any()
+        huffman_decode(corrupt)  # terminates, writes only inside its outputs
 
 
 def test_bad_input():
