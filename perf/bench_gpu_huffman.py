@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bits", type=int, nargs="+", default=[5], help="code widths (default 5, as DC's FC)"
     )
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
-    parser.add_argument("--budget", type=float, default=105.0, help="seconds; later layers are skipped")
+    parser.add_argument("--budget", type=float, default=90.0, help="seconds; later layers are skipped")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_gpu_huffman: needs a CUDA GPU", file=sys.stderr)
