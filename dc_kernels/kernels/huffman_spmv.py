@@ -7,14 +7,15 @@ output element written exactly once). A program first finds its segments' start 
 prefix sum of their stored lengths, then runs ``prog_steps[pid]`` lockstep steps; in each step
 every lane with at least a length unit left (the rest is padding) decodes one joint symbol:
 
-* peek ``TABLE_BITS`` bits at the lane's bit position from two 32-bit words (the second read only
+* peek ``table_bits`` bits at the lane's bit position from two 32-bit words (the second read only
   when it lies inside the segment: every read is bounded by the segment's recorded extent);
 * one lookup in the flat table gives (length, is_weight, code, column advance);
 * a weight multiplies the ``BB`` batch columns of x at its column (decoded once for the batch).
 
 The table holds only valid entries or 0 (length 0: a lane on a corrupt pattern stops advancing),
-peeks are masked to ``TABLE_BITS`` bits, x reads are masked to ``col < n_cols`` and the loop count
-is stored, so even a stream that skipped validation reads and writes nothing out of bounds.
+peeks have ``table_bits`` bits, segment extents are clamped to the words array, x reads are masked
+to ``col < n_cols``, decoder writes to ``< nnz`` and the loop count is stored, so even a layout that
+skipped validation reads and writes nothing out of bounds.
 References: `HuffmanLayout.decode` (same steps in NumPy) and `huffman_ops.reference_linear`.
 """
 
