@@ -11,8 +11,9 @@ the number ``r < E`` of pruned columns skipped before it; a gap ``g >= E`` is pr
 at once. On the paper's random layers (uniform codes) the joint code costs the same bits as
 Huffman-coding codes and gaps separately and comes within 0.5% of the entropy of codes plus
 gaps, while decoding needs one lookup per weight instead of two (README: measured bits). ``E``
-is chosen per layer among powers of two (and the largest that fits the table), minimizing the
-GPU-resident bits plus one bit per escape (an escape costs a decode step, like a weight).
+is chosen per layer among powers of two (and the largest that fits the table), together with the
+length limit (12, 10 or 8 bits: small layers prefer small tables), minimizing the GPU-resident
+bits plus one bit per escape (an escape costs a decode step, like a weight).
 
 Codes are canonical and length-limited (`compress.huffman`, at most ``MAX_TABLE_BITS`` = 12
 bits), so one flat table of ``2**T`` int32 entries (``T`` <= 12: at most 16 KB) decodes a step.
@@ -22,10 +23,10 @@ Segments: column blocks of rows
 -------------------------------
 The columns are cut into ``col_blocks`` (a power of two) blocks of ``block_cols`` columns; a
 segment is one row's kept weights in one block, gaps counted from the block's first column.
-Segments are stored in row-major order (segment ``row * col_blocks + block``), bit-contiguous
-(no padding between them). One GPU program decodes ``rows_per_program`` whole rows, one lane per
-segment, so a row's partial sums are reduced inside the program (no atomics) and no segment
-needs a stored row or column. ``col_blocks`` is picked so that a segment holds about
+Segments are stored in row-major order (segment ``row * col_blocks + block``), one after the
+other (padded only to their length unit, below). One GPU program decodes ``rows_per_program``
+whole rows, one lane per segment, so a row's partial sums are reduced inside the program (no
+atomics) and no segment needs a stored row or column. ``col_blocks`` is picked so that a segment holds about
 ``segment_symbols`` symbols: the steps of the decode chain, traded against offset bits.
 
 Offsets: ``prog_base[p]`` is the bit where program ``p``'s first segment starts
