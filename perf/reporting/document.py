@@ -33,7 +33,7 @@ class Block:
 
 def _range(values) -> str:
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return f"{min(finite):.3g}-{max(finite):.3g}" if finite else "-"
+    return f"{format_number(min(finite))}-{format_number(max(finite))}" if finite else "-"
 
 
 def summary(data: ReportData, frame: pd.DataFrame) -> list[str]:
@@ -57,8 +57,8 @@ def summary(data: ReportData, frame: pd.DataFrame) -> list[str]:
     else:
         for key in (k for k in keys if k.startswith("gpu_")):
             lines.append(
-                f"{PLATFORMS[key]} ({data.gpu.gpu}), batch 1: {mean(f'speedup_{key}')}x faster than CPU "
-                f"dense (geometric mean; per layer {_range(frame[f'speedup_{key}'])})."
+                f"{PLATFORMS[key]} on the {data.gpu.gpu}, batch 1: {mean(f'speedup_{key}')}x faster than "
+                f"CPU dense (geometric mean; per layer {_range(frame[f'speedup_{key}'])})."
             )
         if {"gpu_fixed", "gpu_dense"} <= set(keys):
             ratio = format_number(geometric_mean(frame["gpu_dense_us"] / frame["gpu_fixed_us"]))

@@ -33,8 +33,9 @@ def _pyplot():
 
 def _plain_log_axis(axis) -> None:
     """Log-scale tick labels as plain numbers (1, 10, 100) rather than powers; no minor labels."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    axis.set_major_locator(LogLocator(base=axis.get_transform().base, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -44,7 +45,7 @@ def _bars(frame: pd.DataFrame, data: ReportData, prefix: str, ylabel: str, title
     plt = _pyplot()
     keys = [k for k in platforms(data) if k != BASELINE]
     labels = [*frame.index, "geo. mean"]
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(labels) + 4), 4.5))
     width = 0.8 / len(keys)
     x = np.arange(len(labels))
     for i, key in enumerate(keys):
@@ -61,7 +62,7 @@ def _bars(frame: pd.DataFrame, data: ReportData, prefix: str, ylabel: str, title
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -124,7 +124,11 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
             "Time per layer, batch 1 (us)",
             frame[[f"{k}_us" for k in keys]].set_axis([label[k] for k in keys], axis=1),
             "CPU: medians measured now (float32). "
-            + ("GPU: the results folder named above (L2 flushed before each call). " if data.gpu else "")
+            + (
+                "GPU: the results folder named above (float16 inputs, L2 flushed before each call). "
+                if data.gpu
+                else ""
+            )
             + "EIE: cycles of the model / clock. Lower is better.",
         ),
         Table(

@@ -1,9 +1,12 @@
 """`dcomp run --quick` and `dcomp report` at reduced size: the report's files, tables and plots
 exist and hold numbers; GPU results are shown when a results folder exists and absent otherwise."""
 
+from pathlib import Path
+
 import pytest
 
 from perf import main_job, report
+from perf.gpu_results import read_gpu_results
 from tests.perf.gpu_fixtures import huffman_time, kernel_times, write_huffman_csv, write_kernel_csv
 from tests.perf.report_checks import check_png, markdown_tables, number, numeric_body, positive, read_csv
 
@@ -118,3 +121,28 @@ def test_report_shows_committed_gpu_results(tmp_path):
     assert float(row["energy_gpu_fixed_uj"]) == pytest.approx(expected["ours"] * 700.0)
     assert row["gpu"] == "NVIDIA H200"
     check_png(out / "speedup.png")
+
+
+def test_measure_gpu_uses_the_huffman_benchmark_output(tmp_path, monkeypatch):
+    """`dcomp run` on a GPU machine: the benchmark's folder becomes the report's GPU source; a
+    failing benchmark leaves the committed results in charge."""
+    from perf import bench_gpu_huffman
+
+    def fake_benchmark(argv):
+        out = argv[argv.index("--out") + 1]
+        layers = argv[argv.index("--layers") + 1 :]
+        write_huffman_csv(Path(out), layers, "NVIDIA H200", "2026-11-28T23:04:00Z")
+        return 0
+
+    monkeypatch.setattr(bench_gpu_huffman, "main", fake_benchmark)
+    messages = []
+    folder = main_job.measure_gpu(tmp_path / "gpu", ("nt-lstm",), messages.append)
+    assert folder == tmp_path / "gpu" and messages == []
+    assert read_gpu_results(folder).layers["nt-lstm"].huffman_us == huffman_time(0)
+
+    def failing_benchmark(argv):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(bench_gpu_huffman, "main", failing_benchmark)
+    assert main_job.measure_gpu(tmp_path / "gpu2", ("nt-lstm",), messages.append) is None
+    assert "out of memory" in messages[0]
