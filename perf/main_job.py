@@ -98,13 +98,17 @@ def main(argv: list[str] | None = None) -> int:
 
     progress("[1/3] digits network: compress (dcomp demo), then CPU and EIE")
     phase = time.perf_counter()
-    digits = collect_digits(
-        args.out / "demo",
-        seeds=args.seeds,
-        epochs_scale=QUICK_EPOCHS_SCALE if args.quick else 1.0,
-        cpu=CpuConfig.quick(batches=(1,), threads=args.threads) if args.quick else cpu,
-        progress=progress,
-    )
+    digits = None
+    if importlib.util.find_spec("sklearn") is None:
+        progress("digits: skipped, scikit-learn is not installed (pip install 'deep-compression[examples]')")
+    else:
+        digits = collect_digits(
+            args.out / "demo",
+            seeds=args.seeds,
+            epochs_scale=QUICK_EPOCHS_SCALE if args.quick else 1.0,
+            cpu=CpuConfig.quick(batches=(1,), threads=args.threads) if args.quick else cpu,
+            progress=progress,
+        )
 
     seconds = {"digits": time.perf_counter() - phase}
 

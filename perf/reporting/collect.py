@@ -71,6 +71,7 @@ class ReportConfig:
                 isinstance(value, (int, float)) and math.isfinite(value) and value > 0
             ):
                 raise ValueError(f"{name} must be a positive number of watts, got {value!r}")
+        self.cpu_config()  # validates threads
 
     def cpu_config(self) -> CpuConfig:
         fields = {"seed": self.seed, "threads": self.threads}

@@ -7,6 +7,7 @@ import pytest
 
 from perf import main_job, report
 from perf.gpu_results import read_gpu_results
+from perf.reporting.collect import ReportConfig
 from tests.perf.gpu_fixtures import huffman_time, kernel_times, write_huffman_csv, write_kernel_csv
 from tests.perf.report_checks import check_png, markdown_tables, number, numeric_body, positive, read_csv
 
@@ -146,3 +147,19 @@ def test_measure_gpu_uses_the_huffman_benchmark_output(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_gpu_huffman, "main", failing_benchmark)
     assert main_job.measure_gpu(tmp_path / "gpu2", ("nt-lstm",), messages.append) is None
     assert "out of memory" in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"layers": ("llm-4096x4096-d10",)}, "paper layers"),
+        ({"layers": ()}, "paper layers"),
+        ({"bits": 9}, "bits"),
+        ({"cpu_watts": -1.0}, "cpu_watts"),
+        ({"gpu_watts": float("nan")}, "gpu_watts"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_report_config_rejects_bad_values(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ReportConfig(**fields)
