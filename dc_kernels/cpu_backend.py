@@ -20,7 +20,7 @@ from dc_kernels import cpu_build
 
 # Measured by perf/bench_cpu.py --sweep (see the module docstring).
 GEMV_MAX_BATCH = 2
-DENSE_MIN_DENSITY = 0.4
+DENSE_MIN_DENSITY = 0.5
 DENSE_MIN_BATCH = 128
 # Decoded rows per GEMM of the dense path: a block of about the size of a core's L2 cache.
 DECODE_BLOCK_BYTES = 2 << 20
