@@ -116,11 +116,8 @@ def time_layer(name: str, args, thread_counts: list[int]) -> list[dict]:
 
 
 def run_layers(args) -> list[dict]:
-    default_threads = torch.get_num_threads()
-    thread_counts = sorted({1, default_threads}) if args.threads is None else args.threads
-    rows = [row for name in args.layers for row in time_layer(name, args, thread_counts)]
-    torch.set_num_threads(default_threads)
-    return rows
+    thread_counts = sorted({1, torch.get_num_threads()}) if args.threads is None else args.threads
+    return [row for name in args.layers for row in time_layer(name, args, thread_counts)]
 
 
 COLUMNS = (
@@ -164,13 +161,14 @@ def run_sweep(args) -> list[dict]:
         torch.set_num_threads(args.threads[0])
     rows = []
     for density in SWEEP_DENSITIES:
-        matrix = random_compressed_matrix(4096, 4096, density, args.bits, seed=1)
+        matrix = random_compressed_matrix(args.sweep_size, args.sweep_size, density, args.bits, seed=1)
         module = CompressedLinear.from_matrix(matrix)
         weight = torch.from_numpy(matrix.to_dense())
         for batch in SWEEP_BATCHES:
-            x = torch.randn(batch, 4096)
+            x = torch.randn(batch, args.sweep_size)
             times = interleaved(sweep_contenders(weight, module, x), args.rounds, max(1, args.repeat // 2))
             row = {
+                "size": args.sweep_size,
                 "density": density,
                 "batch": batch,
                 **{f"{k}_ms": v * 1e3 for k, v in times.items()},
@@ -208,7 +206,7 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("batch")
     ax.set_ylabel("time(decode + GEMM) / time(sparse kernels)")
     ax.set_title(
-        f"4096x4096, float32, {rows[0]['threads']} thread(s): sparse wins above 1\n"
+        f"{rows[0]['size']}x{rows[0]['size']}, float32, {rows[0]['threads']} thread(s): sparse wins above 1\n"
         f"auto: decode + GEMM at density >= {cpu_backend.DENSE_MIN_DENSITY} and batch >= "
         f"{cpu_backend.DENSE_MIN_BATCH}"
     )
@@ -230,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median over rounds)")
     parser.add_argument("--repeat", type=int, default=10, help="calls per round")
     parser.add_argument("--sweep", action="store_true", help="batch sweep of the two CPU paths instead")
+    parser.add_argument("--sweep-size", type=int, default=4096, help="the sweep's square layer size")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results" / "cpu")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -240,17 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     info = machine_info("cpu")
     start = conditions()
-    if args.sweep:
-        rows = run_sweep(args)
-        csv_path = write_csv(args.out / "bench_cpu_sweep.csv", rows, info)
-        plot_sweep(rows, args.out / "bench_cpu_sweep.png")
-        print_table(rows, SWEEP_COLUMNS)
-    else:
-        rows = run_layers(args)
-        csv_path = write_csv(args.out / "bench_cpu.csv", rows, info)
-        print_table(rows, COLUMNS)
-        print()
-        print("\n".join(verdicts(rows)))
+    threads = torch.get_num_threads()
+    try:
+        if args.sweep:
+            rows = run_sweep(args)
+            csv_path = write_csv(args.out / "bench_cpu_sweep.csv", rows, info)
+            plot_sweep(rows, args.out / "bench_cpu_sweep.png")
+            print_table(rows, SWEEP_COLUMNS)
+        else:
+            rows = run_layers(args)
+            csv_path = write_csv(args.out / "bench_cpu.csv", rows, info)
+            print_table(rows, COLUMNS)
+            print()
+            print("\n".join(verdicts(rows)))
+    finally:
+        torch.set_num_threads(threads)  # the runs set their own thread counts
     end = conditions()
     print(
         f"\nconditions: {info['cpu']}, {start['logical_cpus']} logical CPUs, torch {info['torch']}, "

@@ -1,0 +1,38 @@
+import csv
+
+import pytest
+import torch
+
+from dc_kernels import cpu_build
+from perf.bench_cpu import main
+
+
+@pytest.fixture(autouse=True)
+def compiled_kernels():
+    if cpu_build.library() is None:
+        pytest.skip(f"no C compiler: {cpu_build.failure()}")
+
+
+def test_layers_side_by_side(tmp_path, capsys):
+    args = ["--layers", "nt-we", "--batches", "1", "3", "--threads", "1", "--rounds", "1", "--repeat", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "bench_cpu.csv").open()))
+    assert [(r["layer"], r["batch"], r["threads"]) for r in rows] == [
+        ("nt-we", "1", "1"),
+        ("nt-we", "3", "1"),
+    ]
+    for row in rows:
+        assert float(row["dense_ms"]) > 0 and float(row["compressed_ms"]) > 0
+        assert float(row["rel_error"]) < 1e-5
+        assert 0 < float(row["memory_ratio"]) < 1 and row["commit"] and row["load_avg_1min"]
+    assert "conditions:" in capsys.readouterr().out
+
+
+def test_sweep_writes_csv_and_plot(tmp_path):
+    threads = torch.get_num_threads()
+    assert main(["--sweep", "--sweep-size", "96", "--threads", "1", "--rounds", "1", "--repeat", "1",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "bench_cpu_sweep.csv").open()))
+    assert len(rows) == 5 * 8 and {r["auto_path"] for r in rows} == {"sparse", "decode+gemm"}
+    assert (tmp_path / "bench_cpu_sweep.png").stat().st_size > 0
+    assert torch.get_num_threads() == threads  # restored
