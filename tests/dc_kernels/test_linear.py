@@ -279,3 +279,26 @@ def test_import_never_initializes_cuda():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_backends_and_moves(dtype):
+    layer = make_layer(300, 1000, 0.1, seed=10).to(dtype)
+    cpu_x = torch.randn(5, 3, 1000).to(dtype)
+    expected = dense_output(layer, cpu_x)
+    layer.cuda()
+    assert layer.codebook.is_cuda and layer.codebook.dtype == torch.float32
+    x = cpu_x.cuda()
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    with torch.no_grad():
+        for backend in ("auto", "triton", "huffman", "reference"):
+            layer.backend = backend
+            for batch in (1, 16, 5 * 3):
+                y = layer(x.reshape(-1, 1000)[:batch])
+                assert y.dtype == dtype and y.is_cuda
+                assert rel_error(y.float().cpu(), expected.reshape(-1, 300)[:batch]) <= tolerance
+        layer.backend = "auto"
+        compiled = torch.compile(layer, fullgraph=True)
+        assert rel_error(compiled(x).float().cpu(), expected) <= tolerance
+        assert rel_error(layer.cpu()(cpu_x).float(), expected) <= tolerance
