@@ -1,14 +1,23 @@
 """Per-layer 1-D k-means for weight sharing (the paper's trained quantization, stage 2).
 
-Fast because the data is one-dimensional: the values are sorted once, a cluster is then a
-contiguous run of the sorted values whose ends are found by bisecting the centroid midpoints
-(``searchsorted``), and every cluster mean (and squared error) comes from two reads of a prefix
-sum. Memory: about 20 bytes per value (the sorted copy and two float64 prefix sums). Lloyd
-needs hundreds to thousands of such steps on smooth weight distributions; for large layers
-most of them run on a 1M-value quantile sample of the sorted values, and the full data
-continues from there to its own fixed point. One Lloyd
-iteration therefore costs O(k log n), not O(n k); the O(n log n) sort and one O(n log k)
-assignment pass dominate.
+Fast because the data is one-dimensional: with the centroids sorted, a cluster is every value
+between two centroid midpoints, so Lloyd's algorithm only needs, at each midpoint, the count,
+sum and sum of squares of the values at or below it (cumulative statistics). Cluster means and
+squared errors are differences of those; one iteration costs O(k log m) for m stored points,
+never O(n k).
+
+* Small layers (up to ``_EXACT_MAX`` values): the distinct values are sorted once with their
+  multiplicities, and Lloyd runs on them exactly.
+* Large layers: no sort. One pass bins the values into ``_BINS`` equal-width bins over
+  [min, max] with exact float64 count, sum and sum of squares per bin. Lloyd first runs on the
+  bins (each bin a weighted point at its mean), then continues on the values to an exact fixed
+  point: every bin lies wholly in one cluster except the few holding a midpoint, and only the
+  values of the bins around the midpoints are gathered and sorted (one more pass, repeated only
+  if a midpoint drifts out of them). The bin of a value is a monotone function of it (float32
+  subtract, multiply, clip, truncate), so values in lower bins are always smaller: the
+  statistics are exact, not approximations. The codes come from a per-bin table, with a
+  bisection only for the values in the bins that hold a midpoint. Cost: a few O(n) passes;
+  memory: O(chunk + bins + gathered values).
 
 Behaviour at the edges (documented, tested):
 
@@ -35,8 +44,16 @@ from compress.matrix import check_bits
 INITS = ("linear", "density", "random")
 # Values are processed in chunks so that the work arrays stay small for 100M-value layers.
 _CHUNK = 1 << 22
-# Layers above 4x this many values first iterate on a quantile sample of this size.
-_SAMPLE = 1 << 20
+# Layers of at most this many values are sorted and clustered directly.
+_EXACT_MAX = 1 << 20
+# Histogram bins of a large layer (cluster statistics are exact whatever the number).
+_BINS = 1 << 16
+# Occupied bins gathered on each side of the bin of a midpoint, beyond the one needed; doubled
+# whenever a midpoint moves out of them, so a drifting exact phase gathers O(log bins) times.
+_MARGIN = 1
+# Halvings of a Newton step before falling back to the Lloyd step.
+_BACKTRACK = 4
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -70,9 +87,11 @@ def kmeans_1d(
 
     ``init``: ``"linear"`` (evenly spaced between min and max, the paper's best and the default),
     ``"density"`` (quantiles of the values) or ``"random"`` (Forgy: distinct random values,
-    drawn with ``seed``). Iterations stop when the partition no longer changes or no centroid
-    moves by more than ``tol`` times the value range. The result is deterministic for given
-    inputs and seed. ``name`` is the layer named in error messages.
+    drawn with ``seed``; on large layers, means of distinct random histogram bins). Iterations
+    stop when the partition no longer changes or no centroid moves by more than ``tol`` times
+    the value range; ``max_iter`` bounds them (on large layers, separately for the histogram
+    and the exact phase). The result is deterministic for given inputs and seed. ``name`` is
+    the layer named in error messages.
     """
     bits = check_bits(bits)
     check_init(init)
@@ -82,130 +101,419 @@ def kmeans_1d(
     n = flat.size
     if n == 0:
         raise EmptyLayerError(f"layer {name!r}: no values to cluster")
-    ordered = np.sort(flat)
-    # After sorting, -inf sits first and +inf/NaN sit last: two reads check the whole layer.
-    if not (np.isfinite(ordered[0]) and np.isfinite(ordered[-1])):
-        bad = int(np.count_nonzero(~np.isfinite(flat)))
+    lo, hi = flat.min(), flat.max()  # NaN propagates into both
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = ~np.isfinite(flat)
         raise NonFiniteWeightError(
-            f"layer {name!r}: {bad} of {n} values are NaN or inf (e.g. {flat[~np.isfinite(flat)][0]})"
+            f"layer {name!r}: {int(np.count_nonzero(bad))} of {n} values are NaN or inf (e.g. {flat[bad][0]})"
         )
     k = 1 << bits
-    if np.count_nonzero(ordered[1:] != ordered[:-1]) < k:  # at most k distinct values
-        distinct = _distinct(ordered)
-        return KMeansResult(distinct, _assign(flat, distinct), 0, True, 0.0)
-
-    centroids = _initial_centroids(ordered, k, init, np.random.default_rng(seed))
-    span = float(ordered[-1]) - float(ordered[0])
-    iterations = 0
-    if n > 4 * _SAMPLE:
-        # Warm start on an evenly strided sample of the sorted values (a quantile sample): most of
-        # Lloyd's many small steps run on 1M values, the full data only finishes the job.
-        sample = _SortedValues(np.ascontiguousarray(ordered[:: n // _SAMPLE]))
-        centroids, iterations, _ = sample.lloyd(centroids, max_iter, tol * span)
-    full = _SortedValues(ordered)
-    centroids, more, converged = full.lloyd(centroids, max_iter, tol * span)
-    codebook = np.unique(centroids.astype(np.float32))
-    ends = np.searchsorted(ordered, _midpoints_below(codebook), side="right")
-    codebook = codebook[np.diff(np.concatenate(([0], ends, [n]))) > 0]
-    codes = _assign(flat, codebook)
-    return KMeansResult(codebook, codes, iterations + more, converged, full.inertia(codebook))
-
-
-class _SortedValues:
-    """Sorted values with float64 prefix sums of the values and their squares: the sum and the
-    squared error of any contiguous run (a 1-D cluster) in O(1)."""
-
-    def __init__(self, ordered: np.ndarray) -> None:
-        self.values = ordered
-        self.prefix = _prefix_sum(ordered, square=False)
-        self.prefix_sq = _prefix_sum(ordered, square=True)
-
-    def runs(self, sorted_centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end (exclusive) of each centroid's cluster in the sorted values."""
-        inner = np.searchsorted(self.values, _midpoints_below(sorted_centroids), side="right")
-        return np.concatenate(([0], inner)), np.concatenate((inner, [self.values.size]))
-
-    def lloyd(self, centroids: np.ndarray, max_iter: int, max_shift: float) -> tuple[np.ndarray, int, bool]:
-        """Lloyd iterations from sorted ``centroids``; stops when the partition repeats or no
-        centroid moves more than ``max_shift``. Returns (centroids, iterations, converged)."""
-        previous = None
-        for iteration in range(1, max_iter + 1):
-            start, end = self.runs(centroids)
-            if previous is not None and np.array_equal(end, previous):
-                return centroids, iteration - 1, True
-            previous = end
-            counts = end - start
-            sums = self.prefix[end] - self.prefix[start]
-            updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-            if not counts.all():
-                self._relocate_empty(updated, counts, sums, start, end)
-            updated = np.sort(updated)
-            shift = float(np.max(np.abs(updated - centroids)))
-            centroids = updated
-            if shift <= max_shift:
-                return centroids, iteration, True
-        return centroids, max_iter, False
-
-    def _relocate_empty(self, centroids, counts, sums, start, end) -> None:
-        """Move each empty cluster's centroid onto the value farthest from its centroid in the
-        cluster of largest squared error (as scikit-learn does), in place; that value then
-        belongs to it, so the inertia drops and no centroid is wasted."""
-        occupied = counts > 0
-        error = np.zeros(counts.size)
-        error[occupied] = (self.prefix_sq[end] - self.prefix_sq[start] - sums**2 / np.maximum(counts, 1))[
-            occupied
-        ]
-        for empty in np.flatnonzero(~occupied):
-            donor = int(np.argmax(error))
-            if error[donor] <= 0:
-                return
-            low, high = float(self.values[start[donor]]), float(self.values[end[donor] - 1])
-            mean = centroids[donor]
-            centroids[empty] = low if mean - low > high - mean else high
-            error[donor] = 0.0
-
-    def inertia(self, codebook: np.ndarray) -> float:
-        """Sum of squared distances of the values to their nearest entry of ``codebook``."""
-        start, end = self.runs(codebook)
-        c = codebook.astype(np.float64)
-        total = (
-            (self.prefix_sq[end] - self.prefix_sq[start])
-            - 2 * c * (self.prefix[end] - self.prefix[start])
-            + (end - start) * c**2
+    max_shift = tol * (float(hi) - float(lo))
+    rng = np.random.default_rng(seed)
+    if n <= _EXACT_MAX:
+        distinct, multiplicity = np.unique(flat, return_counts=True)
+        exact = _Points(distinct, multiplicity, float(lo), float(hi))
+        assign = lambda codebook: _bisect(flat, codebook)  # noqa: E731
+    else:
+        histogram = _Histogram(flat, lo, hi)
+        distinct = histogram.distinct(k)
+        assign = histogram.assign
+    if distinct is not None and distinct.size <= k:
+        return KMeansResult(distinct, assign(distinct), 0, True, 0.0)
+    if n <= _EXACT_MAX:
+        centroids = _initial_centroids(exact, k, init, rng)
+        centroids, iterations, converged = _lloyd(exact, centroids, max_iter, max_shift)
+    else:
+        # Most of Lloyd's many small steps run on the bins; the values only finish the job.
+        centroids = _initial_centroids(histogram.points(), k, init, rng)
+        centroids, coarse_iterations, _ = _lloyd(
+            _Spread(histogram), centroids, max_iter, max_shift, accelerate=True
         )
-        return max(0.0, float(total.sum()))
+        exact = _Gathered(histogram, _midpoints_below(centroids))
+        centroids, iterations, converged = _lloyd(exact, centroids, max_iter, max_shift)
+        iterations += coarse_iterations
+    codebook = np.unique(centroids.astype(np.float32))
+    codebook = codebook[exact.clusters(_midpoints_below(codebook))[0] > 0]
+    inertia = max(0.0, _distortion(codebook.astype(np.float64), exact.clusters(_midpoints_below(codebook))))
+    codes = assign(codebook)
+    return KMeansResult(codebook, codes, iterations, converged, inertia)
 
 
-def _prefix_sum(values: np.ndarray, *, square: bool) -> np.ndarray:
-    """float64 prefix sum (leading 0) of the values or their squares, in chunks (no n-sized
-    float64 temporary)."""
-    out = np.empty(values.size + 1, dtype=np.float64)
-    out[0] = 0.0
-    for lo in range(0, values.size, _CHUNK):
-        chunk = values[lo : lo + _CHUNK]
-        if square:
-            chunk = np.square(chunk, dtype=np.float64)
-        target = out[lo + 1 : lo + 1 + chunk.size]
-        np.cumsum(chunk, dtype=np.float64, out=target)
-        target += out[lo]
-    return out
+class _Sorted:
+    """Cumulative statistics over sorted ``values``: subclasses give the count, sum and sum of
+    squares of the values at or below each float32 bound (``cumulative``) and in all
+    (``totals``); Lloyd needs nothing else."""
+
+    values: np.ndarray  # sorted; holds the values next to every bound last passed to cumulative
+    lo: float  # smallest value
+    hi: float  # largest value
+
+    def cumulative(self, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def totals(self) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def clusters(self, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Count, sum and sum of squares of each cluster between consecutive ``bounds``."""
+        return tuple(
+            np.diff(np.concatenate(([0], below, [total])))
+            for below, total in zip(self.cumulative(bounds), self.totals(), strict=True)
+        )
+
+    def cluster_ends(self, bounds: np.ndarray, cluster: int) -> tuple[float, float]:
+        """Smallest and largest value of a non-empty cluster (``bounds`` as last passed to
+        :meth:`cumulative`)."""
+        values = self.values
+        low = self.lo if cluster == 0 else values[np.searchsorted(values, bounds[cluster - 1], "right")]
+        high = (
+            self.hi
+            if cluster == bounds.size
+            else values[np.searchsorted(values, bounds[cluster], "right") - 1]
+        )
+        return float(low), float(high)
 
 
-def _initial_centroids(ordered: np.ndarray, k: int, init: str, rng: np.random.Generator) -> np.ndarray:
-    n = ordered.size
+class _Points(_Sorted):
+    """Sorted distinct points with a multiplicity, sum and sum of squares each (the values
+    themselves, or histogram bins standing at their means): cumulative statistics at any
+    bound from one bisection and three reads of prefix sums."""
+
+    def __init__(self, points, counts, lo: float, hi: float, sums=None, squares=None) -> None:
+        self.values = points
+        self.lo, self.hi = lo, hi
+        wide = points.astype(np.float64)
+        sums = wide * counts if sums is None else sums
+        squares = wide * wide * counts if squares is None else squares
+        self.prefix = _prefix_sums(counts, sums, squares)
+
+    def cumulative(self, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+        ends = np.searchsorted(self.values, bounds, side="right")
+        return tuple(p[ends] for p in self.prefix)
+
+    def totals(self) -> tuple[float, ...]:
+        return tuple(p[-1] for p in self.prefix)
+
+
+class _Histogram:
+    """Equal-width bins over [min, max] of a large layer, with exact per-bin statistics.
+
+    The bin of a value is computed in float32 by subtracting the minimum, scaling, clipping and
+    truncating: every step rounds monotonically, so a value in a lower bin is always smaller
+    than a value in a higher one, and a value in another bin than a threshold's bin lies on the
+    side of the threshold its bin says.
+    """
+
+    def __init__(self, values: np.ndarray, lo: np.float32, hi: np.float32) -> None:
+        self.values = values
+        self.lo, self.hi = lo, hi
+        span = float(hi) - float(lo)
+        self.scale = np.float32(min(_BINS / span, _FLOAT32_MAX) if span > 0 else 1.0)
+        counts = np.zeros(_BINS, dtype=np.int64)
+        sums = np.zeros(_BINS)
+        squares = np.zeros(_BINS)
+        for chunk in self.chunks():
+            index = self.bin_of(chunk)
+            counts += np.bincount(index, minlength=_BINS)
+            wide = chunk.astype(np.float64)
+            sums += np.bincount(index, wide, minlength=_BINS)
+            wide *= wide
+            squares += np.bincount(index, wide, minlength=_BINS)
+        self.counts, self.sums, self.squares = counts, sums, squares
+        self.occupied = np.flatnonzero(counts)
+        self.prefix = _prefix_sums(counts, sums, squares)
+
+    def chunks(self):
+        return (self.values[lo : lo + _CHUNK] for lo in range(0, self.values.size, _CHUNK))
+
+    def bin_of(self, values: np.ndarray) -> np.ndarray:
+        scaled = np.subtract(values, self.lo, dtype=np.float32)
+        scaled *= self.scale
+        np.clip(scaled, 0, _BINS - 1, out=scaled)
+        return scaled.astype(np.intp)
+
+    def points(self) -> _Points:
+        """The occupied bins as points at their means (strictly increasing: bins are ordered)."""
+        occupied = self.occupied
+        counts = self.counts[occupied]
+        means = self.sums[occupied] / counts
+        return _Points(
+            means, counts, float(self.lo), float(self.hi), self.sums[occupied], self.squares[occupied]
+        )
+
+    def distinct(self, limit: int) -> np.ndarray | None:
+        """The sorted distinct values if there are at most ``limit`` of them, else None.
+
+        Only when at most ``limit`` bins are occupied: a representative value per bin, plus any
+        value differing from its bin's representative."""
+        if self.occupied.size > limit:
+            return None
+        representative = np.zeros(_BINS, dtype=np.float32)
+        for chunk in self.chunks():
+            representative[self.bin_of(chunk)] = chunk
+        distinct = representative[self.occupied]
+        for chunk in self.chunks():
+            distinct = np.union1d(distinct, chunk[chunk != representative[self.bin_of(chunk)]])
+            if distinct.size > limit:
+                return None
+        return distinct
+
+    def assign(self, codebook: np.ndarray) -> np.ndarray:
+        """Nearest entry of the sorted ``codebook`` for every value (as :func:`_bisect`): read
+        off a per-bin table, bisecting only the values in bins that hold a midpoint."""
+        bounds = _midpoints_below(codebook)
+        split = self.bin_of(bounds)
+        table = np.searchsorted(split, np.arange(_BINS), side="left").astype(np.uint8)
+        straddles = np.zeros(_BINS, dtype=bool)
+        straddles[split] = True
+        codes = np.empty(self.values.size, dtype=np.uint8)
+        for lo, chunk in zip(range(0, self.values.size, _CHUNK), self.chunks(), strict=True):
+            index = self.bin_of(chunk)
+            out = codes[lo : lo + chunk.size]
+            np.take(table, index, out=out)
+            fix = np.flatnonzero(straddles[index])
+            out[fix] = np.searchsorted(bounds, chunk[fix], side="left")
+        return codes
+
+
+class _Spread(_Sorted):
+    """Lloyd's stand-in for a large layer's values: each bin's values spread evenly over the bin
+    (a piecewise linear CDF, with each bin's exact count, sum and sum of squares when whole).
+
+    Centroids then move continuously, as on the values themselves; with each bin as one point,
+    Lloyd would stop at a partition of whole bins far from the values' fixed point (hundreds of
+    bins away with 8 bits, where each step moves the centroids by a fraction of a bin)."""
+
+    def __init__(self, histogram: _Histogram) -> None:
+        self.histogram = histogram
+        self.lo, self.hi = float(histogram.lo), float(histogram.hi)
+        self.width = 1.0 / float(histogram.scale)
+
+    def _locate(self, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bin of each bound and the share of it below the bound (nominal bin edges)."""
+        position = (np.asarray(bounds, dtype=np.float64) - self.lo) / self.width
+        split = np.clip(np.floor(position), 0, _BINS - 1).astype(np.intp)
+        return split, np.clip(position - split, 0.0, 1.0)
+
+    def cumulative(self, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+        histogram = self.histogram
+        split, part = self._locate(bounds)
+        count, total, square = histogram.counts[split], histogram.sums[split], histogram.squares[split]
+        whole_count, whole_total, whole_square = histogram.prefix
+        # The sum over the lower share f of a bin of mean m: f m - (f - f**2) width / 2, exact at 0 and 1.
+        return (
+            whole_count[split] + part * count,
+            whole_total[split] + part * total - count * (part - part * part) * self.width / 2,
+            whole_square[split] + part * square,
+        )
+
+    def cluster_ends(self, bounds: np.ndarray, cluster: int) -> tuple[float, float]:
+        """Ends of the occupied part of a non-empty cluster."""
+        occupied = self.histogram.occupied
+        low, high = self.lo, self.hi
+        if cluster > 0:
+            split = self._locate(bounds[cluster - 1 : cluster])[0][0]
+            first = occupied[min(np.searchsorted(occupied, split), occupied.size - 1)]
+            low = max(float(bounds[cluster - 1]), self.lo + first * self.width)
+        if cluster < bounds.size:
+            split = self._locate(bounds[cluster : cluster + 1])[0][0]
+            last = occupied[max(np.searchsorted(occupied, split, side="right") - 1, 0)]
+            high = min(float(bounds[cluster]), self.lo + (last + 1) * self.width)
+        return min(low, self.hi), max(high, self.lo)
+
+    def totals(self) -> tuple[float, ...]:
+        return tuple(p[-1] for p in self.histogram.prefix)
+
+
+class _Gathered(_Sorted):
+    """Exact cumulative statistics of a large layer: whole bins from the histogram's prefix
+    sums, plus the sorted values of the bins around the current thresholds (gathered in one
+    pass, and again whenever a threshold moves out of them)."""
+
+    def __init__(self, histogram: _Histogram, bounds: np.ndarray) -> None:
+        self.histogram = histogram
+        self.lo, self.hi = float(histogram.lo), float(histogram.hi)
+        self.margin = _MARGIN
+        self._gather(bounds)
+
+    def _positions(self, bounds: np.ndarray) -> np.ndarray:
+        """Index among the occupied bins of the first occupied bin at or above each bound's bin."""
+        return np.searchsorted(self.histogram.occupied, self.histogram.bin_of(bounds), side="left")
+
+    def _gather(self, bounds: np.ndarray) -> None:
+        # Per bound: the occupied bins just below and above its bin, and the bin itself, so that
+        # both the partial bin and the cluster ends next to the bound are in the gathered values.
+        histogram = self.histogram
+        around = self._positions(bounds)[:, None] + np.arange(-1 - self.margin, 2 + self.margin)
+        self.covered = np.zeros(histogram.occupied.size, dtype=bool)
+        self.covered[np.clip(around, 0, histogram.occupied.size - 1)] = True
+        take = np.zeros(_BINS, dtype=bool)
+        take[histogram.occupied[self.covered]] = True
+        parts = [chunk[take[histogram.bin_of(chunk)]] for chunk in histogram.chunks()]
+        self.values = np.sort(np.concatenate(parts))
+        self.bins = histogram.bin_of(self.values)
+        wide = self.values.astype(np.float64)
+        self.prefix = _prefix_sums(np.ones(wide.size, dtype=np.int64), wide, wide * wide)
+
+    def cumulative(self, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+        positions = self._positions(bounds)
+        last = self.covered.size - 1
+        needed = np.concatenate([np.clip(positions + d, 0, last) for d in (-1, 0, 1)])
+        if not self.covered[needed].all():
+            self.margin *= 2
+            self._gather(bounds)
+        split = self.histogram.bin_of(bounds)
+        ends = np.searchsorted(self.values, bounds, side="right")
+        starts = np.searchsorted(self.bins, split, side="left")
+        # Values of lower bins (all below the bound) plus those of the bound's own bin up to it.
+        return tuple(
+            whole[split] + part[ends] - part[starts]
+            for whole, part in zip(self.histogram.prefix, self.prefix, strict=True)
+        )
+
+    def totals(self) -> tuple[float, ...]:
+        return tuple(p[-1] for p in self.histogram.prefix)
+
+
+def _lloyd(
+    data: _Sorted, centroids: np.ndarray, max_iter: int, max_shift: float, *, accelerate: bool = False
+) -> tuple[np.ndarray, int, bool]:
+    """Lloyd iterations from sorted ``centroids``; stops when the partition repeats or no
+    centroid moves more than ``max_shift``. Returns (centroids, iterations, converged).
+
+    ``accelerate``: an iteration is a Newton step on the distortion (:func:`_newton_step`)
+    instead whenever that lowers the distortion more than the Lloyd step. Lloyd crawls along the
+    flat directions of the distortion (tens of thousands of ever smaller steps with 8 bits, and
+    stopping early leaves the inertia tens of percent above the optimum); Newton gets there in a
+    few hundred iterations."""
+    stats = data.clusters(_midpoints_below(centroids))
+    previous = None
+    for iteration in range(1, max_iter + 1):
+        counts = stats[0]
+        if previous is not None and np.array_equal(counts, previous):
+            return centroids, iteration - 1, True
+        previous = counts
+        updated = _lloyd_step(data, centroids, stats)
+        shift = float(np.max(np.abs(updated - centroids)))
+        if shift <= max_shift:
+            return updated, iteration, True
+        updated_stats = data.clusters(_midpoints_below(updated))
+        if accelerate and counts.all():
+            newton = _newton_step(data, centroids, stats, _distortion(updated, updated_stats))
+            if newton is not None:
+                centroids, stats = newton
+                continue
+        centroids, stats = updated, updated_stats
+    return centroids, max_iter, False
+
+
+def _lloyd_step(data: _Sorted, centroids: np.ndarray, stats: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Sorted cluster means (empty clusters relocated), from the clusters' ``stats``."""
+    counts, sums, squares = stats
+    updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    if not counts.all():
+        _relocate_empty(data, _midpoints_below(centroids), updated, counts, sums, squares)
+    return np.sort(updated)
+
+
+def _distortion(centroids: np.ndarray, stats: tuple[np.ndarray, ...]) -> float:
+    """Sum of squared distances of the values to their cluster's centroid."""
+    counts, sums, squares = stats
+    return float(np.sum(squares - 2 * centroids * sums + counts * centroids**2))
+
+
+def _newton_step(data: _Sorted, centroids: np.ndarray, stats, target: float):
+    """A damped Newton step on the distortion D(c) = sum over values of (v - nearest c)**2 that
+    brings D below ``target``, as (centroids, their cluster stats), or None.
+
+    In 1-D the Hessian is tridiagonal (neighbours interact through their midpoint): with p_j the
+    density (values per unit length) at midpoint m_j and gaps g_j = c_{j+1} - c_j, half of it has
+    diagonal C_j - (p_j g_j + p_{j-1} g_{j-1}) / 4 and off-diagonal -p_j g_j / 4, and half the
+    gradient is C_j c_j - S_j. p_j is taken over the two clusters around m_j (their count over
+    their extent): the density at the midpoint itself is too bumpy for the tiny curvature of
+    the flat directions. Where the factorization meets a non-positive pivot, that direction gets
+    Lloyd's curvature C_j instead (a modified Cholesky), so the step always descends; it is then
+    shortened to keep the centroids ordered within the values' range, and halved up to
+    ``_BACKTRACK`` times until it beats ``target``."""
+    counts, sums, _ = stats
+    edges = np.concatenate(([data.lo], (centroids[1:] + centroids[:-1]) / 2, [data.hi]))
+    density = (counts[1:] + counts[:-1]) / (edges[2:] - edges[:-2])
+    off = -density * np.diff(centroids) / 4
+    diag = counts.astype(np.float64)
+    diag[:-1] += off
+    diag[1:] += off
+    step = _solve_tridiagonal(diag, off, counts * centroids - sums, counts.astype(np.float64))
+    # Largest scale keeping c - scale * step increasing and within [lo, hi].
+    closing = np.diff(step)
+    limits = [np.diff(centroids)[closing > 0] / closing[closing > 0]]
+    if step[0] > 0:
+        limits.append([(centroids[0] - data.lo) / step[0]])
+    if step[-1] < 0:
+        limits.append([(centroids[-1] - data.hi) / step[-1]])
+    scale = min(1.0, 0.9 * float(np.min(np.concatenate(limits)))) if any(map(len, limits)) else 1.0
+    for _ in range(_BACKTRACK):
+        candidate = centroids - scale * step
+        candidate_stats = data.clusters(_midpoints_below(candidate))
+        if candidate_stats[0].all() and _distortion(candidate, candidate_stats) < target:
+            return candidate, candidate_stats
+        scale /= 2
+    return None
+
+
+def _solve_tridiagonal(diag, off, rhs, fallback) -> np.ndarray:
+    """x with T x = rhs for the symmetric tridiagonal T (``diag``, ``off``) by LDL^T, O(k) on
+    k <= 256 centroids; a pivot below 1% of ``fallback`` is replaced by ``fallback`` (the
+    modified matrix is positive definite)."""
+    d, e, y, floor = diag.tolist(), off.tolist(), rhs.tolist(), fallback.tolist()
+    for j in range(len(d)):
+        if d[j] < 0.01 * floor[j]:
+            d[j] = floor[j]
+        if j + 1 < len(d):
+            factor = e[j] / d[j]
+            d[j + 1] -= factor * e[j]
+            y[j + 1] -= factor * y[j]
+            e[j] = factor
+    x = [0.0] * len(d)
+    x[-1] = y[-1] / d[-1]
+    for j in range(len(d) - 2, -1, -1):
+        x[j] = y[j] / d[j] - e[j] * x[j + 1]
+    return np.array(x)
+
+
+def _relocate_empty(data, bounds, centroids, counts, sums, squares) -> None:
+    """Move each empty cluster's centroid onto the value farthest from its centroid in the
+    cluster of largest squared error (as scikit-learn does), in place; that value then belongs
+    to it, so the inertia drops and no centroid is wasted."""
+    occupied = counts > 0
+    error = np.zeros(counts.size)
+    error[occupied] = (squares - sums**2 / np.maximum(counts, 1))[occupied]
+    for empty in np.flatnonzero(~occupied):
+        donor = int(np.argmax(error))
+        if error[donor] <= 0:
+            return
+        low, high = data.cluster_ends(bounds, donor)
+        mean = centroids[donor]
+        centroids[empty] = low if mean - low > high - mean else high
+        error[donor] = 0.0
+
+
+def _initial_centroids(points: _Points, k: int, init: str, rng: np.random.Generator) -> np.ndarray:
     if init == "linear":
-        return np.linspace(float(ordered[0]), float(ordered[-1]), k)
+        return np.linspace(points.lo, points.hi, k)
     if init == "density":
         # The value at the middle of each of k equal slices of the CDF.
-        positions = ((np.arange(k) + 0.5) * n / k).astype(np.int64)
-        return ordered[positions].astype(np.float64)
-    # Forgy over the distinct values (more than k exist here), so no two centroids coincide.
-    distinct = _distinct(ordered)
-    return np.sort(distinct[rng.choice(distinct.size, size=k, replace=False)]).astype(np.float64)
+        counts = points.prefix[0]
+        positions = ((np.arange(k) + 0.5) * counts[-1] / k).astype(np.int64)
+        return points.values[np.searchsorted(counts[1:], positions, side="right")].astype(np.float64)
+    # Forgy over the distinct points (more than k exist here, except in degenerate histograms
+    # where the duplicates then become empty clusters to relocate), so no two centroids coincide.
+    size = points.values.size
+    return np.sort(points.values[rng.choice(size, size=k, replace=size < k)]).astype(np.float64)
 
 
-def _distinct(ordered: np.ndarray) -> np.ndarray:
-    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+def _prefix_sums(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Prefix sums with a leading 0 (``p[j]`` sums the first ``j`` entries)."""
+    return tuple(np.concatenate(([0], np.cumsum(a))) for a in arrays)
 
 
 def _midpoints_below(sorted_centroids: np.ndarray) -> np.ndarray:
@@ -222,7 +530,7 @@ def _midpoints_below(sorted_centroids: np.ndarray) -> np.ndarray:
     return rounded
 
 
-def _assign(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+def _bisect(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """Nearest centroid of each value (ties to the lower one, as ``nearest_centroid``);
     ``codebook`` is sorted ascending."""
     bounds = _midpoints_below(codebook)

@@ -126,12 +126,108 @@ def test_codes_address_the_nearest_used_centroid(values, bits, init):
     assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
 
 
-def test_warm_start_on_a_sample_reaches_a_full_data_fixed_point(monkeypatch):
-    # Large layers first iterate on a quantile sample; shrink the threshold to exercise that path.
-    monkeypatch.setattr(kmeans, "_SAMPLE", 256)
-    values = np.random.default_rng(6).normal(0, 0.1, 5000).astype(np.float32)
-    result = kmeans_1d(values, 3, tol=0.0)
-    assert result.converged
+@pytest.fixture
+def histogram_path(monkeypatch):
+    """Send layers above 256 values through the histogram path, with few bins (so that bins
+    hold several midpoints and many values) and small chunks."""
+    monkeypatch.setattr(kmeans, "_EXACT_MAX", 256)
+    monkeypatch.setattr(kmeans, "_BINS", 64)
+    monkeypatch.setattr(kmeans, "_CHUNK", 1000)
+
+
+def _assert_lloyd_fixed_point(values, result, atol):
     assert np.array_equal(result.codes, nearest_centroid(values, result.codebook))
     means = [values[result.codes == j].astype(np.float64).mean() for j in range(result.codebook.size)]
-    np.testing.assert_allclose(result.codebook, means, atol=1e-6)
+    np.testing.assert_allclose(result.codebook, means, atol=atol)
+    expected = float(np.sum((values.astype(np.float64) - result.codebook[result.codes]) ** 2))
+    assert result.inertia == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_histogram_path_reaches_an_exact_fixed_point(histogram_path, init):
+    values = np.random.default_rng(6).normal(0, 0.1, 5000).astype(np.float32)
+    result = kmeans_1d(values, 3, init=init, seed=2, tol=0.0)
+    assert result.converged and result.codebook.size == 8
+    _assert_lloyd_fixed_point(values, result, atol=1e-6)
+
+
+def _pruned(rng, n):
+    weights = rng.normal(0, 0.05, 4 * n)
+    return weights[np.abs(weights) > np.quantile(np.abs(weights), 0.75)][:n]
+
+
+@pytest.mark.parametrize("bits", [5, 8])
+@pytest.mark.parametrize(
+    "draw",
+    [lambda r, n: r.normal(0, 0.05, n), lambda r, n: r.laplace(0, 0.05, n), _pruned],
+    ids=["normal", "laplace", "pruned"],
+)
+def test_histogram_path_fits_as_well_as_exact_lloyd(monkeypatch, bits, draw):
+    values = draw(np.random.default_rng(bits), 200_000).astype(np.float32)
+    exact = kmeans_1d(values, bits)  # sorted values, plain Lloyd
+    monkeypatch.setattr(kmeans, "_EXACT_MAX", 1 << 16)
+    binned = kmeans_1d(values, bits)  # histogram with Newton steps, then exact Lloyd
+    assert binned.converged and binned.codebook.size == 2**bits
+    assert binned.inertia <= exact.inertia * 1.001
+    _assert_lloyd_fixed_point(values, binned, atol=1e-4)
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_histogram_path_is_deterministic_for_a_seed(histogram_path, init):
+    values = np.random.default_rng(3).standard_t(3, 3000).astype(np.float32)
+    a = kmeans_1d(values, 4, init=init, seed=7)
+    b = kmeans_1d(values, 4, init=init, seed=7)
+    assert np.array_equal(a.codebook, b.codebook) and np.array_equal(a.codes, b.codes)
+    assert a.iterations == b.iterations and a.inertia == b.inertia
+
+
+def test_histogram_path_random_init_depends_on_the_seed(histogram_path):
+    values = np.random.default_rng(3).standard_t(3, 3000).astype(np.float32)
+    results = {kmeans_1d(values, 4, init="random", seed=s, max_iter=0).codebook.tobytes() for s in range(5)}
+    assert len(results) > 1
+
+
+def test_histogram_path_keeps_few_distinct_values_exactly(histogram_path):
+    values = np.random.default_rng(4).choice(np.float32([-2.5, -0.125, 0.0, 0.1, 7.0]), 2000)
+    result = kmeans_1d(values, 3)
+    assert result.codebook.tolist() == sorted(set(values.tolist()))
+    assert np.array_equal(result.codebook[result.codes], values)
+    assert result.inertia == 0.0 and result.iterations == 0
+
+
+def test_histogram_path_splits_a_bin_of_many_distinct_values(histogram_path):
+    # Two occupied bins (at most 2**bits) but many distinct values: a real clustering is needed,
+    # and the exact phase must split values that share one bin.
+    rng = np.random.default_rng(5)
+    values = np.concatenate((rng.uniform(0, 1e-3, 1000), [1.0, 1.0])).astype(np.float32)
+    result = kmeans_1d(values, 2, tol=0.0)
+    assert result.codebook.size == 4
+    _assert_lloyd_fixed_point(values, result, atol=1e-6)
+
+
+def test_histogram_path_relocates_empty_clusters(histogram_path):
+    values = np.concatenate((np.linspace(-1.0, -0.9, 500), np.linspace(0.9, 1.0, 500))).astype(np.float32)
+    result = kmeans_1d(values, 4)
+    assert result.codebook.size == 16
+    assert np.all(np.abs(result.codebook) >= 0.9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=257, max_size=600),
+    bits=st.integers(1, 8),
+    init=st.sampled_from(INITS),
+)
+def test_histogram_path_codes_address_the_nearest_used_centroid(values, bits, init):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kmeans, "_EXACT_MAX", 256)
+        patch.setattr(kmeans, "_BINS", 64)
+        patch.setattr(kmeans, "_CHUNK", 100)
+        values = np.array(values, dtype=np.float32)
+        result = kmeans_1d(values, bits, init=init)
+    assert 1 <= result.codebook.size <= 2**bits
+    assert np.all(np.diff(result.codebook) > 0)
+    assert np.array_equal(result.codes, nearest_centroid(values, result.codebook))
+    assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
+    if np.unique(values).size <= 2**bits:
+        assert np.array_equal(result.codebook[result.codes], values)
