@@ -1,18 +1,22 @@
 """Speed of the per-layer 1-D k-means (``compress.kmeans_1d``) on one CPU process.
 
-Two measurements in one run:
+Measurements in one run:
 
 * side by side on the same values and the same number of Lloyd iterations: the library's
-  sorted/prefix-sum k-means against a textbook O(n k) Lloyd (distances of every value to every
-  centroid, chunked), printing the speed-up;
-* the full ``kmeans_1d`` (sort, iterate to convergence, assign) on up to 100M values
-  (Gaussian, like a trained FC layer), printing seconds per run;
+  k-means (sorted values and prefix sums, the small-layer path) against a textbook O(n k) Lloyd
+  (distances of every value to every centroid, chunked), printing the speed-up;
+* side by side to convergence on the same values: the large-layer path (histogram, Newton steps,
+  exact finish near the midpoints) against the sorted exact path forced on the same layer
+  (sort, plain Lloyd, bisection), printing the speed-up and the ratio of the inertias;
+* the full ``kmeans_1d`` on up to 100M values (Gaussian, like a trained FC layer);
 * ``compress_matrix`` (magnitude pruning to 4% + 5-bit k-means) of a VGG-6-sized layer
   (4096 x 25088 = 103M weights), the paper's largest FC layer.
 
-Writes ``bench_kmeans.csv`` into ``--out``.
+Writes ``bench_kmeans.csv`` into ``--out``; the 1-minute load average is in the CSV (other jobs on
+the machine slow every number down).
 
-    python -m perf.bench_kmeans [--sizes 1e6 1e7 1e8] [--bits 5 8] [--out DIR]
+    python -m perf.bench_kmeans [--sizes 1e6 1e7 1e8] [--bits 5 8] [--textbook-size 1e6]
+                                [--compare-size 1e7] [--no-layer] [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
+from compress import kmeans
 from compress.kmeans import kmeans_1d
 from compress.one_shot import compress_matrix
 from compress.paper_layers import PAPER_LAYERS
-from perf.harness import machine_info, print_table, write_csv
+from perf.harness import load_average, machine_info, print_table, write_csv
 
-SIDE_BY_SIDE_SIZE = 1_000_000
 SIDE_BY_SIDE_ITERATIONS = 20
 
 
@@ -46,6 +51,12 @@ def naive_lloyd(values: np.ndarray, bits: int, iterations: int) -> np.ndarray:
     return centroids
 
 
+def sorted_exact_kmeans(values: np.ndarray, bits: int) -> kmeans.KMeansResult:
+    """``kmeans_1d`` with its small-layer path forced: sort, plain Lloyd on the sorted values."""
+    with mock.patch.object(kmeans, "_EXACT_MAX", values.size):
+        return kmeans_1d(values, bits)
+
+
 def _timed(fn, *args, **kwargs):
     """(seconds, result) of one call: a 100M-value run is too long to repeat."""
     start = time.perf_counter()
@@ -53,36 +64,70 @@ def _timed(fn, *args, **kwargs):
     return time.perf_counter() - start, result
 
 
+def _record(rows: list[dict], row: dict) -> None:
+    """Append ``row`` with the load average at its end, and print it at once."""
+    row["load_avg_1min"] = load_average()
+    rows.append(row)
+    print_table([row], list(row))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.bench_kmeans", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7, 1e8], help="k-means inputs")
     parser.add_argument("--bits", type=int, nargs="+", default=[5, 8])
+    parser.add_argument(
+        "--textbook-size", type=float, default=1e6, help="values of the comparison with textbook Lloyd"
+    )
+    parser.add_argument(
+        "--compare-size", type=float, default=1e7, help="values of the histogram vs sorted comparison"
+    )
+    parser.add_argument("--no-layer", action="store_true", help="skip the VGG-6-sized compress_matrix run")
     parser.add_argument("--out", type=Path, default=Path("out/bench_kmeans"))
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    rows = []
+    rows: list[dict] = []
 
-    values = rng.normal(0, 0.05, SIDE_BY_SIDE_SIZE).astype(np.float32)
+    values = rng.normal(0, 0.05, int(args.textbook_size)).astype(np.float32)
     for bits in args.bits:
         ours, _ = _timed(kmeans_1d, values, bits, max_iter=SIDE_BY_SIDE_ITERATIONS, tol=0.0)
         naive, _ = _timed(naive_lloyd, values, bits, SIDE_BY_SIDE_ITERATIONS)
-        rows.append(
+        _record(
+            rows,
             {
-                "case": f"{SIDE_BY_SIDE_ITERATIONS} iterations, side by side",
-                "values": SIDE_BY_SIDE_SIZE,
+                "case": f"{SIDE_BY_SIDE_ITERATIONS} iterations vs textbook O(nk) Lloyd",
+                "values": values.size,
                 "bits": bits,
                 "seconds": ours,
-                "naive_seconds": naive,
+                "other_seconds": naive,
                 "speedup": naive / ours,
-            }
+            },
         )
-        print_table(rows[-1:], list(rows[-1]))
+
+    values = rng.normal(0, 0.05, int(args.compare_size)).astype(np.float32)
+    for bits in args.bits:
+        ours, result = _timed(kmeans_1d, values, bits)
+        exact, reference = _timed(sorted_exact_kmeans, values, bits)
+        _record(
+            rows,
+            {
+                "case": "to convergence vs sorted exact path",
+                "values": values.size,
+                "bits": bits,
+                "seconds": ours,
+                "other_seconds": exact,
+                "speedup": exact / ours,
+                "iterations": result.iterations,
+                "other_iterations": reference.iterations,
+                "inertia_ratio": result.inertia / reference.inertia,
+            },
+        )
 
     for size in (int(s) for s in args.sizes):
         values = rng.normal(0, 0.05, size).astype(np.float32)
         for bits in args.bits:
             seconds, result = _timed(kmeans_1d, values, bits)
-            rows.append(
+            _record(
+                rows,
                 {
                     "case": "to convergence",
                     "values": size,
@@ -90,22 +135,35 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": seconds,
                     "iterations": result.iterations,
                     "converged": result.converged,
-                }
+                },
             )
-            print_table(rows[-1:], list(rows[-1]))
-    vgg6 = PAPER_LAYERS["vgg6"]
-    weight = rng.normal(0, 0.01, (vgg6.outputs, vgg6.inputs)).astype(np.float32)
-    seconds, _ = _timed(compress_matrix, weight, density=vgg6.weight_density, bits=5)
-    rows.append(
-        {
-            "case": "compress_matrix vgg6 (prune 4% + k-means)",
-            "values": weight.size,
-            "bits": 5,
-            "seconds": seconds,
-        }
-    )
-    print_table(rows[-1:], list(rows[-1]))
-    columns = ["case", "values", "bits", "seconds", "naive_seconds", "speedup", "iterations", "converged"]
+    del values
+    if not args.no_layer:
+        vgg6 = PAPER_LAYERS["vgg6"]
+        weight = rng.normal(0, 0.01, (vgg6.outputs, vgg6.inputs)).astype(np.float32)
+        seconds, _ = _timed(compress_matrix, weight, density=vgg6.weight_density, bits=5)
+        _record(
+            rows,
+            {
+                "case": "compress_matrix vgg6 (prune 4% + k-means)",
+                "values": weight.size,
+                "bits": 5,
+                "seconds": seconds,
+            },
+        )
+    columns = [
+        "case",
+        "values",
+        "bits",
+        "seconds",
+        "other_seconds",
+        "speedup",
+        "iterations",
+        "other_iterations",
+        "inertia_ratio",
+        "converged",
+        "load_avg_1min",
+    ]
     print()
     print_table(rows, columns)
     path = write_csv(args.out / "bench_kmeans.csv", rows, machine_info())

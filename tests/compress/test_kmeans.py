@@ -212,7 +212,7 @@ def test_histogram_path_relocates_empty_clusters(histogram_path):
     assert np.all(np.abs(result.codebook) >= 0.9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=257, max_size=600),
     bits=st.integers(1, 8),
