@@ -8,20 +8,21 @@ never O(n k).
 
 * Small layers (up to ``_EXACT_MAX`` values): the distinct values are sorted once with their
   multiplicities, and Lloyd runs on them exactly.
-* Large layers: no sort. One pass bins the values into ``_BINS`` equal-width bins over
-  [min, max] with exact float64 count, sum and sum of squares per bin. Lloyd first runs on a
-  stand-in for the values, each bin's values spread evenly over the bin (so that centroids move
-  continuously, as on the values), accelerated by Newton steps on the distortion (its Hessian is
-  tridiagonal in 1-D): hundreds of iterations where Lloyd alone takes tens of thousands with
-  8 bits, and where stopping it early leaves the inertia several percent higher. Lloyd then
+* Large layers: no sort. One pass bins the values into ``_BINS`` bins with exact float64
+  count, sum and sum of squares per bin; the bins are log-spaced around the median (the top
+  bits of the order-preserving integer key of ``v - median``), so heavy tails cost the bulk no
+  resolution. Lloyd first runs on a stand-in for the values, each bin's values spread evenly
+  around their mean with their variance (so that centroids move continuously, as on the
+  values); once its steps are small, Newton steps on the distortion (its Hessian is tridiagonal
+  in 1-D) finish the slow approach that takes Lloyd alone tens of thousands of iterations with
+  8 bits (and stopping it early leaves the inertia several percent higher). Lloyd then
   continues on the values themselves to an exact fixed point. The bin of a value is a monotone
-  function of it (float32 subtract, multiply, clip, truncate), so values in lower bins are
-  always smaller: every bin lies wholly in one cluster except the few holding a midpoint, and
-  only the values of the bins around the midpoints are gathered and sorted (one more pass,
-  repeated with a wider margin only if a midpoint drifts out of them), so the statistics are
-  exact. The codes come from a per-bin table, with a bisection only for the values in bins
-  that hold a midpoint. Cost: a few O(n) passes (min, max, histogram, gather, codes); memory:
-  O(chunk + bins + gathered values).
+  function of it, so values in lower bins are never larger: every bin lies wholly in one
+  cluster except the few holding a midpoint, and only the values of the bins around the
+  midpoints are gathered and sorted (one more pass, repeated with a wider reach only if a
+  midpoint drifts out of them), so the statistics are exact. The codes come from a per-bin
+  table, with a bisection only for the values in bins that hold a midpoint. Cost: a few O(n)
+  passes (min, max, histogram, gather, codes); memory: O(chunk + bins + gathered values).
 
 Behaviour at the edges (documented, tested):
 
@@ -58,13 +59,15 @@ _BINS = 1 << 20
 # of the midpoints there; doubled whenever a midpoint moves out of them, so a drifting exact
 # phase gathers a few times at most.
 _REACH = 0.01
-# Newton steps only once Lloyd's steps are below this share of the value range: the early,
-# large steps choose the local optimum, and there Lloyd's choice is kept (Newton from the start
-# lands in a basin up to 0.4% worse in some cases); Newton only hurries the slow approach.
+# Newton steps only once Lloyd's steps are below this share of the value range, or after this
+# many Lloyd iterations (tail centroids jumping between single values can keep the steps
+# large): Lloyd's early steps choose the local optimum and Newton only hurries the slow
+# approach. Newton from the start, or after 300 iterations, ended up to 0.4% worse than plain
+# Lloyd in a few of 100 sampled layers; with these settings, never more than 0.02% worse.
 _NEWTON_START = 3e-5
+_NEWTON_AFTER = 1000
 # Halvings of a Newton step before falling back to the Lloyd step.
 _BACKTRACK = 4
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -426,11 +429,11 @@ def _lloyd(
     """Lloyd iterations from sorted ``centroids``; stops when the partition repeats or no
     centroid moves more than ``max_shift``. Returns (centroids, iterations, converged).
 
-    ``accelerate``: an iteration is a Newton step on the distortion (:func:`_newton_step`)
-    instead whenever that lowers the distortion more than the Lloyd step. Lloyd crawls along the
-    flat directions of the distortion (tens of thousands of ever smaller steps with 8 bits, and
-    stopping early leaves the inertia tens of percent above the optimum); Newton gets there in a
-    few hundred iterations."""
+    ``accelerate``: once Lloyd's steps are small or many (``_NEWTON_START``, ``_NEWTON_AFTER``),
+    an iteration is a Newton step on the distortion (:func:`_newton_step`) instead whenever that
+    lowers the distortion more than the Lloyd step. Lloyd crawls along the flat directions of
+    the distortion (tens of thousands of ever smaller steps with 8 bits, and stopping early
+    leaves the inertia several percent higher); Newton gets there in a few hundred iterations."""
     stats = data.clusters(_midpoints_below(centroids))
     previous = None
     # After a failed Newton attempt, Lloyd steps only for `wait` iterations, doubling `backoff`
@@ -446,7 +449,8 @@ def _lloyd(
         if shift <= max_shift:
             return updated, iteration, True
         updated_stats = data.clusters(_midpoints_below(updated))
-        if accelerate and counts.all() and wait == 0 and shift <= _NEWTON_START * (data.hi - data.lo):
+        started = iteration > _NEWTON_AFTER or shift <= _NEWTON_START * (data.hi - data.lo)
+        if accelerate and counts.all() and wait == 0 and started:
             newton = _newton_step(data, centroids, stats, _distortion(updated, updated_stats))
             if newton is not None:
                 centroids, stats = newton
