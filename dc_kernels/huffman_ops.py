@@ -11,11 +11,10 @@ this module does not import Triton; the kernels module is imported at the first 
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from dc_kernels.huffman_layout import HuffmanLayout
+from dc_kernels.launch_checks import check_device, prepare_linear
 
 BATCH_BUCKETS = (1, 2, 4, 8)
 MAX_BATCH = BATCH_BUCKETS[-1]
@@ -23,14 +22,6 @@ MIN_WARPS = 4
 # The fused kernel's bit buffer with a prefetched word (see huffman_spmm_kernel); chosen by the
 # side-by-side GPU measurement of perf/bench_gpu_huffman.py.
 USE_PREFETCH = False
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _check_device(t: torch.Tensor, layout: HuffmanLayout, name: str) -> None:
-    if t.device != layout.device:
-        raise ValueError(f"{name} is on {t.device} but the Huffman layout is on {layout.device}")
-    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-        raise ValueError(f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
 
 
 def num_warps(layout: HuffmanLayout) -> int:
@@ -97,30 +88,10 @@ def huffman_linear(
     bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
     (B, out_features) in x2d's dtype (written into ``out`` when given). ``prefetch`` overrides
     the kernel variant (`USE_PREFETCH`)."""
-    if not isinstance(x2d, torch.Tensor) or not isinstance(layout, HuffmanLayout):
-        raise TypeError(
-            f"expected (Tensor, HuffmanLayout), got ({type(x2d).__name__}, {type(layout).__name__})"
-        )
-    if x2d.dim() != 2 or x2d.shape[1] != layout.in_features:
-        raise ValueError(f"x2d must have shape (B, {layout.in_features}), got {tuple(x2d.shape)}")
-    if x2d.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"x2d dtype must be one of {SUPPORTED_DTYPES}, got {x2d.dtype}")
+    bias, out = prepare_linear(x2d, layout, HuffmanLayout, bias, out)
     if x2d.numel() >= 2**31:
         raise ValueError(f"x2d has {x2d.numel()} elements; 32-bit column offsets need < 2**31")
-    _check_device(x2d, layout, "x2d")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or bias.shape != (layout.out_features,):
-            raise ValueError(f"bias must be a tensor of shape ({layout.out_features},)")
-        _check_device(bias, layout, "bias")
-        bias = bias.contiguous()
     batch = x2d.shape[0]
-    shape = (batch, layout.out_features)
-    if out is None:
-        out = torch.empty(shape, dtype=x2d.dtype, device=x2d.device)
-    elif out.shape != shape or out.dtype != x2d.dtype or out.device != x2d.device:
-        raise ValueError(
-            f"out must be {x2d.dtype} of shape {shape} on {x2d.device}, got {out.dtype} {tuple(out.shape)}"
-        )
     for lo in range(0, batch, MAX_BATCH):
         hi = min(batch, lo + MAX_BATCH)
         launch_huffman_spmm(x2d[lo:hi], layout, bias, out[lo:hi], prefetch)
@@ -132,7 +103,7 @@ def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
     layout's device (rows follow from the canonical row pointers)."""
     if not isinstance(layout, HuffmanLayout):
         raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
-    _check_device(layout.words, layout, "layout")
+    check_device(layout.words, layout, "layout")
     from dc_kernels.kernels.huffman_spmv import huffman_decode_kernel
 
     codes = torch.empty(layout.nnz, dtype=torch.uint8, device=layout.device)

@@ -16,19 +16,18 @@ this module does not import Triton; the kernels module is imported at the first 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
 from dc_kernels.gpu_layout import GpuLayout
+from dc_kernels.launch_checks import SUPPORTED_DTYPES, check_device, prepare_linear
 
 SMALL_BATCH_MAX = 16
 BATCH_BUCKETS = (1, 2, 4, 8, 16)
 # Batch from which decoding to dense + cuBLAS beats chunks of the small-batch kernel.
 # Provisional until the H200 run of perf/bench_gpu.py measures it (its "crossover" phase).
 DENSE_CROSSOVER_BATCH = 64
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Codebook lookup: tl.gather from a register copy for codebooks of 2**GATHER_MIN_CODE_BITS
 # entries or more (up to 1 KB: a global load would touch up to 8 cache lines per warp). Smaller
 # codebooks (<= 128 bytes: one cache line, served to a whole warp in one L1 transaction) use a
@@ -68,17 +67,6 @@ def batch_bucket(batch: int) -> int:
         if batch <= bucket:
             return bucket
     raise ValueError(f"batch {batch} exceeds the small-batch kernel's maximum {SMALL_BATCH_MAX}")
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _check_device(t: torch.Tensor, layout: GpuLayout, name: str) -> None:
-    if t.device != layout.device:
-        raise ValueError(f"{name} is on {t.device} but the layout is on {layout.device}")
-    if t.device.type != "cuda" and not _interpreting():
-        raise ValueError(f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
 
 
 def _codebook_pad(layout: GpuLayout) -> int:
@@ -139,7 +127,7 @@ def decode_dense(layout: GpuLayout, dtype: torch.dtype = torch.float32) -> torch
     """The layer's dense weight (out_features, in_features) in ``dtype``, decoded on the device."""
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
-    _check_device(layout.words, layout, "layout")
+    check_device(layout.words, layout, "layout")
     from dc_kernels.kernels.codebook_spmv import decode_dense_kernel
 
     weight = torch.zeros(layout.shape, dtype=dtype, device=layout.device)
@@ -178,26 +166,8 @@ def triton_linear(
     (decode + cuBLAS); None chooses by ``DENSE_CROSSOVER_BATCH``."""
     if path not in (None, "spmm", "dense"):
         raise ValueError(f"path must be None, 'spmm' or 'dense', got {path!r}")
-    if not isinstance(x2d, torch.Tensor) or not isinstance(layout, GpuLayout):
-        raise TypeError(f"expected (Tensor, GpuLayout), got ({type(x2d).__name__}, {type(layout).__name__})")
-    if x2d.dim() != 2 or x2d.shape[1] != layout.in_features:
-        raise ValueError(f"x2d must have shape (B, {layout.in_features}), got {tuple(x2d.shape)}")
-    if x2d.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"x2d dtype must be one of {SUPPORTED_DTYPES}, got {x2d.dtype}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or bias.shape != (layout.out_features,):
-            raise ValueError(f"bias must be a tensor of shape ({layout.out_features},)")
-        _check_device(bias, layout, "bias")
-        bias = bias.contiguous()
-    _check_device(x2d, layout, "x2d")
+    bias, out = prepare_linear(x2d, layout, GpuLayout, bias, out)
     batch = x2d.shape[0]
-    if out is None:
-        out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
-    elif out.shape != (batch, layout.out_features) or out.dtype != x2d.dtype or out.device != x2d.device:
-        raise ValueError(
-            f"out must be ({batch}, {layout.out_features}) {x2d.dtype} on {x2d.device}, "
-            f"got {tuple(out.shape)} {out.dtype} on {out.device}"
-        )
     if batch == 0:
         return out
     if path == "dense" or (path is None and batch >= DENSE_CROSSOVER_BATCH):
