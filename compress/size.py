@@ -65,29 +65,19 @@ def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
         "codebook_size": int(matrix.codebook.size),
         "dense_bytes": weights * DENSE_BITS_PER_WEIGHT // 8,
     }
-    row.update(
-        scheme_columns(
-            "pq",
-            nnz=matrix.nnz,
-            weights=weights,
-            code_bits=counts["code_bits"],
-            index_bits=counts["index_bits"],
-            overhead_bits=counts["codebook_bits"] + counts["row_ptr_bits"],
-        )
-    )
     # pqh: the same two streams Huffman-coded separately; each stream's bits include its code
     # table, segment offsets and word padding.
-    huffman = encode_huffman(relative).bit_counts()
-    row.update(
-        scheme_columns(
-            "pqh",
-            nnz=matrix.nnz,
-            weights=weights,
-            code_bits=huffman["code_bits"],
-            index_bits=huffman["index_bits"],
-            overhead_bits=huffman["codebook_bits"] + huffman["row_ptr_bits"],
+    for scheme, bits in (("pq", counts), ("pqh", encode_huffman(relative).bit_counts())):
+        row.update(
+            scheme_columns(
+                scheme,
+                nnz=matrix.nnz,
+                weights=weights,
+                code_bits=bits["code_bits"],
+                index_bits=bits["index_bits"],
+                overhead_bits=bits["codebook_bits"] + bits["row_ptr_bits"],
+            )
         )
-    )
     return row
 
 

@@ -90,6 +90,20 @@ def _codebook_tile(codebook_ptr, codebook_size, R: tl.constexpr, CODEBOOK_PAD: t
 
 
 @triton.jit
+def _slice_setup(slice_ptr_ptr, row_ids_ptr, codebook_ptr, n_rows, codebook_size, R: tl.constexpr,
+                 CODEBOOK_PAD: tl.constexpr):  # fmt: skip
+    """This program's slice: entry offset, entries per row, original rows (+ validity) and the
+    codebook tile."""
+    pid = tl.program_id(0)
+    start = tl.load(slice_ptr_ptr + pid)
+    length = (tl.load(slice_ptr_ptr + pid + 1) - start) // R
+    slot = pid.to(tl.int64) * R + tl.arange(0, R)
+    row_ok = slot < n_rows
+    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0).to(tl.int64)
+    return start, length, row, row_ok, _codebook_tile(codebook_ptr, codebook_size, R, CODEBOOK_PAD)
+
+
+@triton.jit
 def codebook_spmm_kernel(
     words_ptr,
     slice_ptr_ptr,
@@ -116,13 +130,9 @@ def codebook_spmm_kernel(
     GATHER: tl.constexpr,
 ):
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the slice's rows, b < batch <= BB."""
-    pid = tl.program_id(0)
-    start = tl.load(slice_ptr_ptr + pid)
-    length = (tl.load(slice_ptr_ptr + pid + 1) - start) // R
-    slot = pid.to(tl.int64) * R + tl.arange(0, R)
-    row_ok = slot < n_rows
-    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0).to(tl.int64)
-    codebook = _codebook_tile(codebook_ptr, codebook_size, R, CODEBOOK_PAD)
+    start, length, row, row_ok, codebook = _slice_setup(
+        slice_ptr_ptr, row_ids_ptr, codebook_ptr, n_rows, codebook_size, R, CODEBOOK_PAD
+    )
     b = tl.arange(0, BB)
     b_ok = b < batch
     x_batch = x_ptr + b.to(tl.int64)[None, None, :] * stride_xb
@@ -167,13 +177,9 @@ def decode_dense_kernel(
     GATHER: tl.constexpr,
 ):
     """Scatter the slice's kept weights into a zero-filled dense (n_rows, n_cols) ``w``."""
-    pid = tl.program_id(0)
-    start = tl.load(slice_ptr_ptr + pid)
-    length = (tl.load(slice_ptr_ptr + pid + 1) - start) // R
-    slot = pid.to(tl.int64) * R + tl.arange(0, R)
-    row_ok = slot < n_rows
-    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0).to(tl.int64)
-    codebook = _codebook_tile(codebook_ptr, codebook_size, R, CODEBOOK_PAD)
+    start, length, row, row_ok, codebook = _slice_setup(
+        slice_ptr_ptr, row_ids_ptr, codebook_ptr, n_rows, codebook_size, R, CODEBOOK_PAD
+    )
     col = tl.full((R,), -1, tl.int32)
     for j0 in range(0, length, BLOCK):
         val = _load_block(words_ptr, start, j0, length, R, BLOCK, CODE_BITS + INDEX_BITS)
