@@ -33,6 +33,8 @@ from dc_kernels.linear_reference import linear_reference
 RunFn = Callable[..., torch.Tensor]
 # pack(module: CompressedLinear) -> (tensors, ints), on the module's device
 PackFn = Callable[..., tuple[list[torch.Tensor], list[int]]]
+# dense(row_ptr, packed, packed_meta, in_features) -> float32 (out_features, in_features) weight
+DenseFn = Callable[..., torch.Tensor]
 
 
 def any_device(device: torch.device) -> bool:
@@ -51,12 +53,16 @@ def triton_devices(device: torch.device) -> bool:
 @dataclass(frozen=True)
 class Backend:
     """A registered backend: its kernel ``run``, an optional ``pack`` of derived tensors (cached
-    per module and device) and ``supports(device)``."""
+    per module and device) and ``supports(device)``. A backend whose packed tensors hold the
+    whole layer gives ``dense``, their decoded weight on their device: its ``run`` then never
+    reads ``col_idx`` and ``codes`` (`CompressedLinear` keeps those off the GPU) and backward
+    decodes the weight from the packed tensors."""
 
     name: str
     run: RunFn
     pack: PackFn | None = None
     supports: Callable[[torch.device], bool] = any_device
+    dense: DenseFn | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -124,6 +130,12 @@ def _run_triton(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packe
     return triton_backend.run(x2d, bias, packed, meta)
 
 
+def _dense_triton(row_ptr, packed, meta, in_features):
+    from dc_kernels import triton_backend
+
+    return triton_backend.dense(packed, meta)
+
+
 def _pack_huffman(module):
     from dc_kernels import huffman_backend
 
@@ -136,7 +148,13 @@ def _run_huffman(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, pack
     return huffman_backend.run(x2d, bias, packed, meta)
 
 
+def _dense_huffman(row_ptr, packed, meta, in_features):
+    from dc_kernels import huffman_backend
+
+    return huffman_backend.dense(row_ptr, packed, meta)
+
+
 register_backend(Backend("reference", _run_reference))
 register_backend(Backend("cpu", _run_cpu, _pack_cpu, cpu_only))
-register_backend(Backend("triton", _run_triton, _pack_triton, triton_devices))
-register_backend(Backend("huffman", _run_huffman, _pack_huffman, triton_devices))
+register_backend(Backend("triton", _run_triton, _pack_triton, triton_devices, _dense_triton))
+register_backend(Backend("huffman", _run_huffman, _pack_huffman, triton_devices, _dense_huffman))

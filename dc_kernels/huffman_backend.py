@@ -13,7 +13,7 @@ import torch
 
 from compress.matrix import CompressedMatrix
 from dc_kernels.huffman_layout import METADATA_NAMES, TENSOR_NAMES, HuffmanLayout
-from dc_kernels.huffman_ops import huffman_linear
+from dc_kernels.huffman_ops import huffman_decode, huffman_linear
 
 DERIVED_NAMES = ("table", "prog_steps", "seg_first")
 PACKED_NAMES = TENSOR_NAMES + DERIVED_NAMES
@@ -25,8 +25,24 @@ def pack(matrix: CompressedMatrix, device: torch.device) -> tuple[list[torch.Ten
     return [getattr(layout, name) for name in PACKED_NAMES], [getattr(layout, n) for n in METADATA_NAMES]
 
 
+def _layout(packed: list[torch.Tensor], meta: list[int]) -> HuffmanLayout:
+    return HuffmanLayout(**dict(zip(METADATA_NAMES, meta)), **dict(zip(PACKED_NAMES, packed)))
+
+
 def run(
     x2d: torch.Tensor, bias: torch.Tensor | None, packed: list[torch.Tensor], meta: list[int]
 ) -> torch.Tensor:
-    layout = HuffmanLayout(**dict(zip(METADATA_NAMES, meta)), **dict(zip(PACKED_NAMES, packed)))
-    return huffman_linear(x2d, layout, bias)
+    return huffman_linear(x2d, _layout(packed, meta), bias)
+
+
+def dense(row_ptr: torch.Tensor, packed: list[torch.Tensor], meta: list[int]) -> torch.Tensor:
+    """The layer's float32 weight, decoded on the layout's device by the Huffman decoder kernel
+    (rows from ``row_ptr``, on the same device)."""
+    layout = _layout(packed, meta)
+    codes, cols = huffman_decode(layout)
+    rows = torch.repeat_interleave(
+        torch.arange(layout.out_features, device=row_ptr.device), row_ptr.diff(), output_size=layout.nnz
+    )
+    weight = torch.zeros(layout.shape, dtype=torch.float32, device=layout.device)
+    weight[rows, cols.long()] = layout.codebook[codes.long()]
+    return weight

@@ -9,7 +9,11 @@ buffers (so ``state_dict``, ``deepcopy``, pickling and ``.to()`` work as for any
 * ``codes``: uint8[nnz], the codebook index of every kept weight;
 * ``code_bits``: uint8 scalar, the code width;
 
-plus an optional ``bias`` parameter, as in nn.Linear. Forward runs the custom op
+plus an optional ``bias`` parameter, as in nn.Linear. On a GPU, when the layer runs from a packed
+GPU form that holds the whole layer (backends ``"triton"`` and ``"huffman"``, and ``"auto"`` on
+CUDA), ``col_idx`` and ``codes`` stay in host memory: the device holds only the packed form, the
+codebook, ``row_ptr`` and the bias (`memory_bytes`), and backward and `weight` decode from the
+packed form on the device. Forward runs the custom op
 ``dc_kernels::compressed_linear`` with the backend named by ``backend`` (see
 `dc_kernels.backends`; on CUDA ``"auto"`` runs the layer's ``gpu_form``: ``"fixed"``, the
 fixed-width kernels, fastest, or ``"huffman"``, the fused Huffman kernels, least memory);
@@ -26,12 +30,15 @@ from torch import nn
 from compress.config import GPU_FORMS
 from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
-from dc_kernels.backends import AUTO, backend_names, resolve
-from dc_kernels.ops import check_input, compressed_linear, csr_to_dense
+from dc_kernels.backends import AUTO, backend_names, get_backend, resolve
+from dc_kernels.ops import check_input, compressed_linear, csr_to_dense, packed_to_dense
 
 # Columns fit int16 up to this many inputs (the kernels then read 2 bytes per kept weight).
 INT16_MAX_IN_FEATURES = 2**15
 _CANONICAL = ("codebook", "row_ptr", "col_idx", "codes", "code_bits")
+# The per-weight canonical buffers: in host memory whenever a packed GPU form serves the layer.
+_PER_WEIGHT = ("col_idx", "codes")
+HOST = torch.device("cpu")
 
 
 def column_dtype(in_features: int) -> torch.dtype:
@@ -73,6 +80,8 @@ class CompressedLinear(nn.Module):
         self._backend = AUTO
         self._gpu_form = "fixed"
         self._packed: tuple[str, list[torch.Tensor], list[int]] | None = None
+        # Empty stand-ins for col_idx and codes, passed to the op by backends that never read them.
+        self._stubs: tuple[torch.Tensor, torch.Tensor] | None = None
         factory = {"device": device}
         self.register_buffer("codebook", torch.zeros(1, dtype=torch.float32, **factory))
         self.register_buffer("row_ptr", torch.zeros(out_features + 1, dtype=torch.int64, **factory))
@@ -151,13 +160,14 @@ class CompressedLinear(nn.Module):
         )
 
     def _set_matrix(self, matrix: CompressedMatrix, device: torch.device) -> None:
-        def tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
+        def tensor(array: np.ndarray, dtype: torch.dtype, on: torch.device = device) -> torch.Tensor:
+            return torch.from_numpy(np.array(array)).to(device=on, dtype=dtype)
 
         self._buffers["codebook"] = tensor(matrix.codebook, torch.float32)
         self._buffers["row_ptr"] = tensor(matrix.row_ptr, torch.int64)
-        self._buffers["col_idx"] = tensor(matrix.col_idx, column_dtype(self.in_features))
-        self._buffers["codes"] = tensor(matrix.codes, torch.uint8)
+        # Built in host memory; `_repack` moves them to the device unless a packed form serves.
+        self._buffers["col_idx"] = tensor(matrix.col_idx, column_dtype(self.in_features), HOST)
+        self._buffers["codes"] = tensor(matrix.codes, torch.uint8, HOST)
         self._buffers["code_bits"] = torch.tensor(matrix.bits, dtype=torch.uint8, device=device)
         self._bits = matrix.bits
         self._repack()
@@ -196,7 +206,11 @@ class CompressedLinear(nn.Module):
         """The decoded dense weight (out_features, in_features) in the layer's dtype: a new
         tensor on every access, for code that reads ``.weight`` of an nn.Linear directly (e.g.
         nn.MultiheadAttention's ``out_proj``); forward never builds it."""
-        dense = csr_to_dense(self.codebook, self.row_ptr, self.col_idx, self.codes, self.in_features)
+        if self._serving_packed():
+            name, packed, meta = self._packed
+            dense = packed_to_dense(self.row_ptr, packed, meta, self.in_features, name)
+        else:
+            dense = csr_to_dense(self.codebook, self.row_ptr, self.col_idx, self.codes, self.in_features)
         return dense.to(self._weight_dtype)
 
     # ------------------------------------------------------------------ properties
@@ -237,11 +251,20 @@ class CompressedLinear(nn.Module):
         self._repack()
 
     def memory_bytes(self) -> int:
-        """Bytes this layer holds: buffers, bias and any backend-derived tensors."""
+        """Bytes this layer holds on its device: buffers, bias and any backend-derived tensors
+        there (on a GPU with a packed form serving, ``col_idx`` and ``codes`` are in host memory
+        and not counted; see `host_bytes`)."""
+        return self._bytes_on(self.codebook.device)
+
+    def host_bytes(self) -> int:
+        """Bytes of this layer kept in host memory while it lives on a GPU (0 on the CPU)."""
+        return 0 if self.codebook.device == HOST else self._bytes_on(HOST)
+
+    def _bytes_on(self, device: torch.device) -> int:
         tensors = [*self.buffers(recurse=False), *self.parameters(recurse=False)]
         if self._packed is not None:
             tensors += self._packed[1]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in tensors if t.device == device)
 
     def dense_bytes(self) -> int:
         """Bytes of the nn.Linear this layer stands for (weight and bias, in the layer's dtype)."""
@@ -263,12 +286,13 @@ class CompressedLinear(nn.Module):
         check_input(x, self.in_features, self.out_features)
         backend = resolve(self._backend, x.device, self._gpu_form)
         packed, meta = self._packed_for(backend.name)
+        col_idx, codes = self._stubs if backend.dense is not None else (self.col_idx, self.codes)
         y = compressed_linear(
             x.reshape(-1, self.in_features),
             self.codebook,
             self.row_ptr,
-            self.col_idx,
-            self.codes,
+            col_idx,
+            codes,
             self.bias,
             packed,
             meta,
@@ -285,27 +309,48 @@ class CompressedLinear(nn.Module):
             return [], []
         return self._packed[1], self._packed[2]
 
+    def _serving_packed(self) -> bool:
+        """Whether the packed tensors hold the whole layer (their backend decodes them alone)."""
+        return self._packed is not None and get_backend(self._packed[0]).dense is not None
+
     def _repack(self, name: str | None = None, strict: bool = False) -> None:
-        """Build the derived tensors of the backend that runs on the buffers' device. Not
-        ``strict`` (after a move, a load, a setting), a failure is left for forward to report:
-        e.g. backend "triton" on CPU, or `to_empty` buffers that hold no layer yet."""
+        """Build the derived tensors of the backend that runs on the buffers' device, then place
+        ``col_idx`` and ``codes``: in host memory when those tensors serve alone on a GPU, else on
+        the device. Not ``strict`` (after a move, a load, a setting), a failure is left for
+        forward to report: e.g. backend "triton" on CPU, or `to_empty` buffers that hold no layer
+        yet."""
         self._packed = None
+        self._stubs = None
         device = self.codebook.device
-        if device.type == "meta":
-            return
-        try:
-            backend = resolve(name or self._backend, device, self._gpu_form)
-            tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
-        except (ValueError, TypeError):
-            if strict:
-                raise
-            return
-        self._packed = (backend.name, tensors, ints)
+        if device.type != "meta":
+            try:
+                backend = resolve(name or self._backend, device, self._gpu_form)
+                tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
+                self._packed = (backend.name, tensors, ints)
+            except (ValueError, TypeError):
+                if strict:
+                    raise
+            self._stubs = (self.col_idx.new_empty(0, device=device), self.codes.new_empty(0, device=device))
+        home = HOST if self._serving_packed() else device
+        for buffer in _PER_WEIGHT:
+            if self._buffers[buffer].device != home:
+                self._buffers[buffer] = self._buffers[buffer].to(home)
 
     def _apply(self, fn, recurse=True):
         codebook = self.codebook
-        super()._apply(fn, recurse)
+        # col_idx and codes are placed by `_repack` (maybe in host memory), not moved here: a move
+        # to the GPU would copy them there and back. Only to or from the meta device (no values
+        # to move) do they take ``fn``.
+        per_weight = {name: self._buffers[name] for name in _PER_WEIGHT}
+        for name in _PER_WEIGHT:
+            self._buffers[name] = None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._buffers.update(per_weight)
         converted = self.codebook
+        if converted.is_meta or codebook.is_meta:
+            self._buffers.update({name: fn(t) for name, t in per_weight.items()})
         if converted.dtype != torch.float32:
             # .half()/.to(dtype) would round the shared weights: keep them float32, on the new device.
             self._buffers["codebook"] = codebook.to(device=converted.device)

@@ -6,9 +6,13 @@
   (`dc_kernels.backends`) on the canonical tensors plus the backend's ``packed`` tensors and
   integers. Differentiable in ``x`` and ``bias``.
 * ``dc_kernels::csr_to_dense(codebook, row_ptr, col_idx, codes, in_features) -> W``: the decoded
-  float32 weight (used by backward and by `CompressedLinear.weight`).
+  float32 weight (used by backward and by `CompressedLinear.weight`);
+* ``dc_kernels::packed_to_dense(row_ptr, packed, packed_meta, in_features, backend) -> W``: the
+  same weight decoded from a backend's packed tensors on their device, for the backends whose
+  packed form holds the whole layer (`Backend.dense`). For those, `compressed_linear` may get
+  empty ``col_idx`` and ``codes``: `CompressedLinear` keeps them off the GPU.
 
-Both have fake (meta) implementations, so `torch.compile(fullgraph=True)` traces through them
+All have fake (meta) implementations, so `torch.compile(fullgraph=True)` traces through them
 without graph breaks and modules on the meta device run. The ops trust the values of the
 canonical tensors (columns in range, monotone row pointers): `CompressedLinear` validates them
 once when they are built or loaded, not on every call.
@@ -85,6 +89,25 @@ def _(codebook, row_ptr, col_idx, codes, in_features):
 
 
 @torch.library.custom_op(
+    "dc_kernels::packed_to_dense",
+    mutates_args=(),
+    schema="(Tensor row_ptr, Tensor[] packed, int[] packed_meta, int in_features, str backend) -> Tensor",
+)
+def packed_to_dense(
+    row_ptr: torch.Tensor, packed: list[torch.Tensor], packed_meta: list[int], in_features: int, backend: str
+) -> torch.Tensor:
+    dense = get_backend(backend).dense
+    if dense is None:
+        raise ValueError(f"backend {backend!r} cannot decode its packed tensors alone")
+    return dense(row_ptr, packed, packed_meta, in_features)
+
+
+@packed_to_dense.register_fake
+def _(row_ptr, packed, packed_meta, in_features, backend):
+    return row_ptr.new_empty((row_ptr.shape[0] - 1, in_features), dtype=torch.float32)
+
+
+@torch.library.custom_op(
     "dc_kernels::compressed_linear",
     mutates_args=(),
     schema=(
@@ -133,8 +156,10 @@ def _check_2d(x: torch.Tensor, in_features: int, out_features: int, *tensors: to
 
 
 def _setup_context(ctx, inputs, output):
-    x, codebook, row_ptr, col_idx, codes, bias, packed, meta, in_features, _backend = inputs
-    ctx.save_for_backward(codebook, row_ptr, col_idx, codes)
+    x, codebook, row_ptr, col_idx, codes, bias, packed, meta, in_features, backend = inputs
+    ctx.save_for_backward(codebook, row_ptr, col_idx, codes, *packed)
+    ctx.backend = backend
+    ctx.packed_meta = list(meta)
     # torch.library flattens a list argument only when it holds nothing but tensors (so also
     # when empty); backward must mirror that: a list of Nones there, one None otherwise.
     ctx.no_grads = tuple(
@@ -146,10 +171,13 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
-    codebook, row_ptr, col_idx, codes = ctx.saved_tensors
+    codebook, row_ptr, col_idx, codes, *packed = ctx.saved_tensors
     grad_x = grad_bias = None
     if ctx.needs_input_grad[0]:
-        weight = csr_to_dense(codebook, row_ptr, col_idx, codes, ctx.in_features)
+        if get_backend(ctx.backend).dense is not None:
+            weight = packed_to_dense(row_ptr, packed, ctx.packed_meta, ctx.in_features, ctx.backend)
+        else:
+            weight = csr_to_dense(codebook, row_ptr, col_idx, codes, ctx.in_features)
         grad_x = (grad.float() @ weight).to(ctx.x_dtype)
     if ctx.needs_input_grad[5]:
         grad_bias = grad.float().sum(0).to(ctx.bias_dtype)

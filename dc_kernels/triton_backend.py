@@ -13,7 +13,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from compress.matrix import CompressedMatrix
 from dc_kernels.gpu_layout import METADATA_NAMES, TENSOR_NAMES, GpuLayout
-from dc_kernels.triton_ops import triton_linear
+from dc_kernels.triton_ops import decode_dense, triton_linear
 
 _layouts: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
@@ -26,11 +26,20 @@ def pack(matrix: CompressedMatrix, device: torch.device) -> tuple[list[torch.Ten
     return tensors, [layout.metadata()[name] for name in METADATA_NAMES]
 
 
-def run(
-    x2d: torch.Tensor, bias: torch.Tensor | None, packed: list[torch.Tensor], meta: list[int]
-) -> torch.Tensor:
+def _layout(packed: list[torch.Tensor], meta: list[int]) -> GpuLayout:
     layout = _layouts.get(packed[0])
     if layout is None or any(a is not b for a, b in zip(layout.tensors().values(), packed)):
         layout = GpuLayout.from_state(dict(zip(TENSOR_NAMES, packed)), dict(zip(METADATA_NAMES, meta)))
         _layouts[packed[0]] = layout
-    return triton_linear(x2d, layout, bias)
+    return layout
+
+
+def run(
+    x2d: torch.Tensor, bias: torch.Tensor | None, packed: list[torch.Tensor], meta: list[int]
+) -> torch.Tensor:
+    return triton_linear(x2d, _layout(packed, meta), bias)
+
+
+def dense(packed: list[torch.Tensor], meta: list[int]) -> torch.Tensor:
+    """The layer's float32 weight, decoded on the layout's device by the Triton kernel."""
+    return decode_dense(_layout(packed, meta), torch.float32)

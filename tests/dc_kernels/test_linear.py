@@ -258,6 +258,55 @@ def test_opcheck(backend):
     torch.library.opcheck(ops.csr_to_dense, (layer.codebook, layer.row_ptr, layer.col_idx, layer.codes, 12))
 
 
+@pytest.mark.parametrize("backend", ["triton", "huffman"])
+def test_opcheck_packed_backends_without_per_weight_tensors(backend):
+    # What a GPU layer passes: empty col_idx/codes; forward and backward use the packed form only.
+    layer = make_layer(8, 12, 0.5, bits=3, seed=8)
+    layer.backend = backend
+    packed, meta = layer._packed_for(backend)
+    x = torch.randn(3, 12, requires_grad=True)
+    col_stub, code_stub = layer.col_idx[:0], layer.codes[:0]
+    args = (x, layer.codebook, layer.row_ptr, col_stub, code_stub, layer.bias, packed, meta, 12, backend)
+    torch.library.opcheck(ops.compressed_linear, args)
+    torch.library.opcheck(ops.packed_to_dense, (layer.row_ptr, packed, meta, 12, backend))
+    torch.testing.assert_close(
+        ops.packed_to_dense(layer.row_ptr, packed, meta, 12, backend),
+        torch.from_numpy(layer.to_matrix().to_dense()),
+    )
+    with pytest.raises(ValueError, match="cannot decode its packed tensors alone"):
+        ops.packed_to_dense(layer.row_ptr, [], [], 12, "reference")
+
+
+@pytest.mark.parametrize("backend", ["triton", "huffman"])
+def test_gpu_layer_never_reads_its_host_copy(monkeypatch, backend):
+    """On a GPU a layer served by a packed form keeps col_idx/codes in host memory. Here the
+    "host" is the meta device, which holds no values: forward, backward, `weight` and the
+    memory count must all work from the packed form alone."""
+    import dc_kernels.linear as linear_module
+
+    layer = make_layer(30, 50, 0.2, bits=4, seed=11)
+    dense = layer.to_linear()
+    layer.backend = backend
+    per_weight_bytes = layer.col_idx.numel() * 2 + layer.codes.numel()
+    bytes_on_cpu = layer.memory_bytes()
+    monkeypatch.setattr(linear_module, "HOST", torch.device("meta"))
+    layer._repack()
+    assert layer.col_idx.is_meta and layer.codes.is_meta and not layer.row_ptr.is_meta
+    x = torch.randn(4, 50, requires_grad=True)
+    x_dense = x.detach().clone().requires_grad_(True)
+    (layer(x) ** 2).sum().backward()
+    (dense(x_dense) ** 2).sum().backward()
+    torch.testing.assert_close(x.grad, x_dense.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.bias.grad, dense.bias.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight, dense.weight)
+    packed_bytes = sum(t.numel() * t.element_size() for t in layer._packed[1])
+    small = (layer.codebook, layer.row_ptr, layer.code_bits, layer.bias)
+    small = sum(t.numel() * t.element_size() for t in small)
+    assert layer.memory_bytes() == packed_bytes + small
+    assert layer.memory_bytes() == bytes_on_cpu - per_weight_bytes
+    assert layer.host_bytes() == per_weight_bytes
+
+
 def test_compile_fullgraph_inductor_dynamic_batch():
     layer = make_layer(seed=9)
     compiled = torch.compile(layer, fullgraph=True, dynamic=True)
@@ -289,6 +338,8 @@ def test_cuda_backends_and_moves(dtype):
     expected = dense_output(layer, cpu_x)
     layer.cuda()
     assert layer.codebook.is_cuda and layer.codebook.dtype == torch.float32
+    # Served by the fixed-width GPU form: the per-weight canonical tensors stay in host memory.
+    assert not layer.col_idx.is_cuda and not layer.codes.is_cuda and layer.host_bytes() > 0
     x = cpu_x.cuda()
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     with torch.no_grad():
@@ -301,4 +352,11 @@ def test_cuda_backends_and_moves(dtype):
         layer.backend = "auto"
         compiled = torch.compile(layer, fullgraph=True)
         assert rel_error(compiled(x).float().cpu(), expected) <= tolerance
+        layer.backend = "reference"
+        assert layer.col_idx.is_cuda and layer.host_bytes() == 0
+        layer.backend = "auto"
+    x.requires_grad_(True)
+    layer(x).float().sum().backward()
+    torch.testing.assert_close(x.grad.float().cpu(), layer.weight.float().cpu().sum(0).expand_as(cpu_x))
+    with torch.no_grad():
         assert rel_error(layer.cpu()(cpu_x).float(), expected) <= tolerance
