@@ -1,7 +1,10 @@
 """What to Huffman-code for the GPU, measured: bits per kept weight of the candidate codings.
 
 For the paper's nine FC layers (random layers at their densities: uniform codes, uniformly
-placed kept weights) and, with ``--digits``, the trained LeNet-300-100 layers of `dcomp demo`:
+placed kept weights), with ``--gaussian`` the same shapes with codes from k-means (linear init)
+on Gaussian weights pruned by magnitude to the layer's density, the EIE authors' real compressed
+AlexNet fc8 layer (``--dump``, read when the folder exists) and, with ``--digits``, the trained
+LeNet-300-100 layers of `dcomp demo`:
 
 * ``entropy``: H(codes) + H(gaps), the bound for coding codes and gaps independently;
 * ``codes_only``: Huffman codes + the fixed-width layout's index fields (gaps not coded);
@@ -27,11 +30,13 @@ import numpy as np
 
 from compress import PAPER_LAYERS, CompressedMatrix
 from compress.huffman import HuffmanCode
+from compress.one_shot import compress_matrix
 from dc_kernels.gpu_layout import GpuLayout
 from dc_kernels.huffman_layout import MAX_TABLE_BITS, HuffmanLayout
 from perf.harness import machine_info, print_table, write_csv
 
 SEGMENT_SYMBOLS = (16, 32, 64)
+EIE_DUMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "eie_alexnet_fc8"
 ESCAPES = tuple(1 << i for i in range(1, 9))
 
 
@@ -100,6 +105,24 @@ def measure(name: str, matrix: CompressedMatrix) -> dict:
     return {key: round(v, 3) if isinstance(v, float) else v for key, v in row.items()}
 
 
+def gaussian_layer(name: str, bits: int, seed: int = 0) -> CompressedMatrix:
+    """A paper layer's shape and density, weights drawn from a normal distribution, pruned by
+    magnitude and shared by k-means with linear initialization (the paper's recipe, no training)."""
+    import torch
+
+    spec = PAPER_LAYERS[name]
+    weight = torch.randn(spec.outputs, spec.inputs, generator=torch.Generator().manual_seed(seed))
+    return compress_matrix(weight, spec.weight_density, bits, init="linear", seed=seed, name=name)
+
+
+def dump_layer(directory: Path) -> CompressedMatrix:
+    """The real compressed layer of an EIE dump folder (AlexNet fc8: 1000 x 4097 with the bias
+    column, 15 shared weights in a 4-bit code)."""
+    from eie_model.dump import read_eie_dump
+
+    return read_eie_dump(directory).matrix
+
+
 def digits_layers(seed: int = 0) -> dict[str, CompressedMatrix]:
     """The trained, pruned and shared LeNet-300-100 layers of `dcomp demo` (one seed)."""
     import torch
@@ -129,6 +152,7 @@ def digits_layers(seed: int = 0) -> dict[str, CompressedMatrix]:
 
 
 def plot(rows: list[dict], path: Path) -> Path | None:
+    """Bits of each coding relative to the fixed-width GPU layout, per layer, with the 0.85 target."""
     try:
         import matplotlib
 
@@ -136,16 +160,24 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    series = ["entropy", "joint", "separate", "huffman_gpu_s32", "fixed_gpu"]
-    labels = [f"{r['layer']}\n{r['bits']}-bit" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.7), 4))
+    series = ["entropy", "joint", *(f"huffman_gpu_s{s}" for s in SEGMENT_SYMBOLS)]
+    labels = [f"{r['layer']} {r['bits']}b" for r in rows]
+    top = 1.2
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.45), 4.5))
     width = 0.8 / len(series)
     for i, key in enumerate(series):
-        ax.bar(np.arange(len(rows)) + i * width, [r[key] for r in rows], width, label=key)
-    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, labels, fontsize=7)
-    ax.set_ylabel("bits per kept weight")
-    ax.set_title("Huffman GPU form vs fixed-width layout (paper layers random; digits layers trained)")
-    ax.legend(fontsize=7, ncol=len(series))
+        ratios = np.array([r[key] / r["fixed_gpu"] for r in rows])
+        x = np.arange(len(rows)) + i * width
+        ax.bar(x, np.minimum(ratios, top), width, label=key)
+        for xi, ratio in zip(x[ratios > top], ratios[ratios > top]):
+            ax.text(xi, top, f"{ratio:.2f}", rotation=90, fontsize=6, ha="center", va="top")
+    ax.axhline(0.85, color="black", linestyle="--", linewidth=0.8, label="0.85 target")
+    ax.axhline(1.0, color="grey", linewidth=0.6)
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, labels, fontsize=6, rotation=70, ha="right")
+    ax.set_ylim(0.5, top)
+    ax.set_ylabel("bits / fixed-width GPU layout's bits")
+    ax.set_title("Huffman GPU form vs fixed-width layout: random, Gaussian-shared, EIE dump, digits")
+    ax.legend(fontsize=7, ncol=len(series) + 1, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -157,14 +189,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="perf/results/huffman_bits", help="output directory")
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 5])
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
+    parser.add_argument("--gaussian", action="store_true", help="also layers shared from Gaussian weights")
+    parser.add_argument("--dump", type=Path, default=EIE_DUMP, help="an EIE dump folder (skipped if absent)")
     parser.add_argument("--digits", action="store_true", help="also the trained digits demo layers")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     rows = []
-    for bits in args.bits:
-        for name in args.layers:
-            rows.append(measure(name, PAPER_LAYERS[name].random_matrix(bits, seed=0)))
-            print(f"[{time.perf_counter() - start:5.1f}s] {name} {bits}-bit", file=sys.stderr, flush=True)
+    kinds = [("random", lambda name, bits: PAPER_LAYERS[name].random_matrix(bits, seed=0))]
+    if args.gaussian:
+        kinds.append(("gaussian", gaussian_layer))
+    for kind, build in kinds:
+        for bits in args.bits:
+            for name in args.layers:
+                label = name if kind == "random" else f"{name}-{kind}"
+                rows.append(measure(label, build(name, bits)))
+                print(f"[{time.perf_counter() - start:5.1f}s] {label} {bits}b", file=sys.stderr, flush=True)
+    if args.dump.is_dir():
+        rows.append(measure(f"eie-dump-{args.dump.name}", dump_layer(args.dump)))
     if args.digits:
         print("training the digits demo network (one seed)...", file=sys.stderr, flush=True)
         for name, matrix in digits_layers().items():

@@ -1,0 +1,38 @@
+"""perf/bench_huffman_bits.py on a small paper layer, its Gaussian variant and the real EIE dump."""
+
+import csv
+
+import pytest
+
+from dc_kernels.gpu_layout import GpuLayout
+from perf.bench_huffman_bits import EIE_DUMP, SEGMENT_SYMBOLS, gaussian_layer, main
+
+
+def test_bench_huffman_bits_runs_small(tmp_path, capsys):
+    args = ["--layers", "nt-lstm", "--bits", "4", "--gaussian", "--dump", str(tmp_path / "absent")]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    rows = {r["layer"]: r for r in csv.DictReader((tmp_path / "huffman_bits.csv").open())}
+    assert list(rows) == ["nt-lstm", "nt-lstm-gaussian"]
+    for row in rows.values():
+        fixed, s32 = float(row["fixed_gpu"]), float(row[f"huffman_gpu_s{SEGMENT_SYMBOLS[1]}"])
+        assert float(row["ratio_s32"]) == pytest.approx(s32 / fixed, abs=2e-3)
+        # Every coding stays above the joint symbols' bound less rounding; the GPU form adds offsets.
+        assert float(row["entropy"]) - 0.05 < float(row["joint"]) < s32 < fixed
+    # k-means codes of pruned Gaussian weights are not uniform: fewer bits than uniform random codes.
+    assert float(rows["nt-lstm-gaussian"]["entropy"]) < float(rows["nt-lstm"]["entropy"]) - 0.2
+    assert (tmp_path / "huffman_bits.png").stat().st_size > 0
+    assert "nt-lstm-gaussian 4b" in capsys.readouterr().err  # progress
+
+
+def test_gaussian_layer_has_the_paper_density_and_fixed_bits():
+    matrix = gaussian_layer("nt-lstm", 5)
+    assert matrix.shape == (2400, 1201) and matrix.bits == 5 and abs(matrix.density - 0.1) < 1e-4
+    assert GpuLayout.from_matrix(matrix).bits_per_kept_weight() > 5
+
+
+@pytest.mark.skipif(not EIE_DUMP.is_dir(), reason="the EIE authors' dump is not beside the clone")
+def test_real_alexnet_fc8_reaches_0_85_with_long_segments(tmp_path):
+    assert main(["--layers", "nt-we", "--bits", "4", "--dump", str(EIE_DUMP), "--out", str(tmp_path)]) == 0
+    row = list(csv.DictReader((tmp_path / "huffman_bits.csv").open()))[-1]
+    assert row["layer"] == "eie-dump-eie_alexnet_fc8" and row["nnz"] == "1051991"
+    assert float(row["huffman_gpu_s64"]) / float(row["fixed_gpu"]) <= 0.85
