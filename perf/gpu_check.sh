@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One device call of ~6 minutes: correctness, compute-sanitizer, tuning, timings, crossover and
-# sweep of the Triton kernels (perf/bench_gpu.py, ~4 minutes), then the Huffman kernels' benchmark
-# (perf/bench_gpu_huffman.py, <= 2 minutes). Results go to $OUT (the device tool's output folder)
-# when set, else perf/results/<gpu>_<date>/.  Usage: bash perf/gpu_check.sh [extra bench_gpu args]
+# One device call of at most ~7.5 minutes (device tool: timeout_s 500): correctness,
+# compute-sanitizer, tuning, timings, crossover and sweep of the Triton kernels
+# (perf/bench_gpu.py, ~4 minutes), the Huffman kernels' benchmark (perf/bench_gpu_huffman.py,
+# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s). Results go to $OUT (the device
+# tool's output folder) when set, else perf/results/<gpu>_<date>/.
+# Usage: bash perf/gpu_check.sh [extra bench_gpu args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,4 +36,11 @@ echo "bench_gpu exit code: $rc"
 timeout 120 python -m perf.bench_gpu_huffman "${args[@]}"
 rc_huffman=$?
 echo "bench_gpu_huffman exit code: $rc_huffman"
-exit $(( rc != 0 ? rc : rc_huffman ))
+# CompressedLinear on CUDA (backends, moves, host-resident canonical buffers, backward through the
+# packed form, torch.compile), compiled kernels: the interpreter off. Appended to log.txt.
+log="${OUT:+$OUT/log.txt}"
+TRITON_INTERPRET=0 timeout 90 python -m pytest -q -x -p no:cacheprovider tests/dc_kernels/test_linear.py \
+    -k cuda 2>&1 | tee -a "${log:-/dev/null}"
+rc_tests=${PIPESTATUS[0]}
+echo "CompressedLinear CUDA tests exit code: $rc_tests" | tee -a "${log:-/dev/null}"
+exit $(( rc != 0 ? rc : (rc_huffman != 0 ? rc_huffman : rc_tests) ))
