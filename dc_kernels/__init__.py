@@ -6,7 +6,7 @@ Importing this package never initializes CUDA and never compiles a kernel.
 # Neither module imports Triton: kernels are imported (and compiled) at their first launch.
 from dc_kernels.gpu_layout import GpuLayout
 from dc_kernels.huffman_layout import HuffmanLayout, HuffmanLayoutError
-from dc_kernels.huffman_ops import huffman_decode, huffman_linear
+from dc_kernels.huffman_ops import huffman_decode, huffman_decode_dense, huffman_linear
 from dc_kernels.triton_ops import decode_dense, triton_linear
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "HuffmanLayoutError",
     "decode_dense",
     "huffman_decode",
+    "huffman_decode_dense",
     "huffman_linear",
     "triton_linear",
 ]

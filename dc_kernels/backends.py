@@ -151,7 +151,7 @@ def _run_huffman(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, pack
 def _dense_huffman(row_ptr, packed, meta, in_features):
     from dc_kernels import huffman_backend
 
-    return huffman_backend.dense(row_ptr, packed, meta)
+    return huffman_backend.dense(packed, meta)
 
 
 register_backend(Backend("reference", _run_reference))

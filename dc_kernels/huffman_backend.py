@@ -13,9 +13,10 @@ import torch
 
 from compress.matrix import CompressedMatrix
 from dc_kernels.huffman_layout import METADATA_NAMES, TENSOR_NAMES, HuffmanLayout
-from dc_kernels.huffman_ops import huffman_decode, huffman_linear
+from dc_kernels.huffman_ops import huffman_decode_dense, huffman_linear
 
-DERIVED_NAMES = ("table", "prog_steps", "seg_first")
+# seg_first (one int64 per segment) only serves the standalone decoder: not kept.
+DERIVED_NAMES = ("table", "prog_steps")
 PACKED_NAMES = TENSOR_NAMES + DERIVED_NAMES
 
 
@@ -26,7 +27,7 @@ def pack(matrix: CompressedMatrix, device: torch.device) -> tuple[list[torch.Ten
 
 
 def _layout(packed: list[torch.Tensor], meta: list[int]) -> HuffmanLayout:
-    return HuffmanLayout(**dict(zip(METADATA_NAMES, meta)), **dict(zip(PACKED_NAMES, packed)))
+    return HuffmanLayout(**dict(zip(METADATA_NAMES, meta)), **dict(zip(PACKED_NAMES, packed)), seg_first=None)
 
 
 def run(
@@ -35,14 +36,6 @@ def run(
     return huffman_linear(x2d, _layout(packed, meta), bias)
 
 
-def dense(row_ptr: torch.Tensor, packed: list[torch.Tensor], meta: list[int]) -> torch.Tensor:
-    """The layer's float32 weight, decoded on the layout's device by the Huffman decoder kernel
-    (rows from ``row_ptr``, on the same device)."""
-    layout = _layout(packed, meta)
-    codes, cols = huffman_decode(layout)
-    rows = torch.repeat_interleave(
-        torch.arange(layout.out_features, device=row_ptr.device), row_ptr.diff(), output_size=layout.nnz
-    )
-    weight = torch.zeros(layout.shape, dtype=torch.float32, device=layout.device)
-    weight[rows, cols.long()] = layout.codebook[codes.long()]
-    return weight
+def dense(packed: list[torch.Tensor], meta: list[int]) -> torch.Tensor:
+    """The layer's float32 weight, decoded on the layout's device by the Huffman decoder kernel."""
+    return huffman_decode_dense(_layout(packed, meta))

@@ -166,7 +166,9 @@ class HuffmanLayout:
     """A compressed layer in the Huffman GPU form (module docstring); tensors on any device.
 
     Build with `from_matrix` or load with `from_state` (which validates); the derived fields
-    ``table``, ``prog_steps`` and ``seg_first`` are filled by those constructors.
+    ``table``, ``prog_steps`` and ``seg_first`` are filled by those constructors. ``seg_first``
+    serves only the standalone decoder (`huffman_ops.huffman_decode`); a `CompressedLinear`
+    leaves it out (None) of its packed form.
     """
 
     out_features: int
@@ -186,7 +188,7 @@ class HuffmanLayout:
     codebook: torch.Tensor  # float32 [k]
     table: torch.Tensor  # int32 [2**table_bits], derived
     prog_steps: torch.Tensor  # int32 [n_programs], derived
-    seg_first: torch.Tensor  # int64 [n_segments], derived
+    seg_first: torch.Tensor | None  # int64 [n_segments], derived; None: left out
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -351,7 +353,9 @@ class HuffmanLayout:
             "prog_steps": self.prog_steps,
             "seg_first": self.seg_first,
         }
-        return HuffmanLayout(**self.metadata(), **{n: t.to(device) for n, t in fields.items()})
+        return HuffmanLayout(
+            **self.metadata(), **{n: None if t is None else t.to(device) for n, t in fields.items()}
+        )
 
     # ------------------------------------------------------------------ sizes
     def bit_counts(self) -> dict[str, int]:

@@ -98,39 +98,64 @@ def huffman_linear(
     return out
 
 
-def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes uint8[nnz], columns int32[nnz]) of every kept weight in CSR order, decoded on the
-    layout's device (rows follow from the canonical row pointers)."""
-    if not isinstance(layout, HuffmanLayout):
-        raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
+def _launch_decode(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> None:
+    """One launch of the decoder kernel: into (codes, cols) or into a dense weight (``dense``);
+    the unused pointers get the table (never read: their code is compiled out)."""
     check_device(layout.words, layout, "layout")
     from dc_kernels.kernels.huffman_spmv import huffman_decode_kernel
 
+    codes, cols, weight = (layout.table, layout.table, outputs[0]) if dense else (*outputs, layout.table)
+    huffman_decode_kernel[(layout.n_programs,)](
+        layout.words,
+        layout.prog_base,
+        layout.seg_len,
+        layout.prog_steps,
+        layout.table,
+        layout.table if dense else layout.seg_first,
+        codes,
+        cols,
+        layout.codebook,
+        weight,
+        layout.out_features,
+        layout.in_features,
+        layout.n_segments,
+        layout.nnz,
+        layout.len_base,
+        layout.len_unit,
+        layout.words.numel() * 32,
+        layout.block_cols,
+        layout.table_bits,
+        ROWS=layout.rows_per_program,
+        NCB=layout.col_blocks,
+        DENSE=dense,
+        num_warps=num_warps(layout),
+    )
+
+
+def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes uint8[nnz], columns int32[nnz]) of every kept weight in CSR order, decoded on the
+    layout's device (rows follow from the canonical row pointers). Needs the layout's
+    ``seg_first`` (a `CompressedLinear`'s packed form leaves it out: use `huffman_decode_dense`)."""
+    if not isinstance(layout, HuffmanLayout):
+        raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
+    if layout.seg_first is None:
+        raise ValueError("this HuffmanLayout has no seg_first (a module's packed form): use from_matrix")
     codes = torch.empty(layout.nnz, dtype=torch.uint8, device=layout.device)
     cols = torch.empty(layout.nnz, dtype=torch.int32, device=layout.device)
     if layout.nnz:
-        huffman_decode_kernel[(layout.n_programs,)](
-            layout.words,
-            layout.prog_base,
-            layout.seg_len,
-            layout.prog_steps,
-            layout.table,
-            layout.seg_first,
-            codes,
-            cols,
-            layout.in_features,
-            layout.n_segments,
-            layout.nnz,
-            layout.len_base,
-            layout.len_unit,
-            layout.words.numel() * 32,
-            layout.block_cols,
-            layout.table_bits,
-            ROWS=layout.rows_per_program,
-            NCB=layout.col_blocks,
-            num_warps=num_warps(layout),
-        )
+        _launch_decode(layout, False, codes, cols)
     return codes, cols
+
+
+def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
+    """The layer's float32 weight (out_features, in_features), decoded on the layout's device
+    straight from the stream (every weight written at its row and column)."""
+    if not isinstance(layout, HuffmanLayout):
+        raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
+    weight = torch.zeros(layout.shape, dtype=torch.float32, device=layout.device)
+    if layout.nnz:
+        _launch_decode(layout, True, weight)
+    return weight
 
 
 def reference_linear(
@@ -161,6 +186,7 @@ def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dic
         "seg_first_ptr": "*i64",
         "codes_ptr": "*u8",
         "cols_ptr": "*i32",
+        "w_ptr": "*fp32",
         "x_ptr": f"*{ty}",
         "y_ptr": f"*{ty}",
     }
@@ -177,8 +203,10 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
     for rows, ncb, offsets, lengths in AOT_SHAPES:
         warps = max(MIN_WARPS, rows * ncb // 32)
         consts = {"ROWS": rows, "NCB": ncb}
-        sig = _aot_signature(huffman_decode_kernel, consts, "fp32", offsets, lengths)
-        out.append((huffman_decode_kernel, sig, consts, warps, "-", 0))
+        for dense in (False, True):
+            decode = {**consts, "DENSE": dense}
+            sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, lengths)
+            out.append((huffman_decode_kernel, sig, decode, warps, "dense" if dense else "-", 0))
         for dtype, ty in dtypes.items():
             for bb in (BATCH_BUCKETS[0], BATCH_BUCKETS[-1]):
                 spmm = {**consts, "BB": bb, "HAS_BIAS": True, "PREFETCH": USE_PREFETCH}

@@ -179,6 +179,9 @@ def huffman_decode_kernel(
     seg_first_ptr,
     codes_ptr,
     cols_ptr,
+    codebook_ptr,
+    w_ptr,
+    n_rows,
     n_cols,
     n_seg,
     nnz,
@@ -189,23 +192,35 @@ def huffman_decode_kernel(
     table_bits,
     ROWS: tl.constexpr,
     NCB: tl.constexpr,
+    DENSE: tl.constexpr,
 ):
-    """Decode the program's segments into ``codes`` (uint8) and ``cols`` (int32), CSR order."""
+    """Decode the program's segments: into ``codes`` (uint8) and ``cols`` (int32) in CSR order,
+    from each segment's ``seg_first`` (``DENSE`` False), or each weight ``codebook[code]`` into
+    the zero-filled float32 ``w`` (n_rows, n_cols) (``DENSE`` True: no ``seg_first`` needed)."""
     pid = tl.program_id(0)
     seg, pos, end, block = _segment_bounds(
         prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS, NCB
     )
     stop = end - (len_unit - 1)
     colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
-    out = tl.load(seg_first_ptr + seg, mask=seg < n_seg, other=0)
+    if DENSE:
+        row = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]
+        row_ok = row < n_rows
+    else:
+        out = tl.load(seg_first_ptr + seg, mask=seg < n_seg, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
         hi, lo, active = _load_words(words_ptr, pos, stop, end)
         length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
         col = colpos + advance - 1
-        real = is_weight & (col < n_cols) & (out < nnz)
-        tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)
-        tl.store(cols_ptr + out, col, mask=real)
-        out += real.to(tl.int64)
+        if DENSE:
+            real = is_weight & (col >= 0) & (col < n_cols) & row_ok
+            weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
+            tl.store(w_ptr + row * n_cols + col, weight, mask=real)
+        else:
+            real = is_weight & (col < n_cols) & (out < nnz)
+            tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)
+            tl.store(cols_ptr + out, col, mask=real)
+            out += real.to(tl.int64)
         pos += length
         colpos += advance

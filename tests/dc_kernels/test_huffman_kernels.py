@@ -9,7 +9,7 @@ import torch
 
 from compress import CompressedMatrix, random_compressed_matrix
 from dc_kernels.huffman_layout import HuffmanLayout
-from dc_kernels.huffman_ops import huffman_decode, huffman_linear, reference_linear
+from dc_kernels.huffman_ops import huffman_decode, huffman_decode_dense, huffman_linear, reference_linear
 
 TOL = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
 _seed = np.random.SeedSequence()
@@ -38,6 +38,9 @@ def check(matrix: CompressedMatrix, batch: int, dtype=torch.float32, bias=True, 
         torch.testing.assert_close(y.float(), expected.float(), rtol=rtol, atol=atol * scale)
     codes, cols = huffman_decode(layout)
     assert np.array_equal(codes.numpy(), matrix.codes) and np.array_equal(cols.numpy(), matrix.col_idx)
+    assert np.array_equal(huffman_decode_dense(layout).numpy(), matrix.to_dense())
+    with pytest.raises(ValueError, match="no seg_first"):
+        huffman_decode(dataclasses.replace(layout, seg_first=None))
     return layout
 
 
@@ -110,6 +113,8 @@ def test_corrupt_stream_still_writes_every_output_once():
             huffman_linear(torch.randn(2, 50), corrupt, out=out, prefetch=prefetch)
             assert not torch.isnan(out).any()
         huffman_decode(corrupt)  # terminates, writes only inside its outputs
+        dense = huffman_decode_dense(dataclasses.replace(corrupt, seg_first=None))  # no seg_first needed
+        assert dense.shape == (9, 50) and torch.isfinite(dense).all()
 
 
 def test_bad_input():
