@@ -206,6 +206,9 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
         for dense in (False, True):
             decode = {**consts, "DENSE": dense}
             sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, lengths)
+            # The pointers `_launch_decode` fills with the table (int32), unused by that variant.
+            unused = ("seg_first_ptr", "codes_ptr", "cols_ptr") if dense else ("w_ptr",)
+            sig.update(dict.fromkeys(unused, "*i32"))
             out.append((huffman_decode_kernel, sig, decode, warps, "dense" if dense else "-", 0))
         for dtype, ty in dtypes.items():
             for bb in (BATCH_BUCKETS[0], BATCH_BUCKETS[-1]):
