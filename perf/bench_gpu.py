@@ -441,7 +441,8 @@ SWEEP_LAYERS = ("vgg6", "alex7")
 
 def run_plans(run, timer, device, layers, plans, phase: str, reserve_s: float) -> list[dict]:
     """Time ``launch_spmm`` for each (layer, batch, slice_rows, tile_entries, warps, gather) plan
-    on the layer's 4-bit version (cold), until only ``reserve_s`` of the budget is left."""
+    on the layer's 4-bit version (cold), until only ``reserve_s`` of the budget is left; gather
+    None: the dispatcher's own choice (`triton_ops.use_gather`), recorded as chosen."""
     from dc_kernels import triton_ops
     from dc_kernels.gpu_layout import GpuLayout
 
@@ -463,6 +464,8 @@ def run_plans(run, timer, device, layers, plans, phase: str, reserve_s: float) -
         x = torch.randn(layout.in_features, batch, device=device, dtype=torch.float16).T
         out = torch.empty(batch, layout.out_features, device=device, dtype=torch.float16)
         cfg = triton_ops.KernelConfig(tile, warps)
+        if gather is None:
+            gather = triton_ops.use_gather(layout.code_bits, layout.slice_rows, warps)
         try:
             us = timer.cold(lambda a=(x, layout, None, out, cfg, gather): triton_ops.launch_spmm(*a))
         except Exception as exc:
@@ -497,8 +500,9 @@ def tune(run, timer, device, layers) -> list[dict]:
     from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
 
     r = DEFAULT_SLICE_ROWS
-    plans = [(n, 1, r, t, w, True) for t in (1024, 2048, 512, 4096) for w in (4, 8) for n in SWEEP_LAYERS]
-    plans += [(n, 16, r, t, w, True) for t in (128, 256, 64) for w in (4, 8) for n in SWEEP_LAYERS]
+    # gather None: tune what the dispatcher will run (its codebook lookup for these widths).
+    plans = [(n, 1, r, t, w, None) for t in (1024, 2048, 512, 4096) for w in (4, 8) for n in SWEEP_LAYERS]
+    plans += [(n, 16, r, t, w, None) for t in (128, 256, 64) for w in (4, 8) for n in SWEEP_LAYERS]
     rows = run_plans(run, timer, device, layers, plans, "tune", reserve_s=115)
     for batch in (1, 16):
         best = best_config(rows, batch)
@@ -514,22 +518,38 @@ def tune(run, timer, device, layers) -> list[dict]:
 
 
 def sweep(run, timer, device, layers) -> list[dict]:
-    """Slice rows (a layout parameter) around the tuned table."""
+    """The codebook lookup (tl.gather vs the L1-resident table) at the tuned table, then slice
+    rows (a layout parameter) around it."""
     from dc_kernels import triton_ops
+    from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
 
+    lookup_plans = [
+        (n, batch, DEFAULT_SLICE_ROWS, cfg.tile_entries, cfg.num_warps, gather)
+        for batch, cfg in ((b, triton_ops.SPMM_CONFIGS[b]) for b in (1, 16))
+        for gather in (True, False)
+        for n in SWEEP_LAYERS
+    ]
+    lookup = run_plans(run, timer, device, layers, lookup_plans, "lookup", reserve_s=8)
     plans = []
     for batch in (1, 16):
         cfg = triton_ops.SPMM_CONFIGS[batch]
         for slice_rows in (2, 8, 1, 16):
             for scale in (1, 2):
                 for n in SWEEP_LAYERS:
-                    plans.append((n, batch, slice_rows, cfg.tile_entries * scale, cfg.num_warps, True))
+                    plans.append((n, batch, slice_rows, cfg.tile_entries * scale, cfg.num_warps, None))
     rows = run_plans(run, timer, device, layers, plans, "sweep", reserve_s=8)
     for batch in (1, 16):
+        at_batch = [r for r in lookup if r["batch"] == batch]
+        us = {g: [r["cold_us"] for r in at_batch if r["gather"] is g] for g in (True, False)}
+        if all(len(v) == len(SWEEP_LAYERS) for v in us.values()):
+            run.log(
+                f"codebook lookup at batch {batch}, 4-bit codes, total over {SWEEP_LAYERS}: "
+                f"tl.gather {sum(us[True]):.1f} us, L1 table {sum(us[False]):.1f} us"
+            )
         best = best_config(rows, batch)
         if best:
             run.log(f"sweep best at batch {batch}: {best}")
-    return rows
+    return lookup + rows
 
 
 def print_table(run: Run, rows: list[dict]) -> None:
