@@ -362,3 +362,27 @@ def test_cuda_backends_and_moves(dtype):
     assert rel_error(x.grad.float().cpu(), column_sums) <= tolerance
     with torch.no_grad():
         assert rel_error(layer.cpu()(cpu_x).float(), expected) <= tolerance
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("gpu_form", ["fixed", "huffman"])
+def test_cuda_forward_never_syncs_and_captures_in_a_cuda_graph(gpu_form):
+    # LLM decode replays batch-1 layers from CUDA graphs: forward must not wait for the device.
+    layer = make_layer(256, 512, 0.1, seed=12).half().cuda()
+    layer.gpu_form = gpu_form
+    x = torch.randn(1, 512, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        expected = layer(x)  # compiles the kernels outside the capture
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            layer(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = layer(x)
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.testing.assert_close(captured, layer(x), rtol=0, atol=0)
+        assert not torch.equal(captured, expected)
