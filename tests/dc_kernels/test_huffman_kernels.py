@@ -125,4 +125,6 @@ def test_bad_input():
         huffman_linear(torch.randn(2, 8).double(), layout)
     with pytest.raises(TypeError):
         huffman_linear(torch.randn(2, 8), "layout")
+    with pytest.raises(TypeError, match="HuffmanLayout"):
+        huffman_decode_dense("layout")
     assert huffman_linear(torch.randn(0, 8), layout).shape == (0, 3)
