@@ -64,11 +64,12 @@ class ConvertedLayer:
 
 @dataclass
 class CompressionReport:
-    """What `compress_` / `swap_compressed_` converted (by module name) and what they skipped
-    and why."""
+    """What `compress_` / `swap_compressed_` converted (by module name), what they skipped and
+    why, and notes on converted layers that will not run faster (e.g. read through ``.weight``)."""
 
     converted: dict[str, ConvertedLayer] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def compressed_bytes(self) -> int:
@@ -90,6 +91,7 @@ class CompressionReport:
             ratio = self.dense_bytes / max(self.compressed_bytes, 1)
             lines.append(f"{'total':<32} {'':>13} {'':>4} {'':>8} {self.compressed_bytes:>11} {ratio:>7.1f}x")
         lines += [f"skipped {name}: {reason}" for name, reason in self.skipped.items()]
+        lines += [f"note {name}: {note}" for name, note in self.notes.items()]
         return "\n".join(lines)
 
 
@@ -236,6 +238,11 @@ def _swap(
     parent: nn.Module, child: str, module: CompressedLinear, name: str, report: CompressionReport
 ) -> None:
     setattr(parent, child, module)
+    if isinstance(parent, nn.MultiheadAttention) and child == "out_proj":
+        report.notes[name] = (
+            "nn.MultiheadAttention reads out_proj.weight itself: the layer is decoded to dense on every "
+            "call (exact and smaller at rest, not faster); put it in config.skip to keep it dense"
+        )
     report.converted[name] = ConvertedLayer(
         module.in_features,
         module.out_features,
