@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +104,7 @@ def compress_(
     filter_fn: FilterFn | None = None,
     *,
     backend: str = AUTO,
+    progress: bool = False,
 ) -> CompressionReport:
     """Compress ``model``'s nn.Linear layers in place and swap them for `CompressedLinear`.
 
@@ -110,7 +113,8 @@ def compress_(
     module name -> `compress.CompressedMatrix` (a ``Compressor.finalize()`` result) is handed to
     `swap_compressed_` instead. ``filter_fn(module, name)`` returning False leaves a layer dense.
     Biases, devices and dtypes are kept; every layer is pruned and clustered from its float32
-    weight with no retraining.
+    weight with no retraining. ``progress`` prints a line per compressed layer to stderr (layer
+    count, name, shape, seconds), for large models.
     """
     if isinstance(config, Mapping):
         return swap_compressed_(model, config, filter_fn, backend=backend)
@@ -123,6 +127,12 @@ def compress_(
     _check_model(model)
     report = CompressionReport()
     swapped: dict[int, CompressedLinear] = {}
+    if progress:  # the layers to compress (filter_fn is asked twice then)
+        total = len({
+            id(m) for n, m, _, _ in _named_children(model)
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and _skip_reason(m, n, config, filter_fn) is None
+        })  # fmt: skip
+    start = time.perf_counter()
     for name, module, parent, child in _named_children(model):
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue
@@ -131,6 +141,11 @@ def compress_(
             report.skipped[name] = reason
             continue
         if id(module) not in swapped:
+            if progress:
+                shape = "x".join(map(str, module.weight.shape))
+                elapsed = time.perf_counter() - start
+                print(f"[{elapsed:7.1f}s] compress_ {len(swapped) + 1}/{total} {name} ({shape})",
+                      file=sys.stderr, flush=True)  # fmt: skip
             settings = config.for_layer(name)
             matrix = compress_matrix(
                 module.weight.detach(),

@@ -159,6 +159,16 @@ def test_report_skips_by_name_filter_and_type():
     assert report.dense_bytes / report.compressed_bytes > 1
 
 
+def test_progress_lines_count_the_layers_to_compress(capsys):
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8), nn.Linear(8, 8))
+    config = compress.DeepCompressionConfig(density=0.5, bits=3, skip=("3",))
+    dc_kernels.compress_(model, config, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ")[1] for line in lines] == ["compress_ 1/2 0 (32x64)", "compress_ 2/2 2 (8x32)"]
+    dc_kernels.compress_(nn.Sequential(nn.Linear(4, 4)), config)
+    assert capsys.readouterr().err == ""  # quiet by default
+
+
 def test_meta_weights_and_bare_linear_and_bad_config():
     with torch.device("meta"):
         model = MLP()
