@@ -227,7 +227,7 @@ def _skip_reason(
 ) -> str | None:
     kind = "Linear" if isinstance(module, nn.Linear) else "Conv2d"
     if kind not in config.module_types:
-        return None if kind == "Conv2d" else "config.module_types excludes Linear"
+        return f"config.module_types excludes {kind}"
     if kind == "Conv2d":
         return "nn.Conv2d: CompressedLinear replaces nn.Linear only"
     if config.is_skipped(name):

@@ -1,6 +1,7 @@
 """Model API: drop-in swaps of whole models, reports, Compressor hand-off, save/load."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -167,6 +168,17 @@ def test_progress_lines_count_the_layers_to_compress(capsys):
     assert [line.split("] ")[1] for line in lines] == ["compress_ 1/2 0 (32x64)", "compress_ 2/2 2 (8x32)"]
     dc_kernels.compress_(nn.Sequential(nn.Linear(4, 4)), config)
     assert capsys.readouterr().err == ""  # quiet by default
+
+
+def test_module_types_leave_excluded_layers_alone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    config = compress.DeepCompressionConfig(density=0.5, bits=3, module_types=("Linear",))
+    report = dc_kernels.compress_(model, config)
+    assert set(report.converted) == {"2"} and isinstance(model[0], nn.Conv2d)
+    assert report.skipped == {"0": "config.module_types excludes Conv2d"}
+    only_conv = dataclasses.replace(config, module_types=("Conv2d",))
+    report = dc_kernels.compress_(nn.Sequential(nn.Linear(8, 4)), only_conv)
+    assert report.skipped == {"0": "config.module_types excludes Linear"} and not report.converted
 
 
 def test_meta_weights_and_bare_linear_and_bad_config():
