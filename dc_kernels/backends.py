@@ -33,7 +33,7 @@ from dc_kernels.linear_reference import linear_reference
 RunFn = Callable[..., torch.Tensor]
 # pack(module: CompressedLinear) -> (tensors, ints), on the module's device
 PackFn = Callable[..., tuple[list[torch.Tensor], list[int]]]
-# dense(row_ptr, packed, packed_meta, in_features) -> float32 (out_features, in_features) weight
+# dense(packed, packed_meta) -> float32 (out_features, in_features) weight, on the packed device
 DenseFn = Callable[..., torch.Tensor]
 
 
@@ -130,7 +130,7 @@ def _run_triton(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packe
     return triton_backend.run(x2d, bias, packed, meta)
 
 
-def _dense_triton(row_ptr, packed, meta, in_features):
+def _dense_triton(packed, meta):
     from dc_kernels import triton_backend
 
     return triton_backend.dense(packed, meta)
@@ -148,7 +148,7 @@ def _run_huffman(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, pack
     return huffman_backend.run(x2d, bias, packed, meta)
 
 
-def _dense_huffman(row_ptr, packed, meta, in_features):
+def _dense_huffman(packed, meta):
     from dc_kernels import huffman_backend
 
     return huffman_backend.dense(packed, meta)

@@ -99,7 +99,7 @@ def packed_to_dense(
     dense = get_backend(backend).dense
     if dense is None:
         raise ValueError(f"backend {backend!r} cannot decode its packed tensors alone")
-    return dense(row_ptr, packed, packed_meta, in_features)
+    return dense(packed, packed_meta)
 
 
 @packed_to_dense.register_fake
