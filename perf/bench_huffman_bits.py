@@ -33,6 +33,7 @@ from compress.huffman import HuffmanCode
 from compress.one_shot import compress_matrix
 from dc_kernels.gpu_layout import GpuLayout
 from dc_kernels.huffman_layout import MAX_TABLE_BITS, HuffmanLayout
+from eie_model.dump import read_eie_dump
 from perf.harness import machine_info, print_table, write_csv
 
 SEGMENT_SYMBOLS = (16, 32, 64)
@@ -113,14 +114,6 @@ def gaussian_layer(name: str, bits: int, seed: int = 0) -> CompressedMatrix:
     spec = PAPER_LAYERS[name]
     weight = torch.randn(spec.outputs, spec.inputs, generator=torch.Generator().manual_seed(seed))
     return compress_matrix(weight, spec.weight_density, bits, init="linear", seed=seed, name=name)
-
-
-def dump_layer(directory: Path) -> CompressedMatrix:
-    """The real compressed layer of an EIE dump folder (AlexNet fc8: 1000 x 4097 with the bias
-    column, 15 shared weights in a 4-bit code)."""
-    from eie_model.dump import read_eie_dump
-
-    return read_eie_dump(directory).matrix
 
 
 def digits_layers(seed: int = 0) -> dict[str, CompressedMatrix]:
@@ -205,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(label, build(name, bits)))
                 print(f"[{time.perf_counter() - start:5.1f}s] {label} {bits}b", file=sys.stderr, flush=True)
     if args.dump.is_dir():
-        rows.append(measure(f"eie-dump-{args.dump.name}", dump_layer(args.dump)))
+        rows.append(measure(f"eie-dump-{args.dump.name}", read_eie_dump(args.dump).matrix))
     if args.digits:
         print("training the digits demo network (one seed)...", file=sys.stderr, flush=True)
         for name, matrix in digits_layers().items():
