@@ -1,22 +1,43 @@
-"""Online: compressed FC layers at inference time (Triton kernels, reference path, modules).
+"""Online: compressed FC layers at inference time (Triton kernels, CPU kernels, modules).
 
-Importing this package never initializes CUDA and never compiles a kernel.
+One room per form, each owning its layout, its kernels and their launcher and registering
+itself as a backend of `CompressedLinear`: `dc_kernels.fixed` (fixed-width GPU form),
+`dc_kernels.huffman` (Huffman GPU form), `dc_kernels.cpu` (C kernels); `dc_kernels.reference`
+is the pure-PyTorch oracle. Importing this package never initializes CUDA, never imports Triton
+and never compiles a kernel.
 """
 
-# Neither module imports Triton: kernels are imported (and compiled) at their first launch.
-from dc_kernels.gpu_layout import GpuLayout
-from dc_kernels.huffman_layout import HuffmanLayout, HuffmanLayoutError
-from dc_kernels.huffman_ops import huffman_decode, huffman_decode_dense, huffman_linear
-from dc_kernels.triton_ops import decode_dense, triton_linear
+from dc_kernels import cpu, fixed, huffman, reference  # each registers its backend
+from dc_kernels.backends import GPU_FORMS, Backend, register_backend
+from dc_kernels.fixed import Dispatch, GpuLayout, decode_dense, fixed_linear
+from dc_kernels.huffman import (
+    HuffmanLayout,
+    HuffmanLayoutError,
+    huffman_decode,
+    huffman_decode_dense,
+    huffman_linear,
+)
+
+# The fixed form's launcher under its earlier name.
+triton_linear = fixed_linear
 
 __all__ = [
+    "GPU_FORMS",
+    "Backend",
+    "Dispatch",
     "GpuLayout",
     "HuffmanLayout",
     "HuffmanLayoutError",
+    "cpu",
     "decode_dense",
+    "fixed",
+    "fixed_linear",
+    "huffman",
     "huffman_decode",
     "huffman_decode_dense",
     "huffman_linear",
+    "reference",
+    "register_backend",
     "triton_linear",
 ]
 
@@ -26,8 +47,8 @@ _LAZY = {
     "compress_": "dc_kernels.model_api",
     "swap_compressed_": "dc_kernels.model_api",
     "CompressionReport": "dc_kernels.model_api",
-    "save_compressed": "dc_kernels.model_api",
-    "load_compressed": "dc_kernels.model_api",
+    "save_compressed": "dc_kernels.checkpoint",
+    "load_compressed": "dc_kernels.checkpoint",
 }
 __all__ += list(_LAZY)
 
@@ -38,3 +59,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dc_kernels' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

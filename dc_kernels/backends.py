@@ -1,20 +1,21 @@
 """The backend registry of `CompressedLinear` (in the style of bitsandbytes' backends).
 
-A backend computes y = x W^T + b for one compressed layer from its canonical tensors (codebook,
-row_ptr, col_idx, codes) and, optionally, tensors it derives from them once per device (`pack`;
-the module caches them, e.g. the Triton kernels' `GpuLayout`). Built in:
+A backend computes y = x W^T + b for one compressed layer. The custom op
+``dc_kernels::compressed_linear`` (`dc_kernels.ops`) hands it the layer's canonical tensors
+(`reference.CanonicalTensors`) and the tensors and integers it derived from them once per device
+(``pack``, cached by the module: a GPU layout, say); the backend's ``view`` turns those into
+its state and ``run(x2d, state, bias)`` launches its kernel. Each room of `dc_kernels` registers
+its own backend when imported:
 
-* ``"reference"``: pure PyTorch, any device: decode to dense float32, one `F.linear` (the oracle);
-* ``"cpu"``: the compiled sparse kernels (`cpu_backend`); CPU tensors;
-* ``"triton"``: the Triton kernels (`triton_ops.triton_linear`); CUDA tensors, or CPU tensors
-  under ``TRITON_INTERPRET=1``.
-* ``"huffman"``: the fused Huffman kernels (`huffman_ops.huffman_linear`), the least-memory GPU
-  form; same devices as ``"triton"``.
+* ``"reference"`` (`dc_kernels.reference`): pure PyTorch, any device (the oracle);
+* ``"cpu"`` (`dc_kernels.cpu`): the compiled sparse kernels; CPU tensors;
+* ``"fixed"`` (`dc_kernels.fixed`): the fixed-width Triton kernels, the fastest GPU form;
+* ``"huffman"`` (`dc_kernels.huffman`): the fused Huffman Triton kernels, the least-memory GPU form.
 
-``"auto"`` resolves per call: ``"cpu"`` on CPU, on CUDA (when Triton imports) ``"triton"`` or
-``"huffman"`` as the layer's ``gpu_form`` says (``"fixed"`` or ``"huffman"``), else
-``"reference"``. Each device backend itself switches from its sparse kernels to decode + dense
-GEMM at the batch size measured on that device.
+The two GPU forms run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
+``"auto"`` resolves per call: ``"cpu"`` on CPU; on CUDA (when Triton imports) the layer's
+``gpu_form``; else ``"reference"``. ``"triton"``, the fixed form's earlier name, is accepted for
+``"fixed"``.
 """
 
 from __future__ import annotations
@@ -23,26 +24,18 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from dc_kernels import cpu_backend
-from dc_kernels.linear_reference import linear_reference
-
-# run(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed, packed_meta) -> y
-RunFn = Callable[..., torch.Tensor]
-# pack(module: CompressedLinear) -> (tensors, ints), on the module's device
-PackFn = Callable[..., tuple[list[torch.Tensor], list[int]]]
-# dense(packed, packed_meta) -> float32 (out_features, in_features) weight, on the packed device
-DenseFn = Callable[..., torch.Tensor]
+AUTO = "auto"
+ALIASES = {"triton": "fixed"}
+# The GPU forms a layer can choose (``CompressedLinear.gpu_form``): each is also a backend name.
+GPU_FORMS = ("fixed", "huffman")
 
 
 def any_device(device: torch.device) -> bool:
     return True
-
-
-def cpu_only(device: torch.device) -> bool:
-    return device.type == "cpu"
 
 
 def triton_devices(device: torch.device) -> bool:
@@ -52,109 +45,74 @@ def triton_devices(device: torch.device) -> bool:
 
 @dataclass(frozen=True)
 class Backend:
-    """A registered backend: its kernel ``run``, an optional ``pack`` of derived tensors (cached
-    per module and device) and ``supports(device)``. A backend whose packed tensors hold the
-    whole layer gives ``dense``, their decoded weight on their device: its ``run`` then never
-    reads ``col_idx`` and ``codes`` (`CompressedLinear` keeps those off the GPU) and backward
-    decodes the weight from the packed tensors."""
+    """A registered backend.
+
+    * ``view(canonical, packed, meta) -> state``: the state ``run`` and ``dense`` take, from the
+      canonical tensors and this backend's packed tensors and integers (cheap: no host sync);
+    * ``run(x2d, state, bias) -> y``: y = x2d W^T + b, x2d (B >= 1, in_features) already
+      validated by the op; y in x2d's dtype;
+    * ``dense(state) -> W``: the float32 weight (out_features, in_features) on the state's device;
+    * ``pack(module) -> (tensors, ints)``: derived tensors on the module's device, or None;
+    * ``supports(device)``: where it runs;
+    * ``holds_layer``: the packed tensors hold the whole layer, so ``view``, ``run`` and
+      ``dense`` never read the canonical ``col_idx`` and ``codes`` (`CompressedLinear` then keeps
+      those in host memory).
+    """
 
     name: str
-    run: RunFn
-    pack: PackFn | None = None
+    view: Callable[..., Any]
+    run: Callable[..., torch.Tensor]
+    dense: Callable[[Any], torch.Tensor]
+    pack: Callable[..., tuple[list[torch.Tensor], list[int]]] | None = None
     supports: Callable[[torch.device], bool] = any_device
-    dense: DenseFn | None = None
+    holds_layer: bool = False
 
 
 BACKENDS: dict[str, Backend] = {}
-AUTO = "auto"
 
 
 def register_backend(backend: Backend) -> Backend:
     """Add (or replace) a backend; its name becomes a valid ``CompressedLinear.backend``."""
     if not isinstance(backend, Backend):
         raise TypeError(f"expected a Backend, got {type(backend).__name__}")
-    if backend.name == AUTO:
-        raise ValueError(f"{AUTO!r} is reserved for automatic selection")
+    if backend.name == AUTO or backend.name in ALIASES:
+        raise ValueError(f"{backend.name!r} is reserved")
     BACKENDS[backend.name] = backend
     return backend
 
 
 def backend_names() -> tuple[str, ...]:
-    """Valid values of ``CompressedLinear.backend``."""
+    """Valid values of ``CompressedLinear.backend`` (aliases aside)."""
     return (AUTO, *BACKENDS)
 
 
-def get_backend(name: str) -> Backend:
-    if name not in BACKENDS:
+def canonical_name(name: str) -> str:
+    """``name`` with aliases resolved; ValueError for a name that is not registered."""
+    name = ALIASES.get(name, name)
+    if name != AUTO and name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: {backend_names()}")
+    return name
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend ``name`` (aliases resolved; ``"auto"`` names none: `resolve` it)."""
+    name = canonical_name(name)
+    if name == AUTO:
+        raise ValueError(f"{AUTO!r} names no backend until resolved for a device")
     return BACKENDS[name]
 
 
 def resolve(name: str, device: torch.device, gpu_form: str = "fixed") -> Backend:
     """The backend that runs for ``name`` (possibly ``"auto"``) on ``device`` for a layer whose
     GPU form is ``gpu_form``."""
+    name = canonical_name(name)
     if name == AUTO:
         if device.type == "cpu":
             return BACKENDS["cpu"]
         if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
-            return BACKENDS["huffman" if gpu_form == "huffman" else "triton"]
+            return BACKENDS[gpu_form]
         return BACKENDS["reference"]
-    backend = get_backend(name)
+    backend = BACKENDS[name]
     if not backend.supports(device):
         raise ValueError(f"backend {name!r} does not run on {device.type} tensors")
     return backend
-
-
-# ---------------------------------------------------------------------- built-in backends
-def _run_reference(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed, meta):
-    return linear_reference(x2d, codebook, row_ptr, col_idx, codes, bias, in_features)
-
-
-def _run_cpu(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed, meta):
-    return cpu_backend.cpu_linear(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed)
-
-
-def _pack_cpu(module):
-    return cpu_backend.pack(module.codebook, module.row_ptr, module.col_idx, module.codes), []
-
-
-def _pack_triton(module):
-    from dc_kernels import triton_backend
-
-    return triton_backend.pack(module.to_matrix(), module.codebook.device)
-
-
-def _run_triton(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed, meta):
-    from dc_kernels import triton_backend
-
-    return triton_backend.run(x2d, bias, packed, meta)
-
-
-def _dense_triton(packed, meta):
-    from dc_kernels import triton_backend
-
-    return triton_backend.dense(packed, meta)
-
-
-def _pack_huffman(module):
-    from dc_kernels import huffman_backend
-
-    return huffman_backend.pack(module.to_matrix(), module.codebook.device)
-
-
-def _run_huffman(x2d, codebook, row_ptr, col_idx, codes, bias, in_features, packed, meta):
-    from dc_kernels import huffman_backend
-
-    return huffman_backend.run(x2d, bias, packed, meta)
-
-
-def _dense_huffman(packed, meta):
-    from dc_kernels import huffman_backend
-
-    return huffman_backend.dense(packed, meta)
-
-
-register_backend(Backend("reference", _run_reference))
-register_backend(Backend("cpu", _run_cpu, _pack_cpu, cpu_only))
-register_backend(Backend("triton", _run_triton, _pack_triton, triton_devices, _dense_triton))
-register_backend(Backend("huffman", _run_huffman, _pack_huffman, triton_devices, _dense_huffman))

@@ -15,8 +15,9 @@ CUDA), ``col_idx`` and ``codes`` stay in host memory: the device holds only the 
 codebook, ``row_ptr`` and the bias (`memory_bytes`), and backward and `weight` decode from the
 packed form on the device. Forward runs the custom op
 ``dc_kernels::compressed_linear`` with the backend named by ``backend`` (see
-`dc_kernels.backends`; on CUDA ``"auto"`` runs the layer's ``gpu_form``: ``"fixed"``, the
-fixed-width kernels, fastest, or ``"huffman"``, the fused Huffman kernels, least memory);
+`dc_kernels.backends`; on CUDA ``"auto"`` runs the backend named by the layer's ``gpu_form``:
+``"fixed"``, the fixed-width kernels, fastest, or ``"huffman"``, the fused Huffman kernels,
+least memory);
 tensors a backend derives from the buffers (a GPU layout, say) are built when the module is
 created, loaded or moved, never while tracing.
 """
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.config import GPU_FORMS
 from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
-from dc_kernels.backends import AUTO, backend_names, get_backend, resolve
-from dc_kernels.ops import check_input, compressed_linear, csr_to_dense, packed_to_dense
+from dc_kernels.backends import AUTO, GPU_FORMS, canonical_name, get_backend, resolve
+from dc_kernels.ops import compressed_linear, dense_weight
+from dc_kernels.reference import CanonicalTensors
 
 # Columns fit int16 up to this many inputs (the kernels then read 2 bytes per kept weight).
 INT16_MAX_IN_FEATURES = 2**15
@@ -186,6 +187,11 @@ class CompressedLinear(nn.Module):
             self._bits,
         )
 
+    def canonical_tensors(self) -> CanonicalTensors:
+        """The canonical buffers (wherever they are; on a GPU served by a packed form, the
+        per-weight ones are in host memory)."""
+        return CanonicalTensors(self.codebook, self.row_ptr, self.col_idx, self.codes, self.in_features)
+
     def to_linear(self) -> nn.Linear:
         """An nn.Linear with the decoded weights (exact), on this layer's device and dtype."""
         linear = nn.Linear(
@@ -206,11 +212,8 @@ class CompressedLinear(nn.Module):
         """The decoded dense weight (out_features, in_features) in the layer's dtype: a new
         tensor on every access, for code that reads ``.weight`` of an nn.Linear directly (e.g.
         nn.MultiheadAttention's ``out_proj``); forward never builds it."""
-        if self._serving_packed():
-            name, packed, meta = self._packed
-            dense = packed_to_dense(self.row_ptr, packed, meta, self.in_features, name)
-        else:
-            dense = csr_to_dense(self.codebook, self.row_ptr, self.col_idx, self.codes, self.in_features)
+        backend = resolve(self._backend, self.codebook.device, self._gpu_form)
+        dense = dense_weight(*self._op_tensors(backend), self.in_features, backend.name)
         return dense.to(self._weight_dtype)
 
     # ------------------------------------------------------------------ properties
@@ -232,9 +235,7 @@ class CompressedLinear(nn.Module):
 
     @backend.setter
     def backend(self, name: str) -> None:
-        if name not in backend_names():
-            raise ValueError(f"unknown backend {name!r}; known: {backend_names()}")
-        self._backend = name
+        self._backend = canonical_name(name)
         self._repack()
 
     @property
@@ -283,35 +284,25 @@ class CompressedLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_features, self.out_features)
         backend = resolve(self._backend, x.device, self._gpu_form)
-        packed, meta = self._packed_for(backend.name)
-        col_idx, codes = self._stubs if backend.dense is not None else (self.col_idx, self.codes)
-        y = compressed_linear(
-            x.reshape(-1, self.in_features),
-            self.codebook,
-            self.row_ptr,
-            col_idx,
-            codes,
-            self.bias,
-            packed,
-            meta,
-            self.in_features,
-            backend.name,
+        codebook, row_ptr, col_idx, codes, packed, meta = self._op_tensors(backend)
+        return compressed_linear(
+            x, codebook, row_ptr, col_idx, codes, self.bias, packed, meta, self.in_features, backend.name
         )
-        return y.reshape(*x.shape[:-1], self.out_features)
 
     # ------------------------------------------------------------------ backend state
-    def _packed_for(self, name: str) -> tuple[list[torch.Tensor], list[int]]:
-        if self._packed is None or self._packed[0] != name:
-            self._repack(name, strict=True)
-        if self._packed is None:
-            return [], []
-        return self._packed[1], self._packed[2]
+    def _op_tensors(self, backend) -> tuple:
+        """(codebook, row_ptr, col_idx, codes, packed, packed_meta) for ``backend``'s ops: empty
+        stand-ins for col_idx and codes when its packed tensors hold the layer."""
+        if self._packed is None or self._packed[0] != backend.name:
+            self._repack(backend.name, strict=True)
+        packed, meta = (self._packed[1], self._packed[2]) if self._packed is not None else ([], [])
+        col_idx, codes = self._stubs if backend.holds_layer else (self.col_idx, self.codes)
+        return self.codebook, self.row_ptr, col_idx, codes, packed, meta
 
     def _serving_packed(self) -> bool:
         """Whether the packed tensors hold the whole layer (their backend decodes them alone)."""
-        return self._packed is not None and get_backend(self._packed[0]).dense is not None
+        return self._packed is not None and get_backend(self._packed[0]).holds_layer
 
     def _repack(self, name: str | None = None, strict: bool = False) -> None:
         """Build the derived tensors of the backend that runs on the buffers' device, then place

@@ -1,56 +1,30 @@
-"""Model-level API: compress a model's nn.Linear layers in place, save and load compressed models.
+"""Model-level API: compress a model's nn.Linear layers in place (module swapping).
 
 * `compress_(model, config)`: one-shot Deep Compression (prune + share, no retraining) of every
   selected ``nn.Linear`` and a swap to `CompressedLinear`, in the style of torchao's
   ``quantize_``; `swap_compressed_(model, layers)` swaps in layers compressed elsewhere (e.g.
   ``compress.Compressor(...).finalize()`` after retraining). Both return a `CompressionReport`.
-* `save_compressed(model, path)` / `load_compressed(model, path)`: a directory with the
-  compressed layers in the library's file format (`compress.save`: Huffman-coded, checksummed
-  safetensors) and every other tensor of the state dict in ``dense.safetensors``, whose names,
-  shapes, dtypes and CRC32s the compressed file's (checksummed) metadata records. Loading works
-  into a model built on the meta device: the compressed layers are swapped in and the rest of
-  the state is assigned, so no dense weight is ever allocated.
+
+Saving and loading a compressed model: `dc_kernels.checkpoint`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import safetensors
-import safetensors.torch
-import torch
 from torch import nn
 
-import compress
-from compress.config import GPU_FORMS, DeepCompressionConfig
-from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
+from compress.config import DeepCompressionConfig
+from compress.errors import ConfigError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
-from dc_kernels.backends import AUTO
+from dc_kernels.backends import AUTO, GPU_FORMS
 from dc_kernels.linear import CompressedLinear
 
-COMPRESSED_FILE = "compressed.safetensors"
-DENSE_FILE = "dense.safetensors"
-METADATA_KEY = "dc_kernels"
-METADATA_VERSION = 1
-
 FilterFn = Callable[[nn.Module, str], bool]
-MODULE_KEYS = {"in_features", "out_features", "bias", "dtype", "gpu_form"}
-# Weight dtypes a compressed module may declare in a file.
-DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
-
-
 @dataclass(frozen=True)
 class ConvertedLayer:
     """One swapped layer: its shape, code width, share of weights kept, bytes and GPU form."""
@@ -127,11 +101,16 @@ def compress_(
     _check_model(model)
     report = CompressionReport()
     swapped: dict[int, CompressedLinear] = {}
-    if progress:  # the layers to compress (filter_fn is asked twice then)
-        total = len({
-            id(m) for n, m, _, _ in _named_children(model)
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and _skip_reason(m, n, config, filter_fn) is None
-        })  # fmt: skip
+    # The layers to compress (filter_fn is asked twice), checked before any is changed.
+    selected = {
+        id(m): n for n, m, _, _ in _named_children(model)
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and _skip_reason(m, n, config, filter_fn) is None
+    }  # fmt: skip
+    for name in selected.values():
+        form = config.for_layer(name).gpu_form
+        if form not in GPU_FORMS:
+            raise ConfigError(f"layer {name!r}: gpu_form must be one of {GPU_FORMS}, got {form!r}")
+    total = len(selected)
     start = time.perf_counter()
     for name, module, parent, child in _named_children(model):
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -157,7 +136,7 @@ def compress_(
                 name=name,
             )
             swapped[id(module)] = _compressed_module(module, matrix, backend, settings.gpu_form)
-        _swap(parent, child, swapped[id(module)], name, report)
+        swap_module(parent, child, swapped[id(module)], name, report)
     return report
 
 
@@ -199,7 +178,7 @@ def swap_compressed_(
             )
         if id(module) not in swapped:
             swapped[id(module)] = _compressed_module(module, matrix, backend)
-        _swap(parent, child, swapped[id(module)], name, report)
+        swap_module(parent, child, swapped[id(module)], name, report)
     return report
 
 
@@ -249,7 +228,7 @@ def _compressed_module(
     )  # fmt: skip
 
 
-def _swap(
+def swap_module(
     parent: nn.Module, child: str, module: CompressedLinear, name: str, report: CompressionReport
 ) -> None:
     setattr(parent, child, module)
@@ -268,205 +247,4 @@ def _swap(
         module.gpu_form,
     )
 
-
-# ---------------------------------------------------------------------------------- files
-def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: int = 5) -> int:
-    """Write ``model`` (with `CompressedLinear` layers) to the directory ``path``: its
-    compressed layers to ``compressed.safetensors`` (`compress.save`, relative index width
-    ``index_bits``), every other tensor of its state dict to ``dense.safetensors``. Returns the
-    total bytes written."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    compressed = {n: m for n, m in model.named_modules() if isinstance(m, CompressedLinear)}
-    layers = {name: module.to_matrix() for name, module in compressed.items()}
-    owned = {
-        f"{name}.{buffer}" for name, module in compressed.items() for buffer, _ in module.named_buffers()
-    }
-    dense, aliases = {}, {}
-    seen: dict[tuple, str] = {}
-    for key, tensor in model.state_dict(keep_vars=False).items():
-        if key in owned:
-            continue
-        if tensor.is_meta:
-            raise ValueError(f"{key} is on the meta device: there is nothing to save")
-        identity = (
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tensor.shape,
-            tensor.stride(),
-        )
-        if identity in seen:  # tied weights: stored once
-            aliases[key] = seen[identity]
-            continue
-        seen[identity] = key
-        dense[key] = tensor.detach().cpu().contiguous()
-    modules = {
-        name: {
-            "in_features": m.in_features,
-            "out_features": m.out_features,
-            "bias": m.bias is not None,
-            "dtype": str(m._weight_dtype).removeprefix("torch."),
-            "gpu_form": m.gpu_form,
-        }
-        for name, m in compressed.items()
-    }
-    metadata = {
-        METADATA_KEY: METADATA_VERSION,
-        "modules": modules,
-        "dense_file": DENSE_FILE,
-        "dense": {k: _tensor_record(t) for k, t in dense.items()},
-        "aliases": aliases,
-    }
-    directory = Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
-    dense_bytes = safetensors.torch.save(dense)
-    temporary = directory / (DENSE_FILE + ".tmp")
-    temporary.write_bytes(dense_bytes)
-    os.replace(temporary, directory / DENSE_FILE)
-    return len(dense_bytes) + compress.save(
-        directory / COMPRESSED_FILE, layers, metadata, index_bits=index_bits
-    )
-
-
-def _tensor_record(tensor: torch.Tensor) -> dict:
-    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-    return {
-        "dtype": str(tensor.dtype).removeprefix("torch."),
-        "shape": list(tensor.shape),
-        "crc32": zlib.crc32(data),
-    }
-
-
-def load_compressed(
-    model: nn.Module,
-    path: str | os.PathLike,
-    *,
-    device: torch.device | str = "cpu",
-    backend: str = AUTO,
-) -> CompressionReport:
-    """Load a directory written by `save_compressed` into ``model`` in place.
-
-    ``model`` has the architecture that was saved, with nn.Linear (or `CompressedLinear`)
-    modules where the compressed layers go, typically built on the meta device
-    (``with torch.device("meta"): model = Net()``); the compressed layers are swapped in and
-    every other tensor is assigned, on ``device``. A file defect raises a
-    `compress.CompressedFileError`; a model that does not match the file raises ValueError.
-    """
-    directory = Path(path)
-    loaded = compress.load(directory / COMPRESSED_FILE)
-    metadata = _check_metadata(loaded.metadata, loaded)
-    dense = _load_dense(directory, metadata)
-    modules = dict(model.named_modules(remove_duplicate=False))
-    report = CompressionReport()
-    state: dict[str, torch.Tensor] = {}
-    for name, info in metadata["modules"].items():
-        target = modules.get(name)
-        if not isinstance(target, (nn.Linear, CompressedLinear)):
-            raise ValueError(
-                f"{name!r} must be an nn.Linear or CompressedLinear in the model, got {target!r}"
-            )
-        if (target.in_features, target.out_features) != (info["in_features"], info["out_features"]):
-            raise ValueError(
-                f"{name!r} is {target.out_features}x{target.in_features} in the model, "
-                f"{info['out_features']}x{info['in_features']} in the file"
-            )
-        bias = dense.get(f"{name}.bias") if info["bias"] else None
-        module = CompressedLinear.from_matrix(
-            loaded[name],
-            bias,
-            device=device,
-            dtype=DTYPES[info["dtype"]],
-            backend=backend,
-            gpu_form=info["gpu_form"],
-        )
-        parent_name, _, child = name.rpartition(".")
-        _swap(model.get_submodule(parent_name), child, module, name, report)
-        state.update(module.state_dict(prefix=f"{name}."))
-    state.update({k: t.to(device) for k, t in dense.items()})
-    state.update({key: state[target] for key, target in metadata["aliases"].items()})
-    result = model.load_state_dict(state, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"the model does not match {directory}: missing {result.missing_keys}, "
-            f"unexpected {result.unexpected_keys}"
-        )
-    _retie(model, metadata["aliases"])
-    return report
-
-
-def _retie(model: nn.Module, aliases: Mapping[str, str]) -> None:
-    """Make tied tensors one object again (load_state_dict(assign=True) wraps each key anew)."""
-    for key, target in aliases.items():
-        owner_name, _, attr = key.rpartition(".")
-        target_owner, _, target_attr = target.rpartition(".")
-        owner, source = model.get_submodule(owner_name), model.get_submodule(target_owner)
-        for table in ("_parameters", "_buffers"):
-            if attr in getattr(owner, table) and target_attr in getattr(source, table):
-                getattr(owner, table)[attr] = getattr(source, table)[target_attr]
-
-
-def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) -> dict:
-    """The model metadata of a compressed file, checked field by field (the file's checksum
-    only proves that it was not damaged, not that it was written by `save_compressed`)."""
-
-    def fail(message: str, field: str | None = None) -> InvalidHeaderError:
-        return InvalidHeaderError(f"model metadata: {message}", field=field)
-
-    if not isinstance(metadata, dict) or metadata.get(METADATA_KEY) != METADATA_VERSION:
-        raise fail(f"missing, or not dc_kernels model metadata version {METADATA_VERSION}")
-    if set(metadata) != {METADATA_KEY, "modules", "dense_file", "dense", "aliases"}:
-        raise fail(f"unexpected keys {sorted(metadata)}")
-    if metadata["dense_file"] != DENSE_FILE:
-        raise fail(f"dense_file must be {DENSE_FILE!r}, got {metadata['dense_file']!r}", "dense_file")
-    modules, dense, aliases = metadata["modules"], metadata["dense"], metadata["aliases"]
-    if not isinstance(modules, dict) or set(modules) != set(loaded):
-        raise fail("modules must list exactly the stored layers", "modules")
-    for name, info in modules.items():
-        if not isinstance(info, dict) or set(info) != MODULE_KEYS:
-            raise fail(f"modules[{name!r}] must hold exactly {sorted(MODULE_KEYS)}", "modules")
-        if [info["out_features"], info["in_features"]] != list(loaded[name].shape):
-            raise fail(f"modules[{name!r}] does not match the stored layer's shape", "modules")
-        if (
-            not isinstance(info["bias"], bool)
-            or not isinstance(info["dtype"], str)
-            or info["dtype"] not in DTYPES
-            or info["gpu_form"] not in GPU_FORMS
-        ):
-            raise fail(
-                f"modules[{name!r}]: bias must be a bool, dtype one of {sorted(DTYPES)}, gpu_form one of "
-                f"{GPU_FORMS}",
-                "modules",
-            )
-    if not isinstance(dense, dict) or not all(isinstance(r, dict) for r in dense.values()):
-        raise fail("dense must map tensor names to records", "dense")
-    if not isinstance(aliases, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v in dense for k, v in aliases.items()
-    ):
-        raise fail("aliases must map names to stored dense tensors", "aliases")
-    return metadata
-
-
-def _load_dense(directory: Path, metadata: dict) -> dict[str, torch.Tensor]:
-    path = directory / DENSE_FILE
-    try:
-        tensors = safetensors.torch.load(path.read_bytes())
-    except (safetensors.SafetensorError, ValueError, TypeError) as exc:
-        raise InvalidHeaderError(f"{path} is not a readable safetensors file: {exc}") from exc
-    records = metadata.get("dense")
-    if not isinstance(records, dict) or set(records) != set(tensors):
-        raise InvalidHeaderError(f"{path} does not hold the tensors the metadata lists")
-    for key, tensor in tensors.items():
-        if records[key] != _tensor_record(tensor):
-            raise CorruptStreamError(f"{path}: tensor differs from its record {records[key]}", field=key)
-    return tensors
-
-
-__all__ = [
-    "CompressedFileError",
-    "CompressionReport",
-    "ConvertedLayer",
-    "compress_",
-    "load_compressed",
-    "save_compressed",
-    "swap_compressed_",
-]
+__all__ = ["CompressionReport", "ConvertedLayer", "compress_", "swap_compressed_"]

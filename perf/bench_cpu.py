@@ -13,7 +13,7 @@ three see the same machine load; medians. Targets (issue 4): >= 3x faster than n
 
 ``--sweep`` times the two CPU paths (sparse kernels, decode + GEMM) and nn.Linear on a
 4096x4096 layer at several densities over batch 1..256, and writes a CSV and a plot; the
-crossover it shows sets `dc_kernels.cpu_backend.DENSE_MIN_DENSITY` and ``DENSE_MIN_BATCH``.
+crossover it shows sets `dc_kernels.cpu.launch.DENSE_MIN_DENSITY` and ``DENSE_MIN_BATCH``.
 
 Timings depend on the machine's load: the conditions (CPU, threads, load average before and
 after, SIMD path of the kernels) are printed and written with every CSV row.
@@ -33,7 +33,9 @@ from torch import nn
 
 from compress.paper_layers import get_layer
 from compress.synthetic import random_compressed_matrix
-from dc_kernels import cpu_backend, cpu_build
+from dc_kernels.cpu import build as cpu_build
+from dc_kernels.cpu import launch as cpu_launch
+from dc_kernels.cpu.launch import CpuState
 from dc_kernels.linear import CompressedLinear
 from perf.harness import REPO_ROOT, machine_info, print_table, time_interleaved, write_csv
 
@@ -103,7 +105,7 @@ def time_layer(name: str, args, thread_counts: list[int]) -> list[dict]:
                 "compressed_ms": times["compressed"] * 1e3,
                 "speedup": times["dense"] / times["compressed"],
                 "torch_csr_ms": times["torch_csr"] * 1e3,
-                "path": "sparse" if cpu_backend.uses_sparse(batch, module.density) else "decode+gemm",
+                "path": "sparse" if cpu_launch.uses_sparse(batch, module.density) else "decode+gemm",
                 "module_MB": module.memory_bytes() / 1e6,
                 "dense_MB": module.dense_bytes() / 1e6,
                 "memory_ratio": memory_ratio,
@@ -148,11 +150,11 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 
 def sweep_contenders(weight: torch.Tensor, module: CompressedLinear, x: torch.Tensor) -> dict:
-    tensors = (module.codebook, module.row_ptr, module.col_idx, module.codes, None, module.in_features, [])
+    state = CpuState(module.canonical_tensors(), [])
     return {
         "dense": lambda: F.linear(x, weight),
-        "sparse": lambda: cpu_backend.cpu_linear(x, *tensors, path="sparse"),
-        "decode_gemm": lambda: cpu_backend.cpu_linear(x, *tensors, path="dense"),
+        "sparse": lambda: cpu_launch.cpu_linear(x, state, path="sparse"),
+        "decode_gemm": lambda: cpu_launch.cpu_linear(x, state, path="dense"),
     }
 
 
@@ -173,7 +175,7 @@ def run_sweep(args) -> list[dict]:
                 "batch": batch,
                 **{f"{k}_ms": v * 1e3 for k, v in times.items()},
                 "sparse_vs_decode": times["decode_gemm"] / times["sparse"],
-                "auto_path": "sparse" if cpu_backend.uses_sparse(batch, density) else "decode+gemm",
+                "auto_path": "sparse" if cpu_launch.uses_sparse(batch, density) else "decode+gemm",
                 "threads": torch.get_num_threads(),
                 **conditions(),
             }
@@ -200,15 +202,15 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         ratios = [r["sparse_vs_decode"] for r in sel]
         ax.plot([r["batch"] for r in sel], ratios, marker="o", label=f"{density:.0%}")
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.axvline(cpu_backend.DENSE_MIN_BATCH, color="red", ls="--", lw=0.8, label="DENSE_MIN_BATCH")
+    ax.axvline(cpu_launch.DENSE_MIN_BATCH, color="red", ls="--", lw=0.8, label="DENSE_MIN_BATCH")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch")
     ax.set_ylabel("time(decode + GEMM) / time(sparse kernels)")
     ax.set_title(
         f"{rows[0]['size']}x{rows[0]['size']}, float32, {rows[0]['threads']} thread(s): sparse wins above 1\n"
-        f"auto: decode + GEMM at density >= {cpu_backend.DENSE_MIN_DENSITY} and batch >= "
-        f"{cpu_backend.DENSE_MIN_BATCH}"
+        f"auto: decode + GEMM at density >= {cpu_launch.DENSE_MIN_DENSITY} and batch >= "
+        f"{cpu_launch.DENSE_MIN_BATCH}"
     )
     ax.legend(title="density")
     fig.tight_layout()

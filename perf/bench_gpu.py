@@ -7,7 +7,7 @@ Phases, each timed, with progress printed as it goes (and skipped when the time 
    float64 PyTorch reference; then one small case under ``compute-sanitizer --tool memcheck``;
 3. tuning: tile entries x warps of the small-batch kernel at batch 1 and 16 on VGG-6 and Alex-7;
    the winners replace the dispatcher's table for the rest of the run (print them: they are the
-   values to record in ``dc_kernels/triton_ops.py``);
+   values to record in ``dc_kernels/fixed/launch.py``);
 4. timings, batch 1/2/4/8/16/64, of our kernels against ``torch.nn.functional.linear`` on the
    dense layer (cuBLAS, float16/bfloat16/float32) and torch's sparse CSR (cuSPARSE, float32), on the
    nine paper layers (4-bit codes + 4-bit indices; 5-bit codes + 5-bit indices) and LLM layers
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -49,6 +50,11 @@ import torch
 from compress.matrix import CompressedMatrix
 from compress.paper_layers import LLM_LAYERS, PAPER_LAYERS, LayerSpec
 from compress.synthetic import random_compressed_matrix
+from dc_kernels.fixed.launch import DEFAULT_DISPATCH, Dispatch
+
+# The fixed form's dispatch this run uses: the library default, then what the tune phase finds
+# (and the codebook lookup without tl.gather where the correctness phase saw it fail).
+DISPATCH: Dispatch = DEFAULT_DISPATCH
 
 BATCHES = (1, 2, 4, 8, 16, 64)
 BASELINES = ("cublas_fp16", "cublas_bf16", "cublas_fp32", "cusparse_fp32")
@@ -178,7 +184,7 @@ def scaled(spec: LayerSpec, small: bool) -> LayerSpec:
 
 def build_layer(name: str, outputs: int, inputs: int, density: float, code_bits: int, index_bits, seed: int):
     """Worker: a random layer and its GPU layout, as NumPy arrays (CPU only, no CUDA)."""
-    from dc_kernels.gpu_layout import GpuLayout
+    from dc_kernels.fixed.layout import GpuLayout
 
     matrix = random_compressed_matrix(outputs, inputs, density, code_bits, seed=seed)
     layout = GpuLayout.from_matrix(matrix, index_bits=index_bits)
@@ -203,9 +209,9 @@ def layer_jobs(small: bool) -> list[tuple]:
 
 # ---------------------------------------------------------------------------------------- phases
 def check_correctness(run: Run, device: torch.device, small: bool) -> list[dict]:
-    from dc_kernels import triton_ops
-    from dc_kernels.gpu_layout import GpuLayout
-    from dc_kernels.reference import reference_linear
+    global DISPATCH
+    from dc_kernels.fixed import GpuLayout, fixed_linear
+    from dc_kernels.reference import CanonicalTensors, reference_linear
 
     rng = np.random.default_rng()
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
@@ -242,14 +248,14 @@ def check_correctness(run: Run, device: torch.device, small: bool) -> list[dict]
         bias = torch.randn(o, device=device) if i % 3 else None
         out = torch.full((batch, o), float("nan"), dtype=dtype, device=device)
         try:
-            triton_ops.triton_linear(x, layout, bias, out=out)
+            fixed_linear(x, layout, bias, out=out, dispatch=DISPATCH)
         except Exception as exc:
-            if not triton_ops.USE_GATHER:
+            if DISPATCH.gather is False:
                 raise
             run.log(f"  tl.gather path failed ({type(exc).__name__}: {str(exc)[:300]}); using global loads")
-            triton_ops.USE_GATHER = False
-            triton_ops.triton_linear(x, layout, bias, out=out)
-        expected = reference_linear(x, layout, bias)
+            DISPATCH = dataclasses.replace(DISPATCH, gather=False)
+            fixed_linear(x, layout, bias, out=out, dispatch=DISPATCH)
+        expected = reference_linear(x, CanonicalTensors.from_matrix(matrix, device), bias, torch.float64)
         rtol, atol = tol[dtype]
         scale = 1 + float(expected.float().abs().max())
         err = float((out.float() - expected.float()).abs().max())
@@ -264,15 +270,14 @@ def check_correctness(run: Run, device: torch.device, small: bool) -> list[dict]
         if not ok:
             run.log(f"  FAIL case {rows[-1]}")
     run.log(
-        f"correctness: {sum(r['ok'] for r in rows)}/{len(rows)} cases pass (gather={triton_ops.USE_GATHER})"
+        f"correctness: {sum(r['ok'] for r in rows)}/{len(rows)} cases pass (gather={DISPATCH.gather})"
     )
     return rows
 
 
 def sanitize_case() -> int:
     """The small launches run under compute-sanitizer (a subprocess of the benchmark)."""
-    from dc_kernels import decode_dense, triton_linear
-    from dc_kernels.gpu_layout import GpuLayout
+    from dc_kernels.fixed import GpuLayout, decode_dense, fixed_linear
 
     for o, n, d, cb, ib, batch in (
         (37, 101, 0.2, 5, 6, 1),
@@ -283,7 +288,7 @@ def sanitize_case() -> int:
             "cuda"
         )
         x = torch.randn(batch, n, device="cuda", dtype=torch.float16)
-        triton_linear(x, layout, torch.randn(o, device="cuda"))
+        fixed_linear(x, layout, torch.randn(o, device="cuda"))
         decode_dense(layout, torch.bfloat16)
     torch.cuda.synchronize()
     print("sanitize-case done", flush=True)
@@ -381,13 +386,13 @@ def time_layers(run, timer, device, layers, copy_gbps, env) -> list[dict]:
 
 
 def time_one_layer(timer, device, name, layout, matrix, base, copy_gbps, env) -> list[dict]:
-    from dc_kernels import triton_ops
+    from dc_kernels.fixed import fixed_linear
 
     rows = []
     nbytes = layout.total_bytes()
     for batch in BATCHES:
         x = torch.randn(batch, matrix.in_features, device=device, dtype=torch.float16)
-        path = "dense" if batch >= triton_ops.DENSE_CROSSOVER_BATCH else "spmm"
+        path = "dense" if batch >= DISPATCH.dense_crossover_batch else "spmm"
         row = {**env, "layer": name, "out": matrix.out_features, "in": matrix.in_features,
                "density": round(matrix.density, 4), "nnz": matrix.nnz, "code_bits": layout.code_bits,
                "index_bits": layout.index_bits, "slice_rows": layout.slice_rows,
@@ -395,7 +400,7 @@ def time_one_layer(timer, device, name, layout, matrix, base, copy_gbps, env) ->
                "batch": batch, "path": path, "copy_gbps": round(copy_gbps, 1)}  # fmt: skip
 
         def ours(x=x, layout=layout, bias=base.bias):
-            return triton_ops.triton_linear(x, layout, bias)
+            return fixed_linear(x, layout, bias, dispatch=DISPATCH)
 
         row["ours_cold_us"] = timer.cold(ours)
         row["ours_warm_us"] = timer.warm(ours)
@@ -412,7 +417,7 @@ def time_one_layer(timer, device, name, layout, matrix, base, copy_gbps, env) ->
 
 
 def measure_crossover(run, timer, device, layers) -> tuple[list[dict], int | None]:
-    from dc_kernels import triton_ops
+    from dc_kernels.fixed import fixed_linear
 
     rows = []
     crossovers = []
@@ -425,8 +430,8 @@ def measure_crossover(run, timer, device, layers) -> tuple[list[dict], int | Non
         found = None
         for batch in CROSSOVER_BATCHES:
             x = torch.randn(batch, layout.in_features, device=device, dtype=torch.float16)
-            spmm = timer.cold(lambda x=x, lay=layout: triton_ops.triton_linear(x, lay, path="spmm"))
-            dense = timer.cold(lambda x=x, lay=layout: triton_ops.triton_linear(x, lay, path="dense"))
+            spmm = timer.cold(lambda x=x, lay=layout: fixed_linear(x, lay, path="spmm", dispatch=DISPATCH))
+            dense = timer.cold(lambda x=x, lay=layout: fixed_linear(x, lay, path="dense", dispatch=DISPATCH))
             rows.append({"layer": name, "batch": batch, "spmm_cold_us": spmm, "dense_cold_us": dense})
             if found is None and dense <= spmm:
                 found = batch
@@ -440,11 +445,12 @@ SWEEP_LAYERS = ("vgg6", "alex7")
 
 
 def run_plans(run, timer, device, layers, plans, phase: str, reserve_s: float) -> list[dict]:
-    """Time ``launch_spmm`` for each (layer, batch, slice_rows, tile_entries, warps, gather) plan
-    on the layer's 4-bit version (cold), until only ``reserve_s`` of the budget is left; gather
-    None: the dispatcher's own choice (`triton_ops.use_gather`), recorded as chosen."""
-    from dc_kernels import triton_ops
-    from dc_kernels.gpu_layout import GpuLayout
+    """Time one small-batch launch for each (layer, batch, slice_rows, tile_entries, warps,
+    gather) plan on the layer's 4-bit version (cold), until only ``reserve_s`` of the budget is
+    left; gather None: the dispatcher's own choice (`Dispatch.use_gather`), recorded as chosen."""
+    from dc_kernels.fixed import GpuLayout, KernelConfig
+    from dc_kernels.fixed.launch import batch_bucket
+    from dc_kernels.fixed.launch import run as run_fixed
 
     by_name = {(it["name"], it["layout"].code_bits): it for it in layers}
     rows, layouts = [], {}
@@ -463,11 +469,12 @@ def run_plans(run, timer, device, layers, plans, phase: str, reserve_s: float) -
         # Column-major x for batch > 1, as triton_linear passes it.
         x = torch.randn(layout.in_features, batch, device=device, dtype=torch.float16).T
         out = torch.empty(batch, layout.out_features, device=device, dtype=torch.float16)
-        cfg = triton_ops.KernelConfig(tile, warps)
         if gather is None:
-            gather = triton_ops.use_gather(layout.code_bits, layout.slice_rows, warps)
+            gather = DISPATCH.use_gather(layout.code_bits, layout.slice_rows, warps)
+        config = {batch_bucket(batch): KernelConfig(tile, warps)}
+        plan = dataclasses.replace(DISPATCH, spmm=config, gather=gather)
         try:
-            us = timer.cold(lambda a=(x, layout, None, out, cfg, gather): triton_ops.launch_spmm(*a))
+            us = timer.cold(lambda a=(x, layout, None, out, "spmm", plan): run_fixed(*a))
         except Exception as exc:
             run.log(f"  {phase} config failed: {name} {batch} {slice_rows} {tile} {warps}: {exc!s:.200}")
             continue
@@ -495,9 +502,11 @@ def best_config(rows: list[dict], batch: int) -> dict | None:
 
 def tune(run, timer, device, layers) -> list[dict]:
     """Tile entries x warps at the default slice rows, batch 1 and 16; the winners replace the
-    dispatcher's table for the rest of the run (and are printed, to be recorded in triton_ops)."""
-    from dc_kernels import triton_ops
-    from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
+    dispatcher's table for the rest of the run (and are printed, to be recorded in
+    dc_kernels/fixed/launch.py)."""
+    global DISPATCH
+    from dc_kernels.fixed import KernelConfig
+    from dc_kernels.fixed.layout import DEFAULT_SLICE_ROWS
 
     r = DEFAULT_SLICE_ROWS
     # gather None: tune what the dispatcher will run (its codebook lookup for these widths).
@@ -508,8 +517,9 @@ def tune(run, timer, device, layers) -> list[dict]:
         best = best_config(rows, batch)
         if best is None:
             continue
-        old = triton_ops.SPMM_CONFIGS[batch]
-        triton_ops.SPMM_CONFIGS[batch] = triton_ops.KernelConfig(best["tile_entries"], best["num_warps"])
+        old = DISPATCH.spmm[batch]
+        tuned = {**DISPATCH.spmm, batch: KernelConfig(best["tile_entries"], best["num_warps"])}
+        DISPATCH = dataclasses.replace(DISPATCH, spmm=tuned)
         run.log(
             f"tuned batch {batch}: tile_entries={best['tile_entries']} num_warps={best['num_warps']} "
             f"(was {old.tile_entries}/{old.num_warps}); total {best['total_us']:.1f} us over {SWEEP_LAYERS}"
@@ -520,19 +530,18 @@ def tune(run, timer, device, layers) -> list[dict]:
 def sweep(run, timer, device, layers) -> list[dict]:
     """The codebook lookup (tl.gather vs the L1-resident table) at the tuned table, then slice
     rows (a layout parameter) around it."""
-    from dc_kernels import triton_ops
-    from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
+    from dc_kernels.fixed.layout import DEFAULT_SLICE_ROWS
 
     lookup_plans = [
         (n, batch, DEFAULT_SLICE_ROWS, cfg.tile_entries, cfg.num_warps, gather)
-        for batch, cfg in ((b, triton_ops.SPMM_CONFIGS[b]) for b in (1, 16))
+        for batch, cfg in ((b, DISPATCH.spmm[b]) for b in (1, 16))
         for gather in (True, False)
         for n in SWEEP_LAYERS
     ]
     lookup = run_plans(run, timer, device, layers, lookup_plans, "lookup", reserve_s=8)
     plans = []
     for batch in (1, 16):
-        cfg = triton_ops.SPMM_CONFIGS[batch]
+        cfg = DISPATCH.spmm[batch]
         for slice_rows in (2, 8, 1, 16):
             for scale in (1, 2):
                 for n in SWEEP_LAYERS:
@@ -675,8 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.small:
         sanitizer = guarded(run, "sanitizer", run_sanitizer, "error", run, min(45.0, run.left() - 170))
 
-    from dc_kernels import triton_ops
-    from dc_kernels.gpu_layout import GpuLayout
+    from dc_kernels.fixed.layout import GpuLayout
 
     t0 = time.perf_counter()
     layers = []
@@ -710,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     run.write_csv("crossover.csv", cross_rows)
     run.log(
         f"crossover phase: {time.perf_counter() - t0:.1f}s; measured DENSE_CROSSOVER_BATCH = {recommended} "
-        f"(dispatcher uses {triton_ops.DENSE_CROSSOVER_BATCH})"
+        f"(dispatcher uses {DISPATCH.dense_crossover_batch})"
     )
 
     t0 = time.perf_counter()
@@ -718,10 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     run.write_csv("sweep.csv", tune_rows + sweep_rows)
     run.log(f"sweep phase: {time.perf_counter() - t0:.1f}s")
 
-    env.update(copy_gbps=copy_gbps, sanitizer=sanitizer, gather=triton_ops.USE_GATHER,
+    env.update(copy_gbps=copy_gbps, sanitizer=sanitizer, gather=DISPATCH.gather,
                correctness_pass=sum(r["ok"] for r in correctness), correctness_cases=len(correctness),
                measured_crossover=recommended,
-               spmm_configs={bb: vars(c) for bb, c in triton_ops.SPMM_CONFIGS.items()})  # fmt: skip
+               spmm_configs={bb: vars(c) for bb, c in DISPATCH.spmm.items()})  # fmt: skip
     (out_dir / "env.json").write_text(json.dumps(env, indent=1))
     failed = [r for r in correctness if not r["ok"]]
     run.log(f"done in {time.perf_counter() - run.start:.0f}s; results in {out_dir}")

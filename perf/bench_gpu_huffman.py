@@ -1,14 +1,14 @@
-"""GPU benchmark of the Huffman GPU form (`dc_kernels.huffman_layout`, `huffman_ops`).
+"""GPU benchmark of the Huffman GPU form (`dc_kernels.huffman`).
 
 Correctness first (fresh random inputs, outputs poisoned with NaN, odd shapes and edge cases,
 then the paper's layers), then on the paper's nine FC layers (random, at their densities):
 
 * decoder throughput: kept weights decoded per second (G symbols/s; escapes not counted);
-* the fused Huffman GEMV against the fixed-width kernel (`dc_kernels.triton_ops`) and cuBLAS
+* the fused Huffman GEMV against the fixed-width kernel (`dc_kernels.fixed.launch`) and cuBLAS
   float16 on the dense layer, batch 1 and 8, warm (CUDA graph of many calls, L2 warm) and cold
   (L2 flushed before every call);
 * segment-size variants on VGG-6 and Alex-7 (symbols per segment: decode steps vs offset bits),
-  and there the other variant of the fused kernel (``prefetch``, `huffman_ops.USE_PREFETCH`).
+  and there the other variant of the fused kernel (``prefetch``, `dc_kernels.huffman.launch.USE_PREFETCH`).
 
 Writes ``huffman_gpu.csv`` and ``huffman_gpu.log`` to ``--out`` and prints progress. Budget: about
 2 minutes on an H200 including compilation. Run: ``python perf/bench_gpu_huffman.py --out DIR``.
@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from compress import PAPER_LAYERS, CompressedMatrix, random_compressed_matrix
-from dc_kernels import huffman_ops
-from dc_kernels.gpu_layout import GpuLayout
-from dc_kernels.huffman_layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
-from dc_kernels.huffman_ops import huffman_decode, huffman_linear
+from dc_kernels.fixed.layout import GpuLayout
+from dc_kernels.huffman.launch import USE_PREFETCH, huffman_decode, huffman_linear
+from dc_kernels.huffman.layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
 from perf.harness import machine_info, print_table, write_csv
 
 TARGETS = {"decoder_gsym_s": 50.0, "vs_fixed": 1.3, "vs_cublas_vgg6_b1": 5.0}
@@ -186,7 +185,7 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
     rows.append(row)
     msg = f"{name} {bits}-bit S={segment_symbols}: decoder {dec_us:.1f} us = {row['gsym_per_s']} G symbols/s"
     if full:
-        from dc_kernels.triton_ops import triton_linear
+        from dc_kernels.fixed import fixed_linear
 
         fixed = GpuLayout.from_matrix(matrix, device=DEVICE)
         base["fixed_bits_per_weight"] = round(fixed.bits_per_kept_weight(), 3)
@@ -197,10 +196,10 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
         x = torch.randn(batch, spec.inputs, device=DEVICE, dtype=torch.float16)
         kernels = {"huffman": lambda x=x: huffman_linear(x, huff, bias)}
         if full and name in VARIANT_LAYERS:  # the other variant of the fused kernel, side by side
-            alt = not huffman_ops.USE_PREFETCH
+            alt = not USE_PREFETCH
             kernels[f"huffman_prefetch_{alt}"] = lambda x=x, p=alt: huffman_linear(x, huff, bias, prefetch=p)
         if full:
-            kernels["fixed"] = lambda x=x: triton_linear(x, fixed, bias)
+            kernels["fixed"] = lambda x=x: fixed_linear(x, fixed, bias)
             kernels["cublas_fp16"] = lambda x=x: torch.nn.functional.linear(x, dense, bias.half())
         times = {}
         for k, fn in kernels.items():

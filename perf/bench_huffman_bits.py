@@ -31,8 +31,8 @@ import numpy as np
 from compress import PAPER_LAYERS, CompressedMatrix
 from compress.huffman import HuffmanCode
 from compress.one_shot import compress_matrix
-from dc_kernels.gpu_layout import GpuLayout
-from dc_kernels.huffman_layout import MAX_TABLE_BITS, HuffmanLayout
+from dc_kernels.fixed.layout import GpuLayout
+from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
 from eie_model.dump import read_eie_dump
 from perf.harness import machine_info, print_table, write_csv
 

@@ -75,8 +75,8 @@ class PipelineBenchConfig:
 
 def _stages(name: str, config: PipelineBenchConfig) -> list[tuple[str, int, Callable[[], object]]]:
     """(stage, weights it handles, call) in pipeline order, each on the output of the previous."""
-    from dc_kernels.gpu_layout import GpuLayout
-    from dc_kernels.huffman_layout import HuffmanLayout
+    from dc_kernels.fixed.layout import GpuLayout
+    from dc_kernels.huffman.layout import HuffmanLayout
     from eie_model import encode_eie, fit_codebook
 
     spec = get_layer(name)

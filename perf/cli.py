@@ -9,7 +9,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("compress.demo", "main", "Deep Compression of LeNet-300-100 on scikit-learn's digits"),
     "check-kernels": (
-        "dc_kernels.aot_check",
+        "perf.kernel_check",
         "main",
         "compile every Triton kernel configuration for sm_80/sm_90; registers and spills",
     ),

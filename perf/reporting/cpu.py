@@ -67,7 +67,7 @@ def measure_layer(
 
 def _measure(name: str, matrix: CompressedMatrix, config: CpuConfig, batches: tuple[int, ...]) -> list[dict]:
     from dc_kernels import CompressedLinear
-    from dc_kernels.cpu_backend import uses_sparse
+    from dc_kernels.cpu.launch import uses_sparse
 
     compressed = CompressedLinear.from_matrix(matrix)
     dense = torch.nn.Linear(matrix.in_features, matrix.out_features, bias=False)

@@ -165,7 +165,7 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
                     ["CPU dense", "CPU compressed", "speedup"], axis=1
                 ),
                 "CompressedLinear switches to decode + dense GEMM where batch x density is large "
-                "(dc_kernels.cpu_backend).",
+                "(dc_kernels.cpu.launch).",
             )
         )
     tables.append(eie_table(data))

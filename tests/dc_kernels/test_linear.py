@@ -102,7 +102,7 @@ def test_forward_matches_dense_on_every_backend(backend, shape):
         assert rel_error(y, dense_output(layer, x)) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fixed", "huffman"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs(backend, dtype):
     layer = make_layer()
@@ -149,11 +149,13 @@ def test_input_on_another_device_is_refused():
         layer(torch.randn(2, 40))
 
 
-def test_triton_backend_needs_cuda_or_the_interpreter(monkeypatch):
+@pytest.mark.parametrize("name", ["fixed", "triton", "huffman"])
+def test_gpu_backends_need_cuda_or_the_interpreter(monkeypatch, name):
     layer = make_layer()
     monkeypatch.delenv("TRITON_INTERPRET")
-    layer.backend = "triton"
-    with pytest.raises(ValueError, match="'triton' does not run on cpu"):
+    layer.backend = name
+    assert layer.backend == ("fixed" if name == "triton" else name)  # the fixed form's earlier name
+    with pytest.raises(ValueError, match=f"'{layer.backend}' does not run on cpu"):
         layer(torch.randn(1, 40))
 
 
@@ -236,48 +238,36 @@ def test_gradients_match_dense():
     torch.testing.assert_close(layer.bias.grad, dense.bias.grad)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fixed", "huffman"])
 def test_opcheck(backend):
     layer = make_layer(8, 12, 0.5, bits=3, seed=8)
     layer.backend = backend
-    packed, meta = layer._packed_for(backend)
+    packed, meta = layer._packed[1], layer._packed[2]
     x = torch.randn(3, 12, requires_grad=True)
-    args = (
-        x,
-        layer.codebook,
-        layer.row_ptr,
-        layer.col_idx,
-        layer.codes,
-        layer.bias,
-        packed,
-        meta,
-        12,
-        backend,
-    )
-    torch.library.opcheck(ops.compressed_linear, args)
-    torch.library.opcheck(ops.csr_to_dense, (layer.codebook, layer.row_ptr, layer.col_idx, layer.codes, 12))
+    canonical = (layer.codebook, layer.row_ptr, layer.col_idx, layer.codes)
+    torch.library.opcheck(ops.compressed_linear, (x, *canonical, layer.bias, packed, meta, 12, layer.backend))
+    torch.library.opcheck(ops.compressed_linear, (x[0], *canonical, None, packed, meta, 12, layer.backend))
+    torch.library.opcheck(ops.dense_weight, (*canonical, packed, meta, 12, layer.backend))
 
 
-@pytest.mark.parametrize("backend", ["triton", "huffman"])
+@pytest.mark.parametrize("backend", ["fixed", "huffman"])
 def test_opcheck_packed_backends_without_per_weight_tensors(backend):
     # What a GPU layer passes: empty col_idx/codes; forward and backward use the packed form only.
     layer = make_layer(8, 12, 0.5, bits=3, seed=8)
     layer.backend = backend
-    packed, meta = layer._packed_for(backend)
+    packed, meta = layer._packed[1], layer._packed[2]
     x = torch.randn(3, 12, requires_grad=True)
-    col_stub, code_stub = layer.col_idx[:0], layer.codes[:0]
-    args = (x, layer.codebook, layer.row_ptr, col_stub, code_stub, layer.bias, packed, meta, 12, backend)
-    torch.library.opcheck(ops.compressed_linear, args)
-    torch.library.opcheck(ops.packed_to_dense, (layer.row_ptr, packed, meta, 12, backend))
+    stubs = (layer.codebook, layer.row_ptr, layer.col_idx[:0], layer.codes[:0])
+    torch.library.opcheck(ops.compressed_linear, (x, *stubs, layer.bias, packed, meta, 12, backend))
+    torch.library.opcheck(ops.dense_weight, (*stubs, packed, meta, 12, backend))
     torch.testing.assert_close(
-        ops.packed_to_dense(layer.row_ptr, packed, meta, 12, backend),
-        torch.from_numpy(layer.to_matrix().to_dense()),
+        ops.dense_weight(*stubs, packed, meta, 12, backend), torch.from_numpy(layer.to_matrix().to_dense())
     )
-    with pytest.raises(ValueError, match="cannot decode its packed tensors alone"):
-        ops.packed_to_dense(layer.row_ptr, [], [], 12, "reference")
+    with pytest.raises(ValueError, match="names no backend"):
+        ops.dense_weight(*stubs, [], [], 12, "auto")
 
 
-@pytest.mark.parametrize("backend", ["triton", "huffman"])
+@pytest.mark.parametrize("backend", ["fixed", "huffman"])
 def test_gpu_layer_never_reads_its_host_copy(monkeypatch, backend):
     """On a GPU a layer served by a packed form keeps col_idx/codes in host memory. Here the
     "host" is the meta device, which holds no values: forward, backward, `weight` and the
@@ -343,7 +333,7 @@ def test_cuda_backends_and_moves(dtype):
     x = cpu_x.cuda()
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     with torch.no_grad():
-        for backend in ("auto", "triton", "huffman", "reference"):
+        for backend in ("auto", "fixed", "huffman", "reference"):
             layer.backend = backend
             for batch in (1, 16, 5 * 3):
                 y = layer(x.reshape(-1, 1000)[:batch])

@@ -1,94 +1,16 @@
-"""Model API: drop-in swaps of whole models, reports, Compressor hand-off, save/load."""
+"""Model API: drop-in swaps of whole models, reports, Compressor hand-off."""
 
 import copy
 import dataclasses
-import json
 
 import pytest
-import safetensors.numpy
 import torch
 from torch import nn
 
 import compress
 import dc_kernels
-from compress.file_errors import CompressedFileError, CorruptStreamError
 from dc_kernels.linear import CompressedLinear
-from dc_kernels.model_api import COMPRESSED_FILE, DENSE_FILE
-
-
-class MLP(nn.Sequential):
-    def __init__(self):
-        super().__init__(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 10))
-
-
-class Encoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
-
-    def forward(self, x):
-        return self.encoder(x)
-
-
-class Tagger(nn.Module):
-    """An LSTM with a projection in front and two Linear heads."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Linear(16, 24)
-        self.lstm = nn.LSTM(24, 32, batch_first=True)
-        self.tags = nn.Linear(32, 8)
-        self.score = nn.Linear(32, 1)
-
-    def forward(self, x):
-        hidden, _ = self.lstm(torch.tanh(self.embed(x)))
-        return torch.cat([self.tags(hidden), self.score(hidden)], dim=-1)
-
-
-MODELS = {  # model class, input shape, names of its nn.Linear modules
-    "mlp": (MLP, (5, 32), {"0", "2", "4"}),
-    "transformer": (
-        Encoder,
-        (2, 7, 32),
-        {f"encoder.layers.{i}.{n}" for i in (0, 1) for n in ("linear1", "linear2", "self_attn.out_proj")},
-    ),
-    "lstm": (Tagger, (3, 6, 16), {"embed", "tags", "score"}),
-}
-CONFIG = compress.DeepCompressionConfig(density=0.3, bits=5)
-
-
-def decompressed(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every CompressedLinear replaced by nn.Linear holding the decoded
-    weights: the dense model the compressed one must match."""
-    dense = copy.deepcopy(model)
-    for name, module in list(dense.named_modules()):
-        if isinstance(module, CompressedLinear):
-            parent, _, child = name.rpartition(".")
-            setattr(dense.get_submodule(parent), child, module.to_linear())
-    return dense
-
-
-def rel_error(y, ref) -> float:
-    return float((y.double() - ref.double()).norm() / ref.double().norm())
-
-
-def build(kind: str, seed: int = 0):
-    cls, shape, names = MODELS[kind]
-    torch.manual_seed(seed)
-    model = cls().eval()
-    return model, torch.randn(shape), names
-
-
-@pytest.fixture(scope="module", params=list(MODELS))
-def compressed(request):
-    model, x, names = build(request.param)
-    report = dc_kernels.compress_(model, CONFIG)
-    assert set(report.converted) == names and not report.skipped
-    # Only the attention output projections are read through .weight (decoded per call): noted.
-    assert set(report.notes) == {n for n in names if n.endswith("self_attn.out_proj")}
-    assert all(f"note {n}: nn.MultiheadAttention reads" in str(report) for n in report.notes)
-    return request.param, model, x
+from tests.dc_kernels.models import CONFIG, MLP, decompressed, rel_error
 
 
 @torch.no_grad()
@@ -106,20 +28,6 @@ def test_compile_fullgraph(compressed):
     with torch._dynamo.config.patch(allow_rnn=kind == "lstm"):
         compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
         assert rel_error(compiled(x), decompressed(model)(x)) <= 1e-5
-
-
-@torch.no_grad()
-def test_save_and_load_into_a_meta_model(compressed, tmp_path):
-    kind, model, x = compressed
-    written = dc_kernels.save_compressed(model, tmp_path)
-    assert written == sum(p.stat().st_size for p in tmp_path.iterdir())
-    with torch.device("meta"):
-        fresh = MODELS[kind][0]().eval()
-    report = dc_kernels.load_compressed(fresh, tmp_path)
-    assert set(report.converted) == MODELS[kind][2]
-    assert not any(t.is_meta for t in fresh.state_dict().values())
-    assert torch.equal(fresh(x), model(x))
-    assert rel_error(fresh(x), decompressed(model)(x)) <= 1e-5
 
 
 @torch.no_grad()
@@ -224,78 +132,3 @@ def test_swap_errors():
     model = nn.Sequential(nn.Conv2d(1, 64, 1))
     report = dc_kernels.swap_compressed_(model, {"0": compress.random_compressed_matrix(64, 1, 0.5, 2)})
     assert report.skipped == {"0": "Conv2d: CompressedLinear replaces nn.Linear only"}
-
-
-def test_gpu_form_is_saved_and_loaded(tmp_path):
-    model = MLP()
-    dc_kernels.compress_(model, compress.DeepCompressionConfig(layers={"2": {"gpu_form": "huffman"}}))
-    assert [model[i].gpu_form for i in (0, 2, 4)] == ["fixed", "huffman", "fixed"]
-    dc_kernels.save_compressed(model, tmp_path)
-    with torch.device("meta"):
-        fresh = MLP()
-    dc_kernels.load_compressed(fresh, tmp_path)
-    assert [fresh[i].gpu_form for i in (0, 2, 4)] == ["fixed", "huffman", "fixed"]
-
-
-@torch.no_grad()
-def test_tied_weights_are_saved_once(tmp_path):
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(20, 16)
-            self.body = nn.Linear(16, 16)
-            self.lm_head = nn.Linear(16, 20, bias=False)
-            self.lm_head.weight = self.embed.weight
-
-        def forward(self, ids):
-            return self.lm_head(torch.relu(self.body(self.embed(ids))))
-
-    model = Tied()
-    dc_kernels.compress_(model, compress.DeepCompressionConfig(skip=("lm_head",)))
-    dc_kernels.save_compressed(model, tmp_path)
-    assert set(safetensors.numpy.load_file(tmp_path / DENSE_FILE)) == {"embed.weight", "body.bias"}
-    with torch.device("meta"):
-        fresh = Tied()
-    dc_kernels.load_compressed(fresh, tmp_path)
-    assert fresh.lm_head.weight is fresh.embed.weight
-    ids = torch.tensor([[1, 2, 3]])
-    assert torch.equal(fresh(ids), model(ids))
-
-
-def test_load_refuses_damaged_files_and_other_models(tmp_path):
-    model = MLP()
-    dc_kernels.compress_(model, CONFIG)
-    dc_kernels.save_compressed(model, tmp_path)
-    compressed_bytes = (tmp_path / COMPRESSED_FILE).read_bytes()
-    dense_bytes = (tmp_path / DENSE_FILE).read_bytes()
-
-    with pytest.raises(ValueError, match="'4' is 64x64 in the model, 10x64 in the file"):
-        other = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 64))
-        dc_kernels.load_compressed(other, tmp_path)
-    with pytest.raises(ValueError, match=r"missing \['5.weight', '5.bias'\]"):
-        dc_kernels.load_compressed(MLP().append(nn.Linear(10, 3)), tmp_path)
-
-    (tmp_path / DENSE_FILE).write_bytes(dense_bytes[:-5] + bytes(5))  # values changed, sizes kept
-    with pytest.raises(CorruptStreamError, match="differs from its record"):
-        dc_kernels.load_compressed(MLP(), tmp_path)
-    (tmp_path / DENSE_FILE).write_bytes(dense_bytes[:100])
-    with pytest.raises(CompressedFileError, match="not a readable safetensors"):
-        dc_kernels.load_compressed(MLP(), tmp_path)
-    (tmp_path / DENSE_FILE).write_bytes(dense_bytes)
-    (tmp_path / COMPRESSED_FILE).write_bytes(compressed_bytes[: len(compressed_bytes) // 2])
-    with pytest.raises(CompressedFileError):
-        dc_kernels.load_compressed(MLP(), tmp_path)
-
-
-def test_foreign_metadata_is_refused(tmp_path):
-    layers = {"0": compress.random_compressed_matrix(64, 32, 0.1, 4)}
-    safetensors.numpy.save_file({}, tmp_path / DENSE_FILE)
-    for metadata in (
-        None,
-        {"dc_kernels": 1},
-        {"dc_kernels": 1, "modules": [], "dense_file": DENSE_FILE, "dense": {}, "aliases": {}},
-    ):
-        compress.save(tmp_path / COMPRESSED_FILE, layers, metadata)
-        with pytest.raises(CompressedFileError, match="model metadata"):
-            dc_kernels.load_compressed(MLP(), tmp_path)
-    assert json.dumps(CONFIG.to_dict())  # the config that wrote the other files is plain data

@@ -3,7 +3,7 @@ import csv
 import pytest
 import torch
 
-from dc_kernels import cpu_build
+from dc_kernels.cpu import build as cpu_build
 from perf.bench_cpu import main
 
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from dc_kernels.gpu_layout import GpuLayout
+from dc_kernels.fixed.layout import GpuLayout
 from perf.bench_huffman_bits import EIE_DUMP, SEGMENT_SYMBOLS, gaussian_layer, main
 
 

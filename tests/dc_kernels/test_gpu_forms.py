@@ -34,7 +34,7 @@ def test_huffman_backend_matches_reference():
 def test_gpu_form_picks_the_cuda_backend():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # resolve never touches CUDA
     assert resolve("auto", cuda, "huffman").name == "huffman"
-    assert resolve("auto", cuda, "fixed").name == "triton"
+    assert resolve("auto", cuda, "fixed").name == "fixed"
     assert resolve("auto", cpu, "huffman").name == "cpu"
     layer = CompressedLinear.from_matrix(random_compressed_matrix(4, 9, 0.5, 3, seed=0), gpu_form="huffman")
     assert layer.gpu_form == "huffman" and "gpu_form='huffman'" in repr(layer)
@@ -49,8 +49,14 @@ def test_gpu_form_set_by_config_and_reported():
     assert report.converted["0"].gpu_form == "fixed" and report.converted["2"].gpu_form == "huffman"
     assert model[2].gpu_form == "huffman" and "huffman" in str(report)
     assert DeepCompressionConfig.from_json(config.to_json()) == config
-    with pytest.raises(ConfigError, match="gpu_form"):
-        DeepCompressionConfig(gpu_form="dense")
+    with pytest.raises(ConfigError, match="gpu_form must be a non-empty string"):
+        DeepCompressionConfig(gpu_form="")
+    # compress stores the name; the deployment side refuses an unknown form before changing anything
+    typo = DeepCompressionConfig(density=0.3, bits=3, layers={"2": {"gpu_form": "hufman"}})
+    fresh = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5))
+    with pytest.raises(ConfigError, match=r"layer '2': gpu_form must be one of .*'huffman'.*got 'hufman'"):
+        compress_(fresh, typo)
+    assert isinstance(fresh[0], nn.Linear)
 
 
 def test_importing_dc_kernels_imports_no_triton_and_no_cuda():

@@ -1,4 +1,4 @@
-"""The Triton kernels' layout of a compressed FC layer (pure NumPy/PyTorch, no Triton here).
+"""The fixed-width GPU form's layout of a compressed FC layer (pure NumPy/PyTorch, no Triton here).
 
 Format ("sliced relative-index"):
 

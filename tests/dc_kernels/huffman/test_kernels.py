@@ -8,34 +8,20 @@ import pytest
 import torch
 
 from compress import CompressedMatrix, random_compressed_matrix
-from dc_kernels.huffman_layout import HuffmanLayout
-from dc_kernels.huffman_ops import huffman_decode, huffman_decode_dense, huffman_linear, reference_linear
-
-TOL = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
-_seed = np.random.SeedSequence()
-
-
-def fresh_seed() -> int:
-    return int(_seed.spawn(1)[0].generate_state(1)[0])
+from dc_kernels.huffman import HuffmanLayout, huffman_decode, huffman_decode_dense, huffman_linear
+from tests.helpers import assert_matches_reference, fresh_seed, random_input
 
 
 def check(matrix: CompressedMatrix, batch: int, dtype=torch.float32, bias=True, strided=False, **kwargs):
     layout = HuffmanLayout.from_matrix(matrix, **kwargs)
-    gen = torch.Generator().manual_seed(fresh_seed())
-    out_f, in_f = matrix.shape
-    if strided:  # a transposed, column-sliced view: neither stride is 1
-        x = torch.randn(2 * in_f, batch, generator=gen).to(dtype).T[:, ::2]
-    else:
-        x = torch.randn(batch, in_f, generator=gen).to(dtype)
-    b = torch.randn(out_f, generator=gen) if bias else None
-    expected = reference_linear(x, layout, b)
-    rtol, atol = TOL[dtype]
-    scale = 1 + float(expected.float().abs().max()) if expected.numel() else 1.0
+    seed = fresh_seed()
+    x = random_input(batch, matrix.shape[1], dtype, strided, seed)
+    b = torch.randn(matrix.shape[0], generator=torch.Generator().manual_seed(seed + 1)) if bias else None
     for prefetch in (False, True):  # both variants of the fused kernel
-        out = torch.full((batch, out_f), float("nan"), dtype=dtype)
+        out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype)
         y = huffman_linear(x, layout, b, out=out, prefetch=prefetch)
         assert y is out
-        torch.testing.assert_close(y.float(), expected.float(), rtol=rtol, atol=atol * scale)
+        assert_matches_reference(y, x, matrix, b)
     codes, cols = huffman_decode(layout)
     assert np.array_equal(codes.numpy(), matrix.codes) and np.array_equal(cols.numpy(), matrix.col_idx)
     assert np.array_equal(huffman_decode_dense(layout).numpy(), matrix.to_dense())

@@ -1,4 +1,4 @@
-"""The Triton kernels under TRITON_INTERPRET=1 (tests/conftest.py) against the PyTorch reference,
+"""The fixed-width kernels under TRITON_INTERPRET=1 (tests/conftest.py) against the reference,
 on fresh random inputs, with outputs poisoned with NaN before every launch."""
 
 import numpy as np
@@ -6,37 +6,25 @@ import pytest
 import torch
 
 from compress import CompressedMatrix, random_compressed_matrix
-from dc_kernels import GpuLayout, decode_dense, triton_linear, triton_ops
-from dc_kernels.reference import reference_dense, reference_linear
-
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# (rtol, atol) against a float64 reference rounded to the dtype.
-TOL = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
-_seed = np.random.SeedSequence()
-
-
-def fresh_seed() -> int:
-    return int(_seed.spawn(1)[0].generate_state(1)[0])
+from dc_kernels.fixed import Dispatch, GpuLayout, decode_dense, fixed_linear
+from dc_kernels.fixed.launch import DEFAULT_DISPATCH
+from dc_kernels.reference import CanonicalTensors
+from dc_kernels.reference import decode_dense as reference_dense
+from tests.helpers import DTYPES, assert_matches_reference, fresh_seed, random_input
 
 
 def run_and_check(
-    matrix, batch, dtype, *, bias=True, strided=False, index_bits=None, slice_rows=4, generator=None
+    matrix, batch, dtype, *, bias=True, strided=False, index_bits=None, slice_rows=4,
+    dispatch=DEFAULT_DISPATCH,
 ):
     layout = GpuLayout.from_matrix(matrix, index_bits=index_bits, slice_rows=slice_rows)
-    gen = generator or torch.Generator().manual_seed(fresh_seed())
-    out_f, in_f = matrix.shape
-    if strided:  # a transposed, column-sliced view: neither stride is 1
-        x = torch.randn(2 * in_f, batch, generator=gen).to(dtype).T[:, ::2]
-    else:
-        x = torch.randn(batch, in_f, generator=gen).to(dtype)
-    b = torch.randn(out_f, generator=gen) if bias else None
-    out = torch.full((batch, out_f), float("nan"), dtype=dtype)
-    y = triton_linear(x, layout, b, out=out)
-    assert y is out and y.dtype == dtype
-    expected = reference_linear(x, layout, b)
-    rtol, atol = TOL[dtype]
-    scale = 1 + float(expected.float().abs().max()) if expected.numel() else 1.0
-    torch.testing.assert_close(y.float(), expected.float(), rtol=rtol, atol=atol * scale)
+    seed = fresh_seed()
+    x = random_input(batch, matrix.shape[1], dtype, strided, seed)
+    b = torch.randn(matrix.shape[0], generator=torch.Generator().manual_seed(seed + 1)) if bias else None
+    out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype)
+    y = fixed_linear(x, layout, b, out=out, dispatch=dispatch)
+    assert y is out
+    assert_matches_reference(y, x, matrix, b)
 
 
 @pytest.mark.parametrize(
@@ -85,17 +73,17 @@ def test_long_rows_fillers_and_slice_rows():
         run_and_check(matrix, 2, torch.float32, index_bits=1, slice_rows=slice_rows)
 
 
-def test_gather_and_global_codebook_lookup_agree(monkeypatch):
+def test_gather_and_global_codebook_lookup_agree():
     matrix = random_compressed_matrix(11, 40, 0.3, 6, seed=fresh_seed())
-    monkeypatch.setattr(triton_ops, "USE_GATHER", False)
-    run_and_check(matrix, 4, torch.float32)
+    for gather in (None, False):
+        run_and_check(matrix, 4, torch.float32, dispatch=Dispatch(gather=gather))
 
 
-def test_dense_path_at_crossover(monkeypatch):
-    monkeypatch.setattr(triton_ops, "DENSE_CROSSOVER_BATCH", 8)
+def test_dense_path_at_crossover():
     matrix = random_compressed_matrix(19, 45, 0.2, 5, seed=fresh_seed())
     for dtype in DTYPES:
-        run_and_check(matrix, 9, dtype, strided=dtype == torch.float16)
+        dispatch = Dispatch(dense_crossover_batch=8)
+        run_and_check(matrix, 9, dtype, strided=dtype == torch.float16, dispatch=dispatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -105,28 +93,29 @@ def test_decode_dense(dtype):
     # float32 and float16 hold the codebook's rounding exactly as torch does; Triton's interpreter
     # rounds float32 -> bfloat16 toward zero (GPUs round to nearest), hence one ulp of slack.
     rtol = 2**-7 if dtype == torch.bfloat16 else 0.0
-    torch.testing.assert_close(decode_dense(layout, dtype), reference_dense(layout, dtype), rtol=rtol, atol=0)
+    expected = reference_dense(CanonicalTensors.from_matrix(matrix)).to(dtype)
+    torch.testing.assert_close(decode_dense(layout, dtype), expected, rtol=rtol, atol=0)
 
 
 def test_empty_batch_and_empty_layer():
     layout = GpuLayout.from_matrix(random_compressed_matrix(5, 7, 0.5, 2, seed=0))
-    y = triton_linear(torch.empty(0, 7, dtype=torch.float16), layout)
+    y = fixed_linear(torch.empty(0, 7, dtype=torch.float16), layout)
     assert y.shape == (0, 5) and y.dtype == torch.float16
     empty = CompressedMatrix((6, 4), np.ones(1, np.float32), np.zeros(7, np.int64), [], [], 1)
     bias = torch.randn(6)
-    y = triton_linear(torch.randn(2, 4), GpuLayout.from_matrix(empty), bias)
+    y = fixed_linear(torch.randn(2, 4), GpuLayout.from_matrix(empty), bias)
     assert torch.equal(y, bias.expand(2, 6))
 
 
 def test_bad_inputs():
     layout = GpuLayout.from_matrix(random_compressed_matrix(5, 7, 0.5, 2, seed=0))
     with pytest.raises(ValueError, match="shape"):
-        triton_linear(torch.randn(2, 8), layout)
+        fixed_linear(torch.randn(2, 8), layout)
     with pytest.raises(TypeError, match="dtype"):
-        triton_linear(torch.randn(2, 7, dtype=torch.float64), layout)
+        fixed_linear(torch.randn(2, 7, dtype=torch.float64), layout)
     with pytest.raises(ValueError, match="bias"):
-        triton_linear(torch.randn(2, 7), layout, torch.randn(4))
+        fixed_linear(torch.randn(2, 7), layout, torch.randn(4))
     with pytest.raises(ValueError, match="out"):
-        triton_linear(torch.randn(2, 7), layout, out=torch.empty(2, 5, dtype=torch.float16))
+        fixed_linear(torch.randn(2, 7), layout, out=torch.empty(2, 5, dtype=torch.float16))
     with pytest.raises(TypeError):
-        triton_linear(torch.randn(2, 7), layout.to_matrix())
+        fixed_linear(torch.randn(2, 7), layout.to_matrix())

@@ -5,26 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compress import PAPER_LAYERS, CompressedMatrix, encode_relative, random_compressed_matrix
-from dc_kernels.gpu_layout import GpuLayout, best_index_bits, pack_bits, unpack_bits
-
-
-@st.composite
-def matrices(draw):
-    rows = draw(st.integers(1, 40))
-    cols = draw(st.integers(1, 300))
-    bits = draw(st.integers(1, 8))
-    # Low densities give long gaps (fillers); 0 and 1 give empty and full layers.
-    density = draw(st.sampled_from([0.0, 0.01, 0.05, 0.3, 0.9, 1.0]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    mask = rng.random(rows * cols) < density
-    k = draw(st.integers(1, 2**bits))
-    codes = rng.integers(0, k, size=rows * cols).astype(np.uint8)
-    codebook = rng.normal(size=k).astype(np.float32)
-    return CompressedMatrix.from_dense(mask.reshape(rows, cols), codes.reshape(rows, cols), codebook, bits)
+from dc_kernels.fixed.layout import GpuLayout, best_index_bits, pack_bits, unpack_bits
+from tests.helpers import compressed_matrices
 
 
 @settings(max_examples=60, deadline=None)
-@given(matrices(), st.sampled_from([None, 1, 2, 4, 8]), st.sampled_from([1, 2, 4, 16]))
+@given(compressed_matrices(), st.sampled_from([None, 1, 2, 4, 8]), st.sampled_from([1, 2, 4, 16]))
 def test_round_trip(matrix, index_bits, slice_rows):
     layout = GpuLayout.from_matrix(matrix, index_bits=index_bits, slice_rows=slice_rows)
     assert layout.to_matrix().equals(matrix)

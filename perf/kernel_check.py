@@ -83,37 +83,8 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
     return int(regs.group(1)), int(spills.group(1)), int(spills.group(2))
 
 
-def _configs(dtypes: list[str], widths) -> list[tuple]:
-    """Every (kernel, constexprs, num_warps, dtype, bucket) the dispatcher can launch for the
-    default slice rows, per dtype and entry width."""
-    from dc_kernels.gpu_layout import DEFAULT_SLICE_ROWS
-    from dc_kernels.triton_ops import BATCH_BUCKETS, DECODE_CONFIG, SPMM_CONFIGS, use_gather
-
-    r = DEFAULT_SLICE_ROWS
-    out = []
-    for dtype in dtypes:
-        for code_bits, index_bits in widths:
-            common = {
-                "CODE_BITS": code_bits,
-                "INDEX_BITS": index_bits,
-                "CODEBOOK_PAD": 1 << code_bits,
-                "R": r,
-            }
-            for bb in BATCH_BUCKETS:
-                cfg = SPMM_CONFIGS[bb]
-                consts = {**common, "BLOCK": cfg.block(r), "BB": bb, "HAS_BIAS": True,
-                          "GATHER": use_gather(code_bits, r, cfg.num_warps)}  # fmt: skip
-                out.append(("codebook_spmm_kernel", consts, cfg.num_warps, dtype, bb))
-            consts = {**common, "BLOCK": DECODE_CONFIG.block(r),
-                      "GATHER": use_gather(code_bits, r, DECODE_CONFIG.num_warps)}  # fmt: skip
-            out.append(("decode_dense_kernel", consts, DECODE_CONFIG.num_warps, dtype, 0))
-    return out
-
-
-def _signature(kernel_name: str, dtype: str, consts: dict) -> dict[str, str]:
-    from dc_kernels.kernels import codebook_spmv
-
-    fn = getattr(codebook_spmv, kernel_name)
+def _signature(fn, dtype: str, consts: dict) -> dict[str, str]:
+    """The fixed-width kernels' argument types as `dc_kernels.fixed.launch` passes them."""
     ty = DTYPES[dtype]
     pointers = {
         "words_ptr": "*i32",
@@ -138,16 +109,6 @@ def _signature(kernel_name: str, dtype: str, consts: dict) -> dict[str, str]:
     return sig
 
 
-def compile_one(
-    kernel_name: str, consts: dict, num_warps: int, dtype: str, arch: int
-) -> tuple[int, int, int, int]:
-    """Compile for ``sm_<arch>``: (registers, spill stores, spill loads, shared bytes)."""
-    from dc_kernels.kernels import codebook_spmv
-
-    fn = getattr(codebook_spmv, kernel_name)
-    return _compile(fn, _signature(kernel_name, dtype, consts), consts, num_warps, arch)
-
-
 def _compile(fn, signature: dict, consts: dict, num_warps: int, arch: int) -> tuple[int, int, int, int]:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -165,22 +126,24 @@ def run_check(
 ) -> list[CompileResult]:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("TRITON_INTERPRET=1 replaces compilation; unset it for the compile check")
+    from dc_kernels.fixed.launch import aot_configs as fixed_configs
+    from dc_kernels.huffman.launch import aot_configs as huffman_configs
+
     results = []
-    for kernel_name, consts, warps, dtype, bb in _configs(list(dtypes or DTYPES), widths):
+    dtype_map = {d: DTYPES[d] for d in dtypes or DTYPES}
+    for fn, consts, warps, dtype, bb in fixed_configs(dtype_map, widths):
         for arch in archs:
             t0 = time.perf_counter()
-            regs, st, ld, shared = compile_one(kernel_name, consts, warps, dtype, arch)
+            regs, st, ld, shared = _compile(fn, _signature(fn, dtype, consts), consts, warps, arch)
             res = CompileResult(
-                kernel_name, arch, dtype, consts["CODE_BITS"], consts["INDEX_BITS"], bb, consts["BLOCK"],
+                fn.__name__, arch, dtype, consts["CODE_BITS"], consts["INDEX_BITS"], bb, consts["BLOCK"],
                 warps, regs, st, ld, shared, round(time.perf_counter() - t0, 2),
             )  # fmt: skip
             results.append(res)
             if progress:
                 progress(res)
-    # The Huffman kernels (dc_kernels.huffman_ops): code/index bits 0, block = lanes per program.
-    from dc_kernels.huffman_ops import aot_configs
-
-    for fn, signature, consts, warps, dtype, bb in aot_configs({d: DTYPES[d] for d in dtypes or DTYPES}):
+    # The Huffman kernels: code/index bits 0, block = lanes per program.
+    for fn, signature, consts, warps, dtype, bb in huffman_configs(dtype_map):
         for arch in archs:
             t0 = time.perf_counter()
             regs, st, ld, shared = _compile(fn, signature, consts, warps, arch)

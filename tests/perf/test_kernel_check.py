@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dc_kernels.aot_check import WIDTHS
-from dc_kernels.triton_ops import BATCH_BUCKETS
+from dc_kernels.fixed.launch import BATCH_BUCKETS
+from perf.kernel_check import WIDTHS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,18 +12,27 @@ import torch
 
 from compress.matrix import CompressedMatrix
 from compress.synthetic import random_compressed_matrix
-from dc_kernels import cpu_backend, cpu_build
+from dc_kernels.cpu import build as cpu_build
+from dc_kernels.cpu.launch import (
+    DENSE_MIN_BATCH,
+    DENSE_MIN_DENSITY,
+    CpuState,
+    cpu_linear,
+    decode,
+    pack,
+    uses_sparse,
+)
 from dc_kernels.linear import column_dtype
-from dc_kernels.linear_reference import decode_dense, linear_reference
+from dc_kernels.reference import CanonicalTensors, decode_dense, reference_linear
 
 
-def tensors(m: CompressedMatrix):
-    return (
-        torch.from_numpy(m.codebook.copy()),
-        torch.from_numpy(m.row_ptr.copy()),
-        torch.from_numpy(m.col_idx.copy()).to(column_dtype(m.in_features)),
-        torch.from_numpy(m.codes.copy()),
-    )
+def tensors(m: CompressedMatrix) -> CanonicalTensors:
+    t = CanonicalTensors.from_matrix(m)
+    return t._replace(col_idx=t.col_idx.to(column_dtype(m.in_features)))
+
+
+def state(m: CompressedMatrix) -> CpuState:
+    return CpuState(tensors(m), [])
 
 
 def assert_matches(y: torch.Tensor, x: torch.Tensor, m: CompressedMatrix, bias: torch.Tensor | None = None):
@@ -62,13 +71,13 @@ def lib():
 @pytest.mark.parametrize("batch", [0, 1, 2, 9, 17, 33, 64])
 def test_cpu_linear_matches_reference(lib, out_f, in_f, density, bits, batch):
     m = random_compressed_matrix(out_f, in_f, density, bits, seed=out_f + in_f + batch)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
     bias = torch.randn(out_f, generator=torch.Generator().manual_seed(out_f))
-    y = cpu_backend.cpu_linear(x, cb, rp, col, codes, bias, in_f, [])
+    y = cpu_linear(x, st, bias)
     assert y.dtype == torch.float32
     assert_matches(y, x, m, bias)
-    no_bias = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, in_f, [])
+    no_bias = cpu_linear(x, st, None)
     torch.testing.assert_close(no_bias + bias, y, rtol=1e-5, atol=1e-5)
 
 
@@ -76,11 +85,11 @@ def test_cpu_linear_matches_reference(lib, out_f, in_f, density, bits, batch):
 @pytest.mark.parametrize("path", ["sparse", "dense"])
 def test_both_paths_at_any_batch(lib, out_f, in_f, density, bits, path):
     m = random_compressed_matrix(out_f, in_f, density, bits, seed=11)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     bias = torch.randn(out_f, generator=torch.Generator().manual_seed(1))
     for batch in (1, 3, 5, 40, 130):
         x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
-        assert_matches(cpu_backend.cpu_linear(x, cb, rp, col, codes, bias, in_f, [], path=path), x, m, bias)
+        assert_matches(cpu_linear(x, st, bias, path=path), x, m, bias)
 
 
 def test_empty_rows_and_no_kept_weight(lib):
@@ -88,55 +97,55 @@ def test_empty_rows_and_no_kept_weight(lib):
     m = CompressedMatrix((5, 6), [0.5, -1.0], [0, 0, 2, 2, 3, 3], [1, 4, 0], [0, 1, 1], 1)
     empty = CompressedMatrix((3, 4), [0.0], [0, 0, 0, 0], [], [], 1)
     for layer in (m, empty):
-        cb, rp, col, codes = tensors(layer)
+        st = state(layer)
         for batch in (1, 3):
             x = torch.randn(batch, layer.in_features)
             expected = x @ torch.from_numpy(layer.to_dense()).T
-            got = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, layer.in_features, [])
+            got = cpu_linear(x, st, None)
             torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_give_output_in_their_dtype(lib, dtype):
     m = random_compressed_matrix(33, 70, 0.2, 5, seed=1)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     x = torch.randn(3, 70).to(dtype)
-    y = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, 70, [])
+    y = cpu_linear(x, st, None)
     assert y.dtype == dtype
-    ref = linear_reference(x, cb, rp, col, codes, None, 70)
+    ref = reference_linear(x, st.tensors, None)
     torch.testing.assert_close(y, ref)
 
 
 def test_strided_input(lib):
     m = random_compressed_matrix(20, 30, 0.3, 4, seed=2)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     x = torch.randn(30, 6)[:, ::2].t()  # (3, 30), not contiguous
     assert not x.is_contiguous()
     for batch_x in (x, x[:1]):
-        y = cpu_backend.cpu_linear(batch_x, cb, rp, col, codes, None, 30, [])
-        torch.testing.assert_close(y, linear_reference(batch_x, cb, rp, col, codes, None, 30))
+        y = cpu_linear(batch_x, st, None)
+        torch.testing.assert_close(y, reference_linear(batch_x, st.tensors, None))
 
 
 @pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
 def test_decode_is_exact(lib, out_f, in_f, density, bits):
     m = random_compressed_matrix(out_f, in_f, density, bits, seed=3)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     expected = torch.from_numpy(m.to_dense())
-    assert torch.equal(cpu_backend.decode(cb, rp, col, codes, in_f), expected)
-    assert torch.equal(decode_dense(cb, rp, col, codes, in_f), expected)
+    assert torch.equal(decode(st), expected)
+    assert torch.equal(decode_dense(st.tensors), expected)
 
 
 def test_dense_path_only_for_dense_layers_at_large_batches():
-    assert cpu_backend.uses_sparse(1, 1.0)
-    assert cpu_backend.uses_sparse(4096, 0.09)
-    assert cpu_backend.uses_sparse(cpu_backend.DENSE_MIN_BATCH - 1, 1.0)
-    assert not cpu_backend.uses_sparse(cpu_backend.DENSE_MIN_BATCH, cpu_backend.DENSE_MIN_DENSITY)
+    assert uses_sparse(1, 1.0)
+    assert uses_sparse(4096, 0.09)
+    assert uses_sparse(DENSE_MIN_BATCH - 1, 1.0)
+    assert not uses_sparse(DENSE_MIN_BATCH, DENSE_MIN_DENSITY)
 
 
 def test_portable_build_matches_reference(lib, tmp_path, monkeypatch):
     """The C loop taken where AVX-512 is missing (built here without -march=native)."""
     compiler = cpu_build._compiler()
-    source = resources.files("dc_kernels").joinpath("csrc", cpu_build.SOURCE).read_text()
+    source = resources.files("dc_kernels.cpu").joinpath(cpu_build.SOURCE).read_text()
     target = tmp_path / "portable.so"
     assert cpu_build._build(compiler, source, cpu_build.FLAG_SETS[1], target) is None
     portable = cpu_build._declare(ctypes.CDLL(str(target)))
@@ -144,10 +153,10 @@ def test_portable_build_matches_reference(lib, tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_build, "library", lambda: portable)
     for out_f, in_f, density, bits in LAYERS:
         m = random_compressed_matrix(out_f, in_f, density, bits, seed=4)
-        cb, rp, col, codes = tensors(m)
+        st = state(m)
         for batch in (1, 9):
             x = torch.randn(batch, in_f)
-            y = cpu_backend.cpu_linear(x, cb, rp, col, codes, None, in_f, [], path="sparse")
+            y = cpu_linear(x, st, None, path="sparse")
             assert_matches(y, x, m)
 
 
@@ -155,11 +164,11 @@ def test_concurrent_calls_and_forked_children(lib):
     """Python threads call the kernels at once (ctypes releases the GIL); a forked child, which
     has none of the parent's helper threads, still computes (and does not hang)."""
     m = random_compressed_matrix(2000, 1000, 0.2, 5, seed=6)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     x = torch.randn(4, 1000)
 
     def run(batch):
-        return cpu_backend.cpu_linear(x[:batch], cb, rp, col, codes, None, 1000, [], path="sparse")
+        return cpu_linear(x[:batch], st, None, path="sparse")
 
     with ThreadPoolExecutor(4) as executor:
         results = list(executor.map(run, [1, 4] * 8))
@@ -192,16 +201,16 @@ def test_torch_sparse_fallback(monkeypatch):
     """Without a compiler the path runs torch's sparse CSR kernels on cached decoded values."""
     monkeypatch.setattr(cpu_build, "library", lambda: None)
     m = random_compressed_matrix(40, 50, 0.2, 5, seed=5)
-    cb, rp, col, codes = tensors(m)
-    packed = cpu_backend.pack(cb, rp, col, codes)
+    st = state(m)
+    packed = pack(st.tensors)
     assert [t.dtype for t in packed] == [torch.int32, torch.int32, torch.float32]
     x = torch.randn(3, 50)
     bias = torch.randn(40)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's "sparse CSR support is in beta"
-        y = cpu_backend.cpu_linear(x, cb, rp, col, codes, bias, 50, packed)
-    torch.testing.assert_close(y, linear_reference(x, cb, rp, col, codes, bias, 50))
-    assert cpu_backend.decode(cb, rp, col, codes, 50) is None
+        y = cpu_linear(x, st._replace(fallback=packed), bias)
+    torch.testing.assert_close(y, reference_linear(x, st.tensors, bias))
+    assert torch.equal(decode(st), decode_dense(st.tensors))  # the reference decoder serves
 
 
 def fresh_loader(monkeypatch, cache):
@@ -237,8 +246,9 @@ def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 def test_kernel_arguments_are_checked(lib):
     """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths."""
     m = random_compressed_matrix(6, 10, 0.5, 3, seed=7)
-    cb, rp, col, codes = tensors(m)
+    st = state(m)
     x = torch.randn(1, 10)
+    cb, rp, col, codes, _ = st.tensors
     bad = {
         "row_ptr must be a contiguous 1-D CPU tensor": (cb, rp.int(), col, codes),
         "col_idx must be a contiguous 1-D CPU tensor": (cb, rp, col.long(), codes),
@@ -248,6 +258,6 @@ def test_kernel_arguments_are_checked(lib):
     }
     for message, args in bad.items():
         with pytest.raises(ValueError, match=message):
-            cpu_backend.cpu_linear(x, *args, None, 10, [])
+            cpu_linear(x, CpuState(CanonicalTensors(*args, 10), []))
     with pytest.raises(ValueError, match="path must be"):
-        cpu_backend.cpu_linear(x, cb, rp, col, codes, None, 10, [], path="fast")
+        cpu_linear(x, st, None, path="fast")

@@ -1,4 +1,4 @@
-"""Launchers of the Huffman kernels (`dc_kernels.kernels.huffman_spmv`) and their reference.
+"""Launchers of the Huffman kernels (`dc_kernels.huffman.kernels`).
 
 * `huffman_linear`: y = x W^T + b straight from the Huffman stream, batch padded to a bucket
   ``BB`` in {1, 2, 4, 8} (each weight decoded once per launch); larger batches run in chunks of 8.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from dc_kernels.huffman_layout import HuffmanLayout
-from dc_kernels.launch_checks import check_device, prepare_linear
+from dc_kernels.checks import check_layout_call, check_layout_device
+from dc_kernels.huffman.layout import HuffmanLayout
 
 BATCH_BUCKETS = (1, 2, 4, 8)
 MAX_BATCH = BATCH_BUCKETS[-1]
@@ -33,47 +33,32 @@ def _bucket(batch: int) -> int:
     return next(b for b in BATCH_BUCKETS if batch <= b)
 
 
-def launch_huffman_spmm(
+def run(
     x2d: torch.Tensor,
     layout: HuffmanLayout,
-    bias: torch.Tensor | None,
-    out: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
     prefetch: bool | None = None,
 ) -> torch.Tensor:
-    """One launch into ``out`` (B, out_features), 1 <= B <= 8; no checks (`huffman_linear` checks).
-    ``prefetch`` overrides `USE_PREFETCH`."""
-    from dc_kernels.kernels.huffman_spmv import huffman_spmm_kernel
+    """`huffman_linear` without its argument checks (the custom op and `huffman_linear` check)."""
+    from dc_kernels.huffman.kernels import huffman_spmm_kernel
 
-    huffman_spmm_kernel[(layout.n_programs,)](
-        layout.words,
-        layout.prog_base,
-        layout.seg_len,
-        layout.prog_steps,
-        layout.table,
-        layout.codebook,
-        x2d,
-        bias if bias is not None else layout.codebook,
-        out,
-        layout.out_features,
-        layout.in_features,
-        layout.n_segments,
-        layout.len_base,
-        layout.len_unit,
-        layout.words.numel() * 32,
-        layout.block_cols,
-        layout.table_bits,
-        x2d.shape[0],
-        x2d.stride(0),
-        x2d.stride(1),
-        out.stride(0),
-        out.stride(1),
-        ROWS=layout.rows_per_program,
-        NCB=layout.col_blocks,
-        BB=_bucket(x2d.shape[0]),
-        HAS_BIAS=bias is not None,
-        PREFETCH=USE_PREFETCH if prefetch is None else prefetch,
-        num_warps=num_warps(layout),
-    )
+    batch = x2d.shape[0]
+    if out is None:
+        out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
+    for lo in range(0, batch, MAX_BATCH):
+        hi = min(batch, lo + MAX_BATCH)
+        x, y = x2d[lo:hi], out[lo:hi]
+        huffman_spmm_kernel[(layout.n_programs,)](
+            layout.words, layout.prog_base, layout.seg_len, layout.prog_steps, layout.table, layout.codebook,
+            x, bias if bias is not None else layout.codebook, y,
+            layout.out_features, layout.in_features, layout.n_segments, layout.len_base, layout.len_unit,
+            layout.words.numel() * 32, layout.block_cols, layout.table_bits,
+            hi - lo, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+            ROWS=layout.rows_per_program, NCB=layout.col_blocks, BB=_bucket(hi - lo),
+            HAS_BIAS=bias is not None, PREFETCH=USE_PREFETCH if prefetch is None else prefetch,
+            num_warps=num_warps(layout),
+        )  # fmt: skip
     return out
 
 
@@ -88,48 +73,26 @@ def huffman_linear(
     bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
     (B, out_features) in x2d's dtype (written into ``out`` when given). ``prefetch`` overrides
     the kernel variant (`USE_PREFETCH`)."""
-    bias, out = prepare_linear(x2d, layout, HuffmanLayout, bias, out)
+    bias, out = check_layout_call(x2d, layout, HuffmanLayout, bias, out)
     if x2d.numel() >= 2**31:
         raise ValueError(f"x2d has {x2d.numel()} elements; 32-bit column offsets need < 2**31")
-    batch = x2d.shape[0]
-    for lo in range(0, batch, MAX_BATCH):
-        hi = min(batch, lo + MAX_BATCH)
-        launch_huffman_spmm(x2d[lo:hi], layout, bias, out[lo:hi], prefetch)
-    return out
+    return run(x2d, layout, bias, out, prefetch)
 
 
-def _launch_decode(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> None:
-    """One launch of the decoder kernel: into (codes, cols) or into a dense weight (``dense``);
-    the unused pointers get the table (never read: their code is compiled out)."""
-    check_device(layout.words, layout, "layout")
-    from dc_kernels.kernels.huffman_spmv import huffman_decode_kernel
-
+def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> tuple[tuple, dict]:
+    """(arguments, keyword arguments) of the decoder kernel writing into (codes, cols) or into a
+    dense weight (``dense``); the unused pointers get the table (never read: their code is
+    compiled out)."""
+    check_layout_device(layout.words, layout, "layout")
     codes, cols, weight = (layout.table, layout.table, outputs[0]) if dense else (*outputs, layout.table)
-    huffman_decode_kernel[(layout.n_programs,)](
-        layout.words,
-        layout.prog_base,
-        layout.seg_len,
-        layout.prog_steps,
-        layout.table,
-        layout.table if dense else layout.seg_first,
-        codes,
-        cols,
-        layout.codebook,
-        weight,
-        layout.out_features,
-        layout.in_features,
-        layout.n_segments,
-        layout.nnz,
-        layout.len_base,
-        layout.len_unit,
-        layout.words.numel() * 32,
-        layout.block_cols,
-        layout.table_bits,
-        ROWS=layout.rows_per_program,
-        NCB=layout.col_blocks,
-        DENSE=dense,
-        num_warps=num_warps(layout),
-    )
+    args = (
+        layout.words, layout.prog_base, layout.seg_len, layout.prog_steps, layout.table,
+        layout.table if dense else layout.seg_first, codes, cols, layout.codebook, weight,
+        layout.out_features, layout.in_features, layout.n_segments, layout.nnz, layout.len_base,
+        layout.len_unit, layout.words.numel() * 32, layout.block_cols, layout.table_bits,
+    )  # fmt: skip
+    kwargs = {"ROWS": layout.rows_per_program, "NCB": layout.col_blocks, "DENSE": dense}
+    return args, {**kwargs, "num_warps": num_warps(layout)}
 
 
 def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,10 +103,13 @@ def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
     if layout.seg_first is None:
         raise ValueError("this HuffmanLayout has no seg_first (a module's packed form): use from_matrix")
+    from dc_kernels.huffman.kernels import huffman_decode_kernel
+
     codes = torch.empty(layout.nnz, dtype=torch.uint8, device=layout.device)
     cols = torch.empty(layout.nnz, dtype=torch.int32, device=layout.device)
     if layout.nnz:
-        _launch_decode(layout, False, codes, cols)
+        args, kwargs = _decode_args(layout, False, codes, cols)
+        huffman_decode_kernel[(layout.n_programs,)](*args, **kwargs)
     return codes, cols
 
 
@@ -152,21 +118,13 @@ def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
     straight from the stream (every weight written at its row and column)."""
     if not isinstance(layout, HuffmanLayout):
         raise TypeError(f"expected a HuffmanLayout, got {type(layout).__name__}")
+    from dc_kernels.huffman.kernels import huffman_decode_kernel
+
     weight = torch.zeros(layout.shape, dtype=torch.float32, device=layout.device)
     if layout.nnz:
-        _launch_decode(layout, True, weight)
+        args, kwargs = _decode_args(layout, True, weight)
+        huffman_decode_kernel[(layout.n_programs,)](*args, **kwargs)
     return weight
-
-
-def reference_linear(
-    x2d: torch.Tensor, layout: HuffmanLayout, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The oracle of `huffman_linear`: decode on the CPU, y = x W^T + b in float64, x's dtype."""
-    weight = layout.to_dense().to(device=x2d.device, dtype=torch.float64)
-    y = x2d.to(torch.float64) @ weight.T
-    if bias is not None:
-        y = y + bias.to(device=x2d.device, dtype=torch.float64)
-    return y.to(x2d.dtype)
 
 
 # Lanes shapes (ROWS, NCB) compiled ahead of time: one column block per row, a typical paper
@@ -196,8 +154,8 @@ def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dic
 
 def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
     """(kernel function, signature, constexprs, num_warps, dtype, batch bucket) of the Huffman
-    kernels for `dc_kernels.aot_check`; ``dtypes`` maps torch names to Triton's (fp32, ...)."""
-    from dc_kernels.kernels.huffman_spmv import huffman_decode_kernel, huffman_spmm_kernel
+    kernels for `perf.kernel_check`; ``dtypes`` maps torch names to Triton's (fp32, ...)."""
+    from dc_kernels.huffman.kernels import huffman_decode_kernel, huffman_spmm_kernel
 
     out = []
     for rows, ncb, offsets, lengths in AOT_SHAPES:
@@ -206,7 +164,7 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
         for dense in (False, True):
             decode = {**consts, "DENSE": dense}
             sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, lengths)
-            # The pointers `_launch_decode` fills with the table (int32), unused by that variant.
+            # The pointers `_decode_args` fills with the table (int32), unused by that variant.
             unused = ("seg_first_ptr", "codes_ptr", "cols_ptr") if dense else ("w_ptr",)
             sig.update(dict.fromkeys(unused, "*i32"))
             out.append((huffman_decode_kernel, sig, decode, warps, "dense" if dense else "-", 0))

@@ -16,7 +16,8 @@ The table holds only valid entries or 0 (length 0: a lane on a corrupt pattern s
 peeks have ``table_bits`` bits, segment extents are clamped to the words array, x reads are masked
 to ``col < n_cols``, decoder writes to ``< nnz`` and the loop count is stored, so even a layout that
 skipped validation reads and writes nothing out of bounds.
-References: `HuffmanLayout.decode` (same steps in NumPy) and `huffman_ops.reference_linear`.
+References: `HuffmanLayout.decode` (same steps in NumPy) and `dc_kernels.reference`
+on ``layout.to_matrix()``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ entries of every row of the slice, one contiguous run of the packed stream, and 
   batch) and is summed in float32.
 
 Offsets into the packed stream, x and y are 64-bit. The reference of both kernels is
-`dc_kernels.reference`.
+`dc_kernels.reference` on ``layout.to_matrix()``.
 """
 
 from __future__ import annotations

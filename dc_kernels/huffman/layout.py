@@ -1,6 +1,6 @@
 """The Huffman GPU form of a compressed FC layer: decodable in parallel, fused into the GEMV.
 
-Pure NumPy/PyTorch (no Triton here). The kernels are in `dc_kernels.kernels.huffman_spmv`.
+Pure NumPy/PyTorch (no Triton here). The kernels are in `dc_kernels.huffman.kernels`.
 
 What is coded: one joint symbol per step
 ----------------------------------------
@@ -167,7 +167,7 @@ class HuffmanLayout:
 
     Build with `from_matrix` or load with `from_state` (which validates); the derived fields
     ``table``, ``prog_steps`` and ``seg_first`` are filled by those constructors. ``seg_first``
-    serves only the standalone decoder (`huffman_ops.huffman_decode`); a `CompressedLinear`
+    serves only the standalone decoder (`huffman.launch.huffman_decode`); a `CompressedLinear`
     leaves it out (None) of its packed form.
     """
 

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compress import CompressedMatrix, random_compressed_matrix
-from dc_kernels.gpu_layout import GpuLayout
-from dc_kernels.huffman_layout import MAX_TABLE_BITS, HuffmanLayout, HuffmanLayoutError
+from dc_kernels.fixed.layout import GpuLayout
+from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout, HuffmanLayoutError
 
 
 def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:

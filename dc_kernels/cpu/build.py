@@ -1,4 +1,4 @@
-"""Build and load the CPU kernels (`csrc/sparse_linear.c`) on first use, cached on disk.
+"""Build and load the CPU kernels (`sparse_linear.c` beside this file) on first use, cached on disk.
 
 The kernels are plain C (no Python or PyTorch headers), so one compiler call takes well under a
 second; the shared library is loaded with `ctypes`, whose calls release the GIL. Builds are
@@ -108,7 +108,7 @@ def _load() -> ctypes.CDLL | None:
     if compiler is None:
         _failure = "no C compiler found (set CC, or install gcc or clang)"
         return None
-    source = resources.files("dc_kernels").joinpath("csrc", SOURCE).read_text()
+    source = resources.files("dc_kernels.cpu").joinpath(SOURCE).read_text()
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256("\0".join([source, compiler, *flags, _cpu_identity()]).encode()).hexdigest()

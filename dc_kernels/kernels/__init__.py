@@ -1,1 +1,0 @@
-"""Triton kernels, one file per kernel family; imported only when a kernel is launched."""
