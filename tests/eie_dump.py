@@ -1,8 +1,7 @@
 """Where the tests find the EIE authors' AlexNet fc8 dump, which is not part of the repository.
 
-The folder named by the ``EIE_DUMP`` environment variable, else ``shared/data/eie_alexnet_fc8``
-beside the clone (where CI places it). Tests that need it are marked `needs_dump` and skip
-cleanly without it.
+The folder named by the ``EIE_DUMP`` environment variable, else the one CI places beside the
+clone. Tests that need it are marked `needs_dump` and skip cleanly without it.
 """
 
 import os
