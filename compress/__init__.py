@@ -5,7 +5,7 @@ live in the `workloads` package (`workloads.synthetic`, `workloads.paper_layers`
 importable from here and are imported from there on first access.
 """
 
-from compress._reexport import lazy_reexports
+from compress._lazy import lazy_exports
 from compress._version import __version__
 from compress.compressor import Compressor
 from compress.config import DeepCompressionConfig, LayerConfig
@@ -40,7 +40,7 @@ _WORKLOAD_NAMES = {
     "get_layer": "workloads.paper_layers",
     "random_compressed_matrix": "workloads.synthetic",
 }
-__getattr__, __dir__ = lazy_reexports(__name__, _WORKLOAD_NAMES, globals())
+__getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
     "LLM_LAYERS",

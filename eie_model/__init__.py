@@ -5,7 +5,7 @@
 `workloads.digits`); they stay importable from here and are imported from there on first access.
 """
 
-from compress._reexport import lazy_reexports
+from compress._lazy import lazy_exports
 from compress._version import __version__
 from eie_model.area import chip_area_mm2, pe_area_um2
 from eie_model.codebook import fit_codebook
@@ -26,7 +26,7 @@ _WORKLOAD_NAMES = {
     "simulate_benchmark": "workloads.eie",
     "simulate_digits": "workloads.eie",
 }
-__getattr__, __dir__ = lazy_reexports(__name__, _WORKLOAD_NAMES, globals())
+__getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
     "BENCHMARKS",

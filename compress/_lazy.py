@@ -1,8 +1,9 @@
-"""Names a library package re-exports from `workloads`, imported on their first access.
+"""Names a package exposes but imports only on their first access (PEP 562).
 
-The library packages must not import `workloads` when they are imported (it builds on them), yet
-a few workload names were first published from them and stay reachable there. `lazy_reexports`
-gives a package the module-level ``__getattr__`` and ``__dir__`` (PEP 562) that serve them.
+A package lists such names with the module that defines each and gets its module-level
+``__getattr__`` and ``__dir__`` from `lazy_exports`. `compress` and `eie_model` use it for the
+workload names they first published, which now live in `workloads`: that package builds on them,
+so they must not import it when they are imported.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_reexports(
+def lazy_exports(
     package: str, names: Mapping[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package`` whose globals are ``namespace``: each of
