@@ -1,5 +1,12 @@
-"""Offline Deep Compression: pruning, weight sharing, Huffman coding, size accounting, files."""
+"""Offline Deep Compression: pruning, weight sharing, Huffman coding, size accounting, files.
 
+``random_compressed_matrix``, ``LayerSpec``, ``PAPER_LAYERS``, ``LLM_LAYERS`` and ``get_layer``
+live in the `workloads` package (`workloads.synthetic`, `workloads.paper_layers`); they stay
+importable from here and are imported from there on first access.
+"""
+
+from compress._lazy import lazy_exports
+from compress._version import __version__
 from compress.compressor import Compressor
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import (
@@ -22,12 +29,18 @@ from compress.huffman_layer import HuffmanLayer, decode_huffman, encode_huffman
 from compress.kmeans import KMeansResult, kmeans_1d
 from compress.matrix import CompressedMatrix, nearest_centroid
 from compress.one_shot import compress_matrix
-from compress.paper_layers import LLM_LAYERS, PAPER_LAYERS, LayerSpec, get_layer
 from compress.relative_index import RelativeIndexLayer, decode_relative, encode_relative
 from compress.size import layer_size, size_table
-from compress.synthetic import random_compressed_matrix
 
-__version__ = "0.1.0"
+#: Workload names re-exported from `workloads` (see the module docstring).
+_WORKLOAD_NAMES = {
+    "LLM_LAYERS": "workloads.paper_layers",
+    "PAPER_LAYERS": "workloads.paper_layers",
+    "LayerSpec": "workloads.paper_layers",
+    "get_layer": "workloads.paper_layers",
+    "random_compressed_matrix": "workloads.synthetic",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
     "LLM_LAYERS",

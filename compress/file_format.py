@@ -58,6 +58,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from compress._version import __version__
 from compress.file_errors import (
     CompressedFileError,
     CorruptStreamError,
@@ -123,8 +124,6 @@ def save_bytes(
     segment_symbols: int = DEFAULT_SEGMENT_SYMBOLS,
 ) -> bytes:
     """The file `save` writes, as bytes (see `save` for the arguments)."""
-    import compress  # the package's version; imported here because compress imports this module
-
     if not isinstance(layers, Mapping):
         raise TypeError(f"layers must be a mapping of name -> CompressedMatrix, got {type(layers).__name__}")
     header_layers = []
@@ -181,7 +180,7 @@ def save_bytes(
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "library_version": compress.__version__,
+        "library_version": __version__,
         "metadata": metadata,
         "layers": header_layers,
     }

@@ -13,7 +13,9 @@ once at construction and never mutated afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -52,6 +54,12 @@ class CompressedMatrix:
     codes: np.ndarray
     bits: int
     _dense_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    #: ``matrix.size_report(index_bits=5)``: exact storage in the paper's relative-index format,
+    #: this layer's row of `compress.size_table` (`compress.layer_size`). `compress.size` builds
+    #: on this module and sets it, so that this module imports nothing that imports it back;
+    #: importing any part of `compress` imports `compress.size`.
+    size_report: ClassVar[Callable[..., dict]]
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -207,12 +215,6 @@ class CompressedMatrix:
             and np.array_equal(self.col_idx, other.col_idx)
             and np.array_equal(self.codes, other.codes)
         )
-
-    def size_report(self, index_bits: int = 5) -> dict:
-        """Exact storage in the paper's relative-index format: one row of ``compress.size_table``."""
-        from compress.size import layer_size  # size builds on this module: imported late, no cycle
-
-        return layer_size(self, index_bits)
 
     def __repr__(self) -> str:
         return (

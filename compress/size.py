@@ -81,6 +81,9 @@ def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
     return row
 
 
+CompressedMatrix.size_report = layer_size
+
+
 def size_table(
     layers: Mapping[str, CompressedMatrix] | Iterable[tuple[str, CompressedMatrix]],
     index_bits: int | Mapping[str, int] = 5,

@@ -7,6 +7,8 @@ is the pure-PyTorch oracle. Importing this package never initializes CUDA, never
 and never compiles a kernel.
 """
 
+from compress._lazy import lazy_exports
+from compress._version import __version__
 from dc_kernels import cpu, fixed, huffman, reference  # each registers its backend
 from dc_kernels.backends import GPU_FORMS, Backend, register_backend
 from dc_kernels.fixed import Dispatch, GpuLayout, decode_dense, fixed_linear
@@ -28,6 +30,7 @@ __all__ = [
     "GpuLayout",
     "HuffmanLayout",
     "HuffmanLayoutError",
+    "__version__",
     "cpu",
     "decode_dense",
     "fixed",
@@ -53,13 +56,4 @@ _LAZY = {
 __all__ += list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dc_kernels' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -4,7 +4,7 @@ Examples::
 
     python -m eie_model simulate --benchmark alex6 --json
     python -m eie_model simulate --benchmark all --pes 64 --fifo 8 --sram-width 64 --json
-    python -m eie_model simulate --eie-dump ../shared/data/eie_alexnet_fc8 --json
+    python -m eie_model simulate --eie-dump path/to/eie_alexnet_fc8 --json
     python -m eie_model simulate --digits --json
     python -m eie_model sweep fifo --benchmark alex7 vgg7 --out out/eie_sweeps
 """
@@ -15,12 +15,15 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-from eie_model.benchmarks import BENCHMARKS, simulate_benchmark, simulate_dump
 from eie_model.config import EIEConfig
+from eie_model.dump_simulation import simulate_dump
 from eie_model.energy import ENERGY_TABLES, energy_table
 from eie_model.sweep import SWEEPS, plot_sweep, run_sweep
+from workloads.eie import simulate_benchmark, simulate_digits
+from workloads.paper_layers import BENCHMARKS, benchmark_inputs
 
 #: (JSON key, header, width, format) of the human-readable table.
 _TABLE_COLUMNS = (
@@ -76,8 +79,6 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.eie_dump is not None:
         results.append(simulate_dump(args.eie_dump, config, energy_table=table))
     elif args.digits:
-        from eie_model.digits import simulate_digits  # trains a small network: imported on demand
-
         results.extend(simulate_digits(config, seed=args.seed, image=args.image, energy_table=table))
     else:
         names = _benchmarks(args.benchmark)
@@ -111,11 +112,10 @@ def _sweep(args: argparse.Namespace) -> int:
     names = _benchmarks(args.benchmark)
     table = run_sweep(
         args.sweep,
-        values,
         names,
+        partial(benchmark_inputs, seed=args.seed, scale=args.scale),
+        values,
         base,
-        seed=args.seed,
-        scale=args.scale,
         progress=lambda line: print(line, file=sys.stderr),
     )
     out = Path(args.out)

@@ -1,6 +1,6 @@
 """Silicon area of an EIE design point, from the paper's per-PE breakdown (Table II, 45 nm).
 
-Scaling assumptions (first order; facts.md gives only the 64-PE design's figures):
+Scaling assumptions (first order; the EIE paper gives only the 64-PE design's figures):
 
 * pointer read, sparse-matrix read and activation read/write scale with their memory's size
   (each module is dominated by its SRAM: memory is 594,786 of 638,024 um^2 per PE);

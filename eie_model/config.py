@@ -19,7 +19,7 @@ def _check_int(name: str, value, low: int, high: int) -> int:
 
 @dataclass(frozen=True)
 class EIEConfig:
-    """One EIE design point (the paper's values by default; facts.md, "EIE architecture").
+    """One EIE design point (by default the EIE paper's 64-PE design).
 
     * ``pes``: processing elements; row ``i`` belongs to PE ``i % pes``.
     * ``fifo_depth``: activations each PE's queue holds; the broadcast stops while any is full.

@@ -3,7 +3,7 @@
 Every entry of an `EnergyTable` records its value, its source and its process node. Two tables:
 
 * `module_power_table` (default): derived from the per-PE module power of the paper's Table II
-  (45 nm TSMC, 800 MHz; facts.md). Assumptions, each stated on its entry:
+  (45 nm TSMC, 800 MHz). Assumptions, each stated on its entry:
   - the clock network (1.874 of the 9.157 mW per PE) is charged per cycle of run time, for
     every PE (no clock gating); it is taken out of every module in proportion, the rest of a
     module's power is dynamic;
@@ -14,9 +14,9 @@ Every entry of an `EnergyTable` records its value, its source and its process no
     draw less, while short columns read more than the reference's one line per 8 entries);
   - a 64-bit sparse-matrix line serves 8 entries at that rate, so one line read costs 8 entry
     times; a line of another width W costs ``E64 * (f + (1 - f) * W / 64)`` with a fixed share
-    ``f`` (decoders, control) of one half (assumption: no CACTI data in facts.md);
-  - leakage is not reported separately in facts.md (it is inside the module powers): 0 mW.
-* `per_op_45nm_table`: the 45 nm per-operation energies the EIE paper prints (after Horowitz),
+    ``f`` (decoders, control) of one half (assumption: the paper gives no SRAM energy per width);
+  - leakage is not reported separately in the paper (it is inside the module powers): 0 mW.
+* `per_op_45nm_table`: the 45 nm per-operation energies of the EIE paper's Table I (after Horowitz),
   scaled to EIE's widths where stated, with the same clock power.
 """
 
@@ -37,8 +37,8 @@ MODULE_POWER_MW = {
     "act_rw": 1.122,
 }
 LNZD_UNIT_MW = 0.023
-TABLE2 = "EIE paper Table II (per-PE power at 800 MHz; facts.md)"
-HOROWITZ = "EIE paper's 45 nm energy table after Horowitz (facts.md)"
+TABLE2 = "EIE paper Table II (per-PE power at 800 MHz)"
+HOROWITZ = "EIE paper Table I (45 nm energy per operation, after Horowitz)"
 
 #: The events `SimResult.counts` reports, in the order they appear in breakdowns.
 EVENTS = (
@@ -156,7 +156,7 @@ def module_power_table(pes: int = 64) -> EnergyTable:
         "table2-module-power",
         entries,
         EnergyEntry(CLOCK_NETWORK_MW, "mW", TABLE2 + ": clock network, scales with the clock"),
-        EnergyEntry(0.0, "mW", "not reported separately in facts.md (inside the module powers)"),
+        EnergyEntry(0.0, "mW", "not reported separately in the EIE paper (inside Table II's module powers)"),
     )
 
 
@@ -205,7 +205,7 @@ def per_op_45nm_table(pes: int = 64) -> EnergyTable:
         EnergyEntry(
             CLOCK_NETWORK_MW, "mW", TABLE2 + ": clock network (no per-op figure), scales with the clock"
         ),
-        EnergyEntry(0.0, "mW", "not reported in facts.md"),
+        EnergyEntry(0.0, "mW", "not reported in the EIE paper"),
     )
 
 

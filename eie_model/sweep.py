@@ -1,8 +1,10 @@
-"""Design-space sweeps of EIE: one parameter varied over the benchmark layers, to CSV and plots.
+"""Design-space sweeps of EIE: one parameter varied over a set of layers, to CSV and plots.
 
-A benchmark's layer and input are drawn once per sweep; an encoding is reused by every design
-point with the same PEs, bit widths and register file, so a FIFO-depth or SRAM-width sweep
-encodes each layer once.
+The caller names the layers and passes the function that gives each one's matrix and input
+activations (e.g. `workloads.benchmark_inputs` for the paper's benchmark layers, or a lookup into
+layers it holds). A layer is fetched once per sweep, and only one is held at a time; an encoding
+is reused by every design point with the same PEs, bit widths and register file, so a FIFO-depth
+or SRAM-width sweep encodes each layer once.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from compress.matrix import CompressedMatrix
 from eie_model.area import chip_area_mm2
-from eie_model.benchmarks import BENCHMARKS, benchmark_inputs
 from eie_model.config import EIEConfig
 from eie_model.encoding import encode_eie
 from eie_model.simulator import simulate_encoded
@@ -46,17 +49,24 @@ COLUMNS = (
 )
 
 
+#: ``layer_inputs(name, weight_bits)``: the layer called ``name`` and its input activations.
+LayerInputs = Callable[[str, int], tuple[CompressedMatrix, np.ndarray]]
+
+
 def run_sweep(
     sweep: str,
+    layers: Sequence[str],
+    layer_inputs: LayerInputs,
     values: Sequence[int] | None = None,
-    benchmarks: Sequence[str] = BENCHMARKS,
     base: EIEConfig | None = None,
     *,
-    seed: int = 0,
-    scale: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Simulate every benchmark at every value of one parameter; one row per design point."""
+    """Simulate every layer at every value of one parameter; one row per design point.
+
+    ``layer_inputs(name, base.weight_bits)`` gives each layer of ``layers`` (the ``benchmark``
+    column) and its input; ``values`` default to the sweep's full range in `SWEEPS`.
+    """
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; choose one of {sorted(SWEEPS)}")
     field, defaults = SWEEPS[sweep]
@@ -66,10 +76,12 @@ def run_sweep(
     base = EIEConfig() if base is None else base
     configs = [dataclasses.replace(base, **{field: int(v)}) for v in values]  # validates every value
     rows = []
-    total = len(benchmarks) * len(configs)
+    if not layers:
+        raise ValueError("a sweep needs at least one layer")
+    total = len(layers) * len(configs)
     done = 0
-    for name in benchmarks:
-        matrix, activations = benchmark_inputs(name, base.weight_bits, seed, scale)
+    for name in layers:
+        matrix, activations = layer_inputs(name, base.weight_bits)
         encodings: dict[tuple[int, int, int, int | None], object] = {}
         for value, config in zip(values, configs):
             started = time.perf_counter()

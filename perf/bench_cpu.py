@@ -8,7 +8,7 @@ VGG-6 (25088->4096, 4%) and Alex-8 (4096->1000, 25%); batch 1 and 64; 1 thread a
 torch's threads. Each row times nn.Linear on the decoded weights, CompressedLinear with its
 default backend (``auto``: the compiled sparse kernels, or decode + dense GEMM past the measured
 crossover) and torch's sparse CSR matmul on float32 values, interleaved over rounds so that all
-three see the same machine load; medians. Targets (issue 4): >= 3x faster than nn.Linear at batch
+three see the same machine load; medians. Targets: >= 3x faster than nn.Linear at batch
 1 on the first three layers, module memory <= 1/8 of the dense layer's on the 9% layers.
 
 ``--sweep`` times the two CPU paths (sparse kernels, decode + GEMM) and nn.Linear on a
@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.paper_layers import get_layer
-from compress.synthetic import random_compressed_matrix
 from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu import launch as cpu_launch
 from dc_kernels.cpu.launch import CpuState
 from dc_kernels.linear import CompressedLinear
 from perf.harness import REPO_ROOT, machine_info, print_table, time_interleaved, write_csv
+from workloads.paper_layers import get_layer
+from workloads.synthetic import random_compressed_matrix
 
 DEFAULT_LAYERS = ("alex6", "alex7", "vgg6", "alex8")
 SPEED_TARGET = 3.0  # x faster than nn.Linear at batch 1 (alex6, alex7, vgg6)
@@ -220,7 +220,7 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--layers", nargs="+", default=list(DEFAULT_LAYERS), help="layer names (compress.get_layer)"
+        "--layers", nargs="+", default=list(DEFAULT_LAYERS), help="layer names (workloads.get_layer)"
     )
     parser.add_argument("--bits", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])

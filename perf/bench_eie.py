@@ -1,6 +1,6 @@
 """The EIE simulator: its results on the paper's nine benchmark layers and its own speed.
 
-Per layer (`eie_model.simulate_benchmark`: a random layer of the paper's shape and weight density
+Per layer (`workloads.simulate_benchmark`: a random layer of the paper's shape and weight density
 and a seeded input of the paper's activation density, on the paper's 64-PE design by default):
 cycles, time, load efficiency, padding, energy and power from the model, plus the wall seconds
 the simulation took (the simulator's speed). Then the design-space sweeps the report plots
@@ -16,13 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from compress.paper_layers import PAPER_LAYERS
-from eie_model import BENCHMARKS, SWEEPS, EIEConfig, run_sweep, simulate_benchmark
+from eie_model import SWEEPS, EIEConfig, run_sweep
 from perf.harness import Progress, machine_info, print_table, write_csv
+from workloads.eie import simulate_benchmark
+from workloads.paper_layers import BENCHMARKS, PAPER_LAYERS, benchmark_inputs
 
 COLUMNS = (
     "layer",
@@ -124,7 +126,8 @@ def run_sweeps(
     tables = {}
     for sweep in config.sweeps:
         started = time.perf_counter()
-        table = run_sweep(sweep, config.values(sweep), config.sweep_layers, config.eie, seed=config.seed)
+        inputs = partial(benchmark_inputs, seed=config.seed)
+        table = run_sweep(sweep, config.sweep_layers, inputs, config.values(sweep), config.eie)
         first = table.groupby("benchmark", sort=False)["time_us"].transform("first")
         table["speedup"] = first / table["time_us"]
         tables[sweep] = table

@@ -48,9 +48,9 @@ import numpy as np
 import torch
 
 from compress.matrix import CompressedMatrix
-from compress.paper_layers import LLM_LAYERS, PAPER_LAYERS, LayerSpec
-from compress.synthetic import random_compressed_matrix
 from dc_kernels.fixed.launch import DEFAULT_DISPATCH, Dispatch
+from workloads.paper_layers import LLM_LAYERS, PAPER_LAYERS, LayerSpec
+from workloads.synthetic import random_compressed_matrix
 
 # The fixed form's dispatch this run uses: the library default, then what the tune phase finds
 # (and the codebook lookup without tl.gather where the correctness phase saw it fail).

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress import PAPER_LAYERS, CompressedMatrix, random_compressed_matrix
+from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.launch import USE_PREFETCH, huffman_decode, huffman_linear
 from dc_kernels.huffman.layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
 from perf.harness import machine_info, print_table, write_csv
+from workloads import PAPER_LAYERS, random_compressed_matrix
 
 TARGETS = {"decoder_gsym_s": 50.0, "vs_fixed": 1.3, "vs_cublas_vgg6_b1": 5.0}
 VARIANT_LAYERS = ("vgg6", "alex7")

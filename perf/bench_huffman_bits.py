@@ -3,8 +3,9 @@
 For the paper's nine FC layers (random layers at their densities: uniform codes, uniformly
 placed kept weights), with ``--gaussian`` the same shapes with codes from k-means (linear init)
 on Gaussian weights pruned by magnitude to the layer's density, the EIE authors' real compressed
-AlexNet fc8 layer (``--dump``, read when the folder exists) and, with ``--digits``, the trained
-LeNet-300-100 layers of `dcomp demo`:
+AlexNet fc8 layer (``--dump DIR``, or the folder in the ``EIE_DUMP`` environment variable; the dump
+is not part of the repository) and, with ``--digits``, the trained LeNet-300-100 layers of
+`dcomp demo`:
 
 * ``entropy``: H(codes) + H(gaps), the bound for coding codes and gaps independently;
 * ``codes_only``: Huffman codes + the fixed-width layout's index fields (gaps not coded);
@@ -22,22 +23,25 @@ escape width. CPU only; writes ``huffman_bits.csv`` and ``huffman_bits.png`` to 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from compress import PAPER_LAYERS, CompressedMatrix
 from compress.huffman import HuffmanCode
+from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
 from eie_model.dump import read_eie_dump
 from perf.harness import machine_info, print_table, write_csv
+from workloads.paper_layers import PAPER_LAYERS
 
 SEGMENT_SYMBOLS = (16, 32, 64)
-EIE_DUMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "eie_alexnet_fc8"
+#: The environment variable that may name the EIE authors' dump folder (``--dump``'s default).
+EIE_DUMP_VARIABLE = "EIE_DUMP"
 ESCAPES = tuple(1 << i for i in range(1, 9))
 
 
@@ -118,30 +122,9 @@ def gaussian_layer(name: str, bits: int, seed: int = 0) -> CompressedMatrix:
 
 def digits_layers(seed: int = 0) -> dict[str, CompressedMatrix]:
     """The trained, pruned and shared LeNet-300-100 layers of `dcomp demo` (one seed)."""
-    import torch
+    from workloads.digits import DEMO_CONFIG, DEMO_SCHEDULE, compress_digits, load_digits_split
 
-    from compress.compressor import Compressor
-    from compress.demo import DEMO_CONFIG, EPOCHS, LEARNING_RATES
-    from compress.examples.digits import LeNet300100, load_digits_split, train
-
-    split = load_digits_split()
-    torch.manual_seed(seed)
-    model = LeNet300100()
-    train(model, split, epochs=EPOCHS["dense"], lr=LEARNING_RATES["dense"], seed=seed)
-    compressor = Compressor(model, DEMO_CONFIG).prepare()
-    for stage in range(1, DEMO_CONFIG.prune_stages + 1):
-        if stage > 1:
-            compressor.prune()
-        train(
-            model, split, epochs=EPOCHS["retrain"], lr=LEARNING_RATES["retrain"], seed=seed + 100 * stage,
-            penalty=compressor.l2_penalty, after_step=compressor.step,
-        )  # fmt: skip
-    compressor.share()
-    train(
-        model, split, epochs=EPOCHS["finetune"], lr=LEARNING_RATES["finetune"], seed=seed + 1000,
-        after_step=compressor.step,
-    )  # fmt: skip
-    return compressor.finalize()
+    return compress_digits(load_digits_split(), DEMO_CONFIG, DEMO_SCHEDULE, seed).layers
 
 
 def plot(rows: list[dict], path: Path) -> Path | None:
@@ -183,9 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 5])
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
     parser.add_argument("--gaussian", action="store_true", help="also layers shared from Gaussian weights")
-    parser.add_argument("--dump", type=Path, default=EIE_DUMP, help="an EIE dump folder (skipped if absent)")
+    parser.add_argument(
+        "--dump",
+        type=Path,
+        default=os.environ.get(EIE_DUMP_VARIABLE),
+        help=f"an EIE authors' dump folder (default: ${EIE_DUMP_VARIABLE}; none: no dump row)",
+    )
     parser.add_argument("--digits", action="store_true", help="also the trained digits demo layers")
     args = parser.parse_args(argv)
+    if args.dump is not None and not Path(args.dump).is_dir():
+        parser.error(f"--dump {args.dump}: no such folder")
     start = time.perf_counter()
     rows = []
     kinds = [("random", lambda name, bits: PAPER_LAYERS[name].random_matrix(bits, seed=0))]
@@ -197,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                 label = name if kind == "random" else f"{name}-{kind}"
                 rows.append(measure(label, build(name, bits)))
                 print(f"[{time.perf_counter() - start:5.1f}s] {label} {bits}b", file=sys.stderr, flush=True)
-    if args.dump.is_dir():
-        rows.append(measure(f"eie-dump-{args.dump.name}", read_eie_dump(args.dump).matrix))
+    if args.dump is not None:
+        dump = Path(args.dump)
+        rows.append(measure(f"eie-dump-{dump.name}", read_eie_dump(dump).matrix))
     if args.digits:
         print("training the digits demo network (one seed)...", file=sys.stderr, flush=True)
         for name, matrix in digits_layers().items():

@@ -31,8 +31,8 @@ import numpy as np
 from compress import kmeans
 from compress.kmeans import kmeans_1d
 from compress.one_shot import compress_matrix
-from compress.paper_layers import PAPER_LAYERS
 from perf.harness import load_average, machine_info, print_table, write_csv
+from workloads.paper_layers import PAPER_LAYERS
 
 SIDE_BY_SIDE_ITERATIONS = 20
 

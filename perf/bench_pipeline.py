@@ -31,10 +31,10 @@ import torch
 
 from compress.huffman_layer import decode_huffman, encode_huffman
 from compress.one_shot import share_matrix
-from compress.paper_layers import get_layer
 from compress.pruning import magnitude_mask
 from compress.relative_index import encode_relative
 from perf.harness import Progress, machine_info, print_table, time_cpu, write_csv
+from workloads.paper_layers import get_layer
 
 COLUMNS = ("layer", "stage", "items", "seconds", "mweights_per_s")
 STAGES = (

@@ -7,7 +7,7 @@ import sys
 
 # subcommand -> (module, function taking argv, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("compress.demo", "main", "Deep Compression of LeNet-300-100 on scikit-learn's digits"),
+    "demo": ("perf.demo", "main", "Deep Compression of LeNet-300-100 on scikit-learn's digits"),
     "check-kernels": (
         "perf.kernel_check",
         "main",

@@ -24,13 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-from compress.paper_layers import PAPER_LAYERS
 from perf.gpu_results import RESULTS_ROOT
 from perf.harness import Progress
 from perf.report import QUICK_PIPELINE_LAYERS, write_report
 from perf.reporting.collect import ReportConfig, collect
 from perf.reporting.cpu import CpuConfig
 from perf.reporting.digits import collect_digits
+from workloads.paper_layers import PAPER_LAYERS
 
 TARGET_SECONDS = 300.0
 QUICK_EPOCHS_SCALE = 0.25

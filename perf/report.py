@@ -17,12 +17,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from compress.paper_layers import PAPER_LAYERS
 from perf.gpu_results import RESULTS_ROOT
 from perf.harness import Progress
 from perf.reporting.collect import ReportConfig, ReportData, collect
 from perf.reporting.document import TITLE, build_document, render_markdown_document
 from perf.reporting.tables import build_tables, layer_frame, write_csvs
+from workloads.paper_layers import PAPER_LAYERS
 
 QUICK_PIPELINE_LAYERS = ("nt-lstm",)
 

@@ -2,9 +2,9 @@
 
 `collect` runs the phases in order with progress lines and returns a `ReportData`; nothing here
 formats or plots. Every layer is a random compressed layer of the paper's shape and weight
-density (`compress.paper_layers`; the trained weights are not public): the CPU benchmark and
+density (`workloads.paper_layers`; the trained weights are not public): the CPU benchmark and
 the size table share one matrix per layer, EIE draws its own 4-bit layer and input of the
-paper's activation density (`eie_model.benchmarks`).
+paper's activation density (`workloads.benchmark_inputs`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from compress.paper_layers import PAPER_LAYERS
 from compress.size import size_table
 from eie_model import EIEConfig
 from perf.bench_eie import EieBenchConfig, run_sweeps, simulate_layers
@@ -26,6 +25,7 @@ from perf.gpu_results import RESULTS_ROOT, GpuResults, GpuResultsError, newest_g
 from perf.harness import machine_info
 from perf.power import PowerFigure, cpu_power, gpu_power, measure_package_power
 from perf.reporting.cpu import CpuConfig, measure_layer
+from workloads.paper_layers import PAPER_LAYERS
 
 Progress = Callable[[str], None]
 

@@ -2,10 +2,10 @@
 
 Two parts, both real trained networks rather than random layers:
 
-* compression: `dcomp demo` (`compress.demo`: train, prune with retraining, share weights,
-  fine-tune centroids, Huffman-code) writes ``demo.json``; the report shows its accuracy and
-  per-layer sizes;
-* speed: `eie_model.digits_workload` trains the same network at a shorter schedule with EIE's
+* compression: `dcomp demo` (`perf.demo` on `workloads.digits.demo`: train, prune with
+  retraining, share weights, fine-tune centroids, Huffman-code) writes ``demo.json``; the report
+  shows its accuracy and per-layer sizes;
+* speed: `workloads.digits_workload` trains the same network at a shorter schedule with EIE's
   4-bit codebooks (15 non-zero centroids) and takes one test image's activations; each layer runs
   on the CPU (dense vs `CompressedLinear`, batch 1) and on EIE with those real activations.
 
@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 
 from eie_model import EIEConfig, simulate_layer
+from perf.demo import main as demo_main
 from perf.harness import write_csv
 from perf.reporting.cpu import CpuConfig, measure_layer
 from perf.reporting.tables import Table
+from workloads.digits import digits_workload
 
 Progress = Callable[[str], None]
 
@@ -122,9 +124,6 @@ def collect_digits(
 ) -> DigitsResults:
     """Run `dcomp demo` into ``out`` (it prints its own report), then time and simulate the
     EIE-ready network layer by layer."""
-    from compress.demo import main as demo_main
-    from eie_model.digits import digits_workload
-
     say = progress or (lambda message: None)
     cpu = CpuConfig(batches=(1,)) if cpu is None else cpu
     eie = EIEConfig() if eie is None else eie

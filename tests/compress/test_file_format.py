@@ -13,10 +13,10 @@ from compress import (
     InvalidHeaderError,
     TruncatedFileError,
     UnsupportedVersionError,
-    random_compressed_matrix,
 )
 from compress.huffman_layer import HuffmanLayer, decode_huffman
 from tests.compress.file_surgery import data_section, pack, unpack
+from workloads import random_compressed_matrix
 
 
 def sample_layers() -> dict[str, CompressedMatrix]:

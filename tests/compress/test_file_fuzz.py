@@ -20,8 +20,9 @@ from collections import Counter
 import numpy as np
 
 import compress
-from compress import CompressedFileError, CompressedMatrix, random_compressed_matrix
+from compress import CompressedFileError, CompressedMatrix
 from tests.compress.file_surgery import data_section, pack, unpack
+from workloads import random_compressed_matrix
 
 SEED = 2016
 METADATA = {"source": "fuzz", "seed": SEED}

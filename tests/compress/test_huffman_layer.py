@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import CompressedMatrix, encode_relative, random_compressed_matrix
+from compress import CompressedMatrix, encode_relative
 from compress.huffman_layer import HuffmanLayer, decode_huffman, encode_huffman
+from workloads import random_compressed_matrix
 
 
 def check_round_trip(m: CompressedMatrix, index_bits: int, **kwargs) -> HuffmanLayer:

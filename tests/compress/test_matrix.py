@@ -4,7 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import CompressedMatrix, nearest_centroid, random_compressed_matrix
+from compress import CompressedMatrix, nearest_centroid
+from workloads import random_compressed_matrix
 
 
 def random_layer(draw_shape, density, bits, seed):
@@ -91,12 +92,3 @@ def test_arrays_are_read_only():
     m = random_compressed_matrix(4, 4, 0.5, 2)
     with pytest.raises(ValueError):
         m.codes[0] = 1
-
-
-def test_random_layer_exact_density_and_determinism():
-    a = random_compressed_matrix(100, 300, 0.09, 5, seed=3)
-    b = random_compressed_matrix(100, 300, 0.09, 5, seed=3)
-    assert a.equals(b)
-    assert a.nnz == 2700
-    with pytest.raises(ValueError, match="density"):
-        random_compressed_matrix(3, 3, 0.0, 4)

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import CompressedMatrix, decode_relative, encode_relative, random_compressed_matrix
+from compress import CompressedMatrix, decode_relative, encode_relative
+from workloads import random_compressed_matrix
 
 
 @settings(max_examples=80, deadline=None)

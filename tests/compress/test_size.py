@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import CompressedMatrix, encode_relative, layer_size, random_compressed_matrix, size_table
+from compress import CompressedMatrix, encode_relative, layer_size, size_table
+from workloads import random_compressed_matrix
 
 
 def test_hand_computed_layer():

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import dc_kernels.checks
-from compress import random_compressed_matrix
 from dc_kernels import CompressedLinear
 from dc_kernels.cpu import build as cpu_build
+from workloads import random_compressed_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("compress", "dc_kernels", "eie_model", "perf", "workloads")

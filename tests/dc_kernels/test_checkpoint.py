@@ -14,6 +14,7 @@ import dc_kernels
 from compress.file_errors import CompressedFileError, CorruptStreamError
 from dc_kernels.checkpoint import COMPRESSED_FILE, DENSE_FILE
 from tests.dc_kernels.models import CONFIG, MLP, MODELS, decompressed, rel_error
+from workloads import random_compressed_matrix
 
 
 @torch.no_grad()
@@ -92,7 +93,7 @@ def test_load_refuses_damaged_files_and_other_models(tmp_path):
 
 
 def test_foreign_metadata_is_refused(tmp_path):
-    layers = {"0": compress.random_compressed_matrix(64, 32, 0.1, 4)}
+    layers = {"0": random_compressed_matrix(64, 32, 0.1, 4)}
     safetensors.numpy.save_file({}, tmp_path / DENSE_FILE)
     for metadata in (
         None,

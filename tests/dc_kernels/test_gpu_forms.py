@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from compress import random_compressed_matrix
 from compress.config import DeepCompressionConfig
 from compress.errors import ConfigError
 from dc_kernels import CompressedLinear, compress_
 from dc_kernels.backends import resolve
+from workloads import random_compressed_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 

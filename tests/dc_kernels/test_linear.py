@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.synthetic import random_compressed_matrix
 from dc_kernels import ops
 from dc_kernels.backends import backend_names
 from dc_kernels.linear import CompressedLinear
+from workloads import random_compressed_matrix
 
 
 def make_layer(out_f=24, in_f=40, density=0.25, bits=5, bias=True, seed=0) -> CompressedLinear:

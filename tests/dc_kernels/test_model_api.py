@@ -11,6 +11,7 @@ import compress
 import dc_kernels
 from dc_kernels.linear import CompressedLinear
 from tests.dc_kernels.models import CONFIG, MLP, decompressed, rel_error
+from workloads import random_compressed_matrix
 
 
 @torch.no_grad()
@@ -124,11 +125,11 @@ def test_compressor_result_swaps_in():
 
 
 def test_swap_errors():
-    layer = compress.random_compressed_matrix(64, 32, 0.1, 4)
+    layer = random_compressed_matrix(64, 32, 0.1, 4)
     with pytest.raises(ValueError, match="does not have"):
         dc_kernels.swap_compressed_(MLP(), {"missing": layer})
     with pytest.raises(ValueError, match="has shape"):
         dc_kernels.swap_compressed_(MLP(), {"2": layer})
     model = nn.Sequential(nn.Conv2d(1, 64, 1))
-    report = dc_kernels.swap_compressed_(model, {"0": compress.random_compressed_matrix(64, 1, 0.5, 2)})
+    report = dc_kernels.swap_compressed_(model, {"0": random_compressed_matrix(64, 1, 0.5, 2)})
     assert report.skipped == {"0": "Conv2d: CompressedLinear replaces nn.Linear only"}

@@ -1,11 +1,16 @@
 import json
+from functools import partial
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from eie_model import run_sweep
+from eie_model import EIEConfig, run_sweep
 from eie_model.__main__ import main
-from tests.eie_model.test_dump import DUMP, needs_dump
+from tests.eie_dump import DUMP, needs_dump
+from workloads import benchmark_inputs, random_compressed_matrix
+
+SMALL = partial(benchmark_inputs, scale=0.1)
 
 REQUIRED = (
     "layer",
@@ -78,7 +83,7 @@ def test_sweep_writes_csv_and_png(capsys, tmp_path):
 
 @pytest.mark.parametrize("sweep", ["pes", "sram-width", "index-bits"])
 def test_other_sweeps(sweep):
-    table = run_sweep(sweep, None, ["nt-lstm"], scale=0.1)
+    table = run_sweep(sweep, ["nt-lstm"], SMALL)
     assert len(table) >= 6 and table["cycles"].gt(0).all()
     if sweep == "sram-width":
         assert table["cycles"].nunique() == 1  # width changes energy, not time
@@ -89,6 +94,29 @@ def test_other_sweeps(sweep):
 
 def test_sweep_rejects_bad_values():
     with pytest.raises(ValueError, match="unknown sweep"):
-        run_sweep("clock", None, ["alex8"])
+        run_sweep("clock", ["alex8"], SMALL)
     with pytest.raises(ValueError, match="sram_width"):
-        run_sweep("sram-width", [4], ["alex8"], scale=0.1)
+        run_sweep("sram-width", ["alex8"], SMALL, [4])
+    with pytest.raises(ValueError, match="at least one value"):
+        run_sweep("fifo", ["alex8"], SMALL, [])
+    with pytest.raises(ValueError, match="at least one layer"):
+        run_sweep("fifo", [], SMALL)
+
+
+def test_sweep_over_layers_the_caller_holds():
+    """The sweep takes its layers from the caller: here two layers held in a dict, fetched once
+    each with the base design's weight width."""
+    held = {
+        name: (random_compressed_matrix(40, 30, 0.3, 4, seed=s, codebook_size=15), np.ones(30, np.float32))
+        for s, name in enumerate(["a", "b"])
+    }
+    fetched = []
+
+    def lookup(name, weight_bits):
+        fetched.append((name, weight_bits))
+        return held[name]
+
+    table = run_sweep("pes", ["b", "a"], lookup, [1, 2, 4], EIEConfig(weight_bits=4))
+    assert fetched == [("b", 4), ("a", 4)]
+    assert list(table["benchmark"]) == ["b"] * 3 + ["a"] * 3
+    assert table.groupby("benchmark")["cycles"].apply(lambda c: c.is_monotonic_decreasing).all()

@@ -1,12 +1,9 @@
-"""The EIE authors' AlexNet fc8 dump (../shared/data/eie_alexnet_fc8, beside the clone) and the
+"""The EIE authors' AlexNet fc8 dump (found as `tests.eie_dump` says; skipped without it) and the
 dump format on synthetic layers."""
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import compress
 from eie_model import (
     EIEConfig,
     dump_arrays,
@@ -16,14 +13,9 @@ from eie_model import (
     simulate_encoded,
     write_eie_dump,
 )
+from tests.eie_dump import DUMP, needs_dump
 from tests.eie_model.reference import dense_fixed_point
-
-ROOT = Path(__file__).resolve().parents[2]
-DUMP = ROOT.parent / "shared" / "data" / "eie_alexnet_fc8"
-needs_dump = pytest.mark.skipif(
-    not (DUMP / "arithm.dat").is_file(),
-    reason=f"the EIE authors' dump is not at {DUMP} (CI places ../shared beside the clone)",
-)
+from workloads import random_compressed_matrix
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +105,7 @@ def test_dump_on_another_design_is_re_encoded():
 
 
 def test_write_and_read_a_synthetic_dump(tmp_path):
-    matrix = compress.random_compressed_matrix(37, 21, 0.3, 4, seed=3, codebook_size=15)
+    matrix = random_compressed_matrix(37, 21, 0.3, 4, seed=3, codebook_size=15)
     layer = encode_eie(matrix, pes=4)
     acts = np.abs(np.random.default_rng(0).standard_normal(21)).astype(np.float32)
     write_eie_dump(layer, acts, tmp_path)
@@ -127,7 +119,7 @@ def test_write_and_read_a_synthetic_dump(tmp_path):
 
 
 def test_corrupt_dumps_are_rejected(tmp_path):
-    matrix = compress.random_compressed_matrix(16, 8, 0.5, 4, seed=4, codebook_size=15)
+    matrix = random_compressed_matrix(16, 8, 0.5, 4, seed=4, codebook_size=15)
     write_eie_dump(encode_eie(matrix, pes=2), np.ones(8, np.float32), tmp_path)
     with pytest.raises(FileNotFoundError):
         read_eie_dump(tmp_path / "missing")

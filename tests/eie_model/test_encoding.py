@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import compress
 from compress import CompressedMatrix
 from eie_model import CodebookTooLargeError, decode_eie, encode_eie, fit_codebook
+from workloads import random_compressed_matrix
 
 
 def _column(values: list[int]) -> CompressedMatrix:
@@ -67,7 +67,7 @@ def test_batches_restart_the_relative_index():
 )
 def test_round_trip(rows, cols, density, pes, weight_bits, index_bits, batch_rows, seed):
     k = (1 << weight_bits) - 1
-    matrix = compress.random_compressed_matrix(rows, cols, density, weight_bits, seed=seed, codebook_size=k)
+    matrix = random_compressed_matrix(rows, cols, density, weight_bits, seed=seed, codebook_size=k)
     layer = encode_eie(matrix, pes, weight_bits, index_bits, batch_rows)
     assert decode_eie(layer).equals(matrix)
     assert layer.entries - layer.padding_entries == matrix.nnz
@@ -81,7 +81,7 @@ def test_round_trip(rows, cols, density, pes, weight_bits, index_bits, batch_row
 
 
 def test_too_many_centroids_is_refused_or_fitted():
-    matrix = compress.random_compressed_matrix(50, 40, 0.5, 5, seed=1)  # 32 centroids
+    matrix = random_compressed_matrix(50, 40, 0.5, 5, seed=1)  # 32 centroids
     with pytest.raises(CodebookTooLargeError, match=r"32 centroids.*15"):
         encode_eie(matrix, pes=4, weight_bits=4)
     fitted = fit_codebook(matrix, 15)
@@ -95,7 +95,7 @@ def test_too_many_centroids_is_refused_or_fitted():
 
 
 def test_fit_codebook_drops_unused_centroids_exactly():
-    base = compress.random_compressed_matrix(30, 30, 0.3, 5, seed=2, codebook_size=32)
+    base = random_compressed_matrix(30, 30, 0.3, 5, seed=2, codebook_size=32)
     codes = (base.codes % 10).astype(np.uint8)  # only 10 of 32 centroids used
     matrix = CompressedMatrix(base.shape, base.codebook, base.row_ptr, base.col_idx, codes, 5)
     fitted = fit_codebook(matrix, 15)
@@ -104,7 +104,7 @@ def test_fit_codebook_drops_unused_centroids_exactly():
 
 
 def test_bad_inputs():
-    matrix = compress.random_compressed_matrix(10, 10, 0.3, 3, seed=0, codebook_size=7)
+    matrix = random_compressed_matrix(10, 10, 0.3, 3, seed=0, codebook_size=7)
     with pytest.raises(TypeError):
         encode_eie(matrix.to_dense(), pes=2)
     with pytest.raises(ValueError, match="pes"):

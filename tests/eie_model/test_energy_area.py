@@ -2,8 +2,9 @@ import dataclasses
 
 import pytest
 
-from eie_model import EIEConfig, chip_area_mm2, energy_table, pe_area_um2, simulate_benchmark
+from eie_model import EIEConfig, chip_area_mm2, energy_table, pe_area_um2
 from eie_model.energy import EVENTS, run_energy
+from workloads import simulate_benchmark
 
 
 @pytest.mark.parametrize("name", ["module", "45nm"])

@@ -5,18 +5,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import compress
 from compress import CompressedMatrix
 from eie_model import (
     CodebookTooLargeError,
     EIEConfig,
     FixedPointFormat,
     encode_eie,
-    simulate_benchmark,
     simulate_encoded,
     simulate_layer,
 )
 from tests.eie_model.reference import dense_fixed_point
+from workloads import random_compressed_matrix, simulate_benchmark
 
 
 def _reference(matrix: CompressedMatrix, acts: np.ndarray, fmt: FixedPointFormat) -> np.ndarray:
@@ -29,9 +28,7 @@ def _reference(matrix: CompressedMatrix, acts: np.ndarray, fmt: FixedPointFormat
 
 
 def _layer(rows, cols, density, seed, bits=4):
-    return compress.random_compressed_matrix(
-        rows, cols, density, bits, seed=seed, codebook_size=(1 << bits) - 1
-    )
+    return random_compressed_matrix(rows, cols, density, bits, seed=seed, codebook_size=(1 << bits) - 1)
 
 
 @settings(max_examples=25, deadline=None)
@@ -169,7 +166,7 @@ def test_bad_inputs():
         simulate_layer(matrix, np.full(12, np.nan))
     with pytest.raises(TypeError):
         simulate_layer(matrix, np.array(["a"] * 12))
-    big = compress.random_compressed_matrix(10, 12, 0.3, 5, seed=8)
+    big = random_compressed_matrix(10, 12, 0.3, 5, seed=8)
     with pytest.raises(CodebookTooLargeError):
         simulate_layer(big, np.ones(12))
     assert simulate_layer(big, np.ones(12), fit=True).processed_entries == big.nnz

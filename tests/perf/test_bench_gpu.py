@@ -3,9 +3,9 @@ checked here; its timings mean nothing off the GPU."""
 
 import torch
 
-from compress import random_compressed_matrix
 from dc_kernels import GpuLayout
 from perf import bench_gpu
+from workloads import random_compressed_matrix
 
 
 def test_correctness_phase_passes_on_cpu(tmp_path):

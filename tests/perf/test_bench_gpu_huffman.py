@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from compress import LayerSpec, random_compressed_matrix
 from perf import bench_gpu_huffman
+from workloads import LayerSpec, random_compressed_matrix
 
 
 def test_check_case_passes_and_catches_a_wrong_layer(monkeypatch, tmp_path):

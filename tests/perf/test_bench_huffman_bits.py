@@ -1,15 +1,18 @@
-"""perf/bench_huffman_bits.py on a small paper layer, its Gaussian variant and the real EIE dump."""
+"""perf/bench_huffman_bits.py on a small paper layer, its Gaussian variant and the real EIE dump
+(when `tests.eie_dump` finds it)."""
 
 import csv
 
 import pytest
 
 from dc_kernels.fixed.layout import GpuLayout
-from perf.bench_huffman_bits import EIE_DUMP, SEGMENT_SYMBOLS, gaussian_layer, main
+from perf.bench_huffman_bits import EIE_DUMP_VARIABLE, SEGMENT_SYMBOLS, gaussian_layer, main
+from tests.eie_dump import DUMP, needs_dump
 
 
-def test_bench_huffman_bits_runs_small(tmp_path, capsys):
-    args = ["--layers", "nt-lstm", "--bits", "4", "--gaussian", "--dump", str(tmp_path / "absent")]
+def test_bench_huffman_bits_runs_small(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(EIE_DUMP_VARIABLE, raising=False)  # no dump row
+    args = ["--layers", "nt-lstm", "--bits", "4", "--gaussian"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     rows = {r["layer"]: r for r in csv.DictReader((tmp_path / "huffman_bits.csv").open())}
     assert list(rows) == ["nt-lstm", "nt-lstm-gaussian"]
@@ -30,9 +33,16 @@ def test_gaussian_layer_has_the_paper_density_and_fixed_bits():
     assert GpuLayout.from_matrix(matrix).bits_per_kept_weight() > 5
 
 
-@pytest.mark.skipif(not EIE_DUMP.is_dir(), reason="the EIE authors' dump is not beside the clone")
-def test_real_alexnet_fc8_reaches_0_85_with_long_segments(tmp_path):
-    assert main(["--layers", "nt-we", "--bits", "4", "--dump", str(EIE_DUMP), "--out", str(tmp_path)]) == 0
+def test_a_dump_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--layers", "nt-we", "--dump", str(tmp_path / "absent"), "--out", str(tmp_path)])
+    assert "absent: no such folder" in capsys.readouterr().err
+
+
+@needs_dump
+def test_real_alexnet_fc8_reaches_0_85_with_long_segments(tmp_path, monkeypatch):
+    monkeypatch.setenv(EIE_DUMP_VARIABLE, str(DUMP))  # the default of --dump
+    assert main(["--layers", "nt-we", "--bits", "4", "--out", str(tmp_path)]) == 0
     row = list(csv.DictReader((tmp_path / "huffman_bits.csv").open()))[-1]
     assert row["layer"] == "eie-dump-eie_alexnet_fc8" and row["nnz"] == "1051991"
     assert float(row["huffman_gpu_s64"]) / float(row["fixed_gpu"]) <= 0.85

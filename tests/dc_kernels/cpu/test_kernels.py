@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from compress.matrix import CompressedMatrix
-from compress.synthetic import random_compressed_matrix
 from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu.launch import (
     DENSE_MIN_BATCH,
@@ -24,6 +23,7 @@ from dc_kernels.cpu.launch import (
 )
 from dc_kernels.linear import column_dtype
 from dc_kernels.reference import CanonicalTensors, decode_dense, reference_linear
+from workloads import random_compressed_matrix
 
 
 def tensors(m: CompressedMatrix) -> CanonicalTensors:

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from compress import CompressedMatrix, random_compressed_matrix
+from compress import CompressedMatrix
 from dc_kernels.fixed import Dispatch, GpuLayout, decode_dense, fixed_linear
 from dc_kernels.fixed.launch import DEFAULT_DISPATCH
 from dc_kernels.reference import CanonicalTensors
 from dc_kernels.reference import decode_dense as reference_dense
 from tests.helpers import DTYPES, assert_matches_reference, fresh_seed, random_input
+from workloads import random_compressed_matrix
 
 
 def run_and_check(

@@ -4,9 +4,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import PAPER_LAYERS, CompressedMatrix, encode_relative, random_compressed_matrix
+from compress import CompressedMatrix, encode_relative
 from dc_kernels.fixed.layout import GpuLayout, best_index_bits, pack_bits, unpack_bits
 from tests.helpers import compressed_matrices
+from workloads import PAPER_LAYERS, random_compressed_matrix
 
 
 @settings(max_examples=60, deadline=None)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from compress import CompressedMatrix, random_compressed_matrix
+from compress import CompressedMatrix
 from dc_kernels.huffman import HuffmanLayout, huffman_decode, huffman_decode_dense, huffman_linear
 from tests.helpers import assert_matches_reference, fresh_seed, random_input
+from workloads import random_compressed_matrix
 
 
 def check(matrix: CompressedMatrix, batch: int, dtype=torch.float32, bias=True, strided=False, **kwargs):

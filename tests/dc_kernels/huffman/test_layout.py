@@ -6,9 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import CompressedMatrix, random_compressed_matrix
+from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout, HuffmanLayoutError
+from workloads import random_compressed_matrix
 
 
 def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:

@@ -1,47 +1,17 @@
-"""LeNet-300-100 adapted to scikit-learn's digits: data, model, training loop, evaluation.
+"""LeNet-300-100 adapted to scikit-learn's digits: the model, its training loop and accuracy.
 
-The digits data (1797 8x8 images, shipped with scikit-learn, no download) is split once,
-stratified and with a fixed seed, so every run and seed sees the same test set. The network is
-the paper's LeNet-300-100 with 64 inputs instead of 784: 64 -> 300 -> 100 -> 10.
+The paper's LeNet-300-100 with 64 inputs instead of 784: 64 -> 300 -> 100 -> 10.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import nn
 
-SPLIT_SEED = 0
-TEST_SHARE = 0.25
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    x_train: torch.Tensor  # float32 [n, 64], pixels scaled to [0, 1]
-    y_train: torch.Tensor  # int64 [n]
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def load_digits_split() -> DigitsSplit:
-    """The fixed stratified train/test split (75% / 25%) of scikit-learn's digits."""
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "the digits example needs scikit-learn: pip install 'deep-compression[examples]'"
-        ) from exc
-    data = load_digits()
-    x = (data.data / 16.0).astype(np.float32)
-    y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_SHARE, stratify=y, random_state=SPLIT_SEED
-    )
-    return DigitsSplit(*(torch.from_numpy(a) for a in (x_train, y_train, x_test, y_test)))
+from workloads.digits.data import DigitsSplit
 
 
 class LeNet300100(nn.Module):
@@ -100,3 +70,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of correctly classified samples, in percent."""
     model.eval()
     return float((model(x).argmax(dim=1) == y).float().mean()) * 100.0
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (restored afterwards).
+
+    The network's matrices are tiny: thread start-up and contention then dominate (measured 10x
+    slower with torch's default threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -1,9 +1,12 @@
+"""`dcomp demo` (`perf.demo`): options, the JSON result, the text report and the files it writes."""
+
 import importlib.util
 import json
 
 import pytest
 
-from compress import demo
+from perf import demo
+from workloads.digits.demo import TARGET_RATE_PQ
 
 pytest.importorskip("sklearn")
 
@@ -22,7 +25,7 @@ def test_demo_json_at_reduced_size(tmp_path, capsys):
     assert 80.0 < result["dense_accuracy"] <= 100.0
     assert 50.0 < result["compressed_accuracy"] <= 100.0
     # The sizes depend on the configuration only, not on training.
-    assert result["compression_rate_pq"] > demo.TARGET_RATE_PQ
+    assert result["compression_rate_pq"] > TARGET_RATE_PQ
     # Huffman coding of the code and index streams makes the file smaller still.
     assert result["compression_rate_pqh"] > result["compression_rate_pq"]
     assert "met_pqh" in result["target"]
