@@ -25,11 +25,11 @@ from compress.file_errors import (
 )
 from compress.file_format import LoadedLayers, load, save, save_bytes
 from compress.huffman import HuffmanCode, HuffmanStream, huffman_decode, huffman_encode
-from compress.huffman_layer import HuffmanLayer, decode_huffman, encode_huffman
 from compress.kmeans import KMeansResult, kmeans_1d
 from compress.matrix import CompressedMatrix, nearest_centroid
 from compress.one_shot import compress_matrix
 from compress.relative_index import RelativeIndexLayer, decode_relative, encode_relative
+from compress.relative_index_huffman import HuffmanLayer, decode_huffman, encode_huffman
 from compress.size import layer_size, size_table
 
 #: Workload names re-exported from `workloads` (see the module docstring).

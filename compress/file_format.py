@@ -35,7 +35,7 @@ field              dtype  shape                              content
 =================  =====  =================================  ============================================
 
 Streams, bit order and segments are those of `compress.huffman`; the two streams of a layer are
-those of `compress.huffman_layer` (fillers carry no code). ``crc32`` holds the CRC32 of each
+those of `compress.relative_index_huffman` (fillers carry no code). ``crc32`` holds the CRC32 of each
 tensor's stored (little-endian) bytes.
 
 Loading checks, in order: the container (lengths, JSON, tensor table tiling the data exactly),
@@ -75,9 +75,9 @@ from compress.huffman import (
     HuffmanStream,
     huffman_decode,
 )
-from compress.huffman_layer import HuffmanLayer, encode_huffman, merge_streams
 from compress.matrix import MAX_BITS, CompressedMatrix
 from compress.relative_index import MAX_INDEX_BITS, decode_relative
+from compress.relative_index_huffman import HuffmanLayer, encode_huffman, merge_streams
 
 FORMAT_NAME = "deep-compression"
 FORMAT_VERSION = 1

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from compress.huffman_layer import encode_huffman
 from compress.matrix import CompressedMatrix
 from compress.relative_index import encode_relative
+from compress.relative_index_huffman import encode_huffman
 
 DENSE_BITS_PER_WEIGHT = 32  # the dense float32 original
 

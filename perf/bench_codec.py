@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from compress.huffman import HuffmanCode, huffman_decode, huffman_encode
-from compress.huffman_layer import encode_huffman
 from compress.kmeans import kmeans_1d
 from compress.relative_index import encode_relative
+from compress.relative_index_huffman import encode_huffman
 from perf.harness import REPO_ROOT, machine_info, print_table, time_cpu, write_csv
 from workloads.paper_layers import PAPER_LAYERS
 from workloads.synthetic import random_compressed_matrix

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from compress.huffman_layer import decode_huffman, encode_huffman
 from compress.one_shot import share_matrix
 from compress.pruning import magnitude_mask
 from compress.relative_index import encode_relative
+from compress.relative_index_huffman import decode_huffman, encode_huffman
 from perf.harness import Progress, machine_info, print_table, time_cpu, write_csv
 from workloads.paper_layers import get_layer
 

@@ -14,7 +14,7 @@ from compress import (
     TruncatedFileError,
     UnsupportedVersionError,
 )
-from compress.huffman_layer import HuffmanLayer, decode_huffman
+from compress.relative_index_huffman import HuffmanLayer, decode_huffman
 from tests.compress.file_surgery import data_section, pack, unpack
 from workloads import random_compressed_matrix
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compress import CompressedMatrix, encode_relative
-from compress.huffman_layer import HuffmanLayer, decode_huffman, encode_huffman
+from compress.relative_index_huffman import HuffmanLayer, decode_huffman, encode_huffman
 from workloads import random_compressed_matrix
 
 
