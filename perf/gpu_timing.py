@@ -13,9 +13,9 @@ replay), medians of CUDA-event timings.
   of the time per call. A function that cannot be captured (cuSPARSE calls, for one) runs as
   eager back-to-back calls instead, and the timer's ``log`` says so.
 
-Off CUDA (a dry run under Triton's interpreter) there is no L2 to flush and no graph: both are
-the wall-clock median of ``cold_runs`` calls (`perf.harness.time_cpu`), numbers that only show
-that the script runs. Importing this module does not initialize CUDA.
+Off CUDA (a dry run under Triton's interpreter) there is no L2 to flush, no graph and nothing to
+compile: both are the wall-clock median of ``cold_runs`` calls without a warm-up call
+(`perf.harness.time_cpu`), numbers that only show that the script runs. Importing this module does not initialize CUDA.
 """
 
 from __future__ import annotations
@@ -95,9 +95,10 @@ class GpuTimer:
         }
 
     def cold(self, fn: Callable[[], object]) -> Timing:
-        """Median time of ``fn()`` with L2 flushed before every call (after one untimed call)."""
+        """Median time of ``fn()`` with L2 flushed before every call (after one untimed call on
+        the GPU)."""
         if not self.on_gpu:
-            return time_cpu(fn, warmup=1, repeat=self.cold_runs, min_time=0.0)
+            return time_cpu(fn, warmup=0, repeat=self.cold_runs, min_time=0.0)
         if self._flush is None:
             self._flush = torch.empty(self.flush_bytes, dtype=torch.int8, device=self.device)
         fn()
@@ -115,10 +116,10 @@ class GpuTimer:
 
     def warm(self, fn: Callable[[], object], calls: int = GRAPH_CALLS) -> Timing:
         """Median time per call of ``calls`` back-to-back calls of ``fn()`` replayed from a CUDA
-        graph (after one untimed call)."""
+        graph (after one untimed call on the GPU)."""
         _positive("calls", calls)
         if not self.on_gpu:
-            return time_cpu(fn, warmup=1, repeat=self.cold_runs, min_time=0.0)
+            return time_cpu(fn, warmup=0, repeat=self.cold_runs, min_time=0.0)
         fn()
         run = self._graph(fn, calls)
         samples = []
