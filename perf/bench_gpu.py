@@ -46,8 +46,8 @@ import torch
 
 from compress import LLM_LAYERS, PAPER_LAYERS, CompressedMatrix, random_compressed_matrix
 from dc_kernels.fixed.launch import DEFAULT_DISPATCH, Dispatch
-from perf.gpu_run import GpuRun, dry_run_spec
-from perf.gpu_timing import COLD_RUNS, GpuTimer
+from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
+from perf.gpu_timing import GpuTimer
 from perf.harness import REPO_ROOT, Progress, format_table
 
 BATCHES = (1, 2, 4, 8, 16, 64)
@@ -545,28 +545,19 @@ def load_layers(futures: list, device: torch.device) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="output directory (default perf/results/<gpu>_<date>/)")
-    parser.add_argument("--budget", type=float, default=230.0, help="seconds for the whole run")
-    parser.add_argument("--small", action="store_true", help="dry run on CPU under TRITON_INTERPRET=1")
+    add_run_arguments(parser, 230.0, "seconds for the whole run")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--sanitize-case", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sanitize_case:
         return sanitize_case()
-    if args.small:
-        os.environ["TRITON_INTERPRET"] = "1"
-    elif not torch.cuda.is_available():
-        print("bench_gpu: no CUDA device; use --small for a CPU dry run", file=sys.stderr)
+    run = GpuRun.from_args(args, log_name="log.txt", script="bench_gpu")
+    if run is None:
         return 2
-
     # Build the random layers on CPU worker processes while the GPU works.
     # "spawn": forking a process that has imported torch (threads) can deadlock.
     pool = ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=mp.get_context("spawn"))
     futures = [pool.submit(build_layer, *job) for job in layer_jobs(args.small)]
-
-    device = torch.device("cpu" if args.small else "cuda")
-    cold_runs = 3 if args.small else COLD_RUNS
-    run = GpuRun.open(args.out, device, log_name="log.txt", budget_s=args.budget, cold_runs=cold_runs)
     progress, env = run.progress, dict(run.info)
     progress(f"bench_gpu: {json.dumps(env)}; output {run.out_dir}")
     (run.out_dir / "env.json").write_text(json.dumps(env, indent=1))
@@ -586,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     t0 = time.perf_counter()
-    layers = load_layers(futures, device)
+    layers = load_layers(futures, run.device)
     pool.shutdown()
     progress(f"layers ready ({len(layers)}; waited {time.perf_counter() - t0:.1f}s)")
 

@@ -20,7 +20,6 @@ compilation. Run: ``python -m perf.bench_gpu_huffman --out DIR``; ``--small`` ru
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -30,8 +29,7 @@ from compress import PAPER_LAYERS, CompressedMatrix, LayerSpec, random_compresse
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.launch import USE_PREFETCH, huffman_decode, huffman_linear
 from dc_kernels.huffman.layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
-from perf.gpu_run import GpuRun, dry_run_spec
-from perf.gpu_timing import COLD_RUNS
+from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
 from perf.harness import format_table
 
 TARGETS = {"decoder_gsym_s": 50.0, "vs_fixed": 1.3, "vs_cublas_vgg6_b1": 5.0}
@@ -199,25 +197,15 @@ def summarize(rows: list[dict], ok: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="output directory (default perf/results/<gpu>_<date>/)")
+    add_run_arguments(parser, 90.0, "seconds; later layers are skipped")
     parser.add_argument(
         "--bits", type=int, nargs="+", default=[5], help="code widths (default 5, as DC's FC)"
     )
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
-    parser.add_argument("--budget", type=float, default=90.0, help="seconds; later layers are skipped")
-    parser.add_argument(
-        "--small", action="store_true", help="dry run on CPU under TRITON_INTERPRET=1, layers scaled down"
-    )
     args = parser.parse_args(argv)
-    if args.small:
-        os.environ["TRITON_INTERPRET"] = "1"
-    elif not torch.cuda.is_available():
-        print("bench_gpu_huffman: needs a CUDA GPU; use --small for a CPU dry run", file=sys.stderr)
+    run = GpuRun.from_args(args, log_name=LOG_NAME, script="bench_gpu_huffman")
+    if run is None:
         return 2
-    device = torch.device("cpu" if args.small else "cuda")
-    run = GpuRun.open(
-        args.out, device, log_name=LOG_NAME, budget_s=args.budget, cold_runs=3 if args.small else COLD_RUNS
-    )
     info = run.info
     run.progress(
         f"Huffman GPU benchmark on {info['gpu']} (torch {info['torch']}, triton {info['triton']}); "

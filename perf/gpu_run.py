@@ -5,10 +5,12 @@ and the output folder with the run's provenance. `perf/bench_gpu.py` and
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -17,8 +19,10 @@ from compress import LayerSpec
 from perf.gpu_timing import COLD_RUNS, GpuTimer
 from perf.harness import REPO_ROOT, Progress, gpu_run_info, write_csv
 
-# A dry run (``--small``) on the CPU under Triton's interpreter divides a layer's sides by this.
+# A dry run (``--small``) on the CPU under Triton's interpreter divides a layer's sides by this and
+# takes this many calls per timing (its timings only show that the script runs).
 DRY_RUN_SCALE = 64
+DRY_RUN_COLD_RUNS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +56,32 @@ class GpuRun:
         info.update((k, str(v)) for k, v in timer.describe().items())
         return cls(device, timer, progress, out_dir, info)
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, log_name: str, script: str) -> GpuRun | None:
+        """The run that `add_run_arguments`' options ask for: on the CPU under Triton's
+        interpreter with ``--small``, else on CUDA; None (with a message on stderr) when there is
+        no CUDA device."""
+        if args.small:
+            os.environ["TRITON_INTERPRET"] = "1"
+        elif not torch.cuda.is_available():
+            print(f"{script}: no CUDA device; use --small for a CPU dry run", file=sys.stderr)
+            return None
+        device = torch.device("cpu" if args.small else "cuda")
+        cold_runs = DRY_RUN_COLD_RUNS if args.small else COLD_RUNS
+        return cls.open(args.out, device, log_name=log_name, budget_s=args.budget, cold_runs=cold_runs)
+
     def save(self, name: str, rows: list[dict]) -> Path:
         """``rows`` as the CSV file ``name`` in the output folder, with the provenance columns."""
         return write_csv(self.out_dir / name, rows, self.info)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, budget_s: float, budget_help: str) -> None:
+    """The options every GPU benchmark takes: ``--out``, ``--budget`` (seconds) and ``--small``."""
+    parser.add_argument("--out", default=None, help="output directory (default perf/results/<gpu>_<date>/)")
+    parser.add_argument("--budget", type=float, default=budget_s, help=budget_help)
+    parser.add_argument(
+        "--small", action="store_true", help="dry run on CPU under TRITON_INTERPRET=1, layers scaled down"
+    )
 
 
 def default_out_dir(info: dict[str, str]) -> Path:

@@ -6,8 +6,8 @@ replay), medians of CUDA-event timings.
   finds none of its operands in L2 and reads them from device memory, as a layer used once per
   forward pass of a large model does. The flushes and calls are queued without waiting on the
   host: the host enqueues the next call while the GPU writes the buffer, so the host's launch
-  time is not counted. The result is the median over `COLD_RUNS` calls, each between two CUDA
-  events.
+  time is not counted as long as it is shorter than a flush (hence the floor). The result is the
+  median over `COLD_RUNS` calls, each between two CUDA events.
 * **Warm**: `GRAPH_CALLS` back-to-back calls captured in one CUDA graph (no host launch overhead;
   operands stay in L2 where they fit), replayed `WARM_REPLAYS` times; the median over the replays
   of the time per call. A function that cannot be captured (cuSPARSE calls, for one) runs as
@@ -15,7 +15,8 @@ replay), medians of CUDA-event timings.
 
 Off CUDA (a dry run under Triton's interpreter) there is no L2 to flush, no graph and nothing to
 compile: both are the wall-clock median of ``cold_runs`` calls without a warm-up call
-(`perf.harness.time_cpu`), numbers that only show that the script runs. Importing this module does not initialize CUDA.
+(`perf.harness.time_cpu`), numbers that only show that the script runs. Importing this module
+does not initialize CUDA.
 """
 
 from __future__ import annotations
