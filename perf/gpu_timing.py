@@ -31,7 +31,8 @@ from perf.harness import Timing, time_cpu
 # can leave lines of the previous call behind.
 FLUSH_L2_MULTIPLE = 4
 # A flush also hides the host's launch of the timed call, so it must keep the GPU busy longer than
-# a launch takes (~10-50 us in Python): 256 MiB is about 60 us of writes at 4-5 TB/s (H100/H200).
+# a launch from Python takes (tens of microseconds): 256 MiB is 55-80 us of writes at the H100's
+# and H200's memory bandwidth (3.35 and 4.8 TB/s).
 MIN_FLUSH_BYTES = 256 << 20
 # L2 size assumed where torch does not report it: above the L2 of the data-center GPUs of the
 # Ampere and Hopper generations (A100 40 MiB, H100/H200 50 MiB).

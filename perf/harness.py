@@ -122,9 +122,13 @@ def gpu_info(device) -> dict[str, str]:
         "gpu_l2_bytes": str(getattr(props, "L2_cache_size", "unknown")),
         "cuda": str(torch.version.cuda),
     }
-    uuid = getattr(props, "uuid", None)
-    # nvidia-smi numbers devices in PCI order, CUDA (and CUDA_VISIBLE_DEVICES) may not: select by UUID.
-    selector = f"GPU-{uuid}" if uuid is not None else str(torch.device(device).index or 0)
+    uuid = str(getattr(props, "uuid", ""))
+    # nvidia-smi numbers devices in PCI order, CUDA (and CUDA_VISIBLE_DEVICES) may not: select by
+    # UUID (torch gives it without nvidia-smi's "GPU-" prefix).
+    if uuid:
+        selector = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    else:
+        selector = str(torch.device(device).index or 0)
     try:
         proc = subprocess.run(
             ["nvidia-smi", f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,noheader,nounits",

@@ -1,6 +1,8 @@
 import csv
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from perf import harness
 from perf.harness import (
@@ -104,3 +106,29 @@ def test_gpu_run_info_off_cuda_names_the_dry_run():
 def test_format_table_aligns_and_rounds():
     lines = format_table([{"a": 1234.5, "b": 0.012345}, {"a": None, "b": "x"}], ["a", "b"])
     assert lines == ["   a       b", "1234  0.0123", "           x"]
+
+
+def test_gpu_info_reads_torch_properties_and_nvidia_smi_of_the_same_device(monkeypatch):
+    """The CUDA path with stand-ins for the device properties and nvidia-smi (no GPU needed)."""
+    props = SimpleNamespace(
+        name="NVIDIA H200",
+        major=9,
+        minor=0,
+        multi_processor_count=132,
+        total_memory=150 << 30,
+        L2_cache_size=50 << 20,
+        uuid="0a1b2c3d-0000-1111-2222-333344445555",
+    )
+    commands = []
+
+    def fake_smi(cmd, **kwargs):
+        commands.append(cmd)
+        return SimpleNamespace(stdout="565.57.01, 345, 1980, 3201, 700.00\n")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    monkeypatch.setattr(harness.subprocess, "run", fake_smi)
+    info = harness.gpu_info("cuda:0")
+    assert commands[0][0] == "nvidia-smi" and commands[0][-2:] == ["-i", f"GPU-{props.uuid}"]
+    assert info["gpu"] == "NVIDIA H200" and info["gpu_capability"] == "9.0"
+    assert info["gpu_l2_bytes"] == str(50 << 20) and info["gpu_driver"] == "565.57.01"
+    assert info["gpu_sm_clock_mhz"] == "345" and info["gpu_sm_clock_max_mhz"] == "1980"
