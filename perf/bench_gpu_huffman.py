@@ -6,21 +6,21 @@ then the paper's layers), then on the paper's nine FC layers (random, at their d
 * decoder throughput: kept weights decoded per second (G symbols/s; escapes not counted);
 * the fused Huffman GEMV against the fixed-width kernel (`dc_kernels.fixed.launch`) and cuBLAS
   float16 on the dense layer, batch 1 and 8, warm (CUDA graph of many calls, L2 warm) and cold
-  (L2 flushed before every call);
+  (L2 flushed before every call), with the timer `perf/bench_gpu.py` uses (`perf.gpu_timing`);
 * segment-size variants on VGG-6 and Alex-7 (symbols per segment: decode steps vs offset bits),
   and there the other variant of the fused kernel (``prefetch``, `dc_kernels.huffman.launch.USE_PREFETCH`).
 
-Writes ``huffman_gpu.csv`` and ``huffman_gpu.log`` to ``--out`` and prints progress. Budget: about
-2 minutes on an H200 including compilation. Run: ``python perf/bench_gpu_huffman.py --out DIR``.
+Writes ``huffman_gpu.csv`` (each row with the run's provenance columns, `perf.harness.gpu_run_info`,
+and the timer's settings) and ``huffman_gpu.log`` to ``--out`` (default
+``perf/results/<gpu>_<date>/``) and prints progress. Budget: about 2 minutes on an H200 including
+compilation. Run: ``python -m perf.bench_gpu_huffman --out DIR``; ``--small`` runs it on CPU under
+``TRITON_INTERPRET=1`` with layers scaled down (a dry run of the script, its timings mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,104 +29,46 @@ from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.launch import USE_PREFETCH, huffman_decode, huffman_linear
 from dc_kernels.huffman.layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
-from perf.harness import machine_info, print_table, write_csv
-from workloads import PAPER_LAYERS, random_compressed_matrix
+from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
+from perf.harness import format_table
+from workloads import PAPER_LAYERS, LayerSpec, random_compressed_matrix
 
 TARGETS = {"decoder_gsym_s": 50.0, "vs_fixed": 1.3, "vs_cublas_vgg6_b1": 5.0}
 VARIANT_LAYERS = ("vgg6", "alex7")
 VARIANT_SEGMENTS = (16, 64)
-DEVICE = "cuda"  # tests run the script's logic on the CPU under TRITON_INTERPRET=1
+CSV_NAME = "huffman_gpu.csv"
+LOG_NAME = "huffman_gpu.log"
 
 
-class Log:
-    """Print with elapsed time, and append every line to the log file (if any) as it goes."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.start = time.perf_counter()
-        self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")
-
-    def __call__(self, msg: str) -> None:
-        line = f"[{time.perf_counter() - self.start:6.1f}s] {msg}"
-        print(line, flush=True)
-        if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(line + "\n")
-
-
-def time_warm(fn, calls: int = 50, replays: int = 5) -> float:
-    """Median microseconds per call: a CUDA graph of ``calls`` calls, replayed (no host overhead)."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            for _ in range(calls):
-                fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        samples.append(start.elapsed_time(end) * 1000 / calls)
-    return statistics.median(samples)
-
-
-_FLUSH: list[torch.Tensor] = []
-
-
-def time_cold(fn, reps: int = 30) -> float:
-    """Median microseconds of one call after flushing L2 (a 256 MB write before every call; the
-    call is queued behind the flush, so host launch time is hidden)."""
-    if not _FLUSH:
-        _FLUSH.append(torch.empty(64 * 1024 * 1024, dtype=torch.int32, device="cuda"))
-    fn()
-    samples = []
-    for _ in range(reps):
-        _FLUSH[0].zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        samples.append(start.elapsed_time(end) * 1000)
-    return statistics.median(samples)
-
-
-def dense_weight(matrix: CompressedMatrix, dtype: torch.dtype) -> torch.Tensor:
-    """The decoded dense weight built on the GPU (no host-side dense copy)."""
-    weight = torch.zeros(matrix.shape, dtype=dtype, device=DEVICE)
-    rows = torch.from_numpy(matrix.row_idx).to(DEVICE)
-    cols = torch.from_numpy(matrix.col_idx.astype(np.int64)).to(DEVICE)
-    weight[rows, cols] = torch.from_numpy(matrix.values).to(DEVICE).to(dtype)
+def dense_weight(matrix: CompressedMatrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The decoded dense weight built on the device (no host-side dense copy)."""
+    weight = torch.zeros(matrix.shape, dtype=dtype, device=device)
+    rows = torch.from_numpy(matrix.row_idx).to(device)
+    cols = torch.from_numpy(matrix.col_idx.astype(np.int64)).to(device)
+    weight[rows, cols] = torch.from_numpy(matrix.values).to(device).to(dtype)
     return weight
 
 
-def check_case(name: str, matrix: CompressedMatrix, log: Log, batches=(1, 3, 8), dtypes=None) -> bool:
+def check_case(run: GpuRun, name: str, matrix: CompressedMatrix, batches=(1, 3, 8), dtypes=None) -> bool:
     """Fused GEMV (poisoned outputs) and decoder against the references; True when all pass."""
-    layout = HuffmanLayout.from_matrix(matrix, device=DEVICE)
+    device = run.device
+    layout = HuffmanLayout.from_matrix(matrix, device=device)
     ok = True
     codes, cols = huffman_decode(layout)
     if not (
         np.array_equal(codes.cpu().numpy(), matrix.codes)
         and np.array_equal(cols.cpu().numpy(), matrix.col_idx)
     ):
-        log(f"FAIL decoder {name}")
+        run.progress(f"FAIL decoder {name}")
         ok = False
-    gen = torch.Generator(device=DEVICE).manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+    gen = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
     tol = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
-    weight = dense_weight(matrix, torch.float64)
+    weight = dense_weight(matrix, torch.float64, device)
     for dtype in dtypes or tol:
         for batch in batches:
-            x = torch.randn(batch, matrix.shape[1], device=DEVICE, generator=gen).to(dtype)
-            bias = torch.randn(matrix.shape[0], device=DEVICE, generator=gen)
-            out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype, device=DEVICE)
+            x = torch.randn(batch, matrix.shape[1], device=device, generator=gen).to(dtype)
+            bias = torch.randn(matrix.shape[0], device=device, generator=gen)
+            out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype, device=device)
             huffman_linear(x, layout, bias, out=out)
             expected = (x.double() @ weight.T + bias.double()).to(dtype)
             rtol, atol = tol[dtype]
@@ -134,20 +76,26 @@ def check_case(name: str, matrix: CompressedMatrix, log: Log, batches=(1, 3, 8),
             good = torch.allclose(out.float(), expected.float(), rtol=rtol, atol=atol * scale)
             if not good:
                 err = float((out.float() - expected.float()).abs().nan_to_num(float("inf")).max())
-                log(f"FAIL gemv {name} batch={batch} {dtype}: max abs error {err:.3g}")
+                run.progress(f"FAIL gemv {name} batch={batch} {dtype}: max abs error {err:.3g}")
                 ok = False
     return ok
 
 
-def correctness(log: Log) -> bool:
+def correctness(run: GpuRun, small: bool = False) -> bool:
+    """Edge cases (odd shapes, one symbol, empty rows, wide and dense layers) in fresh random
+    draws; True when all pass. ``small`` shrinks the wide and the dense case (a dry run: the
+    interpreter decodes a few thousand symbols a second)."""
     seed = int(np.random.SeedSequence().generate_state(1)[0])
+    (wide_out, wide_in, wide_density), (dense_out, dense_in) = (
+        ((40, 700, 0.02), (16, 600)) if small else ((1000, 4097, 0.004), (64, 5000))
+    )
     cases = {
         "7x13": random_compressed_matrix(7, 13, 0.3, 4, seed=seed),
         "1x1": random_compressed_matrix(1, 1, 1.0, 1, seed=seed),
         "300x1": random_compressed_matrix(300, 1, 0.5, 3, seed=seed),
-        "1000x4097": random_compressed_matrix(1000, 4097, 0.004, 5, seed=seed),
+        f"{wide_out}x{wide_in}": random_compressed_matrix(wide_out, wide_in, wide_density, 5, seed=seed),
         "one-symbol": random_compressed_matrix(9, 40, 1.0, 2, seed=seed, codebook_size=1),
-        "dense-8bit": random_compressed_matrix(64, 5000, 1.0, 8, seed=seed),
+        "dense-8bit": random_compressed_matrix(dense_out, dense_in, 1.0, 8, seed=seed),
     }
     empty_rows = random_compressed_matrix(40, 300, 0.2, 5, seed=seed + 1)
     row_ptr = empty_rows.row_ptr.copy()
@@ -158,17 +106,22 @@ def correctness(log: Log) -> bool:
     )
     # Three dtypes and batches 1, 3, 8 on one case; float16 at batch 1 and 8 on the others
     # (every extra dtype or batch bucket is one more compilation).
-    ok = check_case("7x13", cases.pop("7x13"), log)
+    ok = check_case(run, "7x13", cases.pop("7x13"))
     for name, matrix in cases.items():
-        ok &= check_case(name, matrix, log, batches=(1, 8), dtypes=(torch.float16,))
-    log(f"correctness on edge cases: {'ok' if ok else 'FAILED'}")
+        ok &= check_case(run, name, matrix, batches=(1, 8), dtypes=(torch.float16,))
+    run.progress(f"correctness on edge cases: {'ok' if ok else 'FAILED'}")
     return ok
 
 
-def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbols: int, full: bool) -> None:
-    spec = PAPER_LAYERS[name]
+def bench_layer(
+    run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], segment_symbols: int, full: bool
+) -> None:
+    """Decoder throughput and the fused GEMV's cold/warm times on a random layer of ``spec`` (with
+    ``full``: also the fixed-width kernel, cuBLAS float16 and the other fused-kernel variant, after
+    a correctness check); appends the rows to ``rows``."""
+    name, device, timer = spec.name, run.device, run.timer
     matrix = spec.random_matrix(bits, seed=0)
-    huff = HuffmanLayout.from_matrix(matrix, segment_symbols=segment_symbols, device=DEVICE)
+    huff = HuffmanLayout.from_matrix(matrix, segment_symbols=segment_symbols, device=device)
     base = {
         "layer": name,
         "bits": bits,
@@ -179,8 +132,8 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
         "escape": huff.escape,
         "huffman_bits_per_weight": round(huff.bits_per_kept_weight(), 3),
     }
-    ok = check_case(name, matrix, log, batches=(1, 8), dtypes=(torch.float16,)) if full else True
-    dec_us = time_warm(lambda: huffman_decode(huff))
+    ok = check_case(run, name, matrix, batches=(1, 8), dtypes=(torch.float16,)) if full else True
+    dec_us = timer.warm(lambda: huffman_decode(huff)).median_us
     row = {**base, "kernel": "huffman_decode", "batch": 0, "us_warm": round(dec_us, 2)}
     row["gsym_per_s"] = round(matrix.nnz / dec_us / 1e3, 1)
     rows.append(row)
@@ -188,13 +141,13 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
     if full:
         from dc_kernels.fixed import fixed_linear
 
-        fixed = GpuLayout.from_matrix(matrix, device=DEVICE)
+        fixed = GpuLayout.from_matrix(matrix, device=device)
         base["fixed_bits_per_weight"] = round(fixed.bits_per_kept_weight(), 3)
         base["bits_ratio"] = round(huff.bits_per_kept_weight() / fixed.bits_per_kept_weight(), 3)
-        dense = dense_weight(matrix, torch.float16)
-    bias = torch.randn(spec.outputs, device=DEVICE)
+        dense = dense_weight(matrix, torch.float16, device)
+    bias = torch.randn(spec.outputs, device=device)
     for batch in (1, 8):
-        x = torch.randn(batch, spec.inputs, device=DEVICE, dtype=torch.float16)
+        x = torch.randn(batch, spec.inputs, device=device, dtype=torch.float16)
         kernels = {"huffman": lambda x=x: huffman_linear(x, huff, bias)}
         if full and name in VARIANT_LAYERS:  # the other variant of the fused kernel, side by side
             alt = not USE_PREFETCH
@@ -205,9 +158,9 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
         times = {}
         for k, fn in kernels.items():
             try:
-                times[k] = (time_warm(fn), time_cold(fn))
+                times[k] = (timer.warm(fn).median_us, timer.cold(fn).median_us)
             except Exception as exc:  # one failing baseline must not stop the others
-                log(f"{name} B={batch} {k}: timing failed: {type(exc).__name__}: {exc}")
+                run.progress(f"{name} B={batch} {k}: timing failed: {type(exc).__name__}: {exc}")
                 times[k] = (float("nan"), float("nan"))
             warm, cold = times[k]
             timing = {"us_warm": round(warm, 2), "us_cold": round(cold, 2), "correct": ok}
@@ -221,7 +174,7 @@ def bench_layer(name: str, bits: int, log: Log, rows: list[dict], segment_symbol
                 f", x{hc / times['fixed'][1]:.2f} of fixed, "
                 f"{times['cublas_fp16'][1] / hc:.1f}x faster than cuBLAS fp16 (cold)"
             )
-    log(msg)
+    run.progress(msg)
 
 
 def summarize(rows: list[dict], ok: bool) -> list[str]:
@@ -245,21 +198,21 @@ def summarize(rows: list[dict], ok: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="perf/results/gpu_huffman", help="output directory")
+    add_run_arguments(parser, 90.0, "seconds; later layers are skipped")
     parser.add_argument(
         "--bits", type=int, nargs="+", default=[5], help="code widths (default 5, as DC's FC)"
     )
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
-    parser.add_argument("--budget", type=float, default=90.0, help="seconds; later layers are skipped")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_gpu_huffman: needs a CUDA GPU", file=sys.stderr)
+    run = GpuRun.from_args(args, log_name=LOG_NAME, script="bench_gpu_huffman")
+    if run is None:
         return 2
-    out = Path(args.out)
-    log = Log(out / "huffman_gpu.log")
-    info = machine_info("cuda")
-    log(f"Huffman GPU benchmark on {info.get('gpu')} (torch {info['torch']}, triton {info['triton']})")
-    ok = correctness(log)
+    info = run.info
+    run.progress(
+        f"Huffman GPU benchmark on {info['gpu']} (torch {info['torch']}, triton {info['triton']}); "
+        f"output {run.out_dir}"
+    )
+    ok = correctness(run, args.small)
     rows: list[dict] = []
     # VGG-6 (the targets' layer) first, then the others, then the segment-size variants.
     layers = sorted(args.layers, key=lambda n: n != "vgg6")
@@ -271,19 +224,31 @@ def main(argv: list[str] | None = None) -> int:
         for seg in VARIANT_SEGMENTS
     ]
     for i, (name, bits, seg, full) in enumerate(plan):
-        if time.perf_counter() - log.start > args.budget:
-            log(f"time budget of {args.budget:.0f} s spent: skipping the last {len(plan) - i} of {len(plan)}")
+        if run.progress.left() < 0:
+            run.progress(
+                f"time budget of {args.budget:.0f} s spent: skipping the last {len(plan) - i} of {len(plan)}"
+            )
             break
-        bench_layer(name, bits, log, rows, seg, full)
-        write_csv(out / "huffman_gpu.csv", rows, info)  # after every layer: a timeout keeps the rest
-    print_table(
-        [r for r in rows if r["segment_symbols"] == DEFAULT_SEGMENT_SYMBOLS and "us_cold" in r],
-        ["layer", "bits", "batch", "kernel", "us_warm", "us_cold", "huffman_bits_per_weight", "bits_ratio"],
-    )
+        spec = dry_run_spec(PAPER_LAYERS[name]) if args.small else PAPER_LAYERS[name]
+        bench_layer(run, spec, bits, rows, seg, full)
+        run.save(CSV_NAME, rows)  # after every layer: a timeout keeps the rest
+    table = [r for r in rows if r["segment_symbols"] == DEFAULT_SEGMENT_SYMBOLS and "us_cold" in r]
+    columns = [
+        "layer",
+        "bits",
+        "batch",
+        "kernel",
+        "us_warm",
+        "us_cold",
+        "huffman_bits_per_weight",
+        "bits_ratio",
+    ]
+    for line in format_table(table, columns):
+        run.progress(line)
     summary = summarize(rows, ok)
     for line in summary:
-        log(line)
-    log(f"wrote {out / 'huffman_gpu.csv'} and huffman_gpu.log")
+        run.progress(line)
+    run.progress(f"wrote {run.out_dir / CSV_NAME} and {LOG_NAME}")
     return 0 if "FAILED" not in summary[-1] else 1
 
 

@@ -2,8 +2,10 @@
 # One device call of at most ~7.5 minutes (device tool: timeout_s 500): correctness,
 # compute-sanitizer, tuning, timings, crossover and sweep of the Triton kernels
 # (perf/bench_gpu.py, ~4 minutes), the Huffman kernels' benchmark (perf/bench_gpu_huffman.py,
-# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s). Results go to $OUT (the device
-# tool's output folder) when set, else perf/results/<gpu>_<date>/.
+# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s). Both benchmarks time with the same
+# timer (perf/gpu_timing.py) and record the same provenance (GPU, driver, clocks, versions,
+# commit, date) in every CSV row. All results go to one folder: $OUT (the device tool's output
+# folder) when set, else perf/results/<gpu>_<date>/.
 # Usage: bash perf/gpu_check.sh [extra bench_gpu args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +25,15 @@ for mod in pandas safetensors; do
     fi
 done
 python -c "import numpy, torch, triton; print('numpy', numpy.__version__, 'torch', torch.__version__, 'triton', triton.__version__)"
+out="${OUT:-}"
+if [[ -z "$out" ]]; then
+    out="$(python -c "from perf.gpu_run import default_out_dir; from perf.harness import gpu_run_info; \
+print(default_out_dir(gpu_run_info('cuda')))")" || out=""
+fi
 args=()
-if [[ -n "${OUT:-}" ]]; then args+=(--out "$OUT"); fi
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
+if [[ -n "$out" ]]; then args+=(--out "$out"); fi
 # Budget: about 4 minutes for this benchmark (override: DCOMP_BENCH_BUDGET seconds), leaving the
-# rest of a 6-minute device call to the Huffman benchmark below.
+# rest of the call to the Huffman benchmark and the CUDA tests below.
 budget="${DCOMP_BENCH_BUDGET:-230}"
 timeout "$((budget + 25))" python -m perf.bench_gpu --budget "$budget" "${args[@]}" "$@"
 rc=$?
@@ -38,7 +44,7 @@ rc_huffman=$?
 echo "bench_gpu_huffman exit code: $rc_huffman"
 # CompressedLinear on CUDA (backends, moves, host-resident canonical buffers, backward through the
 # packed form, torch.compile), compiled kernels: the interpreter off. Appended to log.txt.
-log="${OUT:+$OUT/log.txt}"
+log="${out:+$out/log.txt}"
 TRITON_INTERPRET=0 timeout 90 python -m pytest -q -x -p no:cacheprovider tests/dc_kernels/test_linear.py \
     -k cuda 2>&1 | tee -a "${log:-/dev/null}"
 rc_tests=${PIPESTATUS[0]}

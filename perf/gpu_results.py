@@ -1,21 +1,21 @@
 """Read the GPU results committed under ``perf/results/`` (written by ``bash perf/gpu_check.sh``).
 
-A results folder holds what the GPU scripts write into one output folder:
+A results folder holds what the GPU scripts write into one output folder. Both CSVs carry the
+same provenance columns in every row (`perf.harness.gpu_run_info`: ``gpu``, ``torch``,
+``triton``, ``commit``, ``date``, ...) and the same timer (`perf.gpu_timing`):
 
-* ``results.csv`` (`perf/bench_gpu.py`): one row per layer, code/index widths and batch, with the
-  provenance columns ``gpu``, ``torch``, ``triton``, ``commit``, ``date`` and, among others,
-  ``ours_cold_us`` (the fixed-width Triton kernel) and ``cublas_fp16_cold_us``,
+* ``results.csv`` (`perf/bench_gpu.py`): one row per layer, code/index widths and batch with,
+  among others, ``ours_cold_us`` (the fixed-width Triton kernel) and ``cublas_fp16_cold_us``,
   ``cublas_fp32_cold_us`` (dense ``F.linear``), timed with L2 flushed before every call;
 * ``huffman_gpu.csv`` (`perf/bench_gpu_huffman.py`): rows of ``layer``, ``bits``, ``kernel``
   (``huffman``, ``fixed``, ``cublas_fp16``, ``huffman_decode``), ``batch``, ``segment_symbols``,
-  ``us_cold``, ``us_warm``, with `perf.harness.machine_info` columns (``gpu``, ``date``, ...);
-  segment-size variants time only the Huffman kernel, so the default segment size is the one
-  whose rows include the ``fixed`` kernel;
+  ``us_cold``, ``us_warm``; segment-size variants time only the Huffman kernel, so the default
+  segment size is the one whose rows include the ``fixed`` kernel;
 * ``env.json``, ``log.txt``, ``correctness.csv``, ``crossover.csv``, ``sweep.csv`` (not needed
   for the report).
 
-A folder counts when either CSV has rows from a real GPU (the ``--small`` dry run of
-``bench_gpu`` names its device ``cpu-interpreter-...`` and is ignored). The newest folder (by the
+A folder counts when either CSV has rows from a real GPU (the ``--small`` dry run of either
+script names its device ``cpu-interpreter-...`` and is ignored). The newest folder (by the
 ``date`` of its rows) is the one the report shows. Per paper layer at batch 1 it takes: GPU
 dense = cuBLAS float16 and GPU fixed-width from ``results.csv`` (5-bit codes when present, else
 4-bit), GPU Huffman from ``huffman_gpu.csv`` (same code width when present); a column missing
@@ -29,13 +29,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perf.harness import REPO_ROOT
+from perf.harness import DRY_RUN_GPU_PREFIX, REPO_ROOT
 
 RESULTS_ROOT = REPO_ROOT / "perf" / "results"
 KERNEL_CSV = "results.csv"
 HUFFMAN_CSV = "huffman_gpu.csv"
 PREFERRED_CODE_BITS = (5, 4)  # Deep Compression's FC width (as the CPU benchmark), then EIE's
-DRY_RUN_PREFIX = "cpu-interpreter"
 
 
 class GpuResultsError(ValueError):
@@ -92,7 +91,7 @@ def _read_rows(path: Path) -> list[dict]:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise GpuResultsError(f"{path}: unreadable CSV ({exc})") from exc
-    return [r for r in rows if (r.get("gpu") or "").strip() and not r["gpu"].startswith(DRY_RUN_PREFIX)]
+    return [r for r in rows if (r.get("gpu") or "").strip() and not r["gpu"].startswith(DRY_RUN_GPU_PREFIX)]
 
 
 def _int(row: dict, key: str) -> int | None:

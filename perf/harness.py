@@ -1,13 +1,15 @@
-"""The shared benchmark harness: machine facts, side-by-side timing, CSV with provenance.
+"""The shared benchmark harness: machine facts, side-by-side timing, progress, CSV with provenance.
 
 Every benchmark script in perf/ records the same provenance columns (machine or GPU name,
 library versions, git commit, date) so that results committed under perf/results/ can be traced.
+GPU timing (cold and warm, CUDA events) is in `perf.gpu_timing`.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import os
 import platform
 import statistics
@@ -19,10 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The `gpu` provenance value of a GPU benchmark's dry run on the CPU (Triton's interpreter): readers
+# of GPU results skip such rows.
+DRY_RUN_GPU_PREFIX = "cpu-interpreter"
+# Where the tree is a copy without its git history (a device machine gets the working tree only),
+# the commit can be passed in this environment variable.
+COMMIT_ENV = "DCOMP_COMMIT"
+# What `nvidia-smi --query-gpu` reports beside torch's device properties, and the column names.
+NVIDIA_SMI_FIELDS = {
+    "driver_version": "gpu_driver",
+    "clocks.sm": "gpu_sm_clock_mhz",
+    "clocks.max.sm": "gpu_sm_clock_max_mhz",
+    "clocks.mem": "gpu_mem_clock_mhz",
+    "power.limit": "gpu_power_limit_w",
+}
 
 
 def git_commit() -> str:
-    """The checked-out commit (with '+dirty' when the tree has changes), or 'unknown'."""
+    """The checked-out commit (with '+dirty' when the tree has changes), else the value of
+    ``$DCOMP_COMMIT``, else 'unknown'."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -39,7 +56,7 @@ def git_commit() -> str:
         ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get(COMMIT_ENV, "unknown")
 
 
 def cpu_name() -> str:
@@ -86,24 +103,95 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
     except ImportError:
         info["triton"] = "none"
     if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info.update(gpu_info(torch.device(device)))
+    return info
+
+
+def gpu_info(device) -> dict[str, str]:
+    """Facts of a CUDA device: name, compute capability, memory, L2, CUDA runtime, and from
+    ``nvidia-smi`` (where present) driver, clocks at the time of the call and power limit."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    info = {
+        "gpu": props.name,
+        "gpu_capability": f"{props.major}.{props.minor}",
+        "gpu_sms": str(props.multi_processor_count),
+        "gpu_memory_bytes": str(props.total_memory),
+        # Absent from older torch releases' device properties.
+        "gpu_l2_bytes": str(getattr(props, "L2_cache_size", "unknown")),
+        "cuda": str(torch.version.cuda),
+    }
+    uuid = str(getattr(props, "uuid", ""))
+    # nvidia-smi numbers devices in PCI order, CUDA (and CUDA_VISIBLE_DEVICES) may not: select by
+    # UUID (torch gives it without nvidia-smi's "GPU-" prefix).
+    if uuid:
+        selector = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    else:
+        selector = str(torch.device(device).index or 0)
+    try:
+        proc = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,noheader,nounits",
+             "-i", selector],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        smi = proc.stdout
+    except (OSError, subprocess.SubprocessError):
+        smi = ""
+    info.update(parse_nvidia_smi(smi))
+    return info
+
+
+def parse_nvidia_smi(text: str) -> dict[str, str]:
+    """The `NVIDIA_SMI_FIELDS` columns from the first line of ``nvidia-smi --query-gpu=...
+    --format=csv,noheader,nounits`` output; 'unknown' for each when the output does not hold them."""
+    values = [v.strip() for v in text.strip().splitlines()[0].split(",")] if text.strip() else []
+    if len(values) != len(NVIDIA_SMI_FIELDS):
+        values = ["unknown"] * len(NVIDIA_SMI_FIELDS)
+    return dict(zip(NVIDIA_SMI_FIELDS.values(), values))
+
+
+def gpu_run_info(device) -> dict[str, str]:
+    """Provenance of a GPU benchmark run: `machine_info` with the GPU's facts; off CUDA (a dry run
+    under Triton's interpreter) the ``gpu`` column names the interpreter and the CPU's architecture."""
+    info = machine_info(str(device))
+    if not info["device"].startswith("cuda"):
+        info["gpu"] = f"{DRY_RUN_GPU_PREFIX}-{platform.machine()}"
     return info
 
 
 class Progress:
     """Progress lines on stderr with the seconds elapsed since the start (stdout stays clean for
-    tables and JSON)."""
+    tables and JSON); each line is also appended to ``log_path`` when given (as it is printed, so
+    that a run killed by a timeout keeps its log). ``budget_s`` is the run's time budget, counted
+    from the same start: `left` says how much of it remains."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(
+        self, enabled: bool = True, log_path: str | os.PathLike | None = None, budget_s: float = math.inf
+    ) -> None:
+        if math.isnan(budget_s) or budget_s < 0:
+            raise ValueError(f"budget_s must be >= 0 seconds, got {budget_s}")
         self.start = time.perf_counter()
         self.enabled = enabled
+        self.budget_s = budget_s
+        self.log_path = None if log_path is None else Path(log_path)
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def left(self) -> float:
+        """Seconds of the budget left (negative once it is spent; infinite without a budget)."""
+        return self.budget_s - self.elapsed()
+
     def __call__(self, message: str) -> None:
+        line = f"[{self.elapsed():6.1f}s] {message}"
         if self.enabled:
-            print(f"[{self.elapsed():6.1f}s] {message}", file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
+        if self.log_path is not None:
+            with self.log_path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
 
 @dataclass(frozen=True)
@@ -119,6 +207,16 @@ class Timing:
     def median_us(self) -> float:
         return self.median * 1e6
 
+    @classmethod
+    def from_samples(cls, samples: Sequence[float]) -> Timing:
+        """The median of ``samples`` (seconds), with the fastest and slowest tenth cut off for
+        low/high."""
+        if not samples:
+            raise ValueError("no timing samples")
+        ordered = sorted(samples)
+        n = len(ordered)
+        return cls(statistics.median(ordered), ordered[n // 10], ordered[-1 - n // 10], n)
+
 
 def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20, min_time: float = 0.2) -> Timing:
     """Median wall time of ``fn()`` on the CPU: warm-up calls, then at least ``repeat`` calls and
@@ -133,13 +231,7 @@ def time_cpu(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20, min
         samples.append(time.perf_counter() - t0)
         if len(samples) >= 10 * repeat:
             break
-    samples.sort()
-    return Timing(
-        statistics.median(samples),
-        samples[len(samples) // 10],
-        samples[-1 - len(samples) // 10],
-        len(samples),
-    )
+    return Timing.from_samples(samples)
 
 
 def time_interleaved(
@@ -192,8 +284,9 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict], info: dict[str, str
     return path
 
 
-def print_table(rows: Iterable[dict], columns: Sequence[str], file=sys.stdout) -> None:
-    """A plain aligned text table (numbers to 3 significant digits, large ones as integers)."""
+def format_table(rows: Iterable[dict], columns: Sequence[str]) -> list[str]:
+    """The lines of a plain aligned text table, header first (numbers to 3 significant digits,
+    large ones as integers)."""
     rows = list(rows)
 
     def fmt(value) -> str:
@@ -203,7 +296,11 @@ def print_table(rows: Iterable[dict], columns: Sequence[str], file=sys.stdout) -
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)), file=file)
-    for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)), file=file)
+    return ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in [list(columns), *cells]]
+
+
+def print_table(rows: Iterable[dict], columns: Sequence[str], file=sys.stdout) -> None:
+    """`format_table` printed to ``file``."""
+    for line in format_table(rows, columns):
+        print(line, file=file)
     file.flush()

@@ -1,9 +1,8 @@
 """Synthetic GPU results folders in the format `perf/bench_gpu.py` and `perf/bench_gpu_huffman.py`
-write (their row keys, their CSV writers), with known times the tests can check."""
+write (their row keys, their CSV writer), with known times the tests can check."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -28,7 +27,8 @@ def env(gpu: str, date: str) -> dict[str, str]:
 
 
 def write_kernel_csv(folder: Path, layers: list[str], gpu: str, date: str) -> Path:
-    """``results.csv`` as `bench_gpu.time_one_layer` builds its rows and `Run.write_csv` writes them."""
+    """``results.csv`` as `bench_gpu.time_one_layer` builds its rows and `GpuRun.save` writes them
+    (with the provenance columns)."""
     rows = []
     for i, name in enumerate(layers):
         for code_bits in (4, 5):
@@ -36,7 +36,6 @@ def write_kernel_csv(folder: Path, layers: list[str], gpu: str, date: str) -> Pa
                 t = kernel_times(i, code_bits)
                 scale = 1 if batch == 1 else 3
                 row = {
-                    **env(gpu, date),
                     "layer": name,
                     "out": 100,
                     "in": 200,
@@ -62,19 +61,14 @@ def write_kernel_csv(folder: Path, layers: list[str], gpu: str, date: str) -> Pa
                     row[f"speedup_{base}"] = row[f"{base}_cold_us"] / row["ours_cold_us"]
                 row["speedup_cublas_fp16_warm"] = 2.0
                 rows.append(row)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "results.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_csv(folder / "results.csv", rows, env(gpu, date))
     (folder / "env.json").write_text(json.dumps({**env(gpu, date), "copy_gbps": 4000.0}))
     return path
 
 
 def write_huffman_csv(folder: Path, layers: list[str], gpu: str, date: str, bits: int = 5) -> Path:
-    """``huffman_gpu.csv`` as `bench_gpu_huffman.bench_layer` builds its rows and `perf.harness.write_csv`
-    writes them with `machine_info("cuda")` columns; segment-size variants time only the Huffman kernel."""
+    """``huffman_gpu.csv`` as `bench_gpu_huffman.bench_layer` builds its rows and `GpuRun.save` writes
+    them with `perf.harness.gpu_run_info` columns; segment-size variants time only the Huffman kernel."""
     rows = []
     for i, name in enumerate(layers):
         for segment, full in ((1024, True), (16, False)):

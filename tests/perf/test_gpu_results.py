@@ -2,9 +2,12 @@ import inspect
 
 import pytest
 
-from perf import bench_gpu, bench_gpu_huffman
+from dc_kernels import GpuLayout
+from dc_kernels.fixed.launch import DEFAULT_DISPATCH
+from perf import bench_gpu, bench_gpu_huffman, gpu_run
 from perf.gpu_results import GpuResultsError, newest_gpu_results, read_gpu_results, result_folders
 from tests.perf.gpu_fixtures import huffman_time, kernel_times, write_huffman_csv, write_kernel_csv
+from workloads import random_compressed_matrix
 
 LAYERS = ["alex7", "vgg6", "nt-lstm"]
 H200 = "NVIDIA H200"
@@ -69,12 +72,12 @@ def test_missing_columns_are_an_error(tmp_path):
 def test_the_gpu_scripts_still_write_what_the_reader_reads():
     """The fixtures mirror the scripts' rows; fail loudly when the scripts change their output."""
     kernel_source = inspect.getsource(bench_gpu)
-    assert 'write_csv("results.csv"' in kernel_source
-    for key in ('"ours_cold_us"', 'f"{bname}_cold_us"', '"code_bits"', '"batch"', '"layer"', '"gpu"'):
+    assert 'run.save("results.csv"' in kernel_source
+    for key in ('"ours_cold_us"', 'f"{bname}_cold_us"', '"code_bits"', '"batch"', '"layer"'):
         assert key in kernel_source
     assert {"cublas_fp16", "cublas_fp32"} <= set(bench_gpu.BASELINES)
     huffman_source = inspect.getsource(bench_gpu_huffman)
-    assert '"huffman_gpu.csv"' in huffman_source and 'machine_info("cuda")' in huffman_source
+    assert bench_gpu_huffman.CSV_NAME == "huffman_gpu.csv" and "run.save(CSV_NAME" in huffman_source
     for key in (
         '"us_cold"',
         '"kernel"',
@@ -85,3 +88,22 @@ def test_the_gpu_scripts_still_write_what_the_reader_reads():
         '"cublas_fp16"',
     ):
         assert key in huffman_source
+
+
+def test_the_reader_reads_what_the_scripts_write(tmp_path, monkeypatch):
+    """Both scripts' CPU dry runs (one tiny layer each) into one folder, under a GPU's name: the
+    reader finds all three GPU columns, with the scripts' own numbers."""
+    real_info = gpu_run.gpu_run_info
+    monkeypatch.setattr(gpu_run, "gpu_run_info", lambda device: {**real_info(device), "gpu": H200})
+    monkeypatch.setattr(bench_gpu_huffman, "correctness", lambda run, small: True)
+    run = gpu_run.GpuRun.open(tmp_path, "cpu", log_name="log.txt", cold_runs=1)
+    matrix = random_compressed_matrix(12, 40, 0.1, 5, seed=0)
+    layers = [{"name": "nt-lstm", "matrix": matrix, "layout": GpuLayout.from_matrix(matrix, index_bits=5)}]
+    (row,) = bench_gpu.time_layers(run, layers, 10.0, DEFAULT_DISPATCH, batches=(1,))
+    assert bench_gpu_huffman.main(["--small", "--layers", "nt-lstm", "--out", str(tmp_path)]) == 0
+    results = read_gpu_results(tmp_path)
+    assert results.gpu == H200 and results.code_bits == 5
+    times = results.layers["nt-lstm"]
+    assert times.fixed_us == pytest.approx(row["ours_cold_us"])
+    assert times.dense_us == pytest.approx(row["cublas_fp16_cold_us"])
+    assert times.huffman_us is not None and times.huffman_us > 0

@@ -1,0 +1,98 @@
+"""What a GPU benchmark run holds: the device and its timer, the progress log with the time budget,
+and the output folder with the run's provenance. `perf/bench_gpu.py` and
+`perf/bench_gpu_huffman.py` both run on it, so that their logs, CSV columns and timings agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from perf.gpu_timing import COLD_RUNS, GpuTimer
+from perf.harness import REPO_ROOT, Progress, gpu_run_info, write_csv
+from workloads import LayerSpec
+
+# A dry run (``--small``) on the CPU under Triton's interpreter divides a layer's sides by this and
+# takes this many calls per timing (its timings only show that the script runs).
+DRY_RUN_SCALE = 64
+DRY_RUN_COLD_RUNS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuRun:
+    """A GPU benchmark run. ``info`` (`perf.harness.gpu_run_info` and the timer's settings) is
+    written into every CSV row; ``progress`` prints and appends to the log file in ``out_dir``."""
+
+    device: torch.device
+    timer: GpuTimer
+    progress: Progress
+    out_dir: Path
+    info: dict[str, str]
+
+    @classmethod
+    def open(
+        cls,
+        out_dir: str | os.PathLike | None,
+        device: torch.device | str,
+        *,
+        log_name: str,
+        budget_s: float = math.inf,
+        cold_runs: int = COLD_RUNS,
+    ) -> GpuRun:
+        """A run on ``device`` writing into ``out_dir`` (created; None: `default_out_dir`), logging
+        to ``out_dir/log_name``."""
+        device = torch.device(device)
+        info = gpu_run_info(device)
+        out_dir = default_out_dir(info) if out_dir is None else Path(out_dir)
+        progress = Progress(log_path=out_dir / log_name, budget_s=budget_s)
+        timer = GpuTimer(device, cold_runs=cold_runs, log=progress)
+        info.update((k, str(v)) for k, v in timer.describe().items())
+        return cls(device, timer, progress, out_dir, info)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, log_name: str, script: str) -> GpuRun | None:
+        """The run that `add_run_arguments`' options ask for: on the CPU under Triton's
+        interpreter with ``--small``, else on CUDA; None (with a message on stderr) when there is
+        no CUDA device."""
+        if args.small:
+            os.environ["TRITON_INTERPRET"] = "1"
+        elif not torch.cuda.is_available():
+            print(f"{script}: no CUDA device; use --small for a CPU dry run", file=sys.stderr)
+            return None
+        device = torch.device("cpu" if args.small else "cuda")
+        cold_runs = DRY_RUN_COLD_RUNS if args.small else COLD_RUNS
+        return cls.open(args.out, device, log_name=log_name, budget_s=args.budget, cold_runs=cold_runs)
+
+    def save(self, name: str, rows: list[dict]) -> Path:
+        """``rows`` as the CSV file ``name`` in the output folder, with the provenance columns."""
+        return write_csv(self.out_dir / name, rows, self.info)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, budget_s: float, budget_help: str) -> None:
+    """The options every GPU benchmark takes: ``--out``, ``--budget`` (seconds) and ``--small``."""
+    parser.add_argument("--out", default=None, help="output directory (default perf/results/<gpu>_<date>/)")
+    parser.add_argument("--budget", type=float, default=budget_s, help=budget_help)
+    parser.add_argument(
+        "--small", action="store_true", help="dry run on CPU under TRITON_INTERPRET=1, layers scaled down"
+    )
+
+
+def default_out_dir(info: dict[str, str]) -> Path:
+    """``perf/results/<gpu>_<date>/`` for a run's provenance ``info`` (date to the minute, UTC)."""
+    date = info["date"][:16].replace(":", "").replace("-", "")
+    return REPO_ROOT / "perf" / "results" / f"{re.sub(r'[^A-Za-z0-9]+', '-', info['gpu'])}_{date}"
+
+
+def dry_run_spec(spec: LayerSpec) -> LayerSpec:
+    """``spec`` with its sides divided by `DRY_RUN_SCALE` (at least 3 inputs and 2 outputs), for a
+    dry run under Triton's interpreter."""
+    return dataclasses.replace(
+        spec, inputs=max(spec.inputs // DRY_RUN_SCALE, 3), outputs=max(spec.outputs // DRY_RUN_SCALE, 2)
+    )
