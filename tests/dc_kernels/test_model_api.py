@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import logging
 
 import pytest
 import torch
@@ -55,11 +56,11 @@ def test_report_skips_by_name_filter_and_type():
     config = compress.DeepCompressionConfig(
         density=0.5, bits=4, skip=("lm_head",), layers={"body.4": {"bits": 2}}
     )
-    report = dc_kernels.compress_(model, config, filter_fn=lambda module, name: name != "body.2")
+    report = dc_kernels.compress_(model, config, filter=lambda name, module: name != "body.2")
     assert set(report.converted) == {"body.0", "body.4"}
     assert report.skipped == {
-        "body.2": "filter_fn returned False",
-        "conv": "nn.Conv2d: CompressedLinear replaces nn.Linear only",
+        "body.2": "the filter returned False (it is called as filter(name, module))",
+        "conv": "Conv2d: CompressedLinear replaces nn.Linear only",
         "lm_head": "in config.skip",
     }
     assert model["body"][4].bits == 2 and model["body"][0].bits == 4
@@ -69,12 +70,14 @@ def test_report_skips_by_name_filter_and_type():
     assert report.dense_bytes / report.compressed_bytes > 1
 
 
-def test_progress_lines_count_the_layers_to_compress(capsys):
+def test_progress_bar_and_log_count_the_layers_to_compress(capsys, caplog):
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8), nn.Linear(8, 8))
     config = compress.DeepCompressionConfig(density=0.5, bits=3, skip=("3",))
-    dc_kernels.compress_(model, config, progress=True)
-    lines = capsys.readouterr().err.splitlines()
-    assert [line.split("] ")[1] for line in lines] == ["compress_ 1/2 0 (32x64)", "compress_ 2/2 2 (8x32)"]
+    with caplog.at_level(logging.INFO, logger="dc_kernels.model_api"):
+        dc_kernels.compress_(model, config, progress=True)
+    bars = [line.split("] ")[1].split() for line in capsys.readouterr().err.splitlines()]
+    assert [(bar[0], bar[2]) for bar in bars] == [("1/2", "0"), ("2/2", "2")]
+    assert [r.getMessage() for r in caplog.records][1:] == ["compress_ 1/2 0 (32x64)", "compress_ 2/2 2 (8x32)"]
     dc_kernels.compress_(nn.Sequential(nn.Linear(4, 4)), config)
     assert capsys.readouterr().err == ""  # quiet by default
 
