@@ -28,7 +28,7 @@ from compress.matrix import CompressedMatrix
 from dc_kernels import sizes
 from dc_kernels.backends import AUTO, GPU_FORMS
 from dc_kernels.linear import CompressedLinear
-from dc_kernels.model_api import CompressionReport, record_for_transformers, swap_module
+from dc_kernels.model_api import CompressionReport, after_conversion, swap_module
 
 COMPRESSED_FILE = "compressed.safetensors"
 DENSE_FILE = "dense.safetensors"
@@ -198,7 +198,7 @@ def load_compressed(
             raise ValueError(f"{key} is stored as a non-persistent buffer, but the model has no such buffer")
         module._buffers[buffer] = tensor
     check_not_meta(model, f"after loading {directory}")
-    record_for_transformers(model, None)
+    after_conversion(model, None)
     report.memory_after = sizes.memory_bytes(model)
     report.disk_after = sum(f.stat().st_size for f in (directory / COMPRESSED_FILE, directory / DENSE_FILE))
     return report

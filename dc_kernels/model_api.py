@@ -10,6 +10,7 @@ Saving and loading a compressed model: `dc_kernels.checkpoint`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from compress.config import DeepCompressionConfig
+from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import ConfigError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
@@ -30,6 +31,12 @@ from dc_kernels.backends import AUTO, GPU_FORMS
 from dc_kernels.linear import CompressedLinear
 
 logger = logging.getLogger(__name__)
+
+ConversionHook = Callable[[nn.Module, "DeepCompressionConfig | None"], None]
+_CONVERSION_HOOKS: list[ConversionHook] = []
+# library -> the module integrating with it, imported by name once that library is loaded (it
+# builds on this module, which therefore does not import it).
+INTEGRATIONS = {"transformers": "dc_kernels.hf"}
 
 #: ``filter(name, module) -> bool``: the one filter signature of the library (`compress.Compressor` too).
 FilterFn = Callable[[str, nn.Module], bool]
@@ -129,6 +136,38 @@ class CompressionReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class PlannedLayer:
+    """What `compress_` would do with one module: ``settings`` when it compresses it, else the
+    ``reason`` it skips it."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    settings: LayerConfig | None
+    reason: str | None
+
+
+def plan_compression(
+    model: nn.Module, config: DeepCompressionConfig | None = None, *, filter: FilterFn | None = None
+) -> list[PlannedLayer]:
+    """What ``compress_(model, config, filter=filter)`` would compress, with which settings, and
+    what it would skip and why, without changing anything; works on a model built on the meta
+    device (no weights needed)."""
+    config = DeepCompressionConfig() if config is None else config
+    _check_model(model)
+    return [
+        PlannedLayer(
+            name,
+            type(module).__name__,
+            tuple(module.weight.shape) if isinstance(getattr(module, "weight", None), torch.Tensor) else (),
+            config.for_layer(name) if reason is None else None,
+            reason,
+        )
+        for name, module, _, _, reason in _plan(model, config, filter)
+    ]
+
+
 # ---------------------------------------------------------------------------------- swapping
 def compress_(
     model: nn.Module,
@@ -170,7 +209,10 @@ def compress_(
     swapped: dict[int, CompressedLinear] = {}
     disk: dict[int, int] = {}
     # What to do with each module, decided (the filter asked once each) before any is changed.
-    plan = list(_plan(model, config, filter))
+    plan = [
+        (name, module, parent, child, reason or _meta_reason(module))
+        for name, module, parent, child, reason in _plan(model, config, filter)
+    ]
     for name, _, _, _, reason in plan:
         if reason is None:
             form = config.for_layer(name).gpu_form
@@ -292,16 +334,25 @@ def _finish(
         reasons = sorted(set(report.skipped.values()))
         why = "; ".join(reasons) if reasons else "the model has no nn.Linear layer"
         warnings.warn(f"no layer was compressed: {why}", UserWarning, stacklevel=3)
-    record_for_transformers(model, config)
+    after_conversion(model, config)
 
 
-def record_for_transformers(model: nn.Module, config: DeepCompressionConfig | None) -> None:
-    """Let the Hugging Face models inside ``model`` record their compression (`dc_kernels.hf`),
-    so that ``save_pretrained`` writes a config that loads back compressed."""
-    if "transformers" in sys.modules:  # a model can only be a transformers model if it is loaded
-        from dc_kernels.hf import record_compression
+def register_conversion_hook(hook: ConversionHook) -> None:
+    """Call ``hook(model, config)`` after every conversion (`compress_`, `swap_compressed_`,
+    `load_compressed`); ``config`` is None when no `DeepCompressionConfig` was involved."""
+    if hook not in _CONVERSION_HOOKS:
+        _CONVERSION_HOOKS.append(hook)
 
-        record_compression(model, config)
+
+def after_conversion(model: nn.Module, config: DeepCompressionConfig | None) -> None:
+    """Load the integration of each library already loaded (it registers its hook), then run
+    the hooks: e.g. a Hugging Face model records its compression so that ``save_pretrained``
+    writes a config that loads back compressed."""
+    for library, integration in INTEGRATIONS.items():
+        if library in sys.modules:  # a model can only come from a library that is loaded
+            importlib.import_module(integration)
+    for hook in _CONVERSION_HOOKS:
+        hook(model, config)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -327,11 +378,31 @@ def _plan(model: nn.Module, config: DeepCompressionConfig, filter: FilterFn | No
     """(name, module, parent, attribute, reason to skip or None) for each module `compress_`
     reports on: every nn.Linear, nn.Conv2d and `CompressedLinear`, and every other module with a
     matrix weight (an nn.Embedding, say) that the filter selects."""
+    tied = _weights_tied_elsewhere(model)
     for name, module, parent, child in _named_children(model):
-        if isinstance(module, (nn.Linear, nn.Conv2d, CompressedLinear)):
+        if isinstance(module, nn.Linear) and id(module.weight) in tied:
+            yield name, module, parent, child, (
+                f"its weight is tied to {tied[id(module.weight)]} (compressing it would untie them; "
+                "tied output embeddings stay dense)"
+            )
+        elif isinstance(module, (nn.Linear, nn.Conv2d, CompressedLinear)):
             yield name, module, parent, child, _skip_reason(module, name, config, filter)
         elif filter is not None and _has_matrix_weight(module) and filter(name, module):
             yield name, module, parent, child, f"selected by the filter, but {_not_linear(module)}"
+
+
+def _weights_tied_elsewhere(model: nn.Module) -> dict[int, str]:
+    """id of each parameter that an nn.Linear shares with a module of another kind (a language
+    model head tied to its input embedding) -> that module's parameter name."""
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for key, parameter in module.named_parameters(recurse=False):
+            owners.setdefault(id(parameter), []).append((f"{name}.{key}" if name else key, module))
+    return {
+        ident: next(n for n, m in found if not isinstance(m, nn.Linear))
+        for ident, found in owners.items()
+        if any(isinstance(m, nn.Linear) for _, m in found) and not all(isinstance(m, nn.Linear) for _, m in found)
+    }
 
 
 def _has_matrix_weight(module: nn.Module) -> bool:
@@ -353,6 +424,10 @@ def _skip_reason(
         return "in config.skip"
     if filter is not None and not filter(name, module):
         return "the filter returned False (it is called as filter(name, module))"
+    return None
+
+
+def _meta_reason(module: nn.Module) -> str | None:
     if module.weight.is_meta:
         return "weights on the meta device (load them first, or use load_compressed)"
     return None
@@ -398,4 +473,11 @@ def swap_module(
         str(module.weight_dtype).removeprefix("torch."),
     )
 
-__all__ = ["CompressionReport", "ConvertedLayer", "compress_", "swap_compressed_"]
+__all__ = [
+    "CompressionReport",
+    "ConvertedLayer",
+    "PlannedLayer",
+    "compress_",
+    "plan_compression",
+    "swap_compressed_",
+]
