@@ -123,7 +123,7 @@ class CompressionReport:
             )
         for what, before, after in (
             ("in memory", self.memory_before, self.memory_after),
-            ("on disk", self.disk_before, self.disk_after),
+            ("on disk (save_compressed)", self.disk_before, self.disk_after),
         ):
             if before is not None and after is not None:
                 lines.append(
@@ -192,8 +192,8 @@ def compress_(
     Nothing is ever skipped silently: the report lists each skipped layer with its reason (already
     compressed, excluded by the config or the filter, not an nn.Linear, weights on the meta
     device), and a call that converts no layer at all warns with the reasons. ``progress`` draws a
-    progress bar on stderr (layer count, seconds, layer name); each layer is also logged (logger
-    ``dc_kernels.model_api``, level INFO).
+    progress bar on stderr (layer count, seconds, layer name); the logger ``dc_kernels.model_api``
+    gets a summary (level INFO) and a line per layer (DEBUG).
     """
     filter = _one_filter(filter, filter_fn)
     if isinstance(config, Mapping):
@@ -227,7 +227,7 @@ def compress_(
                 continue
             settings = config.for_layer(name)
             if id(module) not in swapped:
-                logger.info("compress_ %d/%d %s (%s)", len(swapped) + 1, len(todo), name,
+                logger.debug("compress_ %d/%d %s (%s)", len(swapped) + 1, len(todo), name,
                             "x".join(map(str, module.weight.shape)))  # fmt: skip
                 matrix = compress_matrix(
                     module.weight.detach(),

@@ -73,7 +73,7 @@ def test_report_skips_by_name_filter_and_type():
 def test_progress_bar_and_log_count_the_layers_to_compress(capsys, caplog):
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8), nn.Linear(8, 8))
     config = compress.DeepCompressionConfig(density=0.5, bits=3, skip=("3",))
-    with caplog.at_level(logging.INFO, logger="dc_kernels.model_api"):
+    with caplog.at_level(logging.DEBUG, logger="dc_kernels.model_api"):
         dc_kernels.compress_(model, config, progress=True)
     bars = [line.split("] ")[1].split() for line in capsys.readouterr().err.splitlines()]
     assert [(bar[0], bar[2]) for bar in bars] == [("1/2", "0"), ("2/2", "2")]
