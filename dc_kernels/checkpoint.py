@@ -265,7 +265,8 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
     ):
         raise fail("aliases must map names to stored dense tensors", "aliases")
     buffers = metadata.get(BUFFERS_KEY, [])
-    if not isinstance(buffers, list) or not all(isinstance(b, str) and (b in dense or b in aliases) for b in buffers):
+    stored = set(dense) | set(aliases)
+    if not isinstance(buffers, list) or not all(isinstance(b, str) and b in stored for b in buffers):
         raise fail("buffers must list stored dense tensors", BUFFERS_KEY)
     return metadata
 

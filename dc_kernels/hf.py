@@ -142,9 +142,13 @@ class DeepCompressionHfQuantizer(HfQuantizer):
             try:
                 linear = model.get_submodule(name)
             except AttributeError as exc:
-                raise ValueError(f"the checkpoint records compressed module {name!r}, the model has none") from exc
+                raise ValueError(
+                    f"the checkpoint records compressed module {name!r}, the model has none"
+                ) from exc
             if not isinstance(linear, nn.Linear):
-                raise ValueError(f"compressed module {name!r} is a {type(linear).__name__} in the model, not nn.Linear")
+                raise ValueError(
+                    f"compressed module {name!r} is a {type(linear).__name__} in the model, not nn.Linear"
+                )
             parent_name, _, child = name.rpartition(".")
             compressed = CompressedLinear(
                 linear.in_features, linear.out_features, record["bias"], device="meta", dtype=dtype,

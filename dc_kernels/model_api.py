@@ -106,21 +106,15 @@ class CompressionReport:
         if not self.converted:
             lines = ["no layer compressed"]
         for name, c in self.converted.items():
-            lines.append(
-                row(
-                    name, f"{c.out_features}x{c.in_features}", c.bits, f"{c.density:.4f}",
-                    size(c.dense_bytes), size(c.compressed_bytes), size(c.disk_bytes), c.gpu_form,
-                )  # fmt: skip
-            )
+            shape, density = f"{c.out_features}x{c.in_features}", f"{c.density:.4f}"
+            sizes_ = size(c.dense_bytes), size(c.compressed_bytes), size(c.disk_bytes)
+            lines.append(row(name, shape, c.bits, density, *sizes_, c.gpu_form))
         if self.converted:
-            lines.append(
-                row("total", "", "", "", size(self.dense_bytes), size(self.compressed_bytes),
-                    size(self.disk_bytes), "")  # fmt: skip
-            )
+            sizes_ = size(self.dense_bytes), size(self.compressed_bytes), size(self.disk_bytes)
+            lines.append(row("total", "", "", "", *sizes_, ""))
             dtypes = "/".join(sorted({c.dtype for c in self.converted.values()}))
-            lines.append(
-                f"compressed layers in memory: {compare_bytes(self.dense_bytes, self.compressed_bytes, 'dense ' + dtypes)}"
-            )
+            ratio = compare_bytes(self.dense_bytes, self.compressed_bytes, f"dense {dtypes}")
+            lines.append(f"compressed layers in memory: {ratio}")
         for what, before, after in (
             ("in memory", self.memory_before, self.memory_after),
             ("on disk (save_compressed)", self.disk_before, self.disk_after),
@@ -219,7 +213,8 @@ def compress_(
             if form not in GPU_FORMS:
                 raise ConfigError(f"layer {name!r}: gpu_form must be one of {GPU_FORMS}, got {form!r}")
     todo = {id(module) for _, module, _, _, reason in plan if reason is None}
-    logger.info("compress_: %d layers to compress, %d skipped", len(todo), sum(r is not None for *_, r in plan))
+    skipped = sum(reason is not None for *_, reason in plan)
+    logger.info("compress_: %d layers to compress, %d skipped", len(todo), skipped)
     with ProgressBar(len(todo), "compress_", enabled=progress) as bar:
         for name, module, parent, child, reason in plan:
             if reason is not None:
@@ -238,10 +233,12 @@ def compress_(
                     quality=settings.quality,
                     name=name,
                 )
-                swapped[id(module)] = _compressed_module(module, matrix, backend, settings.gpu_form)
-                disk[id(swapped[id(module)])] = sizes.layer_disk_bytes(swapped[id(module)], settings.index_bits)
+                new = _compressed_module(module, matrix, backend, settings.gpu_form)
+                swapped[id(module)] = new
+                disk[id(new)] = sizes.layer_disk_bytes(new, settings.index_bits)
                 bar.step(name)
-            swap_module(parent, child, swapped[id(module)], name, report, disk[id(swapped[id(module)])])
+            new = swapped[id(module)]
+            swap_module(parent, child, new, name, report, disk[id(new)])
     _finish(model, report, disk, config)
     return report
 
@@ -291,7 +288,8 @@ def swap_compressed_(
         if id(module) not in swapped:
             swapped[id(module)] = _compressed_module(module, matrix, backend)
             disk[id(swapped[id(module)])] = sizes.layer_disk_bytes(swapped[id(module)])
-        swap_module(parent, child, swapped[id(module)], name, report, disk[id(swapped[id(module)])])
+        new = swapped[id(module)]
+        swap_module(parent, child, new, name, report, disk[id(new)])
     _finish(model, report, disk, None)
     return report
 
@@ -314,12 +312,13 @@ def _one_filter(filter: FilterFn | None, filter_fn: LegacyFilterFn | None) -> Fi
 
 def _check_settings_dict(layers: Mapping) -> None:
     """A dict of config settings passed where compressed layers go gets the way to pass it."""
-    settings = {f for f in DeepCompressionConfig.__dataclass_fields__}
-    if layers and set(layers) <= settings and not any(isinstance(v, CompressedMatrix) for v in layers.values()):
+    settings = set(DeepCompressionConfig.__dataclass_fields__)
+    matrices = any(isinstance(v, CompressedMatrix) for v in layers.values())
+    if layers and set(layers) <= settings and not matrices:
         raise TypeError(
             f"got a plain dict of settings {sorted(layers)} where compressed layers go: pass "
-            f"compress.DeepCompressionConfig(**settings) (or DeepCompressionConfig.from_dict(settings)) as the "
-            "config"
+            "compress.DeepCompressionConfig(**settings) (or DeepCompressionConfig.from_dict(settings)) "
+            "as the config"
         )
 
 
@@ -398,11 +397,12 @@ def _weights_tied_elsewhere(model: nn.Module) -> dict[int, str]:
     for name, module in model.named_modules(remove_duplicate=False):
         for key, parameter in module.named_parameters(recurse=False):
             owners.setdefault(id(parameter), []).append((f"{name}.{key}" if name else key, module))
-    return {
-        ident: next(n for n, m in found if not isinstance(m, nn.Linear))
-        for ident, found in owners.items()
-        if any(isinstance(m, nn.Linear) for _, m in found) and not all(isinstance(m, nn.Linear) for _, m in found)
-    }
+    tied = {}
+    for ident, found in owners.items():
+        linear = [isinstance(m, nn.Linear) for _, m in found]
+        if any(linear) and not all(linear):
+            tied[ident] = next(n for n, m in found if not isinstance(m, nn.Linear))
+    return tied
 
 
 def _has_matrix_weight(module: nn.Module) -> bool:

@@ -58,7 +58,9 @@ def plan_table(plan) -> str:
         s = p.settings
         prune = f"density {s.density:g}" if s.quality is None else f"quality {s.quality:g}"
         shape = "x".join(map(str, p.shape))
-        lines.append(f"{p.name:<{width}} {shape:>11} {prune:>14} {s.bits:>4} {s.index_bits:>5} {s.gpu_form:>8}")
+        lines.append(
+            f"{p.name:<{width}} {shape:>11} {prune:>14} {s.bits:>4} {s.index_bits:>5} {s.gpu_form:>8}"
+        )
     weights = sum(p.shape[0] * p.shape[1] for p in chosen)
     lines.append(f"{len(chosen)} layers to compress ({weights:,} weights)")
     lines += [f"skip {p.name}: {p.reason}" for p in plan if p.reason is not None]

@@ -58,7 +58,11 @@ class Source:
             out.mkdir(parents=True, exist_ok=True)
             self.model.save_pretrained(out)
             for item in self.path.iterdir():
-                if item.name != "config.json" and not _is_weight_file(item) and not (out / item.name).exists():
+                if (
+                    item.name != "config.json"
+                    and not _is_weight_file(item)
+                    and not (out / item.name).exists()
+                ):
                     copy = shutil.copytree if item.is_dir() else shutil.copy2
                     copy(item, out / item.name)
         else:
@@ -97,7 +101,11 @@ def _huggingface_model(path: Path, meta: bool) -> nn.Module:
     model_class = model_class or transformers.AutoModel
     if meta:
         with torch.device("meta"):
-            return model_class.from_config(config) if model_class is transformers.AutoModel else model_class(config)
+            return (
+                model_class.from_config(config)
+                if model_class is transformers.AutoModel
+                else model_class(config)
+            )
     return model_class.from_pretrained(path).eval()
 
 
@@ -132,14 +140,18 @@ def module_from_state_dict(tensors: dict[str, torch.Tensor]) -> nn.Module:
             fits = isinstance(bias, torch.Tensor) and tuple(bias.shape) == (tensor.shape[0],)
             linears[owner] = bias if fits else None
     root = nn.Module()
-    for name in sorted({k.rpartition(".")[0] for k in tensors} | set(linears), key=lambda n: n.count(".")):
-        if not name:
-            continue
+    owners = {key.rpartition(".")[0] for key in tensors}
+    names = {
+        ".".join(parts[:i]) for parts in (o.split(".") for o in owners if o) for i in range(1, len(parts) + 1)
+    }
+    for name in sorted(names, key=lambda n: n.count(".")):
         parent_name, _, child = name.rpartition(".")
         parent = _module_at(root, parent_name)
         if name in linears:
             weight = tensors[f"{name}.weight"]
-            module = nn.Linear(weight.shape[1], weight.shape[0], bias=linears[name] is not None, device="meta")
+            module = nn.Linear(
+                weight.shape[1], weight.shape[0], bias=linears[name] is not None, device="meta"
+            )
             module.weight = nn.Parameter(weight, requires_grad=False)
             if linears[name] is not None:
                 module.bias = nn.Parameter(linears[name], requires_grad=False)
