@@ -51,6 +51,15 @@ def platforms(data: ReportData) -> list[str]:
     return keys
 
 
+def platform_watts(data: ReportData) -> dict[str, float]:
+    """The power figure each measured platform's energy is its time times (EIE's energy comes
+    from its own model instead): one CPU figure for both CPU runs, one GPU figure for the GPU's."""
+    watts = {"cpu_dense": data.cpu_power.watts, "cpu_compressed": data.cpu_power.watts}
+    if data.gpu_power is not None:
+        watts.update(dict.fromkeys(GPU_PLATFORMS, data.gpu_power.watts))
+    return watts
+
+
 def _gpu_times(data: ReportData, name: str) -> dict[str, float]:
     if data.gpu is None or name not in data.gpu.layers:
         return {}
@@ -64,9 +73,7 @@ def layer_frame(data: ReportData) -> pd.DataFrame:
     keys = platforms(data)
     cpu = {(r["layer"], r["batch"]): r for r in data.cpu_rows}
     eie = {r["layer"]: r for r in data.eie_rows}
-    watts = {"cpu_dense": data.cpu_power.watts, "cpu_compressed": data.cpu_power.watts}
-    if data.gpu_power is not None:
-        watts.update(dict.fromkeys(GPU_PLATFORMS, data.gpu_power.watts))
+    watts = platform_watts(data)
     rows = []
     for name in data.config.layers:
         b1, b64 = cpu[(name, 1)], cpu.get((name, 64))
@@ -188,6 +195,10 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
 
 def compression_table(data: ReportData) -> Table:
     sizes = data.sizes
+    # In memory: the CompressedLinear the CPU benchmark ran (its buffers and bias), by layer.
+    memory = {r["layer"]: r["compressed_bytes"] for r in data.cpu_rows if r["batch"] == 1}
+    memory["total"] = sum(memory.values())
+    in_memory = pd.Series({name: memory.get(name) for name in sizes.index}, dtype=float)
     frame = pd.DataFrame(
         {
             "weights": sizes["weights"],
@@ -195,10 +206,12 @@ def compression_table(data: ReportData) -> Table:
             "dense MB": sizes["dense_bytes"] / 1e6,
             "pruned MB": sizes["bytes_pruned"] / 1e6,
             "quantized MB": sizes["bytes_pq"] / 1e6,
-            "Huffman MB": sizes["bytes_pqh"] / 1e6,
+            "Huffman MB (on disk)": sizes["bytes_pqh"] / 1e6,
+            "in memory MB": in_memory / 1e6,
             "pruned x": 1 / sizes["rate_pruned"],
             "quantized x": 1 / sizes["rate_pq"],
             "Huffman x": 1 / sizes["rate_pqh"],
+            "in memory x": sizes["dense_bytes"] / in_memory,
             "bits/weight P+Q": sizes["weight_bits_pq"] + sizes["index_bits_pq"],
             "bits/weight P+Q+H": sizes["weight_bits_pqh"] + sizes["index_bits_pqh"],
         }
@@ -210,7 +223,9 @@ def compression_table(data: ReportData) -> Table:
         frame,
         f"Random layers at the paper's densities, {c.bits}-bit codes, {c.index_bits}-bit relative indices "
         "(compress.size_table: exact encoded bits, fillers, codebook and row pointers included). pruned: "
-        "float32 values in the same sparse format; quantized: P+Q; Huffman: P+Q+H. Uniform random codes "
+        "float32 values in the same sparse format; quantized: P+Q; Huffman: P+Q+H, what a checkpoint "
+        "stores (dcomp compress, save_compressed). in memory: the CompressedLinear the CPU benchmark ran "
+        "(codes, int16 columns, row pointers, codebook and bias), what the model holds. Uniform random codes "
         "leave Huffman little to gain on the codes; trained layers gain more (see the digits network).",
     )
 
