@@ -17,6 +17,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
+from perf.harness import doc_summary
+
 ARCHS = (80, 90)
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # (code_bits, index_bits): the widest entry and gather lookup (8+8), a word-straddling entry with
@@ -159,7 +161,7 @@ def run_check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dcomp check-kernels", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dcomp check-kernels", description=doc_summary(__doc__))
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     parser.add_argument(

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
-from perf.harness import Progress
+from perf.harness import Progress, doc_summary
 from perf.reporting.collect import ReportConfig, ReportData, collect
 from perf.reporting.document import TITLE, build_document, render_markdown_document
 from perf.reporting.tables import build_tables, layer_frame, write_csvs
@@ -57,7 +57,7 @@ def write_report(data: ReportData, out: Path, command: str, plots: bool = True) 
 
 
 def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc_summary(__doc__))
     parser.add_argument(
         "--out", type=Path, default=Path("out/report"), help="output folder (default out/report)"
     )
