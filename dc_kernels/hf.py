@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import safetensors
+import transformers
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
@@ -38,8 +40,10 @@ from dc_kernels.checkpoint import check_not_meta
 from dc_kernels.linear import CompressedLinear
 from dc_kernels.model_api import compress_, register_conversion_hook
 
+#: The oldest transformers whose quantizer hooks this module is written against.
+MIN_TRANSFORMERS = (5, 0)
+
 QUANT_METHOD = DeepCompressionConfig.quant_method
-MIN_TRANSFORMERS = "5.0"
 # What config.json records per compressed module: its GPU form and whether it has a bias.
 MODULE_RECORD = ("gpu_form", "bias")
 
@@ -138,6 +142,7 @@ class DeepCompressionHfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             return model
         dtype = kwargs.get("dtype") or model.dtype
+        stored = _safetensors_keys(kwargs.get("checkpoint_files") or [])
         for name, record in self.quantization_config.modules.items():
             try:
                 linear = model.get_submodule(name)
@@ -154,6 +159,13 @@ class DeepCompressionHfQuantizer(HfQuantizer):
                 linear.in_features, linear.out_features, record["bias"], device="meta", dtype=dtype,
                 gpu_form=record["gpu_form"],
             )  # fmt: skip
+            missing = [f"{name}.{key}" for key in compressed.state_dict() if f"{name}.{key}" not in stored]
+            if stored and missing:
+                raise ValueError(
+                    f"config.json records {name!r} as compressed, but the weights lack {missing}: they "
+                    "were not saved from the compressed model (remove quantization_config from config.json "
+                    "to load them as they are)"
+                )
             setattr(model.get_submodule(parent_name), child, compressed)
         return model
 
@@ -182,6 +194,16 @@ class DeepCompressionHfQuantizer(HfQuantizer):
     @property
     def is_trainable(self) -> bool:
         return False
+
+
+def _safetensors_keys(files: list[str]) -> set[str]:
+    """The tensor names in the checkpoint's safetensors files (headers only)."""
+    keys: set[str] = set()
+    for file in files:
+        if str(file).endswith(".safetensors"):
+            with safetensors.safe_open(file, "pt") as handle:
+                keys.update(handle.keys())
+    return keys
 
 
 def record_compression(model: nn.Module, config: DeepCompressionConfig | None) -> None:
@@ -223,6 +245,12 @@ def _outermost_pretrained(module: nn.Module):
 
 
 def _register() -> None:
+    installed = tuple(int(part) for part in transformers.__version__.split(".")[:2] if part.isdigit())
+    if installed < MIN_TRANSFORMERS:
+        raise ImportError(
+            f"dc_kernels.hf needs transformers >= {'.'.join(map(str, MIN_TRANSFORMERS))} (its quantizer "
+            f'hooks), found {transformers.__version__}: pip install "deep-compression[hf]"'
+        )
     # Registering twice raises in transformers: a reload of this module keeps the first.
     if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:
         register_quantization_config(QUANT_METHOD)(DeepCompressionQuantizationConfig)

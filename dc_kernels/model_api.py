@@ -37,6 +37,7 @@ _CONVERSION_HOOKS: list[ConversionHook] = []
 # library -> the module integrating with it, imported by name once that library is loaded (it
 # builds on this module, which therefore does not import it).
 INTEGRATIONS = {"transformers": "dc_kernels.hf"}
+_UNAVAILABLE: set[str] = set()
 
 #: ``filter(name, module) -> bool``: the one filter signature of the library (`compress.Compressor` too).
 FilterFn = Callable[[str, nn.Module], bool]
@@ -348,8 +349,13 @@ def after_conversion(model: nn.Module, config: DeepCompressionConfig | None) -> 
     the hooks: e.g. a Hugging Face model records its compression so that ``save_pretrained``
     writes a config that loads back compressed."""
     for library, integration in INTEGRATIONS.items():
-        if library in sys.modules:  # a model can only come from a library that is loaded
-            importlib.import_module(integration)
+        if library in sys.modules and integration not in _UNAVAILABLE:  # a model needs its library loaded
+            try:
+                importlib.import_module(integration)
+            except ImportError as exc:  # e.g. a version too old for the integration
+                _UNAVAILABLE.add(integration)
+                warnings.warn(f"{integration} is not available ({exc}); {library} models will not record "
+                              "their compression for saving", UserWarning, stacklevel=3)  # fmt: skip
     for hook in _CONVERSION_HOOKS:
         hook(model, config)
 

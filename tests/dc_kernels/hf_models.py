@@ -1,6 +1,7 @@
 """Tiny Hugging Face models built from configs (nothing downloaded): BERT, Llama and OPT, and a
 sentence-transformers model over a tiny BERT with a word-level tokenizer written locally."""
 
+import copy
 from pathlib import Path
 
 import torch
@@ -43,7 +44,8 @@ WORDS = [
 def build(kind: str, seed: int = 0) -> torch.nn.Module:
     model_class, config = ARCHITECTURES[kind]
     torch.manual_seed(seed)
-    return model_class(config).eval()
+    # A copy: a model keeps its config object, and a compressed one records itself there.
+    return model_class(copy.deepcopy(config)).eval()
 
 
 def inputs(kind: str) -> torch.Tensor:

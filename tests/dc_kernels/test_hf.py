@@ -128,3 +128,43 @@ def test_a_checkpoint_naming_a_missing_module_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"encoder\.layer\.9\.output\.dense"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformers.BertModel.from_pretrained(tmp_path)
+
+
+@torch.no_grad()
+def test_bfloat16_model_round_trips_with_a_float32_codebook(tmp_path):
+    build("bert").save_pretrained(tmp_path / "dense")
+    model = transformers.BertModel.from_pretrained(
+        tmp_path / "dense", quantization_config=CONFIG, dtype=torch.bfloat16
+    )
+    layer = model.encoder.layer[0].attention.self.query
+    assert layer.codebook.dtype == torch.float32 and layer.bias.dtype == torch.bfloat16
+    model.save_pretrained(tmp_path / "dc")
+    loaded = transformers.BertModel.from_pretrained(tmp_path / "dc")
+    assert loaded.dtype == torch.bfloat16
+    x = inputs("bert")
+    assert torch.equal(outputs(loaded, x), outputs(model, x))
+
+
+def test_an_older_transformers_is_refused_and_compression_still_works(monkeypatch):
+    monkeypatch.setattr(transformers, "__version__", "4.46.1")
+    with pytest.raises(ImportError, match=r"needs transformers >= 5\.0 .* found 4\.46\.1"):
+        dc_kernels.hf._register()
+    from dc_kernels import model_api
+
+    monkeypatch.setitem(model_api.INTEGRATIONS, "transformers", "dc_kernels.no_such_integration")
+    monkeypatch.setattr(model_api, "_UNAVAILABLE", set())
+    with pytest.warns(UserWarning, match="no_such_integration is not available"):
+        report = dc_kernels.compress_(torch.nn.Sequential(torch.nn.Linear(8, 8)), CONFIG)
+    assert report.converted
+
+
+def test_a_config_claiming_compression_over_dense_weights_is_refused(tmp_path):
+    model = build("bert")
+    model.save_pretrained(tmp_path)
+    compressed = build("bert")
+    dc_kernels.compress_(compressed, CONFIG)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["quantization_config"] = compressed.config.quantization_config.to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"records 'encoder\.layer\.0\.attention\.self\.query'"):
+        transformers.BertModel.from_pretrained(tmp_path)
