@@ -5,7 +5,8 @@ transformers >= 5.0) registers the quantization method ``"deep_compression"`` wi
 quantizer plugin hooks (``register_quantization_config`` / ``register_quantizer``):
 
 * ``AutoModel*.from_pretrained(path, quantization_config=compress.DeepCompressionConfig(...))``
-  loads the dense checkpoint and compresses its Linear layers one-shot (`dc_kernels.compress_`);
+  loads the dense checkpoint and compresses its Linear layers one-shot (`dc_kernels.compress_`,
+  with a progress bar on stderr);
 * a compressed model's ``save_pretrained(path)`` writes ``model.safetensors`` holding each
   compressed layer's canonical buffers (codebook, row pointers, int16/int32 columns, uint8
   codes, code width) and ``config.json`` holding the ``quantization_config``, which records the
@@ -171,16 +172,13 @@ class DeepCompressionHfQuantizer(HfQuantizer):
 
     def _process_model_after_weight_loading(self, model: PreTrainedModel, **kwargs: Any) -> PreTrainedModel:
         if self.pre_quantized:
-            for name, module in model.named_modules():
+            for module in model.modules():
                 if isinstance(module, CompressedLinear):
                     # The loader set the buffers one by one: check and index them as a load does.
-                    state = {key: t for key, t in module.state_dict().items()}
-                    module.load_state_dict(state, assign=True)
-                    if module.codebook.is_meta:
-                        raise ValueError(f"the checkpoint holds no compressed buffers for {name!r}")
+                    module.load_state_dict(dict(module.state_dict()), assign=True)
             check_not_meta(model, "after loading the compressed checkpoint")
         else:
-            compress_(model, self.quantization_config.config)
+            compress_(model, self.quantization_config.config, progress=True)
         record_compression(model, self.quantization_config.config)
         return model
 
