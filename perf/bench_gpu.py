@@ -269,7 +269,9 @@ def check_correctness(run: Run, device: torch.device, small: bool) -> list[dict]
         )  # fmt: skip
         if not ok:
             run.log(f"  FAIL case {rows[-1]}")
-    run.log(f"correctness: {sum(r['ok'] for r in rows)}/{len(rows)} cases pass (gather={DISPATCH.gather})")
+    run.log(
+        f"correctness: {sum(r['ok'] for r in rows)}/{len(rows)} cases pass (gather={DISPATCH.gather})"
+    )
     return rows
 
 
