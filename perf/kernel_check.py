@@ -52,12 +52,12 @@ def reference_configurations(dtypes: list[str] | None = None, widths=WIDTHS) -> 
     """Every dispatched configuration for ``dtypes`` (torch names) and fixed-width ``widths``,
     recorded on the reference layer."""
     from compress import LLM_LAYERS
-    from perf.cost.layer_stats import layer_stats
+    from perf.cost.layer_stats import build_stats
 
     unknown = [d for d in dtypes or () if d not in DTYPES]
     if unknown:
         raise ValueError(f"unknown dtypes {unknown}; choose from {list(DTYPES)}")
-    reference = layer_stats([LLM_LAYERS[REFERENCE_LAYER]])[REFERENCE_LAYER]
+    reference = build_stats(LLM_LAYERS[REFERENCE_LAYER])  # about a second; no cache file written
     return dispatched_configurations(reference, {d: DTYPES[d] for d in dtypes or DTYPES}, widths)
 
 

@@ -105,7 +105,7 @@ class _Recorder:
 def recorded_launches() -> Iterator[list[Launch]]:
     """Within the block, the fixed-width and Huffman kernels record their launches into the list
     it yields instead of running."""
-    from triton.runtime.jit import JITFunction
+    from triton.runtime.jit import KernelInterface  # compiled and interpreted kernels alike
 
     import dc_kernels.fixed.kernels
     import dc_kernels.fixed.launch
@@ -117,7 +117,7 @@ def recorded_launches() -> Iterator[list[Launch]]:
         (module, name, _Recorder(obj, sink))
         for module in (dc_kernels.fixed.kernels, dc_kernels.huffman.kernels)
         for name, obj in vars(module).items()
-        if isinstance(obj, JITFunction)
+        if isinstance(obj, KernelInterface)
     ]
     patches += [
         (module, "check_layout_device", lambda *args: None)

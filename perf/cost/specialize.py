@@ -11,6 +11,7 @@ one a real launch gets. Where a Triton release lacks those internals (checked on
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +123,16 @@ def rule_specialization(kernel, args: tuple, kwargs: dict) -> Specialization:
 
 
 def _declared_constexprs(kernel) -> frozenset[str]:
-    return frozenset(p.name for p in kernel.params if p.is_constexpr)
+    """Parameters annotated ``tl.constexpr`` (as an object, or as text under postponed annotations)."""
+    import triton.language as tl
+
+    def constexpr(annotation) -> bool:
+        if isinstance(annotation, str):
+            return annotation.rsplit(".", 1)[-1] == "constexpr"
+        return annotation is tl.constexpr
+
+    parameters = inspect.signature(kernel.fn).parameters.values()
+    return frozenset(p.name for p in parameters if constexpr(p.annotation))
 
 
 def _arg_type(name: str, value) -> tuple[str, bool]:
