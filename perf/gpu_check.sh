@@ -2,8 +2,9 @@
 # One device call of at most ~7.5 minutes (device tool: timeout_s 500): correctness,
 # compute-sanitizer, tuning, timings, crossover and sweep of the Triton kernels
 # (perf/bench_gpu.py, ~4 minutes), the Huffman kernels' benchmark (perf/bench_gpu_huffman.py,
-# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s). Results go to $OUT (the device
-# tool's output folder) when set, else perf/results/<gpu>_<date>/.
+# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s); last, apart, the measured times
+# beside the predictions from the compiled code (perf.cost.compare, <= 150 s). Results go to $OUT
+# (the device tool's output folder) when set, else perf/results/<gpu>_<date>/.
 # Usage: bash perf/gpu_check.sh [extra bench_gpu args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +44,11 @@ TRITON_INTERPRET=0 timeout 90 python -m pytest -q -x -p no:cacheprovider tests/d
     -k cuda 2>&1 | tee -a "${log:-/dev/null}"
 rc_tests=${PIPESTATUS[0]}
 echo "CompressedLinear CUDA tests exit code: $rc_tests" | tee -a "${log:-/dev/null}"
+# ---- Predicted from the compiled code beside the measured times (perf.cost.compare) ------------
+# A separate last step: recompiles the paper layers' launches with this machine's Triton, predicts
+# them (perf.cost.roofline) and writes predicted_vs_measured.csv/.md beside the results (<= 2.5 min);
+# it does not change the exit code.
+timeout 150 python -m perf.cost.compare --recompute ${OUT:+--measured "$OUT" --out "$OUT"} 2>&1 \
+    | tee -a "${log:-/dev/null}"
+echo "predicted vs measured exit code: ${PIPESTATUS[0]}" | tee -a "${log:-/dev/null}"
 exit $(( rc != 0 ? rc : (rc_huffman != 0 ? rc_huffman : rc_tests) ))
