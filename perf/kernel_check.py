@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 from perf.cost.compiled import analyze, compile_launch
@@ -74,25 +76,55 @@ def check_configuration(config: Configuration, arch: int) -> CompileResult:
     )  # fmt: skip
 
 
+_WORKER: dict = {}
+
+
+def _worker_start(dtypes, widths) -> None:
+    """A worker process records the configurations once (launch arguments are not picklable)."""
+    _WORKER["configs"] = reference_configurations(dtypes, widths)
+
+
+def _worker_check(index: int, arch: int) -> CompileResult:
+    return check_configuration(_WORKER["configs"][index], arch)
+
+
+def default_jobs() -> int:
+    """Compile processes: one per core, at most 2 (each holds torch and Triton, ~0.4 GB)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def run_check(
-    dtypes: list[str] | None = None, widths=WIDTHS, archs=ARCHS, progress=None
+    dtypes: list[str] | None = None, widths=WIDTHS, archs=ARCHS, progress=None, jobs: int = 1
 ) -> list[CompileResult]:
-    """Compile and measure every dispatched configuration for each of ``archs``."""
+    """Compile and measure every dispatched configuration for each of ``archs``, in ``jobs``
+    processes (results in configuration order whatever the order they finish in)."""
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("TRITON_INTERPRET=1 replaces compilation; unset it for the compile check")
     for arch in archs:
         check_arch(arch)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     missing = missing_tools()
     if missing:
         raise CompilerToolsMissing(missing)
-    results = []
-    for config in reference_configurations(dtypes, widths):
-        for arch in archs:
-            result = check_configuration(config, arch)
-            results.append(result)
+    configs = reference_configurations(dtypes, widths)
+    tasks = [(index, arch) for index in range(len(configs)) for arch in archs]
+    if jobs == 1:
+        results = []
+        for index, arch in tasks:
+            results.append(check_configuration(configs[index], arch))
             if progress:
-                progress(result)
-    return results
+                progress(results[-1])
+        return results
+    context = multiprocessing.get_context("spawn")  # torch's threads make fork unsafe
+    done: dict[tuple[int, int], CompileResult] = {}
+    with ProcessPoolExecutor(jobs, context, initializer=_worker_start, initargs=(dtypes, widths)) as pool:
+        futures = {pool.submit(_worker_check, index, arch): (index, arch) for index, arch in tasks}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            if progress:
+                progress(done[futures[future]])
+    return [done[task] for task in tasks]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     parser.add_argument("--archs", nargs="+", type=int, default=list(ARCHS), help=f"of {list(ARCHS)}")
+    parser.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="compile processes (default: cores, at most 2)"
+    )
     parser.add_argument(
         "--all-widths",
         action="store_true",
@@ -139,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     widths = ALL_WIDTHS if args.all_widths else WIDTHS
     started = time.perf_counter()
     try:
-        results = run_check(args.dtypes, widths, tuple(args.archs), progress=None if args.json else show)
-    except (CompilerToolsMissing, UnknownArchitecture) as exc:
+        results = run_check(
+            args.dtypes, widths, tuple(args.archs), progress=None if args.json else show, jobs=args.jobs
+        )
+    except (CompilerToolsMissing, UnknownArchitecture, ValueError) as exc:
         print(f"check-kernels: {exc}", file=sys.stderr)
         return 2
     rows = [asdict(r) for r in results]

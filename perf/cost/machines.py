@@ -120,11 +120,13 @@ DEFAULT_MACHINE = "h100-sxm"
 
 #: Where each figure comes from (field -> source), shown beside the table.
 SOURCES: dict[str, str] = {
+    "arch": "compute capability 9.0 (Hopper) of both; the compiler target sm_90",
     "sms": "Hopper whitepaper (H100 SXM5: 132 SMs); the H200 uses the same GH100 SM count",
     "l2_mb": "Hopper whitepaper (H100: 50 MB); H200: planning figure (not used by the prediction: "
     "timings are cold, L2 flushed)",
     "hbm_tb_s": "H100 datasheet (SXM: 3.35 TB/s), H200 datasheet (4.8 TB/s)",
-    "copy_tb_s": "planning figure: a device-to-device copy reaches about 90% of the datasheet bandwidth",
+    "copy_tb_s": "planning figure: a device-to-device copy reaches about 90% of the datasheet bandwidth "
+    "(the byte limit the predictions are compared with)",
     "boost_ghz": "Hopper whitepaper (H100 SXM5 boost clock 1.98 GHz)",
     "sustained_ghz": "planning figure: clock held under a memory-bound load",
     "issue_per_sm_clock": "Hopper whitepaper: 4 partitions per SM, each issuing one warp-instruction "

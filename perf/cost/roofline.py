@@ -22,7 +22,9 @@ Bounds: issue = warp-instructions / (SMs used x 4 x clock), load/store pipe = it
 (SMs used x 1 x clock), L1 = wavefronts / (SMs used x 1 x clock), HBM = bytes / bandwidth, each at
 the machine's stated efficiency; the prediction is the launch overhead plus the binding bound.
 cuBLAS fp16 on the dense layer is the dense bytes at 88% of the HBM bandwidth plus the same launch
-overhead. All of it is **predicted from the compiled code, not measured**.
+overhead. The share of the byte limit is the time the layer's bytes take at the bandwidth a
+device copy reaches over the predicted kernel time (launch overhead excluded). All of it is
+**predicted from the compiled code, not measured**.
 """
 
 from __future__ import annotations
@@ -256,7 +258,7 @@ def combine(
     kernel_us = bounds[binding]
     predicted = kernel_us + machine.launch_us * len(launches)
     total_bytes = sum(p.total_bytes for p in launches)
-    byte_limit_us = total_bytes / (machine.hbm_tb_s * 1e12) * 1e6
+    byte_limit_us = total_bytes / (machine.copy_tb_s * 1e12) * 1e6
     cublas = cublas_fp16_us(machine, stats, batch)
     warp_instructions = sum(p.warp_instructions for p in launches)
     first = launches[0]
