@@ -149,21 +149,14 @@ def fixed_shell(
     from dc_kernels.fixed.layout import GpuLayout
 
     f = stats.fixed
-    code_bits = f.code_bits if code_bits is None else code_bits
-    index_bits = f.index_bits if index_bits is None else index_bits
-    slice_rows = f.slice_rows if slice_rows is None else slice_rows
-    codebook = f.codebook_size if code_bits == f.code_bits else 1 << code_bits
-    n_slices = -(-stats.outputs // slice_rows)
+    overrides = {"code_bits": code_bits, "index_bits": index_bits, "slice_rows": slice_rows}
+    meta = {**f.metadata, **{k: v for k, v in overrides.items() if v is not None}}
+    codebook = f.codebook_size if meta["code_bits"] == f.code_bits else 1 << meta["code_bits"]
+    entry_bits = meta["code_bits"] + meta["index_bits"]
     return GpuLayout(
-        out_features=stats.outputs,
-        in_features=stats.inputs,
-        code_bits=code_bits,
-        index_bits=index_bits,
-        slice_rows=slice_rows,
-        nnz=stats.nnz,
-        entries=f.entries,
-        words=_meta((f.entries * (code_bits + index_bits) + 31) // 32 + 1, torch.int32),
-        slice_ptr=_meta(n_slices + 1, torch.int64),
+        **meta,
+        words=_meta((meta["entries"] * entry_bits + 31) // 32 + 1, torch.int32),
+        slice_ptr=_meta(-(-stats.outputs // meta["slice_rows"]) + 1, torch.int64),
         row_ids=_meta(stats.outputs, torch.int32),
         codebook=_meta(codebook, torch.float32),
     )
@@ -182,21 +175,12 @@ def huffman_shell(
     from dc_kernels.huffman.layout import HuffmanLayout
 
     h = stats.huffman
-    col_blocks = h.col_blocks if col_blocks is None else col_blocks
-    rows = h.rows_per_program if rows is None else rows
-    n_prog = -(-stats.outputs // rows)
-    n_seg = stats.outputs * col_blocks
+    overrides = {"rows_per_program": rows, "col_blocks": col_blocks}
+    meta = {**h.metadata, **{k: v for k, v in overrides.items() if v is not None}}
+    n_prog = -(-stats.outputs // meta["rows_per_program"])
+    n_seg = stats.outputs * meta["col_blocks"]
     return HuffmanLayout(
-        out_features=stats.outputs,
-        in_features=stats.inputs,
-        code_bits=h.code_bits,
-        escape=h.escape,
-        col_blocks=col_blocks,
-        rows_per_program=rows,
-        len_unit=h.len_unit,
-        len_base=h.len_base,
-        total_bits=h.total_bits,
-        nnz=stats.nnz,
+        **meta,
         words=_meta(h.words, torch.int32),
         prog_base=_meta(n_prog + 1, getattr(torch, offsets or h.offsets_dtype)),
         seg_len=_meta(n_seg, getattr(torch, lengths or h.lengths_dtype)),

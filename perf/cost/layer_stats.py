@@ -30,16 +30,18 @@ DEFAULT_BITS = 5  # Deep Compression's FC code width (the report's CPU layers us
 
 @dataclass(frozen=True)
 class FixedStats:
-    """A fixed-width `GpuLayout`'s metadata, bits and slice lengths (entries per row of a slice:
-    ``{length: slices}``)."""
+    """A fixed-width `GpuLayout`: its ``metadata()``, codebook size, bits and slice lengths
+    (entries per row of a slice: ``{length: slices}``)."""
 
-    code_bits: int
-    index_bits: int
-    slice_rows: int
-    entries: int
+    metadata: dict[str, int]
     codebook_size: int
     bit_counts: dict[str, int]
     slice_lengths: dict[int, int]
+
+    code_bits = property(lambda self: self.metadata["code_bits"])
+    index_bits = property(lambda self: self.metadata["index_bits"])
+    slice_rows = property(lambda self: self.metadata["slice_rows"])
+    entries = property(lambda self: self.metadata["entries"])
 
     @property
     def n_slices(self) -> int:
@@ -51,16 +53,10 @@ class FixedStats:
 
 @dataclass(frozen=True)
 class HuffmanStats:
-    """A `HuffmanLayout`'s metadata, bits, decode-step histogram (``{steps: programs}``) and
-    symbol count (kept weights plus escapes)."""
+    """A `HuffmanLayout`: its ``metadata()``, the sizes and dtypes of its tensors, its symbol count
+    (kept weights plus escapes), bits and decode-step histogram (``{steps: programs}``)."""
 
-    code_bits: int
-    escape: int
-    col_blocks: int
-    rows_per_program: int
-    len_unit: int
-    len_base: int
-    total_bits: int
+    metadata: dict[str, int]
     words: int
     table_bits: int
     codebook_size: int
@@ -70,13 +66,14 @@ class HuffmanStats:
     bit_counts: dict[str, int]
     program_steps: dict[int, int]
 
+    escape = property(lambda self: self.metadata["escape"])
+    col_blocks = property(lambda self: self.metadata["col_blocks"])
+    rows_per_program = property(lambda self: self.metadata["rows_per_program"])
+    total_bits = property(lambda self: self.metadata["total_bits"])
+
     @property
     def n_programs(self) -> int:
         return sum(self.program_steps.values())
-
-    @property
-    def lanes(self) -> int:
-        return self.rows_per_program * self.col_blocks
 
     def total_bytes(self) -> int:
         return (sum(self.bit_counts.values()) + 7) // 8
@@ -127,25 +124,13 @@ def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
     fixed = GpuLayout.from_matrix(matrix)
     slice_len = np.diff(fixed.slice_ptr.numpy()) // fixed.slice_rows
     fixed_stats = FixedStats(
-        code_bits=fixed.code_bits,
-        index_bits=fixed.index_bits,
-        slice_rows=fixed.slice_rows,
-        entries=fixed.entries,
-        codebook_size=int(fixed.codebook.numel()),
-        bit_counts=fixed.bit_counts(),
-        slice_lengths=_histogram(slice_len),
+        fixed.metadata(), int(fixed.codebook.numel()), fixed.bit_counts(), _histogram(slice_len)
     )
     del fixed
     huffman = HuffmanLayout.from_matrix(matrix)
     _, gaps = _segment_gaps(matrix, huffman.col_blocks, huffman.block_cols)
     huffman_stats = HuffmanStats(
-        code_bits=huffman.code_bits,
-        escape=huffman.escape,
-        col_blocks=huffman.col_blocks,
-        rows_per_program=huffman.rows_per_program,
-        len_unit=huffman.len_unit,
-        len_base=huffman.len_base,
-        total_bits=huffman.total_bits,
+        metadata=huffman.metadata(),
         words=int(huffman.words.numel()),
         table_bits=huffman.table_bits,
         codebook_size=huffman.codebook_size,
