@@ -47,9 +47,6 @@ class FixedStats:
     def n_slices(self) -> int:
         return sum(self.slice_lengths.values())
 
-    def total_bytes(self) -> int:
-        return (sum(self.bit_counts.values()) + 7) // 8
-
 
 @dataclass(frozen=True)
 class HuffmanStats:
@@ -74,9 +71,6 @@ class HuffmanStats:
     @property
     def n_programs(self) -> int:
         return sum(self.program_steps.values())
-
-    def total_bytes(self) -> int:
-        return (sum(self.bit_counts.values()) + 7) // 8
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ class KernelModel:
     dependent loads before the loop; ``layout_bits``: the layout's ``bit_counts`` fields the
     kernel reads."""
 
-    form: str
     trips: Callable[[LayerStats, dict], dict[int, int]]
     chain: tuple[str, ...]
     floor: str | None
@@ -138,12 +137,12 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # Next block's stream words prefetched one iteration ahead (HBM latency per iteration at
     # least); the x gather at the decoded columns (an L2 hit: x is shared by all programs) is
     # consumed in the same iteration; before the loop: slice offsets, then the first words.
-    "fixed": KernelModel("fixed", _fixed_trips, ("l2",), "hbm", ("hbm", "hbm"), _fixed_bits, _fixed_gathers),
+    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm", "hbm"), _fixed_bits, _fixed_gathers),
     # Each step: the lane's words (L1 after the first touch) -> table lookup -> next position;
     # weight and x loads are consumed one step later (an L2 hit must arrive within a step);
     # before the loop: segment lengths/offsets, then the first words, then the table.
     "huffman": KernelModel(
-        "huffman", _huffman_trips, ("l1", "l1"), "l2", ("hbm", "hbm", "hbm"), _huffman_bits, _huffman_gathers
+        _huffman_trips, ("l1", "l1"), "l2", ("hbm", "hbm", "hbm"), _huffman_bits, _huffman_gathers
     ),
 }
 

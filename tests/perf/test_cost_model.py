@@ -200,7 +200,7 @@ def test_roofline_arithmetic(small_stats):
     assert p.programs == programs
     assert p.warp_instructions == warps * (programs * 52 + trips * 104)
     assert p.lsu_instructions == warps * (programs * 2 + trips * 4)
-    assert p.layout_bytes == small_stats.fixed.total_bytes()
+    assert p.layout_bytes == (sum(small_stats.fixed.bit_counts.values()) + 7) // 8
     assert (p.x_bytes, p.y_bytes) == (2 * SMALL.inputs, 2 * SMALL.outputs)
     clock = machine.clock_hz * machine.pipe_efficiency
     assert p.bounds_s["issue"] == pytest.approx(p.warp_instructions / (programs * 4 * clock))
