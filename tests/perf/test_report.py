@@ -201,3 +201,23 @@ def test_report_sets_measured_beside_predicted(tmp_path):
     assert dense == pytest.approx(
         kernel_times(0, 5)["cublas_fp16"] / predicted["fixed"]["cublas_fp16_us"], rel=5e-3
     )
+
+
+def test_report_without_gpu_predictions(tmp_path):
+    out = tmp_path / "report"
+    argv = [
+        "--quick",
+        "--layers",
+        "nt-lstm",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-sweeps",
+        "--no-plots",
+    ]
+    missing = ["--gpu-predictions", str(tmp_path / "none.json"), "--results-root", str(tmp_path)]
+    assert report.main([*argv, "--pipeline-layers", *missing]) == 0
+    text = (out / "report.md").read_text()
+    assert "No GPU predictions: run `dcomp predict-gpu`" in text
+    assert "GPU, predicted from the compiled code, not measured, batch 1 (us)" not in text
