@@ -196,6 +196,7 @@ def plot_speedups(rows: list[dict], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     machines = list(dict.fromkeys(r["machine"] for r in rows))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -218,11 +219,15 @@ def plot_speedups(rows: list[dict], path: Path) -> Path:
                 label=f"{'fixed-width' if form == 'fixed' else 'Huffman'}, batch {batch}",
                 color=colors.get((form, batch), "tab:cyan"),
             )
-        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(1.0, color="black", linewidth=0.8, label="cuBLAS fp16")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.set_xticks(x, layers, rotation=30, ha="right")
         ax.set_ylabel("speedup over cuBLAS fp16 (x)")
         ax.set_title(f"{MACHINES[machine].name}: {PREDICTED_LABEL}", fontsize=10)
+        ax.set_ylim(
+            top=5 * np.nanmax([v for (m, *_), v in by.items() if m == machine])
+        )  # room for the legend
         ax.grid(axis="y", which="both", alpha=0.3)
         ax.legend(fontsize=8, ncol=len(series))
     fig.tight_layout()
