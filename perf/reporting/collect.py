@@ -27,7 +27,7 @@ from perf.cost.machines import DEFAULT_MACHINE, MACHINES
 from perf.cost.predict import RESULTS_DIR as PREDICTIONS_DIR
 from perf.cost.predict import Predictions, load_predictions
 from perf.gpu_results import RESULTS_ROOT, GpuResults, GpuResultsError, newest_gpu_results, read_gpu_results
-from perf.harness import machine_info
+from perf.harness import REPO_ROOT, machine_info
 from perf.power import PowerFigure, cpu_power, gpu_power, measure_package_power
 from perf.reporting.cpu import CpuConfig, measure_layer
 
@@ -153,6 +153,14 @@ def _gpu_section(config: ReportConfig) -> tuple[GpuResults | None, str]:
     return results, f"GPU results ({config.gpu_origin}): {results.describe()}."
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _predicted_section(config: ReportConfig, gpu: GpuResults | None) -> tuple[Predictions | None, str, str]:
     """(predictions, machine key, note): the machine named like the measured GPU when there is one."""
     machine = (machine_for_gpu(gpu.gpu) if gpu is not None else None) or DEFAULT_MACHINE
@@ -169,7 +177,8 @@ def _predicted_section(config: ReportConfig, gpu: GpuResults | None) -> tuple[Pr
         (
             f"GPU predictions ({info.get('label', 'predicted')}): {MACHINES[machine].name}, "
             f"{info.get('code_bits', '?')}-bit codes, float16 x, from `dcomp predict-gpu` at commit "
-            f"{info.get('commit', '?')} with Triton {info.get('triton', '?')} ({config.predictions})."
+            f"{info.get('commit', '?')} with Triton {info.get('triton', '?')} "
+            f"({_shown_path(config.predictions)})."
         ),
     )
 
