@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{WIDTHS} (about 2,300 compilations)",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("check-kernels: unset TRITON_INTERPRET to compile", file=sys.stderr)
         return 2
