@@ -20,6 +20,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "compile every Triton kernel configuration for sm_80/sm_90; registers and spills",
     ),
+    "predict-gpu": (
+        "perf.cost.predict",
+        "main",
+        "per-layer GPU time predicted from the compiled kernels (roofline), beside cuBLAS fp16",
+    ),
     "report": ("perf.report", "main", "the hardware comparison report (CPU, GPU results, EIE)"),
     "run": ("perf.main_job", "main", "the main job: compress, benchmark, simulate EIE, report"),
 }

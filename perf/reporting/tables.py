@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from perf.cost import PREDICTED_LABEL
+from perf.cost.compare import compare, predicted_batch1
 from perf.harness import write_csv
 from perf.reporting.collect import ReportData
 
@@ -175,6 +177,9 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
                 "(dc_kernels.cpu.launch).",
             )
         )
+    predicted = predicted_table(data)
+    if predicted is not None:
+        tables.append(predicted)
     tables.append(eie_table(data))
     tables += sweep_tables(data)
     if data.pipeline_rows:
@@ -191,6 +196,39 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
             )
         )
     return tables
+
+
+def predicted_table(data: ReportData) -> Table | None:
+    """GPU, predicted from the compiled code (batch 1, us), apart from the measured tables; with
+    measured GPU results, each measured time beside its prediction and their ratio."""
+    if data.predicted is None:
+        return None
+    machine = data.predicted_machine
+    predicted = predicted_batch1(data.predicted, machine)
+    layers = [name for name in data.config.layers if name in predicted]
+    if not layers:
+        return None
+    columns = {
+        "cuBLAS fp16, predicted": [predicted[n].get("dense") for n in layers],
+        "fixed-width, predicted": [predicted[n].get("fixed") for n in layers],
+        "Huffman, predicted": [predicted[n].get("huffman") for n in layers],
+        "fixed-width bound": [predicted[n].get("fixed_bound") for n in layers],
+        "Huffman bound": [predicted[n].get("huffman_bound") for n in layers],
+    }
+    note = (
+        f"{PREDICTED_LABEL.capitalize()}: the dispatcher's launches compiled for {machine} and bounded by "
+        "issue, load/store pipe, L1 gathers, HBM bytes and latency (`dcomp predict-gpu`, "
+        "docs/cost_model.md); cuBLAS fp16 = the dense layer's bytes at 88% of the HBM bandwidth."
+    )
+    if data.gpu is not None:
+        measured = {r["layer"]: r for r in compare(data.gpu, data.predicted, machine)}
+        for kind, label in (("dense", "cuBLAS fp16"), ("fixed", "fixed-width"), ("huffman", "Huffman")):
+            columns[f"{label}, measured / predicted"] = [
+                measured.get(n, {}).get(f"{kind}_ratio") for n in layers
+            ]
+        note += f" Measured / predicted: the GPU results above ({data.gpu.gpu}) over the prediction."
+    frame = pd.DataFrame(columns, index=pd.Index(layers, name="layer"))
+    return Table("gpu_predicted", f"GPU, {PREDICTED_LABEL}, batch 1 (us)", frame, note)
 
 
 def compression_table(data: ReportData) -> Table:
@@ -321,6 +359,14 @@ def write_csvs(data: ReportData, frame: pd.DataFrame, out: Path) -> list[Path]:
     ]
     for sweep, table in data.sweeps.items():
         written.append(write_csv(out / f"eie_sweep_{sweep}.csv", table.to_dict("records"), data.machine))
+    predicted = predicted_table(data)
+    if predicted is not None:
+        rows = predicted.frame.reset_index().to_dict("records")
+        written.append(
+            write_csv(
+                out / "gpu_predicted.csv", rows, {**data.predicted.info, "machine": data.predicted_machine}
+            )
+        )
     if data.pipeline_rows:
         written.append(write_csv(out / "pipeline.csv", data.pipeline_rows, data.machine))
     return written
