@@ -1,12 +1,17 @@
 """Offline Deep Compression: pruning, weight sharing, Huffman coding, size accounting, files."""
 
+from compress.calibrated_layer import CalibratedLayer, compress_calibrated_layer
+from compress.calibration import CalibrationResult, LayerReport, calibrated_compress
+from compress.calibration_data import CalibrationSet, load_calibration, save_calibration
 from compress.compressor import Compressor
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import (
+    CalibrationError,
     CompressionError,
     ConfigError,
     EmptyLayerError,
     NonFiniteWeightError,
+    SingularHessianError,
     UnsupportedModuleError,
 )
 from compress.file_errors import (
@@ -32,6 +37,10 @@ __version__ = "0.1.0"
 __all__ = [
     "LLM_LAYERS",
     "PAPER_LAYERS",
+    "CalibratedLayer",
+    "CalibrationError",
+    "CalibrationResult",
+    "CalibrationSet",
     "CompressedFileError",
     "CompressedMatrix",
     "CompressionError",
@@ -46,14 +55,18 @@ __all__ = [
     "InvalidHeaderError",
     "KMeansResult",
     "LayerConfig",
+    "LayerReport",
     "LayerSpec",
     "LoadedLayers",
     "NonFiniteWeightError",
     "RelativeIndexLayer",
+    "SingularHessianError",
     "TruncatedFileError",
     "UnsupportedModuleError",
     "UnsupportedVersionError",
     "__version__",
+    "calibrated_compress",
+    "compress_calibrated_layer",
     "compress_matrix",
     "decode_huffman",
     "decode_relative",
@@ -65,9 +78,11 @@ __all__ = [
     "kmeans_1d",
     "layer_size",
     "load",
+    "load_calibration",
     "nearest_centroid",
     "random_compressed_matrix",
     "save",
     "save_bytes",
+    "save_calibration",
     "size_table",
 ]

@@ -45,10 +45,19 @@ def compress_matrix(
 
 
 def share_matrix(
-    weight, mask, bits: int, *, init: str = "linear", seed: int = 0, name: str = "weight"
+    weight,
+    mask,
+    bits: int,
+    *,
+    init: str = "linear",
+    seed: int = 0,
+    weights=None,
+    name: str = "weight",
 ) -> CompressedMatrix:
     """Share the weights kept by ``mask`` (k-means) without pruning: a 2-D weight and mask
-    (tensors or arrays) to a :class:`CompressedMatrix` of exactly that mask."""
+    (tensors or arrays) to a :class:`CompressedMatrix` of exactly that mask. ``weights`` (an
+    array broadcasting to the weight's shape, e.g. one per input column) weighs each kept weight
+    in the k-means (see ``kmeans_1d``)."""
     weight_np = np.asarray(torch.as_tensor(weight).detach().cpu().to(torch.float32).numpy())
     mask_np = np.asarray(torch.as_tensor(mask).detach().cpu().numpy(), dtype=bool)
     if weight_np.ndim != 2 or mask_np.shape != weight_np.shape:
@@ -56,7 +65,16 @@ def share_matrix(
             f"layer {name!r}: need a 2-D weight and a mask of its shape, "
             f"got {weight_np.shape} and {mask_np.shape}"
         )
-    shared = kmeans_1d(weight_np[mask_np], bits, init=init, seed=seed, name=name)
+    if weights is not None:
+        weights = np.asarray(torch.as_tensor(weights).detach().cpu().numpy(), dtype=np.float64)
+        try:
+            weights = np.broadcast_to(weights, mask_np.shape)[mask_np]
+        except ValueError as exc:
+            raise ValueError(
+                f"layer {name!r}: k-means weights of shape {weights.shape} do not fit the weight "
+                f"{mask_np.shape}"
+            ) from exc
+    shared = kmeans_1d(weight_np[mask_np], bits, init=init, seed=seed, weights=weights, name=name)
     codes = np.zeros(mask_np.shape, dtype=np.uint8)
     codes[mask_np] = shared.codes
     return CompressedMatrix.from_dense(mask_np, codes, shared.codebook, bits)
