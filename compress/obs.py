@@ -58,6 +58,10 @@ def damped(hessian: torch.Tensor, damping: float, name: str = "weight") -> torch
     """``H + damping * mean(diag H) * I``; refuses an H whose diagonal is all zero (every
     calibration input of the layer was zero, so nothing can be told about its weights)."""
     scale = float(hessian.diagonal().mean())
+    if scale < 0:
+        raise SingularHessianError(
+            f"layer {name!r}: the Hessian's diagonal has a negative mean ({scale}): not X^T X"
+        )
     if not scale > 0:
         raise SingularHessianError(
             f"layer {name!r}: every calibration input of the layer is zero (the Hessian's diagonal "
