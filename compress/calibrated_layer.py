@@ -8,6 +8,7 @@ pruning with k-means gives exactly the layer :func:`compress.compress_matrix` gi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +32,6 @@ from compress.obs import (
 from compress.one_shot import share_matrix
 from compress.pruning import check_weight, magnitude_mask, threshold_mask
 
-# Rounds of (error-compensated rounding to the codebook, codebook refit) of "obs" quantization:
-# the second round rounds to the refitted codebook; more changed the output error by < 1%.
-OBS_QUANTIZATION_ROUNDS = 2
 # Settings that need the layer's calibration inputs.
 CALIBRATED = {"pruning": ("wanda", "obs"), "quantization": ("weighted-kmeans", "obs")}
 
@@ -66,9 +64,25 @@ def compress_calibrated_layer(
         raise TypeError(f"layer {name!r}: settings must be a LayerConfig, got {type(settings).__name__}")
     matrix = check_weight(torch.as_tensor(weight).detach(), name).to(torch.float32)
     hessian = check_hessian(hessian, matrix.shape[1], name).to(matrix.device)
-    factor, damping = None, settings.damping
-    if "obs" in (settings.pruning, settings.quantization):
-        factor, damping = inverse_hessian_factor(hessian, settings.damping, name)
+    if "obs" not in (settings.pruning, settings.quantization):
+        return _compress(matrix, hessian, None, settings.damping, settings, seed, name)
+    # The sweeps take the columns in order of decreasing input energy (GPTQ's "act order"): the
+    # weights that matter most are decided first, while the most later columns can absorb
+    # their errors. On all-MiniLM-L6-v2 this raised the mean cosine of obs+obs at density 0.5
+    # and 4 bits from 0.8915 to 0.8952 (perf/bench_oneshot.py).
+    order = torch.argsort(hessian.diagonal(), descending=True, stable=True)
+    hessian = hessian[order][:, order]
+    factor, damping = inverse_hessian_factor(hessian, settings.damping, name)
+    layer = _compress(matrix[:, order], hessian, factor, damping, settings, seed, name)
+    inverse = torch.argsort(order).cpu().numpy()
+    permuted = layer.matrix
+    matrix = CompressedMatrix.from_dense(
+        permuted.mask()[:, inverse], permuted.dense_codes()[:, inverse], permuted.codebook, permuted.bits
+    )
+    return dataclasses.replace(layer, matrix=matrix)
+
+
+def _compress(matrix, hessian, factor, damping: float, settings: LayerConfig, seed: int, name: str):
     regularized = damped(hessian, damping, name)
     mask, pruned = _prune(matrix, hessian, factor, settings, name)
     if settings.quantization == "obs":
@@ -102,13 +116,14 @@ def _prune(matrix, hessian, factor, settings: LayerConfig, name: str):
 
 
 def _obs_quantization(matrix, pruned, mask, regularized, factor, settings, seed, name) -> CompressedMatrix:
-    """The k-means codebook of the pruned weights, then rounds of error-compensated rounding of
-    the original weights (pruned ones to zero) and codebook refits; unused entries dropped."""
+    """The k-means codebook of the pruned weights, error-compensated rounding of the original
+    weights to it (pruned ones to zero), then a codebook refit; unused entries dropped. (A
+    second rounding to the refitted codebook and refit raised the cosine of the benchmark by
+    less than 0.001 for another sweep's time.)"""
     shared = kmeans_1d(pruned[mask].cpu().numpy(), settings.bits, init=settings.init, seed=seed, name=name)
     codebook = torch.from_numpy(shared.codebook).to(matrix.device)
-    for _ in range(OBS_QUANTIZATION_ROUNDS):
-        codes = obs_quantize(matrix, factor, mask, codebook, settings.block_size)
-        codebook = refit_codebook(matrix, regularized, mask, codes, codebook)
+    codes = obs_quantize(matrix, factor, mask, codebook, settings.block_size)
+    codebook = refit_codebook(matrix, regularized, mask, codes, codebook)
     if not bool(torch.isfinite(codebook).all()):
         raise ConfigError(f"layer {name!r}: the codebook refit diverged (raise damping)")
     used = torch.zeros(codebook.numel(), dtype=torch.bool, device=codes.device)

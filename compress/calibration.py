@@ -194,16 +194,19 @@ def calibrated_compress(
 
 
 def _select(model: nn.Module, config: DeepCompressionConfig, names: Iterable[str] | None):
-    modules = dict(model.named_modules())
     if names is None:
         allowed = tuple(t for t in SUPPORTED if t.__name__ in config.module_types)
-        chosen = [(n, m) for n, m in modules.items() if isinstance(m, allowed) and not config.is_skipped(n)]
+        chosen = [
+            (n, m) for n, m in model.named_modules() if isinstance(m, allowed) and not config.is_skipped(n)
+        ]
     else:
+        modules = dict(model.named_modules(remove_duplicate=False))
         names = list(names)
         unknown = [n for n in names if n not in modules]
         if unknown:
             raise ValueError(f"names holds modules the model does not have: {unknown}")
-        chosen = [(n, modules[n]) for n in dict.fromkeys(names)]
+        # A module shared under several names is compressed once, under the first one given.
+        chosen = list({id(modules[n]): (n, modules[n]) for n in reversed(names)}.values())[::-1]
     if not chosen:
         raise ConfigError(
             f"no layer of {type(model).__name__} was selected (module_types={config.module_types}, "

@@ -69,7 +69,7 @@ class LayerConfig:
     gpu_form: str = "fixed"
     pruning: str = "magnitude"
     quantization: str = "kmeans"
-    damping: float = 0.01
+    damping: float = 0.1
     block_size: int = 128
 
     def __post_init__(self) -> None:
@@ -109,7 +109,7 @@ class DeepCompressionConfig:
     gpu_form: str = "fixed"
     pruning: str = "magnitude"
     quantization: str = "kmeans"
-    damping: float = 0.01
+    damping: float = 0.1
     block_size: int = 128
     version: int = CONFIG_VERSION
 

@@ -225,7 +225,7 @@ def refit_codebook(
     residual = (gather(weight.to(torch.float32) @ hessian) - apply(solution)) * used
     direction = residual.clone()
     size = float(residual @ residual)
-    tolerance = 1e-12 * max(size, 1e-300)
+    tolerance = 1e-8 * max(size, 1e-300)
     for _ in range(k if iterations is None else iterations):
         if size <= tolerance:
             break

@@ -28,7 +28,10 @@ import torch
 from torch import nn
 
 import compress
+from compress.calibrated_layer import needs_calibration
+from compress.calibration import CalibrationResult, calibrated_compress
 from compress.config import GPU_FORMS, DeepCompressionConfig
+from compress.errors import ConfigError
 from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
@@ -67,11 +70,13 @@ class ConvertedLayer:
 @dataclass
 class CompressionReport:
     """What `compress_` / `swap_compressed_` converted (by module name), what they skipped and
-    why, and notes on converted layers that will not run faster (e.g. read through ``.weight``)."""
+    why, and notes on converted layers that will not run faster (e.g. read through ``.weight``);
+    with calibration, each layer's output error and time (`compress.CalibrationResult`)."""
 
     converted: dict[str, ConvertedLayer] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    calibration: CalibrationResult | None = None
 
     @property
     def compressed_bytes(self) -> int:
@@ -94,6 +99,8 @@ class CompressionReport:
             lines.append(f"{'total':<32} {'':>13} {'':>4} {'':>8} {self.compressed_bytes:>11} {ratio:>7.1f}x")
         lines += [f"skipped {name}: {reason}" for name, reason in self.skipped.items()]
         lines += [f"note {name}: {note}" for name, note in self.notes.items()]
+        if self.calibration is not None:
+            lines += ["", str(self.calibration)]
         return "\n".join(lines)
 
 
@@ -105,6 +112,7 @@ def compress_(
     *,
     backend: str = AUTO,
     progress: bool = False,
+    calibration=None,
 ) -> CompressionReport:
     """Compress ``model``'s nn.Linear layers in place and swap them for `CompressedLinear`.
 
@@ -115,6 +123,12 @@ def compress_(
     Biases, devices and dtypes are kept; every layer is pruned and clustered from its float32
     weight with no retraining. ``progress`` prints a line per compressed layer to stderr (layer
     count, name, shape, seconds), for large models.
+
+    ``calibration`` (an iterable of input batches, e.g. ``compress.load_calibration(path)``, or a
+    callable ``run(model)``) compresses the layers with `compress.calibrated_compress` first:
+    layer by layer on those inputs, with the config's ``pruning`` and ``quantization`` methods;
+    ``report.calibration`` then holds each layer's output error. Without it, a config that asks
+    for a method needing data raises `compress.ConfigError`.
     """
     if isinstance(config, Mapping):
         return swap_compressed_(model, config, filter_fn, backend=backend)
@@ -127,11 +141,29 @@ def compress_(
     _check_model(model)
     report = CompressionReport()
     swapped: dict[int, CompressedLinear] = {}
-    if progress:  # the layers to compress (filter_fn is asked twice then)
-        total = len({
-            id(m) for n, m, _, _ in _named_children(model)
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and _skip_reason(m, n, config, filter_fn) is None
-        })  # fmt: skip
+    chosen: dict[int, str] = {}  # the layers to compress, at their first name (filter_fn is asked twice)
+    for n, m, _, _ in _named_children(model):
+        if isinstance(m, nn.Linear) and _skip_reason(m, n, config, filter_fn) is None:
+            chosen.setdefault(id(m), n)
+    calibrated: dict[int, CompressedMatrix] = {}
+    if calibration is None:
+        wanted = {n: needs_calibration(config.for_layer(n)) for n in chosen.values()}
+        for name, settings in wanted.items():
+            if settings:
+                raise ConfigError(
+                    f"layer {name!r}: {', '.join(settings)} needs calibration inputs: "
+                    "compress_(model, config, calibration=batches)"
+                )
+    elif chosen:
+        def announce(r) -> None:
+            line = f"compress_ calibrated {r.name}: output error {r.error:.4f} ({r.seconds:.1f}s)"
+            print(line, file=sys.stderr, flush=True)
+
+        report.calibration = calibrated_compress(
+            model, calibration, config, names=chosen.values(), on_layer=announce if progress else None
+        )
+        modules = dict(model.named_modules(remove_duplicate=False))
+        calibrated = {id(modules[n]): matrix for n, matrix in report.calibration.layers.items()}
     start = time.perf_counter()
     for name, module, parent, child in _named_children(model):
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -144,10 +176,10 @@ def compress_(
             if progress:
                 shape = "x".join(map(str, module.weight.shape))
                 elapsed = time.perf_counter() - start
-                print(f"[{elapsed:7.1f}s] compress_ {len(swapped) + 1}/{total} {name} ({shape})",
+                print(f"[{elapsed:7.1f}s] compress_ {len(swapped) + 1}/{len(chosen)} {name} ({shape})",
                       file=sys.stderr, flush=True)  # fmt: skip
             settings = config.for_layer(name)
-            matrix = compress_matrix(
+            matrix = calibrated.get(id(module)) or compress_matrix(
                 module.weight.detach(),
                 settings.density if settings.quality is None else None,
                 settings.bits,

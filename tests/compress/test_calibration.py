@@ -235,3 +235,15 @@ def test_a_shared_module_called_twice_accumulates_both_calls():
     model = nn.Sequential(layer, nn.Tanh(), layer)
     result = calibrated_compress(model, [torch.randn(7, 6)], DeepCompressionConfig(density=0.5, bits=2))
     assert list(result.layers) == ["0"] and result.report["0"].rows == 14
+
+
+def test_the_retraining_pipeline_starts_from_the_calibrated_result():
+    model, batches = model_and_batches()
+    config = DeepCompressionConfig(density=0.4, bits=3, pruning="obs", quantization="obs", skip=("unused",))
+    result = calibrated_compress(model, batches, config)
+    compressor = compress.Compressor(model, config).prepare()
+    compressor.share()
+    for name, matrix in compressor.finalize().items():
+        calibrated = result.layers[name]
+        assert np.array_equal(matrix.mask(), calibrated.mask())
+        assert np.array_equal(matrix.to_dense(), calibrated.to_dense())
