@@ -29,8 +29,8 @@ threads; the 1-minute load average is in the CSV (other jobs on the machine slow
 
 Needs the ``oneshot-bench`` extra (``pip install -e .[oneshot-bench]``).
 
-    python -m perf.bench_oneshot [--models minilm random] [--settings 0.7/4 0.5/4]
-                                 [--methods obs+obs magnitude+kmeans ...] [--eval 512] [--out DIR]
+    python -m perf.bench_oneshot [--models minilm random] [--settings 0.7/4 0.5/4] [--eval 512]
+                                 [--methods obs+obs ...] [--random-methods ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -50,15 +50,9 @@ from perf.harness import Progress, load_average, machine_info, print_table, writ
 
 CALIBRATION_SENTENCES = 128
 BATCH = 32
-METHODS = (
-    "magnitude+kmeans",
-    "wanda+kmeans",
-    "obs+kmeans",
-    "obs+weighted-kmeans",
-    "magnitude+obs",
-    "wanda+obs",
-    "obs+obs",
-)
+METHODS = ("magnitude+kmeans", "wanda+kmeans", "obs+kmeans", "obs+weighted-kmeans", "obs+obs")
+# The random model is for the timings of the cheapest and the most expensive method.
+RANDOM_METHODS = ("magnitude+kmeans", "obs+obs")
 SETTINGS = ("0.7/4", "0.5/4")
 # Code characters: sentences with them are grammar or examples, not prose.
 _CODE = re.compile(r"[{}\[\]=<>*`|_#\\]")
@@ -98,10 +92,8 @@ def load_encoder(kind: str):
 def batches(tokenizer, sentences: list[str], size: int = BATCH) -> list[dict[str, torch.Tensor]]:
     """Tokenized batches of keyword arguments, sentences sorted by length (less padding)."""
     ordered = sorted(sentences, key=len)
-    return [
-        dict(tokenizer(ordered[i : i + size], padding=True, truncation=True, max_length=128, return_tensors="pt"))
-        for i in range(0, len(ordered), size)
-    ]
+    chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    return [dict(tokenizer(c, padding=True, truncation=True, return_tensors="pt")) for c in chunks]
 
 
 def embed(model, inputs: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -129,9 +121,9 @@ def run(model, calibration, held_out, reference, method: str, setting: str, seed
         seed=seed,
     )
     candidate = copy.deepcopy(model)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = compress.calibrated_compress(candidate, calibration, config)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     cosine = (embed(candidate, held_out) * reference).sum(-1)
     errors = torch.tensor([r.error for r in result.report.values()])
     return {
@@ -141,6 +133,7 @@ def run(model, calibration, held_out, reference, method: str, setting: str, seed
         "mean_cosine": float(cosine.mean()),
         "min_cosine": float(cosine.min()),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "layers": len(result.layers),
         "mean_layer_error": float(errors.mean()),
         "max_layer_error": float(errors.max()),
@@ -161,15 +154,12 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     figure, axes = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
     width = 0.8 / len(methods)
+    table = {(r["model"], r["density"], r["bits"], r["method"]): r for r in rows}
     for m, method in enumerate(methods):
         for axis, key in zip(axes, ("mean_cosine", "seconds")):
-            values = [
-                next((r[key] for r in rows if (r["model"], r["density"], r["bits"]) == g and r["method"] == method),
-                     float("nan"))
-                for g in groups
-            ]  # fmt: skip
-            axis.bar([g + (m - (len(methods) - 1) / 2) * width for g in range(len(groups))], values, width,
-                     label=method)  # fmt: skip
+            values = [table[(*g, method)][key] if (*g, method) in table else float("nan") for g in groups]
+            positions = [g + (m - (len(methods) - 1) / 2) * width for g in range(len(groups))]
+            axis.bar(positions, values, width, label=method)
     axes[0].set_ylabel("mean cosine to the original embeddings")
     minilm = [r["mean_cosine"] for r in rows if r["model"] == "minilm"]
     axes[0].set_ylim(min([0.7, *minilm]) - 0.02, 1.0)
@@ -188,35 +178,42 @@ def plot(rows: list[dict], path: Path) -> Path | None:
 
 
 def readme(rows: list[dict], info: dict[str, str], eval_count: int) -> str:
+    table = {(r["model"], r["density"], r["bits"], r["method"]): r for r in rows}
     lines = [
         "# One-shot compression with calibration (`python -m perf.bench_oneshot`)",
         "",
-        f"Machine: {info['cpu']}, {info['cpu_threads']} torch threads, load average "
-        f"{info['load_avg_1min']} at the start (shared machine); torch {info['torch']}, commit {info['commit']}.",
+        f"Machine: {info['cpu']}, {info['cpu_threads']} torch threads, load average {info['load_avg_1min']} "
+        f"at the start (shared machine); torch {info['torch']}, commit {info['commit']}.",
         f"128 calibration sentences, {eval_count} held-out sentences (Python Language Reference prose from",
         "`pydoc_data.topics`); every `nn.Linear` of the 6 transformer layers compressed (36 layers).",
         "Cosine: mean over held-out sentences of the cosine between the compressed and the original model's",
-        "embedding; seconds: the whole `calibrated_compress` call.",
+        "embedding; seconds: wall-clock time of the whole `calibrated_compress` call, and in brackets the",
+        "CPU seconds of the process (all threads), which other jobs on the machine inflate less.",
         "",
     ]
     for model in dict.fromkeys(r["model"] for r in rows):
         settings = list(dict.fromkeys((r["density"], r["bits"]) for r in rows if r["model"] == model))
-        header = " | ".join(f"density {d} / {b}-bit: cosine (s)" for d, b in settings)
+        header = " | ".join(f"density {d} / {b}-bit: cosine, seconds (CPU s)" for d, b in settings)
         lines += [f"## {model}", "", f"| method | {header} |", "|---" * (len(settings) + 1) + "|"]
         for method in dict.fromkeys(r["method"] for r in rows if r["model"] == model):
             cells = []
             for density, bits in settings:
-                hit = [r for r in rows if (r["model"], r["method"], r["density"], r["bits"]) == (model, method, density, bits)]
-                cells.append(f"{hit[0]['mean_cosine']:.4f} ({hit[0]['seconds']:.1f})" if hit else "")
+                row = table.get((model, density, bits, method))
+                cells.append(_cell(row) if row else "")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
+def _cell(row: dict) -> str:
+    return f"{row['mean_cosine']:.4f}, {row['seconds']:.1f} ({row['cpu_seconds']:.1f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.bench_oneshot", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "random"], choices=["minilm", "random"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="pruning+quantization, on minilm")
+    parser.add_argument("--random-methods", nargs="+", default=list(RANDOM_METHODS), help="on the random one")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="density/bits pairs")
     parser.add_argument("--eval", type=int, default=512, help="held-out sentences")
     parser.add_argument("--threads", type=int, default=2)
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out = batches(tokenizer, sentences[CALIBRATION_SENTENCES : CALIBRATION_SENTENCES + args.eval])
         reference = embed(model, held_out)
         for setting in args.settings:
-            for method in args.methods:
+            for method in args.methods if kind == "minilm" else args.random_methods:
                 progress(f"{kind} {method} {setting}")
                 row = {"model": kind, **run(model, calibration, held_out, reference, method, setting)}
                 rows.append(row)
