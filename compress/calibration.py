@@ -42,7 +42,7 @@ from compress.calibration_data import CalibrationSet
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import CalibrationError, ConfigError, UnsupportedModuleError
 from compress.matrix import CompressedMatrix
-from compress.one_shot import compress_matrix
+from compress.one_shot import compress_as_configured
 from compress.pruning import check_weight
 
 logger = logging.getLogger(__name__)
@@ -305,15 +305,7 @@ def _compress_layer(name, module, stats: HessianStats, settings: LayerConfig, se
 
 def _compress_data_free(name, module, config: DeepCompressionConfig, reason: str, start, result):
     settings = config.for_layer(name)
-    matrix = compress_matrix(
-        module.weight.detach(),
-        settings.density if settings.quality is None else None,
-        settings.bits,
-        settings.init,
-        config.seed,
-        quality=settings.quality,
-        name=name,
-    )
+    matrix = compress_as_configured(module.weight.detach(), settings, seed=config.seed, name=name)
     _write_back(module, matrix)
     wanted = needs_calibration(settings)
     note = f"{reason}: magnitude pruning and k-means" + (f" instead of {', '.join(wanted)}" if wanted else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from compress.config import LayerConfig
 from compress.errors import ConfigError
 from compress.kmeans import kmeans_1d
 from compress.matrix import CompressedMatrix, check_bits
@@ -42,6 +43,16 @@ def compress_matrix(
     else:
         mask = magnitude_mask(matrix, 1.0 if density is None else density, name=name)
     return share_matrix(matrix, mask, bits, init=init, seed=seed, name=name)
+
+
+def compress_as_configured(
+    weight, settings: LayerConfig, *, seed: int = 0, name: str = "weight"
+) -> CompressedMatrix:
+    """:func:`compress_matrix` with a layer's resolved settings (density or quality, bits, init)."""
+    density = settings.density if settings.quality is None else None
+    return compress_matrix(
+        weight, density, settings.bits, settings.init, seed, quality=settings.quality, name=name
+    )
 
 
 def share_matrix(

@@ -34,7 +34,7 @@ from compress.config import GPU_FORMS, DeepCompressionConfig
 from compress.errors import ConfigError
 from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
 from compress.matrix import CompressedMatrix
-from compress.one_shot import compress_matrix
+from compress.one_shot import compress_as_configured
 from dc_kernels.backends import AUTO
 from dc_kernels.linear import CompressedLinear
 
@@ -179,14 +179,8 @@ def compress_(
                 print(f"[{elapsed:7.1f}s] compress_ {len(swapped) + 1}/{len(chosen)} {name} ({shape})",
                       file=sys.stderr, flush=True)  # fmt: skip
             settings = config.for_layer(name)
-            matrix = calibrated.get(id(module)) or compress_matrix(
-                module.weight.detach(),
-                settings.density if settings.quality is None else None,
-                settings.bits,
-                settings.init,
-                config.seed,
-                quality=settings.quality,
-                name=name,
+            matrix = calibrated.get(id(module)) or compress_as_configured(
+                module.weight.detach(), settings, seed=config.seed, name=name
             )
             swapped[id(module)] = _compressed_module(module, matrix, backend, settings.gpu_form)
         _swap(parent, child, swapped[id(module)], name, report)
