@@ -55,7 +55,8 @@ class LayerReport:
     """How one layer was compressed. ``error_pruned`` and ``error`` are the layer's relative
     output error ``||X W^T - X W'^T|| / ||X W^T||`` on its calibration inputs X, after pruning
     alone and after pruning and weight sharing (NaN without calibration); ``rows`` counts the
-    input vectors in X; ``seconds`` covers the layer's runs of the model and its compression."""
+    input vectors in X; ``seconds`` covers the layer's runs of the model (those of layers sharing
+    one input count for the first of them) and its compression."""
 
     name: str
     shape: tuple[int, int]
@@ -166,12 +167,8 @@ def calibrated_compress(
         total, done = len(selected), 0
         for group in groups:
             start = time.perf_counter()
-            stats = _capture(
-                model,
-                group,
-                inputs,
-                early=inputs.batches is not None and not repeated & set(name for name, _ in group),
-            )
+            early = inputs.batches is not None and not repeated & {name for name, _ in group}
+            stats = _capture(model, group, inputs, early=early)
             for name, module in group:
                 done += 1
                 report = _compress_layer(
