@@ -152,7 +152,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         return None
     groups = list(dict.fromkeys((r["model"], r["density"], r["bits"]) for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    figure, axes = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    figure, axes = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
     width = 0.8 / len(methods)
     table = {(r["model"], r["density"], r["bits"], r["method"]): r for r in rows}
     for m, method in enumerate(methods):
@@ -165,8 +165,8 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     axes[0].set_ylim(min([0.7, *minilm]) - 0.02, 1.0)
     for target, label in ((0.96, "target at density 0.7"), (0.90, "target at density 0.5")):
         axes[0].axhline(target, color="grey", linestyle=":", linewidth=1)
-        axes[0].text(len(groups) - 0.5, target, label, fontsize=7, va="bottom", ha="right", color="grey")
-    axes[0].legend(fontsize=7, ncol=4, loc="lower left")
+        axes[0].text(-0.45, target, label, fontsize=7, va="bottom", ha="left", color="grey")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[1].set_ylabel("seconds (whole model)")
     axes[1].axhline(60, color="grey", linestyle=":", linewidth=1)
     axes[1].set_xticks(range(len(groups)), [f"{m}\ndensity {d}, {b}-bit" for m, d, b in groups])
