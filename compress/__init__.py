@@ -7,13 +7,18 @@ importable from here and are imported from there on first access.
 
 from compress._lazy import lazy_exports
 from compress._version import __version__
+from compress.calibrated_layer import CalibratedLayer, compress_calibrated_layer
+from compress.calibration import CalibrationResult, LayerReport, calibrated_compress
+from compress.calibration_data import CalibrationSet, load_calibration, save_calibration
 from compress.compressor import Compressor
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import (
+    CalibrationError,
     CompressionError,
     ConfigError,
     EmptyLayerError,
     NonFiniteWeightError,
+    SingularHessianError,
     UnsupportedModuleError,
 )
 from compress.file_errors import (
@@ -45,6 +50,10 @@ __getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 __all__ = [
     "LLM_LAYERS",
     "PAPER_LAYERS",
+    "CalibratedLayer",
+    "CalibrationError",
+    "CalibrationResult",
+    "CalibrationSet",
     "CompressedFileError",
     "CompressedMatrix",
     "CompressionError",
@@ -59,14 +68,18 @@ __all__ = [
     "InvalidHeaderError",
     "KMeansResult",
     "LayerConfig",
+    "LayerReport",
     "LayerSpec",
     "LoadedLayers",
     "NonFiniteWeightError",
     "RelativeIndexLayer",
+    "SingularHessianError",
     "TruncatedFileError",
     "UnsupportedModuleError",
     "UnsupportedVersionError",
     "__version__",
+    "calibrated_compress",
+    "compress_calibrated_layer",
     "compress_matrix",
     "decode_huffman",
     "decode_relative",
@@ -78,9 +91,11 @@ __all__ = [
     "kmeans_1d",
     "layer_size",
     "load",
+    "load_calibration",
     "nearest_centroid",
     "random_compressed_matrix",
     "save",
     "save_bytes",
+    "save_calibration",
     "size_table",
 ]

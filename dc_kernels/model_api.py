@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from compress.calibrated_layer import needs_calibration
+from compress.calibration import CalibrationResult, calibrated_compress
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import ConfigError
 from compress.matrix import CompressedMatrix
-from compress.one_shot import compress_matrix
+from compress.one_shot import compress_as_configured
 from compress.progress import ProgressBar
 from compress.size import compare_bytes, format_bytes
 from dc_kernels import sizes
@@ -66,8 +68,9 @@ class ConvertedLayer:
 class CompressionReport:
     """What `compress_` / `swap_compressed_` / `load_compressed` converted (by module name), what
     they skipped and why, notes on converted layers that will not run faster (e.g. read through
-    ``.weight``), and the whole model's bytes in memory and on disk before and after (None where
-    not known, e.g. before a load into a meta-device model); `dc_kernels.sizes` says what counts."""
+    ``.weight``), the whole model's bytes in memory and on disk before and after (None where
+    not known, e.g. before a load into a meta-device model; `dc_kernels.sizes` says what counts),
+    and with calibration each layer's output error and time (`compress.CalibrationResult`)."""
 
     converted: dict[str, ConvertedLayer] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,7 @@ class CompressionReport:
     memory_after: int | None = None
     disk_before: int | None = None
     disk_after: int | None = None
+    calibration: CalibrationResult | None = None
 
     @property
     def compressed_bytes(self) -> int:
@@ -128,6 +132,8 @@ class CompressionReport:
                 lines.append(f"whole model {what}: {size(after)}")
         lines += [f"skipped {name}: {reason}" for name, reason in self.skipped.items()]
         lines += [f"note {name}: {note}" for name, note in self.notes.items()]
+        if self.calibration is not None:
+            lines += ["", str(self.calibration)]
         return "\n".join(lines)
 
 
@@ -172,6 +178,7 @@ def compress_(
     filter: FilterFn | None = None,
     backend: str = AUTO,
     progress: bool = False,
+    calibration=None,
 ) -> CompressionReport:
     """Compress ``model``'s nn.Linear layers in place and swap them for `CompressedLinear`.
 
@@ -189,6 +196,12 @@ def compress_(
     device), and a call that converts no layer at all warns with the reasons. ``progress`` draws a
     progress bar on stderr (layer count, seconds, layer name); the logger ``dc_kernels.model_api``
     gets a summary (level INFO) and a line per layer (DEBUG).
+
+    ``calibration`` (an iterable of input batches, e.g. ``compress.load_calibration(path)``, or a
+    callable ``run(model)``) compresses the layers with `compress.calibrated_compress` first:
+    layer by layer on those inputs, with the config's ``pruning`` and ``quantization`` methods;
+    ``report.calibration`` then holds each layer's output error. Without it, a config that asks
+    for a method needing data raises `compress.ConfigError`.
     """
     filter = _one_filter(filter, filter_fn)
     if isinstance(config, Mapping):
@@ -208,31 +221,45 @@ def compress_(
         (name, module, parent, child, reason or _meta_reason(module))
         for name, module, parent, child, reason in _plan(model, config, filter)
     ]
-    for name, _, _, _, reason in plan:
+    chosen: dict[int, str] = {}  # the layers to compress, at their first name
+    for name, module, _, _, reason in plan:
         if reason is None:
-            form = config.for_layer(name).gpu_form
-            if form not in GPU_FORMS:
-                raise ConfigError(f"layer {name!r}: gpu_form must be one of {GPU_FORMS}, got {form!r}")
-    todo = {id(module) for _, module, _, _, reason in plan if reason is None}
+            chosen.setdefault(id(module), name)
+    for name in chosen.values():
+        settings = config.for_layer(name)
+        if settings.gpu_form not in GPU_FORMS:
+            raise ConfigError(
+                f"layer {name!r}: gpu_form must be one of {GPU_FORMS}, got {settings.gpu_form!r}"
+            )
+        if calibration is None and needs_calibration(settings):
+            raise ConfigError(
+                f"layer {name!r}: {', '.join(needs_calibration(settings))} needs calibration inputs: "
+                "compress_(model, config, calibration=batches)"
+            )
     skipped = sum(reason is not None for *_, reason in plan)
-    logger.info("compress_: %d layers to compress, %d skipped", len(todo), skipped)
-    with ProgressBar(len(todo), "compress_", enabled=progress) as bar:
+    logger.info("compress_: %d layers to compress, %d skipped", len(chosen), skipped)
+    calibrated: dict[int, CompressedMatrix] = {}
+    if calibration is not None and chosen:
+
+        def announce(r) -> None:
+            logger.info("compress_ calibrated %s: output error %.4f (%.1fs)", r.name, r.error, r.seconds)
+
+        report.calibration = calibrated_compress(
+            model, calibration, config, names=chosen.values(), on_layer=announce
+        )
+        modules = dict(model.named_modules(remove_duplicate=False))
+        calibrated = {id(modules[n]): matrix for n, matrix in report.calibration.layers.items()}
+    with ProgressBar(len(chosen), "compress_", enabled=progress) as bar:
         for name, module, parent, child, reason in plan:
             if reason is not None:
                 report.skipped[name] = reason
                 continue
             settings = config.for_layer(name)
             if id(module) not in swapped:
-                logger.debug("compress_ %d/%d %s (%s)", len(swapped) + 1, len(todo), name,
+                logger.debug("compress_ %d/%d %s (%s)", len(swapped) + 1, len(chosen), name,
                             "x".join(map(str, module.weight.shape)))  # fmt: skip
-                matrix = compress_matrix(
-                    module.weight.detach(),
-                    settings.density if settings.quality is None else None,
-                    settings.bits,
-                    settings.init,
-                    config.seed,
-                    quality=settings.quality,
-                    name=name,
+                matrix = calibrated.get(id(module)) or compress_as_configured(
+                    module.weight.detach(), settings, seed=config.seed, name=name
                 )
                 new = _compressed_module(module, matrix, backend, settings.gpu_form)
                 swapped[id(module)] = new
@@ -386,9 +413,15 @@ def _plan(model: nn.Module, config: DeepCompressionConfig, filter: FilterFn | No
     tied = _weights_tied_elsewhere(model)
     for name, module, parent, child in _named_children(model):
         if isinstance(module, nn.Linear) and id(module.weight) in tied:
-            yield name, module, parent, child, (
-                f"its weight is tied to {tied[id(module.weight)]} (compressing it would untie them; "
-                "tied output embeddings stay dense)"
+            yield (
+                name,
+                module,
+                parent,
+                child,
+                (
+                    f"its weight is tied to {tied[id(module.weight)]} (compressing it would untie them; "
+                    "tied output embeddings stay dense)"
+                ),
             )
         elif isinstance(module, (nn.Linear, nn.Conv2d, CompressedLinear)):
             yield name, module, parent, child, _skip_reason(module, name, config, filter)
@@ -478,6 +511,7 @@ def swap_module(
         disk_bytes,
         str(module.weight_dtype).removeprefix("torch."),
     )
+
 
 __all__ = [
     "CompressionReport",

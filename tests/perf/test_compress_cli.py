@@ -92,6 +92,34 @@ def test_a_hugging_face_folder_becomes_a_compressed_folder(tmp_path, capsys):
     assert torch.equal(outputs(loaded, x), outputs(model, x))
 
 
+def test_calibration_file_drives_calibrated_compression(plain, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tests.dc_kernels.hf_models import build, inputs
+
+    build("llama").save_pretrained(tmp_path / "src")
+    config = compress.DeepCompressionConfig(
+        density=0.3, bits=4, pruning="obs", quantization="obs", skip=("lm_head",)
+    )
+    (tmp_path / "cfg.json").write_text(config.to_json())
+    compress.save_calibration(tmp_path / "calib.safetensors", [inputs("llama")])
+    argv = [
+        "compress",
+        str(tmp_path / "src"),
+        "--config",
+        str(tmp_path / "cfg.json"),
+        "--out",
+        str(tmp_path / "dst"),
+    ]
+    assert cli.main([*argv, "--calibration", str(tmp_path / "calib.safetensors")]) == 0
+    assert "obs+obs" in capsys.readouterr().out  # the report's calibration table
+    assert cli.main(argv) == 2  # obs methods without calibration inputs: refused, naming the setting
+    assert "needs calibration inputs" in capsys.readouterr().err
+    _, source, _ = plain
+    args = [str(source), "--out", str(tmp_path / "x"), "--calibration", str(tmp_path / "calib.safetensors")]
+    assert cli.main(["compress", *args]) == 2
+    assert "needs a model that runs" in capsys.readouterr().err
+
+
 def test_bad_sources_and_configs_are_clean_errors(plain, tmp_path, capsys):
     _, source, _ = plain
     (tmp_path / "bad.json").write_text('{"bits": 99}')
