@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from compress.config import DeepCompressionConfig
-from compress.errors import ConfigError
+from compress.errors import ConfigError, UnsupportedModuleError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
 from dc_kernels.backends import AUTO, GPU_FORMS
+from dc_kernels.checks import SUPPORTED_DTYPES
 from dc_kernels.linear import CompressedLinear
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -110,6 +111,9 @@ def compress_(
         form = config.for_layer(name).gpu_form
         if form not in GPU_FORMS:
             raise ConfigError(f"layer {name!r}: gpu_form must be one of {GPU_FORMS}, got {form!r}")
+    for name, module, _, _ in _named_children(model):
+        if id(module) in selected:
+            _check_weight_dtype(module, name)
     total = len(selected)
     start = time.perf_counter()
     for name, module, parent, child in _named_children(model):
@@ -158,6 +162,9 @@ def swap_compressed_(
     unknown = sorted(set(layers) - set(modules))
     if unknown:
         raise ValueError(f"layers name modules the model does not have: {unknown}")
+    for name, module, _, _ in _named_children(model):
+        if name in layers and isinstance(module, nn.Linear):
+            _check_weight_dtype(module, name)
     report = CompressionReport()
     swapped: dict[int, CompressedLinear] = {}
     for name, module, parent, child in _named_children(model):
@@ -189,6 +196,15 @@ def _check_model(model: nn.Module) -> None:
         raise ValueError(
             "the model is a bare nn.Linear, which cannot be swapped in place: use "
             "CompressedLinear.from_linear(model, ...) or wrap it in a container"
+        )
+
+
+def _check_weight_dtype(module: nn.Linear, name: str) -> None:
+    """Refuse, before any layer is swapped, a weight dtype CompressedLinear cannot run."""
+    if module.weight.dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedModuleError(
+            f"layer {name!r} has {module.weight.dtype} weights; CompressedLinear runs float32, float16 and "
+            "bfloat16 (float32 accumulation): convert the model first (e.g. model.float())"
         )
 
 

@@ -21,6 +21,7 @@ from dc_kernels.cpu.launch import (
     pack,
     uses_sparse,
 )
+from dc_kernels.errors import CorruptLayerError, ShapeMismatchError
 from dc_kernels.linear import column_dtype
 from dc_kernels.reference import CanonicalTensors, decode_dense, reference_linear
 from workloads import random_compressed_matrix
@@ -244,20 +245,53 @@ def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 
 def test_kernel_arguments_are_checked(lib):
-    """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths."""
+    """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths, and the
+    values the kernels index with (row pointers, columns, codes), and the input and bias."""
     m = random_compressed_matrix(6, 10, 0.5, 3, seed=7)
     st = state(m)
     x = torch.randn(1, 10)
     cb, rp, col, codes, _ = st.tensors
+
+    def edited(tensor, index, value):
+        tensor = tensor.clone()
+        tensor[index] = value
+        return tensor
+
     bad = {
-        "row_ptr must be a contiguous 1-D CPU tensor": (cb, rp.int(), col, codes),
-        "col_idx must be a contiguous 1-D CPU tensor": (cb, rp, col.long(), codes),
-        "codebook must be a contiguous 1-D CPU tensor": (cb.double(), rp, col, codes),
-        "codes must be a contiguous 1-D CPU tensor": (cb, rp, col, codes.repeat(2)[::2]),
-        "codebook must hold 1..256 entries": (cb, rp, col, codes[:-1]),
+        "row_ptr must be a contiguous 1-D tensor": (cb, rp.int(), col, codes),
+        "col_idx must be a contiguous 1-D tensor": (cb, rp, col.long(), codes),
+        "codebook must be a contiguous 1-D tensor": (cb.double(), rp, col, codes),
+        "codes must be a contiguous 1-D tensor": (cb, rp, col, codes.repeat(2)[::2]),
+        "expected 1..256 codebook entries": (cb, rp, col, codes[:-1]),
+        "col_idx holds columns 0 .. 10, outside 0 .. 9": (cb, rp, edited(col, -1, 10), codes),
+        "col_idx holds columns -1": (cb, rp, edited(col, 0, -1), codes),
+        f"row_ptr must run from 0 to {m.nnz}": (cb, edited(rp, -1, m.nnz + 1), col, codes),
+        "row_ptr decreases at row 3": (cb, edited(rp, 2, m.nnz), col, codes),
+        "codes hold code 200": (cb, rp, col, edited(codes, 0, 200)),
+        "codebook holds NaN": (edited(cb, 0, float("nan")), rp, col, codes),
     }
     for message, args in bad.items():
-        with pytest.raises(ValueError, match=message):
-            cpu_linear(x, CpuState(CanonicalTensors(*args, 10), []))
+        corrupt = CpuState(CanonicalTensors(*args, 10), [])
+        for call in (lambda: cpu_linear(x, corrupt), lambda: decode(corrupt)):  # noqa: B023 (called at once)
+            with pytest.raises(CorruptLayerError, match=message):
+                call()
+    with pytest.raises(
+        CorruptLayerError, match=r"bias must be a float32, float16 or bfloat16 tensor of shape \(6,\)"
+    ):
+        cpu_linear(x, st, torch.zeros(5))
+    with pytest.raises(ShapeMismatchError, match=r"x2d must be a \(batch, 10\) tensor, got \(10,\)"):
+        cpu_linear(x[0], st)
     with pytest.raises(ValueError, match="path must be"):
         cpu_linear(x, st, None, path="fast")
+
+
+def test_in_place_edits_are_validated_again(lib):
+    """Values are validated once per change of a tensor (its version counter), not per call."""
+    st = state(random_compressed_matrix(6, 10, 0.5, 3, seed=8))
+    x = torch.randn(2, 10)
+    cpu_linear(x, st)
+    st.tensors.col_idx[0] = 10_000  # an in-place edit moves the version counter
+    with pytest.raises(CorruptLayerError, match=r"outside 0 \.\. 9"):
+        cpu_linear(x, st)
+    st.tensors.col_idx[0] = 0
+    cpu_linear(x, st)
