@@ -3,6 +3,7 @@
 import ctypes
 import os
 import select
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -194,8 +195,9 @@ def test_concurrent_calls_and_forked_children(lib):
 
 
 def test_failed_build_is_reported(tmp_path):
-    error = cpu_build._build(cpu_build._compiler() or "cc", "this is not C", ("-O1",), tmp_path / "x.so")
-    assert error and not (tmp_path / "x.so").exists()
+    with pytest.raises(cpu_build.BuildError, match="error"):
+        cpu_build._build(cpu_build._compiler() or "cc", "this is not C", ("-O1",), tmp_path / "x.so")
+    assert not list(tmp_path.iterdir())
 
 
 def test_torch_sparse_fallback(monkeypatch):
@@ -219,17 +221,53 @@ def fresh_loader(monkeypatch, cache):
     monkeypatch.setattr(cpu_build, "_attempted", False)
     monkeypatch.setattr(cpu_build, "_library", None)
     monkeypatch.setattr(cpu_build, "_failure", None)
+    monkeypatch.setattr(cpu_build, "_notice", None)
 
 
-def test_build_is_cached_on_disk(lib, monkeypatch, tmp_path):
-    fresh_loader(monkeypatch, tmp_path)
-    assert cpu_build.library() is not None
-    built = sorted((tmp_path / "cpu").glob("sparse_linear-*"))
-    assert len(built) == 1
-    stamp = built[0].stat().st_mtime_ns
-    fresh_loader(monkeypatch, tmp_path)
-    assert cpu_build.library() is not None
-    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+def load_warning(monkeypatch, cache) -> str | None:
+    """Load the kernels afresh from ``cache``: the one warning it gave (None if none); a second
+    call must give none."""
+    fresh_loader(monkeypatch, cache)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        library = cpu_build.library()
+        cpu_build.library()
+    assert library is not None and cpu_build.vector_bits() >= 0
+    assert len(caught) <= 1, [str(w.message) for w in caught]
+    return str(caught[0].message) if caught else None
+
+
+def test_an_unusable_cache_builds_in_a_private_directory(lib, monkeypatch, tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    assert "cannot be used" in load_warning(monkeypatch, not_a_directory)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert "writable by group or others (mode 777)" in load_warning(monkeypatch, shared)
+    assert not list(shared.iterdir())  # nothing was written there
+    if os.getuid() == 0:  # only root can give a directory to another user
+        foreign = tmp_path / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 12345, -1)
+        assert "belongs to user id 12345" in load_warning(monkeypatch, foreign)
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "link"])
+def test_a_bad_cached_library_is_built_again(lib, monkeypatch, tmp_path, damage):
+    assert load_warning(monkeypatch, tmp_path / "good") is None
+    # A copy under a path this process never loaded (the dynamic loader reuses a path it knows).
+    shutil.copytree(tmp_path / "good", tmp_path / "cache")
+    (built,) = (tmp_path / "cache" / "cpu").glob("sparse_linear-*")
+    size = built.stat().st_size
+    built.unlink()
+    if damage == "link":  # a link, even to a good library, is not trusted
+        built.symlink_to(next((tmp_path / "good" / "cpu").iterdir()))
+    else:
+        built.write_bytes(b"" if damage == "empty" else b"\x7fELF not a library")
+    assert load_warning(monkeypatch, tmp_path / "cache") is None
+    assert built.is_file() and not built.is_symlink() and built.stat().st_size == size
+    assert sorted(p.name for p in built.parent.iterdir()) == [built.name]
 
 
 def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
