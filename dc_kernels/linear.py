@@ -38,7 +38,7 @@ from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
 from dc_kernels.backends import AUTO, GPU_FORMS, canonical_name, get_backend, resolve
 from dc_kernels.checks import SUPPORTED_DTYPES
-from dc_kernels.errors import LayerNotLoadedError
+from dc_kernels.errors import CorruptLayerError, LayerNotLoadedError
 from dc_kernels.ops import compressed_linear, dense_weight
 from dc_kernels.reference import CanonicalTensors
 
@@ -90,7 +90,8 @@ class CompressedLinear(nn.Module):
         self._loaded = False
         self._backend = AUTO
         self._gpu_form = "fixed"
-        self._packed: tuple[str, list[torch.Tensor], list[int]] | None = None
+        # (backend name, its packed tensors and integers, the buffers' versions they were built from)
+        self._packed: tuple[str, list[torch.Tensor], list[int], tuple | None] | None = None
         # Empty stand-ins for col_idx and codes, passed to the op by backends that never read them.
         self._stubs: tuple[torch.Tensor, torch.Tensor] | None = None
         factory = {"device": device}
@@ -194,14 +195,17 @@ class CompressedLinear(nn.Module):
         return self._matrix()
 
     def _matrix(self) -> CompressedMatrix:
-        return CompressedMatrix(
-            (self.out_features, self.in_features),
-            self.codebook.cpu().numpy(),
-            self.row_ptr.cpu().numpy(),
-            self.col_idx.cpu().to(torch.int32).numpy(),
-            self.codes.cpu().numpy(),
-            self._bits,
-        )
+        try:
+            return CompressedMatrix(
+                (self.out_features, self.in_features),
+                self.codebook.cpu().numpy(),
+                self.row_ptr.cpu().numpy(),
+                self.col_idx.cpu().to(torch.int32).numpy(),
+                self.codes.cpu().numpy(),
+                self._bits,
+            )
+        except (ValueError, TypeError) as exc:
+            raise CorruptLayerError(f"the layer's buffers are inconsistent: {exc}") from exc
 
     def canonical_tensors(self) -> CanonicalTensors:
         """The canonical buffers (wherever they are; on a GPU served by a packed form, the
@@ -323,11 +327,22 @@ class CompressedLinear(nn.Module):
     def _op_tensors(self, backend) -> tuple:
         """(codebook, row_ptr, col_idx, codes, packed, packed_meta) for ``backend``'s ops: empty
         stand-ins for col_idx and codes when its packed tensors hold the layer."""
-        if self._packed is None or self._packed[0] != backend.name:
+        if self._packed is None or self._packed[0] != backend.name or self._stale():
             self._repack(backend.name, strict=True)
         packed, meta = (self._packed[1], self._packed[2]) if self._packed is not None else ([], [])
         col_idx, codes = self._stubs if backend.holds_layer else (self.col_idx, self.codes)
         return self.codebook, self.row_ptr, col_idx, codes, packed, meta
+
+    def _stale(self) -> bool:
+        """Whether a buffer was replaced or changed in place since the packed tensors were built
+        from it (never while compiling: tracing reads no version counters)."""
+        return not torch.compiler.is_compiling() and self._packed[3] != self._versions()
+
+    def _versions(self) -> tuple | None:
+        try:
+            return tuple((id(t), t._version) for t in (self.codebook, self.row_ptr, self.col_idx, self.codes))
+        except RuntimeError:  # buffers made under torch.inference_mode() keep no version counter
+            return None
 
     def _serving_packed(self) -> bool:
         """Whether the packed tensors hold the whole layer (their backend decodes them alone)."""
@@ -346,7 +361,7 @@ class CompressedLinear(nn.Module):
             try:
                 backend = resolve(name or self._backend, device, self._gpu_form)
                 tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
-                self._packed = (backend.name, tensors, ints)
+                self._packed = (backend.name, tensors, ints, None)
             except (ValueError, TypeError):
                 if strict:
                     raise
@@ -355,6 +370,8 @@ class CompressedLinear(nn.Module):
         for buffer in _PER_WEIGHT:
             if self._buffers[buffer].device != home:
                 self._buffers[buffer] = self._buffers[buffer].to(home)
+        if self._packed is not None:  # the buffers as placed are what the packed tensors hold
+            self._packed = (*self._packed[:3], self._versions())
 
     def _check_loaded(self) -> None:
         if not self._loaded and not self.codebook.is_meta:

@@ -96,8 +96,10 @@ def compressed_linear(
     if x2d.shape[0] == 0:
         return x.new_empty((*x.shape[:-1], out_features))
     y = impl.run(x2d, impl.view(canonical, packed, packed_meta), bias)
-    # Non-finite inputs (module docstring): NaN in every output of a row of x holding one.
-    y.masked_fill_(~torch.isfinite(x2d).all(dim=1, keepdim=True), float("nan"))
+    # Non-finite inputs (module docstring): NaN in every output of a row of x holding one. A
+    # row's min and max are finite exactly when all of it is (one pass, no copy of x).
+    lowest, highest = torch.aminmax(x2d, dim=1)
+    y.masked_fill_(~(lowest.isfinite() & highest.isfinite()).unsqueeze(1), float("nan"))
     return y.reshape(*x.shape[:-1], out_features)
 
 

@@ -127,6 +127,8 @@ def cpu_linear(
         # next block; never the whole dense weight, and each block multiplied while in cache.
         block_rows = max(1, min(rows, DECODE_BLOCK_BYTES // (4 * t.in_features)))
         block_buffer = torch.empty(block_rows * t.in_features, dtype=torch.float32)
+        x_buffer = None if x2d.dtype == torch.float32 else torch.empty((min(step, batch), t.in_features))
+        y_t_buffer = torch.empty((rows, min(step, batch)), dtype=torch.float32)
     elif batch > GEMV_MAX_BATCH:
         tile = lib.dc_batch_tile()  # x is padded to whole register tiles of batch columns
         xt = torch.zeros((t.in_features, -(-min(step, batch) // tile) * tile), dtype=torch.float32)
@@ -137,8 +139,8 @@ def cpu_linear(
         if fallback:
             out.copy_((weight @ xs.t().float()).t())
         elif not sparse:
-            xf = xs.float()
-            y_t = torch.empty((rows, n), dtype=torch.float32)
+            xf = xs if x_buffer is None else x_buffer[:n].copy_(xs)
+            y_t = y_t_buffer if n == y_t_buffer.shape[1] else torch.empty((rows, n), dtype=torch.float32)
             for r0 in range(0, rows, block_rows):
                 m = min(block_rows, rows - r0)
                 block = block_buffer[: m * t.in_features].view(m, t.in_features)
