@@ -2,17 +2,18 @@
 
 A checkpoint is a directory with two files: the compressed layers in the library's file format
 (``compressed.safetensors``, `compress.save`: Huffman-coded, checksummed safetensors) and every
-other tensor of the state dict in ``dense-<hash>.safetensors``, named by a hash of its bytes. The
-compressed file's (checksummed) metadata is the manifest: it names the dense file and records
-the names, shapes, dtypes and CRC32s of its tensors, the settings of every compressed module, the
-names under which a module or a tensor is shared, and is written last.
+other tensor of the state dict in ``dense-<16 random hex digits>.safetensors``. The compressed
+file's (checksummed) metadata is the manifest: it names the dense file and records the names,
+shapes, dtypes and CRC32s of its tensors, the settings of every compressed module and the names
+under which a module or a tensor is shared; it is written last.
 
-Replacing a model is atomic as a whole: the new dense file is written under its own name first,
+Replacing a model is atomic as a whole: the new dense file is written under a new name first,
 then the compressed file is replaced in one rename (`compress.atomic_write`), then the dense file
 the old manifest named is removed. A crash at any point leaves the old model or the new one,
-each complete; of two concurrent saves to one directory the last rename wins (the loser's dense
-file may be left behind, unreferenced). Checkpoints of metadata version 1 (dense file
-``dense.safetensors``, no module aliases) still load.
+each complete. Of concurrent saves to one directory the last rename wins (a dense file of a
+losing save may be left behind, unreferenced); a load running while a save replaces the model
+raises FileNotFoundError if the dense file it was about to read is gone. Checkpoints of metadata
+version 1 (dense file ``dense.safetensors``, no module aliases) still load.
 
 Loading works into a model built on the meta device: the compressed layers are swapped in and
 the rest of the state is assigned, so no dense weight is ever allocated. The two files are
@@ -23,9 +24,9 @@ does not declare must not), and no dense tensor may stand in for a compressed la
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
+import secrets
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,7 +113,9 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
         for name, m in compressed.items()
     }
     dense_bytes = safetensors.torch.save(dense)
-    dense_file = f"dense-{hashlib.sha256(dense_bytes).hexdigest()[:16]}.safetensors"
+    # A new name per save: a dense file is named by one manifest only, so removing the one the
+    # previous manifest named can never take a file that a later (or concurrent) save uses.
+    dense_file = f"dense-{secrets.token_hex(8)}.safetensors"
     metadata = {
         METADATA_KEY: METADATA_VERSION,
         "modules": modules,
