@@ -20,10 +20,11 @@ from compress.file_errors import (
     CompressedFileError,
     CorruptStreamError,
     InvalidHeaderError,
+    LimitExceededError,
     TruncatedFileError,
     UnsupportedVersionError,
 )
-from compress.file_format import LoadedLayers, load, save, save_bytes
+from compress.file_format import DEFAULT_MAX_ENTRIES, LoadedLayers, load, read_metadata, save, save_bytes
 from compress.huffman import HuffmanCode, HuffmanStream, huffman_decode, huffman_encode
 from compress.kmeans import KMeansResult, kmeans_1d
 from compress.matrix import CompressedMatrix, nearest_centroid
@@ -43,6 +44,7 @@ _WORKLOAD_NAMES = {
 __getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
+    "DEFAULT_MAX_ENTRIES",
     "LLM_LAYERS",
     "PAPER_LAYERS",
     "CompressedFileError",
@@ -60,6 +62,7 @@ __all__ = [
     "KMeansResult",
     "LayerConfig",
     "LayerSpec",
+    "LimitExceededError",
     "LoadedLayers",
     "NonFiniteWeightError",
     "RelativeIndexLayer",
@@ -80,6 +83,7 @@ __all__ = [
     "load",
     "nearest_centroid",
     "random_compressed_matrix",
+    "read_metadata",
     "save",
     "save_bytes",
     "size_table",

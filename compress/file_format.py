@@ -80,7 +80,7 @@ from compress.huffman import (
 )
 from compress.matrix import MAX_BITS, CompressedMatrix
 from compress.relative_index import MAX_INDEX_BITS, decode_relative
-from compress.relative_index_huffman import HuffmanLayer, encode_huffman, merge_streams
+from compress.relative_index_huffman import HuffmanLayer, decode_huffman, encode_huffman, merge_streams
 
 FORMAT_NAME = "deep-compression"
 FORMAT_VERSION = 1
@@ -123,7 +123,7 @@ class LoadedLayers(dict):
 
 # ---------------------------------------------------------------------------------------- save
 def save_bytes(
-    layers: Mapping[str, CompressedMatrix],
+    layers: Mapping[str, CompressedMatrix | HuffmanLayer],
     metadata: Any = None,
     *,
     index_bits: int | Mapping[str, int] = DEFAULT_INDEX_BITS,
@@ -138,14 +138,23 @@ def save_bytes(
     for i, (name, matrix) in enumerate(layers.items()):
         if not isinstance(name, str) or not name:
             raise TypeError(f"layer names must be non-empty strings, got {name!r}")
-        if not isinstance(matrix, CompressedMatrix):
-            raise TypeError(f"layer {name!r} must be a CompressedMatrix, got {type(matrix).__name__}")
-        if isinstance(index_bits, Mapping) and name not in index_bits:
-            raise ValueError(f"index_bits has no width for layer {name!r}")
-        bits_of_layer = index_bits[name] if isinstance(index_bits, Mapping) else index_bits
-        layer = encode_huffman(
-            matrix, bits_of_layer, max_len=max_code_length, segment_symbols=segment_symbols
-        )
+        if isinstance(matrix, HuffmanLayer):
+            layer = matrix
+            try:
+                decode_huffman(layer)  # only what load reads back is written
+            except ValueError as exc:
+                raise ValueError(f"layer {name!r} is not a consistent HuffmanLayer: {exc}") from exc
+        elif isinstance(matrix, CompressedMatrix):
+            if isinstance(index_bits, Mapping) and name not in index_bits:
+                raise ValueError(f"index_bits has no width for layer {name!r}")
+            bits_of_layer = index_bits[name] if isinstance(index_bits, Mapping) else index_bits
+            layer = encode_huffman(
+                matrix, bits_of_layer, max_len=max_code_length, segment_symbols=segment_symbols
+            )
+        else:
+            raise TypeError(
+                f"layer {name!r} must be a CompressedMatrix or HuffmanLayer, got {type(matrix).__name__}"
+            )
         arrays = {
             "codebook": layer.codebook,
             "row_ptr": layer.row_ptr.astype(np.int64),
@@ -210,6 +219,8 @@ def save(
 ) -> int:
     """Write named layers (Huffman-coded) to ``path``; returns the file size in bytes.
 
+    A layer is a `CompressedMatrix` (coded here) or a `HuffmanLayer` (written as it is coded,
+    e.g. one that ``load(..., keep_huffman=True)`` returned; it is decoded once to check it).
     ``metadata`` is any JSON-serializable value, returned by `load` as ``.metadata``.
     ``index_bits`` (one value, or one per layer name) sets the relative-index width of each layer;
     with Huffman coding any width from 4 up costs almost the same. ``max_code_length`` and

@@ -70,7 +70,7 @@ LOCKSTEP_SYMBOL_NS = 15
 CHAIN_BIT_NS = 6
 # Bits per run of the chain decoder (whole segments; a longer segment is one run): bounds its
 # working set (about 30 bytes per bit) whatever the stream's size.
-CHAIN_CHUNK_BITS = 1 << 18
+CHAIN_CHUNK_BITS = 1 << 17
 _LENGTH_SHIFT = 16
 
 
