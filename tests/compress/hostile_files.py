@@ -15,26 +15,23 @@ import numpy as np
 import compress
 from compress import CompressedMatrix, RelativeIndexLayer, encode_huffman
 from compress.huffman import MAX_SEGMENT_SYMBOLS
-from tests.compress.file_surgery import pack, unpack
 
 Layers = dict[str, CompressedMatrix]
 
 
 @functools.cache
-def filler_stream(scale: int) -> tuple[bytes, Layers]:
-    """One kept weight after ``2**17 * scale`` fillers of 1 bit (index_bits=1: a filler advances
-    one column): ~16 KiB per scale of stream, 2**17 entries each."""
-    fillers = (1 << 17) * scale
+def filler_stream(fillers: int) -> tuple[bytes, Layers]:
+    """One kept weight after ``fillers`` fillers of 1 bit (index_bits=1: a filler advances one
+    column): a byte of file per 8 entries."""
     matrix = CompressedMatrix((1, fillers + 1), [0.5], [0, 1], [fillers], [0], 1)
     layers = {"fillers": matrix}
     return compress.save_bytes(layers, index_bits=1), layers
 
 
 @functools.cache
-def all_filler_rows(scale: int) -> tuple[bytes, Layers]:
+def all_filler_rows(rows: int, cols: int, index_bits: int = 2) -> tuple[bytes, Layers]:
     """Rows of nothing but fillers up to in_features, which the encoder never writes (one real
     weight in row 0 keeps the codes stream non-empty)."""
-    rows, cols, index_bits = 64 * scale, 3 * 2048, 2
     escape = (1 << index_bits) - 1
     per_row = cols // escape
     z = np.full(rows * per_row, escape, dtype=np.uint8)
@@ -48,38 +45,37 @@ def all_filler_rows(scale: int) -> tuple[bytes, Layers]:
 
 
 @functools.cache
-def maximum_segments(scale: int) -> tuple[bytes, Layers]:
-    """``4 * scale`` layers, each two streams of one segment of `MAX_SEGMENT_SYMBOLS` 1-bit
-    symbols: the longest sequential decode the format allows per bit."""
-    rng = np.random.default_rng(scale)
-    n = MAX_SEGMENT_SYMBOLS
+def maximum_segments(count: int, symbols: int = MAX_SEGMENT_SYMBOLS) -> tuple[bytes, Layers]:
+    """``count`` layers, each two streams of ``symbols`` 1-bit symbols in one segment of the
+    largest size the format allows: the longest sequential decode per bit."""
+    rng = np.random.default_rng(count)
     layers = {}
-    for i in range(4 * scale):
-        gaps = rng.random(n) < 0.3  # z in {0, 1}: two symbols of 1 bit each
+    for i in range(count):
+        gaps = rng.random(symbols) < 0.3  # z in {0, 1}: two symbols of 1 bit each
         columns = np.cumsum(1 + gaps) - 1
-        codes = rng.integers(0, 2, n)
-        layers[f"segment {i}"] = CompressedMatrix(
-            (1, int(columns[-1]) + 1), [-1.0, 1.0], [0, n], columns, codes, 1
-        )
-    return compress.save_bytes(layers, index_bits=2, segment_symbols=n), layers
+        codes = rng.integers(0, 2, symbols)
+        shape = (1, int(columns[-1]) + 1)
+        layers[f"segment {i}"] = CompressedMatrix(shape, [-1.0, 1.0], [0, symbols], columns, codes, 1)
+    return compress.save_bytes(layers, index_bits=2, segment_symbols=MAX_SEGMENT_SYMBOLS), layers
 
 
 @functools.cache
-def many_layers(scale: int) -> tuple[bytes, Layers]:
-    """``30 * scale`` tiny layers: the per-layer work of the header and the decoders."""
-    rng = np.random.default_rng(scale)
+def many_layers(count: int) -> tuple[bytes, Layers]:
+    """``count`` tiny layers: the per-layer work of the header and the decoders."""
+    rng = np.random.default_rng(count)
     layers = {}
-    for i in range(30 * scale):
+    for i in range(count):
         dense = rng.random((3, 5)) < 0.5
         layers[f"l{i}"] = CompressedMatrix.from_dense(dense, rng.integers(0, 2, (3, 5)), [0.5, -0.5])
     return compress.save_bytes(layers, index_bits=2), layers
 
 
+#: name -> (scale -> (file, layers)): about 16 to 90 KiB of file per scale.
 HOSTILE_VALID = {
-    "filler stream": filler_stream,
-    "all-filler rows": all_filler_rows,
-    "maximum segments": maximum_segments,
-    "many layers": many_layers,
+    "filler stream": lambda scale: filler_stream((1 << 17) * scale),
+    "all-filler rows": lambda scale: all_filler_rows(64 * scale, 3 * 2048),
+    "maximum segments": lambda scale: maximum_segments(4 * scale),
+    "many layers": lambda scale: many_layers(30 * scale),
 }
 
 
@@ -91,60 +87,50 @@ def _with_container(data: bytes, edit) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + length :]
 
 
-def _small_file() -> bytes:
-    header, tensors = unpack(compress.save_bytes({"fc": compress.random_compressed_matrix(4, 6, 0.5, 2)}))
-    return pack(header, tensors)
-
-
-def many_tensor_entries(scale: int) -> bytes:
-    """A valid file whose container lists ``5_000 * scale`` more (empty) tensors."""
+def many_tensor_entries(data: bytes, count: int) -> bytes:
+    """``data`` whose container lists ``count`` more (empty) tensors."""
 
     def edit(container):
-        extra = {
-            f"x{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range(5_000 * scale)
-        }
+        extra = {f"x{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range(count)}
         return json.dumps({**container, **extra})
 
-    return _with_container(_small_file(), edit)
+    return _with_container(data, edit)
 
 
-def nested_lists(scale: int) -> bytes:
-    """A shape nested ``100_000 * scale`` lists deep."""
-    depth = 100_000 * scale
-
-    def edit(container):
-        name = next(k for k in container if k != "__metadata__")
-        text = json.dumps({**container, name: "SHAPE"})
-        return text.replace('"SHAPE"', "[" * depth + "]" * depth)
-
-    return _with_container(_small_file(), edit)
-
-
-def flat_list(scale: int) -> bytes:
-    """A shape of ``50_000 * scale`` empty lists (the costliest JSON per byte to parse)."""
+def _replace_value(data: bytes, field: str, text: str) -> bytes:
+    """``data`` with the ``field`` of its first tensor's entry replaced by raw JSON ``text``."""
 
     def edit(container):
-        name = next(k for k in container if k != "__metadata__")
-        text = json.dumps({**container, name: "SHAPE"})
-        return text.replace('"SHAPE"', "[" + ",".join(["[]"] * (50_000 * scale)) + "]")
+        name = min(k for k in container if k != "__metadata__")
+        container[name][field] = "PLACEHOLDER"
+        return json.dumps(container).replace('"PLACEHOLDER"', text)
 
-    return _with_container(_small_file(), edit)
-
-
-def huge_number(scale: int) -> bytes:
-    """A data offset of ``100_000 * scale`` digits."""
-
-    def edit(container):
-        name = next(k for k in container if k != "__metadata__")
-        container[name]["data_offsets"] = "NUMBER"
-        return json.dumps(container).replace('"NUMBER"', "[0, " + "9" * (100_000 * scale) + "]")
-
-    return _with_container(_small_file(), edit)
+    return _with_container(data, edit)
 
 
+def nested_lists(data: bytes, depth: int) -> bytes:
+    """A shape nested ``depth`` lists deep."""
+    return _replace_value(data, "shape", "[" * depth + "]" * depth)
+
+
+def flat_list(data: bytes, count: int) -> bytes:
+    """A shape of ``count`` empty lists (about the costliest JSON per byte to parse)."""
+    return _replace_value(data, "shape", "[" + ",".join(["[]"] * count) + "]")
+
+
+def huge_number(data: bytes, digits: int) -> bytes:
+    """A data offset of ``digits`` digits."""
+    return _replace_value(data, "data_offsets", "[0, " + "9" * digits + "]")
+
+
+def _small_file() -> bytes:
+    return compress.save_bytes({"fc": compress.random_compressed_matrix(4, 6, 0.5, 2)})
+
+
+#: name -> (scale -> a file whose container is a bomb).
 BOMBS = {
-    "many tensor entries": many_tensor_entries,
-    "nested lists": nested_lists,
-    "flat list": flat_list,
-    "huge number": huge_number,
+    "many tensor entries": lambda scale: many_tensor_entries(_small_file(), 5_000 * scale),
+    "nested lists": lambda scale: nested_lists(_small_file(), 100_000 * scale),
+    "flat list": lambda scale: flat_list(_small_file(), 50_000 * scale),
+    "huge number": lambda scale: huge_number(_small_file(), 100_000 * scale),
 }

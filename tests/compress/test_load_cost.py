@@ -69,7 +69,7 @@ def test_container_bombs_are_refused_in_time_and_memory_linear_in_their_size(nam
 
 
 def test_max_entries_caps_a_file_before_it_is_decoded():
-    data, layers = filler_stream(1)
+    data, layers = filler_stream(1 << 17)
     entries = layers["fillers"].shape[1]  # every column is an entry: fillers and the one weight
     assert compress.load(data, max_entries=entries)["fillers"].equals(layers["fillers"])
     with pytest.raises(
@@ -88,7 +88,7 @@ def test_running_out_of_memory_is_a_file_error(monkeypatch):
         raise MemoryError
 
     monkeypatch.setattr(file_format, "decode_relative", exhausted)
-    data, _ = filler_stream(1)
+    data, _ = filler_stream(1000)
     with pytest.raises(LimitExceededError, match="not enough memory") as caught:
         compress.load(data)
     assert isinstance(caught.value, CompressedFileError) and caught.value.layer == "fillers"
