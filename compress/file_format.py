@@ -38,10 +38,12 @@ Streams, bit order and segments are those of `compress.huffman`; the two streams
 those of `compress.relative_index_huffman` (fillers carry no code). ``crc32`` holds the CRC32 of each
 tensor's stored (little-endian) bytes.
 
-Loading checks, in order: the container (lengths, JSON, tensor table tiling the data exactly),
-the header checksum, format and version, every header field (type, range, consistency), the
-tensor table against the header (so no size comes from an unchecked field before allocation),
-every tensor's checksum, then decodes each stream and checks it against the header.
+Loading checks, in order: the container (lengths, JSON), the header checksum, format and
+version, every header field (type, range, consistency), the cap on entries (``max_entries``),
+the tensor table against the header (its length first, then every entry, tiling the data
+exactly: no size comes from an unchecked field before allocation), every tensor's checksum, then
+decodes each stream and checks it against the header. Time is linear in the file's size and
+memory linear in the file's size plus the decoded layers (docs/file_format.md).
 """
 
 from __future__ import annotations

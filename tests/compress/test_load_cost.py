@@ -3,8 +3,11 @@ allows, and on container-header bombs, peak memory (tracemalloc: NumPy's and Pyt
 allocations) and CPU time stay within a constant per byte of file (plus the decoded layers and a
 bounded working set). The bounds are 5-10x above what these files cost on the development
 machine and 20x or more below what they cost before the loader was made linear (2 MB of 1-bit
-fillers took ~0.8 GB; maximum-size segments ~200 us per byte)."""
+fillers took ~0.8 GB; maximum-size segments ~200 us per byte).
 
+``python -m tests.compress.test_load_cost`` prints what each file costs (docs/file_format.md)."""
+
+import contextlib
 import time
 import tracemalloc
 
@@ -92,3 +95,29 @@ def test_running_out_of_memory_is_a_file_error(monkeypatch):
     with pytest.raises(LimitExceededError, match="not enough memory") as caught:
         compress.load(data)
     assert isinstance(caught.value, CompressedFileError) and caught.value.layer == "fillers"
+
+
+def measurements(scales=(1, 4)) -> list[str]:
+    """A table of what each file costs to load (CPU time: median of 3; peak memory)."""
+    lines = [
+        f"{'file':<22} {'scale':>5} {'bytes':>9} {'ms':>8} {'us/byte':>8} {'peak MB':>8} {'peak/byte':>9}"
+    ]
+    cases = [(name, scale, *build(scale)) for name, build in HOSTILE_VALID.items() for scale in scales]
+    cases += [(name, scale, build(scale), None) for name, build in BOMBS.items() for scale in scales]
+    for name, scale, data, _ in cases:
+
+        def load(data=data):
+            with contextlib.suppress(CompressedFileError):
+                compress.load(data)
+
+        seconds = sorted(cpu_seconds(load) for _ in range(3))[1]
+        peak, _ = peak_memory(load)
+        lines.append(
+            f"{name:<22} {scale:>5} {len(data):>9} {seconds * 1e3:>8.1f} {seconds / len(data) * 1e6:>8.2f} "
+            f"{peak / 1e6:>8.2f} {peak / len(data):>9.1f}"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(measurements()))
