@@ -76,9 +76,10 @@ def check_input(x: torch.Tensor, in_features: int, out_features: int, *tensors: 
 MAX_CODEBOOK = 256
 COLUMN_DTYPES = (torch.int16, torch.int32)
 
-# Canonical tensors whose values were validated, by their row_ptr tensor: weak references to the
-# other three, every tensor's version counter (`torch.Tensor._version`, bumped by each in-place
-# change) and in_features at that time. A tensor replaced or changed since is validated again.
+# Canonical tensors validated with their values, by their row_ptr tensor: weak references to the
+# other tensors (and the bias) and a stamp of every one's version counter (`torch.Tensor._version`,
+# bumped by each in-place change), in_features and the device at that time. A call with the same
+# tensors, unchanged, is not checked again; a tensor replaced or changed since is.
 _validated: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
@@ -86,10 +87,41 @@ def check_canonical(
     t: CanonicalTensors, device: torch.device, values: bool = True, bias: torch.Tensor | None = None
 ) -> None:
     """Raise `CorruptLayerError` unless ``t`` is a layer's canonical tensors on ``device`` (and
-    ``bias`` its bias) that code indexing with them may trust: dtypes, sizes and contiguity
-    always (O(1)); with ``values``, also the row pointers (0 to nnz, non-decreasing), the
-    columns (below in_features), the codes (below the codebook's size) and a finite codebook,
-    validated once per change of any of the tensors (their version counters) and cached."""
+    ``bias`` its bias) that code indexing with them may trust: dtypes, sizes and contiguity (O(1));
+    with ``values``, also the row pointers (0 to nnz, non-decreasing), the columns (below
+    in_features), the codes (below the codebook's size) and a finite codebook. With ``values``,
+    the whole check runs once per change of any of the tensors (their version counters)."""
+    others = (t.codebook, t.col_idx, t.codes, bias)
+    cached = values and device.type != "meta"
+    if cached:
+        stamp = _stamp(t, device, bias)
+        known = _validated.get(t.row_ptr)
+        if (
+            stamp is not None
+            and known is not None
+            and known[1] == stamp
+            and all((ref() if ref is not None else None) is x for ref, x in zip(known[0], others))
+        ):
+            return
+    _check_structure(t, device, bias)
+    if cached:
+        _check_values(t)
+        if stamp is not None:
+            refs = tuple(None if x is None else weakref.ref(x) for x in others)
+            _validated[t.row_ptr] = (refs, stamp)
+
+
+def _stamp(t: CanonicalTensors, device: torch.device, bias: torch.Tensor | None) -> tuple | None:
+    try:
+        versions = (t.codebook._version, t.row_ptr._version, t.col_idx._version, t.codes._version)
+        if bias is not None:
+            versions += (bias._version,)
+    except (RuntimeError, AttributeError):  # inference tensors keep no version counter
+        return None
+    return versions, t.in_features, device
+
+
+def _check_structure(t: CanonicalTensors, device: torch.device, bias: torch.Tensor | None) -> None:
     codebook, row_ptr, col_idx, codes, in_features = t
     expected = (
         ("codebook", codebook, (torch.float32,)),
@@ -130,19 +162,6 @@ def check_canonical(
         raise CorruptLayerError(
             f"bias must be a float32, float16 or bfloat16 tensor of shape ({row_ptr.numel() - 1},), got {got}"
         )
-    if not values or device.type == "meta":
-        return
-    try:
-        stamp = (tuple(x._version for x in t[:4]), in_features)
-    except RuntimeError:  # inference tensors keep no version counter: validate on every call
-        stamp = None
-    known = _validated.get(row_ptr)
-    same = known is not None and all(ref() is x for ref, x in zip(known[0], (codebook, col_idx, codes)))
-    if stamp is not None and same and known[1] == stamp:
-        return
-    _check_values(t)
-    if stamp is not None:
-        _validated[row_ptr] = (tuple(weakref.ref(x) for x in (codebook, col_idx, codes)), stamp)
 
 
 def _check_values(t: CanonicalTensors) -> None:

@@ -334,9 +334,11 @@ class CompressedLinear(nn.Module):
         return self.codebook, self.row_ptr, col_idx, codes, packed, meta
 
     def _stale(self) -> bool:
-        """Whether a buffer was replaced or changed in place since the packed tensors were built
-        from it (never while compiling: tracing reads no version counters)."""
-        return not torch.compiler.is_compiling() and self._packed[3] != self._versions()
+        """Whether the packed tensors were built from buffers replaced or changed in place since
+        (backends that pack nothing are never stale; never while compiling: tracing reads no
+        version counters)."""
+        packed = self._packed
+        return bool(packed[1]) and not torch.compiler.is_compiling() and packed[3] != self._versions()
 
     def _versions(self) -> tuple | None:
         try:

@@ -30,6 +30,8 @@ infinity meets is nonzero). Sparse kernels skip pruned positions, so the op appl
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dc_kernels.backends import get_backend
@@ -96,11 +98,23 @@ def compressed_linear(
     if x2d.shape[0] == 0:
         return x.new_empty((*x.shape[:-1], out_features))
     y = impl.run(x2d, impl.view(canonical, packed, packed_meta), bias)
-    # Non-finite inputs (module docstring): NaN in every output of a row of x holding one. A
-    # row's min and max are finite exactly when all of it is (one pass, no copy of x).
-    lowest, highest = torch.aminmax(x2d, dim=1)
-    y.masked_fill_(~(lowest.isfinite() & highest.isfinite()).unsqueeze(1), float("nan"))
+    _nan_where_x_is_not_finite(x2d, y)
     return y.reshape(*x.shape[:-1], out_features)
+
+
+def _nan_where_x_is_not_finite(x2d: torch.Tensor, y: torch.Tensor) -> None:
+    """The rule for non-finite inputs (module docstring): NaN in every output of a row of x that
+    holds a NaN or an infinity. No copy of x is made."""
+    if x2d.device.type != "cpu":  # no host sync: a row's min and max are finite iff all of it is
+        lowest, highest = torch.aminmax(x2d, dim=1)
+        y.masked_fill_(~(lowest.isfinite() & highest.isfinite()).unsqueeze(1), float("nan"))
+        return
+    # A sum is finite unless a summand is a NaN or an infinity (or it overflows): one cheap
+    # reduction, then, if need be, the rows whose sums are not are looked at value by value.
+    if math.isfinite(x2d.sum().item()):
+        return
+    suspects = torch.nonzero(~x2d.sum(dim=1).isfinite()).squeeze(1)
+    y[suspects[~x2d[suspects].isfinite().all(dim=1)]] = float("nan")
 
 
 @compressed_linear.register_fake
