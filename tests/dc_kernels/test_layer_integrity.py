@@ -257,3 +257,16 @@ def test_large_batches_take_bounded_transient_memory(density):
     )
     grown_kib = int(result.stdout.split()[-1])
     assert grown_kib < 32 * 1024, f"peak memory grew {grown_kib} KiB during forward"
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_finite_inputs_whose_sums_overflow_stay_finite(backend):
+    """float16 rows summing past 65504 (the CPU's quick test for non-finite values overflows):
+    only the row that holds an infinity becomes NaN."""
+    layer = CompressedLinear.from_matrix(random_compressed_matrix(8, 40, 0.5, 4, seed=2), backend=backend)
+    layer.half()
+    x = torch.full((3, 40), 30000.0, dtype=torch.float16)  # each row sums to inf in float16
+    x[1, 3] = float("inf")
+    with torch.no_grad():
+        y = layer(x)
+    assert torch.isnan(y[1]).all() and not torch.isnan(y[[0, 2]]).any()
