@@ -2,10 +2,12 @@
 
 A checkpoint is a directory with two files: the compressed layers in the library's file format
 (``compressed.safetensors``, `compress.save`: Huffman-coded, checksummed safetensors) and every
-other tensor of the state dict in ``dense-<16 random hex digits>.safetensors``. The compressed
-file's (checksummed) metadata is the manifest: it names the dense file and records the names,
-shapes, dtypes and CRC32s of its tensors, the settings of every compressed module and the names
-under which a module or a tensor is shared; it is written last.
+other tensor of the state dict, and the non-persistent buffers (which a state dict leaves out,
+such as BERT's ``position_ids`` or a rotary embedding's ``inv_freq``), in
+``dense-<16 random hex digits>.safetensors``. The compressed file's (checksummed) metadata is the
+manifest: it names the dense file and records the names, shapes, dtypes and CRC32s of its tensors,
+the settings of every compressed module and the names under which a module or a tensor is shared;
+it is written last.
 
 Replacing a model is atomic as a whole: the new dense file is written under a new name first,
 then the compressed file is replaced in one rename (`compress.atomic_write`), then the dense file
@@ -16,9 +18,10 @@ raises FileNotFoundError if the dense file it was about to read is gone. Checkpo
 version 1 (dense file ``dense.safetensors``, no module aliases) still load.
 
 Loading works into a model built on the meta device: the compressed layers are swapped in and
-the rest of the state is assigned, so no dense weight is ever allocated. The two files are
-checked against each other: a bias the manifest declares must be in the dense file (and one it
-does not declare must not), and no dense tensor may stand in for a compressed layer's buffers.
+the rest of the state is assigned, so no dense weight is ever allocated, and a load that would
+leave any tensor on the meta device raises, naming them. The two files are checked against each
+other: a bias the manifest declares must be in the dense file (and one it does not declare must
+not), and no dense tensor may stand in for a compressed layer's buffers.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from compress.atomic_write import fsync_directory, write_atomic
 from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
 from compress.file_format import DEFAULT_MAX_ENTRIES, read_metadata
 from compress.matrix import CompressedMatrix
+from dc_kernels import sizes
 from dc_kernels.backends import AUTO, GPU_FORMS
 from dc_kernels.linear import CompressedLinear
-from dc_kernels.model_api import CompressionReport, swap_module
+from dc_kernels.model_api import CompressionReport, after_conversion, swap_module
 
 COMPRESSED_FILE = "compressed.safetensors"
 #: The dense file of metadata version 1; version 2 names it ``dense-<16 hex digits>.safetensors``.
@@ -51,12 +55,16 @@ DENSE_FILE = "dense.safetensors"
 DENSE_FILE_PATTERN = re.compile(r"dense(-[0-9a-f]{16})?\.safetensors")
 METADATA_KEY = "dc_kernels"
 METADATA_VERSION = 2
+# The keys each metadata version requires.
 _METADATA_KEYS = {
     1: {METADATA_KEY, "modules", "dense_file", "dense", "aliases"},
     2: {METADATA_KEY, "modules", "dense_file", "dense", "aliases", "module_aliases"},
 }
 
 MODULE_KEYS = {"in_features", "out_features", "bias", "dtype", "gpu_form"}
+# Optional in the metadata of either version: the names of the stored non-persistent buffers
+# (earlier files have none).
+BUFFERS_KEY = "buffers"
 # Weight dtypes a compressed module may declare in a file.
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -65,7 +73,9 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
     """Write ``model`` (with `CompressedLinear` layers) to the directory ``path``, replacing any
     checkpoint there as a whole (module docstring): its compressed layers to
     ``compressed.safetensors`` (`compress.save`, relative index width ``index_bits``), every
-    other tensor of its state dict to the dense file. Returns the total bytes written."""
+    other tensor of its state dict and its non-persistent buffers to the dense file. Returns the
+    total bytes written. A model without any `CompressedLinear` raises ValueError (compress it
+    first with `dc_kernels.compress_`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     compressed: dict[str, CompressedLinear] = {}
@@ -78,6 +88,11 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
             else:
                 first_name[id(module)] = name
                 compressed[name] = module
+    if not compressed:
+        raise ValueError(
+            f"{type(model).__name__} has no CompressedLinear layer, so there is nothing compressed to save: "
+            "compress it first with dc_kernels.compress_(model, config)"
+        )
     layers = {name: module.to_matrix() for name, module in compressed.items()}
     owned = {
         f"{name}.{buffer}"
@@ -86,7 +101,8 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
     }
     dense, aliases = {}, {}
     seen: dict[tuple, str] = {}
-    for key, tensor in model.state_dict(keep_vars=False).items():
+    buffers = dict(_non_persistent_buffers(model))
+    for key, tensor in [*model.state_dict(keep_vars=False).items(), *buffers.items()]:
         if key in owned:
             continue
         if tensor.is_meta:
@@ -123,6 +139,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
         "dense_file": dense_file,
         "dense": {k: _tensor_record(t) for k, t in dense.items()},
         "aliases": aliases,
+        BUFFERS_KEY: sorted(buffers),
     }
     compressed_bytes = compress.save_bytes(layers, metadata, index_bits=index_bits)
     directory = Path(path)
@@ -148,6 +165,15 @@ def _previous_dense_file(directory: Path) -> str | None:
     return name if isinstance(name, str) and DENSE_FILE_PATTERN.fullmatch(name) else None
 
 
+def _non_persistent_buffers(model: nn.Module):
+    """(name, tensor) of the buffers ``model.state_dict()`` leaves out."""
+    for name, module in model.named_modules():
+        for buffer in sorted(module._non_persistent_buffers_set):
+            tensor = module._buffers.get(buffer)
+            if tensor is not None:
+                yield (f"{name}.{buffer}" if name else buffer), tensor
+
+
 def _tensor_record(tensor: torch.Tensor) -> dict:
     data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
     return {
@@ -171,9 +197,11 @@ def load_compressed(
     modules where the compressed layers go, typically built on the meta device
     (``with torch.device("meta"): model = Net()``); the compressed layers are swapped in (one
     module wherever the saved model shared one) and every other tensor is assigned, on
-    ``device``. A file defect, or files that disagree with each other, raise a
-    `compress.CompressedFileError` (``max_entries``: see `compress.load`); a model that does not
-    match the files raises ValueError.
+    ``device``, the stored non-persistent buffers included. A file defect, or files that
+    disagree with each other, raise a `compress.CompressedFileError` (``max_entries``: see
+    `compress.load`); a model that does not match the files, or one that would keep any tensor on
+    the meta device, raises ValueError naming them. The report gives the files' bytes on disk
+    (``disk_after``) and the model's in memory (``memory_after``).
     """
     directory = Path(path)
     loaded = compress.load(directory / COMPRESSED_FILE, max_entries=max_entries)
@@ -210,8 +238,10 @@ def load_compressed(
             parent_name, _, child = where.rpartition(".")
             swap_module(model.get_submodule(parent_name), child, module, where, report)
             state.update(module.state_dict(prefix=f"{where}."))
+    buffers = set(metadata.get(BUFFERS_KEY, []))
     state.update({k: t.to(device) for k, t in dense.items()})
     state.update({key: state[target] for key, target in metadata["aliases"].items()})
+    restored = {key: state.pop(key) for key in buffers}
     result = model.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
@@ -219,7 +249,30 @@ def load_compressed(
             f"unexpected {result.unexpected_keys}"
         )
     _retie(model, metadata["aliases"])
+    for key, tensor in restored.items():
+        owner, _, buffer = key.rpartition(".")
+        module = model.get_submodule(owner)
+        if buffer not in module._non_persistent_buffers_set:
+            raise ValueError(f"{key} is stored as a non-persistent buffer, but the model has no such buffer")
+        module._buffers[buffer] = tensor
+    check_not_meta(model, f"after loading {directory}")
+    after_conversion(model, None)
+    report.memory_after = sizes.memory_bytes(model)
+    report.disk_after = sum(
+        f.stat().st_size for f in (directory / COMPRESSED_FILE, directory / metadata["dense_file"])
+    )
     return report
+
+
+def check_not_meta(model: nn.Module, when: str) -> None:
+    """Raise ValueError naming every parameter and buffer of ``model`` still on the meta device."""
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise ValueError(
+            f"{when}, {len(left)} tensors are still on the meta device (they hold no values): {left}. "
+            "A file written before non-persistent buffers were stored cannot fill those: build the model on "
+            "the CPU rather than on the meta device, or save it again"
+        )
 
 
 def _retie(model: nn.Module, aliases: Mapping[str, str]) -> None:
@@ -243,7 +296,7 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
     version = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     if type(version) is not int or version not in _METADATA_KEYS:
         raise fail(f"missing, or not dc_kernels model metadata of version {sorted(_METADATA_KEYS)}")
-    if set(metadata) != _METADATA_KEYS[version]:
+    if not _METADATA_KEYS[version] <= set(metadata) <= _METADATA_KEYS[version] | {BUFFERS_KEY}:
         raise fail(f"unexpected keys {sorted(metadata)} for version {version}")
     dense_file = metadata["dense_file"]
     if not isinstance(dense_file, str) or not DENSE_FILE_PATTERN.fullmatch(dense_file):
@@ -279,6 +332,10 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
         for k, v in aliases.items()
     ):
         raise fail("aliases must map other names to stored dense tensors", "aliases")
+    buffers = metadata.get(BUFFERS_KEY, [])
+    stored = set(dense) | set(aliases)
+    if not isinstance(buffers, list) or not all(isinstance(b, str) and b in stored for b in buffers):
+        raise fail("buffers must list stored dense tensors", BUFFERS_KEY)
     _check_dense_keys(modules, module_aliases, dense, aliases, fail)
     return metadata
 

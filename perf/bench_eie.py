@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from eie_model import SWEEPS, EIEConfig, run_sweep
-from perf.harness import Progress, machine_info, print_table, write_csv
+from perf.harness import Progress, doc_summary, machine_info, print_table, write_csv
 from workloads.eie import simulate_benchmark
 from workloads.paper_layers import BENCHMARKS, PAPER_LAYERS, benchmark_inputs
 
@@ -140,7 +140,7 @@ def run_sweeps(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_eie", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_eie", description=doc_summary(__doc__))
     parser.add_argument("--layers", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     parser.add_argument("--sweeps", nargs="*", default=["fifo", "pes"], choices=sorted(SWEEPS))
     parser.add_argument("--quick", action="store_true", help="short sweeps on one small layer")

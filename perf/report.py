@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
-from perf.harness import Progress
+from perf.harness import Progress, doc_summary
 from perf.reporting.collect import ReportConfig, ReportData, collect
 from perf.reporting.document import TITLE, build_document, render_markdown_document
 from perf.reporting.tables import build_tables, layer_frame, write_csvs
@@ -57,7 +57,7 @@ def write_report(data: ReportData, out: Path, command: str, plots: bool = True) 
 
 
 def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc_summary(__doc__))
     parser.add_argument(
         "--out", type=Path, default=Path("out/report"), help="output folder (default out/report)"
     )
@@ -83,6 +83,10 @@ def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: torch's; 1 on a busy machine)"
     )
+    parser.add_argument(
+        "--gpu-predictions", type=Path, default=ReportConfig.predictions,
+        help="GPU predictions from the compiled code (dcomp predict-gpu's JSON; default: the committed one)",
+    )  # fmt: skip
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -105,6 +109,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> ReportConfig:
         "cpu_watts": args.cpu_watts,
         "gpu_watts": args.gpu_watts,
         "threads": args.threads,
+        "predictions": args.gpu_predictions,
     }
     return ReportConfig(**{**fields, **overrides})
 
