@@ -25,10 +25,11 @@ from compress.file_errors import (
     CompressedFileError,
     CorruptStreamError,
     InvalidHeaderError,
+    LimitExceededError,
     TruncatedFileError,
     UnsupportedVersionError,
 )
-from compress.file_format import LoadedLayers, load, save, save_bytes
+from compress.file_format import DEFAULT_MAX_ENTRIES, LoadedLayers, load, read_metadata, save, save_bytes
 from compress.huffman import HuffmanCode, HuffmanStream, huffman_decode, huffman_encode
 from compress.kmeans import KMeansResult, kmeans_1d
 from compress.matrix import CompressedMatrix, nearest_centroid
@@ -48,6 +49,7 @@ _WORKLOAD_NAMES = {
 __getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
+    "DEFAULT_MAX_ENTRIES",
     "LLM_LAYERS",
     "PAPER_LAYERS",
     "CalibratedLayer",
@@ -70,6 +72,7 @@ __all__ = [
     "LayerConfig",
     "LayerReport",
     "LayerSpec",
+    "LimitExceededError",
     "LoadedLayers",
     "NonFiniteWeightError",
     "RelativeIndexLayer",
@@ -94,6 +97,7 @@ __all__ = [
     "load_calibration",
     "nearest_centroid",
     "random_compressed_matrix",
+    "read_metadata",
     "save",
     "save_bytes",
     "save_calibration",

@@ -23,13 +23,14 @@ from torch import nn
 from compress.calibrated_layer import needs_calibration
 from compress.calibration import CalibrationResult, calibrated_compress
 from compress.config import DeepCompressionConfig, LayerConfig
-from compress.errors import ConfigError
+from compress.errors import ConfigError, UnsupportedModuleError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_as_configured
 from compress.progress import ProgressBar
 from compress.size import compare_bytes, format_bytes
 from dc_kernels import sizes
 from dc_kernels.backends import AUTO, GPU_FORMS
+from dc_kernels.checks import SUPPORTED_DTYPES
 from dc_kernels.linear import CompressedLinear
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,9 @@ def compress_(
     for name, module, _, _, reason in plan:
         if reason is None:
             chosen.setdefault(id(module), name)
+    for name, module, _, _, reason in plan:
+        if reason is None:
+            _check_weight_dtype(module, name)
     for name in chosen.values():
         settings = config.for_layer(name)
         if settings.gpu_form not in GPU_FORMS:
@@ -294,6 +298,9 @@ def swap_compressed_(
     unknown = sorted(set(layers) - set(modules))
     if unknown:
         raise ValueError(f"layers name modules the model does not have: {unknown}")
+    for name, module, _, _ in _named_children(model):
+        if name in layers and isinstance(module, nn.Linear):
+            _check_weight_dtype(module, name)
     report = CompressionReport(memory_before=sizes.memory_bytes(model), disk_before=sizes.disk_bytes(model))
     swapped: dict[int, CompressedLinear] = {}
     disk: dict[int, int] = {}
@@ -394,6 +401,15 @@ def _check_model(model: nn.Module) -> None:
         raise ValueError(
             "the model is a bare nn.Linear, which cannot be swapped in place: use "
             "CompressedLinear.from_linear(model, ...) or wrap it in a container"
+        )
+
+
+def _check_weight_dtype(module: nn.Linear, name: str) -> None:
+    """Refuse, before any layer is swapped, a weight dtype CompressedLinear cannot run."""
+    if module.weight.dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedModuleError(
+            f"layer {name!r} has {module.weight.dtype} weights; CompressedLinear runs float32, float16 and "
+            "bfloat16 (float32 accumulation): convert the model first (e.g. model.float())"
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from functools import partial
@@ -39,13 +40,32 @@ _TABLE_COLUMNS = (
 )
 
 
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def _print_json(value) -> None:
+    """Print strict JSON; results that are not finite (an extreme design point) are an error."""
+    try:
+        print(json.dumps(value, indent=2, allow_nan=False))
+    except ValueError as exc:
+        raise ValueError(f"the results hold NaN or infinity (an extreme design point?): {exc}") from exc
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     default = EIEConfig()
     group = parser.add_argument_group("design point (defaults: the paper's 64-PE EIE)")
     group.add_argument("--pes", type=int, default=default.pes)
     group.add_argument("--fifo", type=int, default=default.fifo_depth, help="activation queue depth")
     group.add_argument("--sram-width", type=int, default=default.sram_width, help="bits per spmat line")
-    group.add_argument("--clock-mhz", type=float, default=default.clock_mhz)
+    group.add_argument("--clock-mhz", type=_positive_number, default=default.clock_mhz)
     group.add_argument("--weight-bits", type=int, default=default.weight_bits)
     group.add_argument("--index-bits", type=int, default=default.index_bits)
     group.add_argument("--act-bits", type=int, default=default.act_bits)
@@ -93,7 +113,7 @@ def _simulate(args: argparse.Namespace) -> int:
         single = args.eie_dump is not None or (
             args.benchmark is not None and len(dicts) == 1 and "all" not in args.benchmark
         )
-        print(json.dumps(dicts[0] if single else dicts, indent=2))
+        _print_json(dicts[0] if single else dicts)
     else:
         print(
             " ".join(
@@ -141,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print JSON (a list for several layers)")
     sim.add_argument("--per-pe", action="store_true", help="include per-PE cycle lists in the JSON")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--scale", type=float, default=1.0, help="shrink benchmark layers (0 < scale <= 1)")
+    sim.add_argument(
+        "--scale", type=_positive_number, default=1.0, help="shrink benchmark layers (0 < scale <= 1)"
+    )
     sim.add_argument("--image", type=int, default=0, help="test image for --digits")
     _add_config_arguments(sim)
     sim.set_defaults(run=_simulate)
@@ -154,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--out", default="out/eie_sweeps")
     sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--scale", type=float, default=1.0)
+    sweep.add_argument("--scale", type=_positive_number, default=1.0)
     _add_config_arguments(sweep)
     sweep.set_defaults(run=_sweep)
     return parser
@@ -164,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError, ArithmeticError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -120,3 +120,28 @@ def test_sweep_over_layers_the_caller_holds():
     assert fetched == [("b", 4), ("a", 4)]
     assert list(table["benchmark"]) == ["b"] * 3 + ["a"] * 3
     assert table.groupby("benchmark")["cycles"].apply(lambda c: c.is_monotonic_decreasing).all()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--clock-mhz", "inf"], "must be a finite number above 0"),
+        (["--clock-mhz", "nan"], "must be a finite number above 0"),
+        (["--clock-mhz", "-5"], "must be a finite number above 0"),
+        (["--clock-mhz", "fast"], "not a number"),
+        (["--scale", "inf"], "must be a finite number above 0"),
+        (["--clock-mhz", "1e308"], "NaN or infinity"),  # finite, but the results overflow
+        (["--pes", "0"], "pes must be in"),
+        (["--sram-width", "3"], "sram_width must be in"),
+    ],
+)
+def test_every_bad_value_is_one_clean_error_line(capsys, argv, message):
+    """A traceback or invalid JSON never: argparse's usage error (exit 2) or one ``error:`` line."""
+    try:
+        code = main(["simulate", "--benchmark", "alex8", "--scale", "0.05", *argv, "--json"])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.err.strip().splitlines()[-1].startswith(("error:", "usage:", "python -m eie_model"))
