@@ -16,9 +16,9 @@ def simulate_dump(
 ) -> SimResult:
     """Simulate the layer of an authors' dump folder with its own input activations.
 
-    With no ``config`` (or one with the dump's PEs and bit widths whose register file holds
-    the PE's rows) the stored arrays run as they are; otherwise the decoded layer is encoded
-    again for ``config``.
+    With no ``config`` (or one with the dump's PEs and bit widths that computes the layer in one
+    pass) the stored arrays run as they are; otherwise the decoded layer is encoded again for
+    ``config``.
     """
     dump = read_eie_dump(directory)
     layer = dump.layer
@@ -28,15 +28,14 @@ def simulate_dump(
         layer.pes,
         layer.weight_bits,
         layer.index_bits,
-    ) and layer.rows_per_pe <= config.rf_size
+    ) and config.batch_rows(layer.out_features) is None
     if not same_layout:
-        rows_per_pe = -(-layer.out_features // config.pes)
         layer = encode_eie(
             dump.matrix,
             config.pes,
             config.weight_bits,
             config.index_bits,
-            batch_rows=config.rf_size if rows_per_pe > config.rf_size else None,
+            config.batch_rows(layer.out_features),
         )
     return simulate_encoded(
         layer, dump.activations, config, name=f"dump:{dump.name}", energy_table=energy_table
