@@ -11,6 +11,11 @@ from eie_model.energy import EnergyTable
 from eie_model.simulator import SimResult, simulate_encoded
 
 
+def dump_label(directory: str | Path) -> str:
+    """The layer name a dump folder goes by in results and sweeps: ``dump:<folder name>``."""
+    return f"dump:{Path(directory).name}"
+
+
 def simulate_dump(
     directory: str | Path, config: EIEConfig | None = None, *, energy_table: EnergyTable | None = None
 ) -> SimResult:
@@ -38,5 +43,5 @@ def simulate_dump(
             config.batch_rows(layer.out_features),
         )
     return simulate_encoded(
-        layer, dump.activations, config, name=f"dump:{dump.name}", energy_table=energy_table
+        layer, dump.activations, config, name=dump_label(directory), energy_table=energy_table
     )

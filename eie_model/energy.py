@@ -87,6 +87,7 @@ def chip_power_w(config: EIEConfig) -> float:
     """The paper's chip power (0.59 W for 64 PEs at 800 MHz) scaled to ``config``'s PEs and clock."""
     return PAPER_CHIP_POWER_W * config.pes / PAPER_PES * config.clock_mhz / PAPER_CLOCK_MHZ
 
+
 #: The events `SimResult.counts` reports, in the order they appear in breakdowns.
 EVENTS = (
     "lnzd_cycle",

@@ -40,10 +40,10 @@ def random_compressed_matrix(
         flat = np.sort(rng.permutation(total)[:nnz])
     else:
         # Oversample with replacement, deduplicate, then keep a random subset of exactly nnz.
-        draw = _sorted_unique(rng.integers(0, total, size=int(nnz * 1.2) + 16, dtype=np.int64))
+        draw = sorted_unique(rng.integers(0, total, size=int(nnz * 1.2) + 16, dtype=np.int64))
         while draw.size < nnz:
             more = rng.integers(0, total, size=nnz - draw.size + 16, dtype=np.int64)
-            draw = _sorted_unique(np.concatenate((draw, more)))
+            draw = sorted_unique(np.concatenate((draw, more)))
         flat = np.sort(rng.choice(draw, size=nnz, replace=False))
     rows = flat // in_features
     cols = (flat % in_features).astype(np.int32)
@@ -54,7 +54,8 @@ def random_compressed_matrix(
     return CompressedMatrix((out_features, in_features), codebook, row_ptr, cols, codes, bits)
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    # np.unique hashes large int arrays, several times slower than sorting here.
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values in ascending order (np.unique hashes large int arrays, several times
+    slower than sorting)."""
     values = np.sort(values)
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
