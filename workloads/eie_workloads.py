@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from compress.matrix import CompressedMatrix, check_bits
-from workloads.paper_layers import BENCHMARKS, PAPER_LAYERS, benchmark_activations, benchmark_inputs
-from workloads.synthetic import random_compressed_matrix, sorted_unique
+from compress.matrix import CompressedMatrix
+from workloads.paper_layers import benchmark_activations, benchmark_inputs, scaled_benchmark
+from workloads.synthetic import layer_at_positions, random_compressed_matrix, random_layer_size, sorted_unique
 
 _MAX_SPREAD = 4.0
 
@@ -204,17 +204,9 @@ def stats_matrix(
             out_features, in_features, density, bits, seed=seed, codebook_size=codebook_size
         )
         return matrix, np.ones(in_features)
-    bits = check_bits(bits)
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-    if out_features < 1 or in_features < 1:
-        raise ValueError(f"shape must be positive, got ({out_features}, {in_features})")
-    k = codebook_size if codebook_size is not None else 2**bits
-    if not 1 <= k <= 2**bits:
-        raise ValueError(f"codebook_size must be in 1..{2**bits}, got {k}")
+    bits, nnz, k = random_layer_size(out_features, in_features, density, bits, codebook_size)
     rng = np.random.default_rng([seed, 2])
     total = out_features * in_features
-    nnz = min(total, max(1, round(density * total)))
     # Drawing ``rate * total`` positions with replacement keeps a share ``density`` of them; a
     # position's chance of being kept grows as 1 - exp(-rate * r * c), which flattens the spread
     # by the elasticity rate * (1 - density) / density: raise the spreads by its inverse.
@@ -233,14 +225,7 @@ def stats_matrix(
             flat = sorted_unique(np.concatenate((flat, rows * in_features + cols)))
             draws = max(16, 2 * (nnz - flat.size))
         flat = np.sort(rng.choice(flat, size=nnz, replace=False))
-    row_idx = flat // in_features
-    row_ptr = np.zeros(out_features + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_idx, minlength=out_features), out=row_ptr[1:])
-    codebook = np.sort(rng.normal(0.0, 0.05, size=k)).astype(np.float32)
-    codes = rng.integers(0, k, size=nnz, dtype=np.int64).astype(np.uint8)
-    matrix = CompressedMatrix(
-        (out_features, in_features), codebook, row_ptr, (flat % in_features).astype(np.int32), codes, bits
-    )
+    matrix = layer_at_positions((out_features, in_features), flat, bits, k, rng)
     return matrix, col_weights
 
 
@@ -296,14 +281,7 @@ def workload_inputs(
     stats = get_workload(workload)
     if stats.is_uniform:
         return benchmark_inputs(name, weight_bits, seed, scale)
-    key = name.lower()
-    if key not in PAPER_LAYERS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    spec = PAPER_LAYERS[key]
-    outputs = max(1, round(spec.outputs * scale))
-    inputs = max(1, round(spec.inputs * scale))
+    spec, outputs, inputs = scaled_benchmark(name, scale)
     matrix, column_weights = stats_matrix(
         outputs, inputs, spec.weight_density, weight_bits, stats, seed, codebook_size=(1 << weight_bits) - 1
     )

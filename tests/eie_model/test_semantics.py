@@ -112,22 +112,6 @@ def test_both_efficiencies_on_a_hand_worked_example():
     )
 
 
-def test_two_pes_efficiencies_count_every_pe():
-    # test_simulator's hand-counted layer: 8 real entries on 2 PEs in 15 cycles.
-    mask = np.zeros((6, 4), dtype=bool)
-    mask[[0, 2, 4, 1], 0] = True
-    mask[3, 1] = True
-    mask[[2, 5], 2] = True
-    mask[1, 3] = True
-    matrix = CompressedMatrix.from_dense(
-        mask, np.zeros((6, 4), np.uint8), np.array([0.5], np.float32), bits=4
-    )
-    result = simulate_layer(matrix, np.ones(4), EIEConfig(pes=2, fifo_depth=1))
-    assert result.cycles == 15
-    assert result.useful_efficiency == pytest.approx(8 / (15 * 2))
-    assert result.load_efficiency == pytest.approx(4 / 15)
-
-
 def test_energy_at_the_papers_chip_power():
     result = simulate_layer(_padded_column(), np.ones(1), EIEConfig(pes=1, weight_bits=1, index_bits=1))
     assert result.chip_power_w == pytest.approx(0.59 / 64)
