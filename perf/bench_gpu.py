@@ -491,7 +491,7 @@ def log_results_table(progress: Progress, rows: list[dict]) -> None:
 
 
 def check_targets(progress: Progress, rows: list[dict]) -> None:
-    """The issue's targets (H200, cold): print each with PASS/FAIL."""
+    """The fixed-width kernels' speed targets (GPU, cold timings): print each with PASS or FAIL."""
 
     def pick(layer, bits, batch):
         return next(

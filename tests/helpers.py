@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from compress import CompressedMatrix
 from dc_kernels.reference import CanonicalTensors, reference_linear
+from workloads import random_compressed_matrix
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (rtol, atol) of a kernel's float32-accumulated result against the float64 reference, by dtype;
@@ -36,6 +37,21 @@ def compressed_matrices(draw, max_rows: int = 40, max_cols: int = 300, densities
     codes = rng.integers(0, k, size=rows * cols).astype(np.uint8)
     codebook = rng.normal(size=k).astype(np.float32)
     return CompressedMatrix.from_dense(mask.reshape(rows, cols), codes.reshape(rows, cols), codebook, bits)
+
+
+@st.composite
+def random_layers(
+    draw, max_rows: int = 40, max_cols: int = 300, min_density: float = 0.001
+) -> CompressedMatrix:
+    """`workloads.random_compressed_matrix` layers: any shape up to the bounds, any density
+    from ``min_density`` (at least one kept weight), any code width."""
+    return random_compressed_matrix(
+        draw(st.integers(1, max_rows)),
+        draw(st.integers(1, max_cols)),
+        draw(st.floats(min_density, 1.0)),
+        draw(st.integers(1, 8)),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def random_input(batch: int, in_features: int, dtype: torch.dtype, strided: bool, seed: int) -> torch.Tensor:

@@ -4,20 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compress import CompressedMatrix, decode_relative, encode_relative
+from tests.helpers import random_layers
 from workloads import random_compressed_matrix
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    rows=st.integers(1, 30),
-    cols=st.integers(1, 200),
-    density=st.floats(0.001, 1.0),
-    bits=st.integers(1, 8),
-    index_bits=st.integers(1, 8),
-    seed=st.integers(0, 2**16),
-)
-def test_round_trip(rows, cols, density, bits, index_bits, seed):
-    m = random_compressed_matrix(rows, cols, density, bits, seed=seed)
+@given(m=random_layers(max_rows=30, max_cols=200), index_bits=st.integers(1, 8))
+def test_round_trip(m, index_bits):
+    bits = m.bits
     layer = encode_relative(m, index_bits)
     assert decode_relative(layer).equals(m)
     assert layer.entries == m.nnz + layer.fillers
