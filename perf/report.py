@@ -69,9 +69,22 @@ def add_eie_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eie-dump",
         type=Path,
-        default=Path(os.environ["EIE_DUMP"]) if os.environ.get("EIE_DUMP") else None,
-        help="the EIE authors' dump folder, simulated as its own row (default: $EIE_DUMP when set)",
+        default=environment_dump(),
+        metavar="DIR",
+        help="the EIE authors' dump folder, simulated as its own row (default: $EIE_DUMP if a folder)",
     )
+
+
+def environment_dump() -> Path | None:
+    """The folder the ``EIE_DUMP`` environment variable names, if it is one (else None, with a
+    note on stderr when the variable is set)."""
+    value = os.environ.get("EIE_DUMP")
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        print(f"EIE_DUMP={value} is not a folder; the report has no real-data EIE row", file=sys.stderr)
+        return None
+    return Path(value)
 
 
 def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:

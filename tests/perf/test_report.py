@@ -163,6 +163,18 @@ def test_report_shows_the_dump_as_its_own_row(tmp_path):
     assert rows[-1]["workload"] == "authors' dump" and rows[0]["workload"] == "uniform"
 
 
+def test_a_missing_dump_in_the_environment_only_drops_its_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EIE_DUMP", str(tmp_path / "missing"))
+    out = tmp_path / "report"
+    argv = ["--quick", "--layers", "nt-we", "--out", str(out), "--threads", "1", "--no-sweeps", "--no-plots"]
+    assert report.main([*argv, "--pipeline-layers"]) == 0
+    assert "is not a folder" in capsys.readouterr().err
+    text = (out / "report.md").read_text()
+    assert "real data" not in text and "fc8 dump: not given" in text
+    with pytest.raises(SystemExit):  # named on the command line, a missing folder is an error
+        report.main([*argv, "--eie-dump", str(tmp_path / "missing")])
+
+
 def test_report_shows_committed_gpu_results(tmp_path):
     folder = tmp_path / "results" / "NVIDIA-H200_20261128T2300"
     write_kernel_csv(folder, ["nt-lstm"], "NVIDIA H200", "2026-11-28T23:00:00Z")
