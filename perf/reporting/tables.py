@@ -130,7 +130,7 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
                 if data.gpu
                 else ""
             )
-            + "EIE: cycles of the model / clock. Lower is better.",
+            + f"EIE: cycles of the model / clock (`{data.config.eie_workload}` workload). Lower is better.",
         ),
         Table(
             "speedup",
@@ -145,7 +145,7 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
             "Energy per layer, batch 1 (uJ)",
             frame[[f"energy_{k}_uj" for k in keys]].set_axis([label[k] for k in keys], axis=1),
             "CPU and GPU: time x the power figure above (estimates are labelled there). EIE: the model's "
-            "energy (dynamic + clock + leakage).",
+            f"energy (dynamic + clock + leakage) on the `{data.config.eie_workload}` workload.",
         ),
         Table(
             "efficiency",
