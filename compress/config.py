@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from compress.errors import ConfigError
 from compress.kmeans import INITS
@@ -84,6 +84,10 @@ class DeepCompressionConfig:
     seed: int = 0
     gpu_form: str = "fixed"
     version: int = CONFIG_VERSION
+
+    #: The name Hugging Face transformers knows this method by, so that the config can be passed
+    #: as ``from_pretrained(..., quantization_config=config)`` (``dc_kernels.hf`` registers it).
+    quant_method: ClassVar[str] = "deep_compression"
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:

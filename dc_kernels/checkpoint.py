@@ -5,7 +5,9 @@ A checkpoint is a directory with the compressed layers in the library's file for
 dict in ``dense.safetensors``, whose names, shapes, dtypes and CRC32s the compressed file's
 (checksummed) metadata records. Loading works into a model built on the meta device: the
 compressed layers are swapped in and the rest of the state is assigned, so no dense weight is
-ever allocated.
+ever allocated. Non-persistent buffers (which a state dict leaves out, such as BERT's
+``position_ids`` or a rotary embedding's ``inv_freq``) are stored too and restored, and a load
+that would leave any tensor on the meta device raises, naming them.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from torch import nn
 import compress
 from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
 from compress.matrix import CompressedMatrix
+from dc_kernels import sizes
 from dc_kernels.backends import AUTO, GPU_FORMS
 from dc_kernels.linear import CompressedLinear
-from dc_kernels.model_api import CompressionReport, swap_module
+from dc_kernels.model_api import CompressionReport, after_conversion, swap_module
 
 COMPRESSED_FILE = "compressed.safetensors"
 DENSE_FILE = "dense.safetensors"
@@ -33,6 +36,10 @@ METADATA_KEY = "dc_kernels"
 METADATA_VERSION = 1
 
 MODULE_KEYS = {"in_features", "out_features", "bias", "dtype", "gpu_form"}
+METADATA_KEYS = {METADATA_KEY, "modules", "dense_file", "dense", "aliases"}
+# Optional in the metadata: the names of the stored non-persistent buffers (files of earlier
+# versions have none).
+BUFFERS_KEY = "buffers"
 # Weight dtypes a compressed module may declare in a file.
 DTYPES = {
     "float32": torch.float32,
@@ -45,18 +52,25 @@ DTYPES = {
 def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: int = 5) -> int:
     """Write ``model`` (with `CompressedLinear` layers) to the directory ``path``: its
     compressed layers to ``compressed.safetensors`` (`compress.save`, relative index width
-    ``index_bits``), every other tensor of its state dict to ``dense.safetensors``. Returns the
-    total bytes written."""
+    ``index_bits``), every other tensor of its state dict and its non-persistent buffers to
+    ``dense.safetensors``. Returns the total bytes written. A model without any `CompressedLinear`
+    raises ValueError (compress it first with `dc_kernels.compress_`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     compressed = {n: m for n, m in model.named_modules() if isinstance(m, CompressedLinear)}
+    if not compressed:
+        raise ValueError(
+            f"{type(model).__name__} has no CompressedLinear layer, so there is nothing compressed to save: "
+            "compress it first with dc_kernels.compress_(model, config)"
+        )
     layers = {name: module.to_matrix() for name, module in compressed.items()}
     owned = {
         f"{name}.{buffer}" for name, module in compressed.items() for buffer, _ in module.named_buffers()
     }
     dense, aliases = {}, {}
     seen: dict[tuple, str] = {}
-    for key, tensor in model.state_dict(keep_vars=False).items():
+    buffers = dict(_non_persistent_buffers(model))
+    for key, tensor in [*model.state_dict(keep_vars=False).items(), *buffers.items()]:
         if key in owned:
             continue
         if tensor.is_meta:
@@ -88,6 +102,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
         "dense_file": DENSE_FILE,
         "dense": {k: _tensor_record(t) for k, t in dense.items()},
         "aliases": aliases,
+        BUFFERS_KEY: sorted(buffers),
     }
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -98,6 +113,15 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
     return len(dense_bytes) + compress.save(
         directory / COMPRESSED_FILE, layers, metadata, index_bits=index_bits
     )
+
+
+def _non_persistent_buffers(model: nn.Module):
+    """(name, tensor) of the buffers ``model.state_dict()`` leaves out."""
+    for name, module in model.named_modules():
+        for buffer in sorted(module._non_persistent_buffers_set):
+            tensor = module._buffers.get(buffer)
+            if tensor is not None:
+                yield (f"{name}.{buffer}" if name else buffer), tensor
 
 
 def _tensor_record(tensor: torch.Tensor) -> dict:
@@ -121,8 +145,10 @@ def load_compressed(
     ``model`` has the architecture that was saved, with nn.Linear (or `CompressedLinear`)
     modules where the compressed layers go, typically built on the meta device
     (``with torch.device("meta"): model = Net()``); the compressed layers are swapped in and
-    every other tensor is assigned, on ``device``. A file defect raises a
-    `compress.CompressedFileError`; a model that does not match the file raises ValueError.
+    every other tensor is assigned, on ``device``, the stored non-persistent buffers included. A
+    file defect raises a `compress.CompressedFileError`; a model that does not match the file, or
+    one that would keep any tensor on the meta device, raises ValueError naming them. The report
+    gives the files' bytes on disk (``disk_after``) and the model's in memory (``memory_after``).
     """
     directory = Path(path)
     loaded = compress.load(directory / COMPRESSED_FILE)
@@ -154,8 +180,10 @@ def load_compressed(
         parent_name, _, child = name.rpartition(".")
         swap_module(model.get_submodule(parent_name), child, module, name, report)
         state.update(module.state_dict(prefix=f"{name}."))
+    buffers = set(metadata.get(BUFFERS_KEY, []))
     state.update({k: t.to(device) for k, t in dense.items()})
     state.update({key: state[target] for key, target in metadata["aliases"].items()})
+    restored = {key: state.pop(key) for key in buffers}
     result = model.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
@@ -163,7 +191,28 @@ def load_compressed(
             f"unexpected {result.unexpected_keys}"
         )
     _retie(model, metadata["aliases"])
+    for key, tensor in restored.items():
+        owner, _, buffer = key.rpartition(".")
+        module = model.get_submodule(owner)
+        if buffer not in module._non_persistent_buffers_set:
+            raise ValueError(f"{key} is stored as a non-persistent buffer, but the model has no such buffer")
+        module._buffers[buffer] = tensor
+    check_not_meta(model, f"after loading {directory}")
+    after_conversion(model, None)
+    report.memory_after = sizes.memory_bytes(model)
+    report.disk_after = sum(f.stat().st_size for f in (directory / COMPRESSED_FILE, directory / DENSE_FILE))
     return report
+
+
+def check_not_meta(model: nn.Module, when: str) -> None:
+    """Raise ValueError naming every parameter and buffer of ``model`` still on the meta device."""
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise ValueError(
+            f"{when}, {len(left)} tensors are still on the meta device (they hold no values): {left}. "
+            "A file written before non-persistent buffers were stored cannot fill those: build the model on "
+            "the CPU rather than on the meta device, or save it again"
+        )
 
 
 def _retie(model: nn.Module, aliases: Mapping[str, str]) -> None:
@@ -186,7 +235,7 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
 
     if not isinstance(metadata, dict) or metadata.get(METADATA_KEY) != METADATA_VERSION:
         raise fail(f"missing, or not dc_kernels model metadata version {METADATA_VERSION}")
-    if set(metadata) != {METADATA_KEY, "modules", "dense_file", "dense", "aliases"}:
+    if not METADATA_KEYS <= set(metadata) <= METADATA_KEYS | {BUFFERS_KEY}:
         raise fail(f"unexpected keys {sorted(metadata)}")
     if metadata["dense_file"] != DENSE_FILE:
         raise fail(f"dense_file must be {DENSE_FILE!r}, got {metadata['dense_file']!r}", "dense_file")
@@ -215,6 +264,10 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
         isinstance(k, str) and isinstance(v, str) and v in dense for k, v in aliases.items()
     ):
         raise fail("aliases must map names to stored dense tensors", "aliases")
+    buffers = metadata.get(BUFFERS_KEY, [])
+    stored = set(dense) | set(aliases)
+    if not isinstance(buffers, list) or not all(isinstance(b, str) and b in stored for b in buffers):
+        raise fail("buffers must list stored dense tensors", BUFFERS_KEY)
     return metadata
 
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
+from compress.size import compare_bytes
 from dc_kernels.backends import AUTO, GPU_FORMS, canonical_name, get_backend, resolve
 from dc_kernels.ops import compressed_linear, dense_weight
 from dc_kernels.reference import CanonicalTensors
@@ -274,12 +275,18 @@ class CompressedLinear(nn.Module):
             self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
         )
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The nominal dtype of the weight (of `weight`, `to_linear` and the bias)."""
+        return self._weight_dtype
+
     def extra_repr(self) -> str:
+        dense = f"dense {str(self._weight_dtype).removeprefix('torch.')}"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, bits={self.bits}, density={self.density:.4f}, "
-            f"bytes={self.memory_bytes()} ({self.dense_bytes() / max(self.memory_bytes(), 1):.1f}x smaller "
-            f"than dense), backend={self.backend!r}, gpu_form={self.gpu_form!r}"
+            f"bytes={self.memory_bytes()} ({compare_bytes(self.dense_bytes(), self.memory_bytes(), dense)}), "
+            f"backend={self.backend!r}, gpu_form={self.gpu_form!r}"
         )
 
     # ------------------------------------------------------------------ forward

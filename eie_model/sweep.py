@@ -33,6 +33,13 @@ SWEEPS: dict[str, tuple[str, tuple[int, ...]]] = {
     "sram-width": ("sram_width", (16, 32, 64, 128, 256, 512)),
     "index-bits": ("index_bits", (2, 3, 4, 5, 6, 7, 8)),
 }
+#: Each swept EIEConfig field in words, for axis labels.
+PARAMETER_WORDS = {
+    "fifo_depth": "FIFO depth (activation queue entries per PE)",
+    "pes": "number of PEs",
+    "sram_width": "sparse-matrix SRAM width (bits)",
+    "index_bits": "relative index width (bits)",
+}
 
 COLUMNS = (
     "benchmark",
@@ -162,13 +169,13 @@ def plot_sweep(table: pd.DataFrame, path: str | Path) -> Path:
         for name, group in table.groupby("benchmark", sort=False):
             ax.plot(group["value"], group[column], marker="o", label=name)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(field)
+        ax.set_xlabel(PARAMETER_WORDS.get(field, field))
         ax.set_ylabel(label)
         if not column.endswith("efficiency"):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"EIE model: sweep of {field} (other parameters fixed)")
+    fig.suptitle(f"EIE model: sweep of the {PARAMETER_WORDS.get(field, field)} (other parameters fixed)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from eie_model import SWEEPS, EIEConfig, SimResult, run_sweep, simulate_dump
 from eie_model.dump_simulation import dump_label
-from perf.harness import Progress, machine_info, print_table, write_csv
+from perf.harness import Progress, doc_summary, machine_info, print_table, write_csv
 from workloads.eie import simulate_benchmark, sweep_inputs
 from workloads.eie_workloads import WORKLOADS
 from workloads.paper_layers import BENCHMARKS, PAPER_LAYERS
@@ -202,7 +202,7 @@ def run_sweeps(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_eie", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_eie", description=doc_summary(__doc__))
     parser.add_argument("--layers", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     parser.add_argument("--sweeps", nargs="*", default=list(SWEEPS), choices=sorted(SWEEPS))
     parser.add_argument(

@@ -2,10 +2,11 @@
 # One device call of at most ~7.5 minutes (device tool: timeout_s 500): correctness,
 # compute-sanitizer, tuning, timings, crossover and sweep of the Triton kernels
 # (perf/bench_gpu.py, ~4 minutes), the Huffman kernels' benchmark (perf/bench_gpu_huffman.py,
-# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s). Both benchmarks time with the same
-# timer (perf/gpu_timing.py) and record the same provenance (GPU, driver, clocks, versions,
-# commit, date) in every CSV row. All results go to one folder: $OUT (the device tool's output
-# folder) when set, else perf/results/<gpu>_<date>/.
+# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s); last, apart, the measured times
+# beside the committed predictions from the compiled code (perf.cost.compare, seconds). Both
+# benchmarks time with the same timer (perf/gpu_timing.py) and record the same provenance (GPU,
+# driver, clocks, versions, commit, date) in every CSV row. All results go to one folder: $OUT
+# (the device tool's output folder) when set, else perf/results/<gpu>_<date>/.
 # Usage: bash perf/gpu_check.sh [extra bench_gpu args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +50,11 @@ TRITON_INTERPRET=0 timeout 90 python -m pytest -q -x -p no:cacheprovider tests/d
     -k cuda 2>&1 | tee -a "${log:-/dev/null}"
 rc_tests=${PIPESTATUS[0]}
 echo "CompressedLinear CUDA tests exit code: $rc_tests" | tee -a "${log:-/dev/null}"
+# ---- Predicted from the compiled code beside the measured times (perf.cost.compare) ------------
+# A separate last step: the committed predictions (perf/results/cost/) beside this run's times,
+# written as predicted_vs_measured.csv/.md into the results folder; it does not change the exit
+# code. (`--recompute` would recompile with this machine's Triton first: minutes, so not here.)
+timeout 60 python -m perf.cost.compare ${out:+--measured "$out" --out "$out"} 2>&1 \
+    | tee -a "${log:-/dev/null}"
+echo "predicted vs measured exit code: ${PIPESTATUS[0]}" | tee -a "${log:-/dev/null}"
 exit $(( rc != 0 ? rc : (rc_huffman != 0 ? rc_huffman : rc_tests) ))

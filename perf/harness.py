@@ -304,3 +304,10 @@ def print_table(rows: Iterable[dict], columns: Sequence[str], file=sys.stdout) -
     for line in format_table(rows, columns):
         print(line, file=file)
     file.flush()
+
+
+def doc_summary(doc: str | None) -> str:
+    """The first paragraph of a module docstring on one line: a command's ``--help`` description
+    (its first line alone would stop mid-sentence where the sentence wraps)."""
+    paragraph = (doc or "").strip().split("\n\n", 1)[0]
+    return " ".join(paragraph.split())

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
-from perf.harness import Progress
+from perf.harness import Progress, doc_summary
 from perf.report import QUICK_PIPELINE_LAYERS, add_eie_arguments, write_report
 from perf.reporting.collect import ReportConfig, collect
 from perf.reporting.cpu import CpuConfig
@@ -60,7 +60,7 @@ def measure_gpu(out: Path, layers: tuple[str, ...], progress: Progress) -> Path 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dcomp run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dcomp run", description=doc_summary(__doc__))
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
     parser.add_argument("--quick", action="store_true", help="reduced size (CI): short training and sweeps")
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))

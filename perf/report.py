@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
-from perf.harness import Progress
+from perf.harness import Progress, doc_summary
 from perf.reporting.collect import ReportConfig, ReportData, collect
 from perf.reporting.document import TITLE, build_document, render_markdown_document
 from perf.reporting.tables import build_tables, layer_frame, write_csvs
@@ -88,7 +88,7 @@ def environment_dump() -> Path | None:
 
 
 def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc_summary(__doc__))
     parser.add_argument(
         "--out", type=Path, default=Path("out/report"), help="output folder (default out/report)"
     )
@@ -115,6 +115,10 @@ def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: torch's; 1 on a busy machine)"
     )
+    parser.add_argument(
+        "--gpu-predictions", type=Path, default=ReportConfig.predictions,
+        help="GPU predictions from the compiled code (dcomp predict-gpu's JSON; default: the committed one)",
+    )  # fmt: skip
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -139,6 +143,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> ReportConfig:
         "threads": args.threads,
         "eie_workload": args.eie_workload,
         "eie_dump": args.eie_dump,
+        "predictions": args.gpu_predictions,
     }
     return ReportConfig(**{**fields, **overrides})
 

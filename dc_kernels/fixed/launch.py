@@ -211,3 +211,10 @@ def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_
             consts = _constexprs(code_bits, index_bits, r, cfg, dispatch)
             out.append((decode_dense_kernel, consts, cfg.num_warps, dtype, 0))
     return out
+
+
+def loop_items(constexprs: Mapping[str, int]) -> int:
+    """Entries one iteration of either kernel's main loop decodes: ``BLOCK`` entries of each of
+    the slice's ``R`` rows (for `perf.cost`; an entry is a kept weight unless it is a filler or
+    padding)."""
+    return int(constexprs["R"]) * int(constexprs["BLOCK"])

@@ -174,3 +174,9 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
                 sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, lengths)
                 out.append((huffman_spmm_kernel, sig, spmm, warps, dtype, bb))
     return out
+
+
+def loop_items(constexprs: dict) -> int:
+    """Symbols one step of either kernel's main loop decodes: one per lane, ``ROWS x NCB`` lanes
+    (for `perf.cost`; a symbol is a kept weight unless it is an escape)."""
+    return int(constexprs["ROWS"]) * int(constexprs["NCB"])

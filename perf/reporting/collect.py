@@ -22,8 +22,12 @@ from compress.size import size_table
 from eie_model import SWEEPS, EIEConfig
 from perf.bench_eie import EieBenchConfig, compare_workloads, run_sweeps, simulate_layers
 from perf.bench_pipeline import PipelineBenchConfig, run_pipeline_bench
+from perf.cost.compare import machine_for_gpu
+from perf.cost.machines import DEFAULT_MACHINE, MACHINES
+from perf.cost.predict import RESULTS_DIR as PREDICTIONS_DIR
+from perf.cost.predict import Predictions, load_predictions
 from perf.gpu_results import RESULTS_ROOT, GpuResults, GpuResultsError, newest_gpu_results, read_gpu_results
-from perf.harness import machine_info
+from perf.harness import REPO_ROOT, machine_info
 from perf.power import PowerFigure, cpu_power, gpu_power, measure_package_power
 from perf.reporting.cpu import CpuConfig, measure_layer
 from workloads.paper_layers import PAPER_LAYERS
@@ -43,7 +47,8 @@ class ReportConfig:
     ``gpu_origin`` says how it came to be (``committed`` or ``measured now``); ``cpu_watts`` and
     ``gpu_watts`` replace the power estimates; ``threads``: CPU threads (None: torch's default);
     ``eie_workload``: how EIE's layers are generated (a preset of `workloads.eie_workloads`);
-    ``eie_dump``: the EIE authors' dump folder, simulated as its own row and swept (None: not shown).
+    ``eie_dump``: the EIE authors' dump folder, simulated as its own row and swept (None: not shown);
+    ``predictions``: the GPU predictions from the compiled code (`dcomp predict-gpu`; None: none).
     """
 
     layers: tuple[str, ...] = tuple(PAPER_LAYERS)
@@ -61,6 +66,7 @@ class ReportConfig:
     threads: int | None = None
     eie_workload: str = "fc8-stats"
     eie_dump: Path | None = None
+    predictions: Path | None = PREDICTIONS_DIR / "predictions.json"
 
     def __post_init__(self) -> None:
         unknown = [n for n in (*self.layers, *self.pipeline_layers) if n not in PAPER_LAYERS]
@@ -124,6 +130,9 @@ class ReportData:
     pipeline_rows: list[dict]
     phase_seconds: dict[str, float] = field(default_factory=dict)
     digits: object | None = None  # a `perf.reporting.digits.DigitsResults` (dcomp run)
+    predicted: Predictions | None = None  # predicted from the compiled code, not measured
+    predicted_machine: str = DEFAULT_MACHINE
+    predicted_note: str = ""
 
 
 def compression_sizes(matrices: dict, index_bits: int) -> pd.DataFrame:
@@ -155,6 +164,36 @@ def _gpu_section(config: ReportConfig) -> tuple[GpuResults | None, str]:
             "under perf/results/<gpu>_<date>/."
         )
     return results, f"GPU results ({config.gpu_origin}): {results.describe()}."
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _predicted_section(config: ReportConfig, gpu: GpuResults | None) -> tuple[Predictions | None, str, str]:
+    """(predictions, machine key, note): the machine named like the measured GPU when there is one."""
+    machine = (machine_for_gpu(gpu.gpu) if gpu is not None else None) or DEFAULT_MACHINE
+    predictions = load_predictions(config.predictions) if config.predictions is not None else None
+    if predictions is None:
+        return None, machine, "No GPU predictions: run `dcomp predict-gpu` to write them."
+    predicted_machines = list(dict.fromkeys(r["machine"] for r in predictions.rows))
+    if machine not in predicted_machines:
+        machine = predicted_machines[0]
+    info = predictions.info
+    return (
+        predictions,
+        machine,
+        (
+            f"GPU predictions ({info.get('label', 'predicted')}): {MACHINES[machine].name}, "
+            f"{info.get('code_bits', '?')}-bit codes, float16 x, from `dcomp predict-gpu` at commit "
+            f"{info.get('commit', '?')} with Triton {info.get('triton', '?')} "
+            f"({_shown_path(config.predictions)})."
+        ),
+    )
 
 
 def collect(config: ReportConfig, progress: Progress | None = None) -> ReportData:
@@ -195,6 +234,7 @@ def collect(config: ReportConfig, progress: Progress | None = None) -> ReportDat
     gpu, gpu_note = _gpu_section(config)
     power_gpu = gpu_power(gpu.gpu, given=config.gpu_watts) if gpu is not None else None
     say(gpu_note)
+    predicted, predicted_machine, predicted_note = _predicted_section(config, gpu)
 
     started = time.perf_counter()
     eie_config = config.eie_config()
@@ -225,4 +265,7 @@ def collect(config: ReportConfig, progress: Progress | None = None) -> ReportDat
         sizes=sizes,
         pipeline_rows=pipeline_rows,
         phase_seconds=seconds,
+        predicted=predicted,
+        predicted_machine=predicted_machine,
+        predicted_note=predicted_note,
     )

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from perf.cost import PREDICTED_LABEL
+from perf.cost.compare import predicted_batch1
+from perf.cost.machines import MACHINES
 from perf.reporting.collect import ReportData
 from perf.reporting.plots import SWEEP_FIGURES
 from perf.reporting.tables import (
@@ -74,6 +77,13 @@ def summary(data: ReportData, frame: pd.DataFrame) -> list[str]:
             lines.append(
                 f"GPU fixed-width kernel vs cuBLAS float16 on the dense layer: {ratio}x (geometric mean)."
             )
+    predicted = predicted_speedups(data)
+    if predicted:
+        lines.append(
+            f"GPU, {PREDICTED_LABEL}, batch 1 on the {MACHINES[data.predicted_machine].name}: "
+            + ", ".join(f"{label} {format_number(v)}x" for label, v in predicted.items())
+            + " the speed of cuBLAS fp16 on the dense layer (geometric means over the layers)."
+        )
     lines.append(
         f"EIE (model, `{data.config.eie_workload}` workload), batch 1: {mean('speedup_eie')}x faster than "
         f"CPU dense and {mean('efficiency_eie')}x less energy per layer (geometric means)."
@@ -86,6 +96,23 @@ def summary(data: ReportData, frame: pd.DataFrame) -> list[str]:
             f"{dump['useful_efficiency']:.3f}."
         )
     return lines
+
+
+def predicted_speedups(data: ReportData) -> dict[str, float]:
+    """Geometric-mean predicted speedup over cuBLAS fp16 of each kernel form on the report's layers."""
+    if data.predicted is None:
+        return {}
+    predicted = predicted_batch1(data.predicted, data.predicted_machine)
+    out = {}
+    for form, label in (("fixed", "fixed-width"), ("huffman", "Huffman")):
+        ratios = [
+            predicted[n]["dense"] / predicted[n][form]
+            for n in data.config.layers
+            if form in predicted.get(n, {})
+        ]
+        if ratios:
+            out[label] = geometric_mean(ratios)
+    return out
 
 
 def machine_lines(data: ReportData) -> list[str]:
@@ -159,6 +186,7 @@ def build_document(
         Block("table", table=by_key["energy"]),
         Block("table", table=by_key["efficiency"]),
         Block("image", "energy_efficiency", caption="Energy efficiency over CPU dense (log axis)"),
+        *_predicted_blocks(data, by_key),
         Block("heading", "Compression"),
         Block("table", table=by_key["compression"]),
         Block("image", "compression_waterfall", caption="Compression waterfall"),
@@ -182,6 +210,17 @@ def build_document(
         blocks += [Block("table", table=t) for t in data.digits.tables()]
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in data.phase_seconds.items())
     blocks += [Block("heading", "Run"), Block("paragraph", f"Phases: {seconds}.")]
+    return blocks
+
+
+def _predicted_blocks(data: ReportData, by_key: dict) -> list[Block]:
+    """The section of GPU predictions, apart from the measured platforms."""
+    blocks = [
+        Block("heading", "GPU, predicted from the compiled code (not measured)"),
+        Block("paragraph", data.predicted_note),
+    ]
+    if "gpu_predicted" in by_key:
+        blocks.append(Block("table", table=by_key["gpu_predicted"]))
     return blocks
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from perf.cost import PREDICTED_LABEL
+from perf.cost.compare import compare, predicted_batch1
 from perf.harness import write_csv
 from perf.reporting.collect import ReportData
 from workloads.eie_workloads import get_workload
@@ -52,6 +54,15 @@ def platforms(data: ReportData) -> list[str]:
     return keys
 
 
+def platform_watts(data: ReportData) -> dict[str, float]:
+    """The power figure each measured platform's energy is its time times (EIE's energy comes
+    from its own model instead): one CPU figure for both CPU runs, one GPU figure for the GPU's."""
+    watts = {"cpu_dense": data.cpu_power.watts, "cpu_compressed": data.cpu_power.watts}
+    if data.gpu_power is not None:
+        watts.update(dict.fromkeys(GPU_PLATFORMS, data.gpu_power.watts))
+    return watts
+
+
 def _gpu_times(data: ReportData, name: str) -> dict[str, float]:
     if data.gpu is None or name not in data.gpu.layers:
         return {}
@@ -65,9 +76,7 @@ def layer_frame(data: ReportData) -> pd.DataFrame:
     keys = platforms(data)
     cpu = {(r["layer"], r["batch"]): r for r in data.cpu_rows}
     eie = {r["layer"]: r for r in data.eie_rows}
-    watts = {"cpu_dense": data.cpu_power.watts, "cpu_compressed": data.cpu_power.watts}
-    if data.gpu_power is not None:
-        watts.update(dict.fromkeys(GPU_PLATFORMS, data.gpu_power.watts))
+    watts = platform_watts(data)
     rows = []
     for name in data.config.layers:
         b1, b64 = cpu[(name, 1)], cpu.get((name, 64))
@@ -169,6 +178,9 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
                 "(dc_kernels.cpu.launch).",
             )
         )
+    predicted = predicted_table(data)
+    if predicted is not None:
+        tables.append(predicted)
     tables += [eie_table(data), workload_table(data)]
     tables += sweep_tables(data)
     if data.pipeline_rows:
@@ -187,8 +199,45 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
     return tables
 
 
+def predicted_table(data: ReportData) -> Table | None:
+    """GPU, predicted from the compiled code (batch 1, us), apart from the measured tables; with
+    measured GPU results, each measured time beside its prediction and their ratio."""
+    if data.predicted is None:
+        return None
+    machine = data.predicted_machine
+    predicted = predicted_batch1(data.predicted, machine)
+    layers = [name for name in data.config.layers if name in predicted]
+    if not layers:
+        return None
+    columns = {
+        "cuBLAS fp16, predicted": [predicted[n].get("dense") for n in layers],
+        "fixed-width, predicted": [predicted[n].get("fixed") for n in layers],
+        "Huffman, predicted": [predicted[n].get("huffman") for n in layers],
+        "fixed-width bound": [predicted[n].get("fixed_bound") for n in layers],
+        "Huffman bound": [predicted[n].get("huffman_bound") for n in layers],
+    }
+    note = (
+        f"{PREDICTED_LABEL.capitalize()}: the dispatcher's launches compiled for {machine} and bounded by "
+        "issue, load/store pipe, L1 gathers, HBM bytes and latency (`dcomp predict-gpu`, "
+        "docs/cost_model.md); cuBLAS fp16 = the dense layer's bytes at 88% of the HBM bandwidth."
+    )
+    if data.gpu is not None:
+        measured = {r["layer"]: r for r in compare(data.gpu, data.predicted, machine)}
+        for kind, label in (("dense", "cuBLAS fp16"), ("fixed", "fixed-width"), ("huffman", "Huffman")):
+            columns[f"{label}, measured / predicted"] = [
+                measured.get(n, {}).get(f"{kind}_ratio") for n in layers
+            ]
+        note += f" Measured / predicted: the GPU results above ({data.gpu.gpu}) over the prediction."
+    frame = pd.DataFrame(columns, index=pd.Index(layers, name="layer"))
+    return Table("gpu_predicted", f"GPU, {PREDICTED_LABEL}, batch 1 (us)", frame, note)
+
+
 def compression_table(data: ReportData) -> Table:
     sizes = data.sizes
+    # In memory: the CompressedLinear the CPU benchmark ran (its buffers and bias), by layer.
+    memory = {r["layer"]: r["compressed_bytes"] for r in data.cpu_rows if r["batch"] == 1}
+    memory["total"] = sum(memory.values())
+    in_memory = pd.Series({name: memory.get(name) for name in sizes.index}, dtype=float)
     frame = pd.DataFrame(
         {
             "weights": sizes["weights"],
@@ -196,10 +245,12 @@ def compression_table(data: ReportData) -> Table:
             "dense MB": sizes["dense_bytes"] / 1e6,
             "pruned MB": sizes["bytes_pruned"] / 1e6,
             "quantized MB": sizes["bytes_pq"] / 1e6,
-            "Huffman MB": sizes["bytes_pqh"] / 1e6,
+            "Huffman MB (on disk)": sizes["bytes_pqh"] / 1e6,
+            "in memory MB": in_memory / 1e6,
             "pruned x": 1 / sizes["rate_pruned"],
             "quantized x": 1 / sizes["rate_pq"],
             "Huffman x": 1 / sizes["rate_pqh"],
+            "in memory x": sizes["dense_bytes"] / in_memory,
             "bits/weight P+Q": sizes["weight_bits_pq"] + sizes["index_bits_pq"],
             "bits/weight P+Q+H": sizes["weight_bits_pqh"] + sizes["index_bits_pqh"],
         }
@@ -211,7 +262,9 @@ def compression_table(data: ReportData) -> Table:
         frame,
         f"Random layers at the paper's densities, {c.bits}-bit codes, {c.index_bits}-bit relative indices "
         "(compress.size_table: exact encoded bits, fillers, codebook and row pointers included). pruned: "
-        "float32 values in the same sparse format; quantized: P+Q; Huffman: P+Q+H. Uniform random codes "
+        "float32 values in the same sparse format; quantized: P+Q; Huffman: P+Q+H, what a checkpoint "
+        "stores (dcomp compress, save_compressed). in memory: the CompressedLinear the CPU benchmark ran "
+        "(codes, int16 columns, row pointers, codebook and bias), what the model holds. Uniform random codes "
         "leave Huffman little to gain on the codes; trained layers gain more (see the digits network).",
     )
 
@@ -365,6 +418,14 @@ def write_csvs(data: ReportData, frame: pd.DataFrame, out: Path) -> list[Path]:
     ]
     for sweep, table in data.sweeps.items():
         written.append(write_csv(out / f"eie_sweep_{sweep}.csv", table.to_dict("records"), data.machine))
+    predicted = predicted_table(data)
+    if predicted is not None:
+        rows = predicted.frame.reset_index().to_dict("records")
+        written.append(
+            write_csv(
+                out / "gpu_predicted.csv", rows, {**data.predicted.info, "machine": data.predicted_machine}
+            )
+        )
     if data.pipeline_rows:
         written.append(write_csv(out / "pipeline.csv", data.pipeline_rows, data.machine))
     return written

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import safetensors.numpy
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -104,3 +105,55 @@ def test_foreign_metadata_is_refused(tmp_path):
         with pytest.raises(CompressedFileError, match="model metadata"):
             dc_kernels.load_compressed(MLP(), tmp_path)
     assert json.dumps(CONFIG.to_dict())  # the config that wrote the other files is plain data
+
+
+class WithBuffers(nn.Module):
+    """A Linear and non-persistent buffers computed at construction (like BERT's position_ids)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+        self.register_buffer("positions", torch.arange(16, dtype=torch.float32) / 16, persistent=False)
+        self.register_buffer("scale", torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.fc(x + self.positions) * self.scale
+
+
+@torch.no_grad()
+def test_non_persistent_buffers_are_restored_into_a_meta_model(tmp_path):
+    model = WithBuffers()
+    dc_kernels.compress_(model, CONFIG)
+    dc_kernels.save_compressed(model, tmp_path)
+    with torch.device("meta"):
+        fresh = WithBuffers()
+    report = dc_kernels.load_compressed(fresh, tmp_path)
+    x = torch.randn(3, 16)
+    assert torch.equal(fresh(x), model(x)) and "positions" in fresh._non_persistent_buffers_set
+    assert report.disk_after == sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert report.memory_after > 0 and "whole model on disk" in str(report)
+
+
+def test_a_file_without_stored_buffers_refuses_to_leave_tensors_on_meta(tmp_path):
+    model = WithBuffers()
+    dc_kernels.compress_(model, CONFIG)
+    dc_kernels.save_compressed(model, tmp_path)
+    loaded = compress.load(tmp_path / COMPRESSED_FILE)
+    metadata = dict(loaded.metadata)
+    del metadata["buffers"]  # as written by earlier versions
+    dense = safetensors.torch.load_file(tmp_path / DENSE_FILE)
+    del dense["positions"]
+    metadata["dense"] = {k: v for k, v in metadata["dense"].items() if k != "positions"}
+    safetensors.torch.save_file(dense, tmp_path / DENSE_FILE)
+    compress.save(tmp_path / COMPRESSED_FILE, dict(loaded), metadata)
+    with torch.device("meta"):
+        fresh = WithBuffers()
+    with pytest.raises(ValueError, match=r"still on the meta device .*\['positions'\]"):
+        dc_kernels.load_compressed(fresh, tmp_path)
+    dc_kernels.load_compressed(WithBuffers(), tmp_path)  # built on the CPU, the model has its own
+
+
+def test_saving_an_uncompressed_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"no CompressedLinear layer.*compress_"):
+        dc_kernels.save_compressed(MLP(), tmp_path)
+    assert not (tmp_path / COMPRESSED_FILE).exists()

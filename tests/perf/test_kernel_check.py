@@ -1,4 +1,5 @@
-"""Ahead-of-time compile of every dispatcher configuration for sm_80/sm_90: no register spills."""
+"""Ahead-of-time compile of every dispatcher configuration for sm_80/sm_90, as the dispatcher's
+launches specialize it: no register spills, and the compiled main loop's cost for each."""
 
 import json
 import os
@@ -6,23 +7,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dc_kernels.fixed.launch import BATCH_BUCKETS
+from perf.cost.tools import missing_tools
 from perf.kernel_check import WIDTHS
 
 ROOT = Path(__file__).resolve().parents[2]
+MISSING = missing_tools()
 
 
+@pytest.mark.skipif(MISSING is not None, reason=f"Triton's compiler tools are missing: {MISSING}")
 def test_every_configuration_compiles_without_spills():
     # A subprocess: this process runs Triton's interpreter, which replaces compilation.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, "-m", "perf.cli", "check-kernels", "--json"],
+        [sys.executable, "-m", "perf.cli", "check-kernels", "--cost", "--json"],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
-        timeout=300,
+        timeout=500,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -35,3 +41,9 @@ def test_every_configuration_compiles_without_spills():
     for r in results:
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
         assert 0 < r["registers"] <= 255
+        cost = r["cost"]
+        assert cost["loops_found"] >= 1 and cost["loop_instructions"] > 0, r
+        assert cost["warp_instructions_per_item"] > 0 and cost["ctas_per_sm"] >= 1, r
+        assert cost["warp_instructions_per_item_column"] == pytest.approx(
+            cost["warp_instructions_per_item"] / max(r["batch_bucket"], 1), rel=1e-3
+        )

@@ -236,3 +236,61 @@ def test_measure_gpu_uses_the_huffman_benchmark_output(tmp_path, monkeypatch):
 def test_report_config_rejects_bad_values(fields, message):
     with pytest.raises(ValueError, match=message):
         ReportConfig(**fields)
+
+
+def test_report_sets_gpu_predictions_apart(run_report):
+    text = (run_report / "report.md").read_text()
+    title = "GPU, predicted from the compiled code, not measured, batch 1 (us)"
+    table = markdown_tables(text)[title]
+    assert table[0][:4] == ["layer", "cuBLAS fp16, predicted", "fixed-width, predicted", "Huffman, predicted"]
+    assert not [c for c in table[0] if "measured /" in c]  # no GPU results: predictions only
+    assert [row[0] for row in table[1:]] == LAYERS
+    assert all(number(c) > 0 for row in table[1:] for c in row[1:4])
+    assert "## GPU, predicted from the compiled code (not measured)" in text
+    assert "predicted from the compiled code, not measured, batch 1 on the NVIDIA H100" in text  # summary
+    assert {r["layer"] for r in read_csv(run_report / "gpu_predicted.csv")} == set(LAYERS)
+
+
+def test_report_sets_measured_beside_predicted(tmp_path):
+    from perf.cost.predict import load_predictions
+
+    folder = tmp_path / "results" / "NVIDIA-H100_20261128T2300"
+    write_kernel_csv(folder, ["nt-lstm"], "NVIDIA H100 80GB HBM3", "2026-11-28T23:00:00Z")
+    out = tmp_path / "report"
+    argv = ["--quick", "--layers", "nt-lstm", "--out", str(out), "--threads", "1", "--no-sweeps"]
+    assert report.main([*argv, "--pipeline-layers", "--results-root", str(tmp_path / "results")]) == 0
+    table = markdown_tables((out / "report.md").read_text())[
+        "GPU, predicted from the compiled code, not measured, batch 1 (us)"
+    ]
+    header, row = table
+    predicted = {
+        r["form"]: r
+        for r in load_predictions().rows
+        if (r["layer"], r["batch"], r["machine"]) == ("nt-lstm", 1, "h100-sxm")  # named like the GPU
+    }
+    ratio = number(row[header.index("fixed-width, measured / predicted")])
+    assert ratio == pytest.approx(kernel_times(0, 5)["ours"] / predicted["fixed"]["predicted_us"], rel=5e-3)
+    dense = number(row[header.index("cuBLAS fp16, measured / predicted")])
+    assert dense == pytest.approx(
+        kernel_times(0, 5)["cublas_fp16"] / predicted["fixed"]["cublas_fp16_us"], rel=5e-3
+    )
+
+
+def test_report_without_gpu_predictions(tmp_path):
+    out = tmp_path / "report"
+    argv = [
+        "--quick",
+        "--layers",
+        "nt-lstm",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-sweeps",
+        "--no-plots",
+    ]
+    missing = ["--gpu-predictions", str(tmp_path / "none.json"), "--results-root", str(tmp_path)]
+    assert report.main([*argv, "--pipeline-layers", *missing]) == 0
+    text = (out / "report.md").read_text()
+    assert "No GPU predictions: run `dcomp predict-gpu`" in text
+    assert "GPU, predicted from the compiled code, not measured, batch 1 (us)" not in text

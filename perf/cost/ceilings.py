@@ -1,0 +1,151 @@
+"""The CI guard: warp-instructions per kept weight of the hot configurations may not exceed the
+ceilings checked in beside the results (``perf/results/cost/ceilings.json``).
+
+The guarded configurations are the fixed-width kernel at batch 1 and 16 (5-bit codes, 6-bit
+indices, float16) and the Huffman kernel at batch 1 (float16, 4 rows x 32 column blocks, the
+paper layers' shape), compiled for sm_90 as the dispatcher launches them. A kernel change that
+makes them issue more instructions per kept weight fails CI; raising a ceiling is a deliberate,
+reviewed edit of the JSON file. A figure well below its ceiling is reported so that the ceiling
+can be lowered to lock the gain in.
+
+    python -m perf.cost.ceilings [--ceilings perf/results/cost/ceilings.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf.cost.errors import CompilerToolsMissing
+from perf.harness import REPO_ROOT, doc_summary
+
+CEILINGS_PATH = REPO_ROOT / "perf" / "results" / "cost" / "ceilings.json"
+SLACK_NOTE = 0.9  # a figure below 90% of its ceiling: suggest lowering the ceiling
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One guarded configuration and its ceiling (warp-instructions per kept weight)."""
+
+    kernel: str
+    dtype: str
+    batch_bucket: int
+    code_bits: int
+    index_bits: int
+    lanes: tuple[int, int] | None
+    ceiling: float
+
+    def matches(self, config) -> bool:
+        if (config.kernel, config.dtype, config.batch_bucket) != (self.kernel, self.dtype, self.batch_bucket):
+            return False
+        if self.lanes is not None:
+            consts = config.launch.constexprs
+            return (consts.get("ROWS"), consts.get("NCB")) == self.lanes
+        return (config.code_bits, config.index_bits) == (self.code_bits, self.index_bits)
+
+    def describe(self) -> str:
+        shape = (
+            f"lanes {self.lanes[0]}x{self.lanes[1]}" if self.lanes else f"{self.code_bits}+{self.index_bits}"
+        )
+        return f"{self.kernel} {self.dtype} {shape} BB{self.batch_bucket}"
+
+
+def load_guards(path: Path = CEILINGS_PATH) -> tuple[int, list[Guard]]:
+    """(architecture, guards) from the ceilings file; ValueError naming a malformed entry."""
+    try:
+        data = json.loads(Path(path).read_text())
+        guards = [
+            Guard(
+                g["kernel"],
+                g["dtype"],
+                int(g["batch_bucket"]),
+                int(g.get("code_bits", 0)),
+                int(g.get("index_bits", 0)),
+                tuple(g["lanes"]) if g.get("lanes") else None,
+                float(g["max_warp_instructions_per_kept_weight"]),
+            )
+            for g in data["guards"]
+        ]
+        return int(data["arch"]), guards
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a ceilings file ({exc})") from exc
+
+
+def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
+    """Compile each guarded configuration and compare it with its ceiling (one row each)."""
+    from perf.cost.compiled import analyze, compile_launch
+    from perf.cost.launches import REFERENCE_LAYER, dispatched_configurations
+    from perf.cost.layer_stats import build_stats
+    from workloads import LLM_LAYERS
+
+    arch, guards = load_guards(path)
+    widths = sorted({(g.code_bits, g.index_bits) for g in guards if g.lanes is None})
+    dtypes = {"float16": "fp16"}
+    configs = dispatched_configurations(build_stats(LLM_LAYERS[REFERENCE_LAYER]), dtypes, widths)
+    rows = []
+    for guard in guards:
+        found = [c for c in configs if guard.matches(c)]
+        if len(found) != 1:
+            raise ValueError(
+                f"{path}: {guard.describe()} matches {len(found)} dispatched configurations, not 1"
+            )
+        launch = found[0].launch
+        cost = analyze(
+            compile_launch(launch.kernel, launch.args, launch.kwargs, arch),
+            found[0].items_per_iteration,
+            max(found[0].batch_bucket, 1),
+        )
+        figure = cost.warp_instructions_per_item
+        rows.append(
+            {
+                "configuration": guard.describe(),
+                "arch": arch,
+                "warp_instructions_per_kept_weight": round(figure, 4),
+                "ceiling": guard.ceiling,
+                "ok": figure <= guard.ceiling,
+                "could_lower": figure < SLACK_NOTE * guard.ceiling,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.cost.ceilings", description=doc_summary(__doc__))
+    parser.add_argument("--ceilings", type=Path, default=CEILINGS_PATH)
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        print("ceilings: unset TRITON_INTERPRET to compile", file=sys.stderr)
+        return 2
+    try:
+        rows = check_ceilings(args.ceilings)
+    except CompilerToolsMissing as exc:
+        print(f"ceilings: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ceilings: {exc}", file=sys.stderr)
+        return 2
+    for r in rows:
+        verdict = "ok" if r["ok"] else "OVER THE CEILING"
+        print(
+            f"{r['configuration']:<40} sm_{r['arch']}: {r['warp_instructions_per_kept_weight']:.3f} "
+            f"warp-instructions per kept weight, ceiling {r['ceiling']:.3f}: {verdict}"
+        )
+        if r["could_lower"]:
+            print(f"  below 90% of its ceiling: lower the ceiling in {args.ceilings} to keep the gain")
+    over = [r for r in rows if not r["ok"]]
+    if over:
+        print(
+            f"ceilings: {len(over)} configuration(s) issue more instructions per kept weight than allowed; "
+            f"speed the kernel up, or raise the ceiling in {args.ceilings} deliberately",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The launches the dispatcher makes, recorded from the launchers themselves (no GPU needed).
+
+The fixed-width and Huffman launchers (`dc_kernels.fixed.launch`, `dc_kernels.huffman.launch`)
+are run on *shell* layouts: layouts whose tensors sit on PyTorch's ``meta`` device (no memory, no
+data) but carry a real layer's metadata. While they run, `recorded_launches` stands a recorder in
+for every Triton kernel, so ``kernel[grid](*args, **kwargs)`` stores the exact arguments (integer
+values, strides, tensor dtypes) instead of launching; `perf.cost.specialize` then specializes
+them as Triton's JIT would. The launchers' device checks are bypassed while recording (the shells
+are not on a GPU); nothing else of them changes, so the recorded launch is the dispatcher's own.
+
+A meta tensor's data pointer is 0: every pointer counts as 16-byte aligned, as fresh CUDA
+allocations are (the caching allocator aligns them to 512 bytes).
+
+`dispatched_configurations` pairs every entry of the launchers' ``aot_configs()`` with its
+recorded launch on a reference layer, and refuses (`UndispatchedConfiguration`) an entry the
+launchers do not launch as listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from perf.cost.errors import UndispatchedConfiguration
+from perf.cost.layer_stats import LayerStats
+
+#: The layer whose metadata fills the shells of `dispatched_configurations` (a Llama-class
+#: 4096 x 4096 projection at 10% density: every dimension a multiple of 16).
+REFERENCE_LAYER = "llm-4096x4096-d10"
+#: torch dtype name -> Triton's, the activations' dtypes a launch may get.
+DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_META = torch.device("meta")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One recorded ``kernel[grid](*args, **kwargs)``."""
+
+    kernel: Any
+    grid: tuple
+    args: tuple
+    kwargs: dict
+
+    @property
+    def name(self) -> str:
+        return self.kernel.__name__
+
+    @property
+    def constexprs(self) -> dict[str, Any]:
+        """The keyword arguments that are kernel parameters (the launch's compile-time constants)."""
+        return {k: v for k, v in self.kwargs.items() if k in self.kernel.arg_names}
+
+    @property
+    def num_warps(self) -> int:
+        return int(self.kwargs.get("num_warps", 4))
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """An ``aot_configs()`` entry with its recorded launch: ``family`` ``fixed`` or ``huffman``;
+    ``dtype`` of the activations (``-`` / ``dense`` for the Huffman decoders); ``block``: entries
+    per row per step (fixed) or lanes (Huffman); ``items_per_iteration``: kept weights or
+    symbols one iteration of the kernel's main loop handles (the launcher's ``loop_items``)."""
+
+    family: str
+    dtype: str
+    batch_bucket: int
+    code_bits: int
+    index_bits: int
+    block: int
+    items_per_iteration: int
+    launch: Launch
+
+    @property
+    def kernel(self) -> str:
+        return self.launch.name
+
+    @property
+    def num_warps(self) -> int:
+        return self.launch.num_warps
+
+    def label(self) -> str:
+        widths = f" {self.code_bits}+{self.index_bits}" if self.family == "fixed" else f" lanes {self.block}"
+        return f"{self.kernel} {self.dtype}{widths} BB{self.batch_bucket}"
+
+
+class _Recorder:
+    """Stands in for a Triton kernel: ``recorder[grid](*args, **kwargs)`` records the launch."""
+
+    def __init__(self, kernel, sink: list[Launch]) -> None:
+        self._kernel, self._sink = kernel, sink
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs) -> None:
+            self._sink.append(Launch(self._kernel, tuple(grid), args, kwargs))
+
+        return launch
+
+
+@contextlib.contextmanager
+def recorded_launches() -> Iterator[list[Launch]]:
+    """Within the block, the fixed-width and Huffman kernels record their launches into the list
+    it yields instead of running."""
+    from triton.runtime.jit import KernelInterface  # compiled and interpreted kernels alike
+
+    import dc_kernels.fixed.kernels
+    import dc_kernels.fixed.launch
+    import dc_kernels.huffman.kernels
+    import dc_kernels.huffman.launch
+
+    sink: list[Launch] = []
+    patches = [
+        (module, name, _Recorder(obj, sink))
+        for module in (dc_kernels.fixed.kernels, dc_kernels.huffman.kernels)
+        for name, obj in vars(module).items()
+        if isinstance(obj, KernelInterface)
+    ]
+    patches += [
+        (module, "check_layout_device", lambda *args: None)
+        for module in (dc_kernels.fixed.launch, dc_kernels.huffman.launch)
+        if hasattr(module, "check_layout_device")
+    ]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    try:
+        for module, name, value in patches:
+            setattr(module, name, value)
+        yield sink
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def _meta(n: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(max(int(n), 0), dtype=dtype, device=_META)
+
+
+def fixed_shell(
+    stats: LayerStats,
+    code_bits: int | None = None,
+    index_bits: int | None = None,
+    slice_rows: int | None = None,
+):
+    """A meta-device `GpuLayout` with the layer's metadata (widths and slice rows overridable; the
+    codebook then has ``2**code_bits`` entries)."""
+    from dc_kernels.fixed.layout import GpuLayout
+
+    f = stats.fixed
+    overrides = {"code_bits": code_bits, "index_bits": index_bits, "slice_rows": slice_rows}
+    meta = {**f.metadata, **{k: v for k, v in overrides.items() if v is not None}}
+    codebook = f.codebook_size if meta["code_bits"] == f.code_bits else 1 << meta["code_bits"]
+    entry_bits = meta["code_bits"] + meta["index_bits"]
+    return GpuLayout(
+        **meta,
+        words=_meta((meta["entries"] * entry_bits + 31) // 32 + 1, torch.int32),
+        slice_ptr=_meta(-(-stats.outputs // meta["slice_rows"]) + 1, torch.int64),
+        row_ids=_meta(stats.outputs, torch.int32),
+        codebook=_meta(codebook, torch.float32),
+    )
+
+
+def huffman_shell(
+    stats: LayerStats,
+    rows: int | None = None,
+    col_blocks: int | None = None,
+    offsets: str | None = None,
+    lengths: str | None = None,
+    seg_first: bool = False,
+):
+    """A meta-device `HuffmanLayout` with the layer's metadata (lanes shape and the offset and
+    length dtypes overridable; ``seg_first``: include it, as the standalone decoder needs)."""
+    from dc_kernels.huffman.layout import HuffmanLayout
+
+    h = stats.huffman
+    overrides = {"rows_per_program": rows, "col_blocks": col_blocks}
+    meta = {**h.metadata, **{k: v for k, v in overrides.items() if v is not None}}
+    n_prog = -(-stats.outputs // meta["rows_per_program"])
+    n_seg = stats.outputs * meta["col_blocks"]
+    return HuffmanLayout(
+        **meta,
+        words=_meta(h.words, torch.int32),
+        prog_base=_meta(n_prog + 1, getattr(torch, offsets or h.offsets_dtype)),
+        seg_len=_meta(n_seg, getattr(torch, lengths or h.lengths_dtype)),
+        code_lengths=_meta(h.codebook_size * h.escape + 1, torch.uint8),
+        codebook=_meta(h.codebook_size, torch.float32),
+        table=_meta(1 << h.table_bits, torch.int32),
+        prog_steps=_meta(n_prog, torch.int32),
+        seg_first=_meta(n_seg, torch.int64) if seg_first else None,
+    )
+
+
+def _x(batch: int, inputs: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty((batch, inputs), dtype=dtype, device=_META)
+
+
+def layer_launches(
+    form: str, stats: LayerStats, batch: int, dtype: torch.dtype = torch.float16, bias: bool = False
+) -> list[Launch]:
+    """The launches ``y = x W^T (+ bias)`` makes for the layer at ``batch`` rows of x in
+    ``dtype``: ``form`` ``fixed`` (`fixed_linear`'s dispatch) or ``huffman``."""
+    from dc_kernels.fixed import launch as fixed_launch
+    from dc_kernels.huffman import launch as huffman_launch
+
+    if form not in ("fixed", "huffman"):
+        raise ValueError(f"form must be 'fixed' or 'huffman', got {form!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    x = _x(batch, stats.inputs, dtype)
+    b = _meta(stats.outputs, torch.float32) if bias else None
+    with recorded_launches() as launches:
+        if form == "fixed":
+            fixed_launch.run(x, fixed_shell(stats), b)
+        else:
+            huffman_launch.run(x, huffman_shell(stats), b)
+    return launches
+
+
+def dispatched_configurations(
+    reference: LayerStats, dtypes: Mapping[str, str] = DTYPES, widths=((5, 6),)
+) -> list[Configuration]:
+    """Every ``aot_configs()`` entry of both launchers (fixed-width for ``widths``) with the
+    launch the dispatcher makes for it on the ``reference`` layer's metadata."""
+    return _fixed_configurations(reference, dtypes, widths) + _huffman_configurations(reference, dtypes)
+
+
+def _single(launches: list[Launch], entry_kernel, consts: dict, warps: int, what: str) -> Launch:
+    """The one launch recorded for an ``aot_configs()`` entry, checked against the entry."""
+    if len(launches) != 1 or launches[0].kernel is not entry_kernel:
+        names = [launch.name for launch in launches]
+        raise UndispatchedConfiguration(
+            f"{what}: the launcher made launches {names}, not one of {entry_kernel}"
+        )
+    launch = launches[0]
+    differs = {k: (v, launch.constexprs.get(k)) for k, v in consts.items() if launch.constexprs.get(k) != v}
+    if differs or launch.num_warps != warps:
+        raise UndispatchedConfiguration(
+            f"{what}: the dispatcher never launches this configuration (listed -> launched: {differs}, "
+            f"num_warps {warps} -> {launch.num_warps})"
+        )
+    return launch
+
+
+def _fixed_configurations(reference: LayerStats, dtypes: Mapping[str, str], widths) -> list[Configuration]:
+    from dc_kernels.fixed import launch as fixed_launch
+
+    out = []
+    for kernel, consts, warps, dtype, bb in fixed_launch.aot_configs(dtypes, widths):
+        layout = fixed_shell(reference, consts["CODE_BITS"], consts["INDEX_BITS"], consts["R"])
+        torch_dtype = getattr(torch, dtype)
+        with recorded_launches() as launches:
+            if kernel.__name__ == "codebook_spmm_kernel":
+                bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
+                fixed_launch.run(_x(bb, reference.inputs, torch_dtype), layout, bias, path="spmm")
+            elif kernel.__name__ == "decode_dense_kernel":
+                fixed_launch.decode_dense(layout, torch_dtype)
+            else:
+                raise UndispatchedConfiguration(
+                    f"no launcher call known for fixed-width kernel {kernel.__name__}"
+                )
+        launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
+        out.append(
+            Configuration(
+                "fixed",
+                dtype,
+                bb,
+                consts["CODE_BITS"],
+                consts["INDEX_BITS"],
+                consts["BLOCK"],
+                fixed_launch.loop_items(launch.constexprs),
+                launch,
+            )
+        )
+    return out
+
+
+def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) -> list[Configuration]:
+    from dc_kernels.huffman import launch as huffman_launch
+
+    out = []
+    for kernel, signature, consts, warps, dtype, bb in huffman_launch.aot_configs(dict(dtypes)):
+        shell = {
+            "rows": consts["ROWS"],
+            "col_blocks": consts["NCB"],
+            "offsets": _torch_name(signature["prog_base_ptr"]),
+            "lengths": _torch_name(signature["seg_len_ptr"]),
+        }
+        with recorded_launches() as launches:
+            if kernel.__name__ == "huffman_spmm_kernel":
+                layout = huffman_shell(reference, **shell)
+                bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
+                x = _x(bb, reference.inputs, getattr(torch, dtype))
+                huffman_launch.run(x, layout, bias, prefetch=consts.get("PREFETCH"))
+            elif kernel.__name__ == "huffman_decode_kernel" and consts.get("DENSE"):
+                huffman_launch.huffman_decode_dense(huffman_shell(reference, **shell))
+            elif kernel.__name__ == "huffman_decode_kernel":
+                huffman_launch.huffman_decode(huffman_shell(reference, **shell, seg_first=True))
+            else:
+                raise UndispatchedConfiguration(
+                    f"no launcher call known for Huffman kernel {kernel.__name__}"
+                )
+        launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
+        lanes = consts["ROWS"] * consts["NCB"]
+        out.append(
+            Configuration(
+                "huffman", dtype, bb, 0, 0, lanes, huffman_launch.loop_items(launch.constexprs), launch
+            )
+        )
+    return out
+
+
+_TRITON_TO_TORCH = {"i32": "int32", "i64": "int64", "u8": "uint8", "i16": "int16"}
+
+
+def _torch_name(pointer_type: str) -> str:
+    return _TRITON_TO_TORCH[pointer_type.lstrip("*")]

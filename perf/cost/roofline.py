@@ -1,0 +1,293 @@
+"""A roofline prediction of one layer's compressed GEMV / small-batch GEMM from the compiled code.
+
+For a layer, a kernel form (``fixed`` or ``huffman``) and a batch, the launches the dispatcher
+makes are recorded (`perf.cost.launches`), compiled as they specialize (`perf.cost.compiled`)
+and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
+
+* **work**: each program runs its loop trips (fixed: ``ceil(entries per row / BLOCK)`` of its
+  slice; Huffman: its stored step count), every warp issuing the loop body per trip and the code
+  outside the loop once; summed over programs this gives the warp-instructions and the
+  load/store-pipe instructions of the launch;
+* **bytes** from HBM: the layout's exact bits as the kernel reads them, plus x and y;
+* **L1 wavefronts** of the data-dependent gathers (x at decoded columns, the Huffman decode table,
+  the codebook, each lane's stream words): a warp's access costs one wavefront per distinct
+  128-byte line, and the 32 lanes' columns are modelled as independent uniform draws over the
+  gathered array's lines (expected distinct lines ``L (1 - (1 - 1/L)^32)``);
+* **latency**: an iteration cannot be shorter than its chain of dependent loads plus the cycles
+  its warps need to issue the body, nor than the latency a one-iteration prefetch must cover;
+  programs run in ``SMs x resident CTAs`` slots, so the floor is the longest program's chain or
+  the slots' average, whichever is longer (under-filled grids are latency-bound).
+
+Bounds: issue = warp-instructions / (SMs used x 4 x clock), load/store pipe = its instructions /
+(SMs used x 1 x clock), L1 = wavefronts / (SMs used x 1 x clock), HBM = bytes / bandwidth, each at
+the machine's stated efficiency; the prediction is the launch overhead plus the binding bound.
+cuBLAS fp16 on the dense layer is the dense bytes at 88% of the HBM bandwidth plus the same launch
+overhead. The share of the byte limit is the time the layer's bytes take at the bandwidth a
+device copy reaches over the predicted kernel time (launch overhead excluded). All of it is
+**predicted from the compiled code, not measured**.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from perf.cost.compiled import KernelCost
+from perf.cost.launches import Launch
+from perf.cost.layer_stats import LayerStats
+from perf.cost.machines import Machine
+
+LINE_BYTES = 128
+LANES = 32
+MAX_ACCESS_BYTES = 16  # one lane's widest load (LDG.128)
+BOUNDS = ("issue", "lsu", "l1", "hbm", "latency")
+
+
+def distinct_lines(lines: float, draws: int = LANES) -> float:
+    """Expected distinct lines among ``draws`` uniform draws over ``lines`` lines."""
+    if lines <= 1:
+        return 1.0
+    return lines * (1.0 - (1.0 - 1.0 / lines) ** draws)
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """What the roofline needs to know about a kernel family beyond its compiled code.
+
+    ``trips(stats, constexprs)``: loop trips -> programs; ``chain``: memory levels (``l1``,
+    ``l2``, ``hbm``) of the dependent loads on one iteration's critical path; ``floor``: the level
+    whose latency a one-iteration prefetch must cover (None: no prefetch); ``prologue``: the
+    dependent loads before the loop; ``layout_bits``: the layout's ``bit_counts`` fields the
+    kernel reads."""
+
+    trips: Callable[[LayerStats, dict], dict[int, int]]
+    chain: tuple[str, ...]
+    floor: str | None
+    prologue: tuple[str, ...]
+    layout_bits: Callable[[LayerStats], dict[str, int]]
+    gathers: Callable[[LayerStats, Launch, int], dict[str, float]]
+
+
+def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
+    block = int(constexprs["BLOCK"])
+    trips: dict[int, int] = {}
+    for length, slices in stats.fixed.slice_lengths.items():
+        t = -(-length // block)
+        trips[t] = trips.get(t, 0) + slices
+    return trips
+
+
+def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
+    return dict(stats.huffman.program_steps)
+
+
+def _x_wavefronts(stats: LayerStats, launch: Launch, element_bytes: int) -> float:
+    """L1 wavefronts of the x gather: one access of every batch column per kept weight."""
+    args = dict(zip(launch.kernel.arg_names, launch.args))
+    bb = int(launch.constexprs["BB"])
+    column_major = args.get("stride_xb") == 1 and bb > 1
+    if column_major:  # a column's BB values are contiguous: one or two 16-byte accesses
+        accesses = -(-bb * element_bytes // MAX_ACCESS_BYTES)
+        lines = stats.inputs * bb * element_bytes / LINE_BYTES
+    else:  # each batch row is its own access over that row's lines
+        accesses = bb
+        lines = stats.inputs * element_bytes / LINE_BYTES
+    return stats.nnz * accesses * distinct_lines(lines) / LANES
+
+
+def _fixed_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dict[str, float]:
+    f = stats.fixed
+    consts = launch.constexprs
+    entry_bits = f.code_bits + f.index_bits
+    straddle = 1 if 32 % entry_bits == 0 else 2  # the second word of an entry that may straddle
+    out = {
+        "x": _x_wavefronts(stats, launch, element_bytes),
+        "stream": f.entries * straddle * entry_bits / 8 / LINE_BYTES,
+    }
+    if not consts.get("GATHER"):
+        out["codebook"] = stats.nnz * distinct_lines(f.codebook_size * 4 / LINE_BYTES) / LANES
+    return out
+
+
+def _huffman_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dict[str, float]:
+    h = stats.huffman
+    segments = stats.outputs * h.col_blocks
+    segment_bytes = h.total_bits / 8 / max(segments, 1)
+    # Adjacent lanes decode adjacent segments: one access spans 32 segments' worth of stream.
+    word_lines = min(float(LANES), LANES * segment_bytes / LINE_BYTES + 1)
+    return {
+        "x": _x_wavefronts(stats, launch, element_bytes),
+        "table": h.symbols * distinct_lines((1 << h.table_bits) * 4 / LINE_BYTES) / LANES,
+        "stream": h.symbols * 2 * word_lines / LANES,
+        "codebook": stats.nnz * distinct_lines(h.codebook_size * 4 / LINE_BYTES) / LANES,
+    }
+
+
+def _fixed_bits(stats: LayerStats) -> dict[str, int]:
+    return dict(stats.fixed.bit_counts)
+
+
+def _huffman_bits(stats: LayerStats) -> dict[str, int]:
+    # The code lengths are stored for rebuilding the table; the kernels read the table instead.
+    return {k: v for k, v in stats.huffman.bit_counts.items() if k != "code_length_bits"}
+
+
+KERNEL_MODELS: dict[str, KernelModel] = {
+    # Next block's stream words prefetched one iteration ahead (HBM latency per iteration at
+    # least); the x gather at the decoded columns (an L2 hit: x is shared by all programs) is
+    # consumed in the same iteration; before the loop: slice offsets, then the first words.
+    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm", "hbm"), _fixed_bits, _fixed_gathers),
+    # Each step: the lane's words (L1 after the first touch) -> table lookup -> next position;
+    # weight and x loads are consumed one step later (an L2 hit must arrive within a step);
+    # before the loop: segment lengths/offsets, then the first words, then the table.
+    "huffman": KernelModel(
+        _huffman_trips, ("l1", "l1"), "l2", ("hbm", "hbm", "hbm"), _huffman_bits, _huffman_gathers
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LaunchPrediction:
+    """One launch's work and bounds (seconds, each at its stated efficiency)."""
+
+    programs: int
+    ctas_per_sm: int
+    waves: float
+    trips_max: int
+    warp_instructions: float
+    lsu_instructions: float
+    l1_wavefronts: float
+    layout_bytes: int
+    x_bytes: int
+    y_bytes: int
+    bounds_s: dict[str, float]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.layout_bytes + self.x_bytes + self.y_bytes
+
+
+def _latency_cycles(machine: Machine, levels) -> int:
+    latency = {
+        "l1": machine.l1_latency_cycles,
+        "l2": machine.l2_latency_cycles,
+        "hbm": machine.hbm_latency_cycles,
+    }
+    return sum(latency[level] for level in levels)
+
+
+def predict_launch(
+    machine: Machine,
+    stats: LayerStats,
+    model: KernelModel,
+    launch: Launch,
+    cost: KernelCost,
+    element_bytes: int,
+) -> LaunchPrediction:
+    """The bounds of one launch of ``model``'s kernel on ``machine`` (see the module docstring)."""
+    if cost.counts is None:
+        raise ValueError(f"{cost.kernel}: the compiled code has no loop to model")
+    counts = cost.counts
+    consts = launch.constexprs
+    programs = int(launch.grid[0])
+    trips = model.trips(stats, consts)
+    total_trips = sum(t * n for t, n in trips.items())
+    trips_max = max(trips, default=0)
+    warps = cost.num_warps
+    warp_instructions = warps * (programs * counts.outside_instructions + total_trips * counts.instructions)
+    lsu = warps * (programs * counts.outside_lsu + total_trips * counts.lsu)
+    wavefronts = sum(model.gathers(stats, launch, element_bytes).values())
+    layout_bytes = (sum(model.layout_bits(stats).values()) + 7) // 8
+    bb_rows = int(consts.get("BB", 1))
+    batch = int(dict(zip(launch.kernel.arg_names, launch.args)).get("batch", bb_rows) or bb_rows)
+    x_bytes = batch * stats.inputs * element_bytes
+    y_bytes = batch * stats.outputs * element_bytes
+    sms_used = max(1, min(machine.sms, programs))
+    clock = machine.clock_hz
+    eff = machine.pipe_efficiency
+    ctas = max(cost.ctas_per_sm, 1)
+    slots = machine.sms * ctas
+    issue_cycles = counts.instructions * -(-warps // machine.issue_per_sm_clock)
+    iteration = max(
+        _latency_cycles(machine, model.chain) + issue_cycles,
+        _latency_cycles(machine, (model.floor,)) if model.floor else 0,
+    )
+    prologue = _latency_cycles(machine, model.prologue) + counts.outside_instructions * -(
+        -warps // machine.issue_per_sm_clock
+    )
+    latency_cycles = max(
+        trips_max * iteration + prologue, (total_trips * iteration + programs * prologue) / slots
+    )
+    bounds = {
+        "issue": warp_instructions / (sms_used * machine.issue_per_sm_clock * clock * eff),
+        "lsu": lsu / (sms_used * machine.lsu_per_sm_clock * clock * eff),
+        "l1": wavefronts / (sms_used * machine.l1_wavefronts_per_sm_clock * clock * eff),
+        "hbm": (layout_bytes + x_bytes + y_bytes) / (machine.hbm_tb_s * 1e12 * machine.hbm_efficiency),
+        "latency": latency_cycles / clock,
+    }
+    return LaunchPrediction(
+        programs=programs,
+        ctas_per_sm=ctas,
+        waves=programs / slots,
+        trips_max=trips_max,
+        warp_instructions=warp_instructions,
+        lsu_instructions=lsu,
+        l1_wavefronts=wavefronts,
+        layout_bytes=layout_bytes,
+        x_bytes=x_bytes,
+        y_bytes=y_bytes,
+        bounds_s=bounds,
+    )
+
+
+def cublas_fp16_us(machine: Machine, stats: LayerStats, batch: int) -> float:
+    """cuBLAS fp16 on the dense layer: its bytes at the machine's HBM efficiency, plus a launch."""
+    dense = 2 * (stats.inputs * stats.outputs + batch * (stats.inputs + stats.outputs))
+    return machine.launch_us + dense / (machine.hbm_tb_s * 1e12 * machine.hbm_efficiency) * 1e6
+
+
+def combine(
+    machine: Machine, stats: LayerStats, form: str, batch: int, launches: list[LaunchPrediction]
+) -> dict:
+    """One table row: the launches' bounds summed (they run one after the other), the binding
+    bound, the predicted time, cuBLAS fp16 beside it, the speedup and the share of the byte limit."""
+    bounds = {b: sum(p.bounds_s[b] for p in launches) * 1e6 for b in BOUNDS}
+    binding = max(bounds, key=bounds.get)
+    kernel_us = bounds[binding]
+    predicted = kernel_us + machine.launch_us * len(launches)
+    total_bytes = sum(p.total_bytes for p in launches)
+    byte_limit_us = total_bytes / (machine.copy_tb_s * 1e12) * 1e6
+    cublas = cublas_fp16_us(machine, stats, batch)
+    warp_instructions = sum(p.warp_instructions for p in launches)
+    first = launches[0]
+    return {
+        "machine": machine.key,
+        "layer": stats.name,
+        "inputs": stats.inputs,
+        "outputs": stats.outputs,
+        "density": stats.density,
+        "kept_weights": stats.nnz,
+        "form": form,
+        "batch": batch,
+        "launches": len(launches),
+        "programs": first.programs,
+        "ctas_per_sm": first.ctas_per_sm,
+        "waves": round(first.waves, 3),
+        "trips_max": first.trips_max,
+        "layout_bytes": sum(p.layout_bytes for p in launches),
+        "x_bytes": sum(p.x_bytes for p in launches),
+        "y_bytes": sum(p.y_bytes for p in launches),
+        "bits_per_kept_weight": round(8 * first.layout_bytes / max(stats.nnz, 1), 3),
+        "warp_instructions": round(warp_instructions),
+        "warp_instructions_per_kept_weight": round(warp_instructions / max(stats.nnz, 1), 4),
+        "warp_instructions_per_kept_weight_column": round(warp_instructions / max(stats.nnz, 1) / batch, 4),
+        "l1_wavefronts_per_kept_weight": round(sum(p.l1_wavefronts for p in launches) / max(stats.nnz, 1), 4),
+        **{f"{b}_us": round(v, 3) for b, v in bounds.items()},
+        "bound": binding,
+        "predicted_us": round(predicted, 3),
+        "cublas_fp16_us": round(cublas, 3),
+        "predicted_speedup": round(cublas / predicted, 4),
+        "byte_limit_us": round(byte_limit_us, 3),
+        "byte_limit_share": round(byte_limit_us / kernel_us, 4) if kernel_us > 0 else math.nan,
+    }

@@ -1,0 +1,230 @@
+"""The cost model without compiling: recorded launches, the specialization rule, layout summaries
+and their cache, occupancy, the roofline's arithmetic, the machine table, and bad input."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dc_kernels.fixed import launch as fixed_launch
+from perf.cost import layer_stats as stats_module
+from perf.cost.compiled import KernelCost, LoopCounts
+from perf.cost.errors import CompilerToolsMissing, UndispatchedConfiguration, UnknownArchitecture
+from perf.cost.launches import dispatched_configurations, layer_launches, recorded_launches
+from perf.cost.machines import ARCH_LIMITS, MACHINES, SOURCES, get_machine, machine_rows
+from perf.cost.roofline import KERNEL_MODELS, combine, cublas_fp16_us, distinct_lines, predict_launch
+from perf.cost.specialize import rule_specialization
+from perf.cost.tools import check_arch
+from workloads import LayerSpec
+
+SMALL = LayerSpec("small", inputs=512, outputs=100, weight_density=0.1)  # 100: not a multiple of 16
+
+
+@pytest.fixture(scope="module")
+def small_stats():
+    return stats_module.build_stats(SMALL, bits=5)
+
+
+def test_layer_stats_match_the_layouts(small_stats):
+    from dc_kernels.fixed.layout import GpuLayout
+    from dc_kernels.huffman.layout import HuffmanLayout
+
+    matrix = SMALL.random_matrix(5)
+    fixed, huffman = GpuLayout.from_matrix(matrix), HuffmanLayout.from_matrix(matrix)
+    s = small_stats
+    assert s.nnz == matrix.nnz and s.fixed.bit_counts == fixed.bit_counts()
+    assert s.huffman.bit_counts == huffman.bit_counts()
+    assert s.fixed.n_slices == fixed.n_slices and s.huffman.n_programs == huffman.n_programs
+    assert sum(k * v for k, v in s.fixed.slice_lengths.items()) * fixed.slice_rows == fixed.entries
+    assert max(s.huffman.program_steps) == int(huffman.prog_steps.max())
+    # Symbols: every kept weight plus one escape per `escape` pruned columns of a gap in its segment.
+    escapes = 0
+    for row in range(SMALL.outputs):
+        cols = matrix.col_idx[matrix.row_ptr[row] : matrix.row_ptr[row + 1]]
+        for block in range(huffman.col_blocks):
+            start = block * huffman.block_cols
+            inside = [int(c) for c in cols if start <= c < start + huffman.block_cols]
+            gaps = [c - p - 1 for p, c in zip([start - 1, *inside], inside)]
+            escapes += sum(g // huffman.escape for g in gaps)
+    assert s.huffman.symbols == s.nnz + escapes
+    assert stats_module.LayerStats.from_json(json.loads(json.dumps(s.to_json()))) == s
+
+
+def test_layer_stats_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "stats.json"
+    first = stats_module.layer_stats([SMALL], cache=cache)
+    assert json.loads(cache.read_text())["fingerprint"] == stats_module.source_fingerprint()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built although cached")
+
+    monkeypatch.setattr(stats_module, "build_stats", no_build)
+    assert stats_module.layer_stats([SMALL], cache=cache) == first
+    monkeypatch.setattr(stats_module, "source_fingerprint", lambda: "changed")
+    with pytest.raises(AssertionError, match="built although cached"):
+        stats_module.layer_stats([SMALL], cache=cache)
+
+
+def test_recorded_fixed_launch_is_the_dispatchers(small_stats):
+    (batch1,) = layer_launches("fixed", small_stats, 1)
+    args = dict(zip(batch1.kernel.arg_names, batch1.args))
+    assert batch1.name == "codebook_spmm_kernel" and batch1.grid == (-(-SMALL.outputs // 4),)
+    assert (args["n_rows"], args["n_cols"], args["batch"]) == (SMALL.outputs, SMALL.inputs, 1)
+    assert (args["stride_xb"], args["stride_xk"], args["stride_yb"], args["stride_yn"]) == (512, 1, 100, 1)
+    assert args["x_ptr"].device.type == "meta" and args["x_ptr"].dtype == torch.float16
+    assert (
+        batch1.constexprs["BB"] == 1 and batch1.num_warps == fixed_launch.DEFAULT_DISPATCH.spmm[1].num_warps
+    )
+    (batch16,) = layer_launches("fixed", small_stats, 16)
+    args16 = dict(zip(batch16.kernel.arg_names, batch16.args))
+    # The launcher hands the kernel a column-major x for batches above 1.
+    assert (args16["stride_xb"], args16["stride_xk"]) == (1, 16) and batch16.constexprs["BB"] == 16
+    assert fixed_launch.loop_items(batch16.constexprs) == 4 * batch16.constexprs["BLOCK"]
+    huffman = layer_launches("huffman", small_stats, 16)
+    assert [launch.constexprs["BB"] for launch in huffman] == [8, 8]  # two chunks of 8 rows
+
+
+def test_recording_leaves_the_kernels_in_place():
+    from dc_kernels.fixed import kernels
+
+    before = kernels.codebook_spmm_kernel
+    with recorded_launches() as launches:
+        assert kernels.codebook_spmm_kernel is not before
+    assert kernels.codebook_spmm_kernel is before and launches == []
+
+
+def test_rule_specialization(small_stats):
+    (launch,) = layer_launches("fixed", small_stats, 1)
+    spec = rule_specialization(launch.kernel, launch.args, launch.kwargs)
+    assert spec.source == "rule"
+    assert spec.constant_one() == ["batch", "stride_xk", "stride_yn"]
+    divisible = spec.divisible()
+    assert {"words_ptr", "x_ptr", "y_ptr", "n_cols", "stride_xb", "codebook_size"} <= set(divisible)
+    assert "n_rows" not in divisible and "stride_yb" not in divisible  # 100 rows
+    assert spec.signature["n_rows"] == "i32" and spec.signature["x_ptr"] == "*fp16"
+    assert spec.options == {"num_warps": launch.num_warps}
+
+
+def test_every_aot_configuration_is_dispatched(small_stats):
+    configs = dispatched_configurations(small_stats, {"float16": "fp16"}, widths=((5, 6), (8, 8)))
+    kernels = {c.kernel for c in configs}
+    assert kernels == {
+        "codebook_spmm_kernel",
+        "decode_dense_kernel",
+        "huffman_spmm_kernel",
+        "huffman_decode_kernel",
+    }
+    spmm = [c for c in configs if c.kernel == "codebook_spmm_kernel"]
+    assert sorted({c.batch_bucket for c in spmm}) == list(fixed_launch.BATCH_BUCKETS)
+    assert all(c.items_per_iteration == c.launch.constexprs["R"] * c.block for c in spmm)
+
+
+def test_a_configuration_the_dispatcher_never_launches(small_stats, monkeypatch):
+    real = fixed_launch.aot_configs
+
+    def wrong_warps(dtypes, widths):
+        kernel, consts, warps, dtype, bb = real(dtypes, widths)[0]
+        return [(kernel, consts, warps * 2, dtype, bb)]
+
+    monkeypatch.setattr(fixed_launch, "aot_configs", wrong_warps)
+    with pytest.raises(UndispatchedConfiguration, match="never launches this configuration"):
+        dispatched_configurations(small_stats, {"float16": "fp16"})
+
+
+def test_bad_input(small_stats, monkeypatch, tmp_path):
+    with pytest.raises(UnknownArchitecture, match=r"75.*80 \(sm_80\), 90 \(sm_90\)"):
+        check_arch(75)
+    with pytest.raises(UnknownArchitecture, match="a100"):
+        get_machine("a100")
+    with pytest.raises(ValueError, match="form must be"):
+        layer_launches("dense", small_stats, 1)
+    with pytest.raises(ValueError, match="batch must be"):
+        layer_launches("fixed", small_stats, 0)
+    from perf.cost import tools
+
+    monkeypatch.setattr(tools, "tool_dir", lambda: tmp_path)
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    with pytest.raises(CompilerToolsMissing, match=f"nvdisasm not found.*{tmp_path}"):
+        tools.find_tool("nvdisasm")
+    assert "ptxas not found" in tools.missing_tools()
+
+
+def test_compile_refuses_an_unknown_arch(small_stats):
+    from perf.cost.compiled import compile_launch
+
+    (launch,) = layer_launches("fixed", small_stats, 1)
+    with pytest.raises(UnknownArchitecture, match="sm_80"):
+        compile_launch(launch.kernel, launch.args, launch.kwargs, 100)
+
+
+def test_kernel_check_names_what_is_wrong(monkeypatch, capsys):
+    from perf import kernel_check
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert kernel_check.main(["--archs", "75"]) == 2
+    assert "unknown architecture 75" in capsys.readouterr().err
+
+
+def test_occupancy():
+    sm90, sm80 = ARCH_LIMITS[90], ARCH_LIMITS[80]
+    assert sm90.resident_ctas(registers=72, num_warps=4, shared_bytes=128) == 7  # 2304 registers a warp
+    assert sm90.resident_ctas(registers=20, num_warps=4, shared_bytes=16) == 16  # the 64-warp limit
+    assert sm90.resident_ctas(registers=32, num_warps=1, shared_bytes=0) == 32  # the 32-CTA limit
+    assert sm90.resident_ctas(registers=32, num_warps=4, shared_bytes=100 * 1024) == 2
+    assert sm80.resident_ctas(registers=32, num_warps=4, shared_bytes=100 * 1024) == 1
+
+
+def test_distinct_lines():
+    assert distinct_lines(1) == 1 and distinct_lines(0.5) == 1
+    assert distinct_lines(64) == pytest.approx(64 * (1 - (63 / 64) ** 32))
+    assert distinct_lines(1e9) == pytest.approx(32, rel=1e-6)
+    values = [distinct_lines(n) for n in (2, 8, 64, 512)]
+    assert values == sorted(values)
+
+
+def _cost(per_iteration: dict, outside: dict, warps: int, ctas: int = 8) -> KernelCost:
+    counts = LoopCounts(per_iteration, outside, 1, 1.0, 1, 1, 0)
+    return KernelCost("codebook_spmm_kernel", 90, warps, 64, 0, 0, 0, 0, ctas, counts, 1024, 1)
+
+
+def test_roofline_arithmetic(small_stats):
+    machine = MACHINES["h100-sxm"]
+    (launch,) = layer_launches("fixed", small_stats, 1)
+    warps = launch.num_warps
+    cost = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 50, "stg.16": 2}, warps)
+    p = predict_launch(machine, small_stats, KERNEL_MODELS["fixed"], launch, cost, element_bytes=2)
+    block = launch.constexprs["BLOCK"]
+    trips = sum(-(-n // block) * c for n, c in small_stats.fixed.slice_lengths.items())
+    programs = small_stats.fixed.n_slices
+    assert p.programs == programs
+    assert p.warp_instructions == warps * (programs * 52 + trips * 104)
+    assert p.lsu_instructions == warps * (programs * 2 + trips * 4)
+    assert p.layout_bytes == (sum(small_stats.fixed.bit_counts.values()) + 7) // 8
+    assert (p.x_bytes, p.y_bytes) == (2 * SMALL.inputs, 2 * SMALL.outputs)
+    clock = machine.clock_hz * machine.pipe_efficiency
+    assert p.bounds_s["issue"] == pytest.approx(p.warp_instructions / (programs * 4 * clock))
+    hbm = machine.hbm_tb_s * 1e12 * machine.hbm_efficiency
+    assert p.bounds_s["hbm"] == pytest.approx(p.total_bytes / hbm)
+    assert p.bounds_s["latency"] > 0 and p.l1_wavefronts > 0
+    row = combine(machine, small_stats, "fixed", 1, [p])
+    bounds = {b: row[f"{b}_us"] for b in ("issue", "lsu", "l1", "hbm", "latency")}
+    assert row["bound"] == max(bounds, key=bounds.get)
+    assert row["predicted_us"] == pytest.approx(max(bounds.values()) + machine.launch_us, abs=2e-3)
+    assert row["cublas_fp16_us"] == pytest.approx(cublas_fp16_us(machine, small_stats, 1), abs=1e-3)
+    assert row["predicted_speedup"] == pytest.approx(row["cublas_fp16_us"] / row["predicted_us"], rel=1e-3)
+    assert 0 < row["byte_limit_share"] <= 1
+    dense = 2 * (SMALL.inputs * SMALL.outputs + SMALL.inputs + SMALL.outputs)
+    assert cublas_fp16_us(machine, small_stats, 1) == pytest.approx(machine.launch_us + dense / hbm * 1e6)
+
+
+def test_machine_table_has_a_source_for_every_figure():
+    rows = machine_rows()
+    assert {r["figure"] for r in rows} >= {"sms", "hbm_tb_s", "sustained_ghz", "issue_per_sm_clock"}
+    assert all(r["source"] for r in rows)
+    assert all(
+        isinstance(v, (int, float)) and v > 0 for r in rows for k, v in r.items() if k.startswith("NVIDIA")
+    )
+    assert all("planning figure" in SOURCES[f] for f in ("copy_tb_s", "sustained_ghz", "launch_us"))
+    assert MACHINES["h100-sxm"].sms == 132 and MACHINES["h200"].hbm_tb_s == 4.8
+    assert not math.isnan(MACHINES["h200"].clock_hz)
