@@ -11,7 +11,7 @@
 About 2 minutes of CPU time on 2 cores, more when other work shares them; progress is printed
 as it goes. ``--quick`` is the reduced size CI runs.
 
-    dcomp run [--out out] [--quick] [--threads N] [--layers alex7 vgg6 ...] [--no-gpu]
+    dcomp run [--out out] [--quick] [--threads N] [--layers alex7 vgg6 ...] [--no-gpu] [--eie-dump DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
 from perf.harness import Progress, doc_summary
-from perf.report import QUICK_PIPELINE_LAYERS, write_report
+from perf.report import QUICK_PIPELINE_LAYERS, add_eie_arguments, write_report
 from perf.reporting.collect import ReportConfig, collect
 from perf.reporting.cpu import CpuConfig
 from perf.reporting.digits import collect_digits
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=RESULTS_ROOT,
         help="where committed GPU results are (perf/results)",
     )
+    add_eie_arguments(parser)
     return parser
 
 
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             pipeline_layers=QUICK_PIPELINE_LAYERS if args.quick else ("alex7",),
             threads=args.threads,
             results_root=args.results_root,
+            eie_workload=args.eie_workload,
+            eie_dump=args.eie_dump,
         )
         cpu = CpuConfig(batches=(1,), threads=args.threads)
     except ValueError as exc:

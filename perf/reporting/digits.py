@@ -85,6 +85,7 @@ class DigitsResults:
                 "CPU compressed us": cpu["compressed_us"],
                 "EIE us": eie["time_us"],
                 "EIE load efficiency": eie["load_efficiency"],
+                "EIE useful efficiency": eie["useful_efficiency"],
                 "EIE energy uJ": eie["energy_uj"],
                 "EIE speedup over CPU dense": cpu["dense_us"] / eie["time_us"],
             }
@@ -151,6 +152,7 @@ def collect_digits(
                 "cycles": result.cycles,
                 "time_us": result.time_us,
                 "load_efficiency": result.load_efficiency,
+                "useful_efficiency": result.useful_efficiency,
                 "energy_uj": result.energy_uj,
                 "power_mw": result.power_mw,
                 "output_max_abs_error": result.output.max_abs_error,

@@ -1,9 +1,10 @@
 """The report's figures (PNG, matplotlib's Agg backend): speedups and energy efficiency over CPU
-dense (log axes), the compression waterfall, and EIE's load efficiency vs FIFO depth and speedup
-vs number of PEs."""
+dense (log axes), the compression waterfall, and EIE's sweeps: load and useful efficiency vs FIFO
+depth, speedup and useful efficiency vs number of PEs, energy vs SRAM line width and vs z width."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,32 +144,85 @@ def compression_waterfall(data: ReportData, path: Path) -> Path:
     return path
 
 
-def sweep_plot(
-    table: pd.DataFrame, column: str, ylabel: str, title: str, path: Path, ideal: bool = False
-) -> Path:
-    """One line per layer against the swept parameter (log2 axis)."""
+@dataclass(frozen=True)
+class SweepPanel:
+    """One panel of a sweep figure: ``column`` of the sweep table against the swept value;
+    ``relative_to``: divide each layer's curve by its value there; ``ideal``: a log2 axis with
+    the linear-speedup line."""
+
+    column: str
+    ylabel: str
+    relative_to: int | None = None
+    ideal: bool = False
+
+
+def sweep_plot(table: pd.DataFrame, panels: tuple[SweepPanel, ...], title: str, path: Path) -> Path:
+    """One line per layer against the swept parameter (log2 axis), one panel per column."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, group in table.groupby("benchmark", sort=False):
-        ax.plot(group["value"], group[column], marker="o", label=name)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     values = sorted(table["value"].unique())
-    if ideal:
-        ax.plot(values, [v / values[0] for v in values], "k--", linewidth=0.8, label="ideal (linear)")
-        ax.set_yscale("log", base=2)
-        _plain_log_axis(ax.yaxis)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(values, [str(v) for v in values])
-    ax.minorticks_off()
-    parameter = str(table["parameter"].iloc[0])
-    ax.set_xlabel(PARAMETER_WORDS.get(parameter, parameter))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, panel in zip(axes[0], panels):
+        for name, group in table.groupby("benchmark", sort=False):
+            y = group[panel.column].to_numpy(dtype=float)
+            if panel.relative_to is not None:
+                y = y / float(group.loc[group["value"] == panel.relative_to, panel.column].iloc[0])
+            ax.plot(group["value"], y, marker="o", label=name)
+        if panel.ideal:
+            ax.plot(values, [v / values[0] for v in values], "k--", linewidth=0.8, label="ideal (linear)")
+            ax.set_yscale("log", base=2)
+            _plain_log_axis(ax.yaxis)
+        if panel.relative_to is not None:
+            ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.minorticks_off()
+        parameter = str(table["parameter"].iloc[0])
+        ax.set_xlabel(PARAMETER_WORDS.get(parameter, parameter))
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+#: Sweep -> (plot key, title, panels) of its figure.
+SWEEP_FIGURES: dict[str, tuple[str, str, tuple[SweepPanel, ...]]] = {
+    "fifo": (
+        "eie_fifo",
+        "EIE: efficiency vs FIFO depth",
+        (
+            SweepPanel("load_efficiency", "load efficiency (ideal / actual cycles)"),
+            SweepPanel("useful_efficiency", "useful efficiency (real MACs / (cycles x PEs))"),
+        ),
+    ),
+    "pes": (
+        "eie_pes",
+        "EIE: scaling with the number of PEs",
+        (
+            SweepPanel("speedup", "speedup over the fewest PEs (x, log axis)", ideal=True),
+            SweepPanel("useful_efficiency", "useful efficiency (real MACs / (cycles x PEs))"),
+        ),
+    ),
+    "sram-width": (
+        "eie_sram_width",
+        "EIE: energy vs sparse-matrix SRAM line width",
+        (
+            SweepPanel("spmat_read_uj", "SRAM read energy / at 64-bit lines", relative_to=64),
+            SweepPanel("energy_uj", "layer energy / at 64-bit lines", relative_to=64),
+        ),
+    ),
+    "index-bits": (
+        "eie_index_bits",
+        "EIE: energy vs z (relative row index) width",
+        (
+            SweepPanel("padding_share", "padding entries / entries"),
+            SweepPanel("energy_uj", "layer energy / at 4-bit z", relative_to=4),
+        ),
+    ),
+}
 
 
 def write_plots(data: ReportData, frame: pd.DataFrame, out: Path) -> dict[str, Path]:
@@ -197,14 +251,9 @@ def write_plots(data: ReportData, frame: pd.DataFrame, out: Path) -> dict[str, P
         ),
         "compression_waterfall": compression_waterfall(data, out / "compression_waterfall.png"),
     }
-    if "fifo" in data.sweeps:
-        plots["eie_fifo"] = sweep_plot(
-            data.sweeps["fifo"], "load_efficiency", "load efficiency (ideal / actual cycles)",
-            "EIE: load efficiency vs FIFO depth", out / "eie_fifo.png",
-        )  # fmt: skip
-    if "pes" in data.sweeps:
-        plots["eie_pes"] = sweep_plot(
-            data.sweeps["pes"], "speedup", "speedup over the fewest PEs (x, log axis)",
-            "EIE: speedup vs number of PEs", out / "eie_pes.png", ideal=True,
-        )  # fmt: skip
+    workload = data.config.eie_workload
+    for sweep, table in data.sweeps.items():
+        key, title, panels = SWEEP_FIGURES[sweep]
+        usable = tuple(p for p in panels if p.relative_to is None or p.relative_to in set(table["value"]))
+        plots[key] = sweep_plot(table, usable, f"{title} (workload {workload})", out / f"{key}.png")
     return plots

@@ -19,6 +19,8 @@ REQUIRED = (
     "ideal_cycles",
     "theoretical_us",
     "load_efficiency",
+    "useful_efficiency",
+    "energy_at_chip_power_uj",
     "entries",
     "padding_entries",
     "energy_uj",
@@ -59,6 +61,39 @@ def test_simulate_table_and_errors(capsys):
     assert "fifo_depth" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["simulate", "--benchmark", "alex9"])
+
+
+def test_semantics_and_workload_flags(capsys):
+    argv = ["simulate", "--benchmark", "alex8", "--scale", "0.1", "--json"]
+    uniform = _json(capsys, argv)
+    fc8 = _json(capsys, [*argv, "--workload", "fc8-stats"])
+    assert fc8["output_checksum"] != uniform["output_checksum"]
+    assert uniform == {
+        **_json(capsys, [*argv, "--workload", "uniform"]),
+        "sim_seconds": uniform["sim_seconds"],
+    }
+    paper = _json(capsys, [*argv, "--semantics", "paper-simulator", "--fifo", "9"])
+    hardware = _json(capsys, [*argv, "--fifo", "8"])
+    assert paper["semantics"] == "paper-simulator" and paper["config"]["semantics"] == "paper-simulator"
+    assert paper["cycles"] == hardware["cycles"]  # a queue of size 9 holds 8
+    assert main([*argv, "--semantics", "paper-simulator", "--fifo", "1"]) == 2
+    assert "error: fifo_depth must be >= 2" in capsys.readouterr().err
+    assert main(["simulate", "--digits", "--workload", "fc8-stats"]) == 2
+    assert "error: --workload applies to --benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--semantics", "rtl"])
+
+
+@needs_dump
+def test_sweep_includes_the_dump(capsys, tmp_path):
+    argv = ["sweep", "fifo", "--values", "2,9", "--benchmark", "alex8", "--scale", "0.1"]
+    assert (
+        main([*argv, "--eie-dump", str(DUMP), "--semantics", "paper-simulator", "--out", str(tmp_path)]) == 0
+    )
+    table = pd.read_csv(json.loads(capsys.readouterr().out)["csv"])
+    dump = table[table["benchmark"] == "dump:eie_alexnet_fc8"]
+    assert dump["cycles"].tolist() == [10195, 7897]
+    assert (table["semantics"] == "paper-simulator").all() and table["useful_efficiency"].between(0, 1).all()
 
 
 @needs_dump
