@@ -97,8 +97,10 @@ def kmeans_1d(
     tol: float = 1e-6,
     weights=None,
     name: str = "weights",
+    clusters: int | None = None,
 ) -> KMeansResult:
-    """Cluster 1-D ``values`` into at most ``2**bits`` shared values (Lloyd's algorithm).
+    """Cluster 1-D ``values`` into at most ``2**bits`` shared values (Lloyd's algorithm), or at
+    most ``clusters`` (1 .. 2**bits) when given.
 
     ``init``: ``"linear"`` (evenly spaced between min and max, the paper's best and the default),
     ``"density"`` (quantiles of the values) or ``"random"`` (Forgy: distinct random values,
@@ -128,6 +130,14 @@ def kmeans_1d(
             f"layer {name!r}: {int(np.count_nonzero(bad))} of {n} values are NaN or inf (e.g. {flat[bad][0]})"
         )
     k = 1 << bits
+    if clusters is not None:
+        if (
+            isinstance(clusters, bool)
+            or not isinstance(clusters, (int, np.integer))
+            or not 1 <= clusters <= k
+        ):
+            raise ConfigError(f"clusters must be an int in 1..{k} (2**bits), got {clusters!r}")
+        k = int(clusters)
     max_shift = tol * (float(hi) - float(lo))
     rng = np.random.default_rng(seed)
     if weights is not None or n <= _EXACT_MAX:

@@ -11,8 +11,9 @@ weights the zero code). :func:`layer_size` builds a layer's row from
 row and derives the ratios again with the same function, so a new scheme (Huffman: ``pqh``) is
 one more ``scheme_columns`` call in :func:`layer_size`.
 
-A layer runs in the smaller of its two forms in memory (`smaller_form`, from `form_bits`): the
-sparse form (relative-index entries at the index width with the fewest bits) or dense codes.
+A layer runs in one of two forms in memory (`smaller_form`, from `form_bits`): the sparse form
+(relative-index entries at the index width with the fewest bits) where it is clearly the smaller,
+else dense codes.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from compress.config import WEIGHT_FORMS
 from compress.huffman import stream_bits
 from compress.matrix import CompressedMatrix
 from compress.relative_index import MAX_INDEX_BITS, encode_relative, pointer_bits, relative_entries, row_gaps
 from compress.relative_index_huffman import encode_huffman
 
 DENSE_BITS_PER_WEIGHT = 32  # the dense float32 original
+# `pick_form`: the share of dense codes' bits the sparse form must save to be chosen.
+SPARSE_MIN_SAVING = 0.2
 
 # Per scheme: bits of the weight codes, of the relative indices, and of everything else
 # (codebook, row pointers, code tables); the table's ratios are derived from these.
@@ -112,15 +114,19 @@ def form_bits(shape: tuple[int, int], row_ptr, col_idx, bits: int, codebook_size
 
 
 def smaller_form(matrix: CompressedMatrix) -> str:
-    """The form (`compress.config.WEIGHT_FORMS`) in which ``matrix`` takes fewer bits in memory
-    (`form_bits`, `pick_form`)."""
-    return pick_form(form_bits(matrix.shape, matrix.row_ptr, matrix.col_idx, matrix.bits, matrix.codebook.size))
+    """The form (`compress.config.WEIGHT_FORMS`) ``matrix`` runs in by `form_bits` and
+    `pick_form`: the sparse form where it is clearly smaller in memory, else dense codes."""
+    return pick_form(
+        form_bits(matrix.shape, matrix.row_ptr, matrix.col_idx, matrix.bits, matrix.codebook.size)
+    )
 
 
 def pick_form(sizes: Mapping[str, int]) -> str:
-    """The form of fewest bits in `form_bits`' ``sizes`` (dense codes on a tie: they read x
-    without gathers)."""
-    return min(reversed(WEIGHT_FORMS), key=lambda form: sizes[form])
+    """The form a layer of `form_bits`' ``sizes`` runs in: the sparse form where it saves at
+    least `SPARSE_MIN_SAVING` of dense codes' bits, else dense codes, which read x without
+    gathers: near their crossover (about 50% density with 4-bit codes) the sparse form is up to
+    15% smaller but its kernels take about twice as long (``perf/bench_cpu.py --sweep``)."""
+    return "sparse" if sizes["sparse"] <= (1 - SPARSE_MIN_SAVING) * sizes["dense_codes"] else "dense_codes"
 
 
 def _dense_codes_columns(matrix: CompressedMatrix, weights: int) -> dict:
@@ -134,7 +140,12 @@ def _dense_codes_columns(matrix: CompressedMatrix, weights: int) -> dict:
     for scheme, code_bits in (("dq", weights * width), ("dqh", sum(stream_bits(counts).values()))):
         row.update(
             scheme_columns(
-                scheme, nnz=matrix.nnz, weights=weights, code_bits=code_bits, index_bits=0, overhead_bits=32 * k
+                scheme,
+                nnz=matrix.nnz,
+                weights=weights,
+                code_bits=code_bits,
+                index_bits=0,
+                overhead_bits=32 * k,
             )
         )
     return row

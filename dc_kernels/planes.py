@@ -72,7 +72,9 @@ _NIBBLE_ORDER = np.array([*range(0, GROUP, 2), *range(1, GROUP, 2)])
 
 def _check_slice(length: int, start: int, count: int) -> None:
     if start % GROUP or start < 0 or count < 0 or start + count > length:
-        raise ValueError(f"values {start}..{start + count} do not start a group of {GROUP} of a stream of {length}")
+        raise ValueError(
+            f"values {start}..{start + count} do not start a group of {GROUP} of a stream of {length}"
+        )
 
 
 def write_planes(out: np.ndarray, values: np.ndarray, width: int, length: int, start: int = 0) -> None:
@@ -97,7 +99,9 @@ def write_planes(out: np.ndarray, values: np.ndarray, width: int, length: int, s
         out[first : first + padded * w // 8] = lanes.sum(axis=1, dtype=np.uint32).astype(np.uint8)
 
 
-def read_planes(planes: np.ndarray, width: int, length: int, start: int = 0, count: int | None = None) -> np.ndarray:
+def read_planes(
+    planes: np.ndarray, width: int, length: int, start: int = 0, count: int | None = None
+) -> np.ndarray:
     """Values ``start .. start + count`` (int64; all by default) of the ``length``-value stream
     in ``planes``; ValueError if ``planes`` is not the size such a stream takes."""
     length = check_length(length)

@@ -133,7 +133,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     signatures = {
         # rows, cols, entry_ptr, planes, length, bits, index_bits, codebook, k, x, bias, y, threads
         "dc_sparse_gemv": [i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, ptr, ptr, cint],
-        # rows, cols, batch, bp, entry_ptr, planes, length, bits, index_bits, codebook, k, xt, bias, y, threads
+        # rows, cols, batch, bp, entry_ptr, planes, length, bits, index_bits, codebook, k, xt, bias, y,
+        # threads
         "dc_sparse_gemm": [i64, i64, i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, ptr, ptr, cint],
         # rows, cols, entry_ptr, planes, length, bits, index_bits, codebook, k, out, threads
         "dc_sparse_decode": [i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, cint],
@@ -176,7 +177,9 @@ def _load() -> ctypes.CDLL | None:
     return None
 
 
-def _load_from(compiler: str, sources: dict[str, str], directory: Path, errors: list[str]) -> ctypes.CDLL | None:
+def _load_from(
+    compiler: str, sources: dict[str, str], directory: Path, errors: list[str]
+) -> ctypes.CDLL | None:
     """The kernels of the first flag set that builds and loads in ``directory`` (reusing a good
     cached build, rebuilding a bad one); None with ``errors`` filled when none does."""
     global _failure

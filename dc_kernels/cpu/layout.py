@@ -55,7 +55,11 @@ class SparseLayout:
         for name, dtype in (("entry_ptr", torch.int64), ("planes", torch.uint8), ("codebook", torch.float32)):
             t = getattr(self, name)
             if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.dim() != 1 or t.device.type != "cpu":
-                got = f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
+                got = (
+                    f"{t.dtype} {tuple(t.shape)} on {t.device}"
+                    if isinstance(t, torch.Tensor)
+                    else type(t).__name__
+                )
                 raise ValueError(f"{name} must be a 1-D CPU tensor of {dtype}, got {got}")
             if not t.is_contiguous():
                 raise ValueError(f"{name} must be contiguous")
@@ -86,7 +90,9 @@ class SparseLayout:
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
         gaps = row_gaps(matrix.row_ptr, matrix.col_idx)
-        index_bits = best_index_bits(gaps, matrix.bits) if index_bits is None else check_index_bits(index_bits)
+        index_bits = (
+            best_index_bits(gaps, matrix.bits) if index_bits is None else check_index_bits(index_bits)
+        )
         relative = encode_relative(matrix, index_bits)
         escape = (1 << index_bits) - 1
         lengths = np.diff(relative.row_ptr)
@@ -94,7 +100,9 @@ class SparseLayout:
         np.cumsum(-(-lengths // GROUP) * GROUP, out=entry_ptr[1:])
         entries = int(entry_ptr[-1])
         row_of = np.repeat(np.arange(matrix.out_features), lengths)
-        position = np.arange(relative.entries, dtype=np.int64) + (entry_ptr[:-1] - relative.row_ptr[:-1])[row_of]
+        position = (
+            np.arange(relative.entries, dtype=np.int64) + (entry_ptr[:-1] - relative.row_ptr[:-1])[row_of]
+        )
         values = np.full(entries, escape << matrix.bits, dtype=np.int64)
         values[position] = relative.codes.astype(np.int64) | relative.z.astype(np.int64) << matrix.bits
         width = matrix.bits + index_bits
@@ -108,7 +116,9 @@ class SparseLayout:
         )  # fmt: skip
 
     @classmethod
-    def from_state(cls, tensors: list[torch.Tensor], metadata: list[int], codebook: torch.Tensor) -> SparseLayout:
+    def from_state(
+        cls, tensors: list[torch.Tensor], metadata: list[int], codebook: torch.Tensor
+    ) -> SparseLayout:
         """Rebuild from `tensors()` and `metadata()` (in `TENSOR_NAMES` / `METADATA_NAMES` order)."""
         if len(tensors) != len(TENSOR_NAMES) or len(metadata) != len(METADATA_NAMES):
             raise ValueError(f"expected tensors {TENSOR_NAMES} and metadata {METADATA_NAMES}")
@@ -157,5 +167,10 @@ class SparseLayout:
         if row_ptr[-1] != self.nnz:
             raise ValueError(f"the stream holds {row_ptr[-1]} kept weights, metadata says nnz={self.nnz}")
         return CompressedMatrix(
-            self.shape, self.codebook.numpy(), row_ptr, cols[real], values[real] & ((1 << self.bits) - 1), self.bits
+            self.shape,
+            self.codebook.numpy(),
+            row_ptr,
+            cols[real],
+            values[real] & ((1 << self.bits) - 1),
+            self.bits,
         )

@@ -58,7 +58,11 @@ class DenseCodesLayout:
 
     def __post_init__(self) -> None:
         check_bits(self.bits, "bits")
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= MAX_WIDTH:
+        if (
+            isinstance(self.width, bool)
+            or not isinstance(self.width, int)
+            or not 1 <= self.width <= MAX_WIDTH
+        ):
             raise ValueError(f"width must be an int in 1..{MAX_WIDTH}, got {self.width!r}")
         for name, dtype in (("planes", torch.uint8), ("codebook", torch.float32)):
             t = getattr(self, name)
@@ -110,7 +114,9 @@ class DenseCodesLayout:
         return cls(rows, cols, matrix.bits, width, matrix.nnz, torch.from_numpy(planes).to(device), codebook)
 
     @classmethod
-    def from_state(cls, tensors: list[torch.Tensor], metadata: list[int], codebook: torch.Tensor) -> DenseCodesLayout:
+    def from_state(
+        cls, tensors: list[torch.Tensor], metadata: list[int], codebook: torch.Tensor
+    ) -> DenseCodesLayout:
         """Rebuild from `tensors()` and `metadata()` (in `TENSOR_NAMES` / `METADATA_NAMES` order)."""
         if len(tensors) != len(TENSOR_NAMES) or len(metadata) != len(METADATA_NAMES):
             raise ValueError(f"expected tensors {TENSOR_NAMES} and metadata {METADATA_NAMES}")
@@ -173,7 +179,6 @@ class DenseCodesLayout:
         np.cumsum(row_ptr, out=row_ptr)
         if row_ptr[-1] != self.nnz:
             raise ValueError(f"the stream holds {row_ptr[-1]} kept weights, metadata says nnz={self.nnz}")
-        return CompressedMatrix(
-            self.shape, self.codebook.cpu().numpy(), row_ptr,
-            np.concatenate(col_parts).astype(np.int32), np.concatenate(code_parts).astype(np.uint8), self.bits,
-        )  # fmt: skip
+        cols = np.concatenate(col_parts).astype(np.int32)
+        kept_codes = np.concatenate(code_parts).astype(np.uint8)
+        return CompressedMatrix(self.shape, self.codebook.cpu().numpy(), row_ptr, cols, kept_codes, self.bits)
