@@ -57,6 +57,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.checks import check_int
+
 MAX_CODE_LENGTH = 16  # longest codeword the library builds or accepts; decode tables <= 2**16 entries
 MAX_ALPHABET = 1 << 16
 MAX_SEGMENT_SYMBOLS = 1 << 16  # bounds the lockstep decoder's steps; larger segments save nothing
@@ -74,14 +76,6 @@ CHAIN_CHUNK_BITS = 1 << 17
 _LENGTH_SHIFT = 16
 
 
-def _check_int(value, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int in {low}..{high}, got {value!r}")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return int(value)
-
-
 def package_merge_lengths(counts, max_len: int = MAX_CODE_LENGTH) -> np.ndarray:
     """Optimal code lengths (uint8, 0 for absent symbols) with no length above ``max_len``.
 
@@ -97,7 +91,7 @@ def package_merge_lengths(counts, max_len: int = MAX_CODE_LENGTH) -> np.ndarray:
         raise ValueError(f"counts must be 1-D with at most {MAX_ALPHABET} entries, got shape {counts.shape}")
     if counts.size and not np.issubdtype(counts.dtype, np.integer):
         raise TypeError(f"counts must hold integers, got dtype {counts.dtype}")
-    max_len = _check_int(max_len, "max_len", 1, MAX_CODE_LENGTH)
+    max_len = check_int(max_len, "max_len", 1, MAX_CODE_LENGTH)
     counts = counts.astype(np.int64)
     if counts.size and counts.min() < 0:
         raise ValueError(f"counts must be non-negative, got minimum {counts.min()}")
@@ -144,7 +138,7 @@ class HuffmanCode:
     max_len: int = MAX_CODE_LENGTH
 
     def __post_init__(self) -> None:
-        max_len = _check_int(self.max_len, "max_len", 1, MAX_CODE_LENGTH)
+        max_len = check_int(self.max_len, "max_len", 1, MAX_CODE_LENGTH)
         lengths = np.asarray(self.lengths)
         if lengths.ndim != 1 or not 1 <= lengths.size <= MAX_ALPHABET:
             raise ValueError(f"lengths must be 1-D with 1..{MAX_ALPHABET} entries, got shape {lengths.shape}")
@@ -227,7 +221,7 @@ class HuffmanCode:
 
 
 def _check_symbols(symbols, alphabet_size: int) -> np.ndarray:
-    alphabet_size = _check_int(alphabet_size, "alphabet_size", 1, MAX_ALPHABET)
+    alphabet_size = check_int(alphabet_size, "alphabet_size", 1, MAX_ALPHABET)
     symbols = np.asarray(symbols)
     if symbols.ndim != 1:
         raise ValueError(f"symbols must be 1-D, got shape {symbols.shape}")
@@ -258,9 +252,9 @@ class HuffmanStream:
 
     def __post_init__(self) -> None:
         """Check the layout so that decoding can never read outside ``words`` (or hang)."""
-        num_symbols = _check_int(self.num_symbols, "num_symbols", 0, MAX_STREAM_BITS)
-        total_bits = _check_int(self.total_bits, "total_bits", 0, MAX_STREAM_BITS)
-        segment_symbols = _check_int(self.segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
+        num_symbols = check_int(self.num_symbols, "num_symbols", 0, MAX_STREAM_BITS)
+        total_bits = check_int(self.total_bits, "total_bits", 0, MAX_STREAM_BITS)
+        segment_symbols = check_int(self.segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
         words = np.asarray(self.words)
         offsets = np.asarray(self.segment_offsets)
         if words.dtype != np.uint32 or words.ndim != 1:
@@ -353,7 +347,7 @@ def huffman_encode(
     ``code`` defaults to the optimal code of at most ``max_len`` bits for these symbols.
     """
     symbols = _check_symbols(symbols, alphabet_size)
-    segment_symbols = _check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
+    segment_symbols = check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
     if code is None:
         code = HuffmanCode.from_symbols(symbols, alphabet_size, max_len)
     elif code.alphabet_size != alphabet_size:

@@ -18,17 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.checks import check_int
 from compress.matrix import CompressedMatrix
 
 MAX_INDEX_BITS = 8
 
 
 def check_index_bits(index_bits: int) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)):
-        raise TypeError(f"index_bits must be an int in 1..{MAX_INDEX_BITS}, got {index_bits!r}")
-    if not 1 <= int(index_bits) <= MAX_INDEX_BITS:
-        raise ValueError(f"index_bits must be in 1..{MAX_INDEX_BITS}, got {index_bits}")
-    return int(index_bits)
+    return check_int(index_bits, "index_bits", 1, MAX_INDEX_BITS)
 
 
 def pointer_bits(max_value: int) -> int:

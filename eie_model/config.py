@@ -8,16 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from compress.checks import check_int
+
 #: ``semantics`` values: how the activation queue and rows beyond the register file behave.
 SEMANTICS = ("hardware", "paper-simulator")
-
-
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -65,20 +59,20 @@ class EIEConfig:
             raise TypeError(f"semantics must be a string, got {self.semantics!r}")
         if self.semantics not in SEMANTICS:
             raise ValueError(f"semantics must be one of {SEMANTICS}, got {self.semantics!r}")
-        _check_int("pes", self.pes, 1, 4096)
-        _check_int("fifo_depth", self.fifo_depth, 1, 1 << 16)
+        check_int(self.pes, "pes", 1, 4096)
+        check_int(self.fifo_depth, "fifo_depth", 1, 1 << 16)
         if self.single_pass and self.fifo_depth < 2:
             raise ValueError(
                 f"fifo_depth must be >= 2 with semantics='paper-simulator' (a circular buffer of size "
                 f"B holds B - 1 activations), got {self.fifo_depth}"
             )
-        _check_int("weight_bits", self.weight_bits, 1, 8)
-        _check_int("index_bits", self.index_bits, 1, 8)
-        _check_int("pointer_bits", self.pointer_bits, 1, 64)
-        _check_int("act_bits", self.act_bits, 2, 32)
-        _check_int("rf_size", self.rf_size, 1, 1 << 20)
-        _check_int("arith_stages", self.arith_stages, 0, 64)
-        _check_int("sram_width", self.sram_width, self.entry_bits, 1 << 16)
+        check_int(self.weight_bits, "weight_bits", 1, 8)
+        check_int(self.index_bits, "index_bits", 1, 8)
+        check_int(self.pointer_bits, "pointer_bits", 1, 64)
+        check_int(self.act_bits, "act_bits", 2, 32)
+        check_int(self.rf_size, "rf_size", 1, 1 << 20)
+        check_int(self.arith_stages, "arith_stages", 0, 64)
+        check_int(self.sram_width, "sram_width", self.entry_bits, 1 << 16)
         for name in ("clock_mhz", "ptr_sram_kb", "spmat_sram_kb", "act_sram_kb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

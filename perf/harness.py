@@ -160,6 +160,10 @@ def gpu_run_info(device) -> dict[str, str]:
     return info
 
 
+#: Anything that takes a progress line (a `Progress`, ``print``, a list's ``append``).
+ProgressFn = Callable[[str], None]
+
+
 class Progress:
     """Progress lines on stderr with the seconds elapsed since the start (stdout stays clean for
     tables and JSON); each line is also appended to ``log_path`` when given (as it is printed, so

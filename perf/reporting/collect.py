@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +26,10 @@ from perf.cost.machines import DEFAULT_MACHINE, MACHINES
 from perf.cost.predict import RESULTS_DIR as PREDICTIONS_DIR
 from perf.cost.predict import Predictions, load_predictions
 from perf.gpu_results import RESULTS_ROOT, GpuResults, GpuResultsError, newest_gpu_results, read_gpu_results
-from perf.harness import REPO_ROOT, machine_info
+from perf.harness import REPO_ROOT, ProgressFn, machine_info
 from perf.power import PowerFigure, cpu_power, gpu_power, measure_package_power
 from perf.reporting.cpu import CpuConfig, measure_layer
 from workloads.paper_layers import PAPER_LAYERS
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -196,7 +193,7 @@ def _predicted_section(config: ReportConfig, gpu: GpuResults | None) -> tuple[Pr
     )
 
 
-def collect(config: ReportConfig, progress: Progress | None = None) -> ReportData:
+def collect(config: ReportConfig, progress: ProgressFn | None = None) -> ReportData:
     """Run the report's measurements (see the module docstring)."""
     say = progress or (lambda message: None)
     seconds: dict[str, float] = {}
