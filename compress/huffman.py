@@ -397,7 +397,7 @@ def stream_bits(
     """`HuffmanStream.bit_counts` of the stream `huffman_encode` would build for symbols with
     these counts (alphabet = ``len(counts)``, the optimal code), without encoding it."""
     counts = np.asarray(counts, dtype=np.int64)
-    segment_symbols = _check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
+    segment_symbols = check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
     payload = HuffmanCode.from_counts(counts, max_len).encoded_bits(counts)
     return {
         "payload_bits": payload,

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.checks import check_int
 from compress.errors import ConfigError, EmptyLayerError, NonFiniteWeightError
 from compress.matrix import check_bits
 
@@ -131,13 +132,7 @@ def kmeans_1d(
         )
     k = 1 << bits
     if clusters is not None:
-        if (
-            isinstance(clusters, bool)
-            or not isinstance(clusters, (int, np.integer))
-            or not 1 <= clusters <= k
-        ):
-            raise ConfigError(f"clusters must be an int in 1..{k} (2**bits), got {clusters!r}")
-        k = int(clusters)
+        k = check_int(clusters, "clusters (at most 2**bits)", 1, k)
     max_shift = tol * (float(hi) - float(lo))
     rng = np.random.default_rng(seed)
     if weights is not None or n <= _EXACT_MAX:
