@@ -18,6 +18,7 @@ float32[k] (the module's own buffer: it is not copied). Everything else is integ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ import torch
 from compress.matrix import CompressedMatrix, check_bits
 from compress.relative_index import check_index_bits, encode_relative, row_gaps
 from compress.size import best_index_bits
+from dc_kernels.layout_state import LayoutState
 from dc_kernels.planes import GROUP, planes_bytes, read_planes, write_planes
 
 TENSOR_NAMES = ("entry_ptr", "planes")
@@ -32,12 +34,15 @@ METADATA_NAMES = ("out_features", "in_features", "bits", "index_bits", "nnz", "e
 
 
 @dataclass(frozen=True, eq=False)
-class SparseLayout:
+class SparseLayout(LayoutState):
     """A compressed layer in the CPU sparse kernels' layout (see the module docstring).
 
     Construction checks dtypes, sizes and the entry pointers (what keeps the kernels inside the
     arrays: they clamp columns to the row and the codebook is padded to every code); `to_matrix`
     checks the rest of the values."""
+
+    TENSOR_NAMES: ClassVar[tuple[str, ...]] = TENSOR_NAMES
+    METADATA_NAMES: ClassVar[tuple[str, ...]] = METADATA_NAMES
 
     out_features: int
     in_features: int
@@ -114,21 +119,6 @@ class SparseLayout:
             matrix.out_features, matrix.in_features, matrix.bits, index_bits, matrix.nnz, entries,
             torch.from_numpy(entry_ptr), torch.from_numpy(planes), codebook,
         )  # fmt: skip
-
-    @classmethod
-    def from_state(
-        cls, tensors: list[torch.Tensor], metadata: list[int], codebook: torch.Tensor
-    ) -> SparseLayout:
-        """Rebuild from `tensors()` and `metadata()` (in `TENSOR_NAMES` / `METADATA_NAMES` order)."""
-        if len(tensors) != len(TENSOR_NAMES) or len(metadata) != len(METADATA_NAMES):
-            raise ValueError(f"expected tensors {TENSOR_NAMES} and metadata {METADATA_NAMES}")
-        return cls(*(int(m) for m in metadata), *tensors, codebook)
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in TENSOR_NAMES]
-
-    def metadata(self) -> list[int]:
-        return [int(getattr(self, name)) for name in METADATA_NAMES]
 
     # ------------------------------------------------------------------ sizes
     @property

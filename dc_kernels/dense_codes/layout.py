@@ -20,12 +20,14 @@ metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from compress.matrix import CompressedMatrix, check_bits
 from compress.size import dense_code_width
+from dc_kernels.layout_state import LayoutState
 from dc_kernels.planes import GROUP, planes_bytes, read_planes, write_planes
 
 TENSOR_NAMES = ("planes",)
@@ -41,12 +43,15 @@ def row_stride(in_features: int) -> int:
 
 
 @dataclass(frozen=True, eq=False)
-class DenseCodesLayout:
+class DenseCodesLayout(LayoutState):
     """A compressed layer as dense codes (see the module docstring); tensors on any device.
 
     Construction checks dtypes and sizes (what keeps a kernel inside the arrays: the codebook is
     padded to every code of ``width`` bits) but never reads tensor values; `to_matrix` checks
     those."""
+
+    TENSOR_NAMES: ClassVar[tuple[str, ...]] = TENSOR_NAMES
+    METADATA_NAMES: ClassVar[tuple[str, ...]] = METADATA_NAMES
 
     out_features: int
     in_features: int
@@ -112,21 +117,6 @@ class DenseCodesLayout:
         if codebook is None:
             codebook = torch.from_numpy(matrix.codebook.copy()).to(device)
         return cls(rows, cols, matrix.bits, width, matrix.nnz, torch.from_numpy(planes).to(device), codebook)
-
-    @classmethod
-    def from_state(
-        cls, tensors: list[torch.Tensor], metadata: list[int], codebook: torch.Tensor
-    ) -> DenseCodesLayout:
-        """Rebuild from `tensors()` and `metadata()` (in `TENSOR_NAMES` / `METADATA_NAMES` order)."""
-        if len(tensors) != len(TENSOR_NAMES) or len(metadata) != len(METADATA_NAMES):
-            raise ValueError(f"expected tensors {TENSOR_NAMES} and metadata {METADATA_NAMES}")
-        return cls(*(int(m) for m in metadata), *tensors, codebook)
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in TENSOR_NAMES]
-
-    def metadata(self) -> list[int]:
-        return [int(getattr(self, name)) for name in METADATA_NAMES]
 
     def to(self, device: torch.device | str) -> DenseCodesLayout:
         return DenseCodesLayout(*self.metadata(), self.planes.to(device), self.codebook.to(device))
