@@ -120,11 +120,13 @@ def dense_codes_decode_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """The dense (n_rows, n_cols) ``w``, one (BLOCK_N, BLOCK_K) tile per program."""
+    """The dense (n_rows, n_cols) ``w``: BLOCK_N whole rows per program, a (BLOCK_N, BLOCK_K) tile
+    per loop step."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
-    k0 = tl.program_id(1) * BLOCK_K
-    weight, k = _weights(planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size,
-                         byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, BLOCK_K)  # fmt: skip
-    offs = rows[:, None] * n_cols + k.to(tl.int64)[None, :]
-    tl.store(w_ptr + offs, weight.to(w_ptr.dtype.element_ty), mask=row_ok[:, None] & (k < n_cols)[None, :])
+    for k0 in range(0, n_cols, BLOCK_K):
+        weight, k = _weights(planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size,
+                             byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, BLOCK_K)  # fmt: skip
+        offs = rows[:, None] * n_cols + k.to(tl.int64)[None, :]
+        mask = row_ok[:, None] & (k < n_cols)[None, :]
+        tl.store(w_ptr + offs, weight.to(w_ptr.dtype.element_ty), mask=mask)

@@ -53,7 +53,8 @@ class Dispatch:
     kernel's, and the batch from which decode + cuBLAS replaces chunks of the GEMM kernel."""
 
     gemm: Mapping[int, TileConfig] = field(default_factory=lambda: dict(GEMM_CONFIGS))
-    decode: TileConfig = TileConfig(32, 128, 4)
+    # Few rows per program (whole rows, looping over the columns): enough programs to fill a GPU.
+    decode: TileConfig = TileConfig(8, 512, 4)
     dense_crossover_batch: int = 64
 
 
@@ -92,7 +93,7 @@ def _decode_launch(layout: DenseCodesLayout, weight: torch.Tensor, dispatch: Dis
     from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
 
     cfg = dispatch.decode
-    grid = (-(-layout.out_features // cfg.block_n), -(-layout.in_features // cfg.block_k))
+    grid = (-(-layout.out_features // cfg.block_n),)
     dense_codes_decode_kernel[grid](
         layout.planes, layout.codebook, weight, *_common(layout), layout.codebook.numel(),
         *_plane_args(layout), **plane_constexprs(layout.width), BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
@@ -196,6 +197,6 @@ def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_
 
 
 def loop_items(constexprs: Mapping[str, int]) -> int:
-    """Weights one iteration of the GEMM kernel's main loop (or one decode program) decodes:
+    """Weights one iteration of either kernel's main loop decodes:
     ``BLOCK_N * BLOCK_K`` codes (for `perf.cost`; a code is a kept weight or the zero code)."""
     return int(constexprs["BLOCK_N"]) * int(constexprs["BLOCK_K"])
