@@ -89,16 +89,15 @@ def _common(layout: DenseCodesLayout) -> tuple:
     return (layout.out_features, layout.in_features, layout.stride)
 
 
-def _decode_launch(layout: DenseCodesLayout, weight: torch.Tensor, dispatch: Dispatch) -> None:
-    from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
-
+def _decode_args(layout: DenseCodesLayout, weight: torch.Tensor, dispatch: Dispatch) -> tuple:
+    """(grid, args, kwargs) of `dense_codes_decode_kernel` writing the layer into ``weight`` (the
+    callers launch it themselves: one frame less on the forward path)."""
     cfg = dispatch.decode
     grid = (-(-layout.out_features // cfg.block_n),)
-    dense_codes_decode_kernel[grid](
-        layout.planes, layout.codebook, weight, *_common(layout), layout.codebook.numel(),
-        *_plane_args(layout), **plane_constexprs(layout.width), BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps,
-    )  # fmt: skip
+    codebook = layout.codebook
+    args = (layout.planes, codebook, weight, *_common(layout), codebook.numel(), *_plane_args(layout))
+    kwargs = {**plane_constexprs(layout.width), "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k}
+    return grid, args, {**kwargs, "num_warps": cfg.num_warps}
 
 
 def run(
@@ -118,8 +117,11 @@ def run(
     if batch == 0:
         return out
     if path == "dense" or (path is None and batch >= dispatch.dense_crossover_batch):
+        from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
+
         weight = torch.empty(layout.shape, dtype=x2d.dtype, device=layout.device)
-        _decode_launch(layout, weight, dispatch)
+        grid, args, kwargs = _decode_args(layout, weight, dispatch)
+        dense_codes_decode_kernel[grid](*args, **kwargs)
         torch.matmul(x2d, weight.T, out=out)
         return out if bias is None else out.add_(bias.to(out.dtype))
     for lo in range(0, batch, SMALL_BATCH_MAX):
@@ -166,8 +168,11 @@ def decode_dense(
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
     check_layout_device(layout.planes, layout, "layout")
+    from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
+
     weight = torch.empty(layout.shape, dtype=dtype, device=layout.device)
-    _decode_launch(layout, weight, dispatch)
+    grid, args, kwargs = _decode_args(layout, weight, dispatch)
+    dense_codes_decode_kernel[grid](*args, **kwargs)
     return weight
 
 
