@@ -27,9 +27,9 @@ from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
 HOST = torch.device("cpu")
 
 # Measured by perf/bench_cpu.py --sweep (see the module docstring; perf/results/cpu/bench_cpu_sweep.csv,
-# 4096 x 4096, 1 thread): at batch 128 decode + GEMM took 76 ms against the kernels' 75 ms at
-# density 0.25 and 72 against 136 ms at 0.4; at batch 256 121 against 232 ms at 0.25, while at
-# 0.09 the kernels stayed ahead (97 against 125 ms).
+# 4096 x 4096, 1 thread): at batch 128 decode + GEMM took 79 ms against the kernels' 84 ms at
+# density 0.25 and 40 against 57 ms at 0.4; at batch 256 124 against 251 ms at 0.25, while at
+# 0.09 the kernels stayed ahead (99 against 127 ms).
 GEMV_MAX_BATCH = 2
 DENSE_MIN_DENSITY = 0.25
 DENSE_MIN_BATCH = 128
