@@ -25,6 +25,8 @@ from dc_kernels.backends import AUTO, GPU_FORMS
 from dc_kernels.linear import CompressedLinear
 
 FilterFn = Callable[[nn.Module, str], bool]
+
+
 @dataclass(frozen=True)
 class ConvertedLayer:
     """One swapped layer: its shape, code width, share of weights kept, bytes and GPU form."""
@@ -246,5 +248,6 @@ def swap_module(
         module.dense_bytes(),
         module.gpu_form,
     )
+
 
 __all__ = ["CompressionReport", "ConvertedLayer", "compress_", "swap_compressed_"]
