@@ -28,9 +28,10 @@ copy of the codebook, and x is read one of two ways (``XW``):
 * ``XW > 0`` (batch 1): the whole x row, zero-padded to ``XW`` columns, lives on chip; a second
   ``tl.gather`` fetches the ``K`` decoded columns of every lane from its shared memory copy (the
   copy is refreshed once per gather, not once per step);
-* ``XW == 0``: x is read from memory at the decoded columns: for a batch, the launcher hands over
-  x transposed and padded to ``BB`` columns, so each decoded weight reads its ``BB`` values with one
-  contiguous load and multiplies them from registers.
+* ``XW == 0``: x is read from memory at the decoded columns: for a batch (``BB > 1``) the launcher
+  hands over x transposed and padded to ``BB`` columns (``stride_xb`` and ``stride_xk`` are then
+  unused), so each decoded weight reads its ``BB`` values with one vector load and multiplies them
+  from registers.
 
 References: `HuffmanLayout.decode` (the same steps in NumPy) and `dc_kernels.reference` on
 ``layout.to_matrix()``.
@@ -66,7 +67,7 @@ def _lanes(
     even offsets that skipped validation cannot send a read outside it."""
     r = tl.arange(0, ROWS)[:, None]
     p = tl.arange(0, PIECES)[None, :]
-    row = pid.to(tl.int64) * ROWS + r
+    row = pid * ROWS + r  # int32: a layout holds fewer than 2**31 pieces
     valid = row < n_rows
     # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the masks.
     raw = tl.load(seg_len_ptr + row * PIECES + p, mask=valid, other=0).to(tl.int32) & 0xFFFF
@@ -229,13 +230,15 @@ def huffman_spmm_kernel(
             xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
             acc += tl.sum(weights * xv.to(tl.float32), axis=2)[:, :, None]
         else:
-            offs = cols.to(tl.int64)[:, :, :, None] * stride_xk
-            offs += b.to(tl.int64)[None, None, None, :] * stride_xb
-            inside = (cols >= 0) & (cols < n_cols)
-            xv = tl.load(x_ptr + offs, mask=inside[:, :, :, None], other=0.0)
+            inside = ((cols >= 0) & (cols < n_cols))[:, :, :, None]
+            if BB == 1:
+                xv = tl.load(x_ptr + cols.to(tl.int64)[:, :, :, None] * stride_xk, mask=inside, other=0.0)
+            else:  # transposed and padded to BB columns by the launcher: one vector a column
+                offs = cols.to(tl.int64)[:, :, :, None] * BB + b[None, None, None, :]
+                xv = tl.load(x_ptr + offs, mask=inside, other=0.0)
             acc += tl.sum(weights[:, :, :, None] * xv.to(tl.float32), axis=2)
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
-    sorted_row = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    sorted_row = pid * ROWS + tl.arange(0, ROWS)
     row_ok = sorted_row < n_rows
     original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
     row_ok = row_ok & (original >= 0) & (original < n_rows)  # row_ids that skipped validation
@@ -288,7 +291,7 @@ def huffman_decode_kernel(
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
     row_ok = row_ok & (row >= 0) & (row < n_rows)  # row_ids that skipped validation
     if not DENSE:
-        piece = sorted_row * PIECES + tl.arange(0, PIECES)[None, :]
+        piece = sorted_row.to(tl.int64) * PIECES + tl.arange(0, PIECES)[None, :]
         out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):

@@ -190,6 +190,7 @@ AOT_SHAPES = (
 
 def _aot_layout_fields(in_features: int, lanes: int, pieces: int) -> dict[str, int]:
     return {
+        "out_features": AOT_ROWS,
         "in_features": in_features,
         "rows_per_program": lanes // pieces,
         "pieces": pieces,

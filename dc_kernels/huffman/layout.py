@@ -65,11 +65,11 @@ from compress.huffman import HuffmanCode
 from compress.matrix import CompressedMatrix, check_bits
 
 MAX_TABLE_BITS = 10  # decode table <= 2**10 int32 entries (4 KB): the least-memory choice
-FAST_TABLE_BITS = 7  # the default limit: 512 bytes, four cache lines for a warp's 32 lookups
+FAST_TABLE_BITS = 6  # the default limit: 256 bytes, two cache lines for a warp's 32 lookups
 MAX_SYMBOL_BITS = 16  # codeword + raw bits: two steps fit the 32 bits a refill guarantees
 MIN_TABLE_BITS = 4  # the smallest table tried
 MAX_ADVANCE = (1 << 12) - 1  # largest column advance of one symbol (a 12-bit table field)
-ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step
+ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step, ~10% of a weight's
 LENGTH_UNITS = (1, 2, 4, 8, 16)  # piece padding units (bits) tried for one-byte lengths
 # Lanes (pieces) of one program, one per thread: 4 warps for small layers (their time is the
 # length of a program's decode chain, and four warps issue an iteration twice as fast as eight),
@@ -77,10 +77,14 @@ LENGTH_UNITS = (1, 2, 4, 8, 16)  # piece padding units (bits) tried for one-byte
 SMALL_LAYER_WEIGHTS = 1 << 20
 PROGRAM_LANE_CHOICES = (128, 256, 512)
 WIDE_X_COLUMNS = 8192
-MIN_SEGMENT_SYMBOLS = 16  # shortest pieces the adaptive choice makes
+MIN_SEGMENT_SYMBOLS = 48  # shortest pieces the adaptive choice makes: their lengths and spans then
+# cost at most 1/3 bit a kept weight, the layout stays below the fixed-width one
 MAX_SEGMENT_SYMBOLS = 128  # longest pieces the adaptive choice makes
 TARGET_PIECES = 1 << 16  # the adaptive choice aims at this many pieces (lanes) in a layer
 MAX_IN_FEATURES = 1 << 24
+# The least-memory layout (`HuffmanLayout.from_matrix` arguments): long pieces, the largest table,
+# escapes counted by their bits only (at the cost of longer decode chains and more steps).
+LEAST_MEMORY = {"segment_symbols": 256, "max_table_bits": MAX_TABLE_BITS, "escape_penalty_bits": 1.0}
 # Codebook indices a decode step can produce: a codebook of k <= 256 entries, k for an escape or
 # END, and up to 2k - 1 from the raw low bits of a corrupt stream (the kernels' on-chip codebook).
 CODEBOOK_INDICES = 512
@@ -253,17 +257,22 @@ def _gap_bits_candidates(gaps: np.ndarray) -> list[int]:
     return list(range(max(0, centre - 2), centre + 2))
 
 
-def _score(code: HuffmanCode, counts: np.ndarray, raw_bits: int, nnz: int, escape: int) -> float:
-    """Resident bits (stream, table, code lengths) plus the escapes' penalty."""
+def _score(
+    code: HuffmanCode, counts: np.ndarray, raw_bits: int, nnz: int, escape: int, penalty: float
+) -> float:
+    """Resident bits (stream, table, code lengths) plus ``penalty`` bits per escape."""
     bits = code.encoded_bits(counts) + raw_bits * nnz
-    return bits + 32 * (1 << code.table_bits) + 8 * counts.size + ESCAPE_PENALTY_BITS * int(counts[escape])
+    return bits + 32 * (1 << code.table_bits) + 8 * counts.size + penalty * int(counts[escape])
 
 
 def choose_coding(
-    matrix: CompressedMatrix, gaps: np.ndarray, max_table_bits: int = FAST_TABLE_BITS
+    matrix: CompressedMatrix,
+    gaps: np.ndarray,
+    max_table_bits: int = FAST_TABLE_BITS,
+    escape_penalty_bits: float = ESCAPE_PENALTY_BITS,
 ) -> Coding:
     """``b``, ``c``, ``Q`` and ``T <= max_table_bits`` with the fewest resident bits plus
-    `ESCAPE_PENALTY_BITS` per escape (``Q`` a power of two; one pass over the weights per ``b``
+    ``escape_penalty_bits`` per escape (``Q`` a power of two; one pass over the weights per ``b``
     gives the symbol counts of every ``c`` and ``Q``)."""
     k = int(matrix.codebook.size)
     codes = matrix.codes.astype(np.int64)
@@ -293,7 +302,7 @@ def choose_coding(
                     if table_bits + raw > MAX_SYMBOL_BITS or np.count_nonzero(counts) + 1 > 1 << table_bits:
                         continue
                     code = end_code(counts, table_bits)
-                    score = _score(code, counts, raw, matrix.nnz, kh * q_levels)
+                    score = _score(code, counts, raw, matrix.nnz, kh * q_levels, escape_penalty_bits)
                     if best is None or score < best[0]:
                         best = (score, Coding(gap_bits, code_bits, q_levels, code))
                 q_levels *= 2
@@ -394,14 +403,17 @@ class HuffmanLayout:
         matrix: CompressedMatrix,
         segment_symbols: int | None = None,
         max_table_bits: int = FAST_TABLE_BITS,
+        escape_penalty_bits: float = ESCAPE_PENALTY_BITS,
         coding: tuple[int, int, int] | None = None,
         device: torch.device | str | None = None,
     ) -> HuffmanLayout:
         """Encode a canonical matrix (vectorized). ``segment_symbols``: target kept weights per
         piece (None: `choose_pieces`' adaptive choice); ``max_table_bits``: the longest codeword
         (`FAST_TABLE_BITS`: a table of a few cache lines; up to `MAX_TABLE_BITS`, fewer bits where
-        codes are skewed); ``coding``: ``(gap_raw_bits, code_raw_bits, q_levels)`` instead of the
-        measured choice (module docstring)."""
+        codes are skewed); ``escape_penalty_bits``: what an escape's decode step counts for in the
+        choice of the coding (0: fewest bits); ``coding``: ``(gap_raw_bits, code_raw_bits,
+        q_levels)`` instead of the measured choice (module docstring). The least-memory layout:
+        long pieces, ``max_table_bits=MAX_TABLE_BITS``, ``escape_penalty_bits=0``."""
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
         if segment_symbols is not None and (
@@ -417,6 +429,12 @@ class HuffmanLayout:
             raise ValueError(
                 f"max_table_bits must be an int in {MIN_TABLE_BITS}..{MAX_TABLE_BITS}, got {max_table_bits!r}"
             )
+        if (
+            isinstance(escape_penalty_bits, bool)
+            or not isinstance(escape_penalty_bits, (int, float))
+            or not (0 <= escape_penalty_bits < float("inf"))
+        ):
+            raise ValueError(f"escape_penalty_bits must be a finite number >= 0, got {escape_penalty_bits!r}")
         if cols > MAX_IN_FEATURES:
             raise ValueError(f"in_features={cols} exceeds the Huffman form's {MAX_IN_FEATURES} columns")
         k = int(matrix.codebook.size)
@@ -424,7 +442,7 @@ class HuffmanLayout:
         # The coding is chosen on the row's gaps; the cuts then balance the pieces' symbols.
         row_gaps = _piece_gaps(matrix, _cuts(matrix, 1, None))[1]
         if coding is None:
-            picked = choose_coding(matrix, row_gaps, max_table_bits)
+            picked = choose_coding(matrix, row_gaps, max_table_bits, escape_penalty_bits)
         else:
             picked = _explicit_coding(matrix, row_gaps, coding, max_table_bits)
         gap_bits, code_bits, q_levels = picked.gap_raw_bits, picked.code_raw_bits, picked.q_levels
@@ -772,6 +790,8 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     pieces, rpp = meta["pieces"], meta["rows_per_program"]
     if pieces < 1 or pieces & (pieces - 1) or pieces > _pow2_at_most(cols):
         _fail(f"pieces={pieces} must be a power of two <= in_features={cols}")
+    if rows * pieces >= 2**31:
+        _fail(f"{rows} rows x {pieces} pieces: a layout holds fewer than 2**31 pieces")
     if rpp * pieces not in PROGRAM_LANE_CHOICES:
         _fail(f"rows_per_program={rpp} x pieces={pieces} must be one of {PROGRAM_LANE_CHOICES} lanes")
     lengths = arrays["code_lengths"]

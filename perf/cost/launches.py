@@ -181,15 +181,16 @@ def huffman_shell(
 
     h = stats.huffman
     meta = {**h.metadata, **(fields or {})}
-    n_prog = -(-stats.outputs // meta["rows_per_program"])
-    n_seg = stats.outputs * meta["pieces"]
+    rows = meta["out_features"]
+    n_prog = -(-rows // meta["rows_per_program"])
+    n_seg = rows * meta["pieces"]
     return HuffmanLayout(
         **meta,
         words=_meta(h.words, torch.int32),
         prog_base=_meta(n_prog + 1, getattr(torch, offsets or h.offsets_dtype)),
         seg_len=_meta(n_seg, getattr(torch, lengths or h.lengths_dtype)),
-        seg_span=_meta(stats.outputs * (meta["pieces"] - 1), getattr(torch, lengths or h.spans_dtype)),
-        row_ids=_meta(stats.outputs, getattr(torch, h.row_ids_dtype)),
+        seg_span=_meta(rows * (meta["pieces"] - 1), getattr(torch, lengths or h.spans_dtype)),
+        row_ids=_meta(rows, getattr(torch, h.row_ids_dtype)),
         code_lengths=_meta(
             high_codes(h.codebook_size, meta["code_raw_bits"]) * meta["q_levels"] + 2, torch.uint8
         ),
@@ -297,7 +298,7 @@ def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) ->
         with recorded_launches() as launches:
             if kernel.__name__ == "huffman_spmm_kernel":
                 layout = huffman_shell(reference, **shell)
-                bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
+                bias = _meta(layout.out_features, torch.float32) if consts.get("HAS_BIAS") else None
                 huffman_launch.run(_x(bb, fields["in_features"], getattr(torch, dtype)), layout, bias)
             elif kernel.__name__ == "huffman_decode_kernel" and consts.get("DENSE"):
                 huffman_launch.huffman_decode_dense(huffman_shell(reference, **shell))
