@@ -30,6 +30,7 @@ from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.launch import huffman_decode, huffman_linear, launch_config
 from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
+from dc_kernels.reference import CanonicalTensors, decode_dense
 from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
 from perf.harness import doc_summary, format_table
 from workloads import PAPER_LAYERS, LayerSpec, random_compressed_matrix
@@ -41,15 +42,6 @@ VARIANTS = {"pieces16": {"segment_symbols": 16}, "pieces128": {"segment_symbols"
 VARIANTS["table10"] = {"max_table_bits": MAX_TABLE_BITS}
 CSV_NAME = "huffman_gpu.csv"
 LOG_NAME = "huffman_gpu.log"
-
-
-def dense_weight(matrix: CompressedMatrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The decoded dense weight built on the device (no host-side dense copy)."""
-    weight = torch.zeros(matrix.shape, dtype=dtype, device=device)
-    rows = torch.from_numpy(matrix.row_idx).to(device)
-    cols = torch.from_numpy(matrix.col_idx.astype(np.int64)).to(device)
-    weight[rows, cols] = torch.from_numpy(matrix.values).to(device).to(dtype)
-    return weight
 
 
 def check_case(run: GpuRun, name: str, matrix: CompressedMatrix, batches=(1, 3, 8), dtypes=None) -> bool:
@@ -66,7 +58,7 @@ def check_case(run: GpuRun, name: str, matrix: CompressedMatrix, batches=(1, 3, 
         ok = False
     gen = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
     tol = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
-    weight = dense_weight(matrix, torch.float64, device)
+    weight = decode_dense(CanonicalTensors.from_matrix(matrix, device)).double()
     for dtype in dtypes or tol:
         for batch in batches:
             x = torch.randn(batch, matrix.shape[1], device=device, generator=gen).to(dtype)
@@ -155,7 +147,7 @@ def bench_layer(run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], varia
         fixed = GpuLayout.from_matrix(matrix, device=device)
         base["fixed_bits_per_weight"] = round(fixed.bits_per_kept_weight(), 3)
         base["bits_ratio"] = round(huff.bits_per_kept_weight() / fixed.bits_per_kept_weight(), 3)
-        dense = dense_weight(matrix, torch.float16, device)
+        dense = decode_dense(CanonicalTensors.from_matrix(matrix, device)).half()
     bias = torch.randn(spec.outputs, device=device)
     for batch in (1, 8):
         x = torch.randn(batch, spec.inputs, device=device, dtype=torch.float16)
