@@ -28,7 +28,7 @@ import torch
 
 from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
-from dc_kernels.huffman.launch import huffman_decode, huffman_linear, launch_config
+from dc_kernels.huffman.launch import huffman_decode, huffman_linear, launch_config, steps_granularity
 from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
 from dc_kernels.reference import CanonicalTensors, decode_dense
 from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
@@ -129,7 +129,7 @@ def bench_layer(run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], varia
         "symbols_per_piece": round(symbols / huff.n_segments, 1),
         "coding": f"b{huff.gap_raw_bits} c{huff.code_raw_bits} Q{huff.q_levels} T{huff.table_bits}",
         "steps_per_iteration": config.K,
-        "lane_utilization": round(huff.lane_utilization(config.K), 3),
+        "lane_utilization": round(huff.lane_utilization(steps_granularity(config.K)), 3),
         "huffman_bits_per_weight": round(huff.bits_per_kept_weight(), 3),
     }
     ok = check_case(run, name, matrix, batches=(1, 8), dtypes=(torch.float16,)) if full else True

@@ -16,7 +16,9 @@ is not part of the repository) and, with ``--digits``, the trained LeNet-300-100
   bits, piece lengths, spans and padding, row order, offsets, decode table, codebook) as
   `HuffmanLayout.from_matrix` makes it by default (short pieces on small layers, a table of a few
   cache lines), ``huffman_gpu_s64`` with pieces of 64 symbols, ``huffman_gpu_least`` the
-  least-memory layout (`dc_kernels.huffman.layout.LEAST_MEMORY`);
+  least-memory layout (`dc_kernels.huffman.layout.LEAST_MEMORY`); ``lane_utilization``: the
+  default layout's share of lane-steps that decode a symbol at batch 1 in float16
+  (`HuffmanLayout.lane_utilization` with the steps the fused kernel runs);
 * ``fixed_gpu``: everything the fixed-width GPU layout holds (`GpuLayout`); ``paper_ri``: the
   paper's relative-index format at its best index width.
 
@@ -33,12 +35,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from compress.huffman import HuffmanCode
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
 from compress.relative_index import encode_relative
 from dc_kernels.fixed.layout import GpuLayout
+from dc_kernels.huffman.launch import launch_config, steps_granularity
 from dc_kernels.huffman.layout import LEAST_MEMORY, MAX_TABLE_BITS, HuffmanLayout
 from eie_model.dump import read_eie_dump
 from perf.harness import doc_summary, machine_info, print_table, write_csv
@@ -111,7 +115,11 @@ def measure(name: str, matrix: CompressedMatrix) -> dict:
         "paper_ri": min(encode_relative(matrix, b).total_bits() for b in INDEX_BITS) / max(n, 1),
     }
     for suffix, kwargs in HUFFMAN_FORMS.items():
-        row[f"huffman_gpu{suffix}"] = HuffmanLayout.from_matrix(matrix, **kwargs).bits_per_kept_weight()
+        layout = HuffmanLayout.from_matrix(matrix, **kwargs)
+        row[f"huffman_gpu{suffix}"] = layout.bits_per_kept_weight()
+        if not suffix:  # the default layout's lanes at batch 1, float16 (the loop's steps per iteration)
+            steps = steps_granularity(launch_config(layout, 1, torch.float16).K)
+            row["lane_utilization"] = layout.lane_utilization(steps)
     row["ratio"] = row["huffman_gpu"] / row["fixed_gpu"]
     row["ratio_least"] = row["huffman_gpu_least"] / row["fixed_gpu"]
     return {key: round(v, 3) if isinstance(v, float) else v for key, v in row.items()}
@@ -120,8 +128,6 @@ def measure(name: str, matrix: CompressedMatrix) -> dict:
 def gaussian_layer(name: str, bits: int, seed: int = 0) -> CompressedMatrix:
     """A paper layer's shape and density, weights drawn from a normal distribution, pruned by
     magnitude and shared by k-means with linear initialization (the paper's recipe, no training)."""
-    import torch
-
     spec = PAPER_LAYERS[name]
     weight = torch.randn(spec.outputs, spec.inputs, generator=torch.Generator().manual_seed(seed))
     return compress_matrix(weight, spec.weight_density, bits, init="linear", seed=seed, name=name)
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, out / "huffman_bits.png")
     columns = ["layer", "bits", "density", "entropy", "codes_only", "gaps_only", "separate", "joint"]
     forms = [f"huffman_gpu{s}" for s in HUFFMAN_FORMS]
-    print_table(rows, [*columns, *forms, "fixed_gpu", "paper_ri", "ratio", "ratio_least"])
+    print_table(rows, [*columns, *forms, "fixed_gpu", "paper_ri", "ratio", "ratio_least", "lane_utilization"])
     return 0
 
 

@@ -5,8 +5,9 @@ One program per ``ROWS`` consecutive sorted rows, one lane per piece (``ROWS x P
 per thread): a row's pieces sit side by side, so its partial sums are reduced inside the program
 (no atomics, every output element written once, at the row's original index ``row_ids[row]``).
 A program first finds its pieces' first bits and first columns with prefix sums of their stored
-lengths and spans, then runs ``prog_steps[pid]`` steps (rounded up to whole iterations of its
-loop); in every step each lane decodes one symbol:
+lengths and spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
+steps and, where that covers the rest, a closing iteration of ``K / 2``
+(`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
 * the lane keeps a 64-bit bit buffer holding at least 32 unread bits before every two steps, and
   refills one 32-bit word after them (a step reads at most 16 bits: codeword plus raw bits);
@@ -166,6 +167,35 @@ def _steps(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits,
 
 
 @triton.jit
+def _iteration(
+    words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+    table_bits, gap_bits, n_cols, stride_xk,
+    ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
+):  # fmt: skip
+    """``K`` steps of every lane, their weights applied to x: (buf, nb, wi, col, acc)."""
+    buf, nb, wi, col, cols, codes = _steps(
+        words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K
+    )
+    cols = tl.reshape(cols, (ROWS, PIECES, K))
+    flat_codes = tl.reshape(codes & (CODEBOOK_CHIP - 1), (ROWS * PIECES * K,))
+    weights = tl.reshape(tl.gather(codebook_chip, flat_codes, 0), (ROWS, PIECES, K))
+    if XW > 0:
+        flat = tl.reshape(cols & (XW - 1), (ROWS * PIECES * K,))
+        xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
+        acc += tl.sum(weights * xv.to(tl.float32), axis=2)[:, :, None]
+    else:
+        inside = ((cols >= 0) & (cols < n_cols))[:, :, :, None]
+        if BB == 1:
+            xv = tl.load(x_ptr + cols.to(tl.int64)[:, :, :, None] * stride_xk, mask=inside, other=0.0)
+        else:  # transposed and padded to BB columns by the launcher: one vector a column
+            b = tl.arange(0, BB)
+            offs = cols.to(tl.int64)[:, :, :, None] * BB + b[None, None, None, :]
+            xv = tl.load(x_ptr + offs, mask=inside, other=0.0)
+        acc += tl.sum(weights[:, :, :, None] * xv.to(tl.float32), axis=2)
+    return buf, nb, wi, col, acc
+
+
+@triton.jit
 def huffman_spmm_kernel(
     words_ptr,
     prog_base_ptr,
@@ -210,33 +240,33 @@ def huffman_spmm_kernel(
     buf, nb, wi, last, last_value = _reader(words_ptr, start, end)
     col = first_col - 1  # the column of the last decoded weight
     b = tl.arange(0, BB)
-    if XW > 0:
-        k = tl.arange(0, XW)
-        x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
     c = tl.arange(0, CODEBOOK_CHIP)
     codebook_chip = tl.load(codebook_ptr + c, mask=c < codebook_size, other=0.0)
+    if XW > 0:
+        k = tl.arange(0, XW)
+        x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0)
+    else:
+        x_chip = codebook_chip  # not read: x comes from memory
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
-    n_iter = tl.cdiv(tl.load(prog_steps_ptr + pid), K)
+    n_steps = tl.load(prog_steps_ptr + pid)
+    if K >= 4:  # whole iterations, then one of K / 2 steps where that covers the rest
+        n_iter = n_steps // K
+        rest = n_steps - n_iter * K
+        n_iter += (rest > K // 2).to(tl.int32)
+    else:
+        n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
-        buf, nb, wi, col, cols, codes = _steps(
-            words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K
-        )
-        cols = tl.reshape(cols, (ROWS, PIECES, K))
-        flat_codes = tl.reshape(codes & (CODEBOOK_CHIP - 1), (ROWS * PIECES * K,))
-        weights = tl.reshape(tl.gather(codebook_chip, flat_codes, 0), (ROWS, PIECES, K))
-        if XW > 0:
-            flat = tl.reshape(cols & (XW - 1), (ROWS * PIECES * K,))
-            xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
-            acc += tl.sum(weights * xv.to(tl.float32), axis=2)[:, :, None]
-        else:
-            inside = ((cols >= 0) & (cols < n_cols))[:, :, :, None]
-            if BB == 1:
-                xv = tl.load(x_ptr + cols.to(tl.int64)[:, :, :, None] * stride_xk, mask=inside, other=0.0)
-            else:  # transposed and padded to BB columns by the launcher: one vector a column
-                offs = cols.to(tl.int64)[:, :, :, None] * BB + b[None, None, None, :]
-                xv = tl.load(x_ptr + offs, mask=inside, other=0.0)
-            acc += tl.sum(weights[:, :, :, None] * xv.to(tl.float32), axis=2)
+        buf, nb, wi, col, acc = _iteration(
+            words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+            table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
+        )  # fmt: skip
+    if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
+        if (rest > 0) & (rest <= K // 2):
+            buf, nb, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+                table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
+            )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
     sorted_row = pid * ROWS + tl.arange(0, ROWS)
     row_ok = sorted_row < n_rows

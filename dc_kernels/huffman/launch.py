@@ -68,6 +68,12 @@ def steps_per_iteration(window_bytes: int, lanes: int, piece_steps: float) -> in
     return int(min(wanted, max(2, _pow2_at_most(piece_steps / 2)), MAX_STEPS_PER_ITERATION))
 
 
+def steps_granularity(steps_per_iteration: int) -> int:
+    """What a program's steps are rounded up to: the fused kernel runs whole iterations of ``K``
+    steps, then, where that covers the rest, one of ``K / 2`` (``K >= 4``)."""
+    return steps_per_iteration // 2 if steps_per_iteration >= 4 else steps_per_iteration
+
+
 def launch_config(layout: HuffmanLayout, batch: int, dtype: torch.dtype) -> LaunchConfig:
     bb = _bucket(batch)
     window = on_chip_columns(layout.in_features, dtype, layout.lanes) if bb == 1 else 0
@@ -176,13 +182,14 @@ def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
     return weight
 
 
-# Layouts compiled ahead of time (the fields that decide a launch): one piece a row, a typical
-# paper layer, a small layer of short pieces and a wide x read on chip by 16 warps, with narrow
-# and wide offsets and lengths; 4096 rows at 10% density.
+# Layouts compiled ahead of time (the fields that decide a launch): one piece a row, a 4096 x 4096
+# layer as `HuffmanLayout.from_matrix` lays it out (8 pieces a row, 256 lanes), a small layer of
+# short pieces and a wide x read on chip by 16 warps (VGG-6's layout), with narrow and wide
+# offsets and lengths; 4096 rows at 10% density.
 AOT_ROWS, AOT_DENSITY = 4096, 0.1
 AOT_SHAPES = (
     (4096, 256, 1, "i32", "u8"),
-    (4096, 256, 16, "i32", "u8"),
+    (4096, 256, 8, "i32", "u8"),
     (4096, 128, 32, "i32", "i16"),
     (25088, 512, 16, "i64", "u8"),
 )

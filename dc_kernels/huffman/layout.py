@@ -412,8 +412,8 @@ class HuffmanLayout:
         (`FAST_TABLE_BITS`: a table of a few cache lines; up to `MAX_TABLE_BITS`, fewer bits where
         codes are skewed); ``escape_penalty_bits``: what an escape's decode step counts for in the
         choice of the coding (0: fewest bits); ``coding``: ``(gap_raw_bits, code_raw_bits,
-        q_levels)`` instead of the measured choice (module docstring). The least-memory layout:
-        long pieces, ``max_table_bits=MAX_TABLE_BITS``, ``escape_penalty_bits=0``."""
+        q_levels)`` instead of the measured choice (module docstring). `LEAST_MEMORY` holds the
+        arguments of the least-memory layout."""
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
         if segment_symbols is not None and (
@@ -627,8 +627,8 @@ class HuffmanLayout:
 
     def lane_utilization(self, step_multiple: int = 1) -> float:
         """Share of the lane-steps the kernels run that decode a symbol: symbols over lanes times
-        each program's steps (rounded up to ``step_multiple``, the steps of one iteration of the
-        kernel's loop); 1.0 for a layer without symbols."""
+        each program's steps rounded up to ``step_multiple`` (the fused kernel's:
+        `dc_kernels.huffman.launch.steps_granularity`); 1.0 for a layer without symbols."""
         steps = -(-self.prog_steps.detach().cpu().numpy().astype(np.int64) // step_multiple) * step_multiple
         lane_steps = int(steps.sum()) * self.lanes
         return self.symbols() / lane_steps if lane_steps else 1.0

@@ -66,7 +66,7 @@ class KernelModel:
     ``bit_counts`` fields the kernel reads; ``copies(stats, launch, element_bytes)``: bytes a
     device copy made by the launcher before the launch moves (one more launch when not 0)."""
 
-    trips: Callable[[LayerStats, dict], dict[int, int]]
+    trips: Callable[[LayerStats, dict], dict[float, int]]
     chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
     floor: str | None
     prologue: tuple[str, ...]
@@ -84,12 +84,17 @@ def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
     return trips
 
 
-def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
-    """Iterations of ``K`` steps (the decoder: one step) covering each program's steps."""
+def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[float, int]:
+    """Iterations of ``K`` steps (the decoder: one step) covering each program's steps, a closing
+    iteration of ``K / 2`` steps counted as half of one (its code, outside the loop, is also in
+    the instructions counted once per program: an over-estimate of at most half an iteration)."""
+    from dc_kernels.huffman.launch import steps_granularity
+
     per = int(constexprs.get("K", 1))
-    trips: dict[int, int] = {}
+    unit = steps_granularity(per)
+    trips: dict[float, int] = {}
     for steps, programs in stats.huffman.program_steps.items():
-        t = -(-steps // per)
+        t = -(-steps // unit) * unit / per
         trips[t] = trips.get(t, 0) + programs
     return trips
 
@@ -242,7 +247,7 @@ class LaunchPrediction:
     programs: int
     ctas_per_sm: int
     waves: float
-    trips_max: int
+    trips_max: float
     warp_instructions: float
     lsu_instructions: float
     l1_wavefronts: float

@@ -9,7 +9,7 @@ import torch
 
 from compress import CompressedMatrix
 from dc_kernels.huffman import HuffmanLayout, huffman_decode, huffman_decode_dense, huffman_linear
-from dc_kernels.huffman.launch import launch_config
+from dc_kernels.huffman.launch import launch_config, steps_granularity
 from tests.helpers import assert_matches_reference, fresh_seed, random_input
 from workloads import random_compressed_matrix
 
@@ -70,6 +70,18 @@ def test_x_on_chip_and_from_memory():
     narrow = random_compressed_matrix(3, 5000, 0.01, 5, seed=fresh_seed())
     layout = check(narrow, 1, torch.float32)
     assert layout.lanes == 128 and launch_config(layout, 1, torch.float32).XW == 0
+
+
+def test_closing_half_iteration():
+    # x on chip, K = 8: programs of 57 and 49 steps end on a half iteration (4 steps), with fp32's
+    # K = 16 the first ends on a whole one (9 steps left) and the second on a half one.
+    matrix = random_compressed_matrix(24, 4096, 0.1, 5, seed=3)
+    for dtype, k in ((torch.float16, 8), (torch.float32, 16)):
+        layout = check(matrix, 1, dtype, segment_symbols=40)
+        config = launch_config(layout, 1, dtype)
+        assert (config.K, steps_granularity(config.K)) == (k, k // 2)
+        rests = {int(s) % k for s in layout.prog_steps}
+        assert any(0 < r <= k // 2 for r in rests)
 
 
 def test_one_symbol_alphabet_and_longest_codes():
