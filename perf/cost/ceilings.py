@@ -44,7 +44,7 @@ class Guard:
             return False
         if self.lanes is not None:
             consts = config.launch.constexprs
-            return (consts.get("ROWS"), consts.get("NCB")) == self.lanes
+            return (consts.get("ROWS"), consts.get("PIECES")) == self.lanes
         return (config.code_bits, config.index_bits) == (self.code_bits, self.index_bits)
 
     def describe(self) -> str:

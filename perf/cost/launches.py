@@ -88,10 +88,14 @@ class Configuration:
         return self.launch.num_warps
 
     def label(self) -> str:
-        widths = {
-            "fixed": f" {self.code_bits}+{self.index_bits}",
-            "dense_codes": f" {self.code_bits}-bit codes",
-        }.get(self.family, f" lanes {self.block}")
+        consts = self.launch.constexprs
+        if self.family == "fixed":
+            widths = f" {self.code_bits}+{self.index_bits}"
+        elif self.family == "dense_codes":
+            widths = f" {self.code_bits}-bit codes"
+        else:
+            on_chip = f" x on chip {consts['XW']}" if consts.get("XW") else ""
+            widths = f" lanes {consts['ROWS']}x{consts['PIECES']}{on_chip}"
         return f"{self.kernel} {self.dtype}{widths} BB{self.batch_bucket}"
 
 
@@ -110,7 +114,7 @@ class _Recorder:
 
 @contextlib.contextmanager
 def recorded_launches() -> Iterator[list[Launch]]:
-    """Within the block, the fixed-width and Huffman kernels record their launches into the list
+    """Within the block, the fixed-width, Huffman and dense-codes kernels record their launches into the list
     it yields instead of running."""
     from triton.runtime.jit import KernelInterface  # compiled and interpreted kernels alike
 
@@ -173,27 +177,31 @@ def fixed_shell(
 
 def huffman_shell(
     stats: LayerStats,
-    rows: int | None = None,
-    col_blocks: int | None = None,
+    fields: Mapping[str, int] | None = None,
     offsets: str | None = None,
     lengths: str | None = None,
     seg_first: bool = False,
 ):
-    """A meta-device `HuffmanLayout` with the layer's metadata (lanes shape and the offset and
-    length dtypes overridable; ``seg_first``: include it, as the standalone decoder needs)."""
-    from dc_kernels.huffman.layout import HuffmanLayout
+    """A meta-device `HuffmanLayout` with the layer's metadata (``fields``: metadata overriding
+    the layer's, e.g. an ``aot_configs()`` entry's; the offset and length dtypes overridable;
+    ``seg_first``: include it, as the standalone decoder needs)."""
+    from dc_kernels.huffman.layout import HuffmanLayout, high_codes
 
     h = stats.huffman
-    overrides = {"rows_per_program": rows, "col_blocks": col_blocks}
-    meta = {**h.metadata, **{k: v for k, v in overrides.items() if v is not None}}
-    n_prog = -(-stats.outputs // meta["rows_per_program"])
-    n_seg = stats.outputs * meta["col_blocks"]
+    meta = {**h.metadata, **(fields or {})}
+    rows = meta["out_features"]
+    n_prog = -(-rows // meta["rows_per_program"])
+    n_seg = rows * meta["pieces"]
     return HuffmanLayout(
         **meta,
         words=_meta(h.words, torch.int32),
         prog_base=_meta(n_prog + 1, getattr(torch, offsets or h.offsets_dtype)),
         seg_len=_meta(n_seg, getattr(torch, lengths or h.lengths_dtype)),
-        code_lengths=_meta(h.codebook_size * h.escape + 1, torch.uint8),
+        seg_span=_meta(rows * (meta["pieces"] - 1), getattr(torch, lengths or h.spans_dtype)),
+        row_ids=_meta(rows, getattr(torch, h.row_ids_dtype)),
+        code_lengths=_meta(
+            high_codes(h.codebook_size, meta["code_raw_bits"]) * meta["q_levels"] + 2, torch.uint8
+        ),
         codebook=_meta(h.codebook_size, torch.float32),
         table=_meta(1 << h.table_bits, torch.int32),
         prog_steps=_meta(n_prog, torch.int32),
@@ -305,19 +313,17 @@ def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) ->
     from dc_kernels.huffman import launch as huffman_launch
 
     out = []
-    for kernel, signature, consts, warps, dtype, bb in huffman_launch.aot_configs(dict(dtypes)):
+    for kernel, signature, consts, warps, dtype, bb, fields in huffman_launch.aot_configs(dict(dtypes)):
         shell = {
-            "rows": consts["ROWS"],
-            "col_blocks": consts["NCB"],
+            "fields": fields,
             "offsets": _torch_name(signature["prog_base_ptr"]),
             "lengths": _torch_name(signature["seg_len_ptr"]),
         }
         with recorded_launches() as launches:
             if kernel.__name__ == "huffman_spmm_kernel":
                 layout = huffman_shell(reference, **shell)
-                bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
-                x = _x(bb, reference.inputs, getattr(torch, dtype))
-                huffman_launch.run(x, layout, bias, prefetch=consts.get("PREFETCH"))
+                bias = _meta(layout.out_features, torch.float32) if consts.get("HAS_BIAS") else None
+                huffman_launch.run(_x(bb, fields["in_features"], getattr(torch, dtype)), layout, bias)
             elif kernel.__name__ == "huffman_decode_kernel" and consts.get("DENSE"):
                 huffman_launch.huffman_decode_dense(huffman_shell(reference, **shell))
             elif kernel.__name__ == "huffman_decode_kernel":
@@ -327,7 +333,7 @@ def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) ->
                     f"no launcher call known for Huffman kernel {kernel.__name__}"
                 )
         launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
-        lanes = consts["ROWS"] * consts["NCB"]
+        lanes = consts["ROWS"] * consts["PIECES"]
         out.append(
             Configuration(
                 "huffman", dtype, bb, 0, 0, lanes, huffman_launch.loop_items(launch.constexprs), launch

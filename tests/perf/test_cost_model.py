@@ -1,9 +1,11 @@
 """The cost model without compiling: recorded launches, the specialization rule, layout summaries
 and their cache, occupancy, the roofline's arithmetic, the machine table, and bad input."""
 
+import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,15 +41,17 @@ def test_layer_stats_match_the_layouts(small_stats):
     assert s.fixed.n_slices == fixed.n_slices and s.huffman.n_programs == huffman.n_programs
     assert sum(k * v for k, v in s.fixed.slice_lengths.items()) * fixed.slice_rows == fixed.entries
     assert max(s.huffman.program_steps) == int(huffman.prog_steps.max())
-    # Symbols: every kept weight plus one escape per `escape` pruned columns of a gap in its segment.
+    # Symbols: every kept weight plus one escape per `Q << b` pruned columns of a gap in its piece.
+    h = huffman
+    spans = (h.seg_span.numpy().astype(np.int64) + h.span_base) * h.span_unit
     escapes = 0
-    for row in range(SMALL.outputs):
+    for sorted_row, row in enumerate(h.row_ids.tolist()):
+        cuts = [0, *np.cumsum(spans.reshape(SMALL.outputs, h.pieces - 1)[sorted_row]), SMALL.inputs]
         cols = matrix.col_idx[matrix.row_ptr[row] : matrix.row_ptr[row + 1]]
-        for block in range(huffman.col_blocks):
-            start = block * huffman.block_cols
-            inside = [int(c) for c in cols if start <= c < start + huffman.block_cols]
+        for start, end in itertools.pairwise(cuts):
+            inside = [int(c) for c in cols if start <= c < end]
             gaps = [c - p - 1 for p, c in zip([start - 1, *inside], inside)]
-            escapes += sum(g // huffman.escape for g in gaps)
+            escapes += sum((g >> h.gap_raw_bits) // h.q_levels for g in gaps)
     assert s.huffman.symbols == s.nnz + escapes
     assert stats_module.LayerStats.from_json(json.loads(json.dumps(s.to_json()))) == s
 
