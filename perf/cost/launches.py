@@ -114,8 +114,8 @@ class _Recorder:
 
 @contextlib.contextmanager
 def recorded_launches() -> Iterator[list[Launch]]:
-    """Within the block, the fixed-width, Huffman and dense-codes kernels record their launches into the list
-    it yields instead of running."""
+    """Within the block, the fixed-width, Huffman and dense-codes kernels record their launches
+    into the list it yields instead of running."""
     from triton.runtime.jit import KernelInterface  # compiled and interpreted kernels alike
 
     import dc_kernels.dense_codes.kernels
