@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dc_kernels.dense_codes import launch as codes_launch
 from dc_kernels.fixed import launch as fixed_launch
 from perf.cost import layer_stats as stats_module
 from perf.cost.compiled import KernelCost, LoopCounts
@@ -118,10 +119,15 @@ def test_every_aot_configuration_is_dispatched(small_stats):
         "decode_dense_kernel",
         "huffman_spmm_kernel",
         "huffman_decode_kernel",
+        "dense_codes_gemm_kernel",
+        "dense_codes_decode_kernel",
     }
     spmm = [c for c in configs if c.kernel == "codebook_spmm_kernel"]
     assert sorted({c.batch_bucket for c in spmm}) == list(fixed_launch.BATCH_BUCKETS)
     assert all(c.items_per_iteration == c.launch.constexprs["R"] * c.block for c in spmm)
+    codes = [c for c in configs if c.family == "dense_codes"]
+    assert sorted({c.batch_bucket for c in codes}) == [0, *codes_launch.BATCH_BUCKETS]
+    assert all(c.items_per_iteration == c.block and c.label().count("4-bit codes") for c in codes)
 
 
 def test_a_configuration_the_dispatcher_never_launches(small_stats, monkeypatch):

@@ -294,3 +294,16 @@ def test_report_without_gpu_predictions(tmp_path):
     text = (out / "report.md").read_text()
     assert "No GPU predictions: run `dcomp predict-gpu`" in text
     assert "GPU, predicted from the compiled code, not measured, batch 1 (us)" not in text
+
+
+def test_report_shows_the_committed_whole_model_results(run_report):
+    """perf/results/model/bench_model.csv (python -m perf.bench_model) is read, not measured."""
+    from perf.reporting.collect import read_model_results
+    from perf.reporting.tables import model_table
+
+    rows = read_model_results(ReportConfig().model_results)
+    assert rows and {r["model"] for r in rows} == {"dense", "sparse", "dense_codes", "auto"}
+    table = model_table(rows)
+    assert len(table.frame) == len(rows) and "not measured by this run" in table.note
+    assert "## Whole model (CPU)" in (run_report / "report.md").read_text()
+    assert read_model_results(None) == [] and read_model_results(Path("missing.csv")) == []
