@@ -1,13 +1,18 @@
 """How both CPU forms run a batch: in chunks of bounded memory, by their own kernel or by decoding
 blocks of rows and multiplying them with a dense GEMM (the sparse form's `dc_kernels.cpu.launch`
-and the dense-codes form's `dc_kernels.dense_codes.cpu` each hand `linear_by_chunks` a `Kernels`).
+and the dense-codes form's `dc_kernels.dense_codes.cpu` each hand `linear_by_chunks` a `Kernels`);
+and the direct route (`DirectRoute`) by which `CompressedLinear.forward` calls a form's kernel
+without the op when a call needs nothing else.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import ctypes
+from typing import ClassVar, Protocol
 
 import torch
+
+from dc_kernels.cpu import build
 
 # Rows of x per pass of the kernels: their float32 copy and output take at most about this many
 # bytes (16 MB: 512 rows of a 4096 x 4096 layer, plenty to amortize a pass).
@@ -23,23 +28,65 @@ class Kernels(Protocol):
 
     out_features: int
     in_features: int
+    #: Whether `linear_call` applies the op's rule for non-finite inputs itself (a NaN or an
+    #: infinity in a row of x makes the row's outputs NaN), so that a call may skip the op.
+    applies_nonfinite_rule: bool
 
-    def dense(self, batch: int) -> bool:
-        """Whether a batch of this many rows runs decode + GEMM rather than the form's kernel."""
+    def dense(self, batch: int, path: str | None = None) -> bool:
+        """Whether a batch of this many rows runs decode + GEMM rather than the form's kernel;
+        ``path`` (benchmarks) forces ``"dense"`` (decode + GEMM) or the kernel where both exist."""
 
-    def direct_calls(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> list[tuple]:
-        """The calls computing out = x W^T + bias; x (n, in_features) and out (n, out_features)
-        contiguous float32. (They may hold tensors the call needs alive.)"""
+    def linear_call(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        """The call computing out = x W^T + bias; x (n, in_features) and out (n, out_features)
+        contiguous float32, bias contiguous float32 or None. The call returns a true value when
+        it ran out of memory."""
 
     def decode_call(self, first: int, block: torch.Tensor) -> tuple:
         """The call decoding rows first .. first + len(block) of W into ``block`` (float32)."""
 
 
 class CpuState(Protocol):
-    """What a CPU form's backend state gives `linear_by_chunks`."""
+    """What a CPU form's backend state gives `linear_by_chunks`: its kernels, built once."""
 
-    def kernels(self, path: str | None = None) -> Kernels:
-        """The form's kernels; ``path`` forces one of its paths (benchmarks)."""
+    kernels: Kernels
+
+
+class CompiledKernels:
+    """What the compiled kernels of both forms share: calls of their C entry points (named by
+    ``LINEAR`` and ``DECODE``) with the layer's descriptor (``layers.h``). The descriptor holds
+    the addresses of the layout's tensors, so it keeps the layout, and each call's arguments keep
+    the descriptor."""
+
+    applies_nonfinite_rule = True
+    LINEAR: ClassVar[str]
+    DECODE: ClassVar[str]
+
+    def __init__(self, layout, descriptor: ctypes.Structure) -> None:
+        self.layout = layout
+        self.out_features, self.in_features = layout.shape
+        descriptor.layout = layout
+        self.descriptor = descriptor
+
+    def __reduce__(self):
+        # A descriptor holds addresses: copies and pickles build their own from the layout.
+        return type(self), (self.layout,)
+
+    def linear_call(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        bias_ptr = None if bias is None else bias.data_ptr()
+        batch = x.numel() // self.in_features
+        args = (self.descriptor, batch, x.data_ptr(), bias_ptr, out.data_ptr(), torch.get_num_threads())
+        return getattr(build.library(), self.LINEAR), args
+
+    def decode_call(self, first: int, block: torch.Tensor) -> tuple:
+        args = (self.descriptor, first, block.shape[0], block.data_ptr(), torch.get_num_threads())
+        return getattr(build.library(), self.DECODE), args
+
+
+def out_of_memory(kernels: Kernels, batch: int) -> MemoryError:
+    return MemoryError(
+        f"the CPU kernels of a {kernels.out_features} x {kernels.in_features} layer could not allocate "
+        f"their buffer for a batch of {batch} rows"
+    )
 
 
 def linear_by_chunks(
@@ -52,13 +99,13 @@ def linear_by_chunks(
     Rows of x2d go through in chunks of at most `CHUNK_BYTES` of float32 input and output, so the
     memory beside x2d and y stays bounded whatever the batch (one conversion of each chunk, never
     a float32 copy of the whole input)."""
-    kernels = state.kernels(path)
+    kernels = state.kernels
     rows, cols = kernels.out_features, kernels.in_features
     batch = x2d.shape[0]
     y = torch.empty((batch, rows), dtype=x2d.dtype)
     if batch == 0:
         return y
-    dense = kernels.dense(batch)
+    dense = kernels.dense(batch, path)
     bias_f = None if bias is None else bias.float().contiguous()
     step = max(1, CHUNK_BYTES // (4 * (cols + rows)))
     n_max = min(step, batch)
@@ -84,8 +131,46 @@ def linear_by_chunks(
             if bias_f is not None:
                 out.add_(bias_f)
         else:
-            for fn, args, *_alive in kernels.direct_calls(xf, out, bias_f):
-                fn(*args)
+            fn, args = kernels.linear_call(xf, out, bias_f)
+            if fn(*args):
+                raise out_of_memory(kernels, n)
         if buffer is not None:
             y[b0 : b0 + n].copy_(out)
     return y
+
+
+class DirectRoute:
+    """A layer's kernel called straight from `CompressedLinear.forward`, for the calls that need
+    nothing of the op (`dc_kernels.ops.direct_call`), whose input is float32, contiguous and in
+    host memory, whose bias (if any) is too, and whose batch the kernel runs (not decode + GEMM):
+    the input's checks that remain, one output tensor and one C call, where the op's path costs
+    several times a small layer's kernel. Other calls get None (and take the op's path)."""
+
+    __slots__ = ("in_features", "kernels", "out_features")
+
+    def __init__(self, kernels: Kernels) -> None:
+        self.kernels = kernels
+        self.in_features = kernels.in_features
+        self.out_features = kernels.out_features
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        if not x.is_cpu or x.dtype != torch.float32 or not x.is_contiguous() or x.dim() == 0:
+            return None
+        shape = x.shape
+        if shape[-1] != self.in_features:
+            return None
+        if bias is not None and (not bias.is_cpu or bias.dtype != torch.float32 or not bias.is_contiguous()):
+            return None
+        batch = x.numel() // self.in_features
+        if batch == 0 or self.kernels.dense(batch):
+            return None
+        y = torch.empty((*shape[:-1], self.out_features))
+        fn, args = self.kernels.linear_call(x, y, bias)
+        if fn(*args):
+            raise out_of_memory(self.kernels, batch)
+        return y
+
+
+def direct_route(state: CpuState) -> DirectRoute | None:
+    """The direct route over a CPU form's state, where its kernels apply the non-finite rule."""
+    return DirectRoute(state.kernels) if state.kernels.applies_nonfinite_rule else None

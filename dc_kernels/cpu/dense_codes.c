@@ -5,14 +5,16 @@
  * the code just past the codebook, whose entry of the zero-padded table is 0. A weight costs
  * `width` bits whatever the density, and x is read contiguously: no index, no gather.
  *
- * dc_codes_gemm: 1 <= batch, x row-major (batch, ldx). With AVX-512, 16 codes per step select
- *   their weights from the codebook in registers (planes.h) and each weight vector multiplies the
- *   same 16 inputs of up to 8 rows of x held in registers (batches of more rows: groups of 8).
+ * dc_codes_linear: y = x W^T + b for a layer's descriptor (layers.h), x (batch, in_features).
+ *   With AVX-512, 16 codes per step select their weights from the codebook in registers
+ *   (planes.h) and each weight vector multiplies the same 16 inputs of up to 8 rows of x held in
+ *   registers (batches of more rows: groups of 8).
  * dc_codes_decode: dense float32 rows, for batches where a dense GEMM beats the lookup loop.
  */
 #include <stdint.h>
 #include <string.h>
 
+#include "layers.h"
 #include "planes.h"
 #include "pool.h"
 
@@ -125,40 +127,40 @@ static const dc_rows_fn gemm_rows[] = {NULL, DC_FOR_CODE_WIDTHS(GEMM_ROWS)};
 static const dc_rows_fn decode_rows[] = {NULL, DC_FOR_CODE_WIDTHS(DECODE_ROWS)};
 
 /* -------------------------------------------------------------------------------- entry points */
-static job_t make_job(int64_t rows, int64_t cols, int64_t stride, int64_t row0, const uint8_t *planes,
-                      int64_t length, int width, const float *table) {
+static job_t make_job(const dc_codes_layer_t *layer, int64_t rows, int64_t row0, const float *table) {
   job_t job;
   memset(&job, 0, sizeof job);
-  dc_planes_init(&job.planes, planes, length, width);
+  dc_planes_init(&job.planes, layer->planes, layer->length, layer->width);
   job.rows = rows;
-  job.cols = cols;
-  job.stride = stride;
+  job.cols = layer->cols;
+  job.stride = layer->stride;
   job.row0 = row0;
-  job.width = width;
+  job.width = layer->width;
   job.table = table;
   return job;
 }
 
-void dc_codes_gemm(int64_t rows, int64_t cols, int64_t stride, const uint8_t *planes, int64_t length, int width,
-                   const float *codebook, int64_t k, int64_t batch, const float *x, int64_t ldx, const float *bias,
-                   float *y, int nthreads) {
+/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. */
+void dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
+                     int nthreads) {
   float table[DC_TABLE];
-  dc_table_fill(table, codebook, k);
-  job_t job = make_job(rows, cols, stride, 0, planes, length, width, table);
+  dc_table_fill(table, layer->codebook, layer->k);
+  job_t job = make_job(layer, layer->rows, 0, table);
   job.batch = batch;
-  job.ldx = ldx;
+  job.ldx = layer->cols;
   job.x = x;
   job.bias = bias;
   job.y = y;
-  dc_parallel_rows(gemm_rows[width], &job, rows, rows * cols * batch, nthreads);
+  dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, layer->rows * layer->cols * batch, nthreads);
+  dc_nonfinite_rows(x, batch, layer->cols, y, layer->rows);
 }
 
-/* Rows row0 .. row0 + rows of the layer into out (rows, cols). */
-void dc_codes_decode(int64_t rows, int64_t cols, int64_t stride, int64_t row0, const uint8_t *planes,
-                     int64_t length, int width, const float *codebook, int64_t k, float *out, int nthreads) {
+/* Rows row0 .. row0 + rows of the layer, dense, into out (rows, cols). */
+void dc_codes_decode(const dc_codes_layer_t *layer, int64_t row0, int64_t rows, float *out, int nthreads) {
+  if (row0 < 0 || rows < 0 || row0 + rows > layer->rows) return;
   float table[DC_TABLE];
-  dc_table_fill(table, codebook, k);
-  job_t job = make_job(rows, cols, stride, row0, planes, length, width, table);
+  dc_table_fill(table, layer->codebook, layer->k);
+  job_t job = make_job(layer, rows, row0, table);
   job.y = out;
-  dc_parallel_rows(decode_rows[width], &job, rows, rows * cols, nthreads);
+  dc_parallel_rows(decode_rows[layer->width], &job, rows, rows * layer->cols, nthreads);
 }
