@@ -21,12 +21,12 @@ from dc_kernels.cpu.launch import check_cpu_call
 from dc_kernels.dense_codes.layout import DenseCodesLayout
 from dc_kernels.planes import read_planes
 
-# Measured by perf/bench_cpu.py --sweep-codes (see the module docstring).
-# On 4096 x 4096 at density 0.8, 4-bit codes, 1 thread, two runs (the second is
-# perf/results/cpu/bench_cpu_codes_sweep.csv): the kernel against nn.Linear 2.6x / 4.7x at batch
-# 1, 1.6x / 1.5x at 16, 0.94x / 0.88x at 32 (decode + GEMM 0.77x / 0.97x: even there) and
-# 0.61x / 0.58x at 64 (decode + GEMM 0.82x / 0.80x).
-CODES_MAX_BATCH = 32
+# Measured by perf/bench_cpu.py --sweep-codes (see the module docstring; the committed run is
+# perf/results/cpu/bench_cpu_codes_sweep.csv): on 4096 x 4096 at density 0.8, 4-bit codes, 1 thread,
+# the kernel against nn.Linear 1.31x at batch 32, 1.07x at 48 (decode + GEMM 1.00x) and 0.95x at
+# 64 (decode + GEMM 1.02x), in a first run of the kernel that takes up to four rows of codes per
+# load of x.
+CODES_MAX_BATCH = 48
 
 
 class CodesState(NamedTuple):
