@@ -27,11 +27,12 @@ from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
 HOST = torch.device("cpu")
 
 # Measured by perf/bench_cpu.py --sweep (see the module docstring; perf/results/cpu/bench_cpu_sweep.csv,
-# 4096 x 4096, 1 thread): at batch 128 decode + GEMM took 79 ms against the kernels' 84 ms at
-# density 0.25 and 40 against 57 ms at 0.4; at batch 256 124 against 251 ms at 0.25, while at
-# 0.09 the kernels stayed ahead (99 against 127 ms).
-DENSE_MIN_DENSITY = 0.25
-DENSE_MIN_BATCH = 128
+# 4096 x 4096, 1 thread), with the batched kernel in passes whose transposed x stays in L2: the
+# kernels beat decode + GEMM at every batch at density <= 0.25 (at 0.25 and batch 256 53 ms against
+# 87), were about even at 0.4 (ahead from batch 1 to 16 and at 128, behind at 64 and 256) and
+# lost at 0.6 from batch 8 on (22 ms against 19 at batch 8, 141 against 89 at 256).
+DENSE_MIN_DENSITY = 0.5
+DENSE_MIN_BATCH = 8
 
 
 def uses_sparse(batch: int, density: float) -> bool:
@@ -105,8 +106,6 @@ class _Compiled(CompiledKernels):
 
 class _TorchSparse:
     """torch's sparse CSR matmul on decoded values: the form without a C compiler."""
-
-    applies_nonfinite_rule = False
 
     def __init__(self, layout: SparseLayout, fallback: list[torch.Tensor]) -> None:
         self.out_features, self.in_features = layout.shape

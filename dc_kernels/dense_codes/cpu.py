@@ -61,8 +61,6 @@ class _Compiled(CompiledKernels):
 class _NumPy:
     """Rows decoded by NumPy: the form without a C compiler (always decode + GEMM)."""
 
-    applies_nonfinite_rule = False
-
     def __init__(self, layout: DenseCodesLayout) -> None:
         self.layout = layout
         self.out_features, self.in_features = layout.shape

@@ -24,7 +24,7 @@ def compiled():
 
 
 def layer(form: str, bias: bool = True) -> CompressedLinear:
-    matrix = random_compressed_matrix(24, 40, 0.6, 4, seed=3, codebook_size=15)
+    matrix = random_compressed_matrix(24, 40, 0.3, 4, seed=3, codebook_size=15)
     b = torch.randn(24, generator=torch.Generator().manual_seed(4)) if bias else None
     return CompressedLinear.from_matrix(matrix, b, form=form)
 
