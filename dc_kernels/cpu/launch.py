@@ -27,12 +27,13 @@ from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
 HOST = torch.device("cpu")
 
 # Measured by perf/bench_cpu.py --sweep (see the module docstring; perf/results/cpu/bench_cpu_sweep.csv,
-# 4096 x 4096, 1 thread), with the batched kernel in passes whose transposed x stays in L2: the
-# kernels beat decode + GEMM at every batch at density <= 0.25 (at 0.25 and batch 256 53 ms against
-# 87), were about even at 0.4 (ahead from batch 1 to 16 and at 128, behind at 64 and 256) and
-# lost at 0.6 from batch 8 on (22 ms against 19 at batch 8, 141 against 89 at 256).
+# 4096 x 4096, 1 thread), with the batched kernel in passes whose transposed x stays in L2, two
+# runs: the kernels beat decode + GEMM at every batch at density <= 0.25 (at 0.25 and batch 256
+# 52-53 ms against 78-87), and at 0.4 up to batch 128 (at 256 decode + GEMM was ahead by 6%); at
+# 0.6 decode + GEMM won from batch 128 on (48 ms against 71 at 128, 81-89 against 141-142 at 256),
+# while from batch 8 to 64 one run favoured it and the other the kernels, by 5-15% each.
 DENSE_MIN_DENSITY = 0.5
-DENSE_MIN_BATCH = 8
+DENSE_MIN_BATCH = 128
 
 
 def uses_sparse(batch: int, density: float) -> bool:

@@ -218,10 +218,13 @@ static const dc_rows_fn decode_rows[] = {NULL, DC_FOR_WIDTHS(DECODE_ROWS)};
 
 /* -------------------------------------------------------------------------------- entry points */
 #define GEMV_MAX_BATCH 2 /* batches the batch-1 kernel runs row by row (gemm pads to a register tile) */
-/* Bytes of xt per pass of dc_sparse_gemm's rows: half of a core's L2 cache. Past it the gathered
- * rows of xt come from L3 and the time per batch row grew by 1.4x (batch 128) and 2.5x (batch 256)
- * on a 4096-input layer (perf/bench_cpu.py --sweep). */
+/* Bytes of xt per pass of the batched kernel over the rows: half of a core's L2 cache, but at
+ * least MIN_PASS batch columns (a full register tile). Past L2 the gathered rows of xt come from
+ * L3: on a 4096-input layer at density 0.09 the time per batch row grew from 0.085 ms (batch 64)
+ * to 0.121 ms (128) and 0.198 ms (256) in one pass, and stayed at 0.078-0.081 ms in passes of 64.
+ * Passes of 16 columns (the L2 rule alone on 9216 inputs) cost 15% on Alex-6 at batch 64. */
 #define XT_BYTES (1 << 20)
+#define MIN_PASS 64
 
 static job_t make_job(const dc_sparse_layer_t *layer, const int64_t *entry_ptr, int64_t rows, const float *table) {
   job_t job;
@@ -265,7 +268,7 @@ int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float 
     }
   } else {
     int64_t pass = XT_BYTES / (int64_t)sizeof(float) / cols / BATCH_TILE * BATCH_TILE;
-    if (pass < BATCH_TILE) pass = BATCH_TILE;
+    if (pass < MIN_PASS) pass = MIN_PASS;
     if (pass > batch) pass = batch;
     const int64_t bp_max = (pass + BATCH_TILE - 1) / BATCH_TILE * BATCH_TILE;
     float *xt = aligned_alloc(DC_PLANE_ALIGN, (size_t)dc_plane_align(cols * bp_max * (int64_t)sizeof(float)));
