@@ -19,7 +19,8 @@ from dc_kernels.cpu import build
 CHUNK_BYTES = 16 << 20
 # Decoded rows per GEMM of the decode + GEMM path, in bytes of float32. Each GEMM packs x afresh,
 # so fewer, larger blocks pay: on 4096 x 4096 dense codes (1 thread) decode + GEMM ran at 0.75-0.87x
-# of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians).
+# of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians,
+# the product then computed transposed and copied back).
 DECODE_BLOCK_BYTES = 8 << 20
 
 
@@ -123,12 +124,15 @@ def linear_by_chunks(
                 fn, args = kernels.decode_call(r0, block)
                 fn(*args)
                 # BLAS writes the block's columns of out in place (out's rows are its leading
-                # dimension). With the transposed product copied back instead, decode + GEMM ran
-                # at 0.48-0.85x of nn.Linear's speed on MiniLM-shaped layers at 1024 rows; this
-                # way at 0.90-0.97x (dense codes, density 0.8, 1 thread, interleaved medians).
-                torch.mm(xf, block.t(), out=out[:, r0 : r0 + block.shape[0]])
-            if bias_f is not None:
-                out.add_(bias_f)
+                # dimension), the bias added by the same call. With the transposed product
+                # copied back instead, decode + GEMM ran at 0.48-0.85x of nn.Linear's speed on
+                # MiniLM-shaped layers at 1024 rows; this way at 0.90-0.97x (dense codes,
+                # density 0.8, 1 thread, interleaved medians).
+                r1 = r0 + block.shape[0]
+                if bias_f is None:
+                    torch.mm(xf, block.t(), out=out[:, r0:r1])
+                else:
+                    torch.addmm(bias_f[r0:r1], xf, block.t(), out=out[:, r0:r1])
         else:
             fn, args = kernels.linear_call(xf, out, bias_f)
             if fn(*args):
