@@ -400,7 +400,7 @@ class CompressedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         direct = self._direct
         if direct is not None and not torch.compiler.is_compiling():  # tracing reads no versions
-            bias = self._parameters["bias"]
+            bias = self._parameters.get("bias")
             if _unchanged(self._buffers, direct[1]) and direct_call(x, bias):
                 y = direct[0](x, bias)
                 if y is not None:
