@@ -22,6 +22,9 @@ CHUNK_BYTES = 16 << 20
 # of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians,
 # the product then computed transposed and copied back).
 DECODE_BLOCK_BYTES = 8 << 20
+# Multiply-adds up to which a direct call keeps the GIL (tens of microseconds of kernel): keeping
+# it saved 1-1.5 us of a 384 x 384 layer's 19-21 us call at batch 1 (1 thread, interleaved).
+QUICK_WORK = 1 << 20
 
 
 class Kernels(Protocol):
@@ -150,11 +153,15 @@ class DirectRoute:
     several times a small layer's kernel. Other calls get None (and take the op's path). Made
     only over compiled kernels (`direct_route`): it calls their entry point itself."""
 
-    __slots__ = ("entry", "in_features", "kernels", "out_shape")
+    __slots__ = ("entry", "in_features", "kernels", "out_shape", "quick_batch", "quick_entry")
 
     def __init__(self, kernels: CompiledKernels) -> None:
         self.kernels = kernels
-        self.entry = getattr(build.library(), kernels.LINEAR)
+        lib = build.library()
+        self.entry = getattr(lib, kernels.LINEAR)
+        # Batches of up to quick_batch rows keep the GIL through the call (`build._declare`).
+        self.quick_entry = getattr(lib.holding_gil, kernels.LINEAR)
+        self.quick_batch = QUICK_WORK // (kernels.in_features * kernels.out_features)
         self.in_features = kernels.in_features
         self.out_shape = (kernels.out_features,)
 
@@ -174,8 +181,9 @@ class DirectRoute:
             return None
         y = torch.empty(shape[:-1] + self.out_shape)
         bias_ptr = None if bias is None else bias.data_ptr()
+        entry = self.quick_entry if batch <= self.quick_batch else self.entry
         threads = torch.get_num_threads()
-        if self.entry(self.kernels.descriptor, batch, x.data_ptr(), bias_ptr, y.data_ptr(), threads):
+        if entry(self.kernels.descriptor, batch, x.data_ptr(), bias_ptr, y.data_ptr(), threads):
             raise out_of_memory(self.kernels, batch)
         return y
 

@@ -4,7 +4,8 @@ bit-plane decoders and `layers.h` the layer descriptors their entry points take)
 one shared library cached on disk.
 
 The kernels are plain C (no Python or PyTorch headers), so one compiler call takes about a
-second; the shared library is loaded with `ctypes`, whose calls release the GIL. Builds are
+second; the shared library is loaded with `ctypes`, whose calls release the GIL (short calls of
+the direct route use a second handle that keeps it, `_declare`). Builds are
 cached under ``$DC_KERNELS_CACHE`` (default ``~/.cache/dc_kernels``), keyed by the sources, the
 compiler, its flags and the CPU (the build uses ``-march=native``), and written atomically so
 that concurrent processes never load a half-written file.
@@ -162,6 +163,15 @@ class CodesLayer(ctypes.Structure):
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` with its entry points' signatures, and as ``lib.holding_gil`` the same library
+    loaded again through `ctypes.PyDLL`, whose calls keep the GIL: for calls of a few tens of
+    microseconds, where releasing and retaking it costs a noticeable share (about 1 us)."""
+    _sign(lib)
+    lib.holding_gil = _sign(ctypes.PyDLL(lib._name))
+    return lib
+
+
+def _sign(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     sparse, codes = ctypes.POINTER(SparseLayer), ctypes.POINTER(CodesLayer)
     signatures = {
