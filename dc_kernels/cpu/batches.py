@@ -101,7 +101,8 @@ def linear_by_chunks(
 
     Rows of x2d go through in chunks of at most `CHUNK_BYTES` of float32 input and output, so the
     memory beside x2d and y stays bounded whatever the batch (one conversion of each chunk, never
-    a float32 copy of the whole input)."""
+    a float32 copy of the whole input); a contiguous float32 x2d on the decode + GEMM path goes
+    through in one pass (nothing is converted)."""
     kernels = state.kernels
     rows, cols = kernels.out_features, kernels.in_features
     batch = x2d.shape[0]
@@ -111,6 +112,10 @@ def linear_by_chunks(
     dense = kernels.dense(batch, path)
     bias_f = None if bias is None else bias.float().contiguous()
     step = max(1, CHUNK_BYTES // (4 * (cols + rows)))
+    if dense and x2d.dtype == torch.float32 and x2d.is_contiguous():
+        # Nothing to convert, so one pass: each block of rows is decoded once per call, where in
+        # chunks every chunk decoded the whole weight again.
+        step = batch
     # float32 output: the chunks are written into y; else into a float32 buffer, then converted.
     buffer = None if y.dtype == torch.float32 else torch.empty((min(step, batch), rows), dtype=torch.float32)
     if dense:
