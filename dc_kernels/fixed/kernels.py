@@ -1,20 +1,22 @@
 """Triton kernels over a `GpuLayout`: codebook-lookup sparse GEMV / small-batch GEMM, and decoding
 to a dense weight (for cuBLAS at large batch).
 
-One program per slice (``R`` rows, whole rows: no atomics). Each loop step reads ``BLOCK``
-entries of every row of the slice, one contiguous run of the packed stream, and decodes them:
+One program per block of ``R`` rows, one thread per (chunk, row): lane ``(t, r)`` decodes chunk
+``t`` of row ``r`` (see `dc_kernels.fixed.layout`). Each loop step loads the lane's next 256-bit
+group (two 128-bit loads, issued one step ahead so they are in flight while the current group is
+decoded) and walks its slots at compile-time bit positions:
 
-* unpack ``code | z << CODE_BITS`` from 32-bit words (an entry may straddle two words);
-* columns = the row's running column + a prefix sum (``tl.cumsum``) of the advances
-  (``z + 1``, or ``2**INDEX_BITS - 1`` for an escape/filler/padding entry, which holds no weight);
-* weight = codebook[code], looked up on chip with ``tl.gather`` from a register copy of the
-  codebook (``GATHER=False`` falls back to an L1-cached global load, for Triton builds whose
-  ``tl.gather`` lowering fails);
-* each decoded weight multiplies the ``BB`` batch columns of x (decoded once, reused across the
-  batch) and is summed in float32.
+* ``step`` and ``code`` come out with constant shifts (a slot crossing a word is one funnel
+  shift);
+* the column is the lane's running sum: ``+ step`` for a kept weight (``step > 0``), ``+ code <<
+  (INDEX_BITS - 1)`` for a filler or a wait (``step = 0``: no weight, nothing loaded);
+* the weight is ``codebook[code]``, a warp shuffle from a register copy (``GATHER``) or a load
+  of the L1-resident table;
+* the weight multiplies the ``BB`` batch columns of x at that column (x column-major for ``BB >
+  1``: one or a few 16-byte loads), accumulated in float32 in the lane's registers.
 
-Offsets into the packed stream, x and y are 64-bit. The reference of both kernels is
-`dc_kernels.reference` on ``layout.to_matrix()``.
+After the loop the chunks of each row are summed (one reduction across lanes per program) and
+written once. The reference of both kernels is `dc_kernels.reference` on ``layout.to_matrix()``.
 """
 
 from __future__ import annotations
@@ -24,99 +26,138 @@ import triton.language as tl
 
 
 @triton.jit
-def _unpack(words_ptr, entry, mask, ENTRY_BITS: tl.constexpr):
-    """The ``ENTRY_BITS``-bit fields at int64 positions ``entry`` of the packed stream."""
-    bit = entry * ENTRY_BITS
-    word = bit >> 5
-    shift = (bit & 31).to(tl.uint32)
-    lo = tl.load(words_ptr + word, mask=mask, other=0).to(tl.uint32, bitcast=True)
-    if 32 % ENTRY_BITS == 0:
-        val = lo >> shift
-    else:
-        hi = tl.load(words_ptr + word + 1, mask=mask, other=0).to(tl.uint32, bitcast=True)
-        # (hi << 1) << (31 - shift) avoids a shift by 32 (undefined) when shift == 0.
-        val = (lo >> shift) | ((hi << 1) << (31 - shift))
-    return (val & ((1 << ENTRY_BITS) - 1)).to(tl.int32)
+def _split_group(lo, hi):
+    """The eight words of a lane's group from its two 128-bit halves ([T, R, 4] each)."""
+    a0, a1 = tl.split(tl.reshape(lo, [lo.shape[0], lo.shape[1], 2, 2]))
+    w0, w2 = tl.split(a0)
+    w1, w3 = tl.split(a1)
+    b0, b1 = tl.split(tl.reshape(hi, [hi.shape[0], hi.shape[1], 2, 2]))
+    w4, w6 = tl.split(b0)
+    w5, w7 = tl.split(b1)
+    return w0, w1, w2, w3, w4, w5, w6, w7
 
 
 @triton.jit
-def _load_block(words_ptr, start, j0, length, R: tl.constexpr, BLOCK: tl.constexpr, ENTRY_BITS: tl.constexpr):
-    """Raw entries ``j0 .. j0 + BLOCK`` of the slice's ``R`` rows (zeros past the end)."""
-    j = j0 + tl.arange(0, BLOCK)
-    in_slice = tl.broadcast_to((j < length)[None, :], (R, BLOCK))
-    entry = start + j[None, :].to(tl.int64) * R + tl.arange(0, R)[:, None]
-    return _unpack(words_ptr, entry, in_slice, ENTRY_BITS)
-
-
-@triton.jit
-def _decode_block(
-    val,
-    codebook_ptr,
-    codebook,
-    j0,
-    length,
-    col,
-    n_cols,
-    CODE_BITS: tl.constexpr,
-    INDEX_BITS: tl.constexpr,
-    R: tl.constexpr,
-    BLOCK: tl.constexpr,
-    GATHER: tl.constexpr,
-):
-    """Decode the raw entries ``val`` (entries ``j0 .. j0 + BLOCK``) of the slice's ``R`` rows:
-    (columns, weights, real mask, running columns after the block); ``col`` is each row's column
-    before the block."""
-    j = j0 + tl.arange(0, BLOCK)
-    in_slice = tl.broadcast_to((j < length)[None, :], (R, BLOCK))
-    code = val & ((1 << CODE_BITS) - 1)
-    z = val >> CODE_BITS
-    real = z != (1 << INDEX_BITS) - 1  # the escape: a filler or padding entry
-    advance = tl.where(in_slice, tl.where(real, z + 1, (1 << INDEX_BITS) - 1), 0)
-    cols = col[:, None] + tl.cumsum(advance, axis=1)
-    real = real & in_slice & (cols < n_cols)
-    if GATHER:
-        weight = tl.gather(codebook, code, axis=1)
-    else:
-        weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
-    weight = tl.where(real, weight, 0.0)
-    return cols, weight, real, col + tl.sum(advance, axis=1)
-
-
-@triton.jit
-def _codebook_tile(codebook_ptr, codebook_size, R: tl.constexpr, CODEBOOK_PAD: tl.constexpr):
-    k = tl.arange(0, CODEBOOK_PAD)
-    cb = tl.load(codebook_ptr + k, mask=k < codebook_size, other=0.0)
-    return tl.broadcast_to(cb[None, :], (R, CODEBOOK_PAD))
-
-
-@triton.jit
-def _slice_setup(slice_ptr_ptr, row_ids_ptr, codebook_ptr, n_rows, codebook_size, R: tl.constexpr,
-                 CODEBOOK_PAD: tl.constexpr):  # fmt: skip
-    """This program's slice: entry offset, entries per row, original rows (+ validity) and the
-    codebook tile."""
+def _program(block_ptr_ptr, starts_ptr, R: tl.constexpr, T: tl.constexpr):
+    """This program's block: word offset of each lane's first group, groups in each lane's
+    chunk, the loop's trip count, and each lane's column before its first slot."""
     pid = tl.program_id(0)
-    start = tl.load(slice_ptr_ptr + pid)
-    length = (tl.load(slice_ptr_ptr + pid + 1) - start) // R
-    slot = pid.to(tl.int64) * R + tl.arange(0, R)
-    row_ok = slot < n_rows
-    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0).to(tl.int64)
-    return start, length, row, row_ok, _codebook_tile(codebook_ptr, codebook_size, R, CODEBOOK_PAD)
+    first = tl.load(block_ptr_ptr + pid)
+    groups = (tl.load(block_ptr_ptr + pid + 1) - first) // R  # groups of each row
+    t = tl.arange(0, T)[:, None]
+    r = tl.arange(0, R)[None, :]
+    size = groups // T
+    extra = groups % T
+    length = size + (t < extra).to(tl.int32)  # the first `extra` chunks hold one group more
+    j0 = t * size + tl.minimum(t, extra)
+    offset = (first + j0 * R) * 8 + r * 4
+    col = tl.load(starts_ptr + (pid * (T - 1) + t - 1) * R + r, mask=t > 0, other=-1)  # chunk 0: -1
+    return offset, length, size + (extra > 0).to(tl.int32), col
+
+
+@triton.jit
+def _load_group(words_ptr, offset, step, length, R: tl.constexpr):
+
+    q = tl.arange(0, 4)[None, None, :]
+    at = words_ptr + (offset + step * (R * 8))[:, :, None] + q
+    live = (step < length)[:, :, None]
+    lo = tl.load(at, mask=live, other=-1).to(tl.uint32, bitcast=True)
+    hi = tl.load(at + R * 4, mask=live, other=-1).to(tl.uint32, bitcast=True)
+    return lo, hi
+
+
+@triton.jit
+def _walk(
+    words_ptr, block_ptr_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk,
+    batch, w_ptr, rows, n_cols,
+    CODE_BITS: tl.constexpr, INDEX_BITS: tl.constexpr, CODEBOOK_PAD: tl.constexpr, R: tl.constexpr,
+    T: tl.constexpr, BB: tl.constexpr, GATHER: tl.constexpr, DENSE: tl.constexpr,
+):  # fmt: skip
+    """Decode the program's block, slot by slot. ``DENSE``: store each kept weight at ``w_ptr +
+    rows * n_cols + column`` (``rows``: the lanes' original rows); otherwise return the
+    [NV, T, R, V] float32 sums of weight x x over each lane's slots. x is read in ``NV`` pieces
+    of ``V`` batch columns (16 bytes at most): batch column ``i * V + v`` of x column ``k`` at
+    ``x_ptr + i * stride_xp + v * stride_xb + k * stride_xk``, kept in ``[i, :, :, v]`` (the
+    pieces lead, so that a thread holds whole pieces of its own lane)."""
+    EB: tl.constexpr = CODE_BITS + INDEX_BITS
+    V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
+    NV: tl.constexpr = BB // V
+    pid = tl.program_id(0)
+    first = tl.load(block_ptr_ptr + pid)
+    groups = (tl.load(block_ptr_ptr + pid + 1) - first) // R  # groups of each row
+    t = tl.arange(0, T)[:, None]
+    r = tl.arange(0, R)[None, :]
+    size = groups // T
+    extra = groups % T
+    length = size + (t < extra).to(tl.int32)  # the first `extra` chunks hold one group more
+    at = words_ptr + (((first + (t * size + tl.minimum(t, extra)) * R) * 8 + r * 4)[:, :, None] + tl.arange(0, 4))
+    col = tl.load(starts_ptr + (pid * (T - 1) + t - 1) * R + r, mask=t > 0, other=-1)  # chunk 0: -1
+    # The codebook lookup by shuffle runs on the lanes viewed as [warps, 32], one warp a row of the
+    # view, so that each lookup is one shuffle within the warp whatever the lane shape.
+    W: tl.constexpr = max(T * R // 32, 1)
+    if GATHER:
+        k = tl.arange(0, CODEBOOK_PAD)
+        codebook = tl.broadcast_to(
+            tl.load(codebook_ptr + k, mask=k < codebook_size, other=0.0)[None, :], (W, CODEBOOK_PAD)
+        )
+    piece = tl.arange(0, NV)[:, None, None, None]
+    v = tl.arange(0, V)[None, None, None, :]
+    if BB > 1:  # pieces [piece, column, V] contiguous: constant strides, 16-byte aligned pieces
+        x_b = x_ptr + piece * tl.multiple_of(stride_xp, V) + v
+        column_stride: tl.constexpr = V
+    else:
+        x_b = x_ptr
+        column_stride = stride_xk
+    acc = tl.zeros((NV, T, R, V), dtype=tl.float32)
+    # Lanes past their chunk read zero words: waits, which do nothing.
+    live = (length > 0)[:, :, None]
+    lo = tl.load(at, mask=live, other=0).to(tl.uint32, bitcast=True)
+    hi = tl.load(at + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
+    for step in range(size + (extra > 0).to(tl.int32)):
+        w = _split_group(lo, hi)
+        # The next group's loads are issued before this group's slots are decoded.
+        at += R * 8
+        live = (step + 1 < length)[:, :, None]
+        lo = tl.load(at, mask=live, other=0).to(tl.uint32, bitcast=True)
+        hi = tl.load(at + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
+        for e in tl.static_range(256 // EB):
+            # The slot's bits: constant word and shift (a slot crossing a word: a funnel shift).
+            if (e * EB) % 32 + EB <= 32:
+                field = w[e * EB // 32] >> ((e * EB) % 32)
+            else:
+                field = (w[e * EB // 32] >> ((e * EB) % 32)) | (w[e * EB // 32 + 1] << (32 - (e * EB) % 32))
+            code = (field & ((1 << CODE_BITS) - 1)).to(tl.int32)
+            step = ((field >> CODE_BITS) & ((1 << INDEX_BITS) - 1)).to(tl.int32)
+            kept = step != 0
+            col = col + tl.where(kept, step, code << (INDEX_BITS - 1))
+            if GATHER:
+                weight = tl.reshape(tl.gather(codebook, tl.reshape(code, (W, T * R // W)), 1), (T, R))
+            else:
+                weight = tl.load(codebook_ptr + code)
+            if DENSE:
+                tl.store(w_ptr + rows * n_cols + col, weight.to(w_ptr.dtype.element_ty), mask=kept)
+            else:
+                # Batch columns past ``batch`` load whatever the pieces hold there: their sums are
+                # never stored, and one mask per kept weight keeps the loads 16 bytes wide.
+                xv = tl.load(x_b + col[None, :, :, None] * column_stride, mask=kept[None, :, :, None], other=0.0)
+                acc += weight[None, :, :, None] * xv.to(tl.float32)
+    return acc
 
 
 @triton.jit
 def codebook_spmm_kernel(
     words_ptr,
-    slice_ptr_ptr,
+    block_ptr_ptr,
+    starts_ptr,
     row_ids_ptr,
     codebook_ptr,
     x_ptr,
     bias_ptr,
     y_ptr,
     n_rows,
-    n_cols,
     batch,
     codebook_size,
-    stride_xb,
+    stride_xp,
     stride_xk,
     stride_yb,
     stride_yn,
@@ -124,45 +165,34 @@ def codebook_spmm_kernel(
     INDEX_BITS: tl.constexpr,
     CODEBOOK_PAD: tl.constexpr,
     R: tl.constexpr,
-    BLOCK: tl.constexpr,
+    T: tl.constexpr,
     BB: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     GATHER: tl.constexpr,
 ):
-    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the slice's rows, b < batch <= BB."""
-    start, length, row, row_ok, codebook = _slice_setup(
-        slice_ptr_ptr, row_ids_ptr, codebook_ptr, n_rows, codebook_size, R, CODEBOOK_PAD
-    )
-    b = tl.arange(0, BB)
-    b_ok = b < batch
-    x_batch = x_ptr + b.to(tl.int64)[None, None, :] * stride_xb
-    col = tl.full((R,), -1, tl.int32)
-    acc = tl.zeros((R, BB), dtype=tl.float32)
-    # The next block's words are loaded before this block is used (software pipelining by hand),
-    # so that a stream load is always in flight.
-    val = _load_block(words_ptr, start, 0, length, R, BLOCK, CODE_BITS + INDEX_BITS)
-    for j0 in range(0, length, BLOCK):
-        next_val = _load_block(words_ptr, start, j0 + BLOCK, length, R, BLOCK, CODE_BITS + INDEX_BITS)
-        cols, weight, real, col = _decode_block(
-            val, codebook_ptr, codebook, j0, length, col, n_cols, CODE_BITS, INDEX_BITS, R, BLOCK, GATHER
-        )
-        val = next_val
-        xv = tl.load(
-            x_batch + cols.to(tl.int64)[:, :, None] * stride_xk,
-            mask=real[:, :, None] & b_ok[None, None, :],
-            other=0.0,
-        )
-        acc += tl.sum(weight[:, :, None] * xv.to(tl.float32), axis=1)
+    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the block's rows, b < batch <= BB; x
+    in pieces of ``V = min(BB, 16 bytes)`` batch columns (see `_walk`)."""
+    V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
+    acc = _walk(
+        words_ptr, block_ptr_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, batch,
+        y_ptr, 0, 0, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
+    )  # fmt: skip
+    y = tl.sum(acc, axis=1)  # [NV, R, V]: the chunks of each row, summed in a fixed order
+    slot = tl.program_id(0) * R + tl.arange(0, R)[None, :, None]
+    row_ok = slot < n_rows
+    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + row, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-    y_offs = b.to(tl.int64)[None, :] * stride_yb + row[:, None] * stride_yn
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & b_ok[None, :])
+        y += tl.load(bias_ptr + row, mask=row_ok, other=0.0).to(tl.float32)
+    bb = tl.arange(0, BB // V)[:, None, None] * V + tl.arange(0, V)[None, None, :]
+    at = y_ptr + bb * stride_yb + row.to(tl.int64) * stride_yn
+    tl.store(at, y.to(y_ptr.dtype.element_ty), mask=row_ok & (bb < batch))
 
 
 @triton.jit
 def decode_dense_kernel(
     words_ptr,
-    slice_ptr_ptr,
+    block_ptr_ptr,
+    starts_ptr,
     row_ids_ptr,
     codebook_ptr,
     w_ptr,
@@ -173,18 +203,15 @@ def decode_dense_kernel(
     INDEX_BITS: tl.constexpr,
     CODEBOOK_PAD: tl.constexpr,
     R: tl.constexpr,
-    BLOCK: tl.constexpr,
+    T: tl.constexpr,
     GATHER: tl.constexpr,
 ):
-    """Scatter the slice's kept weights into a zero-filled dense (n_rows, n_cols) ``w``."""
-    start, length, row, row_ok, codebook = _slice_setup(
-        slice_ptr_ptr, row_ids_ptr, codebook_ptr, n_rows, codebook_size, R, CODEBOOK_PAD
-    )
-    col = tl.full((R,), -1, tl.int32)
-    for j0 in range(0, length, BLOCK):
-        val = _load_block(words_ptr, start, j0, length, R, BLOCK, CODE_BITS + INDEX_BITS)
-        cols, weight, real, col = _decode_block(
-            val, codebook_ptr, codebook, j0, length, col, n_cols, CODE_BITS, INDEX_BITS, R, BLOCK, GATHER
-        )
-        offs = row[:, None] * n_cols + cols.to(tl.int64)
-        tl.store(w_ptr + offs, weight.to(w_ptr.dtype.element_ty), mask=real & row_ok[:, None])
+    """Scatter the block's kept weights into a zero-filled dense (n_rows, n_cols) ``w``."""
+    slot = tl.program_id(0) * R + tl.arange(0, R)[None, :]
+    row_ok = slot < n_rows
+    # Padding lanes of the last block hold no kept weights; their stores are masked all the same.
+    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0).to(tl.int64)
+    _walk(
+        words_ptr, block_ptr_ptr, starts_ptr, codebook_ptr, codebook_size, w_ptr, 0, 0, 1,
+        w_ptr, row, n_cols, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, 1, GATHER, True,
+    )  # fmt: skip

@@ -62,8 +62,8 @@ class Launch:
 @dataclass(frozen=True)
 class Configuration:
     """An ``aot_configs()`` entry with its recorded launch: ``family`` ``fixed`` or ``huffman``;
-    ``dtype`` of the activations (``-`` / ``dense`` for the Huffman decoders); ``block``: entries
-    per row per step (fixed) or lanes (Huffman); ``items_per_iteration``: kept weights or
+    ``dtype`` of the activations (``-`` / ``dense`` for the Huffman decoders); ``block``: lanes of
+    a program (both forms); ``items_per_iteration``: kept weights or
     symbols one iteration of the kernel's main loop handles (the launcher's ``loop_items``)."""
 
     family: str
@@ -84,8 +84,8 @@ class Configuration:
         return self.launch.num_warps
 
     def label(self) -> str:
-        widths = f" {self.code_bits}+{self.index_bits}" if self.family == "fixed" else f" lanes {self.block}"
-        return f"{self.kernel} {self.dtype}{widths} BB{self.batch_bucket}"
+        widths = f" {self.code_bits}+{self.index_bits}" if self.family == "fixed" else ""
+        return f"{self.kernel} {self.dtype}{widths} lanes {self.block} BB{self.batch_bucket}"
 
 
 class _Recorder:
@@ -142,21 +142,23 @@ def fixed_shell(
     stats: LayerStats,
     code_bits: int | None = None,
     index_bits: int | None = None,
-    slice_rows: int | None = None,
+    block_rows: int | None = None,
+    chunks: int | None = None,
 ):
-    """A meta-device `GpuLayout` with the layer's metadata (widths and slice rows overridable; the
+    """A meta-device `GpuLayout` with the layer's metadata (widths and lane shape overridable; the
     codebook then has ``2**code_bits`` entries)."""
-    from dc_kernels.fixed.layout import GpuLayout
+    from dc_kernels.fixed.layout import GROUP_WORDS, GpuLayout
 
     f = stats.fixed
-    overrides = {"code_bits": code_bits, "index_bits": index_bits, "slice_rows": slice_rows}
+    overrides = {"code_bits": code_bits, "index_bits": index_bits, "block_rows": block_rows, "chunks": chunks}
     meta = {**f.metadata, **{k: v for k, v in overrides.items() if v is not None}}
     codebook = f.codebook_size if meta["code_bits"] == f.code_bits else 1 << meta["code_bits"]
-    entry_bits = meta["code_bits"] + meta["index_bits"]
+    blocks = -(-stats.outputs // meta["block_rows"])
     return GpuLayout(
         **meta,
-        words=_meta((meta["entries"] * entry_bits + 31) // 32 + 1, torch.int32),
-        slice_ptr=_meta(-(-stats.outputs // meta["slice_rows"]) + 1, torch.int64),
+        words=_meta(meta["groups"] * GROUP_WORDS, torch.int32),
+        block_ptr=_meta(blocks + 1, torch.int32),
+        starts=_meta(blocks * (meta["chunks"] - 1) * meta["block_rows"], torch.int32),
         row_ids=_meta(stats.outputs, torch.int32),
         codebook=_meta(codebook, torch.float32),
     )
@@ -248,7 +250,7 @@ def _fixed_configurations(reference: LayerStats, dtypes: Mapping[str, str], widt
 
     out = []
     for kernel, consts, warps, dtype, bb in fixed_launch.aot_configs(dtypes, widths):
-        layout = fixed_shell(reference, consts["CODE_BITS"], consts["INDEX_BITS"], consts["R"])
+        layout = fixed_shell(reference, consts["CODE_BITS"], consts["INDEX_BITS"], consts["R"], consts["T"])
         torch_dtype = getattr(torch, dtype)
         with recorded_launches() as launches:
             if kernel.__name__ == "codebook_spmm_kernel":
@@ -268,7 +270,7 @@ def _fixed_configurations(reference: LayerStats, dtypes: Mapping[str, str], widt
                 bb,
                 consts["CODE_BITS"],
                 consts["INDEX_BITS"],
-                consts["BLOCK"],
+                consts["R"] * consts["T"],
                 fixed_launch.loop_items(launch.constexprs),
                 launch,
             )
