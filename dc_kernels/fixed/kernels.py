@@ -1,22 +1,22 @@
 """Triton kernels over a `GpuLayout`: codebook-lookup sparse GEMV / small-batch GEMM, and decoding
 to a dense weight (for cuBLAS at large batch).
 
-One program per block of ``R`` rows, one thread per (chunk, row): lane ``(t, r)`` decodes chunk
-``t`` of row ``r`` (see `dc_kernels.fixed.layout`). Each loop step loads the lane's next 256-bit
-group (two 128-bit loads, issued one step ahead so they are in flight while the current group is
-decoded) and walks its slots at compile-time bit positions:
+One program per block of ``R`` rows, one thread per lane ``(t, r)``: chunk ``t`` of row ``r``
+(see `dc_kernels.fixed.layout`). Each loop step loads the lane's next 256-bit group (two 128-bit
+loads, issued one step ahead so that they are in flight while the current group is decoded) and
+walks its slots at compile-time bit positions:
 
-* ``step`` and ``code`` come out with constant shifts (a slot crossing a word is one funnel
-  shift);
+* ``step`` and ``code`` come out with constant shifts (a slot crossing a word: a funnel shift);
 * the column is the lane's running sum: ``+ step`` for a kept weight (``step > 0``), ``+ code <<
   (INDEX_BITS - 1)`` for a filler or a wait (``step = 0``: no weight, nothing loaded);
-* the weight is ``codebook[code]``, a warp shuffle from a register copy (``GATHER``) or a load
-  of the L1-resident table;
-* the weight multiplies the ``BB`` batch columns of x at that column (x column-major for ``BB >
-  1``: one or a few 16-byte loads), accumulated in float32 in the lane's registers.
+* the weight is ``codebook[code]``, a warp shuffle from a register copy (``GATHER``) or a load of
+  the L1-resident table;
+* the weight multiplies the ``BB`` batch columns of x at that column (one or a few 16-byte loads),
+  accumulated in float32 in the lane's registers.
 
-After the loop the chunks of each row are summed (one reduction across lanes per program) and
-written once. The reference of both kernels is `dc_kernels.reference` on ``layout.to_matrix()``.
+After the loop the chunks of each row are summed (one reduction across lanes per program, in a
+fixed order) and written once. Word offsets are 32-bit. The reference of both kernels is
+`dc_kernels.reference` on ``layout.to_matrix()``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import triton.language as tl
 
 @triton.jit
 def _split_group(lo, hi):
-    """The eight words of a lane's group from its two 128-bit halves ([T, R, 4] each)."""
+    """The eight words of each lane's group from its two 128-bit halves ([T, R, 4] each)."""
     a0, a1 = tl.split(tl.reshape(lo, [lo.shape[0], lo.shape[1], 2, 2]))
     w0, w2 = tl.split(a0)
     w1, w3 = tl.split(a1)
@@ -38,60 +38,35 @@ def _split_group(lo, hi):
 
 
 @triton.jit
-def _program(block_ptr_ptr, starts_ptr, R: tl.constexpr, T: tl.constexpr):
-    """This program's block: word offset of each lane's first group, groups in each lane's
-    chunk, the loop's trip count, and each lane's column before its first slot."""
-    pid = tl.program_id(0)
-    first = tl.load(block_ptr_ptr + pid)
-    groups = (tl.load(block_ptr_ptr + pid + 1) - first) // R  # groups of each row
-    t = tl.arange(0, T)[:, None]
-    r = tl.arange(0, R)[None, :]
-    size = groups // T
-    extra = groups % T
-    length = size + (t < extra).to(tl.int32)  # the first `extra` chunks hold one group more
-    j0 = t * size + tl.minimum(t, extra)
-    offset = (first + j0 * R) * 8 + r * 4
-    col = tl.load(starts_ptr + (pid * (T - 1) + t - 1) * R + r, mask=t > 0, other=-1)  # chunk 0: -1
-    return offset, length, size + (extra > 0).to(tl.int32), col
-
-
-@triton.jit
-def _load_group(words_ptr, offset, step, length, R: tl.constexpr):
-
-    q = tl.arange(0, 4)[None, None, :]
-    at = words_ptr + (offset + step * (R * 8))[:, :, None] + q
-    live = (step < length)[:, :, None]
-    lo = tl.load(at, mask=live, other=-1).to(tl.uint32, bitcast=True)
-    hi = tl.load(at + R * 4, mask=live, other=-1).to(tl.uint32, bitcast=True)
-    return lo, hi
-
-
-@triton.jit
 def _walk(
-    words_ptr, block_ptr_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk,
-    batch, w_ptr, rows, n_cols,
+    words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk,
+    rows, n_cols, n_words,
     CODE_BITS: tl.constexpr, INDEX_BITS: tl.constexpr, CODEBOOK_PAD: tl.constexpr, R: tl.constexpr,
     T: tl.constexpr, BB: tl.constexpr, GATHER: tl.constexpr, DENSE: tl.constexpr,
 ):  # fmt: skip
-    """Decode the program's block, slot by slot. ``DENSE``: store each kept weight at ``w_ptr +
-    rows * n_cols + column`` (``rows``: the lanes' original rows); otherwise return the
-    [NV, T, R, V] float32 sums of weight x x over each lane's slots. x is read in ``NV`` pieces
-    of ``V`` batch columns (16 bytes at most): batch column ``i * V + v`` of x column ``k`` at
-    ``x_ptr + i * stride_xp + v * stride_xb + k * stride_xk``, kept in ``[i, :, :, v]`` (the
-    pieces lead, so that a thread holds whole pieces of its own lane)."""
+    """Decode the program's block, slot by slot. ``DENSE``: store each kept weight at ``x_ptr +
+    rows * n_cols + column`` (``x_ptr``: the dense weight, ``rows``: the lanes' original rows);
+    otherwise return the [NV, T, R, V] float32 sums of weight x x over each lane's slots. x (``BB
+    = 1``: one row, column ``k`` at ``x_ptr + k * stride_xk``) is read in ``NV`` pieces of ``V``
+    batch columns (16 bytes at most): batch column ``i * V + v`` of x column ``k`` at ``x_ptr + i
+    * stride_xp + k * V + v``, kept in ``[i, :, :, v]`` (the pieces lead, so that a thread holds
+    whole pieces of its own lane)."""
     EB: tl.constexpr = CODE_BITS + INDEX_BITS
     V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
     NV: tl.constexpr = BB // V
     pid = tl.program_id(0)
-    first = tl.load(block_ptr_ptr + pid)
-    groups = (tl.load(block_ptr_ptr + pid + 1) - first) // R  # groups of each row
     t = tl.arange(0, T)[:, None]
     r = tl.arange(0, R)[None, :]
+    lane = (r * 4)[:, :, None] + tl.arange(0, 4)  # a lane's half group within a step
+    # The first group of every chunk sits at a step known from the program id alone, so its loads
+    # go out together with those of the block's group count and the chunks' start columns.
+    head = words_ptr + (pid * T + t)[:, :, None] * (R * 8) + lane
+    tail = tl.load(blocks_ptr + 2 * pid)
+    groups = tl.load(blocks_ptr + 2 * pid + 1)  # groups of each row
+    col = tl.load(starts_ptr + (pid * (T - 1) + t - 1) * R + r, mask=t > 0, other=-1).to(tl.int32)
     size = groups // T
     extra = groups % T
     length = size + (t < extra).to(tl.int32)  # the first `extra` chunks hold one group more
-    at = words_ptr + (((first + (t * size + tl.minimum(t, extra)) * R) * 8 + r * 4)[:, :, None] + tl.arange(0, 4))
-    col = tl.load(starts_ptr + (pid * (T - 1) + t - 1) * R + r, mask=t > 0, other=-1)  # chunk 0: -1
     # The codebook lookup by shuffle runs on the lanes viewed as [warps, 32], one warp a row of the
     # view, so that each lookup is one shuffle within the warp whatever the lane shape.
     W: tl.constexpr = max(T * R // 32, 1)
@@ -109,17 +84,19 @@ def _walk(
         x_b = x_ptr
         column_stride = stride_xk
     acc = tl.zeros((NV, T, R, V), dtype=tl.float32)
-    # Lanes past their chunk read zero words: waits, which do nothing.
-    live = (length > 0)[:, :, None]
-    lo = tl.load(at, mask=live, other=0).to(tl.uint32, bitcast=True)
-    hi = tl.load(at + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
+    # Lanes past their chunk read zero words: waits, which do nothing. The tail's offsets come
+    # from ``blocks``: its loads are bounded by the stored words.
+    lo = tl.load(head, mask=(length > 0)[:, :, None], other=0).to(tl.uint32, bitcast=True)
+    hi = tl.load(head + R * 4, mask=(length > 0)[:, :, None], other=0).to(tl.uint32, bitcast=True)
+    offset = (tail + t * size + tl.minimum(t, extra) - tl.minimum(t, groups))[:, :, None] * (R * 8) + lane
     for step in range(size + (extra > 0).to(tl.int32)):
         w = _split_group(lo, hi)
         # The next group's loads are issued before this group's slots are decoded.
-        at += R * 8
-        live = (step + 1 < length)[:, :, None]
-        lo = tl.load(at, mask=live, other=0).to(tl.uint32, bitcast=True)
-        hi = tl.load(at + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
+        # A chunk's other groups: in the block's tail, after those of the earlier chunks.
+        live = (step + 1 < length)[:, :, None] & (offset.to(tl.uint32) < n_words - R * 4)
+        lo = tl.load(words_ptr + offset, mask=live, other=0).to(tl.uint32, bitcast=True)
+        hi = tl.load(words_ptr + offset + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
+        offset += R * 8
         for e in tl.static_range(256 // EB):
             # The slot's bits: constant word and shift (a slot crossing a word: a funnel shift).
             if (e * EB) % 32 + EB <= 32:
@@ -127,18 +104,21 @@ def _walk(
             else:
                 field = (w[e * EB // 32] >> ((e * EB) % 32)) | (w[e * EB // 32 + 1] << (32 - (e * EB) % 32))
             code = (field & ((1 << CODE_BITS) - 1)).to(tl.int32)
-            step = ((field >> CODE_BITS) & ((1 << INDEX_BITS) - 1)).to(tl.int32)
-            kept = step != 0
-            col = col + tl.where(kept, step, code << (INDEX_BITS - 1))
+            rel = ((field >> CODE_BITS) & ((1 << INDEX_BITS) - 1)).to(tl.int32)
+            kept = rel != 0
+            col = col + tl.where(kept, rel, code << (INDEX_BITS - 1))
+            # Only kept weights inside the row load or store; a corrupt stream cannot make a
+            # column out of bounds reach memory (an unsigned compare also catches negatives).
+            kept = kept & (col.to(tl.uint32) < n_cols)
             if GATHER:
                 weight = tl.reshape(tl.gather(codebook, tl.reshape(code, (W, T * R // W)), 1), (T, R))
             else:
                 weight = tl.load(codebook_ptr + code)
             if DENSE:
-                tl.store(w_ptr + rows * n_cols + col, weight.to(w_ptr.dtype.element_ty), mask=kept)
+                tl.store(x_ptr + rows * n_cols + col, weight.to(x_ptr.dtype.element_ty), mask=kept)
             else:
-                # Batch columns past ``batch`` load whatever the pieces hold there: their sums are
-                # never stored, and one mask per kept weight keeps the loads 16 bytes wide.
+                # Batch columns past the real batch load whatever the pieces hold there: their sums
+                # are never stored, and one mask per kept weight keeps the loads 16 bytes wide.
                 xv = tl.load(x_b + col[None, :, :, None] * column_stride, mask=kept[None, :, :, None], other=0.0)
                 acc += weight[None, :, :, None] * xv.to(tl.float32)
     return acc
@@ -147,7 +127,7 @@ def _walk(
 @triton.jit
 def codebook_spmm_kernel(
     words_ptr,
-    block_ptr_ptr,
+    blocks_ptr,
     starts_ptr,
     row_ids_ptr,
     codebook_ptr,
@@ -155,6 +135,8 @@ def codebook_spmm_kernel(
     bias_ptr,
     y_ptr,
     n_rows,
+    n_cols,
+    n_words,
     batch,
     codebook_size,
     stride_xp,
@@ -174,8 +156,8 @@ def codebook_spmm_kernel(
     in pieces of ``V = min(BB, 16 bytes)`` batch columns (see `_walk`)."""
     V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
     acc = _walk(
-        words_ptr, block_ptr_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, batch,
-        y_ptr, 0, 0, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
+        words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, 0, n_cols,
+        n_words, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
     )  # fmt: skip
     y = tl.sum(acc, axis=1)  # [NV, R, V]: the chunks of each row, summed in a fixed order
     slot = tl.program_id(0) * R + tl.arange(0, R)[None, :, None]
@@ -191,13 +173,14 @@ def codebook_spmm_kernel(
 @triton.jit
 def decode_dense_kernel(
     words_ptr,
-    block_ptr_ptr,
+    blocks_ptr,
     starts_ptr,
     row_ids_ptr,
     codebook_ptr,
     w_ptr,
     n_rows,
     n_cols,
+    n_words,
     codebook_size,
     CODE_BITS: tl.constexpr,
     INDEX_BITS: tl.constexpr,
@@ -208,10 +191,9 @@ def decode_dense_kernel(
 ):
     """Scatter the block's kept weights into a zero-filled dense (n_rows, n_cols) ``w``."""
     slot = tl.program_id(0) * R + tl.arange(0, R)[None, :]
-    row_ok = slot < n_rows
-    # Padding lanes of the last block hold no kept weights; their stores are masked all the same.
-    row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0).to(tl.int64)
+    # Padding rows of the last block hold no kept weights: their (masked) stores go nowhere.
+    row = tl.load(row_ids_ptr + slot, mask=slot < n_rows, other=0).to(tl.int64)
     _walk(
-        words_ptr, block_ptr_ptr, starts_ptr, codebook_ptr, codebook_size, w_ptr, 0, 0, 1,
-        w_ptr, row, n_cols, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, 1, GATHER, True,
+        words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, w_ptr, 0, 0, row, n_cols, n_words,
+        CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, 1, GATHER, True,
     )  # fmt: skip

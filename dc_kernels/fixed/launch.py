@@ -112,8 +112,8 @@ def _decode(layout: GpuLayout, weight: torch.Tensor, dispatch: Dispatch) -> None
 
     if layout.n_blocks:
         decode_dense_kernel[(layout.n_blocks,)](
-            layout.words, layout.block_ptr, layout.starts, layout.row_ids, layout.codebook, weight,
-            layout.out_features, layout.in_features, layout.codebook.numel(),
+            layout.words, layout.blocks, layout.starts, layout.row_ids, layout.codebook, weight,
+            layout.out_features, layout.in_features, layout.words.numel(), layout.codebook.numel(),
             **_layout_constexprs(layout, dispatch.decode, dispatch),
         )  # fmt: skip
 
@@ -145,9 +145,10 @@ def run(
         xp, strides = _pieces(x2d[lo:hi], bb)
         y = out[lo:hi]
         codebook_spmm_kernel[(layout.n_blocks,)](
-            layout.words, layout.block_ptr, layout.starts, layout.row_ids, layout.codebook, xp,
+            layout.words, layout.blocks, layout.starts, layout.row_ids, layout.codebook, xp,
             bias if bias is not None else layout.codebook, y,
-            layout.out_features, hi - lo, layout.codebook.numel(), *strides, y.stride(0), y.stride(1),
+            layout.out_features, layout.in_features, layout.words.numel(), hi - lo, layout.codebook.numel(),
+            *strides, y.stride(0), y.stride(1),
             **_layout_constexprs(layout, dispatch.spmm[bb], dispatch), BB=bb, HAS_BIAS=bias is not None,
         )  # fmt: skip
     return out

@@ -10,26 +10,31 @@ sum needs no cross-lane work until the end.
   holds no weight and advances ``code * 2**(index_bits - 1)`` columns: a *filler* bridging a long
   gap (``code >= 1``) or a *wait* (``code = 0``, an all-zero entry that advances nothing).
 * **Schedule.** Rows are sorted by entry count (longest first) and cut into blocks of
-  ``block_rows`` rows (one GPU program each). The ``block_rows`` lanes of a block step through
-  their rows in lockstep, one entry per *slot*; the builder inserts waits so that at every slot
-  every lane is at most ``lead`` columns ahead of a common schedule line that crosses the layer in
-  ``slots`` steps. The lanes of a warp therefore read ``x`` at neighbouring columns (a few cache
-  lines per load instead of one line per lane); the waits cost bits and are counted.
-* **Chunks.** A block's slots are cut into ``chunks`` equal chunks; lane ``(t, r)`` of a program
-  decodes chunk ``t`` of row ``r`` starting from the stored column ``starts``, so a program has
-  ``chunks x block_rows`` lanes and short rows still fill the GPU; the chunks of a row are summed
-  once, after the loop (a fixed order: results are bitwise the same run to run).
-* **Groups.** A chunk is a whole number of 128-bit *groups* of ``128 // entry_bits`` slots each,
-  slot ``e`` at bits ``e * entry_bits`` of the group (fixed positions: a kernel unpacks them with
-  constant shifts; the ``128 % entry_bits`` top bits are zero). Groups are stored step-major: step
-  ``g`` of block ``b`` holds group ``g`` of every lane of the block, lane ``t * block_rows + r`` at
-  16-byte slot ``(block_ptr[b] + g) * lanes + t * block_rows + r`` of ``words``: one step of a
-  program is one contiguous, 128-bit-per-lane load.
+  ``block_rows`` rows, one GPU program each. A block's rows step through their entries in
+  lockstep, one per *slot*, the same number of slots for every row of the block; the builder
+  inserts waits so that at every slot each row is at most ``lead`` columns ahead of a schedule line
+  crossing the layer at constant speed. The lanes of a warp therefore read x at neighbouring
+  columns: a few cache lines per load instead of one per lane. Waits cost bits, and are counted.
+* **Groups and chunks.** A row's slots are stored in 256-bit *groups* of ``256 // entry_bits``
+  slots, slot ``e`` at bits ``e * entry_bits`` (constant positions: a kernel unpacks them with
+  constant shifts; the ``256 % entry_bits`` top bits are zero). A block's rows have ``G`` groups
+  each, cut into ``chunks`` consecutive *chunks* (the first ``G % chunks`` chunks one group longer).
+  Program lane ``(t, r)`` decodes chunk ``t`` of row ``r``, from the column before it (``starts``;
+  -1 for the first chunk): a program has ``chunks x block_rows`` lanes, so short rows still fill
+  the GPU. The chunks of a row are summed once, after the loop, in a fixed order: results are the
+  same bit for bit run to run.
+* **Steps.** Storage is in *steps* of ``block_rows`` lane groups: the first 128-bit halves of the
+  step's groups, then the second halves, so that one 128-bit load per lane reads a contiguous
+  run. The first group of chunk ``t`` of block ``b`` is step ``b * chunks + t`` (its address needs
+  nothing loaded first); the other groups follow in the *tail*, block after block, from step
+  ``blocks[2 b]``, chunk after chunk.
 
-Tensors (the module stores them as buffers): ``words`` int32 (bit pattern of uint32; 4 per
-group), ``block_ptr`` int32[n_blocks + 1] (first step of each block), ``starts`` int32[n_blocks *
-chunks * block_rows] (the column before each lane's first slot; -1 for chunk 0), ``row_ids``
-int32[out_features] (the original row of each sorted position), ``codebook`` float32[k].
+Tensors (the module stores them as buffers): ``words`` int32 (bit pattern of uint32;
+``steps * block_rows * 8``), ``blocks`` int32[2 * n_blocks] (each block's first tail step and
+groups per row), ``starts`` int16 or int32 (`starts_dtype`) [n_blocks * (chunks - 1) *
+block_rows] (chunk ``t >= 1`` of row ``r`` of block ``b`` at ``(b * (chunks - 1) + t - 1) *
+block_rows + r``), ``row_ids`` int32[out_features] (the original row of each sorted position),
+``codebook`` float32[k].
 """
 
 from __future__ import annotations
@@ -47,19 +52,26 @@ HALF_WORDS = 4
 GROUP_BITS = 32 * GROUP_WORDS
 MAX_BLOCK_ROWS = 32
 MAX_LANES = 1024  # threads of one program (32 warps)
-MIN_PROGRAMS = 132  # one program per SM of a 132-SM GPU (H100, H200)
-TARGET_TRIPS = 3  # loop steps per program the default chunking aims at
-LEAD_ENTRIES = 12  # default lead: the columns a row's next 12 kept weights span on average
-TENSOR_NAMES = ("words", "block_ptr", "starts", "row_ids", "codebook")
+MIN_PROGRAMS = 128  # about one program per SM (132 on an H100 or H200)
+SMS = 132  # SMs of the GPU the defaults plan for (H100, H200)
+STEP_INSTRUCTIONS = 400  # instructions of a warp's loop trip at batch 1 (one group of each lane)
+OUTSIDE_INSTRUCTIONS = 150  # instructions of a warp outside the loop
+LEAD_ENTRIES = 9  # default lead: the columns a row's next 9 kept weights span on average
+TENSOR_NAMES = ("words", "blocks", "starts", "row_ids", "codebook")
 METADATA_NAMES = (
     "out_features", "in_features", "code_bits", "index_bits", "block_rows", "chunks", "nnz", "fillers",
-    "groups",
+    "steps",
 )  # fmt: skip
 
 
 class FixedLayoutError(ValueError):
     """A fixed-width layout's tensors or metadata are inconsistent (bad construction or a corrupt
     state)."""
+
+
+def starts_dtype(in_features: int) -> torch.dtype:
+    """The dtype of ``starts``: int16 when every column fits, else int32."""
+    return torch.int16 if in_features <= 2**15 - 1 else torch.int32
 
 
 def slots_per_group(entry_bits: int) -> int:
@@ -116,13 +128,30 @@ def default_block_rows(out_features: int) -> int:
     return rows
 
 
-def default_chunks(groups: int, block_rows: int) -> int:
-    """Chunks per block for rows of about ``groups`` groups: the fewest that keep a program's loop
-    at `TARGET_TRIPS` steps, at least one warp and at most `MAX_LANES` lanes a program."""
+def default_chunks(groups: np.ndarray, block_rows: int) -> int:
+    """Chunks per block for blocks of ``groups`` groups per row: the power of two (one warp to
+    `MAX_LANES` lanes a program, no more chunks than the median block's groups) with the shortest
+    estimated time on a GPU of `SMS` SMs: the longer of the longest block's chain of dependent
+    steps (one HBM latency, its code outside the loop, then per loop trip an L2 latency plus the
+    trip's instructions on the SM's four schedulers) and an SM's share of all the instructions
+    (`STEP_INSTRUCTIONS` per warp and trip, `OUTSIDE_INSTRUCTIONS` per warp: figures of the
+    compiled kernel at batch 1, see `perf.cost`)."""
+    longest = int(groups.max(initial=0))
+    cap = max(int(np.median(groups)) if groups.size else 0, 1)
+    best, best_cycles = 1, None
     chunks = 1
-    while chunks * block_rows < 32 or (-(-groups // chunks) > TARGET_TRIPS and 2 * chunks * block_rows <= MAX_LANES):
+    while chunks * block_rows <= MAX_LANES:
+        warps = -(-chunks * block_rows // 32)
+        per_scheduler = -(-warps // 4)
+        trips = -(-longest // chunks)
+        chain = 600 + OUTSIDE_INSTRUCTIONS * per_scheduler + trips * (270 + STEP_INSTRUCTIONS * per_scheduler)
+        all_trips = int(np.sum(-(-groups // chunks)))
+        share = warps * (all_trips * STEP_INSTRUCTIONS + groups.size * OUTSIDE_INSTRUCTIONS) / (4 * SMS)
+        cycles = max(chain, share)
+        if chunks * block_rows >= 32 and (best_cycles is None or (chunks <= cap and cycles < best_cycles)):
+            best, best_cycles = chunks, cycles
         chunks *= 2
-    return chunks
+    return best
 
 
 def default_lead(matrix: CompressedMatrix) -> int:
@@ -160,29 +189,43 @@ def chunk_first_group(groups, chunk, chunks: int):
     return chunk * (groups // chunks) + np.minimum(chunk, groups % chunks)
 
 
-def _physical_words(block_ptr: np.ndarray, rows: int) -> np.ndarray:
-    """Where each logical word (``lane_group * 8 + word``; lane groups numbered ``block_ptr[b] +
-    group * rows + row``) is stored: a step of ``rows`` lane groups holds the first 128-bit half
-    of every row's group, then every second half, so one 128-bit load per lane reads a contiguous
-    run of the step."""
-    total = int(block_ptr[-1])
-    lane_group = np.arange(total, dtype=np.int64)
-    block = np.searchsorted(block_ptr, lane_group, side="right") - 1
-    row = (lane_group - block_ptr[block]) % rows
-    step_base = lane_group - row
-    word = np.arange(GROUP_WORDS, dtype=np.int64)
-    return (
-        step_base[:, None] * GROUP_WORDS
-        + (word // HALF_WORDS)[None, :] * HALF_WORDS * rows
-        + row[:, None] * HALF_WORDS
-        + (word % HALF_WORDS)[None, :]
-    ).reshape(-1)
+def chunk_of_group(groups, group, chunks: int):
+    """The chunk that decodes group ``group`` of a row of ``groups`` groups."""
+    size, extra = groups // chunks, groups % chunks
+    long_part = extra * (size + 1)
+    return np.where(
+        group < long_part, group // (size + 1), extra + (group - long_part) // np.maximum(size, 1)
+    )
 
 
-def _slot_bits(slot_index: np.ndarray, per_group: int, entry_bits: int) -> np.ndarray:
-    """Logical bit position of slot ``lane_group * per_group + slot``: slot bits within the lane's
-    256-bit group (fields may cross words, never groups)."""
-    return (slot_index // per_group) * GROUP_BITS + (slot_index % per_group) * entry_bits
+def tail_steps(groups, chunks: int):
+    """Steps of a block's tail: every group but the first of each non-empty chunk."""
+    return groups - np.minimum(groups, chunks)
+
+
+def _step_of(block, group, groups, tail_first, chunks: int):
+    """Storage step of group ``group`` of a row of ``block`` (rows of ``groups`` groups, the
+    block's tail from step ``tail_first``)."""
+    t = chunk_of_group(groups, group, chunks)
+    g = group - chunk_first_group(groups, t, chunks)
+    before = chunk_first_group(groups, t, chunks) - np.minimum(t, groups)  # tail groups of earlier chunks
+    return np.where(g == 0, block * chunks + t, tail_first + before + g - 1)
+
+
+def _slot_bits(step, row, slot, rows: int, entry_bits: int) -> np.ndarray:
+    """Logical bit position of slot ``slot`` of row ``row``'s group at ``step``: the group's 256
+    bits in a row (fields may cross words, never groups), groups numbered ``step * rows + row``."""
+    return (step * rows + row) * GROUP_BITS + slot * entry_bits
+
+
+def _physical_words(n_words: int, rows: int) -> np.ndarray:
+    """Where each logical word (``group * 8 + word``) is stored: a step of ``rows`` groups holds
+    the first 128-bit halves of its groups, then the second halves, so that one 128-bit load per
+    lane reads a contiguous run of the step."""
+    logical = np.arange(n_words, dtype=np.int64)
+    group, word = logical // GROUP_WORDS, logical % GROUP_WORDS
+    step, row = group // rows, group % rows
+    return step * GROUP_WORDS * rows + (word // HALF_WORDS) * HALF_WORDS * rows + row * HALF_WORDS + word % HALF_WORDS
 
 
 def _segment_cummax(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
@@ -272,20 +315,17 @@ def _fit(
     return high, slot
 
 
-def _pack(
-    e: _Entries, lane: np.ndarray, slot: np.ndarray, block_ptr: np.ndarray, rows: int, code_bits: int, index_bits: int
-) -> np.ndarray:
-    """The uint32 words of the layout: every slot a wait (0) except those holding entries."""
+def _pack(e: _Entries, lane: np.ndarray, slot: np.ndarray, groups: np.ndarray, tail_first: np.ndarray,
+          rows: int, chunks: int, code_bits: int, index_bits: int, steps: int) -> np.ndarray:  # fmt: skip
+    """The uint32 words of the layout: every slot a wait (all zero) except those holding entries."""
     eb = code_bits + index_bits
     per_group = slots_per_group(eb)
-    total = int(block_ptr[-1])
     block = lane // rows
-    values = np.zeros(total * per_group, dtype=np.int64)
-    lane_group = block_ptr[block] + (slot // per_group) * rows + lane % rows
-    values[lane_group * per_group + slot % per_group] = e.value
-    logical = _fields(values, _slot_bits(np.arange(values.size, dtype=np.int64), per_group, eb), total * GROUP_WORDS)
+    step = _step_of(block, slot // per_group, groups[block], tail_first[block], chunks)
+    n_words = steps * rows * GROUP_WORDS
+    logical = _fields(e.value, _slot_bits(step, lane % rows, slot % per_group, rows, eb), n_words)
     words = np.empty_like(logical)
-    words[_physical_words(block_ptr, rows)] = logical
+    words[_physical_words(n_words, rows)] = logical
     return words
 
 
@@ -308,8 +348,7 @@ def _chunk_starts(
         hit = before >= 0
         hit[hit] = lane[by_key][before[hit]] == q_lane[hit]
         starts[hit] = e.column[by_key][before[hit]]
-    empty = chunk_first_group(groups[q_block], q_chunk + 1, chunks) * per_group == first
-    starts[empty] = -1
+    starts[q_chunk >= groups[q_block]] = -1  # empty chunks (a row shorter than the chunk count)
     return starts
 
 
@@ -328,10 +367,10 @@ class GpuLayout:
     block_rows: int
     chunks: int
     nnz: int
-    fillers: int  # filler entries (bridging long gaps); every other non-weight slot is a wait
-    groups: int  # 256-bit lane groups stored (= block_ptr[-1])
+    fillers: int  # filler entries (bridging long gaps); every other slot without a weight is a wait
+    steps: int  # steps of `block_rows` 256-bit groups stored: the heads, then the tails
     words: torch.Tensor
-    block_ptr: torch.Tensor
+    blocks: torch.Tensor
     starts: torch.Tensor
     row_ids: torch.Tensor
     codebook: torch.Tensor
@@ -339,23 +378,27 @@ class GpuLayout:
     def __post_init__(self) -> None:
         check_bits(self.code_bits, "code_bits")
         check_index_bits(self.index_bits)
+        for name in ("out_features", "in_features", "nnz", "fillers", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise FixedLayoutError(f"{name} must be a non-negative int, got {value!r}")
         if not _is_pow2(self.block_rows, 1, MAX_BLOCK_ROWS):
-            raise FixedLayoutError(f"block_rows must be a power of two in 1..{MAX_BLOCK_ROWS}, got {self.block_rows!r}")
+            raise FixedLayoutError(
+                f"block_rows must be a power of two in 1..{MAX_BLOCK_ROWS}, got {self.block_rows!r}"
+            )
         if not _is_pow2(self.chunks, 1, MAX_LANES) or self.lanes > MAX_LANES:
             raise FixedLayoutError(
                 f"chunks must be a power of two with chunks x block_rows <= {MAX_LANES}, got chunks="
                 f"{self.chunks!r} for block_rows={self.block_rows}"
             )
-        for name in ("out_features", "in_features", "nnz", "fillers", "groups"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise FixedLayoutError(f"{name} must be a non-negative int, got {value!r}")
+        if self.steps < self.n_blocks * self.chunks:
+            raise FixedLayoutError(f"steps={self.steps} is fewer than the {self.n_blocks * self.chunks} chunk heads")
         if self.nnz + self.fillers > self.slots:
             raise FixedLayoutError(f"{self.nnz} kept weights and {self.fillers} fillers exceed {self.slots} slots")
         expected = {
-            "words": (torch.int32, self.groups * GROUP_WORDS),
-            "block_ptr": (torch.int32, self.n_blocks + 1),
-            "starts": (torch.int32, self.n_blocks * (self.chunks - 1) * self.block_rows),
+            "words": (torch.int32, self.steps * self.block_rows * GROUP_WORDS),
+            "blocks": (torch.int32, 2 * self.n_blocks),
+            "starts": (starts_dtype(self.in_features), self.n_blocks * (self.chunks - 1) * self.block_rows),
             "row_ids": (torch.int32, self.out_features),
             "codebook": (torch.float32, None),
         }
@@ -371,7 +414,9 @@ class GpuLayout:
         if len(devices) != 1:
             raise FixedLayoutError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
         if not 1 <= self.codebook.numel() <= 2**self.code_bits:
-            raise FixedLayoutError(f"codebook has {self.codebook.numel()} entries for code_bits={self.code_bits}")
+            raise FixedLayoutError(
+                f"codebook has {self.codebook.numel()} entries for code_bits={self.code_bits}"
+            )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -385,7 +430,7 @@ class GpuLayout:
         device: torch.device | str | None = None,
     ) -> GpuLayout:
         """Build the layout (vectorized). ``index_bits=None`` picks the width with the fewest
-        bits; ``block_rows``, ``chunks`` and ``lead`` (the columns a lane may run ahead of its
+        bits; ``block_rows``, ``chunks`` and ``lead`` (the columns a row may run ahead of its
         block's schedule line; ``in_features`` or more: no waits) None choose them from the
         layer (`default_block_rows`, `default_chunks`, `default_lead`)."""
         if not isinstance(matrix, CompressedMatrix):
@@ -403,17 +448,19 @@ class GpuLayout:
         position = np.empty(rows, dtype=np.int64)
         position[order] = np.arange(rows)
         lane = position[e.row]  # sorted position = block * r + row of the block
-        longest = e.per_row[order[:: r]] if rows else np.zeros(0, dtype=np.int64)  # blocks' first rows
+        longest = e.per_row[order[::r]]  # the first row of each block is its longest
         lead = default_lead(matrix) if lead is None else int(lead)
         groups, slot = _fit(e, lane // r, longest, per_group, n_cols, lead)
-        t = default_chunks(int(groups.max(initial=0)), r) if chunks is None else chunks
+        t = default_chunks(groups, r) if chunks is None else chunks
         if not _is_pow2(t, 1, MAX_LANES) or t * r > MAX_LANES:
             raise ValueError(f"chunks must be a power of two with chunks x block_rows <= {MAX_LANES}, got {t!r}")
-        block_ptr = np.zeros(groups.size + 1, dtype=np.int64)
-        np.cumsum(groups * r, out=block_ptr[1:])
-        if block_ptr[-1] * GROUP_WORDS >= 2**31:
-            raise ValueError(f"layer too large for 32-bit word offsets: {block_ptr[-1] * GROUP_WORDS} words")
-        words = _pack(e, lane, slot, block_ptr, r, matrix.bits, ib)
+        n_blocks = groups.size
+        tail_first = n_blocks * t + np.concatenate(([0], np.cumsum(tail_steps(groups, t))))
+        steps = int(tail_first[-1])
+        if steps * r * GROUP_WORDS >= 2**31:
+            raise ValueError(f"layer too large for 32-bit word offsets: {steps * r * GROUP_WORDS} words")
+        words = _pack(e, lane, slot, groups, tail_first, r, t, matrix.bits, ib, steps)
+        starts = _chunk_starts(e, lane, slot, groups, r, t, per_group)
         return cls(
             out_features=rows,
             in_features=n_cols,
@@ -423,10 +470,10 @@ class GpuLayout:
             chunks=t,
             nnz=matrix.nnz,
             fillers=int(np.count_nonzero(~e.kept)),
-            groups=int(block_ptr[-1]),
+            steps=steps,
             words=torch.from_numpy(words.view(np.int32)).to(device),
-            block_ptr=torch.from_numpy(block_ptr.astype(np.int32)).to(device),
-            starts=torch.from_numpy(_chunk_starts(e, lane, slot, groups, r, t, per_group).astype(np.int32)).to(device),
+            blocks=torch.from_numpy(np.stack([tail_first[:-1], groups], axis=1).reshape(-1).astype(np.int32)).to(device),
+            starts=torch.from_numpy(starts).to(starts_dtype(n_cols)).to(device),
             row_ids=torch.from_numpy(order.astype(np.int32)).to(device),
             codebook=torch.from_numpy(matrix.codebook.copy()).to(device),
         )
@@ -477,21 +524,21 @@ class GpuLayout:
 
     @property
     def slots(self) -> int:
-        """Stored entry slots: kept weights, fillers and waits."""
-        return self.groups * self.slots_per_group
+        """Stored slots: kept weights, fillers and waits."""
+        return self.steps * self.block_rows * self.slots_per_group
 
     def bit_counts(self) -> dict[str, int]:
-        """Exact bits of every stored tensor, as the GPU reads them; the group words split into
-        kept weights, fillers, waits and the unused top bits of each group."""
+        """Exact bits of every stored tensor, as the GPU reads them; the words split into kept
+        weights, fillers, waits (and the first groups of chunks a short row leaves empty), and the
+        unused top bits of each group."""
         eb = self.entry_bits
-        waits = self.slots - self.nnz - self.fillers
         return {
             "kept_bits": self.nnz * eb,
             "filler_bits": self.fillers * eb,
-            "wait_bits": waits * eb,
+            "wait_bits": (self.slots - self.nnz - self.fillers) * eb,
             "group_padding_bits": self.words.numel() * 32 - self.slots * eb,
-            "block_ptr_bits": self.block_ptr.numel() * 32,
-            "starts_bits": self.starts.numel() * 32,
+            "blocks_bits": self.blocks.numel() * 32,
+            "starts_bits": self.starts.numel() * self.starts.element_size() * 8,
             "row_ids_bits": self.row_ids.numel() * 32,
             "codebook_bits": self.codebook.numel() * 32,
         }
@@ -507,39 +554,46 @@ class GpuLayout:
         return self.total_bits() / max(self.nnz, 1)
 
     # ------------------------------------------------------------------ decoding
+    def block_groups(self) -> np.ndarray:
+        """Groups per row of each block, checked against the tail offsets."""
+        info = self.blocks.cpu().numpy().astype(np.int64).reshape(-1, 2)
+        tail_first, groups = info[:, 0], info[:, 1]
+        ends = np.append(tail_first[1:], self.steps)
+        if self.n_blocks and (
+            np.any(groups < 0) or tail_first[0] != self.n_blocks * self.chunks
+            or np.any(ends - tail_first != tail_steps(groups, self.chunks))
+        ):  # fmt: skip
+            raise FixedLayoutError("blocks' tail offsets and group counts do not add up to the stored steps")
+        return groups
+
     def decode_slots(self) -> dict[str, np.ndarray]:
         """Every stored slot in row order (block, row of the block, slot of the row): its block,
         row of the block, chunk and slot in the row, its code, whether it holds a kept weight,
         and the column after it. Raises `FixedLayoutError` on inconsistent tensors."""
-        r, per_group, eb = self.block_rows, self.slots_per_group, self.entry_bits
-        block_ptr = self.block_ptr.cpu().numpy().astype(np.int64)
-        sizes = np.diff(block_ptr)
-        if block_ptr[0] != 0 or block_ptr[-1] != self.groups or np.any(sizes < 0) or np.any(sizes % r):
-            raise FixedLayoutError(
-                f"block_ptr must grow from 0 to groups={self.groups} in steps of block_rows={r}"
-            )
-        groups = sizes // r  # groups per row of each block
+        r, t, per_group, eb = self.block_rows, self.chunks, self.slots_per_group, self.entry_bits
+        groups = self.block_groups()
+        tail_first = self.blocks.cpu().numpy().astype(np.int64).reshape(-1, 2)[:, 0]
         per_row = groups * per_group
-        n = self.slots
+        n = int(np.sum(per_row)) * r
         block = np.repeat(np.arange(self.n_blocks), per_row * r)
-        within = np.arange(n, dtype=np.int64) - np.repeat(block_ptr[:-1] * per_group, per_row * r)
+        within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(per_row * r) - per_row * r, per_row * r)
         row, k = np.divmod(within, np.maximum(per_row[block], 1))
-        stored = (block_ptr[block] + (k // per_group) * r + row) * per_group + k % per_group
-        logical = self.words.cpu().numpy()[_physical_words(block_ptr, r)]
-        values = _unfields(logical, _slot_bits(stored, per_group, eb), eb)
+        step = _step_of(block, k // per_group, groups[block], tail_first[block], t)
+        logical = self.words.cpu().numpy()[_physical_words(self.words.numel(), r)]
+        values = _unfields(logical, _slot_bits(step, row, k % per_group, r, eb), eb)
         code = values & ((1 << self.code_bits) - 1)
-        step = values >> self.code_bits
-        kept = step != 0
-        advance = np.where(kept, step, code << (self.index_bits - 1))
-        chunk = self._chunk_of(groups[block], k // per_group)
-        lane = (block * self.chunks + chunk) * r + row
+        rel = values >> self.code_bits
+        kept = rel != 0
+        advance = np.where(kept, rel, code << (self.index_bits - 1))
+        chunk = chunk_of_group(groups[block], k // per_group, t)
+        lane = (block * t + chunk) * r + row
         first = np.ones(n, dtype=bool)
         first[1:] = lane[1:] != lane[:-1]
         running = np.cumsum(advance)
         base = np.maximum.accumulate(np.where(first, running - advance, np.iinfo(np.int64).min)) if n else running
         # Every lane's starting column: -1 for chunk 0, the stored column for the others.
-        starts = np.full((self.n_blocks, self.chunks, r), -1, dtype=np.int64)
-        starts[:, 1:, :] = self.starts.cpu().numpy().reshape(self.n_blocks, self.chunks - 1, r)
+        starts = np.full((self.n_blocks, t, r), -1, dtype=np.int64)
+        starts[:, 1:, :] = self.starts.cpu().numpy().reshape(self.n_blocks, t - 1, r)
         starts = starts.reshape(-1)
         column = running - base + starts[lane]
         # Continuity: a chunk starts where the row's previous chunk ended; empty chunks at -1.
@@ -547,22 +601,11 @@ class GpuLayout:
         if n:
             last = np.ones(n, dtype=bool)
             last[:-1] = first[1:]
-            nxt = chunk[last] + 1
-            g = groups[block[last]]
-            filled = (nxt < self.chunks) & (
-                chunk_first_group(g, nxt + 1, self.chunks) > chunk_first_group(g, nxt, self.chunks)
-            )
+            filled = chunk[last] + 1 < np.minimum(groups[block[last]], t)
             expected[lane[last][filled] + r] = column[last][filled]
         if np.any(starts != expected):
             raise FixedLayoutError("starts do not continue each row's previous chunk")
         return {"block": block, "row": row, "chunk": chunk, "slot": k, "code": code, "kept": kept, "column": column}
-
-    def _chunk_of(self, groups: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """The chunk decoding group ``group`` of a row of ``groups`` groups."""
-        t = self.chunks
-        size, extra = groups // t, groups % t
-        long_part = extra * (size + 1)
-        return np.where(group < long_part, group // np.maximum(size + 1, 1), extra + (group - long_part) // np.maximum(size, 1))
 
     def decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, column, code) of every kept weight, in lane order; raises `FixedLayoutError` on
@@ -572,14 +615,17 @@ class GpuLayout:
         position = d["block"][kept] * self.block_rows + d["row"][kept]
         column = d["column"][kept]
         if np.any(position >= self.out_features):
-            raise FixedLayoutError("padding lanes of the last block hold kept weights")
+            raise FixedLayoutError("padding rows of the last block hold kept weights")
         if column.size and (column.min() < 0 or column.max() >= self.in_features):
             raise FixedLayoutError(
                 f"decoded columns {column.min()}..{column.max()} are outside 0..{self.in_features - 1}"
             )
-        if int(np.count_nonzero(~kept & (d["code"] > 0))) != self.fillers:
-            raise FixedLayoutError(f"stream holds {int(np.count_nonzero(~kept & (d['code'] > 0)))} fillers, metadata says {self.fillers}")
+        fillers = int(np.count_nonzero(~kept & (d["code"] > 0)))
+        if fillers != self.fillers:
+            raise FixedLayoutError(f"stream holds {fillers} fillers, metadata says {self.fillers}")
         row_ids = self.row_ids.cpu().numpy().astype(np.int64)
+        if row_ids.size and (np.sort(row_ids) != np.arange(self.out_features)).any():
+            raise FixedLayoutError("row_ids is not a permutation of the rows")
         return row_ids[position], column, d["code"][kept]
 
     def to_matrix(self) -> CompressedMatrix:

@@ -147,18 +147,21 @@ def fixed_shell(
 ):
     """A meta-device `GpuLayout` with the layer's metadata (widths and lane shape overridable; the
     codebook then has ``2**code_bits`` entries)."""
-    from dc_kernels.fixed.layout import GROUP_WORDS, GpuLayout
+    from dc_kernels.fixed.layout import GROUP_WORDS, GpuLayout, starts_dtype
 
     f = stats.fixed
     overrides = {"code_bits": code_bits, "index_bits": index_bits, "block_rows": block_rows, "chunks": chunks}
     meta = {**f.metadata, **{k: v for k, v in overrides.items() if v is not None}}
     codebook = f.codebook_size if meta["code_bits"] == f.code_bits else 1 << meta["code_bits"]
     blocks = -(-stats.outputs // meta["block_rows"])
+    # A reshaped shell keeps the layer's stored groups and has at least its chunk heads.
+    groups = f.steps * f.block_rows
+    meta["steps"] = max(-(-groups // meta["block_rows"]), blocks * meta["chunks"])
     return GpuLayout(
         **meta,
-        words=_meta(meta["groups"] * GROUP_WORDS, torch.int32),
-        block_ptr=_meta(blocks + 1, torch.int32),
-        starts=_meta(blocks * (meta["chunks"] - 1) * meta["block_rows"], torch.int32),
+        words=_meta(meta["steps"] * meta["block_rows"] * GROUP_WORDS, torch.int32),
+        blocks=_meta(2 * blocks, torch.int32),
+        starts=_meta(blocks * (meta["chunks"] - 1) * meta["block_rows"], starts_dtype(meta["in_features"])),
         row_ids=_meta(stats.outputs, torch.int32),
         codebook=_meta(codebook, torch.float32),
     )

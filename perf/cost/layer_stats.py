@@ -30,8 +30,8 @@ DEFAULT_BITS = 5  # Deep Compression's FC code width (the report's CPU layers us
 
 
 #: Bytes of x per column that `x_lines` is counted for: 16- and 32-bit x at batch 1, and the
-#: column-major batch of 2..16 rows (16 x 16 bits = 32 bytes, 16 x 32 bits = 64 bytes).
-X_COLUMN_BYTES = (2, 4, 8, 16, 32, 64)
+#: 16-byte pieces of a batch of 2..16 rows (`dc_kernels.fixed.launch`) of 4, 8 or 16 bytes.
+X_COLUMN_BYTES = (2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class FixedStats:
     index_bits = property(lambda self: self.metadata["index_bits"])
     block_rows = property(lambda self: self.metadata["block_rows"])
     chunks = property(lambda self: self.metadata["chunks"])
-    groups = property(lambda self: self.metadata["groups"])
+    steps = property(lambda self: self.metadata["steps"])
 
     @property
     def n_blocks(self) -> int:
@@ -68,7 +68,7 @@ def x_lines(layout, column_bytes=X_COLUMN_BYTES) -> dict[int, int]:
     kept = d["kept"]
     per_group = layout.slots_per_group
     block, chunk, slot = d["block"][kept], d["chunk"][kept], d["slot"][kept]
-    sizes = np.diff(layout.block_ptr.numpy().astype(np.int64)) // layout.block_rows
+    sizes = layout.block_groups()
     step = slot // per_group - chunk_first_group(sizes[block], chunk, layout.chunks)
     warp = (chunk * layout.block_rows + d["row"][kept]) // 32
     warps = -(-layout.lanes // 32)
@@ -155,9 +155,9 @@ def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
     started = time.perf_counter()
     matrix = spec.random_matrix(bits, seed=seed)
     fixed = GpuLayout.from_matrix(matrix)
-    block_groups = np.diff(fixed.block_ptr.numpy().astype(np.int64)) // fixed.block_rows
     fixed_stats = FixedStats(
-        fixed.metadata(), int(fixed.codebook.numel()), fixed.bit_counts(), _histogram(block_groups), x_lines(fixed)
+        fixed.metadata(), int(fixed.codebook.numel()), fixed.bit_counts(), _histogram(fixed.block_groups()),
+        x_lines(fixed),
     )
     del fixed
     huffman = HuffmanLayout.from_matrix(matrix)

@@ -105,13 +105,15 @@ def _fixed_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dic
     f = stats.fixed
     consts = launch.constexprs
     bb = int(consts["BB"]) if "BB" in consts else 0
-    out = {"stream": f.groups * 2 * MAX_ACCESS_BYTES / LINE_BYTES}
+    groups = f.steps * f.block_rows
+    out = {"stream": groups * 2 * MAX_ACCESS_BYTES / LINE_BYTES}
     if bb:
+        # x in pieces of at most 16 bytes per column (`dc_kernels.fixed.launch`): one load each.
         column_bytes = element_bytes * bb
-        pieces = -(-column_bytes // MAX_ACCESS_BYTES)  # 16-byte loads per kept weight
-        out["x"] = pieces * f.x_lines[column_bytes]
+        pieces = -(-column_bytes // MAX_ACCESS_BYTES)
+        out["x"] = pieces * f.x_lines[min(column_bytes, MAX_ACCESS_BYTES)]
     if not consts.get("GATHER"):
-        slots = f.groups * (256 // (f.code_bits + f.index_bits))
+        slots = groups * (256 // (f.code_bits + f.index_bits))
         out["codebook"] = slots / LANES * distinct_lines(f.codebook_size * 4 / LINE_BYTES)
     return out
 
@@ -140,10 +142,11 @@ def _huffman_bits(stats: LayerStats) -> dict[str, int]:
 
 
 KERNEL_MODELS: dict[str, KernelModel] = {
-    # Next block's stream words prefetched one iteration ahead (HBM latency per iteration at
-    # least); the x gather at the decoded columns (an L2 hit: x is shared by all programs) is
-    # consumed in the same iteration; before the loop: slice offsets, then the first words.
-    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm", "hbm"), _fixed_bits, _fixed_gathers),
+    # The next group's words are loaded one iteration ahead (HBM latency per iteration at least);
+    # the x loads at the decoded columns (L2 hits: x is shared by all programs) are consumed in
+    # the same iteration; before the loop: the chunks' first groups, whose addresses need no
+    # load, together with the block's group count and the start columns (one HBM latency).
+    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
     # Each step: the lane's words (L1 after the first touch) -> table lookup -> next position;
     # weight and x loads are consumed one step later (an L2 hit must arrive within a step);
     # before the loop: segment lengths/offsets, then the first words, then the table.
