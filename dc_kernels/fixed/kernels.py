@@ -117,8 +117,8 @@ def _walk(
             if DENSE:
                 tl.store(x_ptr + rows * n_cols + col, weight.to(x_ptr.dtype.element_ty), mask=kept)
             else:
-                # Batch columns past the real batch load whatever the pieces hold there: their sums
-                # are never stored, and one mask per kept weight keeps the loads 16 bytes wide.
+                # Batch columns past the real batch load the pieces' padding: their sums are never
+                # stored, and one mask per kept weight keeps the loads 16 bytes wide.
                 xv = tl.load(x_b + col[None, :, :, None] * column_stride, mask=kept[None, :, :, None], other=0.0)
                 acc += weight[None, :, :, None] * xv.to(tl.float32)
     return acc

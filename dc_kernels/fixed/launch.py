@@ -106,16 +106,12 @@ def _layout_constexprs(layout: GpuLayout, cfg: KernelConfig, dispatch: Dispatch)
     return _constexprs(layout.code_bits, layout.index_bits, layout.block_rows, layout.chunks, cfg, dispatch)
 
 
-def _decode(layout: GpuLayout, weight: torch.Tensor, dispatch: Dispatch) -> None:
-    """`decode_dense_kernel` writing the layer into the zero-filled ``weight``."""
-    from dc_kernels.fixed.kernels import decode_dense_kernel
-
-    if layout.n_blocks:
-        decode_dense_kernel[(layout.n_blocks,)](
-            layout.words, layout.blocks, layout.starts, layout.row_ids, layout.codebook, weight,
-            layout.out_features, layout.in_features, layout.words.numel(), layout.codebook.numel(),
-            **_layout_constexprs(layout, dispatch.decode, dispatch),
-        )  # fmt: skip
+def _decode_args(layout: GpuLayout, weight: torch.Tensor, dispatch: Dispatch) -> tuple[tuple, dict]:
+    """(arguments, keyword arguments) of `decode_dense_kernel` writing the layer into the
+    zero-filled ``weight``."""
+    args = (layout.words, layout.blocks, layout.starts, layout.row_ids, layout.codebook, weight,
+            layout.out_features, layout.in_features, layout.words.numel(), layout.codebook.numel())  # fmt: skip
+    return args, _layout_constexprs(layout, dispatch.decode, dispatch)
 
 
 def run(
@@ -127,7 +123,7 @@ def run(
     dispatch: Dispatch = DEFAULT_DISPATCH,
 ) -> torch.Tensor:
     """`fixed_linear` without its argument checks (the custom op and `fixed_linear` check)."""
-    from dc_kernels.fixed.kernels import codebook_spmm_kernel
+    from dc_kernels.fixed.kernels import codebook_spmm_kernel, decode_dense_kernel
 
     batch = x2d.shape[0]
     if out is None:
@@ -136,7 +132,8 @@ def run(
         return out
     if path == "dense" or (path is None and batch >= dispatch.dense_crossover_batch):
         weight = torch.zeros(layout.shape, dtype=x2d.dtype, device=layout.device)
-        _decode(layout, weight, dispatch)
+        args, kwargs = _decode_args(layout, weight, dispatch)
+        decode_dense_kernel[(layout.n_blocks,)](*args, **kwargs)
         torch.matmul(x2d, weight.T, out=out)
         return out if bias is None else out.add_(bias.to(out.dtype))
     for lo in range(0, batch, SMALL_BATCH_MAX):
@@ -168,13 +165,14 @@ def _pieces(chunk: torch.Tensor, bucket: int) -> tuple[torch.Tensor, tuple[int, 
     if rows == 1:
         return chunk, (0, chunk.stride(1))
     v = piece_columns(bucket, chunk.dtype)
-    # Every piece the kernel reads exists; batch columns past ``rows`` hold garbage that only
-    # reaches sums the kernel never stores.
-    xp = torch.empty((bucket // v, n, v), dtype=chunk.dtype, device=chunk.device)
     full = rows // v
+    # Every piece the kernel reads exists; batch columns past ``rows`` (zeros) only reach sums
+    # that are never stored.
+    alloc = torch.empty if full * v == bucket else torch.zeros
+    xp = alloc((bucket // v, n, v), dtype=chunk.dtype, device=chunk.device)
     if full:
         xp[:full].copy_(chunk[: full * v].reshape(full, v, n).transpose(1, 2))
-    if rows > full * v:  # the last piece's missing batch columns are never read
+    if rows > full * v:
         xp[full, :, : rows - full * v].copy_(chunk[full * v :].T)
     return xp, (n * v, v)
 
@@ -208,8 +206,11 @@ def decode_dense(
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
     check_layout_device(layout.words, layout, "layout")
+    from dc_kernels.fixed.kernels import decode_dense_kernel
+
     weight = torch.zeros(layout.shape, dtype=dtype, device=layout.device)
-    _decode(layout, weight, dispatch)
+    args, kwargs = _decode_args(layout, weight, dispatch)
+    decode_dense_kernel[(layout.n_blocks,)](*args, **kwargs)
     return weight
 
 
