@@ -75,14 +75,16 @@ def copy_bandwidth(timer: GpuTimer) -> float:
 
 # ---------------------------------------------------------------------------------------- layers
 def build_layer(
-    name: str, outputs: int, inputs: int, density: float, code_bits: int, index_bits, seed: int, arch: int | None
-):
-    """Worker: a random layer and its GPU layout, as NumPy arrays (CPU only, no CUDA); with ``arch``
-    the kernels its timings launch are compiled into Triton's cache meanwhile (`warm_kernels`)."""
+    name: str, outputs: int, inputs: int, density: float, code_bits: int, index_bits, seed: int,
+    arch: int | None, block_rows: int | None = None,
+):  # fmt: skip
+    """Worker: a random layer and its GPU layout (``block_rows`` None: the builder's choice), as
+    NumPy arrays (CPU only, no CUDA); with ``arch`` the kernels its timings launch are compiled
+    into Triton's cache meanwhile (`warm_kernels`)."""
     from dc_kernels.fixed.layout import GpuLayout
 
     matrix = random_compressed_matrix(outputs, inputs, density, code_bits, seed=seed)
-    layout = GpuLayout.from_matrix(matrix, index_bits=index_bits)
+    layout = GpuLayout.from_matrix(matrix, index_bits=index_bits, block_rows=block_rows)
     warmed = "not compiled ahead"
     if arch is not None:
         try:
@@ -118,14 +120,16 @@ def warm_kernels(layout, arch: int, batches=BATCHES) -> int:
 
 
 def layer_jobs(small: bool, arch: int | None = None) -> list[tuple]:
-    """The layers to build: (name, outputs, inputs, density, code bits, index bits, seed, arch);
-    ``arch``: compile their kernels too (None: not, e.g. under the interpreter)."""
+    """The layers to build: (name, outputs, inputs, density, code bits, index bits, seed, arch,
+    block rows); ``arch``: compile their kernels too (None: not, e.g. under the interpreter). The
+    dry run's scaled-down layers take 32 rows a block: few programs for the interpreter."""
     jobs = []
     for specs, configs in ((PAPER_LAYERS, PAPER_CONFIGS), (LLM_LAYERS, LLM_CONFIGS)):
         for name, spec in specs.items():
             s = dry_run_spec(spec) if small else spec
             for code_bits, index_bits in configs:
-                jobs.append((name, s.outputs, s.inputs, s.weight_density, code_bits, index_bits, 1, arch))
+                jobs.append((name, s.outputs, s.inputs, s.weight_density, code_bits, index_bits, 1, arch,
+                             32 if small else None))  # fmt: skip
     # Largest first so that the pool finishes early.
     return sorted(jobs, key=lambda j: -j[1] * j[2] * j[3])
 

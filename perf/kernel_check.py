@@ -26,8 +26,8 @@ from perf.cost.errors import CompilerToolsMissing, UnknownArchitecture
 from perf.cost.launches import DTYPES, REFERENCE_LAYER, Configuration, dispatched_configurations
 from perf.cost.tools import ARCHS, check_arch, missing_tools, triton_version
 
-# (code_bits, index_bits): the widest entry and gather lookup (8+8), a word-straddling entry with
-# the global-load lookup (5+6), the narrowest codebook (1+1) and EIE's 4+4.
+# (code_bits, index_bits): the widest entry with the L1-table codebook lookup (8+8), slots crossing
+# words with the shuffle lookup (5+6), the narrowest codebook and entry (1+1) and EIE's 4+4.
 WIDTHS = ((8, 8), (5, 6), (1, 1), (4, 4))
 ALL_WIDTHS = tuple((c, i) for c in range(1, 9) for i in range(1, 9))
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "--all-widths",
         action="store_true",
         help="every (code bits, index bits) in 1..8 x 1..8 instead of the representative "
-        f"{WIDTHS} (about 2,300 compilations)",
+        f"{WIDTHS} (about 4,700 compilations)",
     )
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("check-kernels: unset TRITON_INTERPRET to compile", file=sys.stderr)
         return 2
-    header = "kernel                 sm dtype     bits  BB block warps  regs spill_st spill_ld  smem"
+    header = "kernel                 sm dtype     bits  BB lanes warps  regs spill_st spill_ld  smem"
     if args.cost:
         header += "  CTAs  loop_instr  warp_instr/kept_weight  /column"
 

@@ -33,9 +33,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16)
 # 2**GATHER_MAX_CODE_BITS entries (one entry a lane: one SHFL per slot); larger ones load from the
 # L1-resident table (a shuffle per 32 entries and a select chain would cost more).
 GATHER_MAX_CODE_BITS = 5
-# Lane shapes (block_rows, chunks) that `aot_configs` lists: one warp per chunk (32 rows), the
-# most chunks a program may hold (1024 lanes), and few rows with many chunks (small layers).
-AOT_LANE_SHAPES = ((32, 16), (32, 32), (4, 32))
+# Lane shapes (block_rows, chunks) that `aot_configs` lists: 32 rows a block, one warp a chunk
+# (the builder's choice for 4096-row layers), and 4 rows with 16 chunks, several chunks a warp
+# (small layers); the kernels' code differs by lane shape only in those two ways.
+AOT_LANE_SHAPES = ((32, 8), (4, 16))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dc_kernels.fixed.launch import BATCH_BUCKETS
+from dc_kernels.fixed.launch import AOT_LANE_SHAPES, BATCH_BUCKETS
 from perf.cost.tools import missing_tools
 from perf.kernel_check import WIDTHS
 
@@ -35,7 +35,8 @@ def test_every_configuration_compiles_without_spills():
     results = json.loads(proc.stdout)
     per_kernel = len(BATCH_BUCKETS) + 1  # one spmm launch per batch bucket, plus the dense decode
     codebook = [r for r in results if not r["kernel"].startswith("huffman")]
-    assert len(codebook) == 2 * 3 * len(WIDTHS) * per_kernel  # archs x dtypes x entry widths
+    # archs x lane shapes x dtypes x entry widths
+    assert len(codebook) == 2 * len(AOT_LANE_SHAPES) * 3 * len(WIDTHS) * per_kernel
     assert {"huffman_spmm_kernel", "huffman_decode_kernel"} <= {r["kernel"] for r in results}
     assert {r["arch"] for r in results} == {80, 90}
     for r in results:
