@@ -7,23 +7,29 @@ importable from here and are imported from there on first access.
 
 from compress._lazy import lazy_exports
 from compress._version import __version__
+from compress.calibrated_layer import CalibratedLayer, compress_calibrated_layer
+from compress.calibration import CalibrationResult, LayerReport, calibrated_compress
+from compress.calibration_data import CalibrationSet, load_calibration, save_calibration
 from compress.compressor import Compressor
 from compress.config import DeepCompressionConfig, LayerConfig
 from compress.errors import (
+    CalibrationError,
     CompressionError,
     ConfigError,
     EmptyLayerError,
     NonFiniteWeightError,
+    SingularHessianError,
     UnsupportedModuleError,
 )
 from compress.file_errors import (
     CompressedFileError,
     CorruptStreamError,
     InvalidHeaderError,
+    LimitExceededError,
     TruncatedFileError,
     UnsupportedVersionError,
 )
-from compress.file_format import LoadedLayers, load, save, save_bytes
+from compress.file_format import DEFAULT_MAX_ENTRIES, LoadedLayers, load, read_metadata, save, save_bytes
 from compress.huffman import HuffmanCode, HuffmanStream, huffman_decode, huffman_encode
 from compress.kmeans import KMeansResult, kmeans_1d
 from compress.matrix import CompressedMatrix, nearest_centroid
@@ -43,8 +49,13 @@ _WORKLOAD_NAMES = {
 __getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
+    "DEFAULT_MAX_ENTRIES",
     "LLM_LAYERS",
     "PAPER_LAYERS",
+    "CalibratedLayer",
+    "CalibrationError",
+    "CalibrationResult",
+    "CalibrationSet",
     "CompressedFileError",
     "CompressedMatrix",
     "CompressionError",
@@ -59,14 +70,19 @@ __all__ = [
     "InvalidHeaderError",
     "KMeansResult",
     "LayerConfig",
+    "LayerReport",
     "LayerSpec",
+    "LimitExceededError",
     "LoadedLayers",
     "NonFiniteWeightError",
     "RelativeIndexLayer",
+    "SingularHessianError",
     "TruncatedFileError",
     "UnsupportedModuleError",
     "UnsupportedVersionError",
     "__version__",
+    "calibrated_compress",
+    "compress_calibrated_layer",
     "compress_matrix",
     "decode_huffman",
     "decode_relative",
@@ -78,9 +94,12 @@ __all__ = [
     "kmeans_1d",
     "layer_size",
     "load",
+    "load_calibration",
     "nearest_centroid",
     "random_compressed_matrix",
+    "read_metadata",
     "save",
     "save_bytes",
+    "save_calibration",
     "size_table",
 ]

@@ -110,9 +110,11 @@ class Compressor:
                 raise UnsupportedModuleError(f"module {name!r}: its weight is already parametrized")
             chosen.append((name, module))
         if not chosen:
+            how = "the filter, called as filter(name, module)" if filter is not None else (
+                f"module_types={self.config.module_types}"
+            )
             raise ConfigError(
-                f"no module of {type(self.model).__name__} was selected "
-                f"(module_types={self.config.module_types}, skip={self.config.skip})"
+                f"no module of {type(self.model).__name__} was selected ({how}, skip={self.config.skip})"
             )
         return chosen
 

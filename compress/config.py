@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from compress.errors import ConfigError
 from compress.kmeans import INITS
@@ -28,7 +28,18 @@ from compress.relative_index import MAX_INDEX_BITS
 CONFIG_VERSION = 1
 SUPPORTED_MODULE_TYPES = ("Linear", "Conv2d")
 # The settings that per-layer overrides may change.
-LAYER_FIELDS = ("density", "quality", "bits", "index_bits", "init", "gpu_form")
+LAYER_FIELDS = (
+    "density", "quality", "bits", "index_bits", "init", "gpu_form",
+    "pruning", "quantization", "damping", "block_size",
+)  # fmt: skip
+# Which weights one-shot compression keeps: largest magnitude (the paper's rule, no data needed),
+# largest |weight| x input norm (Wanda, Sun et al. 2023) or by the optimal brain surgeon with
+# updates of the kept weights (SparseGPT, Frantar and Alistarh 2023); see compress.obs.
+PRUNINGS = ("magnitude", "wanda", "obs")
+# How the kept weights get their shared values: k-means (the paper's), k-means weighted by the
+# second moment of each weight's input, or GPTQ-style rounding to the codebook with error
+# feedback through the inverse Hessian, then a codebook refit (Frantar et al. 2023).
+QUANTIZATIONS = ("kmeans", "weighted-kmeans", "obs")
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,12 @@ class LayerConfig:
     shared weights), ``index_bits`` the width of the relative index of the storage format.
     ``gpu_form`` names how the layer runs on a GPU once deployed; `compress` only stores it (the
     deployment side, ``dc_kernels``, knows the forms and refuses unknown names).
+
+    One-shot compression with calibration inputs (``compress.calibrated_compress``) also reads
+    ``pruning`` (one of `PRUNINGS`), ``quantization`` (one of `QUANTIZATIONS`), ``damping``
+    (added to the layer's input Hessian: that share of its mean diagonal, >= 0) and
+    ``block_size`` (columns per lazy-update block of the OBS sweeps). The defaults, magnitude
+    pruning and k-means, need no data and give the same layers as without calibration.
     """
 
     density: float = 0.1
@@ -48,6 +65,10 @@ class LayerConfig:
     index_bits: int = 5
     init: str = "linear"
     gpu_form: str = "fixed"
+    pruning: str = "magnitude"
+    quantization: str = "kmeans"
+    damping: float = 0.1
+    block_size: int = 128
 
     def __post_init__(self) -> None:
         _check_layer_settings(dataclasses.asdict(self), "")
@@ -57,8 +78,9 @@ class LayerConfig:
 class DeepCompressionConfig:
     """Global settings, per-layer overrides and the selection of layers to compress.
 
-    * ``density``, ``quality``, ``bits``, ``index_bits``, ``init``, ``gpu_form``: the defaults
-      of every layer (see :class:`LayerConfig`).
+    * ``density``, ``quality``, ``bits``, ``index_bits``, ``init``, ``gpu_form``, ``pruning``,
+      ``quantization``, ``damping``, ``block_size``: the defaults of every layer (see
+      :class:`LayerConfig`).
     * ``layers``: overrides, ``{pattern: {setting: value}}``. A pattern matches a module name
       exactly or as a regular expression (``re.fullmatch``). Every matching pattern applies, in
       order, later ones winning; an exact name applies last. An override giving ``density``
@@ -83,7 +105,15 @@ class DeepCompressionConfig:
     l2: float = 0.0
     seed: int = 0
     gpu_form: str = "fixed"
+    pruning: str = "magnitude"
+    quantization: str = "kmeans"
+    damping: float = 0.1
+    block_size: int = 128
     version: int = CONFIG_VERSION
+
+    #: The name Hugging Face transformers knows this method by, so that the config can be passed
+    #: as ``from_pretrained(..., quantization_config=config)`` (``dc_kernels.hf`` registers it).
+    quant_method: ClassVar[str] = "deep_compression"
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
@@ -177,22 +207,30 @@ class DeepCompressionConfig:
 def _check_layer_settings(settings: Mapping[str, Any], where: str) -> None:
     if "density" in settings:
         density = settings["density"]
-        if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        if not _is_number(density) or not 0 < density <= 1:
             raise ConfigError(f"{where}density must be in (0, 1], got {density!r}")
     quality = settings.get("quality")
-    if quality is not None and (
-        isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 <= quality < float("inf")
-    ):
+    if quality is not None and not (_is_number(quality) and 0 <= quality < float("inf")):
         raise ConfigError(f"{where}quality must be None or a finite float >= 0, got {quality!r}")
-    for key, top in (("bits", MAX_BITS), ("index_bits", MAX_INDEX_BITS)):
+    for key, top in (("bits", MAX_BITS), ("index_bits", MAX_INDEX_BITS), ("block_size", None)):
         if key in settings:
             value = settings[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ConfigError(f"{where}{key} must be an int in 1..{top}, got {value!r}")
-    if "init" in settings and settings["init"] not in INITS:
-        raise ConfigError(f"{where}init must be one of {INITS}, got {settings['init']!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= (top or value):
+                span = f"in 1..{top}" if top else ">= 1"
+                raise ConfigError(f"{where}{key} must be an int {span}, got {value!r}")
+    choices = {"init": INITS, "pruning": PRUNINGS, "quantization": QUANTIZATIONS}
+    for key, allowed in choices.items():
+        if key in settings and settings[key] not in allowed:
+            raise ConfigError(f"{where}{key} must be one of {allowed}, got {settings[key]!r}")
     if "gpu_form" in settings and not (isinstance(settings["gpu_form"], str) and settings["gpu_form"]):
         raise ConfigError(f"{where}gpu_form must be a non-empty string, got {settings['gpu_form']!r}")
+    damping = settings.get("damping", 0.0)
+    if not (_is_number(damping) and 0 <= damping < float("inf")):
+        raise ConfigError(f"{where}damping must be a finite float >= 0, got {damping!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _as_str_tuple(value: Any, name: str) -> tuple[str, ...]:

@@ -25,3 +25,12 @@ class UnsupportedModuleError(CompressionError, TypeError):
 
 class ConfigError(CompressionError):
     """An invalid compression setting (density, bits, index bits, init, pattern, file)."""
+
+
+class CalibrationError(CompressionError):
+    """Calibration inputs that cannot calibrate a layer: an empty set, NaN or inf, a batch the
+    model refuses, a layer they never reach with any data, a file that is not a calibration file."""
+
+
+class SingularHessianError(CalibrationError):
+    """A layer's input Hessian stays singular even with extra damping (e.g. every input zero)."""

@@ -37,3 +37,8 @@ class UnsupportedVersionError(CompressedFileError):
 
 class CorruptStreamError(CompressedFileError):
     """A stored tensor fails its checksum or does not decode to what the header describes."""
+
+
+class LimitExceededError(CompressedFileError):
+    """The file is well formed but decoding it would exceed a limit the caller set (``max_entries``
+    of `compress.load`) or the memory available."""

@@ -38,14 +38,17 @@ Streams, bit order and segments are those of `compress.huffman`; the two streams
 those of `compress.relative_index_huffman` (fillers carry no code). ``crc32`` holds the CRC32 of each
 tensor's stored (little-endian) bytes.
 
-Loading checks, in order: the container (lengths, JSON, tensor table tiling the data exactly),
-the header checksum, format and version, every header field (type, range, consistency), the
-tensor table against the header (so no size comes from an unchecked field before allocation),
-every tensor's checksum, then decodes each stream and checks it against the header.
+Loading checks, in order: the container (lengths, JSON), the header checksum, format and
+version, every header field (type, range, consistency), the cap on entries (``max_entries``),
+the tensor table against the header (its length first, then every entry, tiling the data
+exactly: no size comes from an unchecked field before allocation), every tensor's checksum, then
+decodes each stream and checks it against the header. Time is linear in the file's size and
+memory linear in the file's size plus the decoded layers (docs/file_format.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -59,10 +62,12 @@ import safetensors
 import safetensors.numpy
 
 from compress._version import __version__
+from compress.atomic_write import write_atomic
 from compress.file_errors import (
     CompressedFileError,
     CorruptStreamError,
     InvalidHeaderError,
+    LimitExceededError,
     TruncatedFileError,
     UnsupportedVersionError,
 )
@@ -77,7 +82,7 @@ from compress.huffman import (
 )
 from compress.matrix import MAX_BITS, CompressedMatrix
 from compress.relative_index import MAX_INDEX_BITS, decode_relative
-from compress.relative_index_huffman import HuffmanLayer, encode_huffman, merge_streams
+from compress.relative_index_huffman import HuffmanLayer, decode_huffman, encode_huffman, merge_streams
 
 FORMAT_NAME = "deep-compression"
 FORMAT_VERSION = 1
@@ -85,6 +90,10 @@ HEADER_KEY = "deep_compression"
 HEADER_CRC_KEY = "deep_compression_crc32"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 DEFAULT_INDEX_BITS = 5
+#: `load`'s default cap on the relative-index entries of a file (real ones and fillers, all layers):
+#: decoding holds about 3 bytes per entry at its peak and the layers about 13 bytes per kept
+#: weight. Files of real models stay far below it (VGG-16's FC layers: ~12 M entries).
+DEFAULT_MAX_ENTRIES = 1 << 31
 
 STREAMS = ("z", "codes")
 FIELDS = (
@@ -116,7 +125,7 @@ class LoadedLayers(dict):
 
 # ---------------------------------------------------------------------------------------- save
 def save_bytes(
-    layers: Mapping[str, CompressedMatrix],
+    layers: Mapping[str, CompressedMatrix | HuffmanLayer],
     metadata: Any = None,
     *,
     index_bits: int | Mapping[str, int] = DEFAULT_INDEX_BITS,
@@ -131,14 +140,23 @@ def save_bytes(
     for i, (name, matrix) in enumerate(layers.items()):
         if not isinstance(name, str) or not name:
             raise TypeError(f"layer names must be non-empty strings, got {name!r}")
-        if not isinstance(matrix, CompressedMatrix):
-            raise TypeError(f"layer {name!r} must be a CompressedMatrix, got {type(matrix).__name__}")
-        if isinstance(index_bits, Mapping) and name not in index_bits:
-            raise ValueError(f"index_bits has no width for layer {name!r}")
-        bits_of_layer = index_bits[name] if isinstance(index_bits, Mapping) else index_bits
-        layer = encode_huffman(
-            matrix, bits_of_layer, max_len=max_code_length, segment_symbols=segment_symbols
-        )
+        if isinstance(matrix, HuffmanLayer):
+            layer = matrix
+            try:
+                decode_huffman(layer)  # only what load reads back is written
+            except ValueError as exc:
+                raise ValueError(f"layer {name!r} is not a consistent HuffmanLayer: {exc}") from exc
+        elif isinstance(matrix, CompressedMatrix):
+            if isinstance(index_bits, Mapping) and name not in index_bits:
+                raise ValueError(f"index_bits has no width for layer {name!r}")
+            bits_of_layer = index_bits[name] if isinstance(index_bits, Mapping) else index_bits
+            layer = encode_huffman(
+                matrix, bits_of_layer, max_len=max_code_length, segment_symbols=segment_symbols
+            )
+        else:
+            raise TypeError(
+                f"layer {name!r} must be a CompressedMatrix or HuffmanLayer, got {type(matrix).__name__}"
+            )
         arrays = {
             "codebook": layer.codebook,
             "row_ptr": layer.row_ptr.astype(np.int64),
@@ -203,11 +221,13 @@ def save(
 ) -> int:
     """Write named layers (Huffman-coded) to ``path``; returns the file size in bytes.
 
+    A layer is a `CompressedMatrix` (coded here) or a `HuffmanLayer` (written as it is coded,
+    e.g. one that ``load(..., keep_huffman=True)`` returned; it is decoded once to check it).
     ``metadata`` is any JSON-serializable value, returned by `load` as ``.metadata``.
     ``index_bits`` (one value, or one per layer name) sets the relative-index width of each layer;
     with Huffman coding any width from 4 up costs almost the same. ``max_code_length`` and
     ``segment_symbols`` set the Huffman code limit and the segment size of every stream. The file
-    is written to a temporary name first and renamed, so a crash never leaves a half-written file.
+    is replaced atomically (`compress.atomic_write`): a crash leaves the old file or the new one.
     """
     data = save_bytes(
         layers,
@@ -216,16 +236,15 @@ def save(
         max_code_length=max_code_length,
         segment_symbols=segment_symbols,
     )
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-    return len(data)
+    return write_atomic(path, data)
 
 
 # ---------------------------------------------------------------------------------------- load
 def load(
-    source: str | os.PathLike | bytes | bytearray | memoryview, *, keep_huffman: bool = False
+    source: str | os.PathLike | bytes | bytearray | memoryview,
+    *,
+    keep_huffman: bool = False,
+    max_entries: int | None = DEFAULT_MAX_ENTRIES,
 ) -> LoadedLayers:
     """Read a file written by `save` from a path or from its bytes, validating everything.
 
@@ -233,16 +252,31 @@ def load(
     `HuffmanLayer`s, validated by decoding them once, for consumers that decode the streams
     themselves). Any defect of the file raises a `CompressedFileError` subclass; a path that
     cannot be read raises the usual ``OSError``.
+
+    Cost: time linear in the file's size, memory linear in the file's size plus the decoded
+    layers, for every file (docs/file_format.md gives the measured constants). ``max_entries``
+    (default `DEFAULT_MAX_ENTRIES`; None for no cap) caps the relative-index entries of the
+    whole file, checked from the header before anything is decoded: past it, or when decoding
+    runs out of memory, `LimitExceededError`.
     """
+    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int)):
+        raise TypeError(f"max_entries must be an int or None, got {max_entries!r}")
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         data = Path(source).read_bytes()
     else:
         raise TypeError(f"source must be a path or bytes, got {type(source).__name__}")
-    strings, table, data_start = _parse_container(data)
+    strings, container, data_start = _parse_container(data)
     header = _parse_header(strings)
+    entries = sum(layer["entries"] for layer in header["layers"])
+    if max_entries is not None and entries > max_entries:
+        raise LimitExceededError(
+            f"the file holds {entries} relative-index entries, more than max_entries={max_entries}",
+            field="entries",
+        )
     expected = _expected_tensors(header)
+    table = _tensor_table(container, len(data) - data_start, expected)
     _check_table(table, expected)
     for name, (_, _, layer_name, field, crc) in expected.items():
         begin, end = table[name][2]
@@ -257,11 +291,12 @@ def load(
         arrays = safetensors.numpy.load(data)
     except (safetensors.SafetensorError, ValueError, TypeError) as exc:
         raise InvalidHeaderError(f"safetensors cannot read the container: {exc}") from exc
+    del data
     layers = {}
     for i, layer_header in enumerate(header["layers"]):
         layer_arrays = {}
         for field in FIELDS:
-            array = arrays.get(f"{i}.{field}")
+            array = arrays.pop(f"{i}.{field}", None)
             dtype, shape = expected[f"{i}.{field}"][:2]
             if array is None or array.dtype != _DTYPES[dtype] or list(array.shape) != shape:
                 raise InvalidHeaderError(
@@ -270,14 +305,33 @@ def load(
                     field=field,
                 )
             layer_arrays[field] = array
-        layers[layer_header["name"]] = _decode_layer(layer_header, layer_arrays, keep_huffman)
+        try:
+            layers[layer_header["name"]] = _decode_layer(layer_header, layer_arrays, keep_huffman)
+        except MemoryError as exc:
+            raise LimitExceededError(
+                f"not enough memory to decode {layer_header['entries']} entries",
+                layer=layer_header["name"],
+                field="entries",
+            ) from exc
     return LoadedLayers(layers, header["metadata"], header["library_version"], header["format_version"])
 
 
-def _parse_container(
-    data: bytes,
-) -> tuple[dict[str, str], dict[str, tuple[str, list[int], tuple[int, int]]], int]:
-    """The safetensors header: (metadata strings, tensor table, start of the data section)."""
+def read_metadata(source: str | os.PathLike | bytes | bytearray | memoryview) -> Any:
+    """The ``metadata`` a file was saved with, from its checked header alone (from a path, only
+    the header's bytes are read; no tensor is read or decoded)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source[: 8 + MAX_HEADER_BYTES])
+    elif isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            start = f.read(8)
+            data = start + f.read(min(int.from_bytes(start, "little"), MAX_HEADER_BYTES + 1))
+    else:
+        raise TypeError(f"source must be a path or bytes, got {type(source).__name__}")
+    return _parse_header(_parse_container(data)[0])["metadata"]
+
+
+def _parse_container(data: bytes) -> tuple[dict[str, str], dict[str, Any], int]:
+    """The safetensors header: (metadata strings, the other entries unchecked, start of the data)."""
     if len(data) < 8:
         raise TruncatedFileError(
             f"the file has {len(data)} bytes, fewer than the 8-byte safetensors header length",
@@ -305,7 +359,21 @@ def _parse_container(
     strings = container.pop("__metadata__", None)
     if not isinstance(strings, dict) or not all(isinstance(v, str) for v in strings.values()):
         raise InvalidHeaderError("missing or not an object of strings", field="__metadata__")
-    data_length = len(data) - 8 - header_length
+    return strings, container, 8 + header_length
+
+
+def _tensor_table(
+    container: dict[str, Any], data_length: int, expected: Mapping[str, Any]
+) -> dict[str, tuple[str, list[int], tuple[int, int]]]:
+    """The container's tensor table, checked to tile the ``data_length`` data bytes exactly. The
+    count comes first: a table longer than the header implies is not walked."""
+    if len(container) > len(expected):
+        extra = list(itertools.islice((name for name in container if name not in expected), 5))
+        raise InvalidHeaderError(
+            f"unexpected tensors {extra}: the container lists {len(container)}, the header implies "
+            f"{len(expected)}",
+            field="tensors",
+        )
     table = {}
     for name, info in container.items():
         if (
@@ -317,7 +385,7 @@ def _parse_container(
             or min(info["shape"], default=0) < 0
             or not 0 <= info["data_offsets"][0] <= info["data_offsets"][1]
         ):
-            raise InvalidHeaderError(f"malformed safetensors entry {info!r}", field=f"tensor {name}")
+            raise InvalidHeaderError(f"malformed safetensors entry {info!r}"[:300], field=f"tensor {name}")
         begin, end = info["data_offsets"]
         nbytes = math.prod(info["shape"]) * _CONTAINER_DTYPE_SIZES[info["dtype"]]
         if end - begin != nbytes:
@@ -343,7 +411,7 @@ def _parse_container(
         position = end
     if position != data_length:
         raise InvalidHeaderError(f"{data_length - position} bytes after the last tensor", field="data")
-    return strings, table, 8 + header_length
+    return table
 
 
 def _parse_header(strings: dict[str, str]) -> dict:

@@ -36,9 +36,19 @@ A stream of ``n`` symbols is cut into ``ceil(n / segment_symbols)`` segments of 
 symbols each (the last one holds the rest). ``segment_offsets[i]`` (``uint32``) is the bit position
 of the first codeword of segment ``i``; segment ``i`` ends where segment ``i + 1`` starts (the last
 one at ``total_bits``), so segments add no bits to the payload, only their 32-bit offsets. Each
-segment decodes independently: start at its offset and decode its symbol count. The NumPy decoder
-below decodes all segments in lockstep, one symbol of every segment per step. An empty stream has
-no words and no segments.
+segment decodes independently: start at its offset and decode its symbol count. An empty stream
+has no words and no segments.
+
+Decoding cost
+-------------
+Two NumPy decoders give the same symbols; `huffman_decode` runs the one its cost model says is
+cheaper. The lockstep decoder decodes one symbol of every segment per step: fast for many
+segments, but a stream of a few long segments (up to `MAX_SEGMENT_SYMBOLS` symbols of 1 bit) would
+cost a Python-level step per bit. The chain decoder looks up the codeword at every bit position
+(a successor position) and follows all segments' chains at once by pointer doubling, in
+``ceil(log2(segment_symbols))`` passes over the bits: at most ~20 passes over each bit, however
+the stream is cut. Either way a stream decodes in time linear in its bits (times that log) and
+in memory linear in its words and symbols.
 """
 
 from __future__ import annotations
@@ -47,20 +57,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.checks import check_int
+
 MAX_CODE_LENGTH = 16  # longest codeword the library builds or accepts; decode tables <= 2**16 entries
 MAX_ALPHABET = 1 << 16
 MAX_SEGMENT_SYMBOLS = 1 << 16  # bounds the lockstep decoder's steps; larger segments save nothing
 MAX_STREAM_BITS = (1 << 32) - 1  # segment offsets are uint32
 DEFAULT_SEGMENT_SYMBOLS = 1024
+# Cost model that picks the decoder (rough nanoseconds on one core of the development machine;
+# only their ratios matter): the lockstep decoder pays a fixed cost per step (~10 NumPy calls)
+# plus a little per segment and step; the chain decoder pays per bit and per doubling pass.
+LOCKSTEP_STEP_NS = 15_000
+LOCKSTEP_SYMBOL_NS = 15
+CHAIN_BIT_NS = 6
+# Bits per run of the chain decoder (whole segments; a longer segment is one run): bounds its
+# working set (about 30 bytes per bit) whatever the stream's size.
+CHAIN_CHUNK_BITS = 1 << 17
 _LENGTH_SHIFT = 16
-
-
-def _check_int(value, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int in {low}..{high}, got {value!r}")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return int(value)
 
 
 def package_merge_lengths(counts, max_len: int = MAX_CODE_LENGTH) -> np.ndarray:
@@ -78,7 +91,7 @@ def package_merge_lengths(counts, max_len: int = MAX_CODE_LENGTH) -> np.ndarray:
         raise ValueError(f"counts must be 1-D with at most {MAX_ALPHABET} entries, got shape {counts.shape}")
     if counts.size and not np.issubdtype(counts.dtype, np.integer):
         raise TypeError(f"counts must hold integers, got dtype {counts.dtype}")
-    max_len = _check_int(max_len, "max_len", 1, MAX_CODE_LENGTH)
+    max_len = check_int(max_len, "max_len", 1, MAX_CODE_LENGTH)
     counts = counts.astype(np.int64)
     if counts.size and counts.min() < 0:
         raise ValueError(f"counts must be non-negative, got minimum {counts.min()}")
@@ -125,7 +138,7 @@ class HuffmanCode:
     max_len: int = MAX_CODE_LENGTH
 
     def __post_init__(self) -> None:
-        max_len = _check_int(self.max_len, "max_len", 1, MAX_CODE_LENGTH)
+        max_len = check_int(self.max_len, "max_len", 1, MAX_CODE_LENGTH)
         lengths = np.asarray(self.lengths)
         if lengths.ndim != 1 or not 1 <= lengths.size <= MAX_ALPHABET:
             raise ValueError(f"lengths must be 1-D with 1..{MAX_ALPHABET} entries, got shape {lengths.shape}")
@@ -208,7 +221,7 @@ class HuffmanCode:
 
 
 def _check_symbols(symbols, alphabet_size: int) -> np.ndarray:
-    alphabet_size = _check_int(alphabet_size, "alphabet_size", 1, MAX_ALPHABET)
+    alphabet_size = check_int(alphabet_size, "alphabet_size", 1, MAX_ALPHABET)
     symbols = np.asarray(symbols)
     if symbols.ndim != 1:
         raise ValueError(f"symbols must be 1-D, got shape {symbols.shape}")
@@ -239,9 +252,9 @@ class HuffmanStream:
 
     def __post_init__(self) -> None:
         """Check the layout so that decoding can never read outside ``words`` (or hang)."""
-        num_symbols = _check_int(self.num_symbols, "num_symbols", 0, MAX_STREAM_BITS)
-        total_bits = _check_int(self.total_bits, "total_bits", 0, MAX_STREAM_BITS)
-        segment_symbols = _check_int(self.segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
+        num_symbols = check_int(self.num_symbols, "num_symbols", 0, MAX_STREAM_BITS)
+        total_bits = check_int(self.total_bits, "total_bits", 0, MAX_STREAM_BITS)
+        segment_symbols = check_int(self.segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
         words = np.asarray(self.words)
         offsets = np.asarray(self.segment_offsets)
         if words.dtype != np.uint32 or words.ndim != 1:
@@ -334,7 +347,7 @@ def huffman_encode(
     ``code`` defaults to the optimal code of at most ``max_len`` bits for these symbols.
     """
     symbols = _check_symbols(symbols, alphabet_size)
-    segment_symbols = _check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
+    segment_symbols = check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
     if code is None:
         code = HuffmanCode.from_symbols(symbols, alphabet_size, max_len)
     elif code.alphabet_size != alphabet_size:
@@ -381,8 +394,10 @@ def huffman_encode(
 def huffman_decode(stream: HuffmanStream) -> np.ndarray:
     """Decode all symbols (uint8 for alphabets up to 256, else uint16).
 
-    Segments decode in lockstep: each NumPy step decodes one symbol of every segment. Raises
-    ValueError when a segment does not end exactly where the next begins (a corrupt stream).
+    Raises ValueError when a segment does not end exactly where the next begins (a corrupt
+    stream). Two decoders give the same result and the cheaper one runs (module docstring):
+    time O(total_bits * log2(segment_symbols)) at worst, memory O(total_bits / 8 + symbols)
+    beside a bounded working set.
     """
     code = stream.code
     dtype = _symbol_dtype(code.alphabet_size)
@@ -394,6 +409,29 @@ def huffman_decode(stream: HuffmanStream) -> np.ndarray:
         if np.any(stream.words):
             raise ValueError("a one-symbol stream must be all zero bits")
         return np.full(n, int(np.flatnonzero(code.lengths)[0]), dtype=dtype)
+    steps = min(stream.segment_symbols, n)
+    lockstep_ns = steps * (LOCKSTEP_STEP_NS + stream.num_segments * LOCKSTEP_SYMBOL_NS)
+    chains_ns = stream.total_bits * CHAIN_BIT_NS * (2 + steps.bit_length())
+    decode = _decode_lockstep if lockstep_ns <= chains_ns else _decode_chains
+    return decode(stream)
+
+
+def _check_ends(stream: HuffmanStream, ends: np.ndarray, first: int = 0) -> None:
+    """Segments ``first ..`` must end where the next begins (the last at total_bits)."""
+    bounds = np.append(stream.segment_offsets.astype(np.int64), stream.total_bits)
+    expected = bounds[first + 1 : first + 1 + ends.size]
+    if not np.array_equal(ends, expected):
+        bad = int(np.flatnonzero(ends != expected)[0])
+        raise ValueError(
+            f"corrupt stream: segment {first + bad} decodes to bit {ends[bad]}, but the layout says it "
+            f"ends at bit {expected[bad]}"
+        )
+
+
+def _decode_lockstep(stream: HuffmanStream) -> np.ndarray:
+    """Every segment at once, one symbol of each per NumPy step."""
+    code = stream.code
+    n = stream.num_symbols
     seg = stream.segment_symbols
     steps = min(seg, n)
     table_bits = code.table_bits
@@ -407,7 +445,7 @@ def huffman_decode(stream: HuffmanStream) -> np.ndarray:
     del padded
     pos = stream.segment_offsets.astype(np.uint64)
     segments = pos.size
-    out = np.empty((steps, segments), dtype=dtype)
+    out = np.empty((steps, segments), dtype=_symbol_dtype(code.alphabet_size))
     last_count = n - seg * (segments - 1)
     last_end = None
     index = np.empty(segments, dtype=np.uint64)
@@ -419,23 +457,68 @@ def huffman_decode(stream: HuffmanStream) -> np.ndarray:
         if step == last_count:
             last_end = int(pos[-1])
         np.right_shift(pos, five, out=index)
-        np.take(window, index, out=peek)
+        window.take(index, out=peek)
         np.bitwise_and(pos, thirty_one, out=index)
         np.left_shift(peek, index, out=peek)
         np.right_shift(peek, drop, out=peek)
-        np.take(table, peek, out=entry)
+        table.take(peek, out=entry)
         out[step] = entry
         np.right_shift(entry, length_shift, out=entry)
         pos += entry
-    if last_end is None:
-        last_end = int(pos[-1])
     ends = pos.astype(np.int64)
-    ends[-1] = last_end
-    expected = np.append(stream.segment_offsets[1:].astype(np.int64), stream.total_bits)
-    if not np.array_equal(ends, expected):
-        bad = int(np.flatnonzero(ends != expected)[0])
-        raise ValueError(
-            f"corrupt stream: segment {bad} decodes to bit {ends[bad]}, but the layout says it ends at "
-            f"bit {expected[bad]}"
-        )
+    if last_end is not None:
+        ends[-1] = last_end
+    _check_ends(stream, ends)
+    return out.T.reshape(-1)[:n]
+
+
+def _decode_chains(stream: HuffmanStream) -> np.ndarray:
+    """By runs of whole segments of about `CHAIN_CHUNK_BITS` bits: the codeword starting at every
+    bit position gives a successor position; doubling the successor table (``jump = jump[jump]``)
+    lists the ``2**r`` positions each segment's chain visits after ``r`` passes."""
+    code = stream.code
+    n, seg = stream.num_symbols, stream.segment_symbols
+    table = code.decode_table()
+    symbol_of = (table & 0xFFFF).astype(_symbol_dtype(code.alphabet_size))
+    length_of = (table >> _LENGTH_SHIFT).astype(np.uint32)
+    drop = np.uint64(64 - code.table_bits)
+    shifts = np.arange(32, dtype=np.uint64)
+    bounds = np.append(stream.segment_offsets.astype(np.int64), stream.total_bits)
+    counts = stream.segment_counts()
+    segments = counts.size
+    out = np.zeros((min(seg, n), segments), dtype=symbol_of.dtype)
+    first = 0
+    while first < segments:
+        stop = int(np.searchsorted(bounds, bounds[first] + CHAIN_CHUNK_BITS, side="right")) - 1
+        stop = min(max(stop, first + 1), segments)
+        begin, length = int(bounds[first]), int(bounds[stop] - bounds[first])
+        # The T-bit peek at every bit position of the run (64-bit windows over pairs of words).
+        word0 = begin >> 5
+        words = np.zeros((length + 31) // 32 + 2, dtype=np.uint64)
+        chunk = stream.words[word0 : word0 + words.size]
+        words[: chunk.size] = chunk
+        peek = ((words[:-1, None] << np.uint64(32) | words[1:, None]) << shifts) >> drop
+        peek = peek.reshape(-1)[begin - 32 * word0 :][:length]
+        # Successor of every position; the run's end absorbs (a chain that reaches it stays).
+        successor = np.empty(length + 1, dtype=np.uint32)
+        np.add(np.arange(length, dtype=np.uint32), length_of[peek], out=successor[:length])
+        np.minimum(successor[:length], length, out=successor[:length])
+        successor[length] = length
+        steps = int(counts[first:stop].max())
+        visited = (bounds[first:stop] - begin).astype(np.uint32)[None, :]
+        jump = successor
+        while visited.shape[0] < steps:
+            visited = np.concatenate((visited, jump[visited]))
+            if visited.shape[0] < steps:
+                jump = jump[jump]
+        del jump
+        visited = visited[:steps]
+        last = visited[counts[first:stop] - 1, np.arange(stop - first)].astype(np.int64)
+        # Where each last codeword ends (unclipped); a chain that reached the run's end early
+        # stalled there, with its last symbol starting at the end: reported one bit past it.
+        inside = last < length
+        ends = begin + np.where(inside, last + length_of[peek[np.where(inside, last, 0)]], length + 1)
+        _check_ends(stream, ends, first)
+        out[:steps, first:stop] = symbol_of[peek[np.minimum(visited, length - 1)]]
+        first = stop
     return out.T.reshape(-1)[:n]

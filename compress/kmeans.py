@@ -95,6 +95,7 @@ def kmeans_1d(
     seed: int = 0,
     max_iter: int = 10_000,
     tol: float = 1e-6,
+    weights=None,
     name: str = "weights",
 ) -> KMeansResult:
     """Cluster 1-D ``values`` into at most ``2**bits`` shared values (Lloyd's algorithm).
@@ -106,6 +107,11 @@ def kmeans_1d(
     the value range; ``max_iter`` bounds them (on large layers, separately for the histogram
     phase, where an iteration may be a Newton step, and for the exact phase). The result is
     deterministic for given inputs and seed. ``name`` is the layer named in error messages.
+
+    ``weights`` (non-negative, one per value, not all zero) makes it weighted k-means: each value
+    counts with its weight in the cluster means and the inertia, e.g. a sensitivity such as the
+    second moment of the input a weight multiplies. Codes are still the nearest centroids.
+    Weighted clustering always takes the exact (sorted) path, whatever the layer's size.
     """
     bits = check_bits(bits)
     check_init(init)
@@ -124,8 +130,12 @@ def kmeans_1d(
     k = 1 << bits
     max_shift = tol * (float(hi) - float(lo))
     rng = np.random.default_rng(seed)
-    if n <= _EXACT_MAX:
-        distinct, multiplicity = np.unique(flat, return_counts=True)
+    if weights is not None or n <= _EXACT_MAX:
+        if weights is None:
+            distinct, multiplicity = np.unique(flat, return_counts=True)
+        else:
+            distinct, inverse = np.unique(flat, return_inverse=True)
+            multiplicity = np.bincount(inverse, _check_weights(weights, n, name), minlength=distinct.size)
         assign = functools.partial(_bisect, flat)
         if distinct.size <= k:
             return KMeansResult(distinct, assign(distinct), 0, True, 0.0)
@@ -563,12 +573,26 @@ def _initial_centroids(points: _Points, k: int, init: str, rng: np.random.Genera
     if init == "density":
         # The value at the middle of each of k equal slices of the CDF.
         counts = points.prefix[0]
-        positions = ((np.arange(k) + 0.5) * counts[-1] / k).astype(np.int64)
+        # With integer counts, the first count above (j + 0.5) n / k is the first above its floor.
+        positions = (np.arange(k) + 0.5) * counts[-1] / k
         return points.values[np.searchsorted(counts[1:], positions, side="right")].astype(np.float64)
     # Forgy over the distinct points (more than k exist here, except in degenerate histograms
     # where the duplicates then become empty clusters to relocate), so no two centroids coincide.
     size = points.values.size
     return np.sort(points.values[rng.choice(size, size=k, replace=size < k)]).astype(np.float64)
+
+
+def _check_weights(weights, n: int, name: str) -> np.ndarray:
+    """``weights`` as float64[n]: finite, non-negative, not all zero."""
+    wide = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if wide.size != n:
+        raise ValueError(f"layer {name!r}: {wide.size} k-means weights for {n} values")
+    if not np.all(np.isfinite(wide)) or wide.min() < 0 or not wide.max() > 0:
+        raise ConfigError(
+            f"layer {name!r}: k-means weights must be finite, >= 0 and not all zero "
+            f"(range [{wide.min()}, {wide.max()}])"
+        )
+    return wide
 
 
 def _prefix_sums(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:

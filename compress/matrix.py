@@ -20,6 +20,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from compress.checks import check_int
+
 MAX_BITS = 8
 
 
@@ -36,11 +38,7 @@ def _as_numpy(array, name: str) -> np.ndarray:
 
 def check_bits(bits: int, name: str = "bits") -> int:
     """Validate a code width (1..8) and return it as an int."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise TypeError(f"{name} must be an int in 1..{MAX_BITS}, got {bits!r}")
-    if not 1 <= int(bits) <= MAX_BITS:
-        raise ValueError(f"{name} must be in 1..{MAX_BITS}, got {bits}")
-    return int(bits)
+    return check_int(bits, name, 1, MAX_BITS)
 
 
 @dataclass(frozen=True, eq=False)

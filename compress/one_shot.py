@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from compress.config import LayerConfig
 from compress.errors import ConfigError
 from compress.kmeans import kmeans_1d
 from compress.matrix import CompressedMatrix, check_bits
@@ -44,11 +45,30 @@ def compress_matrix(
     return share_matrix(matrix, mask, bits, init=init, seed=seed, name=name)
 
 
+def compress_as_configured(
+    weight, settings: LayerConfig, *, seed: int = 0, name: str = "weight"
+) -> CompressedMatrix:
+    """:func:`compress_matrix` with a layer's resolved settings (density or quality, bits, init)."""
+    density = settings.density if settings.quality is None else None
+    return compress_matrix(
+        weight, density, settings.bits, settings.init, seed, quality=settings.quality, name=name
+    )
+
+
 def share_matrix(
-    weight, mask, bits: int, *, init: str = "linear", seed: int = 0, name: str = "weight"
+    weight,
+    mask,
+    bits: int,
+    *,
+    init: str = "linear",
+    seed: int = 0,
+    weights=None,
+    name: str = "weight",
 ) -> CompressedMatrix:
     """Share the weights kept by ``mask`` (k-means) without pruning: a 2-D weight and mask
-    (tensors or arrays) to a :class:`CompressedMatrix` of exactly that mask."""
+    (tensors or arrays) to a :class:`CompressedMatrix` of exactly that mask. ``weights`` (an
+    array broadcasting to the weight's shape, e.g. one per input column) weighs each kept weight
+    in the k-means (see ``kmeans_1d``)."""
     weight_np = np.asarray(torch.as_tensor(weight).detach().cpu().to(torch.float32).numpy())
     mask_np = np.asarray(torch.as_tensor(mask).detach().cpu().numpy(), dtype=bool)
     if weight_np.ndim != 2 or mask_np.shape != weight_np.shape:
@@ -56,7 +76,16 @@ def share_matrix(
             f"layer {name!r}: need a 2-D weight and a mask of its shape, "
             f"got {weight_np.shape} and {mask_np.shape}"
         )
-    shared = kmeans_1d(weight_np[mask_np], bits, init=init, seed=seed, name=name)
+    if weights is not None:
+        weights = np.asarray(torch.as_tensor(weights).detach().cpu().numpy(), dtype=np.float64)
+        try:
+            weights = np.broadcast_to(weights, mask_np.shape)[mask_np]
+        except ValueError as exc:
+            raise ValueError(
+                f"layer {name!r}: k-means weights of shape {weights.shape} do not fit the weight "
+                f"{mask_np.shape}"
+            ) from exc
+    shared = kmeans_1d(weight_np[mask_np], bits, init=init, seed=seed, weights=weights, name=name)
     codes = np.zeros(mask_np.shape, dtype=np.uint8)
     codes[mask_np] = shared.codes
     return CompressedMatrix.from_dense(mask_np, codes, shared.codebook, bits)

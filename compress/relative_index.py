@@ -18,17 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.checks import check_int
 from compress.matrix import CompressedMatrix
 
 MAX_INDEX_BITS = 8
 
 
 def check_index_bits(index_bits: int) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)):
-        raise TypeError(f"index_bits must be an int in 1..{MAX_INDEX_BITS}, got {index_bits!r}")
-    if not 1 <= int(index_bits) <= MAX_INDEX_BITS:
-        raise ValueError(f"index_bits must be in 1..{MAX_INDEX_BITS}, got {index_bits}")
-    return int(index_bits)
+    return check_int(index_bits, "index_bits", 1, MAX_INDEX_BITS)
 
 
 def pointer_bits(max_value: int) -> int:
@@ -100,11 +97,17 @@ def encode_relative(matrix: CompressedMatrix, index_bits: int) -> RelativeIndexL
 
 
 def decode_relative(layer: RelativeIndexLayer) -> CompressedMatrix:
-    """Decode back to the canonical form; raises ValueError on inconsistent streams."""
+    """Decode back to the canonical form; raises ValueError on inconsistent streams.
+
+    Works on the real entries only: besides the uint8 streams it allocates a byte per entry and
+    a few int64 per real entry and per row, so a stream of fillers costs no more than its bytes.
+    Fillers must stay inside the row (``in_features`` columns), as real entries do.
+    """
     index_bits = check_index_bits(layer.index_bits)
     escape = (1 << index_bits) - 1
     rows, cols = layer.shape
-    z = np.asarray(layer.z).astype(np.int64)
+    z = np.asarray(layer.z)
+    codes = np.asarray(layer.codes)
     row_ptr = np.asarray(layer.row_ptr, dtype=np.int64)
     if row_ptr.size != rows + 1 or row_ptr[0] != 0 or row_ptr[-1] != z.size:
         raise ValueError(f"row_ptr must run from 0 to {z.size} over {rows + 1} entries")
@@ -113,22 +116,28 @@ def decode_relative(layer: RelativeIndexLayer) -> CompressedMatrix:
         raise ValueError(f"row_ptr values must lie in [0, {z.size}]")
     if np.any(np.diff(row_ptr) < 0):
         raise ValueError("row_ptr is not monotone")
-    if np.asarray(layer.codes).size != z.size:
-        raise ValueError(f"{np.asarray(layer.codes).size} codes for {z.size} index entries")
+    if codes.size != z.size:
+        raise ValueError(f"{codes.size} codes for {z.size} index entries")
     if z.size and z.max() > escape:
         raise ValueError(f"index values must lie in 0..{escape} for index_bits={index_bits}")
-    is_real = z != escape
-    advance = np.where(is_real, z + 1, escape)
-    running = np.cumsum(advance)
-    before_row = np.concatenate(([0], running))[row_ptr[:-1]]
-    entry_row = np.repeat(np.arange(rows, dtype=np.int64), np.diff(row_ptr))
-    col = running - before_row[entry_row] - 1
-    real_cols = col[is_real]
-    if real_cols.size and real_cols.max() >= cols:
-        raise ValueError(f"decoded column {real_cols.max()} is outside in_features={cols}")
-    real_rows = entry_row[is_real]
-    kept_row_ptr = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(real_rows, minlength=rows), out=kept_row_ptr[1:])
-    return CompressedMatrix(
-        layer.shape, layer.codebook, kept_row_ptr, real_cols, np.asarray(layer.codes)[is_real], layer.bits
-    )
+    position = np.flatnonzero(z != escape)  # of every real entry
+    # Real entries before each row start: the canonical row pointers.
+    kept_row_ptr = np.searchsorted(position, row_ptr).astype(np.int64)
+    kept_per_row = np.diff(kept_row_ptr)
+    fillers_per_row = np.diff(row_ptr) - kept_per_row
+    # The column after an entry: the row's (z + 1) of real entries so far plus escape per filler.
+    advance = z[position].astype(np.int64) + 1
+    np.cumsum(advance, out=advance)
+    advance_before_row = np.concatenate(([0], advance))[kept_row_ptr]
+    row_length = advance_before_row[1:] - advance_before_row[:-1] + escape * fillers_per_row
+    if rows and row_length.max() > cols:
+        row = int(np.argmax(row_length))
+        raise ValueError(
+            f"row {row}'s entries reach column {row_length[row] - 1}, outside in_features={cols}"
+        )
+    entry_row = np.repeat(np.arange(rows, dtype=np.int64), kept_per_row)
+    # Fillers before a real entry in its row: entries before it in the row, minus real ones.
+    real_before = np.arange(position.size) - kept_row_ptr[:-1][entry_row]
+    fillers_before = position - row_ptr[:-1][entry_row] - real_before
+    column = advance - advance_before_row[:-1][entry_row] + escape * fillers_before - 1
+    return CompressedMatrix(layer.shape, layer.codebook, kept_row_ptr, column, codes[position], layer.bits)

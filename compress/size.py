@@ -50,6 +50,31 @@ def scheme_columns(
     }
 
 
+def format_bytes(count: int) -> str:
+    """``count`` bytes for people: 950 B, 1.9 kB, 4.56 MB, 1.20 GB (powers of 1000)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"a byte count must be an int >= 0, got {count!r}")
+    if count < 1000:
+        return f"{count} B"
+    units = (("kB", 1e3), ("MB", 1e6), ("GB", 1e9))
+    unit, scale = next(((u, s) for u, s in units if count < s * 1000), units[-1])
+    value = count / scale
+    return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+def compare_bytes(original: int, compressed: int, reference: str = "before") -> str:
+    """How ``compressed`` bytes compare with ``original`` ones, named ``reference``: ``"14.7x
+    smaller than dense"``, ``"1.4x larger than dense"`` (never "0.7x smaller") or ``"the same size
+    as dense"``."""
+    if compressed == original:
+        return f"the same size as {reference}"
+    if compressed <= 0:
+        return f"nothing left of {reference}"
+    ratio = original / compressed
+    word = "smaller" if ratio > 1 else "larger"
+    return f"{max(ratio, 1 / ratio):.1f}x {word} than {reference}"
+
+
 def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
     """One layer's row of the size table (see :func:`size_table` for the columns)."""
     weights = matrix.shape[0] * matrix.shape[1]

@@ -49,6 +49,7 @@ _LAZY = {
     "CompressedLinear": "dc_kernels.linear",
     "compress_": "dc_kernels.model_api",
     "swap_compressed_": "dc_kernels.model_api",
+    "plan_compression": "dc_kernels.model_api",
     "CompressionReport": "dc_kernels.model_api",
     "save_compressed": "dc_kernels.checkpoint",
     "load_compressed": "dc_kernels.checkpoint",

@@ -2,6 +2,9 @@
 
 * `check_input`: what ``dc_kernels::compressed_linear`` (the one entry of `CompressedLinear`'s
   forward) checks, with `torch.nn.Linear`'s own messages;
+* `check_canonical`: the canonical tensors of a layer, at every boundary to code that indexes
+  with them (the ops, the CPU kernels' launcher): their structure on every call (O(1)), their
+  values whenever one of them was replaced or changed since they were last validated;
 * `check_layout_call`: what the public launchers of the GPU forms (`fixed_linear`,
   `huffman_linear`) check when called directly, not through the module.
 """
@@ -9,10 +12,16 @@
 from __future__ import annotations
 
 import os
+import weakref
+from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
-from dc_kernels.errors import DeviceMismatchError, DtypeMismatchError, ShapeMismatchError
+from dc_kernels.errors import CorruptLayerError, DeviceMismatchError, DtypeMismatchError, ShapeMismatchError
+
+if TYPE_CHECKING:
+    from dc_kernels.reference import CanonicalTensors
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -62,6 +71,126 @@ def check_input(x: torch.Tensor, in_features: int, out_features: int, *tensors: 
                 "Expected all tensors to be on the same device, but found at least two devices, "
                 f"{t.device} and {x.device}!"
             )
+
+
+MAX_CODEBOOK = 256
+COLUMN_DTYPES = (torch.int16, torch.int32)
+
+# Canonical tensors validated with their values, by their row_ptr tensor: weak references to the
+# other tensors (and the bias) and a stamp of every one's version counter (`torch.Tensor._version`,
+# bumped by each in-place change), in_features and the device at that time. A call with the same
+# tensors, unchanged, is not checked again; a tensor replaced or changed since is.
+_validated: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def check_canonical(
+    t: CanonicalTensors, device: torch.device, values: bool = True, bias: torch.Tensor | None = None
+) -> None:
+    """Raise `CorruptLayerError` unless ``t`` is a layer's canonical tensors on ``device`` (and
+    ``bias`` its bias) that code indexing with them may trust: dtypes, sizes and contiguity (O(1));
+    with ``values``, also the row pointers (0 to nnz, non-decreasing), the columns (below
+    in_features), the codes (below the codebook's size) and a finite codebook. With ``values``,
+    the whole check runs once per change of any of the tensors (their version counters)."""
+    others = (t.codebook, t.col_idx, t.codes, bias)
+    cached = values and device.type != "meta"
+    if cached:
+        stamp = _stamp(t, device, bias)
+        known = _validated.get(t.row_ptr)
+        if (
+            stamp is not None
+            and known is not None
+            and known[1] == stamp
+            and all((ref() if ref is not None else None) is x for ref, x in zip(known[0], others))
+        ):
+            return
+    _check_structure(t, device, bias)
+    if cached:
+        _check_values(t)
+        if stamp is not None:
+            refs = tuple(None if x is None else weakref.ref(x) for x in others)
+            _validated[t.row_ptr] = (refs, stamp)
+
+
+def _stamp(t: CanonicalTensors, device: torch.device, bias: torch.Tensor | None) -> tuple | None:
+    try:
+        versions = (t.codebook._version, t.row_ptr._version, t.col_idx._version, t.codes._version)
+        if bias is not None:
+            versions += (bias._version,)
+    except (RuntimeError, AttributeError):  # inference tensors keep no version counter
+        return None
+    return versions, t.in_features, device
+
+
+def _check_structure(t: CanonicalTensors, device: torch.device, bias: torch.Tensor | None) -> None:
+    codebook, row_ptr, col_idx, codes, in_features = t
+    expected = (
+        ("codebook", codebook, (torch.float32,)),
+        ("row_ptr", row_ptr, (torch.int64,)),
+        ("col_idx", col_idx, COLUMN_DTYPES),
+        ("codes", codes, (torch.uint8,)),
+    )
+    for name, tensor, dtypes in expected:
+        if (
+            not isinstance(tensor, torch.Tensor)
+            or tensor.dtype not in dtypes
+            or tensor.dim() != 1
+            or tensor.device != device
+            or not tensor.is_contiguous()
+        ):
+            got = (
+                f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}"
+                if isinstance(tensor, torch.Tensor)
+                else (type(tensor).__name__)
+            )
+            raise CorruptLayerError(
+                f"{name} must be a contiguous 1-D tensor of {dtypes} on {device}, got {got}"
+            )
+    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+        raise CorruptLayerError(f"in_features must be a positive int, got {in_features!r}")
+    if not 1 <= codebook.numel() <= MAX_CODEBOOK or row_ptr.numel() < 2 or col_idx.numel() != codes.numel():
+        raise CorruptLayerError(
+            f"expected 1..{MAX_CODEBOOK} codebook entries, at least 2 row pointers and one column per code, "
+            f"got {codebook.numel()}, {row_ptr.numel()}, {col_idx.numel()} columns and {codes.numel()} codes"
+        )
+    if bias is not None and (
+        not isinstance(bias, torch.Tensor)
+        or bias.dtype not in SUPPORTED_DTYPES
+        or bias.shape != (row_ptr.numel() - 1,)
+        or bias.device != device
+    ):
+        got = f"{bias.dtype} {tuple(bias.shape)}" if isinstance(bias, torch.Tensor) else type(bias).__name__
+        raise CorruptLayerError(
+            f"bias must be a float32, float16 or bfloat16 tensor of shape ({row_ptr.numel() - 1},), got {got}"
+        )
+
+
+def _check_values(t: CanonicalTensors) -> None:
+    codebook, row_ptr, col_idx, codes, in_features = t
+    nnz = col_idx.numel()
+    first, last = row_ptr[0].item(), row_ptr[-1].item()
+    if first != 0 or last != nnz:
+        raise CorruptLayerError(
+            f"row_ptr must run from 0 to {nnz} (the number of kept weights), got {first} .. {last}"
+        )
+    decreasing = torch.diff(row_ptr) < 0
+    if decreasing.any():
+        row = int(decreasing.int().argmax())
+        raise CorruptLayerError(
+            f"row_ptr decreases at row {row + 1}: {row_ptr[row].item()} then {row_ptr[row + 1].item()}"
+        )
+    if nnz:
+        low, high = col_idx.min().item(), col_idx.max().item()
+        if low < 0 or high >= in_features:
+            raise CorruptLayerError(
+                f"col_idx holds columns {low} .. {high}, outside 0 .. {in_features - 1} (in_features)"
+            )
+        top = codes.max().item()
+        if top >= codebook.numel():
+            raise CorruptLayerError(
+                f"codes hold code {top}, beyond the codebook's {codebook.numel()} entries"
+            )
+    if not torch.isfinite(codebook).all():
+        raise CorruptLayerError("the codebook holds NaN or inf")
 
 
 def check_layout_device(t: torch.Tensor, layout, name: str) -> None:

@@ -1,4 +1,5 @@
-"""Errors of `CompressedLinear`, worded as `torch.nn.Linear` words them.
+"""Errors of `CompressedLinear`: input errors worded as `torch.nn.Linear` words them, and the
+layer's own state (not loaded, inconsistent buffers).
 
 Each is also a ``RuntimeError`` (what nn.Linear raises), so code written against nn.Linear keeps
 catching them, and a ``ValueError``/``TypeError`` as the library's own errors are.
@@ -17,3 +18,14 @@ class DtypeMismatchError(TypeError, RuntimeError):
 
 class DeviceMismatchError(ValueError, RuntimeError):
     """The input is on another device than the layer."""
+
+
+class LayerNotLoadedError(ValueError, RuntimeError):
+    """A `CompressedLinear` whose buffers hold no layer yet: built by its constructor, or moved
+    off the meta device with ``to_empty()``, and no state dict with its buffers loaded since."""
+
+
+class CorruptLayerError(ValueError, RuntimeError):
+    """The canonical tensors of a layer are inconsistent (a row pointer, column or code out of
+    range, a wrong dtype or size), e.g. after an in-place edit of a buffer or in a direct call
+    of the op: refused before any kernel reads them."""

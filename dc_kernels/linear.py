@@ -20,6 +20,12 @@ packed form on the device. Forward runs the custom op
 least memory);
 tensors a backend derives from the buffers (a GPU layout, say) are built when the module is
 created, loaded or moved, never while tracing.
+
+A layer built by the constructor (or moved off the meta device with ``to_empty()``) holds no
+weights until a state dict with its buffers is loaded: until then `loaded` is False and forward
+raises `LayerNotLoadedError` (on the meta device it still runs, for shape inference). Weight
+dtypes are float32, float16 and bfloat16 (the kernels accumulate in float32): float64 is
+refused when the layer is built or converted.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ from torch import nn
 
 from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
+from compress.size import compare_bytes
 from dc_kernels.backends import AUTO, GPU_FORMS, canonical_name, get_backend, resolve
+from dc_kernels.checks import SUPPORTED_DTYPES
+from dc_kernels.errors import CorruptLayerError, LayerNotLoadedError
 from dc_kernels.ops import compressed_linear, dense_weight
 from dc_kernels.reference import CanonicalTensors
 
 # Columns fit int16 up to this many inputs (the kernels then read 2 bytes per kept weight).
 INT16_MAX_IN_FEATURES = 2**15
-_CANONICAL = ("codebook", "row_ptr", "col_idx", "codes", "code_bits")
 # The per-weight canonical buffers: in host memory whenever a packed GPU form serves the layer.
 _PER_WEIGHT = ("col_idx", "codes")
 HOST = torch.device("cpu")
@@ -59,6 +67,8 @@ class CompressedLinear(nn.Module):
     """
 
     __constants__ = ("in_features", "out_features")
+    #: The buffers holding the canonical compressed form (the state dict's keys beside ``bias``).
+    CANONICAL_BUFFERS = ("codebook", "row_ptr", "col_idx", "codes", "code_bits")
 
     def __init__(
         self,
@@ -77,10 +87,12 @@ class CompressedLinear(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self._weight_dtype = dtype or torch.float32
+        self._weight_dtype = _weight_dtype(dtype or torch.float32)
+        self._loaded = False
         self._backend = AUTO
         self._gpu_form = "fixed"
-        self._packed: tuple[str, list[torch.Tensor], list[int]] | None = None
+        # (backend name, its packed tensors and integers, the buffers' versions they were built from)
+        self._packed: tuple[str, list[torch.Tensor], list[int], tuple | None] | None = None
         # Empty stand-ins for col_idx and codes, passed to the op by backends that never read them.
         self._stubs: tuple[torch.Tensor, torch.Tensor] | None = None
         factory = {"device": device}
@@ -152,6 +164,7 @@ class CompressedLinear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
         weight = linear.weight.detach()
+        _weight_dtype(weight.dtype)
         matrix = compress_matrix(
             weight, None if quality is not None else density, bits, init, seed, quality=quality, name=name
         )
@@ -171,6 +184,7 @@ class CompressedLinear(nn.Module):
         self._buffers["codes"] = tensor(matrix.codes, torch.uint8, HOST)
         self._buffers["code_bits"] = torch.tensor(matrix.bits, dtype=torch.uint8, device=device)
         self._bits = matrix.bits
+        self._loaded = True
         self._repack()
 
     # ------------------------------------------------------------------ conversion
@@ -178,14 +192,21 @@ class CompressedLinear(nn.Module):
         """The canonical `compress.CompressedMatrix` of the layer (NumPy, CPU); validates it."""
         if self.codebook.is_meta:
             raise ValueError("a CompressedLinear on the meta device holds no values; load a state dict first")
-        return CompressedMatrix(
-            (self.out_features, self.in_features),
-            self.codebook.cpu().numpy(),
-            self.row_ptr.cpu().numpy(),
-            self.col_idx.cpu().to(torch.int32).numpy(),
-            self.codes.cpu().numpy(),
-            self._bits,
-        )
+        self._check_loaded()
+        return self._matrix()
+
+    def _matrix(self) -> CompressedMatrix:
+        try:
+            return CompressedMatrix(
+                (self.out_features, self.in_features),
+                self.codebook.cpu().numpy(),
+                self.row_ptr.cpu().numpy(),
+                self.col_idx.cpu().to(torch.int32).numpy(),
+                self.codes.cpu().numpy(),
+                self._bits,
+            )
+        except (ValueError, TypeError) as exc:
+            raise CorruptLayerError(f"the layer's buffers are inconsistent: {exc}") from exc
 
     def canonical_tensors(self) -> CanonicalTensors:
         """The canonical buffers (wherever they are; on a GPU served by a packed form, the
@@ -212,6 +233,7 @@ class CompressedLinear(nn.Module):
         """The decoded dense weight (out_features, in_features) in the layer's dtype: a new
         tensor on every access, for code that reads ``.weight`` of an nn.Linear directly (e.g.
         nn.MultiheadAttention's ``out_proj``); forward never builds it."""
+        self._check_loaded()
         backend = resolve(self._backend, self.codebook.device, self._gpu_form)
         dense = dense_weight(*self._op_tensors(backend), self.in_features, backend.name)
         return dense.to(self._weight_dtype)
@@ -220,6 +242,11 @@ class CompressedLinear(nn.Module):
     @property
     def bits(self) -> int:
         return self._bits
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the buffers hold a layer (built from one, or loaded from a state dict)."""
+        return self._loaded
 
     @property
     def nnz(self) -> int:
@@ -274,16 +301,24 @@ class CompressedLinear(nn.Module):
             self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
         )
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The nominal dtype of the weight (of `weight`, `to_linear` and the bias)."""
+        return self._weight_dtype
+
     def extra_repr(self) -> str:
+        dense = f"dense {str(self._weight_dtype).removeprefix('torch.')}"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, bits={self.bits}, density={self.density:.4f}, "
-            f"bytes={self.memory_bytes()} ({self.dense_bytes() / max(self.memory_bytes(), 1):.1f}x smaller "
-            f"than dense), backend={self.backend!r}, gpu_form={self.gpu_form!r}"
+            f"bytes={self.memory_bytes()} ({compare_bytes(self.dense_bytes(), self.memory_bytes(), dense)}), "
+            f"backend={self.backend!r}, gpu_form={self.gpu_form!r}"
         )
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._loaded and not self.codebook.is_meta:
+            self._check_loaded()
         backend = resolve(self._backend, x.device, self._gpu_form)
         codebook, row_ptr, col_idx, codes, packed, meta = self._op_tensors(backend)
         return compressed_linear(
@@ -294,11 +329,24 @@ class CompressedLinear(nn.Module):
     def _op_tensors(self, backend) -> tuple:
         """(codebook, row_ptr, col_idx, codes, packed, packed_meta) for ``backend``'s ops: empty
         stand-ins for col_idx and codes when its packed tensors hold the layer."""
-        if self._packed is None or self._packed[0] != backend.name:
+        if self._packed is None or self._packed[0] != backend.name or self._stale():
             self._repack(backend.name, strict=True)
         packed, meta = (self._packed[1], self._packed[2]) if self._packed is not None else ([], [])
         col_idx, codes = self._stubs if backend.holds_layer else (self.col_idx, self.codes)
         return self.codebook, self.row_ptr, col_idx, codes, packed, meta
+
+    def _stale(self) -> bool:
+        """Whether the packed tensors were built from buffers replaced or changed in place since
+        (backends that pack nothing are never stale; never while compiling: tracing reads no
+        version counters)."""
+        packed = self._packed
+        return bool(packed[1]) and not torch.compiler.is_compiling() and packed[3] != self._versions()
+
+    def _versions(self) -> tuple | None:
+        try:
+            return tuple((id(t), t._version) for t in (self.codebook, self.row_ptr, self.col_idx, self.codes))
+        except RuntimeError:  # buffers made under torch.inference_mode() keep no version counter
+            return None
 
     def _serving_packed(self) -> bool:
         """Whether the packed tensors hold the whole layer (their backend decodes them alone)."""
@@ -317,7 +365,7 @@ class CompressedLinear(nn.Module):
             try:
                 backend = resolve(name or self._backend, device, self._gpu_form)
                 tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
-                self._packed = (backend.name, tensors, ints)
+                self._packed = (backend.name, tensors, ints, None)
             except (ValueError, TypeError):
                 if strict:
                     raise
@@ -326,9 +374,21 @@ class CompressedLinear(nn.Module):
         for buffer in _PER_WEIGHT:
             if self._buffers[buffer].device != home:
                 self._buffers[buffer] = self._buffers[buffer].to(home)
+        if self._packed is not None:  # the buffers as placed are what the packed tensors hold
+            self._packed = (*self._packed[:3], self._versions())
+
+    def _check_loaded(self) -> None:
+        if not self._loaded and not self.codebook.is_meta:
+            raise LayerNotLoadedError(
+                f"CompressedLinear(in_features={self.in_features}, out_features={self.out_features}) holds "
+                "no compressed weights yet: build it with CompressedLinear.from_matrix or from_linear, or "
+                f"load a state dict with its buffers {self.CANONICAL_BUFFERS}"
+            )
 
     def _apply(self, fn, recurse=True):
         codebook = self.codebook
+        # Refuse a weight dtype the kernels cannot run (e.g. .double()) before anything changes.
+        _weight_dtype(fn(torch.zeros((), dtype=self._weight_dtype, device=codebook.device)).dtype)
         # col_idx and codes are placed by `_repack` (maybe in host memory), not moved here: a move
         # to the GPU would copy them there and back. Only to or from the meta device (no values
         # to move) do they take ``fn``.
@@ -342,6 +402,8 @@ class CompressedLinear(nn.Module):
         converted = self.codebook
         if converted.is_meta or codebook.is_meta:
             self._buffers.update({name: fn(t) for name, t in per_weight.items()})
+        if codebook.is_meta and not converted.is_meta:
+            self._loaded = False  # to_empty(): the new buffers hold no values yet
         if converted.dtype != torch.float32:
             # .half()/.to(dtype) would round the shared weights: keep them float32, on the new device.
             self._buffers["codebook"] = codebook.to(device=converted.device)
@@ -355,7 +417,7 @@ class CompressedLinear(nn.Module):
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         # The number of kept weights is data: take the incoming buffers' sizes, not ours.
-        for name in _CANONICAL:
+        for name in self.CANONICAL_BUFFERS:
             incoming = state_dict.get(prefix + name)
             current = self._buffers[name]
             if isinstance(incoming, torch.Tensor) and incoming.shape != current.shape:
@@ -377,17 +439,31 @@ class CompressedLinear(nn.Module):
         incoming_bits = state_dict.get(prefix + "code_bits")
         if isinstance(incoming_bits, torch.Tensor) and not incoming_bits.is_meta:
             self._bits = check_bits(int(incoming_bits), f"{prefix}code_bits")
-        if any(prefix + name in state_dict for name in _CANONICAL):
-            self._check_loaded(prefix)
+        incoming = [prefix + name in state_dict for name in self.CANONICAL_BUFFERS]
+        if any(incoming):
+            self._check_state(prefix)
+            # Loaded once every buffer came from a state dict (or completed a loaded layer).
+            self._loaded = self._loaded or all(incoming)
         self._repack()
 
-    def _check_loaded(self, prefix: str) -> None:
-        shapes = {name: tuple(self._buffers[name].shape) for name in _CANONICAL}
+    def _check_state(self, prefix: str) -> None:
+        shapes = {name: tuple(self._buffers[name].shape) for name in self.CANONICAL_BUFFERS}
         if shapes["row_ptr"] != (self.out_features + 1,) or shapes["code_bits"] != ():
             raise ValueError(f"{prefix}: buffer shapes {shapes} do not fit a {self.out_features}-row layer")
         if self.codebook.is_meta:
             return
         try:
-            self.to_matrix()
+            self._matrix()
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{prefix or 'state dict'}: invalid compressed layer: {exc}") from exc
+
+
+def _weight_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` if CompressedLinear can run with it (a float dtype of `SUPPORTED_DTYPES`); else
+    TypeError. Integer dtypes (from ``.to(torch.int8)``, say) are not weight dtypes: kept."""
+    if dtype.is_floating_point and dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"CompressedLinear runs float32, float16 and bfloat16 (float32 accumulation), not {dtype}: "
+            "convert the model to one of those first (e.g. model.float())"
+        )
+    return dtype

@@ -13,17 +13,29 @@
 For backends whose packed tensors hold the whole layer (``Backend.holds_layer``) both ops may get
 empty ``col_idx`` and ``codes``: `CompressedLinear` keeps those off the GPU. Both ops have fake
 (meta) implementations, so `torch.compile(fullgraph=True)` traces through them without graph
-breaks and modules on the meta device run. The ops trust the values of the canonical tensors
-(columns in range, monotone row pointers): `CompressedLinear` validates them once when they are
-built or loaded, not on every call.
+breaks and modules on the meta device run.
+
+Both ops check the canonical tensors before a backend reads them (`checks.check_canonical`): their
+structure on every call, their values (row pointers, columns and codes in range) the first time
+and again whenever one of them was replaced or changed in place (its version counter moved), so
+a direct call with inconsistent tensors or a buffer edited in place raises `CorruptLayerError`
+instead of reading out of bounds. Writes that bypass the version counter (``tensor.data``,
+NumPy views, DLPack) are not seen.
+
+Non-finite inputs, on every backend alike: a NaN or an infinity anywhere in a row of ``x`` makes
+every output of that row NaN, as nn.Linear with the decoded weight gives (its zeros at pruned
+positions times NaN or inf are NaN; nn.Linear gives +-inf instead only where every weight the
+infinity meets is nonzero). Sparse kernels skip pruned positions, so the op applies the rule.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dc_kernels.backends import get_backend
-from dc_kernels.checks import check_input
+from dc_kernels.checks import check_canonical, check_input
 from dc_kernels.reference import CanonicalTensors
 
 
@@ -47,12 +59,14 @@ def dense_weight(
 ) -> torch.Tensor:
     impl = get_backend(backend)
     canonical = CanonicalTensors(codebook, row_ptr, col_idx, codes, in_features)
+    check_canonical(canonical, codebook.device, values=not impl.holds_layer)
     return impl.dense(impl.view(canonical, packed, packed_meta))
 
 
 @dense_weight.register_fake
 def _(codebook, row_ptr, col_idx, codes, packed, packed_meta, in_features, backend):
-    return codebook.new_empty((row_ptr.shape[0] - 1, in_features), dtype=torch.float32)
+    check_canonical(CanonicalTensors(codebook, row_ptr, col_idx, codes, in_features), codebook.device, False)
+    return codebook.new_empty((row_ptr.numel() - 1, in_features), dtype=torch.float32)
 
 
 @torch.library.custom_op(
@@ -75,20 +89,39 @@ def compressed_linear(
     in_features: int,
     backend: str,
 ) -> torch.Tensor:
-    out_features = row_ptr.shape[0] - 1
+    out_features = row_ptr.numel() - 1
     check_input(x, in_features, out_features, codebook, row_ptr, col_idx, codes, bias, *packed)
+    impl = get_backend(backend)
+    canonical = CanonicalTensors(codebook, row_ptr, col_idx, codes, in_features)
+    check_canonical(canonical, x.device, not impl.holds_layer, bias)
     x2d = x.reshape(-1, in_features)
     if x2d.shape[0] == 0:
         return x.new_empty((*x.shape[:-1], out_features))
-    impl = get_backend(backend)
-    state = impl.view(CanonicalTensors(codebook, row_ptr, col_idx, codes, in_features), packed, packed_meta)
-    return impl.run(x2d, state, bias).reshape(*x.shape[:-1], out_features)
+    y = impl.run(x2d, impl.view(canonical, packed, packed_meta), bias)
+    _nan_where_x_is_not_finite(x2d, y)
+    return y.reshape(*x.shape[:-1], out_features)
+
+
+def _nan_where_x_is_not_finite(x2d: torch.Tensor, y: torch.Tensor) -> None:
+    """The rule for non-finite inputs (module docstring): NaN in every output of a row of x that
+    holds a NaN or an infinity. No copy of x is made."""
+    if x2d.device.type != "cpu":  # no host sync: a row's min and max are finite iff all of it is
+        lowest, highest = torch.aminmax(x2d, dim=1)
+        y.masked_fill_(~(lowest.isfinite() & highest.isfinite()).unsqueeze(1), float("nan"))
+        return
+    # A sum is finite unless a summand is a NaN or an infinity (or it overflows): one cheap
+    # reduction, then, if need be, the rows whose sums are not are looked at value by value.
+    if math.isfinite(x2d.sum().item()):
+        return
+    suspects = torch.nonzero(~x2d.sum(dim=1).isfinite()).squeeze(1)
+    y[suspects[~x2d[suspects].isfinite().all(dim=1)]] = float("nan")
 
 
 @compressed_linear.register_fake
 def _(x, codebook, row_ptr, col_idx, codes, bias, packed, packed_meta, in_features, backend):
-    out_features = row_ptr.shape[0] - 1
+    out_features = row_ptr.numel() - 1
     check_input(x, in_features, out_features, codebook, row_ptr, col_idx, codes, bias, *packed)
+    check_canonical(CanonicalTensors(codebook, row_ptr, col_idx, codes, in_features), x.device, False, bias)
     return x.new_empty((*x.shape[:-1], out_features))
 
 

@@ -9,11 +9,19 @@ from compress._lazy import lazy_exports
 from compress._version import __version__
 from eie_model.area import chip_area_mm2, pe_area_um2
 from eie_model.codebook import fit_codebook
-from eie_model.config import EIEConfig
+from eie_model.config import SEMANTICS, EIEConfig
 from eie_model.dump import EIEDump, dump_arrays, read_eie_dump, write_eie_dump
-from eie_model.dump_simulation import simulate_dump
+from eie_model.dump_simulation import dump_label, simulate_dump
 from eie_model.encoding import CodebookTooLargeError, EIELayer, decode_eie, encode_eie
-from eie_model.energy import EnergyEntry, EnergyTable, energy_table, module_power_table, per_op_45nm_table
+from eie_model.energy import (
+    EnergyEntry,
+    EnergyTable,
+    chip_power_w,
+    energy_table,
+    module_power_table,
+    per_op_45nm_table,
+    sram_read_pj,
+)
 from eie_model.fixed_point import FixedPointFormat
 from eie_model.simulator import SimResult, simulate_encoded, simulate_layer
 from eie_model.sweep import SWEEPS, plot_sweep, run_sweep
@@ -30,6 +38,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _WORKLOAD_NAMES, globals())
 
 __all__ = [
     "BENCHMARKS",
+    "SEMANTICS",
     "SWEEPS",
     "CodebookTooLargeError",
     "EIEConfig",
@@ -42,9 +51,11 @@ __all__ = [
     "__version__",
     "benchmark_inputs",
     "chip_area_mm2",
+    "chip_power_w",
     "decode_eie",
     "digits_workload",
     "dump_arrays",
+    "dump_label",
     "encode_eie",
     "energy_table",
     "fit_codebook",
@@ -59,5 +70,6 @@ __all__ = [
     "simulate_dump",
     "simulate_encoded",
     "simulate_layer",
+    "sram_read_pj",
     "write_eie_dump",
 ]

@@ -7,7 +7,8 @@
 * Bypass: two updates of the same row on adjacent cycles take the adder's bypass instead of
   re-reading the accumulator. Inside a column a PE's rows are distinct, so this can only
   happen between the last entry of one column and the first of the next broadcast column
-  when the PE goes straight from one to the other (``s_{m+1} == s_m + n_m``).
+  when the PE goes straight from one to the other (``s_{m+1} == s_m + n_m``) and that first
+  entry is a real one (a padding entry updates no row; a column never ends with one).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from eie_model.encoding import EIELayer
 @dataclass(frozen=True)
 class ColumnGeometry:
     """Per broadcast column m and PE p (arrays [M, N]): entry count, SRAM address of the first
-    entry, padding entries, and the local rows of the first and last entry."""
+    entry, padding entries, and the local rows of the first and last entry (-1 where the column
+    is empty or that entry is padding: it updates no row)."""
 
     entries: np.ndarray
     address: np.ndarray
@@ -52,13 +54,19 @@ def column_geometry(
     first = base + start
     last = base + end
     nonempty = end > start
-    z_first = layer.z[np.minimum(first, layer.z.size - 1)] if layer.z.size else np.zeros_like(first)
+    if layer.z.size:
+        z_first = layer.z[np.minimum(first, layer.z.size - 1)]
+        real_first = layer.v[np.minimum(first, layer.v.size - 1)] != 0
+        real_last = layer.v[np.maximum(last - 1, 0)] != 0
+    else:
+        z_first = np.zeros_like(first)
+        real_first = real_last = np.zeros(first.shape, dtype=bool)
     return ColumnGeometry(
         entries=end - start,
         address=layer.batch_base()[batch] + start,
         padding=padding_before[last] - padding_before[first],
-        first_row=np.where(nonempty, z_first, -1).astype(np.int64),
-        last_row=np.where(nonempty, running[last] - running[first] - 1, -1),
+        first_row=np.where(nonempty & real_first, z_first, -1).astype(np.int64),
+        last_row=np.where(nonempty & real_last, running[last] - running[first] - 1, -1),
     )
 
 
@@ -81,5 +89,5 @@ def bypasses(geometry: ColumnGeometry, s: np.ndarray) -> np.ndarray:
     if n.shape[0] < 2:
         return np.zeros(n.shape[1], dtype=np.int64)
     adjacent = (n[:-1] > 0) & (n[1:] > 0) & (s[1:] == s[:-1] + n[:-1])
-    same_row = geometry.last_row[:-1] == geometry.first_row[1:]
+    same_row = (geometry.last_row[:-1] == geometry.first_row[1:]) & (geometry.first_row[1:] >= 0)
     return (adjacent & same_row).sum(axis=0)

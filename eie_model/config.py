@@ -1,20 +1,17 @@
 """The parameters of one EIE design point; the defaults are the paper's 64-PE, 45 nm design.
 
-Every field is a plain number so that a configuration is hashable, printable and sweepable
-(`dataclasses.replace(config, fifo_depth=16)`).
+Every field is a plain number or name so that a configuration is hashable, printable and
+sweepable (`dataclasses.replace(config, fifo_depth=16)`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from compress.checks import check_int
 
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return value
+#: ``semantics`` values: how the activation queue and rows beyond the register file behave.
+SEMANTICS = ("hardware", "paper-simulator")
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,11 @@ class EIEConfig:
       capacity check; they never change the cycle count).
     * ``arith_stages``: pipeline stages of the arithmetic unit after the sparse-matrix read
       (lookup, multiply, shift-and-add, write).
+    * ``semantics``: ``"hardware"`` (default): a queue of depth d holds d activations, and a PE
+      owning more rows than ``rf_size`` computes them in passes with a write-back in between;
+      ``"paper-simulator"``: the EIE authors' cycle-level simulator (RalphMao/EIE-simulator),
+      whose queue of size B is a circular buffer holding B - 1 activations (so ``fifo_depth``
+      must be at least 2) and which makes a single pass over all rows, whatever ``rf_size``.
     """
 
     pes: int = 64
@@ -50,17 +52,27 @@ class EIEConfig:
     spmat_sram_kb: float = 128.0
     act_sram_kb: float = 2.0
     arith_stages: int = 4
+    semantics: str = "hardware"
 
     def __post_init__(self) -> None:
-        _check_int("pes", self.pes, 1, 4096)
-        _check_int("fifo_depth", self.fifo_depth, 1, 1 << 16)
-        _check_int("weight_bits", self.weight_bits, 1, 8)
-        _check_int("index_bits", self.index_bits, 1, 8)
-        _check_int("pointer_bits", self.pointer_bits, 1, 64)
-        _check_int("act_bits", self.act_bits, 2, 32)
-        _check_int("rf_size", self.rf_size, 1, 1 << 20)
-        _check_int("arith_stages", self.arith_stages, 0, 64)
-        _check_int("sram_width", self.sram_width, self.entry_bits, 1 << 16)
+        if not isinstance(self.semantics, str):
+            raise TypeError(f"semantics must be a string, got {self.semantics!r}")
+        if self.semantics not in SEMANTICS:
+            raise ValueError(f"semantics must be one of {SEMANTICS}, got {self.semantics!r}")
+        check_int(self.pes, "pes", 1, 4096)
+        check_int(self.fifo_depth, "fifo_depth", 1, 1 << 16)
+        if self.single_pass and self.fifo_depth < 2:
+            raise ValueError(
+                f"fifo_depth must be >= 2 with semantics='paper-simulator' (a circular buffer of size "
+                f"B holds B - 1 activations), got {self.fifo_depth}"
+            )
+        check_int(self.weight_bits, "weight_bits", 1, 8)
+        check_int(self.index_bits, "index_bits", 1, 8)
+        check_int(self.pointer_bits, "pointer_bits", 1, 64)
+        check_int(self.act_bits, "act_bits", 2, 32)
+        check_int(self.rf_size, "rf_size", 1, 1 << 20)
+        check_int(self.arith_stages, "arith_stages", 0, 64)
+        check_int(self.sram_width, "sram_width", self.entry_bits, 1 << 16)
         for name in ("clock_mhz", "ptr_sram_kb", "spmat_sram_kb", "act_sram_kb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -76,6 +88,24 @@ class EIEConfig:
     @property
     def entries_per_line(self) -> int:
         return self.sram_width // self.entry_bits
+
+    @property
+    def single_pass(self) -> bool:
+        """Whether every layer is one pass over all of a PE's rows (the authors' simulator)."""
+        return self.semantics == "paper-simulator"
+
+    @property
+    def queue_capacity(self) -> int:
+        """Activations one PE's queue holds: ``fifo_depth``, or one fewer in the authors'
+        circular buffer (one slot stays empty to tell a full buffer from an empty one)."""
+        return self.fifo_depth - 1 if self.single_pass else self.fifo_depth
+
+    def batch_rows(self, out_features: int) -> int | None:
+        """Local rows per pass for a layer of ``out_features`` rows (the encoder's ``batch_rows``):
+        ``rf_size`` when a PE owns more rows than its register file holds in hardware
+        semantics, else ``None`` (one pass)."""
+        rows_per_pe = -(-out_features // self.pes)
+        return self.rf_size if rows_per_pe > self.rf_size and not self.single_pass else None
 
     @property
     def max_centroids(self) -> int:

@@ -23,6 +23,9 @@ from compress import CompressedMatrix
 from eie_model.encoding import EIELayer, check_layer, decode_eie, frozen_layer
 
 DUMP_INDEX_BITS = 4
+#: The most output rows `read_eie_dump` accepts, inferred or given: the decoded layer holds a row
+#: pointer per row (8 bytes) and the simulator per-row state, whatever the dump's size.
+MAX_OUT_FEATURES = 1 << 24
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,10 +44,21 @@ class EIEDump:
 
 
 def read_eie_dump(
-    directory: str | Path, out_features: int | None = None, index_bits: int = DUMP_INDEX_BITS
+    directory: str | Path,
+    out_features: int | None = None,
+    index_bits: int = DUMP_INDEX_BITS,
+    *,
+    max_out_features: int = MAX_OUT_FEATURES,
 ) -> EIEDump:
-    """Read a dump folder. ``out_features`` defaults to the highest row holding an entry plus one
-    (the format does not store it); pass it when trailing rows may be empty."""
+    """Read a dump folder. ``out_features`` defaults to the highest row holding a weight plus one
+    (the format does not store it; padding entries, which hold none, do not count); pass it when
+    trailing rows may be empty. Either way it must be at most ``max_out_features``: a few bytes
+    of padding entries can point rows far away. Every defect raises ValueError (or
+    FileNotFoundError for a missing file) naming it."""
+    if out_features is not None and (
+        isinstance(out_features, bool) or not isinstance(out_features, int) or out_features < 1
+    ):
+        raise ValueError(f"out_features must be a positive int, got {out_features!r}")
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"EIE dump folder {directory} does not exist")
@@ -105,8 +119,13 @@ def read_eie_dump(
         (pes * (1 << 30), columns), pes, weight_bits, index_bits, 1 << 30, codebook, ptr, v, z, slice_start
     )
     if out_features is None:
-        rows = provisional.entry_rows()
+        rows = provisional.entry_rows()[v != 0]
         out_features = int(rows.max()) + 1 if rows.size else pes
+    if out_features > max_out_features:
+        raise ValueError(
+            f"the dump implies out_features={out_features}, more than max_out_features={max_out_features} "
+            "(pass max_out_features to allow it)"
+        )
     rows_per_pe = -(-out_features // pes)
     layer = frozen_layer(
         EIELayer(

@@ -11,14 +11,19 @@ from eie_model.energy import EnergyTable
 from eie_model.simulator import SimResult, simulate_encoded
 
 
+def dump_label(directory: str | Path) -> str:
+    """The layer name a dump folder goes by in results and sweeps: ``dump:<folder name>``."""
+    return f"dump:{Path(directory).name}"
+
+
 def simulate_dump(
     directory: str | Path, config: EIEConfig | None = None, *, energy_table: EnergyTable | None = None
 ) -> SimResult:
     """Simulate the layer of an authors' dump folder with its own input activations.
 
-    With no ``config`` (or one with the dump's PEs and bit widths whose register file holds
-    the PE's rows) the stored arrays run as they are; otherwise the decoded layer is encoded
-    again for ``config``.
+    With no ``config`` (or one with the dump's PEs and bit widths that computes the layer in one
+    pass) the stored arrays run as they are; otherwise the decoded layer is encoded again for
+    ``config``.
     """
     dump = read_eie_dump(directory)
     layer = dump.layer
@@ -28,16 +33,15 @@ def simulate_dump(
         layer.pes,
         layer.weight_bits,
         layer.index_bits,
-    ) and layer.rows_per_pe <= config.rf_size
+    ) and config.batch_rows(layer.out_features) is None
     if not same_layout:
-        rows_per_pe = -(-layer.out_features // config.pes)
         layer = encode_eie(
             dump.matrix,
             config.pes,
             config.weight_bits,
             config.index_bits,
-            batch_rows=config.rf_size if rows_per_pe > config.rf_size else None,
+            config.batch_rows(layer.out_features),
         )
     return simulate_encoded(
-        layer, dump.activations, config, name=f"dump:{dump.name}", energy_table=energy_table
+        layer, dump.activations, config, name=dump_label(directory), energy_table=energy_table
     )

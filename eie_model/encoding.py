@@ -32,18 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from compress import CompressedMatrix
+from compress.checks import check_int
 
 
 class CodebookTooLargeError(ValueError):
     """The layer has more centroids than the EIE weight index can address (v = 0 is reserved)."""
-
-
-def _check_width(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return int(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,9 +124,9 @@ def encode_eie(
     """
     if not isinstance(matrix, CompressedMatrix):
         raise TypeError(f"matrix must be a compress.CompressedMatrix, got {type(matrix).__name__}")
-    pes = _check_width("pes", pes, 1, 1 << 16)
-    weight_bits = _check_width("weight_bits", weight_bits, 1, 8)
-    index_bits = _check_width("index_bits", index_bits, 1, 8)
+    pes = check_int(pes, "pes", 1, 1 << 16)
+    weight_bits = check_int(weight_bits, "weight_bits", 1, 8)
+    index_bits = check_int(index_bits, "index_bits", 1, 8)
     max_centroids = (1 << weight_bits) - 1
     if matrix.codebook.size > max_centroids:
         raise CodebookTooLargeError(
@@ -145,7 +138,7 @@ def encode_eie(
     rows_per_pe = -(-out_features // pes)
     if batch_rows is None:
         batch_rows = rows_per_pe
-    batch_rows = _check_width("batch_rows", batch_rows, 1, 1 << 40)
+    batch_rows = check_int(batch_rows, "batch_rows", 1, 1 << 40)
     batches = -(-rows_per_pe // batch_rows)
     n_slices = batches * pes
 

@@ -13,15 +13,23 @@ Every entry of an `EnergyTable` records its value, its source and its process no
     divided by 800 MHz (a run's power then follows its activity: modules idle part of the time
     draw less, while short columns read more than the reference's one line per 8 entries);
   - a 64-bit sparse-matrix line serves 8 entries at that rate, so one line read costs 8 entry
-    times; a line of another width W costs ``E64 * (f + (1 - f) * W / 64)`` with a fixed share
-    ``f`` (decoders, control) of one half (assumption: the paper gives no SRAM energy per width);
+    times; a line of another width W costs that times ``E(W) / E(64)``, where E is the read
+    energy of the 128 KB sparse-matrix SRAM by line width from CACTI (`CACTI_SPMAT_READ_PJ`);
   - leakage is not reported separately in the paper (it is inside the module powers): 0 mW.
 * `per_op_45nm_table`: the 45 nm per-operation energies of the EIE paper's Table I (after Horowitz),
-  scaled to EIE's widths where stated, with the same clock power.
+  scaled to EIE's widths where stated, the sparse-matrix line read from CACTI, with the same
+  clock power.
+
+Padding entries (v = 0) pass the pointer and sparse-matrix stages but use neither the multiplier
+nor the accumulator (the arithmetic unit does not write for code 0), so the simulator counts MACs
+and accumulator accesses of real entries only. `chip_power_w` is the paper's whole-chip power
+(about 0.59 W for 64 PEs at 800 MHz); time x that power is the paper's way of giving a layer's
+energy, reported beside the activity-based energy.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from eie_model.config import EIEConfig
@@ -39,6 +47,46 @@ MODULE_POWER_MW = {
 LNZD_UNIT_MW = 0.023
 TABLE2 = "EIE paper Table II (per-PE power at 800 MHz)"
 HOROWITZ = "EIE paper Table I (45 nm energy per operation, after Horowitz)"
+PAPER_CHIP_POWER_W = 0.59
+PAPER_PES = 64
+
+#: Dynamic read energy per access (pJ) of the 128 KB sparse-matrix SRAM by line width (bits),
+#: computed with CACTI 7.0 (HP Labs; Balasubramonian et al., "CACTI 7", ACM TACO 2017): a
+#: 131072-byte single-bank scratchpad ("ram", one read-write port, no ECC, block = one line,
+#: output width = the line) at 45 nm, ITRS high-performance cells and periphery, 360 K, with
+#: CACTI's organization search optimizing energy x delay^2 (the other settings as in CACTI's
+#: sample cache.cfg). CACTI re-optimizes the array for each width, hence the uneven steps.
+CACTI_SPMAT_READ_PJ: dict[int, float] = {
+    8: 12.18,
+    16: 13.56,
+    32: 21.22,
+    64: 32.96,
+    128: 40.53,
+    256: 56.29,
+    512: 77.80,
+    1024: 111.74,
+}
+CACTI = "CACTI 7.0, 128 KB SRAM at 45 nm (see CACTI_SPMAT_READ_PJ)"
+
+
+def sram_read_pj(width: int) -> float:
+    """Read energy of the 128 KB sparse-matrix SRAM with ``width``-bit lines (pJ), interpolated
+    log-log between the CACTI widths and extrapolated with the end segments' slopes."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive int of bits, got {width!r}")
+    widths = sorted(CACTI_SPMAT_READ_PJ)
+    upper = next((k for k, w in enumerate(widths) if w >= width), len(widths) - 1)
+    upper = min(max(upper, 1), len(widths) - 1)
+    w0, w1 = widths[upper - 1], widths[upper]
+    e0, e1 = CACTI_SPMAT_READ_PJ[w0], CACTI_SPMAT_READ_PJ[w1]
+    slope = math.log(e1 / e0) / math.log(w1 / w0)
+    return e0 * (width / w0) ** slope
+
+
+def chip_power_w(config: EIEConfig) -> float:
+    """The paper's chip power (0.59 W for 64 PEs at 800 MHz) scaled to ``config``'s PEs and clock."""
+    return PAPER_CHIP_POWER_W * config.pes / PAPER_PES * config.clock_mhz / PAPER_CLOCK_MHZ
+
 
 #: The events `SimResult.counts` reports, in the order they appear in breakdowns.
 EVENTS = (
@@ -70,15 +118,14 @@ class EnergyEntry:
 
 @dataclass(frozen=True)
 class EnergyTable:
-    """Energy per event (pJ; ``spmat_line_read`` at ``reference_width`` bits), static power per PE
-    (mW at ``clock_reference_mhz``) and how a line read scales with the SRAM width."""
+    """Energy per event (pJ; ``spmat_line_read`` at ``reference_width`` bits, other widths scaled
+    by `sram_read_pj`) and static power per PE (mW at ``clock_reference_mhz``)."""
 
     name: str
     per_event: dict[str, EnergyEntry]
     clock_mw_per_pe: EnergyEntry
     leakage_mw_per_pe: EnergyEntry
     reference_width: int = 64
-    line_fixed_share: float = 0.5
     clock_reference_mhz: float = PAPER_CLOCK_MHZ
     notes: tuple[str, ...] = field(default=())
 
@@ -86,14 +133,12 @@ class EnergyTable:
         missing = [e for e in EVENTS if e not in self.per_event]
         if missing:
             raise ValueError(f"energy table {self.name!r} lacks entries for {missing}")
-        if not 0.0 <= self.line_fixed_share <= 1.0:
-            raise ValueError(f"line_fixed_share must be in [0, 1], got {self.line_fixed_share}")
+        sram_read_pj(self.reference_width)  # validates the width
 
     def event_pj(self, event: str, sram_width: int) -> float:
         value = self.per_event[event].value
         if event == "spmat_line_read":
-            share = self.line_fixed_share
-            value *= share + (1.0 - share) * sram_width / self.reference_width
+            value *= sram_read_pj(sram_width) / sram_read_pj(self.reference_width)
         return value
 
     def to_dict(self) -> dict:
@@ -103,7 +148,7 @@ class EnergyTable:
             "clock_mw_per_pe": self.clock_mw_per_pe.to_dict(),
             "leakage_mw_per_pe": self.leakage_mw_per_pe.to_dict(),
             "reference_width": self.reference_width,
-            "line_fixed_share": self.line_fixed_share,
+            "line_read_pj_by_width": {"source": CACTI, "pj": dict(CACTI_SPMAT_READ_PJ)},
             "notes": list(self.notes),
         }
 
@@ -177,11 +222,7 @@ def per_op_45nm_table(pes: int = 64) -> EnergyTable:
             HOROWITZ + ": one 32-bit (value, index) write priced as a 32 KB SRAM access (upper bound)",
         ),
         "pointer_read": EnergyEntry(5.0, "pJ", HOROWITZ + ": 32-bit read of a 32 KB SRAM (two 16-bit banks)"),
-        "spmat_line_read": EnergyEntry(
-            64 * sram_bit,
-            "pJ",
-            HOROWITZ + ": 32 KB SRAM read energy per bit x 64 bits (128 KB array not scaled)",
-        ),
+        "spmat_line_read": EnergyEntry(CACTI_SPMAT_READ_PJ[64], "pJ", CACTI + ": one 64-bit line read"),
         "mac": EnergyEntry(
             mult16 + add16,
             "pJ",

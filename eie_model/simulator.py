@@ -1,18 +1,25 @@
 """Simulate one layer on EIE: cycles, per-PE accounting, memory activity, output and energy.
 
 `simulate_layer` encodes a canonical layer for the configuration and runs it;
-`simulate_encoded` runs an already encoded layer (e.g. one read from the authors' dump).
-Timing comes from `eie_model.timing`, activity from `eie_model.activity`, the output from
-`eie_model.arithmetic` and the energy from `eie_model.energy`; their docstrings state every
-modelling assumption. Nothing is fitted to published timings.
+`simulate_encoded` runs an already encoded layer (e.g. one read from the authors' dump);
+`prepare` and `simulate_prepared` let a sweep share what every design point of one encoding
+has in common. Timing comes from `eie_model.timing`, activity from `eie_model.activity`, the
+output from `eie_model.arithmetic` and the energy from `eie_model.energy`; their docstrings
+state every modelling assumption. Nothing is fitted to published timings.
 
-Batches (a PE owning more output rows than its destination register file holds): each batch
-is a full pass (every non-zero activation broadcast again, the batch's own pointers), after
-which the PEs write the batch's accumulators to the activation SRAM, one row per cycle in
-parallel, before the next pass starts. A layer of one batch leaves its result in the
-destination register file (it becomes the next layer's source), so nothing is written back.
-Input vectors longer than the source register files (``pes * rf_size``) are read by the LNZD
-from the activation SRAM instead, which costs energy but no cycles.
+Batches (hardware semantics, a PE owning more output rows than its destination register file
+holds): each batch is a full pass (every non-zero activation broadcast again, the batch's own
+pointers), after which the PEs write the batch's accumulators to the activation SRAM, one row
+per cycle in parallel, before the next pass starts. A layer of one batch leaves its result in
+the destination register file (it becomes the next layer's source), so nothing is written back.
+The paper-simulator semantics (`EIEConfig.semantics`) always make one pass. Input vectors
+longer than the source register files (``pes * rf_size``) are read by the LNZD from the
+activation SRAM instead, which costs energy but no cycles.
+
+Two efficiencies: ``load_efficiency`` = ideal cycles (every processed entry, padding included,
+spread evenly over the PEs at one per cycle) / cycles, how well the work is balanced; and
+``useful_efficiency`` = useful multiplies (real entries of broadcast columns) / (cycles x PEs),
+the "efficiency" the EIE authors' simulator prints and their FIFO-depth and PE sweeps plot.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from eie_model.arithmetic import LayerOutput, compute_output
 from eie_model.codebook import fit_codebook
 from eie_model.config import EIEConfig
 from eie_model.encoding import EIELayer, check_layer, encode_eie
-from eie_model.energy import EnergyReport, EnergyTable, module_power_table, run_energy
+from eie_model.energy import EnergyReport, EnergyTable, chip_power_w, module_power_table, run_energy
 from eie_model.fixed_point import FixedPointFormat
 from eie_model.timing import lnzd_levels, plan_broadcast, schedule_pass
 
@@ -79,7 +86,23 @@ class SimResult:
 
     @property
     def useful_multiplies(self) -> int:
+        """Multiplies with a real weight: processed entries less padding."""
         return self.processed_entries - self.processed_padding
+
+    @property
+    def useful_efficiency(self) -> float:
+        """Useful multiplies over cycles x PEs (the EIE authors' "efficiency")."""
+        return self.useful_multiplies / (self.cycles * self.config.pes) if self.cycles else 1.0
+
+    @property
+    def chip_power_w(self) -> float:
+        """The paper's chip power scaled to this design (`eie_model.energy.chip_power_w`)."""
+        return chip_power_w(self.config)
+
+    @property
+    def energy_at_chip_power_uj(self) -> float:
+        """Time x the paper's chip power: the paper's way of giving a layer's energy."""
+        return self.time_us * self.chip_power_w
 
     @property
     def energy_uj(self) -> float:
@@ -124,6 +147,8 @@ class SimResult:
             "ideal_cycles": self.ideal_cycles,
             "theoretical_us": self.theoretical_us,
             "load_efficiency": self.load_efficiency,
+            "useful_efficiency": self.useful_efficiency,
+            "semantics": self.config.semantics,
             "entries": self.entries,
             "padding_entries": self.padding_entries,
             "processed_entries": self.processed_entries,
@@ -132,12 +157,13 @@ class SimResult:
             "batches": self.batches,
             "writeback_cycles": self.writeback_cycles,
             "stall_cycles": self.stall_cycles,
-            "multiplies": self.processed_entries,
             "useful_multiplies": self.useful_multiplies,
             "bypasses": self.bypasses,
             "empty_column_slots": self.empty_column_slots,
             "energy_uj": self.energy_uj,
             "power_mw": self.power_mw,
+            "chip_power_w": self.chip_power_w,
+            "energy_at_chip_power_uj": self.energy_at_chip_power_uj,
             "gops": self.gops,
             "gops_dense_equivalent": self.gops_dense_equivalent,
             "frames_per_s": 1.0 / seconds if seconds else None,
@@ -185,13 +211,8 @@ def simulate_layer(
     config = EIEConfig() if config is None else config
     if fit:
         matrix = fit_codebook(matrix, config.max_centroids)
-    rows_per_pe = -(-matrix.shape[0] // config.pes)
     layer = encode_eie(
-        matrix,
-        config.pes,
-        config.weight_bits,
-        config.index_bits,
-        batch_rows=config.rf_size if rows_per_pe > config.rf_size else None,
+        matrix, config.pes, config.weight_bits, config.index_bits, config.batch_rows(matrix.shape[0])
     )
     return simulate_encoded(layer, activations, config, name=name, fmt=fmt, energy_table=energy_table)
 
@@ -214,27 +235,60 @@ def simulate_encoded(
         config = EIEConfig(
             pes=layer.pes, weight_bits=layer.weight_bits, index_bits=layer.index_bits, rf_size=rf_size
         )
+    run = prepare(layer, activations)
+    output = compute_output(layer, run.activations, fmt, config.act_bits)
+    return simulate_prepared(run, config, output, name=name, energy_table=energy_table, started=started)
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedLayer:
+    """An encoded layer with a checked input vector and the per-entry prefix sums every design
+    point of this encoding shares (`prepare`)."""
+
+    layer: EIELayer
+    activations: np.ndarray
+    prefix: tuple[np.ndarray, np.ndarray]
+
+
+def prepare(layer: EIELayer, activations) -> PreparedLayer:
+    """Check an encoded layer and its input vector once for many `simulate_prepared` runs."""
     check_layer(layer)
-    _check_match(layer, config)
     acts = _check_activations(activations, layer.in_features)
+    return PreparedLayer(layer, acts, entry_prefix_sums(layer))
+
+
+def simulate_prepared(
+    run: PreparedLayer,
+    config: EIEConfig,
+    output: LayerOutput,
+    *,
+    name: str = "layer",
+    energy_table: EnergyTable | None = None,
+    started: float | None = None,
+) -> SimResult:
+    """Simulate a prepared layer on ``config`` with its ``output`` (`compute_output`, which depends
+    only on the matrix, the input and ``config.act_bits``, so one output serves every design
+    point of a sweep); ``started`` is the `time.perf_counter` the simulation time counts from."""
+    started = time.perf_counter() if started is None else started
+    layer = run.layer
+    _check_match(layer, config)
+    if output.codes.shape != (layer.out_features,):
+        raise ValueError(f"output has shape {output.codes.shape} for a layer of {layer.out_features} rows")
     table = module_power_table(config.pes) if energy_table is None else energy_table
 
     pes = config.pes
-    plan = plan_broadcast(acts != 0, pes)
-    prefix = entry_prefix_sums(layer)
+    plan = plan_broadcast(run.activations != 0, pes)
     per_pass_reads = layer.in_features
     in_rf = layer.in_features <= pes * config.rf_size
-    totals = dict.fromkeys(
-        ("cycles", "stall", "lines", "bypass", "processed", "padding", "empty", "writeback"), 0
-    )
+    totals = dict.fromkeys(("cycles", "stall", "lines", "bypass", "padding", "empty", "writeback"), 0)
     busy = np.zeros(pes, dtype=np.int64)
     stalled = np.zeros(pes, dtype=np.int64)
     starved = np.zeros(pes, dtype=np.int64)
     processed = np.zeros(pes, dtype=np.int64)
     for batch in range(layer.batches):
-        geometry = column_geometry(layer, batch, plan.columns, prefix)
+        geometry = column_geometry(layer, batch, plan.columns, run.prefix)
         sched = schedule_pass(
-            geometry.entries, plan, config.fifo_depth, lnzd_levels(pes), config.arith_stages
+            geometry.entries, plan, config.queue_capacity, lnzd_levels(pes), config.arith_stages
         )
         writeback = 0
         if layer.batches > 1:
@@ -250,21 +304,21 @@ def simulate_encoded(
         stalled += sched.stalled
         starved += sched.starved
         processed += geometry.entries.sum(axis=0)
-    totals["processed"] = int(processed.sum())
+    processed_total = int(processed.sum())
+    useful = processed_total - totals["padding"]
     m = plan.columns.size
     counts = {
         "lnzd_cycle": (m + int(plan.gaps.sum()) + plan.tail_groups) * layer.batches,
         "fifo_push": m * pes * layer.batches,
         "pointer_read": m * pes * layer.batches,
         "spmat_line_read": totals["lines"],
-        "mac": totals["processed"],
-        "dest_read": totals["processed"] - totals["bypass"],
-        "dest_write": totals["processed"],
+        "mac": useful,
+        "dest_read": useful - totals["bypass"],
+        "dest_write": useful,
         "source_read": per_pass_reads * layer.batches if in_rf else 0,
         "act_sram_read": 0 if in_rf else per_pass_reads * layer.batches,
         "act_sram_write": layer.out_features if layer.batches > 1 else 0,
     }
-    output = compute_output(layer, acts, fmt, config.act_bits)
     energy = run_energy(counts, totals["cycles"], config, table)
     return SimResult(
         name=name,
@@ -273,12 +327,12 @@ def simulate_encoded(
         batches=layer.batches,
         broadcasts=m,
         cycles=totals["cycles"],
-        ideal_cycles=-(-totals["processed"] // pes),
+        ideal_cycles=-(-processed_total // pes),
         writeback_cycles=totals["writeback"],
         stall_cycles=totals["stall"],
         entries=layer.entries,
         padding_entries=layer.padding_entries,
-        processed_entries=totals["processed"],
+        processed_entries=processed_total,
         processed_padding=totals["padding"],
         bypasses=totals["bypass"],
         empty_column_slots=totals["empty"],
@@ -323,6 +377,13 @@ def _check_match(layer: EIELayer, config: EIEConfig) -> None:
                 f"the layer was encoded with {field}={getattr(layer, field)} but the config has "
                 f"{field}={getattr(config, field)}; encode it for this config"
             )
+    if config.single_pass:
+        if layer.batches > 1:
+            raise ValueError(
+                f"semantics='paper-simulator' makes one pass but the layer was encoded in {layer.batches} "
+                "batches; encode it with batch_rows=None"
+            )
+        return
     batch_rows = min(layer.batch_rows, layer.rows_per_pe)
     if batch_rows > config.rf_size:
         raise ValueError(

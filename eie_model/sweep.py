@@ -3,8 +3,9 @@
 The caller names the layers and passes the function that gives each one's matrix and input
 activations (e.g. `workloads.benchmark_inputs` for the paper's benchmark layers, or a lookup into
 layers it holds). A layer is fetched once per sweep, and only one is held at a time; an encoding
-is reused by every design point with the same PEs, bit widths and register file, so a FIFO-depth
-or SRAM-width sweep encodes each layer once.
+is reused by every design point with the same PEs, bit widths and passes, so a FIFO-depth or
+SRAM-width sweep encodes each layer once, and the layer's fixed-point output (the same for every
+design point) is computed once.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import pandas as pd
 
 from compress.matrix import CompressedMatrix
 from eie_model.area import chip_area_mm2
+from eie_model.arithmetic import LayerOutput, compute_output
 from eie_model.config import EIEConfig
 from eie_model.encoding import encode_eie
-from eie_model.simulator import simulate_encoded
+from eie_model.energy import EnergyTable
+from eie_model.simulator import PreparedLayer, prepare, simulate_prepared
 
 #: Sweep name -> (EIEConfig field, default values: the ranges of the paper's design-space study).
 SWEEPS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -29,6 +32,13 @@ SWEEPS: dict[str, tuple[str, tuple[int, ...]]] = {
     "pes": ("pes", (1, 2, 4, 8, 16, 32, 64, 128, 256)),
     "sram-width": ("sram_width", (16, 32, 64, 128, 256, 512)),
     "index-bits": ("index_bits", (2, 3, 4, 5, 6, 7, 8)),
+}
+#: Each swept EIEConfig field in words, for axis labels.
+PARAMETER_WORDS = {
+    "fifo_depth": "FIFO depth (activation queue entries per PE)",
+    "pes": "number of PEs",
+    "sram_width": "sparse-matrix SRAM width (bits)",
+    "index_bits": "relative index width (bits)",
 }
 
 COLUMNS = (
@@ -40,12 +50,17 @@ COLUMNS = (
     "ideal_cycles",
     "theoretical_us",
     "load_efficiency",
+    "useful_efficiency",
+    "useful_multiplies",
     "entries",
     "padding_entries",
     "spmat_line_reads",
+    "spmat_read_uj",
     "energy_uj",
     "power_mw",
+    "energy_at_chip_power_uj",
     "chip_area_mm2",
+    "semantics",
 )
 
 
@@ -60,20 +75,25 @@ def run_sweep(
     values: Sequence[int] | None = None,
     base: EIEConfig | None = None,
     *,
+    energy_table: EnergyTable | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Simulate every layer at every value of one parameter; one row per design point.
 
     ``layer_inputs(name, base.weight_bits)`` gives each layer of ``layers`` (the ``benchmark``
-    column) and its input; ``values`` default to the sweep's full range in `SWEEPS`.
+    column) and its input; ``values`` default to the sweep's full range in `SWEEPS` (FIFO depths
+    from 2 with the paper-simulator semantics); ``energy_table`` defaults to `module_power_table`.
     """
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; choose one of {sorted(SWEEPS)}")
     field, defaults = SWEEPS[sweep]
-    values = tuple(defaults if values is None else values)
+    base = EIEConfig() if base is None else base
+    if values is None:
+        # The authors' queue of size 1 holds nothing: their semantics start the range at 2.
+        values = [v for v in defaults if not (field == "fifo_depth" and base.single_pass and v < 2)]
+    values = tuple(values)
     if not values:
         raise ValueError("a sweep needs at least one value")
-    base = EIEConfig() if base is None else base
     configs = [dataclasses.replace(base, **{field: int(v)}) for v in values]  # validates every value
     rows = []
     if not layers:
@@ -82,15 +102,19 @@ def run_sweep(
     done = 0
     for name in layers:
         matrix, activations = layer_inputs(name, base.weight_bits)
-        encodings: dict[tuple[int, int, int, int | None], object] = {}
+        prepared: dict[tuple[int, int, int, int | None], PreparedLayer] = {}
+        outputs: dict[int, LayerOutput] = {}
         for value, config in zip(values, configs):
             started = time.perf_counter()
-            rows_per_pe = -(-matrix.shape[0] // config.pes)
-            batch_rows = config.rf_size if rows_per_pe > config.rf_size else None
-            key = (config.pes, config.weight_bits, config.index_bits, batch_rows)
-            if key not in encodings:
-                encodings[key] = encode_eie(matrix, *key)
-            result = simulate_encoded(encodings[key], activations, config, name=name)
+            key = (config.pes, config.weight_bits, config.index_bits, config.batch_rows(matrix.shape[0]))
+            if key not in prepared:
+                prepared[key] = prepare(encode_eie(matrix, *key), activations)
+            run = prepared[key]
+            if config.act_bits not in outputs:
+                outputs[config.act_bits] = compute_output(run.layer, run.activations, bits=config.act_bits)
+            result = simulate_prepared(
+                run, config, outputs[config.act_bits], name=name, energy_table=energy_table, started=started
+            )
             rows.append(
                 {
                     "benchmark": name,
@@ -101,23 +125,31 @@ def run_sweep(
                     "ideal_cycles": result.ideal_cycles,
                     "theoretical_us": result.theoretical_us,
                     "load_efficiency": result.load_efficiency,
+                    "useful_efficiency": result.useful_efficiency,
+                    "useful_multiplies": result.useful_multiplies,
                     "entries": result.entries,
                     "padding_entries": result.padding_entries,
                     "spmat_line_reads": result.counts["spmat_line_read"],
+                    "spmat_read_uj": result.energy.dynamic_pj["spmat_line_read"] * 1e-6,
                     "energy_uj": result.energy_uj,
                     "power_mw": result.power_mw,
+                    "energy_at_chip_power_uj": result.energy_at_chip_power_uj,
                     "chip_area_mm2": chip_area_mm2(config),
+                    "semantics": config.semantics,
                 }
             )
             done += 1
             if progress is not None:
-                elapsed = time.perf_counter() - started
-                progress(f"[{done}/{total}] {name} {field}={value}: {result.cycles} cycles ({elapsed:.2f} s)")
+                progress(
+                    f"[{done}/{total}] {name} {field}={value}: {result.cycles} cycles "
+                    f"({result.sim_seconds:.2f} s)"
+                )
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def plot_sweep(table: pd.DataFrame, path: str | Path) -> Path:
-    """Load efficiency, time and energy against the swept value, one line per benchmark (PNG)."""
+    """Load and useful efficiency, time and energy against the swept value, one line per
+    benchmark (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,9 +158,10 @@ def plot_sweep(table: pd.DataFrame, path: str | Path) -> Path:
     if table.empty:
         raise ValueError("the sweep table is empty")
     field = str(table["parameter"].iloc[0])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     panels = (
         ("load_efficiency", "load efficiency (ideal / actual cycles)"),
+        ("useful_efficiency", "useful efficiency (useful MACs / (cycles x PEs))"),
         ("time_us", "time per layer (us)"),
         ("energy_uj", "energy per layer (uJ)"),
     )
@@ -136,13 +169,13 @@ def plot_sweep(table: pd.DataFrame, path: str | Path) -> Path:
         for name, group in table.groupby("benchmark", sort=False):
             ax.plot(group["value"], group[column], marker="o", label=name)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(field)
+        ax.set_xlabel(PARAMETER_WORDS.get(field, field))
         ax.set_ylabel(label)
-        if column != "load_efficiency":
+        if not column.endswith("efficiency"):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"EIE model: sweep of {field} (other parameters fixed)")
+    fig.suptitle(f"EIE model: sweep of the {PARAMETER_WORDS.get(field, field)} (other parameters fixed)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

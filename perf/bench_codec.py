@@ -30,7 +30,7 @@ from compress.huffman import HuffmanCode, huffman_decode, huffman_encode
 from compress.kmeans import kmeans_1d
 from compress.relative_index import encode_relative
 from compress.relative_index_huffman import encode_huffman
-from perf.harness import REPO_ROOT, machine_info, print_table, time_cpu, write_csv
+from perf.harness import REPO_ROOT, doc_summary, machine_info, print_table, time_cpu, write_csv
 from workloads.paper_layers import PAPER_LAYERS
 from workloads.synthetic import random_compressed_matrix
 
@@ -149,7 +149,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument("--scale", type=float, default=1.0, help="share of VGG-6's 4096 rows (default 1)")
     parser.add_argument("--segments", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results" / "codec_cpu")

@@ -35,7 +35,7 @@ from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu import launch as cpu_launch
 from dc_kernels.cpu.launch import CpuState
 from dc_kernels.linear import CompressedLinear
-from perf.harness import REPO_ROOT, machine_info, print_table, time_interleaved, write_csv
+from perf.harness import REPO_ROOT, doc_summary, machine_info, print_table, time_interleaved, write_csv
 from workloads.paper_layers import get_layer
 from workloads.synthetic import random_compressed_matrix
 
@@ -218,7 +218,7 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument(
         "--layers", nargs="+", default=list(DEFAULT_LAYERS), help="layer names (workloads.get_layer)"
     )

@@ -1,12 +1,16 @@
 """The EIE simulator: its results on the paper's nine benchmark layers and its own speed.
 
 Per layer (`workloads.simulate_benchmark`: a random layer of the paper's shape and weight density
-and a seeded input of the paper's activation density, on the paper's 64-PE design by default):
-cycles, time, load efficiency, padding, energy and power from the model, plus the wall seconds
-the simulation took (the simulator's speed). Then the design-space sweeps the report plots
-(`eie_model.run_sweep`): load efficiency against FIFO depth and time against the number of PEs.
+and a seeded input of the paper's activation density, generated as the chosen workload of
+`workloads.eie_workloads` says, on the paper's 64-PE design by default): cycles, time, load and
+useful efficiency, padding, energy (activity-based, and time x the paper's chip power) and power
+from the model, plus the wall seconds the simulation took (the simulator's speed); the EIE
+authors' dump as one more row when its folder is given. `compare_workloads` runs every layer
+under every workload preset. Then the design-space sweeps the report plots (`eie_model.run_sweep`):
+FIFO depth, number of PEs, SRAM width and z width.
 
-    python -m perf.bench_eie [--layers alex7 vgg6] [--sweeps fifo pes] [--quick] [--out DIR]
+    python -m perf.bench_eie [--layers alex7 vgg6] [--sweeps fifo pes] [--workload fc8-stats]
+                             [--eie-dump DIR] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -16,27 +20,38 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from eie_model import SWEEPS, EIEConfig, run_sweep
-from perf.harness import Progress, machine_info, print_table, write_csv
-from workloads.eie import simulate_benchmark
-from workloads.paper_layers import BENCHMARKS, PAPER_LAYERS, benchmark_inputs
+from eie_model import SWEEPS, EIEConfig, SimResult, run_sweep, simulate_dump
+from eie_model.dump_simulation import dump_label
+from perf.harness import Progress, doc_summary, machine_info, print_table, write_csv
+from workloads.eie import simulate_benchmark, sweep_inputs
+from workloads.eie_workloads import WORKLOADS
+from workloads.paper_layers import BENCHMARKS, PAPER_LAYERS
 
 COLUMNS = (
     "layer",
+    "workload",
     "cycles",
     "time_us",
     "load_efficiency",
+    "useful_efficiency",
     "padding_entries",
     "energy_uj",
+    "energy_at_chip_power_uj",
     "power_mw",
     "sim_seconds",
 )
-QUICK_SWEEP_VALUES = {"fifo": (1, 2, 4, 8, 32), "pes": (1, 4, 16, 64, 256)}
+QUICK_SWEEP_VALUES = {
+    "fifo": (1, 2, 4, 8, 32),
+    "pes": (1, 4, 16, 64, 256),
+    "sram-width": (32, 64, 128, 512),
+    "index-bits": (3, 4, 6),
+}
+#: The ``workload`` of the dump's row: real weights and a real input, not generated.
+DUMP_WORKLOAD = "authors' dump"
 
 
 def _check_layers(names: tuple[str, ...], what: str) -> None:
@@ -47,14 +62,18 @@ def _check_layers(names: tuple[str, ...], what: str) -> None:
 
 @dataclass(frozen=True)
 class EieBenchConfig:
-    """What `simulate_layers` and `run_sweeps` run: benchmark layers, the design point, the seed,
-    the sweeps (names of `eie_model.SWEEPS`) with their layers and values (None: the sweep's
-    full range)."""
+    """What `simulate_layers`, `compare_workloads` and `run_sweeps` run: benchmark layers, the
+    design point, the seed, the workload the layers are generated as (a preset of
+    `workloads.eie_workloads.WORKLOADS`), the EIE authors' dump folder (None: no dump row or
+    sweep line), the sweeps (names of `eie_model.SWEEPS`) with their layers and values (None:
+    the sweep's full range)."""
 
     layers: tuple[str, ...] = BENCHMARKS
     eie: EIEConfig = field(default_factory=EIEConfig)
     seed: int = 0
-    sweeps: tuple[str, ...] = ("fifo", "pes")
+    workload: str = "uniform"
+    dump: Path | None = None
+    sweeps: tuple[str, ...] = tuple(SWEEPS)
     sweep_layers: tuple[str, ...] = BENCHMARKS
     sweep_values: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
@@ -66,6 +85,10 @@ class EieBenchConfig:
             raise ValueError(f"unknown sweeps {unknown}; choose from {sorted(SWEEPS)}")
         if not isinstance(self.eie, EIEConfig):
             raise TypeError(f"eie must be an eie_model.EIEConfig, got {type(self.eie).__name__}")
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {self.workload!r}; choose from {', '.join(WORKLOADS)}")
+        if self.dump is not None and not Path(self.dump).is_dir():
+            raise ValueError(f"the EIE dump folder {self.dump} does not exist")
 
     def values(self, sweep: str) -> tuple[int, ...] | None:
         return dict(self.sweep_values).get(sweep)
@@ -77,77 +100,130 @@ class EieBenchConfig:
         return cls(**{**defaults, **overrides})
 
 
+def _result_row(result: SimResult, workload: str) -> dict:
+    return {
+        "layer": result.name,
+        "workload": workload,
+        "cycles": result.cycles,
+        "time_us": result.time_us,
+        "theoretical_us": result.theoretical_us,
+        "load_efficiency": result.load_efficiency,
+        "useful_efficiency": result.useful_efficiency,
+        "entries": result.entries,
+        "padding_entries": result.padding_entries,
+        "useful_multiplies": result.useful_multiplies,
+        "energy_uj": result.energy_uj,
+        "energy_at_chip_power_uj": result.energy_at_chip_power_uj,
+        "power_mw": result.power_mw,
+        "gops": result.gops,
+        "output_checksum": result.output_checksum,
+    }
+
+
 def simulate_layers(config: EieBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """One row per benchmark layer: the simulated figures and the simulator's wall time."""
+    """One row per benchmark layer (and the dump's, when ``config.dump`` is set): the simulated
+    figures and the simulator's wall time."""
     rows = []
-    for k, name in enumerate(config.layers, 1):
+    names = [*config.layers, *([dump_label(config.dump)] if config.dump is not None else [])]
+    for k, name in enumerate(names, 1):
         started = time.perf_counter()
-        result = simulate_benchmark(name, config.eie, seed=config.seed)
+        if name in PAPER_LAYERS:
+            result = simulate_benchmark(name, config.eie, seed=config.seed, workload=config.workload)
+            workload = config.workload
+        else:
+            result = simulate_dump(config.dump, config.eie)
+            workload = DUMP_WORKLOAD
         wall = time.perf_counter() - started
-        spec = PAPER_LAYERS[name]
+        outputs, inputs = result.shape
         rows.append(
             {
-                "layer": name,
-                "inputs": spec.inputs,
-                "outputs": spec.outputs,
-                "weight_density": spec.weight_density,
-                "activation_density": spec.activation_density,
+                **_result_row(result, workload),
+                "inputs": inputs,
+                "outputs": outputs,
+                "weight_density": (result.entries - result.padding_entries) / (outputs * inputs),
+                "activation_density": result.broadcasts / inputs,
                 "pes": config.eie.pes,
                 "fifo_depth": config.eie.fifo_depth,
                 "weight_bits": config.eie.weight_bits,
                 "index_bits": config.eie.index_bits,
-                "cycles": result.cycles,
-                "time_us": result.time_us,
-                "theoretical_us": result.theoretical_us,
-                "load_efficiency": result.load_efficiency,
-                "entries": result.entries,
-                "padding_entries": result.padding_entries,
-                "energy_uj": result.energy_uj,
-                "power_mw": result.power_mw,
-                "gops": result.gops,
-                "output_checksum": result.output_checksum,
+                "semantics": config.eie.semantics,
                 "sim_seconds": wall,
                 "sim_entries_per_s": result.entries / wall,
             }
         )
         if progress is not None:
             progress(
-                f"EIE [{k}/{len(config.layers)}] {name}: {result.cycles} cycles = {result.time_us:.1f} us, "
-                f"load efficiency {result.load_efficiency:.3f} (simulated in {wall:.1f} s)"
+                f"EIE [{k}/{len(names)}] {name}: {result.cycles} cycles = {result.time_us:.1f} us, "
+                f"load efficiency {result.load_efficiency:.3f}, useful {result.useful_efficiency:.3f} "
+                f"(simulated in {wall:.1f} s)"
             )
+    return rows
+
+
+def compare_workloads(config: EieBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Every benchmark layer of ``config`` under every workload preset: one row per (layer,
+    workload)."""
+    rows = []
+    started = time.perf_counter()
+    for workload in WORKLOADS:
+        for name in config.layers:
+            result = simulate_benchmark(name, config.eie, seed=config.seed, workload=workload)
+            rows.append(_result_row(result, workload))
+    if progress is not None:
+        progress(
+            f"EIE workloads: {len(config.layers)} layers x {len(WORKLOADS)} workloads "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
     return rows
 
 
 def run_sweeps(
     config: EieBenchConfig, progress: Callable[[str], None] | None = None
 ) -> dict[str, pd.DataFrame]:
-    """Each sweep of ``config`` as the table of `eie_model.run_sweep`, plus ``speedup``: time at
-    the sweep's first value over time at each value, per layer."""
+    """Each sweep of ``config`` as the table of `eie_model.run_sweep`, plus ``speedup`` (time at
+    the sweep's first value over time at each value, per layer) and ``padding_share`` (padding
+    entries over entries)."""
     tables = {}
+    inputs = sweep_inputs(config.workload, seed=config.seed, dump=config.dump)
+    layers = [*config.sweep_layers, *([dump_label(config.dump)] if config.dump is not None else [])]
     for sweep in config.sweeps:
         started = time.perf_counter()
-        inputs = partial(benchmark_inputs, seed=config.seed)
-        table = run_sweep(sweep, config.sweep_layers, inputs, config.values(sweep), config.eie)
+        table = run_sweep(sweep, layers, inputs, config.values(sweep), config.eie)
         first = table.groupby("benchmark", sort=False)["time_us"].transform("first")
         table["speedup"] = first / table["time_us"]
+        table["padding_share"] = table["padding_entries"] / table["entries"]
         tables[sweep] = table
         if progress is not None:
             progress(
-                f"EIE sweep {sweep}: {len(table)} design points on {len(config.sweep_layers)} layers "
+                f"EIE sweep {sweep}: {len(table)} design points on {len(layers)} layers "
                 f"({time.perf_counter() - started:.1f} s)"
             )
     return tables
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_eie", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_eie", description=doc_summary(__doc__))
     parser.add_argument("--layers", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
-    parser.add_argument("--sweeps", nargs="*", default=["fifo", "pes"], choices=sorted(SWEEPS))
+    parser.add_argument("--sweeps", nargs="*", default=list(SWEEPS), choices=sorted(SWEEPS))
+    parser.add_argument(
+        "--workload", choices=list(WORKLOADS), default="uniform", help="how layers are generated"
+    )
+    parser.add_argument(
+        "--eie-dump", type=Path, default=None, help="the EIE authors' dump folder (one more layer)"
+    )
     parser.add_argument("--quick", action="store_true", help="short sweeps on one small layer")
     parser.add_argument("--out", type=Path, default=Path("out/bench_eie"), help="output folder")
     args = parser.parse_args(argv)
-    fields = {"layers": tuple(args.layers), "sweeps": tuple(args.sweeps)}
-    config = EieBenchConfig.quick(**fields) if args.quick else EieBenchConfig(**fields)
+    fields = {
+        "layers": tuple(args.layers),
+        "sweeps": tuple(args.sweeps),
+        "workload": args.workload,
+        "dump": args.eie_dump,
+    }
+    try:
+        config = EieBenchConfig.quick(**fields) if args.quick else EieBenchConfig(**fields)
+    except ValueError as exc:
+        parser.error(str(exc))
     progress = Progress()
     info = machine_info()
     rows = simulate_layers(config, progress)
@@ -155,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r["sim_seconds"] for r in rows)
     print(f"simulator: {len(rows)} layers in {total:.1f} s (load average {info['load_avg_1min']})")
     write_csv(args.out / "eie_layers.csv", rows, info)
+    write_csv(args.out / "eie_workloads.csv", compare_workloads(config, progress), info)
     for sweep, table in run_sweeps(config, progress).items():
         write_csv(args.out / f"eie_sweep_{sweep}.csv", table.to_dict("records"), info)
     print(f"wrote {args.out}")

@@ -50,7 +50,7 @@ from compress import CompressedMatrix
 from dc_kernels.fixed.launch import DEFAULT_DISPATCH, Dispatch
 from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
 from perf.gpu_timing import GpuTimer
-from perf.harness import REPO_ROOT, Progress, format_table
+from perf.harness import REPO_ROOT, Progress, doc_summary, format_table
 from workloads import LLM_LAYERS, PAPER_LAYERS, random_compressed_matrix
 
 BATCHES = (1, 2, 4, 8, 16, 64)
@@ -613,7 +613,7 @@ def _compile_arch() -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     add_run_arguments(parser, 230.0, "seconds for the whole run")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--sanitize-case", action="store_true", help=argparse.SUPPRESS)

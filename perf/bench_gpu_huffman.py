@@ -30,7 +30,7 @@ from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.launch import USE_PREFETCH, huffman_decode, huffman_linear
 from dc_kernels.huffman.layout import DEFAULT_SEGMENT_SYMBOLS, HuffmanLayout
 from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
-from perf.harness import format_table
+from perf.harness import doc_summary, format_table
 from workloads import PAPER_LAYERS, LayerSpec, random_compressed_matrix
 
 TARGETS = {"decoder_gsym_s": 50.0, "vs_fixed": 1.3, "vs_cublas_vgg6_b1": 5.0}
@@ -197,7 +197,7 @@ def summarize(rows: list[dict], ok: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     add_run_arguments(parser, 90.0, "seconds; later layers are skipped")
     parser.add_argument(
         "--bits", type=int, nargs="+", default=[5], help="code widths (default 5, as DC's FC)"

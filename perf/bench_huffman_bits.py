@@ -36,7 +36,7 @@ from compress.one_shot import compress_matrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
 from eie_model.dump import read_eie_dump
-from perf.harness import machine_info, print_table, write_csv
+from perf.harness import doc_summary, machine_info, print_table, write_csv
 from workloads.paper_layers import PAPER_LAYERS
 
 SEGMENT_SYMBOLS = (16, 32, 64)
@@ -161,7 +161,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument("--out", default="perf/results/huffman_bits", help="output directory")
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 5])
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))

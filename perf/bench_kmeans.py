@@ -31,7 +31,7 @@ import numpy as np
 from compress import kmeans
 from compress.kmeans import kmeans_1d
 from compress.one_shot import compress_matrix
-from perf.harness import load_average, machine_info, print_table, write_csv
+from perf.harness import doc_summary, load_average, machine_info, print_table, write_csv
 from workloads.paper_layers import PAPER_LAYERS
 
 SIDE_BY_SIDE_ITERATIONS = 20
@@ -72,7 +72,7 @@ def _record(rows: list[dict], row: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench_kmeans", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_kmeans", description=doc_summary(__doc__))
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7, 1e8], help="k-means inputs")
     parser.add_argument("--bits", type=int, nargs="+", default=[5, 8])
     parser.add_argument(

@@ -33,7 +33,7 @@ from compress.one_shot import share_matrix
 from compress.pruning import magnitude_mask
 from compress.relative_index import encode_relative
 from compress.relative_index_huffman import decode_huffman, encode_huffman
-from perf.harness import Progress, machine_info, print_table, time_cpu, write_csv
+from perf.harness import Progress, doc_summary, machine_info, print_table, time_cpu, write_csv
 from workloads.paper_layers import get_layer
 
 COLUMNS = ("layer", "stage", "items", "seconds", "mweights_per_s")
@@ -129,7 +129,7 @@ def run_pipeline_bench(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m perf.bench_pipeline", description=__doc__.splitlines()[0]
+        prog="python -m perf.bench_pipeline", description=doc_summary(__doc__)
     )
     parser.add_argument("--layers", nargs="+", default=["alex7", "vgg6"], help="registry layer names")
     parser.add_argument("--bits", type=int, default=5)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
+from compress._version import __version__
+
 # subcommand -> (module, function taking argv, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "compress": (
+        "perf.compress_cli",
+        "main",
+        "compress a Hugging Face model folder or a safetensors file (--dry-run: the plan)",
+    ),
     "demo": ("perf.demo", "main", "Deep Compression of LeNet-300-100 on scikit-learn's digits"),
     "check-kernels": (
         "perf.kernel_check",
@@ -24,7 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: dcomp COMMAND [options]", "", "commands:"]
+    lines = ["usage: dcomp COMMAND [options]  |  dcomp --version", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
     lines.append("\n`dcomp COMMAND --help` describes a command's options.")
     return "\n".join(lines)
@@ -34,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"dcomp (deep-compression) {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:

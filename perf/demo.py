@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from perf.harness import doc_summary
 from workloads.digits.demo import (
     DEMO_SCHEDULE,
     TARGET_MAX_DROP,
@@ -116,7 +117,7 @@ def format_report(result: dict, layers: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dcomp demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dcomp demo", description=doc_summary(__doc__))
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds to average (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")

@@ -160,6 +160,10 @@ def gpu_run_info(device) -> dict[str, str]:
     return info
 
 
+#: Anything that takes a progress line (a `Progress`, ``print``, a list's ``append``).
+ProgressFn = Callable[[str], None]
+
+
 class Progress:
     """Progress lines on stderr with the seconds elapsed since the start (stdout stays clean for
     tables and JSON); each line is also appended to ``log_path`` when given (as it is printed, so
@@ -304,3 +308,10 @@ def print_table(rows: Iterable[dict], columns: Sequence[str], file=sys.stdout) -
     for line in format_table(rows, columns):
         print(line, file=file)
     file.flush()
+
+
+def doc_summary(doc: str | None) -> str:
+    """The first paragraph of a module docstring on one line: a command's ``--help`` description
+    (its first line alone would stop mid-sentence where the sentence wraps)."""
+    paragraph = (doc or "").strip().split("\n\n", 1)[0]
+    return " ".join(paragraph.split())

@@ -25,6 +25,7 @@ from perf.cost.compiled import analyze, compile_launch
 from perf.cost.errors import CompilerToolsMissing, UnknownArchitecture
 from perf.cost.launches import DTYPES, REFERENCE_LAYER, Configuration, dispatched_configurations
 from perf.cost.tools import ARCHS, check_arch, missing_tools, triton_version
+from perf.harness import doc_summary
 
 # (code_bits, index_bits): the widest entry with the L1-table codebook lookup (8+8), slots crossing
 # words with the shuffle lookup (5+6), the narrowest codebook and entry (1+1) and EIE's 4+4.
@@ -128,7 +129,7 @@ def run_check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dcomp check-kernels", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dcomp check-kernels", description=doc_summary(__doc__))
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.add_argument(
         "--cost",

@@ -11,7 +11,7 @@
 About 2 minutes of CPU time on 2 cores, more when other work shares them; progress is printed
 as it goes. ``--quick`` is the reduced size CI runs.
 
-    dcomp run [--out out] [--quick] [--threads N] [--layers alex7 vgg6 ...] [--no-gpu]
+    dcomp run [--out out] [--quick] [--threads N] [--layers alex7 vgg6 ...] [--no-gpu] [--eie-dump DIR]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
-from perf.harness import Progress
-from perf.report import QUICK_PIPELINE_LAYERS, write_report
+from perf.harness import Progress, doc_summary
+from perf.report import QUICK_PIPELINE_LAYERS, add_eie_arguments, write_report
 from perf.reporting.collect import ReportConfig, collect
 from perf.reporting.cpu import CpuConfig
 from perf.reporting.digits import collect_digits
@@ -60,7 +60,7 @@ def measure_gpu(out: Path, layers: tuple[str, ...], progress: Progress) -> Path 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dcomp run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dcomp run", description=doc_summary(__doc__))
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
     parser.add_argument("--quick", action="store_true", help="reduced size (CI): short training and sweeps")
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=RESULTS_ROOT,
         help="where committed GPU results are (perf/results)",
     )
+    add_eie_arguments(parser)
     return parser
 
 
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             pipeline_layers=QUICK_PIPELINE_LAYERS if args.quick else ("alex7",),
             threads=args.threads,
             results_root=args.results_root,
+            eie_workload=args.eie_workload,
+            eie_dump=args.eie_dump,
         )
         cpu = CpuConfig(batches=(1,), threads=args.threads)
     except ValueError as exc:

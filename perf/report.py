@@ -7,21 +7,23 @@ into ``--out`` (default ``out/report``): ``report.md``, ``report.html`` (self-co
 files and PNG plots. ``--quick`` (CI): fewer timing repeats, short EIE sweeps on one layer, the
 pipeline table on one small layer; ``--layers`` shrinks the layer set.
 
-    dcomp report [--out DIR] [--quick] [--layers alex7 vgg6 ...] [--gpu-results DIR]
+    dcomp report [--out DIR] [--quick] [--layers alex7 vgg6 ...] [--gpu-results DIR] [--eie-dump DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from perf.gpu_results import RESULTS_ROOT
-from perf.harness import Progress
+from perf.harness import Progress, doc_summary
 from perf.reporting.collect import ReportConfig, ReportData, collect
 from perf.reporting.document import TITLE, build_document, render_markdown_document
 from perf.reporting.tables import build_tables, layer_frame, write_csvs
+from workloads.eie_workloads import WORKLOADS
 from workloads.paper_layers import PAPER_LAYERS
 
 QUICK_PIPELINE_LAYERS = ("nt-lstm",)
@@ -56,8 +58,37 @@ def write_report(data: ReportData, out: Path, command: str, plots: bool = True) 
     return written
 
 
+def add_eie_arguments(parser: argparse.ArgumentParser) -> None:
+    """The EIE options `dcomp report` and `dcomp run` share."""
+    parser.add_argument(
+        "--eie-workload",
+        choices=list(WORKLOADS),
+        default="fc8-stats",
+        help="how EIE's benchmark layers are generated (default fc8-stats: the authors' fc8 dump's stats)",
+    )
+    parser.add_argument(
+        "--eie-dump",
+        type=Path,
+        default=environment_dump(),
+        metavar="DIR",
+        help="the EIE authors' dump folder, simulated as its own row (default: $EIE_DUMP if a folder)",
+    )
+
+
+def environment_dump() -> Path | None:
+    """The folder the ``EIE_DUMP`` environment variable names, if it is one (else None, with a
+    note on stderr when the variable is set)."""
+    value = os.environ.get("EIE_DUMP")
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        print(f"EIE_DUMP={value} is not a folder; the report has no real-data EIE row", file=sys.stderr)
+        return None
+    return Path(value)
+
+
 def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc_summary(__doc__))
     parser.add_argument(
         "--out", type=Path, default=Path("out/report"), help="output folder (default out/report)"
     )
@@ -69,7 +100,8 @@ def build_parser(prog: str = "dcomp report") -> argparse.ArgumentParser:
         "--bits", type=int, default=5, help="code width of the CPU layers and sizes (default 5)"
     )
     parser.add_argument("--index-bits", type=int, default=5, help="relative-index width (default 5)")
-    parser.add_argument("--no-sweeps", action="store_true", help="skip the EIE FIFO and PE sweeps")
+    parser.add_argument("--no-sweeps", action="store_true", help="skip the EIE sweeps")
+    add_eie_arguments(parser)
     parser.add_argument(
         "--pipeline-layers", nargs="*", choices=list(PAPER_LAYERS), default=None,
         help="layers of the pipeline-throughput table (default alex7; nt-lstm with --quick; none if empty)",
@@ -109,6 +141,8 @@ def config_from_args(args: argparse.Namespace, **overrides) -> ReportConfig:
         "cpu_watts": args.cpu_watts,
         "gpu_watts": args.gpu_watts,
         "threads": args.threads,
+        "eie_workload": args.eie_workload,
+        "eie_dump": args.eie_dump,
         "predictions": args.gpu_predictions,
     }
     return ReportConfig(**{**fields, **overrides})

@@ -5,11 +5,15 @@
   interpreter's), except the parts CI itself runs: ``pip install ...`` (CI installs) and the
   README's test command (it is this test run: checked to be exactly what `.ci/run` runs);
   ``$EIE_DUMP`` is the EIE authors' dump folder when it is present beside the repository;
-* ```text blocks are printed output and are not run.
+* ```text blocks are printed output and are not run;
+* a block that imports an optional package which is not installed (transformers,
+  sentence-transformers: the ``hf`` extra) is skipped, and so are the blocks after it in that
+  document, which may use its names.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -27,6 +31,8 @@ KNOWN_LANGUAGES = RUN_LANGUAGES | {"text"}
 EIE_DUMP = ROOT.parent / "shared" / "data" / "eie_alexnet_fc8"
 TEST_COMMAND = "python -m pytest"
 COMMAND_TIMEOUT_S = 600
+OPTIONAL_PACKAGES = ("transformers", "sentence_transformers")
+IMPORT = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.MULTILINE)
 
 
 def code_blocks(path: Path) -> list[tuple[str, str, int]]:
@@ -71,7 +77,14 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__docs__"}
     for language, code, line in code_blocks(path):
         if language == "python":
+            missing = [p for p in IMPORT.findall(code) if p in OPTIONAL_PACKAGES and not _installed(p)]
+            if missing:
+                pytest.skip(f"{path.name}:{line} and later blocks need {missing[0]}, which is not installed")
             exec(compile(code, f"{path.name}:{line}", "exec"), namespace)
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
 
 
 COMMANDS = [(path, command, line) for path in DOCUMENTS for command, line in shell_commands(path)]

@@ -102,3 +102,8 @@ def test_one_version_everywhere():
         assert package.__version__ is __version__, package.__name__
     header = compress.load(compress.save_bytes({"a": workloads.random_compressed_matrix(3, 4, 0.5, 2)}))
     assert header.library_version == __version__
+
+
+def test_dc_kernels_lists_its_lazy_names_before_loading_them():
+    lazy = ["CompressedLinear", "compress_", "plan_compression", "save_compressed", "load_compressed"]
+    assert set(lazy) <= set(dir(dc_kernels)) and set(lazy) <= set(dc_kernels.__all__)

@@ -93,18 +93,22 @@ def benchmark_activations(size: int, density: float, seed: int = 0) -> np.ndarra
     return out
 
 
-def benchmark_inputs(
-    name: str, weight_bits: int = 4, seed: int = 0, scale: float = 1.0
-) -> tuple[CompressedMatrix, np.ndarray]:
-    """The random layer and input vector of benchmark ``name`` (see the module docstring)."""
+def scaled_benchmark(name: str, scale: float = 1.0) -> tuple[LayerSpec, int, int]:
+    """Benchmark ``name``'s spec and its outputs and inputs shrunk by ``scale`` (at least one)."""
     key = name.lower()
     if key not in PAPER_LAYERS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     if not 0.0 < scale <= 1.0:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
     spec = PAPER_LAYERS[key]
-    outputs = max(1, round(spec.outputs * scale))
-    inputs = max(1, round(spec.inputs * scale))
+    return spec, max(1, round(spec.outputs * scale)), max(1, round(spec.inputs * scale))
+
+
+def benchmark_inputs(
+    name: str, weight_bits: int = 4, seed: int = 0, scale: float = 1.0
+) -> tuple[CompressedMatrix, np.ndarray]:
+    """The random layer and input vector of benchmark ``name`` (see the module docstring)."""
+    spec, outputs, inputs = scaled_benchmark(name, scale)
     matrix = random_compressed_matrix(
         outputs, inputs, spec.weight_density, weight_bits, seed=seed, codebook_size=(1 << weight_bits) - 1
     )

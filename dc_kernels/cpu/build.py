@@ -6,6 +6,13 @@ cached under ``$DC_KERNELS_CACHE`` (default ``~/.cache/dc_kernels``), keyed by t
 compiler, its flags and the CPU (the build uses ``-march=native``), and written atomically so
 that concurrent processes never load a half-written file.
 
+The cache only serves code this user wrote: its directories are created private (mode 0700) and
+refused when another user owns them or when group or others may write to them, and a cached
+library that is not a regular file of this user's, or that does not load (empty, truncated,
+missing a kernel), is built again. When the cache cannot be used (read-only or not a directory,
+as with a read-only home in a container, or unsafe), the kernels are built in a private
+temporary directory for this process instead, with one warning naming the problem.
+
 When no C compiler works the loader returns None and `CompressedLinear` falls back to PyTorch's
 sparse CSR kernels (one warning). ``DC_KERNELS_NO_BUILD=1`` forces that fallback.
 """
@@ -17,6 +24,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -38,10 +46,46 @@ _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _attempted = False
 _failure: str | None = None
+_notice: str | None = None  # why the kernels were built outside the cache, when they were
+
+
+class BuildError(RuntimeError):
+    """The compiler rejected the source with these flags (its message)."""
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DC_KERNELS_CACHE", "~/.cache/dc_kernels")).expanduser() / "cpu"
+    return _cache_root() / "cpu"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("DC_KERNELS_CACHE", "~/.cache/dc_kernels")).expanduser()
+
+
+def _private_cache_dir() -> Path:
+    """`cache_dir()`, created private if missing; OSError naming the problem when it cannot be
+    created or another user could have put code in it."""
+    for directory in (_cache_root(), cache_dir()):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.stat(directory)
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotADirectoryError(f"{directory} is not a directory")
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise PermissionError(f"{directory} belongs to user id {info.st_uid}, not to this user")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(
+                f"{directory} is writable by group or others (mode {info.st_mode & 0o777:o})"
+            )
+    return cache_dir()
+
+
+def _own_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link) of this user's that only it may write."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return stat.S_ISREG(info.st_mode) and mine and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _compiler() -> str | None:
@@ -61,9 +105,9 @@ def _cpu_identity() -> str:
         return platform.processor() + platform.machine()
 
 
-def _build(compiler: str, source: str, flags: tuple[str, ...], target: Path) -> str | None:
-    """Compile into ``target`` atomically; the compiler's message on failure, else None."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _build(compiler: str, source: str, flags: tuple[str, ...], target: Path) -> None:
+    """Compile into ``target`` atomically; `BuildError` with the compiler's message on failure,
+    OSError when the directory cannot be written."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / SOURCE
         src.write_text(source)
@@ -75,9 +119,9 @@ def _build(compiler: str, source: str, flags: tuple[str, ...], target: Path) -> 
             check=False,
         )
         if result.returncode != 0:
-            return (result.stderr or result.stdout).strip()[-2000:]
+            raise BuildError((result.stderr or result.stdout).strip()[-2000:])
+        os.chmod(out, 0o755)
         os.replace(out, target)
-    return None
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -100,7 +144,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _failure
+    global _failure, _notice
     if os.environ.get("DC_KERNELS_NO_BUILD", "0") == "1":
         _failure = "DC_KERNELS_NO_BUILD=1"
         return None
@@ -109,18 +153,40 @@ def _load() -> ctypes.CDLL | None:
         _failure = "no C compiler found (set CC, or install gcc or clang)"
         return None
     source = resources.files("dc_kernels.cpu").joinpath(SOURCE).read_text()
-    errors = []
+    errors: list[str] = []
+    try:
+        return _load_from(compiler, source, _private_cache_dir(), errors)
+    except OSError as exc:  # the cache cannot be used at all: build for this process only
+        problem = f"the kernel cache {cache_dir()} cannot be used ({exc})"
+    with tempfile.TemporaryDirectory(prefix="dc_kernels-", ignore_cleanup_errors=True) as private:
+        library = _load_from(compiler, source, Path(private), errors)  # loaded: the file may go
+    if library is not None:
+        _notice = f"{problem}; the CPU kernels were built in a temporary directory instead"
+        return library
+    _failure = f"{problem}, and the C kernels did not build:\n" + "\n".join(errors)
+    return None
+
+
+def _load_from(compiler: str, source: str, directory: Path, errors: list[str]) -> ctypes.CDLL | None:
+    """The kernels of the first flag set that builds and loads in ``directory`` (reusing a good
+    cached build, rebuilding a bad one); None with ``errors`` filled when none does."""
+    global _failure
     for flags in FLAG_SETS:
         key = hashlib.sha256("\0".join([source, compiler, *flags, _cpu_identity()]).encode()).hexdigest()
-        target = cache_dir() / f"sparse_linear-{key[:20]}{_suffix()}"
-        if not target.exists():
-            error = _build(compiler, source, flags, target)
-            if error is not None:
-                errors.append(f"{' '.join(flags)}: {error}")
-                continue
+        target = directory / f"sparse_linear-{key[:20]}{_suffix()}"
+        if _own_file(target):
+            try:
+                return _declare(ctypes.CDLL(str(target)))
+            except (OSError, AttributeError):
+                pass  # empty, truncated or foreign: built again below
         try:
+            _build(compiler, source, flags, target)
             return _declare(ctypes.CDLL(str(target)))
-        except OSError as exc:
+        except BuildError as exc:
+            errors.append(f"{' '.join(flags)}: {exc}")
+        except (OSError, AttributeError) as exc:
+            if not directory.is_dir() or not os.access(directory, os.W_OK):
+                raise  # the directory itself is the problem: let the caller build elsewhere
             errors.append(f"{' '.join(flags)}: {exc}")
     _failure = "the C kernels did not build:\n" + "\n".join(errors)
     return None
@@ -144,6 +210,13 @@ def library() -> ctypes.CDLL | None:
                 warnings.warn(
                     f"dc_kernels: the compiled CPU kernels are unavailable ({_failure.splitlines()[0]}); "
                     "CompressedLinear's 'cpu' backend uses torch sparse CSR instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            elif _notice is not None:
+                warnings.warn(
+                    f"dc_kernels: {_notice} (set DC_KERNELS_CACHE to a private, writable directory to cache "
+                    "them)",
                     RuntimeWarning,
                     stacklevel=2,
                 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf.cost.errors import CompilerToolsMissing
-from perf.harness import REPO_ROOT
+from perf.harness import REPO_ROOT, doc_summary
 
 CEILINGS_PATH = REPO_ROOT / "perf" / "results" / "cost" / "ceilings.json"
 SLACK_NOTE = 0.9  # a figure below 90% of its ceiling: suggest lowering the ceiling
@@ -122,7 +122,7 @@ def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.cost.ceilings", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.cost.ceilings", description=doc_summary(__doc__))
     parser.add_argument("--ceilings", type=Path, default=CEILINGS_PATH)
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":

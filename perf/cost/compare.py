@@ -20,7 +20,7 @@ from pathlib import Path
 from perf.cost import PREDICTED_LABEL
 from perf.cost.predict import RESULTS_DIR, Predictions, load_predictions, predict
 from perf.gpu_results import GpuResults, GpuResultsError, newest_gpu_results, read_gpu_results
-from perf.harness import write_csv
+from perf.harness import doc_summary, write_csv
 
 CSV_NAME, MARKDOWN_NAME = "predicted_vs_measured.csv", "predicted_vs_measured.md"
 KINDS = ("dense", "fixed", "huffman")  # cuBLAS fp16 on the dense layer, the two compressed kernels
@@ -91,7 +91,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.cost.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.cost.compare", description=doc_summary(__doc__))
     parser.add_argument(
         "--measured", type=Path, default=None, help="GPU results folder (default: the newest)"
     )

@@ -30,7 +30,7 @@ from perf.cost.machines import DEFAULT_MACHINE, MACHINES, get_machine, machine_r
 from perf.cost.roofline import KERNEL_MODELS, combine, predict_launch
 from perf.cost.specialize import specialize
 from perf.cost.tools import triton_version
-from perf.harness import REPO_ROOT, Progress, machine_info, write_csv
+from perf.harness import REPO_ROOT, Progress, doc_summary, machine_info, write_csv
 
 RESULTS_DIR = REPO_ROOT / "perf" / "results" / "cost"
 JSON_NAME, CSV_NAME, MARKDOWN_NAME, PLOT_NAME = (
@@ -262,7 +262,7 @@ def load_predictions(path: Path = RESULTS_DIR / JSON_NAME) -> Predictions | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dcomp predict-gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dcomp predict-gpu", description=doc_summary(__doc__))
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help=f"output folder (default {RESULTS_DIR})"
     )

@@ -4,34 +4,32 @@
 formats or plots. Every layer is a random compressed layer of the paper's shape and weight
 density (`workloads.paper_layers`; the trained weights are not public): the CPU benchmark and
 the size table share one matrix per layer, EIE draws its own 4-bit layer and input of the
-paper's activation density (`workloads.benchmark_inputs`).
+paper's activation density, generated as ``eie_workload`` says (`workloads.eie_workloads`),
+plus the EIE authors' real AlexNet fc8 dump as one more layer when its folder is given.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from compress.size import size_table
-from eie_model import EIEConfig
-from perf.bench_eie import EieBenchConfig, run_sweeps, simulate_layers
+from eie_model import SWEEPS, EIEConfig
+from perf.bench_eie import EieBenchConfig, compare_workloads, run_sweeps, simulate_layers
 from perf.bench_pipeline import PipelineBenchConfig, run_pipeline_bench
 from perf.cost.compare import machine_for_gpu
 from perf.cost.machines import DEFAULT_MACHINE, MACHINES
 from perf.cost.predict import RESULTS_DIR as PREDICTIONS_DIR
 from perf.cost.predict import Predictions, load_predictions
 from perf.gpu_results import RESULTS_ROOT, GpuResults, GpuResultsError, newest_gpu_results, read_gpu_results
-from perf.harness import REPO_ROOT, machine_info
+from perf.harness import REPO_ROOT, ProgressFn, machine_info
 from perf.power import PowerFigure, cpu_power, gpu_power, measure_package_power
 from perf.reporting.cpu import CpuConfig, measure_layer
 from workloads.paper_layers import PAPER_LAYERS
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,8 @@ class ReportConfig:
     ``gpu_folder``: read this results folder instead of the newest under ``results_root``, and
     ``gpu_origin`` says how it came to be (``committed`` or ``measured now``); ``cpu_watts`` and
     ``gpu_watts`` replace the power estimates; ``threads``: CPU threads (None: torch's default);
+    ``eie_workload``: how EIE's layers are generated (a preset of `workloads.eie_workloads`);
+    ``eie_dump``: the EIE authors' dump folder, simulated as its own row and swept (None: not shown);
     ``predictions``: the GPU predictions from the compiled code (`dcomp predict-gpu`; None: none).
     """
 
@@ -61,6 +61,8 @@ class ReportConfig:
     cpu_watts: float | None = None
     gpu_watts: float | None = None
     threads: int | None = None
+    eie_workload: str = "fc8-stats"
+    eie_dump: Path | None = None
     predictions: Path | None = PREDICTIONS_DIR / "predictions.json"
 
     def __post_init__(self) -> None:
@@ -78,13 +80,20 @@ class ReportConfig:
             ):
                 raise ValueError(f"{name} must be a positive number of watts, got {value!r}")
         self.cpu_config()  # validates threads
+        self.eie_config()  # validates the workload and the dump folder
 
     def cpu_config(self) -> CpuConfig:
         fields = {"seed": self.seed, "threads": self.threads}
         return CpuConfig.quick(**fields) if self.quick else CpuConfig(**fields)
 
     def eie_config(self) -> EieBenchConfig:
-        fields = {"layers": self.layers, "seed": self.seed, "sweeps": ("fifo", "pes") if self.sweeps else ()}
+        fields = {
+            "layers": self.layers,
+            "seed": self.seed,
+            "workload": self.eie_workload,
+            "dump": self.eie_dump,
+            "sweeps": tuple(SWEEPS) if self.sweeps else (),
+        }
         return EieBenchConfig.quick(**fields) if self.quick else EieBenchConfig(**fields)
 
     def pipeline_config(self) -> PipelineBenchConfig | None:
@@ -112,6 +121,7 @@ class ReportData:
     gpu_power: PowerFigure | None
     eie_config: EIEConfig
     eie_rows: list[dict]
+    eie_workload_rows: list[dict]
     sweeps: dict[str, pd.DataFrame]
     sizes: pd.DataFrame
     pipeline_rows: list[dict]
@@ -183,7 +193,7 @@ def _predicted_section(config: ReportConfig, gpu: GpuResults | None) -> tuple[Pr
     )
 
 
-def collect(config: ReportConfig, progress: Progress | None = None) -> ReportData:
+def collect(config: ReportConfig, progress: ProgressFn | None = None) -> ReportData:
     """Run the report's measurements (see the module docstring)."""
     say = progress or (lambda message: None)
     seconds: dict[str, float] = {}
@@ -226,6 +236,7 @@ def collect(config: ReportConfig, progress: Progress | None = None) -> ReportDat
     started = time.perf_counter()
     eie_config = config.eie_config()
     eie_rows = simulate_layers(eie_config, say)
+    eie_workload_rows = compare_workloads(eie_config, say)
     seconds["eie"] = time.perf_counter() - started
     started = time.perf_counter()
     sweeps = run_sweeps(eie_config, say)
@@ -246,6 +257,7 @@ def collect(config: ReportConfig, progress: Progress | None = None) -> ReportDat
         gpu_power=power_gpu,
         eie_config=eie_config.eie,
         eie_rows=eie_rows,
+        eie_workload_rows=eie_workload_rows,
         sweeps=sweeps,
         sizes=sizes,
         pipeline_rows=pipeline_rows,

@@ -15,7 +15,6 @@ Needs scikit-learn (the ``examples`` extra).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +23,10 @@ import pandas as pd
 
 from eie_model import EIEConfig, simulate_layer
 from perf.demo import main as demo_main
-from perf.harness import write_csv
+from perf.harness import ProgressFn, write_csv
 from perf.reporting.cpu import CpuConfig, measure_layer
 from perf.reporting.tables import Table
 from workloads.digits import digits_workload
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -85,6 +82,7 @@ class DigitsResults:
                 "CPU compressed us": cpu["compressed_us"],
                 "EIE us": eie["time_us"],
                 "EIE load efficiency": eie["load_efficiency"],
+                "EIE useful efficiency": eie["useful_efficiency"],
                 "EIE energy uJ": eie["energy_uj"],
                 "EIE speedup over CPU dense": cpu["dense_us"] / eie["time_us"],
             }
@@ -120,7 +118,7 @@ def collect_digits(
     cpu: CpuConfig | None = None,
     eie: EIEConfig | None = None,
     image: int = 0,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> DigitsResults:
     """Run `dcomp demo` into ``out`` (it prints its own report), then time and simulate the
     EIE-ready network layer by layer."""
@@ -151,6 +149,7 @@ def collect_digits(
                 "cycles": result.cycles,
                 "time_us": result.time_us,
                 "load_efficiency": result.load_efficiency,
+                "useful_efficiency": result.useful_efficiency,
                 "energy_uj": result.energy_uj,
                 "power_mw": result.power_mw,
                 "output_max_abs_error": result.output.max_abs_error,

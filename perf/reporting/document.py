@@ -12,7 +12,16 @@ from perf.cost import PREDICTED_LABEL
 from perf.cost.compare import predicted_batch1
 from perf.cost.machines import MACHINES
 from perf.reporting.collect import ReportData
-from perf.reporting.tables import PLATFORMS, Table, format_number, geometric_mean, platforms, render_markdown
+from perf.reporting.plots import SWEEP_FIGURES
+from perf.reporting.tables import (
+    PLATFORMS,
+    Table,
+    eie_design_note,
+    format_number,
+    geometric_mean,
+    platforms,
+    render_markdown,
+)
 
 TITLE = "Hardware comparison report: Deep Compression on CPU, GPU and EIE"
 KINDS = ("heading", "paragraph", "list", "table", "image")
@@ -76,9 +85,16 @@ def summary(data: ReportData, frame: pd.DataFrame) -> list[str]:
             + " the speed of cuBLAS fp16 on the dense layer (geometric means over the layers)."
         )
     lines.append(
-        f"EIE (model), batch 1: {mean('speedup_eie')}x faster than CPU dense and {mean('efficiency_eie')}x "
-        "less energy per layer (geometric means)."
+        f"EIE (model, `{data.config.eie_workload}` workload), batch 1: {mean('speedup_eie')}x faster than "
+        f"CPU dense and {mean('efficiency_eie')}x less energy per layer (geometric means)."
     )
+    dump = next((r for r in data.eie_rows if r["layer"].startswith("dump:")), None)
+    if dump is not None:
+        lines.append(
+            f"EIE on the authors' real AlexNet fc8 layer and image: {dump['cycles']:,} cycles "
+            f"({dump['time_us']:.2f} us), load efficiency {dump['load_efficiency']:.3f}, useful efficiency "
+            f"{dump['useful_efficiency']:.3f}."
+        )
     return lines
 
 
@@ -108,7 +124,6 @@ def machine_lines(data: ReportData) -> list[str]:
         if load >= 0.75 * cores
         else ""
     )
-    e = data.eie_config
     lines = [
         f"CPU: {m['cpu']}, {cores} cores; the CPU layers ran on {data.cpu_rows[0]['threads']} thread(s); "
         f"load average {load:.2f} at the start.{busy}",
@@ -123,13 +138,18 @@ def machine_lines(data: ReportData) -> list[str]:
             f"Power, GPU: unknown for {data.gpu.gpu} (pass --gpu-watts); GPU energies are not shown."
         )
     lines.append(
-        "Energy, EIE: from the model (`eie_model.energy`, table `module`: the per-PE module power of the EIE "
-        "paper's Table II, 45 nm, 800 MHz, as counts x energy per access plus clock and leakage)."
+        "Energy, EIE: from the model (`eie_model.energy`, table `module`: the per-PE module power of the "
+        "EIE paper's Table II, 45 nm, 800 MHz, as counts x energy per access plus clock and leakage; "
+        "sparse-matrix line reads scaled by width with CACTI's figures for the 128 KB SRAM; no multiplier "
+        "or accumulator energy for padding entries); the EIE table also gives time x the paper's 0.59 W "
+        "chip power."
     )
-    lines.append(
-        f"EIE design point: {e.pes} PEs, {e.clock_mhz:g} MHz, FIFO depth {e.fifo_depth}, SRAM width "
-        f"{e.sram_width} bits, {e.weight_bits}-bit weights, {e.index_bits}-bit indices."
-    )
+    lines.append(f"EIE design point: {eie_design_note(data)}.")
+    if data.config.eie_dump is None:
+        lines.append(
+            "EIE authors' AlexNet fc8 dump: not given (`--eie-dump DIR` or the EIE_DUMP environment "
+            "variable), so the report has no real-data EIE row."
+        )
     return lines
 
 
@@ -173,13 +193,15 @@ def build_document(
     ]
     if "cpu_batch64" in by_key:
         blocks += [Block("heading", "CPU at batch 64"), Block("table", table=by_key["cpu_batch64"])]
-    blocks += [Block("heading", "EIE"), Block("table", table=by_key["eie"])]
-    for key, image, caption in (
-        ("sweep_fifo", "eie_fifo", "EIE load efficiency vs FIFO depth"),
-        ("sweep_pes", "eie_pes", "EIE speedup vs number of PEs"),
-    ):
-        if key in by_key:
-            blocks += [Block("table", table=by_key[key]), Block("image", image, caption=caption)]
+    blocks += [
+        Block("heading", "EIE"),
+        Block("table", table=by_key["eie"]),
+        Block("table", table=by_key["eie_workloads"]),
+    ]
+    for sweep in data.sweeps:
+        key, title, _ = SWEEP_FIGURES[sweep]
+        blocks += [Block("table", table=t) for t in tables if t.key.startswith(f"sweep_{sweep}_")]
+        blocks.append(Block("image", key, caption=f"{title} (workload {data.config.eie_workload})"))
     if "pipeline" in by_key:
         blocks += [Block("heading", "Pipeline throughput (CPU)"), Block("table", table=by_key["pipeline"])]
     if data.digits is not None:

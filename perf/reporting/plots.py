@@ -1,16 +1,18 @@
 """The report's figures (PNG, matplotlib's Agg backend): speedups and energy efficiency over CPU
-dense (log axes), the compression waterfall, and EIE's load efficiency vs FIFO depth and speedup
-vs number of PEs."""
+dense (log axes), the compression waterfall, and EIE's sweeps: load and useful efficiency vs FIFO
+depth, speedup and useful efficiency vs number of PEs, energy vs SRAM line width and vs z width."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from eie_model.sweep import PARAMETER_WORDS
 from perf.reporting.collect import ReportData
-from perf.reporting.tables import BASELINE, PLATFORMS, STAGES, geometric_mean, platforms
+from perf.reporting.tables import BASELINE, PLATFORMS, STAGES, geometric_mean, platform_watts, platforms
 
 COLORS = {
     "cpu_compressed": "tab:blue",
@@ -35,35 +37,60 @@ def _plain_log_axis(axis) -> None:
     """Log-scale tick labels as plain numbers (1, 10, 100) rather than powers; no minor labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=axis.get_transform().base, subs=(1.0, 2.0, 5.0)))
+    base = axis.get_transform().base
+    # Base 10: 1, 2, 5, 10, ...; base 2: the powers of two alone (1, 2, 4, 8: more would overlap).
+    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 2.0, 5.0) if base == 10 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
 
 
-def _bars(frame: pd.DataFrame, data: ReportData, prefix: str, ylabel: str, title: str, path: Path) -> Path:
-    """Grouped bars per layer (and their geometric mean) for each platform but CPU dense."""
+def log_bars(ax, x, values, width: float, **style) -> None:
+    """Bars on a log axis that hang from 1: a value above 1 rises from 1, one below 1 goes down
+    from it; each bar is labelled with its value (None or NaN: no bar). The axis range covers the
+    bars, 1 and room for the labels."""
+    heights = np.array([np.nan if v is None else float(v) for v in values])
+    ax.bar(x, heights - 1, width, bottom=1.0, **style)
+    for position, height in zip(x, heights):
+        if np.isfinite(height):
+            up = height >= 1
+            ax.annotate(
+                _times(height), (position, height), xytext=(0, 2 if up else -2), textcoords="offset points",
+                ha="center", va="bottom" if up else "top", fontsize=7,
+            )  # fmt: skip
+    ax.margins(y=0.12)
+
+
+def _times(value: float) -> str:
+    """A ratio as a bar label: 0.42x, 3.5x, 43.1x, 2,210x."""
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.3g}x"
+
+
+def _bars(
+    frame: pd.DataFrame, keys: list[str], prefix: str, ylabel: str, title: str, path: Path, note: str = ""
+) -> Path:
+    """Grouped bars per layer (and their geometric mean) for each of ``keys``, hanging from 1
+    (= CPU dense) on a log axis; ``note`` is printed under the axes."""
     plt = _pyplot()
-    keys = [k for k in platforms(data) if k != BASELINE]
     labels = [*frame.index, "geo. mean"]
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(labels) + 4), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(labels) + 4), 4.8))
+    ax.set_yscale("log")
     width = 0.8 / len(keys)
     x = np.arange(len(labels))
     for i, key in enumerate(keys):
         values = [frame.loc[name, f"{prefix}{key}"] for name in frame.index]
         values.append(geometric_mean(values))
-        heights = [np.nan if v is None else float(v) for v in values]
-        ax.bar(
-            x + (i - (len(keys) - 1) / 2) * width, heights, width, label=PLATFORMS[key], color=COLORS.get(key)
-        )
+        offset = x + (i - (len(keys) - 1) / 2) * width
+        log_bars(ax, offset, values, width, label=PLATFORMS[key], color=COLORS.get(key))
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7.5, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -101,15 +128,15 @@ def compression_waterfall(data: ReportData, path: Path) -> Path:
     names = list(data.config.layers)
     x = np.arange(len(names))
     stages = [("pruned", "pruned"), ("pq", "+ quantized"), ("pqh", "+ Huffman")]
+    right.set_yscale("log")
     for i, (stage, label) in enumerate(stages):
         rates = [1 / float(sizes.loc[n, f"rate_{stage}"]) for n in names]
-        right.bar(x + (i - 1) * 0.27, rates, 0.27, label=label, color=steps[i][1])
-    right.set_yscale("log")
+        log_bars(right, x + (i - 1) * 0.27, rates, 0.27, label=label, color=steps[i][1])
     _plain_log_axis(right.yaxis)
     right.set_xticks(x, names, rotation=30, ha="right")
     right.set_ylabel("x smaller than dense float32")
     right.set_title("Per layer")
-    right.grid(True, axis="y", which="both", alpha=0.3)
+    right.grid(True, axis="y", which="major", alpha=0.3)
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -117,62 +144,116 @@ def compression_waterfall(data: ReportData, path: Path) -> Path:
     return path
 
 
-def sweep_plot(
-    table: pd.DataFrame, column: str, ylabel: str, title: str, path: Path, ideal: bool = False
-) -> Path:
-    """One line per layer against the swept parameter (log2 axis)."""
+@dataclass(frozen=True)
+class SweepPanel:
+    """One panel of a sweep figure: ``column`` of the sweep table against the swept value;
+    ``relative_to``: divide each layer's curve by its value there; ``ideal``: a log2 axis with
+    the linear-speedup line."""
+
+    column: str
+    ylabel: str
+    relative_to: int | None = None
+    ideal: bool = False
+
+
+def sweep_plot(table: pd.DataFrame, panels: tuple[SweepPanel, ...], title: str, path: Path) -> Path:
+    """One line per layer against the swept parameter (log2 axis), one panel per column."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, group in table.groupby("benchmark", sort=False):
-        ax.plot(group["value"], group[column], marker="o", label=name)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     values = sorted(table["value"].unique())
-    if ideal:
-        ax.plot(values, [v / values[0] for v in values], "k--", linewidth=0.8, label="ideal (linear)")
-        ax.set_yscale("log", base=2)
-        _plain_log_axis(ax.yaxis)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(values, [str(v) for v in values])
-    ax.minorticks_off()
-    ax.set_xlabel(str(table["parameter"].iloc[0]))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, panel in zip(axes[0], panels):
+        for name, group in table.groupby("benchmark", sort=False):
+            y = group[panel.column].to_numpy(dtype=float)
+            if panel.relative_to is not None:
+                y = y / float(group.loc[group["value"] == panel.relative_to, panel.column].iloc[0])
+            ax.plot(group["value"], y, marker="o", label=name)
+        if panel.ideal:
+            ax.plot(values, [v / values[0] for v in values], "k--", linewidth=0.8, label="ideal (linear)")
+            ax.set_yscale("log", base=2)
+            _plain_log_axis(ax.yaxis)
+        if panel.relative_to is not None:
+            ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.minorticks_off()
+        parameter = str(table["parameter"].iloc[0])
+        ax.set_xlabel(PARAMETER_WORDS.get(parameter, parameter))
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
+#: Sweep -> (plot key, title, panels) of its figure.
+SWEEP_FIGURES: dict[str, tuple[str, str, tuple[SweepPanel, ...]]] = {
+    "fifo": (
+        "eie_fifo",
+        "EIE: efficiency vs FIFO depth",
+        (
+            SweepPanel("load_efficiency", "load efficiency (ideal / actual cycles)"),
+            SweepPanel("useful_efficiency", "useful efficiency (real MACs / (cycles x PEs))"),
+        ),
+    ),
+    "pes": (
+        "eie_pes",
+        "EIE: scaling with the number of PEs",
+        (
+            SweepPanel("speedup", "speedup over the fewest PEs (x, log axis)", ideal=True),
+            SweepPanel("useful_efficiency", "useful efficiency (real MACs / (cycles x PEs))"),
+        ),
+    ),
+    "sram-width": (
+        "eie_sram_width",
+        "EIE: energy vs sparse-matrix SRAM line width",
+        (
+            SweepPanel("spmat_read_uj", "SRAM read energy / at 64-bit lines", relative_to=64),
+            SweepPanel("energy_uj", "layer energy / at 64-bit lines", relative_to=64),
+        ),
+    ),
+    "index-bits": (
+        "eie_index_bits",
+        "EIE: energy vs z (relative row index) width",
+        (
+            SweepPanel("padding_share", "padding entries / entries"),
+            SweepPanel("energy_uj", "layer energy / at 4-bit z", relative_to=4),
+        ),
+    ),
+}
+
+
 def write_plots(data: ReportData, frame: pd.DataFrame, out: Path) -> dict[str, Path]:
     """Every figure the data allows; key -> PNG path."""
+    keys = [k for k in platforms(data) if k != BASELINE]
+    watts = platform_watts(data)
+    # A platform timed under the baseline's own power figure has an energy ratio equal to its
+    # speedup: the energy plot leaves it out rather than draw the speedup plot's bars again.
+    same_power = [k for k in keys if k in watts and watts[k] == watts[BASELINE]]
+    note = ""
+    if same_power:
+        names = ", ".join(PLATFORMS[k] for k in same_power)
+        note = (
+            f"Not shown: {names}, whose energy is its time x the same power figure as CPU dense's, so its "
+            "energy ratio equals its speedup (see the speedup plot)."
+        )
     plots = {
         "speedup": _bars(
-            frame,
-            data,
-            "speedup_",
-            "speedup over CPU dense (x, log)",
-            "Batch-1 speedup over CPU dense",
+            frame, keys, "speedup_", "speedup over CPU dense (x, log axis)", "Batch-1 speedup over CPU dense",
             out / "speedup.png",
         ),
         "energy_efficiency": _bars(
-            frame,
-            data,
-            "efficiency_",
-            "energy efficiency over CPU dense (x, log)",
-            "Energy per layer: CPU dense / platform",
-            out / "energy_efficiency.png",
+            frame, [k for k in keys if k not in same_power], "efficiency_",
+            "energy efficiency over CPU dense (x, log axis)", "Energy per layer: CPU dense / platform",
+            out / "energy_efficiency.png", note,
         ),
         "compression_waterfall": compression_waterfall(data, out / "compression_waterfall.png"),
     }
-    if "fifo" in data.sweeps:
-        plots["eie_fifo"] = sweep_plot(
-            data.sweeps["fifo"], "load_efficiency", "load efficiency (ideal / actual cycles)",
-            "EIE: load efficiency vs FIFO depth", out / "eie_fifo.png",
-        )  # fmt: skip
-    if "pes" in data.sweeps:
-        plots["eie_pes"] = sweep_plot(
-            data.sweeps["pes"], "speedup", "speedup over the fewest PEs (log2)",
-            "EIE: speedup vs number of PEs", out / "eie_pes.png", ideal=True,
-        )  # fmt: skip
+    workload = data.config.eie_workload
+    for sweep, table in data.sweeps.items():
+        key, title, panels = SWEEP_FIGURES[sweep]
+        usable = tuple(p for p in panels if p.relative_to is None or p.relative_to in set(table["value"]))
+        plots[key] = sweep_plot(table, usable, f"{title} (workload {workload})", out / f"{key}.png")
     return plots

@@ -15,6 +15,7 @@ from perf.cost import PREDICTED_LABEL
 from perf.cost.compare import compare, predicted_batch1
 from perf.harness import write_csv
 from perf.reporting.collect import ReportData
+from workloads.eie_workloads import get_workload
 
 #: Platform key -> column label. GPU platforms appear only when GPU results exist.
 PLATFORMS: dict[str, str] = {
@@ -53,6 +54,15 @@ def platforms(data: ReportData) -> list[str]:
     return keys
 
 
+def platform_watts(data: ReportData) -> dict[str, float]:
+    """The power figure each measured platform's energy is its time times (EIE's energy comes
+    from its own model instead): one CPU figure for both CPU runs, one GPU figure for the GPU's."""
+    watts = {"cpu_dense": data.cpu_power.watts, "cpu_compressed": data.cpu_power.watts}
+    if data.gpu_power is not None:
+        watts.update(dict.fromkeys(GPU_PLATFORMS, data.gpu_power.watts))
+    return watts
+
+
 def _gpu_times(data: ReportData, name: str) -> dict[str, float]:
     if data.gpu is None or name not in data.gpu.layers:
         return {}
@@ -66,9 +76,7 @@ def layer_frame(data: ReportData) -> pd.DataFrame:
     keys = platforms(data)
     cpu = {(r["layer"], r["batch"]): r for r in data.cpu_rows}
     eie = {r["layer"]: r for r in data.eie_rows}
-    watts = {"cpu_dense": data.cpu_power.watts, "cpu_compressed": data.cpu_power.watts}
-    if data.gpu_power is not None:
-        watts.update(dict.fromkeys(GPU_PLATFORMS, data.gpu_power.watts))
+    watts = platform_watts(data)
     rows = []
     for name in data.config.layers:
         b1, b64 = cpu[(name, 1)], cpu.get((name, 64))
@@ -131,7 +139,7 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
                 if data.gpu
                 else ""
             )
-            + "EIE: cycles of the model / clock. Lower is better.",
+            + f"EIE: cycles of the model / clock (`{data.config.eie_workload}` workload). Lower is better.",
         ),
         Table(
             "speedup",
@@ -146,7 +154,7 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
             "Energy per layer, batch 1 (uJ)",
             frame[[f"energy_{k}_uj" for k in keys]].set_axis([label[k] for k in keys], axis=1),
             "CPU and GPU: time x the power figure above (estimates are labelled there). EIE: the model's "
-            "energy (dynamic + clock + leakage).",
+            f"energy (dynamic + clock + leakage) on the `{data.config.eie_workload}` workload.",
         ),
         Table(
             "efficiency",
@@ -173,7 +181,7 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
     predicted = predicted_table(data)
     if predicted is not None:
         tables.append(predicted)
-    tables.append(eie_table(data))
+    tables += [eie_table(data), workload_table(data)]
     tables += sweep_tables(data)
     if data.pipeline_rows:
         pipeline = pd.DataFrame(data.pipeline_rows)
@@ -226,6 +234,10 @@ def predicted_table(data: ReportData) -> Table | None:
 
 def compression_table(data: ReportData) -> Table:
     sizes = data.sizes
+    # In memory: the CompressedLinear the CPU benchmark ran (its buffers and bias), by layer.
+    memory = {r["layer"]: r["compressed_bytes"] for r in data.cpu_rows if r["batch"] == 1}
+    memory["total"] = sum(memory.values())
+    in_memory = pd.Series({name: memory.get(name) for name in sizes.index}, dtype=float)
     frame = pd.DataFrame(
         {
             "weights": sizes["weights"],
@@ -233,10 +245,12 @@ def compression_table(data: ReportData) -> Table:
             "dense MB": sizes["dense_bytes"] / 1e6,
             "pruned MB": sizes["bytes_pruned"] / 1e6,
             "quantized MB": sizes["bytes_pq"] / 1e6,
-            "Huffman MB": sizes["bytes_pqh"] / 1e6,
+            "Huffman MB (on disk)": sizes["bytes_pqh"] / 1e6,
+            "in memory MB": in_memory / 1e6,
             "pruned x": 1 / sizes["rate_pruned"],
             "quantized x": 1 / sizes["rate_pq"],
             "Huffman x": 1 / sizes["rate_pqh"],
+            "in memory x": sizes["dense_bytes"] / in_memory,
             "bits/weight P+Q": sizes["weight_bits_pq"] + sizes["index_bits_pq"],
             "bits/weight P+Q+H": sizes["weight_bits_pqh"] + sizes["index_bits_pqh"],
         }
@@ -248,47 +262,106 @@ def compression_table(data: ReportData) -> Table:
         frame,
         f"Random layers at the paper's densities, {c.bits}-bit codes, {c.index_bits}-bit relative indices "
         "(compress.size_table: exact encoded bits, fillers, codebook and row pointers included). pruned: "
-        "float32 values in the same sparse format; quantized: P+Q; Huffman: P+Q+H. Uniform random codes "
+        "float32 values in the same sparse format; quantized: P+Q; Huffman: P+Q+H, what a checkpoint "
+        "stores (dcomp compress, save_compressed). in memory: the CompressedLinear the CPU benchmark ran "
+        "(codes, int16 columns, row pointers, codebook and bias), what the model holds. Uniform random codes "
         "leave Huffman little to gain on the codes; trained layers gain more (see the digits network).",
     )
 
 
+def eie_design_note(data: ReportData) -> str:
+    """The design point, semantics and workload every EIE table and figure of the report uses."""
+    e = data.eie_config
+    workload = get_workload(data.config.eie_workload)
+    return (
+        f"{e.pes} PEs, {e.clock_mhz:g} MHz, FIFO depth {e.fifo_depth}, {e.sram_width}-bit SRAM lines, "
+        f"{e.weight_bits}-bit weights + {e.index_bits}-bit indices, {e.semantics} semantics; layers "
+        f"generated as the `{workload.name}` workload ({workload.source})"
+    )
+
+
+EIE_METRICS_NOTE = (
+    "Load efficiency: ideal cycles (entries, padding included, spread over the PEs) / cycles; useful "
+    "efficiency: real multiplies / (cycles x PEs), the EIE authors' metric. Energy: the model's "
+    "activity-based energy; uJ at chip power: time x the paper's 0.59 W chip power."
+)
+
+
 def eie_table(data: ReportData) -> Table:
     frame = pd.DataFrame(data.eie_rows).set_index("layer")
+    has_dump = len(frame) > len(data.config.layers)
+    frame.index = [f"{name} (real data)" if name.startswith("dump:") else name for name in frame.index]
     columns = {
         "cycles": "cycles",
         "time_us": "time us",
         "theoretical_us": "ideal us",
         "load_efficiency": "load efficiency",
+        "useful_efficiency": "useful efficiency",
         "padding_entries": "padding entries",
         "energy_uj": "energy uJ",
+        "energy_at_chip_power_uj": "uJ at chip power",
         "power_mw": "power mW",
         "gops": "GOP/s",
         "sim_seconds": "simulated in s",
     }
-    e = data.eie_config
+    dump = " The last row is the EIE authors' real AlexNet fc8 layer and image." if has_dump else ""
     return Table(
         "eie",
         "EIE per layer (cycle-level model)",
         frame[list(columns)].set_axis(list(columns.values()), axis=1),
-        f"{e.pes} PEs, {e.clock_mhz:g} MHz, FIFO depth {e.fifo_depth}, {e.weight_bits}-bit weights + "
-        f"{e.index_bits}-bit indices; random 4-bit layers at the paper's weight density, inputs at its "
-        "activation density (EIE skips zero activations; the CPU and GPU kernels do not).",
+        f"{eie_design_note(data)}; inputs at the layer's activation density (EIE skips zero activations; "
+        f"the CPU and GPU kernels do not).{dump} {EIE_METRICS_NOTE}",
     )
+
+
+def workload_table(data: ReportData) -> Table:
+    """Every layer under every workload preset: time and both efficiencies side by side."""
+    rows = pd.DataFrame(data.eie_workload_rows)
+    columns = {"time_us": "time us", "load_efficiency": "load eff", "useful_efficiency": "useful eff"}
+    parts = []
+    for workload, group in rows.groupby("workload", sort=False):
+        part = group.set_index("layer")[list(columns)]
+        parts.append(part.set_axis([f"{label} ({workload})" for label in columns.values()], axis=1))
+    frame = pd.concat(parts, axis=1)
+    sources = "; ".join(f"`{w}`: {get_workload(w).source}" for w in dict.fromkeys(rows["workload"]))
+    return Table(
+        "eie_workloads",
+        "EIE per layer by workload",
+        frame,
+        f"The same design point under each way of generating the layers and inputs ({sources}).",
+    )
+
+
+#: Per sweep: the tables the report shows, as (title, column of the sweep table).
+SWEEP_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "fifo": (
+        ("Load efficiency vs FIFO depth", "load_efficiency"),
+        ("Useful efficiency vs FIFO depth", "useful_efficiency"),
+    ),
+    "pes": (
+        ("Speedup vs number of PEs (over the fewest PEs)", "speedup"),
+        ("Useful efficiency vs number of PEs", "useful_efficiency"),
+    ),
+    "sram-width": (("Energy per layer vs SRAM line width (uJ)", "energy_uj"),),
+    "index-bits": (("Energy per layer vs z width (uJ)", "energy_uj"),),
+}
 
 
 def sweep_tables(data: ReportData) -> list[Table]:
     tables = []
-    titles = {
-        "fifo": ("Load efficiency vs FIFO depth", "load_efficiency"),
-        "pes": ("Speedup vs number of PEs (over the fewest PEs)", "speedup"),
-    }
     for sweep, table in data.sweeps.items():
-        title, column = titles.get(sweep, (f"EIE sweep {sweep}", "time_us"))
-        pivot = table.pivot(index="value", columns="benchmark", values=column)
-        pivot = pivot[list(dict.fromkeys(table["benchmark"]))]
-        pivot.index.name = str(table["parameter"].iloc[0])
-        tables.append(Table(f"sweep_{sweep}", title, pivot, "Other parameters at the design point above."))
+        for title, column in SWEEP_TABLES.get(sweep, ((f"EIE sweep {sweep}", "time_us"),)):
+            pivot = table.pivot(index="value", columns="benchmark", values=column)
+            pivot = pivot[list(dict.fromkeys(table["benchmark"]))]
+            pivot.index.name = str(table["parameter"].iloc[0])
+            tables.append(
+                Table(
+                    f"sweep_{sweep}_{column}",
+                    title,
+                    pivot,
+                    f"Other parameters at the design point: {eie_design_note(data)}.",
+                )
+            )
     return tables
 
 
@@ -340,6 +413,7 @@ def write_csvs(data: ReportData, frame: pd.DataFrame, out: Path) -> list[Path]:
         write_csv(out / "report_layers.csv", frame.reset_index().to_dict("records"), info),
         write_csv(out / "cpu.csv", data.cpu_rows, data.machine),
         write_csv(out / "eie_layers.csv", data.eie_rows, data.machine),
+        write_csv(out / "eie_workloads.csv", data.eie_workload_rows, data.machine),
         write_csv(out / "compression.csv", data.sizes.reset_index().to_dict("records"), data.machine),
     ]
     for sweep, table in data.sweeps.items():

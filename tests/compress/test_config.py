@@ -106,3 +106,52 @@ def test_invalid_json():
         DeepCompressionConfig.from_json("{not json")
     with pytest.raises(ConfigError, match="unknown config keys"):
         DeepCompressionConfig.from_json('{"densty": 0.1}')
+
+
+def test_one_shot_method_settings_round_trip_and_resolve_per_layer():
+    config = DeepCompressionConfig(
+        density=0.5,
+        pruning="obs",
+        quantization="obs",
+        damping=0.05,
+        block_size=64,
+        layers={r"fc\d": dict(pruning="wanda", quantization="weighted-kmeans", damping=0.2, block_size=32)},
+    )
+    again = DeepCompressionConfig.from_json(config.to_json())
+    assert again == config
+    assert again.for_layer("fc1") == LayerConfig(
+        density=0.5, pruning="wanda", quantization="weighted-kmeans", damping=0.2, block_size=32
+    )
+    assert again.for_layer("head") == LayerConfig(
+        density=0.5, pruning="obs", quantization="obs", damping=0.05, block_size=64
+    )
+
+
+def test_one_shot_method_defaults_are_the_data_free_ones_and_old_files_still_load():
+    layer = DeepCompressionConfig().for_layer("x")
+    assert (layer.pruning, layer.quantization) == ("magnitude", "kmeans")
+    old = DeepCompressionConfig().to_dict()
+    for key in ("pruning", "quantization", "damping", "block_size"):
+        del old[key]
+    assert DeepCompressionConfig.from_dict(old) == DeepCompressionConfig()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"pruning": "sparsegpt"}, "pruning must be one of .*'obs'.*got 'sparsegpt'"),
+        ({"quantization": "gptq"}, "quantization must be one of .*got 'gptq'"),
+        ({"damping": -0.1}, r"damping must be a finite float >= 0, got -0.1"),
+        ({"damping": float("inf")}, "damping must be a finite float >= 0, got inf"),
+        ({"damping": True}, "damping must be a finite float >= 0, got True"),
+        ({"block_size": 0}, "block_size must be an int >= 1, got 0"),
+        ({"block_size": 2.0}, r"block_size must be an int >= 1, got 2.0"),
+    ],
+)
+def test_one_shot_method_settings_are_validated_naming_setting_and_value(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        DeepCompressionConfig(**settings)
+    with pytest.raises(ConfigError, match=r"layers\['fc'\]: " + message):
+        DeepCompressionConfig(layers={"fc": settings})
+    with pytest.raises(ConfigError, match=message):
+        LayerConfig(**settings)

@@ -1,11 +1,16 @@
-"""Seeded mutation fuzzing of `compress.load`.
+"""Seeded mutation fuzzing of `compress.load` and of a checkpoint's dense file.
 
 Small files are truncated at every byte and mutated (bit flips and byte overwrites anywhere, in
 the header, in the tensor data; byte insertions and deletions). Every outcome must be an exact
 round trip or a `CompressedFileError`: never another exception, a hang or different weights.
-A last class forges the checksums after mutating a tensor, so that the checks behind them run;
-there a load may succeed with other weights (the checksum is what catches that), but it must
-still return valid layers of the header's shapes or raise a `CompressedFileError`.
+The files include valid ones at the format's extremes (rows of nothing but fillers, one segment
+of the maximum size per stream), and the mutations are also loaded with ``keep_huffman=True``.
+A class forges the checksums after mutating a tensor, so that the checks behind them run; there
+a load may succeed with other weights (the checksum is what catches that), but it must still
+return valid layers of the header's shapes or raise a `CompressedFileError`. Container bombs
+(deep or long JSON, huge numbers, thousands of extra tensor entries) must be refused. Last, the
+dense file of a `dc_kernels.save_compressed` checkpoint is mutated: `load_compressed` must load
+the model exactly or raise a `CompressedFileError`.
 
 Run ``python -m tests.compress.test_file_fuzz [scale]`` for a longer campaign (scale x the CI
 counts); both print the outcome counts.
@@ -14,14 +19,25 @@ counts); both print the outcome counts.
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import torch
 
 import compress
-from compress import CompressedFileError, CompressedMatrix
+from compress import CompressedFileError, CompressedMatrix, decode_huffman
 from tests.compress.file_surgery import data_section, pack, unpack
+from tests.compress.hostile_files import (
+    all_filler_rows,
+    flat_list,
+    huge_number,
+    many_tensor_entries,
+    maximum_segments,
+    nested_lists,
+)
 from workloads import random_compressed_matrix
 
 SEED = 2016
@@ -47,6 +63,17 @@ def small_files() -> list[tuple[bytes, dict[str, CompressedMatrix]]]:
     return [(compress.save_bytes(layers, METADATA, **kwargs), layers) for layers, kwargs in configs]
 
 
+def extreme_files() -> list[tuple[bytes, dict[str, CompressedMatrix]]]:
+    """Small valid files at the format's extremes: rows of nothing but fillers, and streams of
+    one segment of the maximum size (with the fuzz metadata, like `small_files`)."""
+    files = []
+    for data, layers in (all_filler_rows(3, 12), maximum_segments(1, 150)):
+        header, tensors = unpack(data)
+        header["metadata"] = METADATA
+        files.append((pack(header, tensors), layers))
+    return files
+
+
 def outcome(data: bytes, layers: dict[str, CompressedMatrix]) -> str:
     """'round trip' or the CompressedFileError subclass; anything else fails the test."""
     try:
@@ -58,12 +85,45 @@ def outcome(data: bytes, layers: dict[str, CompressedMatrix]) -> str:
     return "round trip"
 
 
-def forged_outcome(data: bytes, layers: dict[str, CompressedMatrix]) -> str:
+def huffman_outcome(data: bytes, layers: dict[str, CompressedMatrix]) -> str:
+    """As `outcome`, loading the `HuffmanLayer`s: they must decode to the original layers."""
     try:
-        loaded = compress.load(data)
+        loaded = compress.load(data, keep_huffman=True)
+    except CompressedFileError as exc:
+        return type(exc).__name__
+    assert list(loaded) == list(layers) and loaded.metadata == METADATA
+    assert all(decode_huffman(loaded[name]).equals(m) for name, m in layers.items()), "silently wrong weights"
+    return "round trip"
+
+
+def refused(data: bytes, layers: dict[str, CompressedMatrix]) -> str:
+    """A container bomb: only a `CompressedFileError` will do."""
+    try:
+        compress.load(data)
+    except CompressedFileError as exc:
+        return type(exc).__name__
+    raise AssertionError("a container bomb loaded")
+
+
+def container_bomb(data: bytes, rng: np.random.Generator) -> bytes:
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return many_tensor_entries(data, int(rng.integers(1, 3000)))
+    if kind == 1:
+        return nested_lists(data, int(rng.integers(1, 20_000)))
+    if kind == 2:
+        return flat_list(data, int(rng.integers(1, 20_000)))
+    return huge_number(data, int(rng.integers(1, 20_000)))
+
+
+def forged_outcome(data: bytes, layers: dict[str, CompressedMatrix], keep_huffman: bool = False) -> str:
+    try:
+        loaded = compress.load(data, keep_huffman=keep_huffman)
     except CompressedFileError as exc:
         return type(exc).__name__
     assert list(loaded) == list(layers)
+    if keep_huffman:
+        loaded = {name: decode_huffman(layer) for name, layer in loaded.items()}
     for name, matrix in layers.items():
         assert isinstance(loaded[name], CompressedMatrix) and loaded[name].shape == matrix.shape
     same = all(loaded[name].equals(matrix) for name, matrix in layers.items())
@@ -116,7 +176,7 @@ def forge(data: bytes, rng: np.random.Generator) -> bytes:
 def fuzz(scale: int = 1, seed: int = SEED) -> dict[str, Counter]:
     """Run the campaign; returns outcome counts per mutation class."""
     rng = np.random.default_rng(seed)
-    files = small_files()
+    files = small_files() + extreme_files()
     counts: dict[str, Counter] = {}
 
     def run(kind: str, mutate, check=outcome) -> None:
@@ -150,7 +210,55 @@ def fuzz(scale: int = 1, seed: int = SEED) -> dict[str, Counter]:
         lambda d: (forge(d, rng) for _ in range(100 * scale)),
         forged_outcome,
     )
+    run(
+        "flip 1-4 bits, keep_huffman=True",
+        lambda d: (flip_bits(d, rng, 0, len(d), int(rng.integers(1, 5))) for _ in range(60 * scale)),
+        huffman_outcome,
+    )
+    run(
+        "forge checksums, keep_huffman=True",
+        lambda d: (forge(d, rng) for _ in range(40 * scale)),
+        lambda data, layers: forged_outcome(data, layers, keep_huffman=True),
+    )
+    run("container bombs", lambda d: (container_bomb(d, rng) for _ in range(20 * scale)), refused)
+    counts["checkpoint dense file"] = fuzz_dense_file(rng, 300 * scale)
     return counts
+
+
+def fuzz_dense_file(rng: np.random.Generator, count: int) -> Counter:
+    """Mutate the dense file of a small checkpoint (truncations, bit flips, overwrites, splices):
+    `load_compressed` must give the saved model exactly or raise a `CompressedFileError`."""
+    import dc_kernels  # the checkpoint format is dc_kernels'; compress's tests do not need it otherwise
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+    dc_kernels.compress_(model, compress.DeepCompressionConfig(skip=("2",)))
+    x = torch.randn(2, 6, generator=torch.Generator().manual_seed(SEED))
+    tally: Counter = Counter()
+    with tempfile.TemporaryDirectory() as directory, torch.no_grad():
+        dc_kernels.save_compressed(model, directory)
+        expected = model(x)
+        (path,) = Path(directory).glob("dense*.safetensors")
+        data = path.read_bytes()
+        for i in range(count):
+            kind = i % 4
+            if kind == 0:
+                mutated = data[: int(rng.integers(len(data)))]
+            elif kind == 1:
+                mutated = flip_bits(data, rng, 0, len(data), int(rng.integers(1, 5)))
+            elif kind == 2:
+                mutated = overwrite_bytes(data, rng, 0, len(data), int(rng.integers(1, 4)))
+            else:
+                mutated = splice(data, rng)
+            path.write_bytes(mutated)
+            fresh = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+            try:
+                dc_kernels.load_compressed(fresh, directory)
+            except CompressedFileError as exc:
+                tally[type(exc).__name__] += 1
+                continue
+            assert torch.equal(fresh(x), expected), "silently wrong weights"
+            tally["round trip"] += 1
+    return tally
 
 
 def report(counts: dict[str, Counter], seconds: float) -> str:

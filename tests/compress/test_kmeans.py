@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import EmptyLayerError, NonFiniteWeightError, kmeans, kmeans_1d, nearest_centroid
+from compress import ConfigError, EmptyLayerError, NonFiniteWeightError, kmeans, kmeans_1d, nearest_centroid
 from compress.kmeans import INITS
 
 
@@ -231,3 +231,49 @@ def test_histogram_path_codes_address_the_nearest_used_centroid(values, bits, in
     assert np.all(np.bincount(result.codes, minlength=result.codebook.size) > 0)
     if np.unique(values).size <= 2**bits:
         assert np.array_equal(result.codebook[result.codes], values)
+
+
+def test_weighted_kmeans_with_equal_weights_is_plain_kmeans():
+    values = np.random.default_rng(0).normal(size=5000).astype(np.float32)
+    for init in ("linear", "density", "random"):
+        plain = kmeans_1d(values, 4, init=init, seed=2)
+        weighted = kmeans_1d(values, 4, init=init, seed=2, weights=np.full(values.size, 3.0))
+        assert np.allclose(plain.codebook, weighted.codebook, atol=1e-6) and np.array_equal(
+            plain.codes, weighted.codes
+        )
+        assert weighted.inertia == pytest.approx(3 * plain.inertia, rel=1e-6)
+
+
+def test_weighted_kmeans_pulls_centroids_to_heavy_values_and_minimizes_the_weighted_error():
+    rng = np.random.default_rng(1)
+    values = rng.uniform(-1, 1, 4000).astype(np.float32)
+    weights = np.where(values > 0.5, 100.0, 1.0)
+    weighted = kmeans_1d(values, 3, weights=weights)
+    plain = kmeans_1d(values, 3)
+    assert np.count_nonzero(weighted.codebook > 0.5) > np.count_nonzero(plain.codebook > 0.5)
+
+    def weighted_error(result):
+        return float(np.sum(weights * (values - result.codebook[result.codes]) ** 2))
+
+    assert weighted_error(weighted) < weighted_error(plain)
+    assert weighted.inertia == pytest.approx(weighted_error(weighted), rel=1e-4)
+
+
+def test_weighted_kmeans_takes_the_exact_path_on_large_layers_too():
+    values = np.random.default_rng(2).normal(size=(1 << 20) + 10).astype(np.float32)
+    result = kmeans_1d(values, 2, weights=np.ones(values.size))
+    assert result.codes.size == values.size and result.codebook.size == 4
+
+
+@pytest.mark.parametrize(
+    ("weights", "error", "message"),
+    [
+        (np.ones(3), ValueError, "3 k-means weights for 4 values"),
+        (np.array([1.0, -1.0, 1.0, 1.0]), ConfigError, "finite, >= 0 and not all zero"),
+        (np.zeros(4), ConfigError, "not all zero"),
+        (np.array([1.0, np.nan, 1.0, 1.0]), ConfigError, "finite"),
+    ],
+)
+def test_bad_kmeans_weights_are_refused(weights, error, message):
+    with pytest.raises(error, match=message):
+        kmeans_1d(np.arange(4, dtype=np.float32), 1, weights=weights, name="fc")

@@ -12,6 +12,7 @@ from torch import nn
 
 from dc_kernels import ops
 from dc_kernels.backends import backend_names
+from dc_kernels.errors import LayerNotLoadedError
 from dc_kernels.linear import CompressedLinear
 from workloads import random_compressed_matrix
 
@@ -69,10 +70,15 @@ def test_from_matrix_round_trips_and_checks_bias():
     assert wide.col_idx.dtype == torch.int32
 
 
-def test_constructor_builds_an_empty_layer_and_checks_arguments():
+def test_constructor_builds_a_layer_to_load_and_checks_arguments():
     layer = CompressedLinear(5, 3)
-    assert layer.nnz == 0
-    torch.testing.assert_close(layer(torch.ones(2, 5)), torch.zeros(2, 3))
+    assert layer.nnz == 0 and not layer.loaded
+    for use in (lambda: layer(torch.ones(2, 5)), lambda: layer.weight, layer.to_matrix):
+        with pytest.raises(LayerNotLoadedError, match=r"\(in_features=5, out_features=3\) holds no"):
+            use()
+    source = CompressedLinear.from_matrix(random_compressed_matrix(3, 5, 0.5, 2))
+    layer.load_state_dict(source.state_dict(), strict=False)  # no bias in it
+    assert layer.loaded and layer(torch.ones(2, 5)).shape == (2, 3)
     with pytest.raises(ValueError, match="in_features"):
         CompressedLinear(0, 3)
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
@@ -312,7 +318,7 @@ def test_import_never_initializes_cuda():
         "def fail(*a, **k): raise AssertionError('CUDA initialized')\n"
         "torch.cuda._lazy_init = fail\n"
         "import dc_kernels\n"
-        "layer = dc_kernels.CompressedLinear(8, 4)\n"
+        "layer = dc_kernels.CompressedLinear.from_linear(torch.nn.Linear(8, 4))\n"
         "layer(torch.ones(2, 8))\n"
         "assert not torch.cuda.is_initialized()\n"
     )

@@ -1,6 +1,6 @@
 """Independent references for the EIE model's tests: a literal cycle-by-cycle simulation of the
-broadcast, FIFOs and PEs (one Python step per cycle and PE, for tiny layers), and a dense NumPy
-fixed-point matrix-vector product."""
+broadcast, activation queues and PEs (one Python step per cycle and PE), with either queue the
+model knows, and a dense NumPy fixed-point matrix-vector product."""
 
 from __future__ import annotations
 
@@ -9,15 +9,65 @@ from collections import deque
 import numpy as np
 
 
-def cycle_by_cycle(entries, nonzero, pes: int, depth: int, latency: int, arith_stages: int) -> dict:
+class BoundedQueue:
+    """The hardware queue: ``depth`` slots, full when it holds ``depth`` activations."""
+
+    def __init__(self, depth: int) -> None:
+        self.items: deque = deque()
+        self.depth = depth
+
+    def full(self) -> bool:
+        return len(self.items) >= self.depth
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def push(self, item) -> None:
+        self.items.append(item)
+
+    def pop(self):
+        return self.items.popleft()
+
+
+class RingQueue:
+    """The EIE authors' queue: a circular buffer of ``size`` slots with a read and a write
+    position; empty when they are equal, full when the write position is one behind the read
+    position, so it holds at most ``size - 1`` activations."""
+
+    def __init__(self, size: int) -> None:
+        self.slots = [None] * size
+        self.size = size
+        self.read = 0
+        self.write = 0
+
+    def full(self) -> bool:
+        return (self.write + 1) % self.size == self.read
+
+    def empty(self) -> bool:
+        return self.write == self.read
+
+    def push(self, item) -> None:
+        self.slots[self.write] = item
+        self.write = (self.write + 1) % self.size
+
+    def pop(self):
+        item = self.slots[self.read]
+        self.read = (self.read + 1) % self.size
+        return item
+
+
+def cycle_by_cycle(
+    entries, nonzero, pes: int, depth: int, latency: int, arith_stages: int, *, ring: bool = False
+) -> dict:
     """Simulate one pass cycle by cycle. ``entries[m][p]``: PE p's entries in the m-th broadcast
-    column; ``nonzero``: the input's non-zero mask. Returns broadcast cycles, pop cycles, total
-    cycles and per-PE busy / stalled / starved counts."""
-    entries = np.asarray(entries, dtype=np.int64).reshape(-1, pes)
+    column; ``nonzero``: the input's non-zero mask; ``depth``: each PE's queue, a `BoundedQueue`
+    of that depth or, with ``ring``, a `RingQueue` of that size. Returns broadcast cycles, pop
+    cycles, total cycles and per-PE busy / stalled / starved counts."""
+    entries = np.asarray(entries, dtype=np.int64).reshape(-1, pes).tolist()
     nonzero = np.asarray(nonzero, dtype=bool)
-    columns = np.flatnonzero(nonzero)
+    columns = np.flatnonzero(nonzero).tolist()
     groups = -(-nonzero.size // pes)
-    fifos = [deque() for _ in range(pes)]
+    fifos = [RingQueue(depth) if ring else BoundedQueue(depth) for _ in range(pes)]
     free = [0] * pes  # first cycle the pointer stage may take the next item
     busy_until = [0] * pes
     done = [-1] * pes
@@ -28,10 +78,14 @@ def cycle_by_cycle(entries, nonzero, pes: int, depth: int, latency: int, arith_s
     busy = np.zeros(pes, dtype=np.int64)
     stalled = np.zeros(pes, dtype=np.int64)
     starved = np.zeros(pes, dtype=np.int64)
+
+    def next_in_group() -> bool:  # the next non-zero input lies in the LNZD's current group
+        return next_item < len(columns) and columns[next_item] // pes == group
+
     t = 0
     while True:
         lnzd_active = t >= latency and (held is not None or group < groups)
-        finished = not lnzd_active and next_item == len(columns) and all(not f for f in fifos)
+        finished = not lnzd_active and next_item == len(columns) and all(f.empty() for f in fifos)
         if finished and t > max([*done, lnzd_last]):
             return {
                 "b": broadcast,
@@ -41,14 +95,13 @@ def cycle_by_cycle(entries, nonzero, pes: int, depth: int, latency: int, arith_s
                 "stalled": stalled,
                 "starved": starved,
             }
-        full = any(len(f) >= depth for f in fifos)  # registered: state at the start of the cycle
+        full = any(f.full() for f in fifos)  # registered: state at the start of the cycle
         blocked = False
         push = None
         if lnzd_active:
             lnzd_last = t
             if held is None:
-                in_group = [j for j in columns[next_item:] if j // pes == group]
-                if in_group:
+                if next_in_group():
                     held = next_item
                 else:  # an all-zero group costs this cycle
                     group += 1
@@ -60,14 +113,13 @@ def cycle_by_cycle(entries, nonzero, pes: int, depth: int, latency: int, arith_s
                     broadcast.append(t)
                     next_item += 1
                     held = None
-                    remaining = [j for j in columns[next_item:] if j // pes == group]
-                    if not remaining:
+                    if not next_in_group():
                         group += 1
         for p in range(pes):
-            if t >= free[p] and fifos[p]:
-                m = fifos[p].popleft()
+            if t >= free[p] and not fifos[p].empty():
+                m = fifos[p].pop()
                 pops[m][p] = t
-                n = int(entries[m, p])
+                n = entries[m][p]
                 free[p] = t + max(n, 1)
                 busy_until[p] = free[p]
                 done[p] = max(done[p], t + n + arith_stages if n else t)
@@ -79,7 +131,7 @@ def cycle_by_cycle(entries, nonzero, pes: int, depth: int, latency: int, arith_s
                 starved[p] += 1
         if push is not None:
             for f in fifos:
-                f.append(push)
+                f.push(push)
         t += 1
 
 

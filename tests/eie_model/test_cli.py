@@ -19,6 +19,8 @@ REQUIRED = (
     "ideal_cycles",
     "theoretical_us",
     "load_efficiency",
+    "useful_efficiency",
+    "energy_at_chip_power_uj",
     "entries",
     "padding_entries",
     "energy_uj",
@@ -59,6 +61,39 @@ def test_simulate_table_and_errors(capsys):
     assert "fifo_depth" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["simulate", "--benchmark", "alex9"])
+
+
+def test_semantics_and_workload_flags(capsys):
+    argv = ["simulate", "--benchmark", "alex8", "--scale", "0.1", "--json"]
+    uniform = _json(capsys, argv)
+    fc8 = _json(capsys, [*argv, "--workload", "fc8-stats"])
+    assert fc8["output_checksum"] != uniform["output_checksum"]
+    assert uniform == {
+        **_json(capsys, [*argv, "--workload", "uniform"]),
+        "sim_seconds": uniform["sim_seconds"],
+    }
+    paper = _json(capsys, [*argv, "--semantics", "paper-simulator", "--fifo", "9"])
+    hardware = _json(capsys, [*argv, "--fifo", "8"])
+    assert paper["semantics"] == "paper-simulator" and paper["config"]["semantics"] == "paper-simulator"
+    assert paper["cycles"] == hardware["cycles"]  # a queue of size 9 holds 8
+    assert main([*argv, "--semantics", "paper-simulator", "--fifo", "1"]) == 2
+    assert "error: fifo_depth must be >= 2" in capsys.readouterr().err
+    assert main(["simulate", "--digits", "--workload", "fc8-stats"]) == 2
+    assert "error: --workload applies to --benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--semantics", "rtl"])
+
+
+@needs_dump
+def test_sweep_includes_the_dump(capsys, tmp_path):
+    argv = ["sweep", "fifo", "--values", "2,9", "--benchmark", "alex8", "--scale", "0.1"]
+    assert (
+        main([*argv, "--eie-dump", str(DUMP), "--semantics", "paper-simulator", "--out", str(tmp_path)]) == 0
+    )
+    table = pd.read_csv(json.loads(capsys.readouterr().out)["csv"])
+    dump = table[table["benchmark"] == "dump:eie_alexnet_fc8"]
+    assert dump["cycles"].tolist() == [10195, 7897]
+    assert (table["semantics"] == "paper-simulator").all() and table["useful_efficiency"].between(0, 1).all()
 
 
 @needs_dump
@@ -120,3 +155,28 @@ def test_sweep_over_layers_the_caller_holds():
     assert fetched == [("b", 4), ("a", 4)]
     assert list(table["benchmark"]) == ["b"] * 3 + ["a"] * 3
     assert table.groupby("benchmark")["cycles"].apply(lambda c: c.is_monotonic_decreasing).all()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--clock-mhz", "inf"], "must be a finite number above 0"),
+        (["--clock-mhz", "nan"], "must be a finite number above 0"),
+        (["--clock-mhz", "-5"], "must be a finite number above 0"),
+        (["--clock-mhz", "fast"], "not a number"),
+        (["--scale", "inf"], "must be a finite number above 0"),
+        (["--clock-mhz", "1e308"], "NaN or infinity"),  # finite, but the results overflow
+        (["--pes", "0"], "pes must be in"),
+        (["--sram-width", "3"], "sram_width must be in"),
+    ],
+)
+def test_every_bad_value_is_one_clean_error_line(capsys, argv, message):
+    """A traceback or invalid JSON never: argparse's usage error (exit 2) or one ``error:`` line."""
+    try:
+        code = main(["simulate", "--benchmark", "alex8", "--scale", "0.05", *argv, "--json"])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.err.strip().splitlines()[-1].startswith(("error:", "usage:", "python -m eie_model"))

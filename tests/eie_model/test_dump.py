@@ -143,3 +143,42 @@ def test_corrupt_dumps_are_rejected(tmp_path):
     (tmp_path / "spm" / "spm0.dat").unlink()
     with pytest.raises(FileNotFoundError, match=r"spm0\.dat"):
         read_eie_dump(tmp_path)
+
+
+def _one_pe_dump(directory, spm_pairs, columns: int = 2):
+    """A one-PE dump whose column 0 holds ``spm_pairs`` ((code, z) pairs)."""
+    (directory / "ptr").mkdir(parents=True)
+    (directory / "spm").mkdir()
+    np.array([0.0, 0.5, -0.5], "<f4").tofile(directory / "arithm.dat")
+    np.ones(columns, "<f4").tofile(directory / "act.dat")
+    pairs = np.asarray(spm_pairs, dtype="<u4").reshape(-1, 2)
+    ptr = np.array([0] + [len(pairs)] * columns, "<u4")
+    ptr.tofile(directory / "ptr" / "ptr0.dat")
+    pairs.tofile(directory / "spm" / "spm0.dat")
+
+
+def test_dump_bombs_are_refused_cheaply(tmp_path):
+    """Padding entries (code 0) each skip 16 rows: a dump of a few kilobytes can point at rows
+    far beyond any real layer. Sizes come from entries that hold a weight, and are capped."""
+    far = [(0, 15)] * 2000 + [(1, 0)]  # a weight 32,000 rows down, after 2000 paddings
+    _one_pe_dump(tmp_path / "far", far)
+    assert read_eie_dump(tmp_path / "far").layer.out_features == 32_001
+    with pytest.raises(ValueError, match="out_features=32001, more than max_out_features=1000"):
+        read_eie_dump(tmp_path / "far", max_out_features=1000)
+    with pytest.raises(ValueError, match=r"more than max_out_features=16777216"):
+        read_eie_dump(tmp_path / "far", out_features=1 << 30)
+    trailing = [(1, 0)] + [(0, 15)] * 2000  # paddings after the last weight: not a size
+    _one_pe_dump(tmp_path / "trailing", trailing)
+    with pytest.raises(ValueError, match="local row"):
+        read_eie_dump(tmp_path / "trailing")
+    with pytest.raises(ValueError, match="out_features must be a positive int"):
+        read_eie_dump(tmp_path / "far", out_features=0)
+
+
+def test_dump_errors_are_clean_cli_lines(tmp_path, capsys):
+    from eie_model.__main__ import main
+
+    _one_pe_dump(tmp_path / "trailing", [(1, 0)] + [(0, 15)] * 10)
+    assert main(["simulate", "--eie-dump", str(tmp_path / "trailing"), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err

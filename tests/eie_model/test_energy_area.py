@@ -1,10 +1,11 @@
 import dataclasses
 
+import numpy as np
 import pytest
 
-from eie_model import EIEConfig, chip_area_mm2, energy_table, pe_area_um2
-from eie_model.energy import EVENTS, run_energy
-from workloads import simulate_benchmark
+from eie_model import EIEConfig, chip_area_mm2, energy_table, pe_area_um2, simulate_layer
+from eie_model.energy import CACTI_SPMAT_READ_PJ, EVENTS, run_energy, sram_read_pj
+from workloads import random_compressed_matrix, simulate_benchmark
 
 
 @pytest.mark.parametrize("name", ["module", "45nm"])
@@ -44,8 +45,10 @@ def test_clock_power_scales_with_frequency_and_sram_width_with_line_energy():
     fast = run_energy(counts, 1000, config, table)
     assert slow.clock_pj == pytest.approx(fast.clock_pj)  # same cycles: same clock energy per cycle
     assert slow.dynamic_pj == fast.dynamic_pj
+    # A line read scales with CACTI's read energy of the 128 KB array at that width.
     wide = run_energy(counts, 1000, dataclasses.replace(config, sram_width=128), table)
-    assert wide.dynamic_pj["spmat_line_read"] == pytest.approx(1.5 * fast.dynamic_pj["spmat_line_read"])
+    ratio = CACTI_SPMAT_READ_PJ[128] / CACTI_SPMAT_READ_PJ[64]
+    assert wide.dynamic_pj["spmat_line_read"] == pytest.approx(ratio * fast.dynamic_pj["spmat_line_read"])
 
 
 def test_unknown_table_and_event():
@@ -78,3 +81,32 @@ def test_benchmark_energy_is_consistent():
     assert data["frames_per_j"] == pytest.approx(1e6 / data["energy_uj"])
     other = simulate_benchmark("nt-lstm", scale=0.25, energy_table=energy_table("45nm"))
     assert other.cycles == result.cycles and other.energy_uj != result.energy_uj
+
+
+def test_sram_read_energy_by_width_follows_cacti():
+    for width, pj in CACTI_SPMAT_READ_PJ.items():
+        assert sram_read_pj(width) == pytest.approx(pj)
+    widths = [4, 8, 12, 16, 24, 64, 100, 512, 1024, 4096]
+    energies = [sram_read_pj(w) for w in widths]
+    assert energies == sorted(energies)  # wider lines cost more per read ...
+    assert all(
+        e / w > f / v for w, e, v, f in zip(widths, energies, widths[1:], energies[1:])
+    )  # ... less per bit
+    # Between table widths the energy is interpolated log-log.
+    assert sram_read_pj(91) == pytest.approx(32.96 * (91 / 64) ** (np.log(40.53 / 32.96) / np.log(2)))
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="width"):
+            sram_read_pj(bad)
+
+
+def test_padding_costs_no_arithmetic_energy():
+    # The same layer with 2-bit z (no padding) and 1-bit z (padding entries in the long gaps):
+    # the padded run reads more entries but makes the same multiplies and accumulator writes.
+    matrix = random_compressed_matrix(64, 20, 0.1, 1, seed=2, codebook_size=1)
+    acts = np.ones(20)
+    plain = simulate_layer(matrix, acts, EIEConfig(pes=1, weight_bits=1, index_bits=6, rf_size=64))
+    padded = simulate_layer(matrix, acts, EIEConfig(pes=1, weight_bits=1, index_bits=1, rf_size=64))
+    assert padded.processed_padding > 0 and plain.processed_padding == 0
+    assert padded.counts["mac"] == plain.counts["mac"] == matrix.nnz
+    assert padded.counts["dest_write"] == plain.counts["dest_write"] == matrix.nnz
+    assert padded.energy.dynamic_pj["mac"] == pytest.approx(plain.energy.dynamic_pj["mac"])

@@ -95,6 +95,8 @@ def test_hand_counted_tiny_layer():
     result = simulate_layer(matrix, np.ones(4), EIEConfig(pes=2, fifo_depth=1))
     assert result.cycles == 15
     assert result.ideal_cycles == 4  # 8 entries over 2 PEs
+    assert result.load_efficiency == pytest.approx(4 / 15)
+    assert result.useful_efficiency == pytest.approx(8 / (15 * 2))  # real multiplies / (cycles x PEs)
     assert result.pe_busy.tolist() == [6, 4]
     assert result.pe_stalled.tolist() == [0, 1]
     assert result.empty_column_slots == 2

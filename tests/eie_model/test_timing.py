@@ -71,9 +71,12 @@ def test_full_fifo_blocks_every_pe():
     depth=st.integers(1, 4),
     latency=st.integers(0, 2),
     stages=st.integers(0, 4),
+    ring=st.booleans(),
     data=st.data(),
 )
-def test_recurrence_matches_cycle_by_cycle_simulation(pes, depth, latency, stages, data):
+def test_recurrence_matches_cycle_by_cycle_simulation(pes, depth, latency, stages, ring, data):
+    """Against a literal simulation with the hardware queue of ``depth``, or the authors' circular
+    buffer of ``depth + 1`` slots (which holds ``depth``)."""
     length = data.draw(st.integers(1, 14))
     nonzero = np.array(data.draw(st.lists(st.booleans(), min_size=length, max_size=length)))
     m = int(nonzero.sum())
@@ -82,7 +85,7 @@ def test_recurrence_matches_cycle_by_cycle_simulation(pes, depth, latency, stage
     ).reshape(m, pes)
     plan = plan_broadcast(nonzero, pes)
     sched = schedule_pass(entries, plan, depth, latency, stages)
-    ref = cycle_by_cycle(entries, nonzero, pes, depth, latency, stages)
+    ref = cycle_by_cycle(entries, nonzero, pes, depth + ring, latency, stages, ring=ring)
     assert sched.b.tolist() == ref["b"]
     assert sched.s.tolist() == ref["s"]
     assert sched.cycles == ref["cycles"]

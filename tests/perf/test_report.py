@@ -8,12 +8,32 @@ import pytest
 from perf import main_job, report
 from perf.gpu_results import read_gpu_results
 from perf.reporting.collect import ReportConfig
+from tests.eie_dump import DUMP, needs_dump
 from tests.perf.gpu_fixtures import huffman_time, kernel_times, write_huffman_csv, write_kernel_csv
 from tests.perf.report_checks import check_png, markdown_tables, number, numeric_body, positive, read_csv
 
 LAYERS = ["nt-we", "nt-lstm"]
-PLOTS = ["speedup", "energy_efficiency", "compression_waterfall", "eie_fifo", "eie_pes"]
-CSVS = ["report_layers", "cpu", "eie_layers", "compression", "eie_sweep_fifo", "eie_sweep_pes", "pipeline"]
+PLOTS = [
+    "speedup",
+    "energy_efficiency",
+    "compression_waterfall",
+    "eie_fifo",
+    "eie_pes",
+    "eie_sram_width",
+    "eie_index_bits",
+]
+CSVS = [
+    "report_layers",
+    "cpu",
+    "eie_layers",
+    "eie_workloads",
+    "compression",
+    "eie_sweep_fifo",
+    "eie_sweep_pes",
+    "eie_sweep_sram-width",
+    "eie_sweep_index-bits",
+    "pipeline",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +76,20 @@ def test_markdown_tables_hold_numbers(run_report):
     assert [row[0] for row in tables["Load efficiency vs FIFO depth"][1:]] == ["1", "2", "4", "8", "32"]
     efficiency = [row[0] for row in numeric_body(tables["Load efficiency vs FIFO depth"])]
     assert efficiency == sorted(efficiency) and efficiency[0] > 0 and efficiency[-1] <= 1
+    useful = [row[0] for row in numeric_body(tables["Useful efficiency vs FIFO depth"])]
+    assert useful == sorted(useful) and all(u <= e for u, e in zip(useful, efficiency))
     speedup = [row[0] for row in numeric_body(tables["Speedup vs number of PEs (over the fewest PEs)"])]
     assert speedup[0] == 1 and speedup[-1] > 10
+    assert all(0 < v <= 1 for row in numeric_body(tables["Useful efficiency vs number of PEs"]) for v in row)
+    for title in ["Energy per layer vs SRAM line width (uJ)", "Energy per layer vs z width (uJ)"]:
+        assert all(v > 0 for row in numeric_body(tables[title]) for v in row), title
+    workloads = tables["EIE per layer by workload"]
+    assert "time us (uniform)" in workloads[0] and "useful eff (fc8-stats)" in workloads[0]
+    assert [row[0] for row in workloads[1:]] == LAYERS
+    assert all(v > 0 for row in numeric_body(workloads) for v in row)
+    eie = tables["EIE per layer (cycle-level model)"]
+    assert "useful efficiency" in eie[0] and "uJ at chip power" in eie[0]
+    assert "`fc8-stats` workload" in (run_report / "report.md").read_text()
     assert all(v > 0 for row in numeric_body(tables["Pipeline throughput (M weights/s)"]) for v in row)
     digits = tables["Digits network: batch 1 on CPU and EIE (real activations)"]
     assert [row[0] for row in digits[1:]] == ["fc1", "fc2", "fc3"]
@@ -102,6 +134,45 @@ def test_plots_and_self_contained_html(run_report):
     assert html.count('src="data:image/png;base64,') == len(PLOTS)
     assert 'src="http' not in html and '.png"' not in html
     assert html.count("<table>") == (run_report / "report.md").read_text().count("\n### ")
+
+
+@needs_dump
+def test_report_shows_the_dump_as_its_own_row(tmp_path):
+    out = tmp_path / "report"
+    argv = [
+        "--quick",
+        "--layers",
+        "nt-lstm",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-sweeps",
+        "--no-plots",
+    ]
+    assert (
+        report.main([*argv, "--pipeline-layers", "--eie-dump", str(DUMP), "--eie-workload", "uniform"]) == 0
+    )
+    text = (out / "report.md").read_text()
+    eie = markdown_tables(text)["EIE per layer (cycle-level model)"]
+    assert [row[0] for row in eie[1:]] == ["nt-lstm", "dump:eie_alexnet_fc8 (real data)"]
+    assert number(eie[2][eie[0].index("cycles")]) == 7897
+    assert "authors' real AlexNet fc8 layer and image: 7,897 cycles" in text
+    assert "`uniform` workload" in text
+    rows = read_csv(out / "eie_layers.csv")
+    assert rows[-1]["workload"] == "authors' dump" and rows[0]["workload"] == "uniform"
+
+
+def test_a_missing_dump_in_the_environment_only_drops_its_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EIE_DUMP", str(tmp_path / "missing"))
+    out = tmp_path / "report"
+    argv = ["--quick", "--layers", "nt-we", "--out", str(out), "--threads", "1", "--no-sweeps", "--no-plots"]
+    assert report.main([*argv, "--pipeline-layers"]) == 0
+    assert "is not a folder" in capsys.readouterr().err
+    text = (out / "report.md").read_text()
+    assert "real data" not in text and "fc8 dump: not given" in text
+    with pytest.raises(SystemExit):  # named on the command line, a missing folder is an error
+        report.main([*argv, "--eie-dump", str(tmp_path / "missing")])
 
 
 def test_report_shows_committed_gpu_results(tmp_path):
@@ -158,6 +229,8 @@ def test_measure_gpu_uses_the_huffman_benchmark_output(tmp_path, monkeypatch):
         ({"cpu_watts": -1.0}, "cpu_watts"),
         ({"gpu_watts": float("nan")}, "gpu_watts"),
         ({"threads": 0}, "threads"),
+        ({"eie_workload": "real"}, "unknown workload"),
+        ({"eie_dump": Path("/nonexistent/eie_dump")}, "does not exist"),
     ],
 )
 def test_report_config_rejects_bad_values(fields, message):

@@ -3,6 +3,7 @@
 import ctypes
 import os
 import select
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -21,6 +22,7 @@ from dc_kernels.cpu.launch import (
     pack,
     uses_sparse,
 )
+from dc_kernels.errors import CorruptLayerError, ShapeMismatchError
 from dc_kernels.linear import column_dtype
 from dc_kernels.reference import CanonicalTensors, decode_dense, reference_linear
 from workloads import random_compressed_matrix
@@ -193,8 +195,9 @@ def test_concurrent_calls_and_forked_children(lib):
 
 
 def test_failed_build_is_reported(tmp_path):
-    error = cpu_build._build(cpu_build._compiler() or "cc", "this is not C", ("-O1",), tmp_path / "x.so")
-    assert error and not (tmp_path / "x.so").exists()
+    with pytest.raises(cpu_build.BuildError, match="error"):
+        cpu_build._build(cpu_build._compiler() or "cc", "this is not C", ("-O1",), tmp_path / "x.so")
+    assert not list(tmp_path.iterdir())
 
 
 def test_torch_sparse_fallback(monkeypatch):
@@ -218,17 +221,53 @@ def fresh_loader(monkeypatch, cache):
     monkeypatch.setattr(cpu_build, "_attempted", False)
     monkeypatch.setattr(cpu_build, "_library", None)
     monkeypatch.setattr(cpu_build, "_failure", None)
+    monkeypatch.setattr(cpu_build, "_notice", None)
 
 
-def test_build_is_cached_on_disk(lib, monkeypatch, tmp_path):
-    fresh_loader(monkeypatch, tmp_path)
-    assert cpu_build.library() is not None
-    built = sorted((tmp_path / "cpu").glob("sparse_linear-*"))
-    assert len(built) == 1
-    stamp = built[0].stat().st_mtime_ns
-    fresh_loader(monkeypatch, tmp_path)
-    assert cpu_build.library() is not None
-    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+def load_warning(monkeypatch, cache) -> str | None:
+    """Load the kernels afresh from ``cache``: the one warning it gave (None if none); a second
+    call must give none."""
+    fresh_loader(monkeypatch, cache)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        library = cpu_build.library()
+        cpu_build.library()
+    assert library is not None and cpu_build.vector_bits() >= 0
+    assert len(caught) <= 1, [str(w.message) for w in caught]
+    return str(caught[0].message) if caught else None
+
+
+def test_an_unusable_cache_builds_in_a_private_directory(lib, monkeypatch, tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    assert "cannot be used" in load_warning(monkeypatch, not_a_directory)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert "writable by group or others (mode 777)" in load_warning(monkeypatch, shared)
+    assert not list(shared.iterdir())  # nothing was written there
+    if os.getuid() == 0:  # only root can give a directory to another user
+        foreign = tmp_path / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 12345, -1)
+        assert "belongs to user id 12345" in load_warning(monkeypatch, foreign)
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "link"])
+def test_a_bad_cached_library_is_built_again(lib, monkeypatch, tmp_path, damage):
+    assert load_warning(monkeypatch, tmp_path / "good") is None
+    # A copy under a path this process never loaded (the dynamic loader reuses a path it knows).
+    shutil.copytree(tmp_path / "good", tmp_path / "cache")
+    (built,) = (tmp_path / "cache" / "cpu").glob("sparse_linear-*")
+    size = built.stat().st_size
+    built.unlink()
+    if damage == "link":  # a link, even to a good library, is not trusted
+        built.symlink_to(next((tmp_path / "good" / "cpu").iterdir()))
+    else:
+        built.write_bytes(b"" if damage == "empty" else b"\x7fELF not a library")
+    assert load_warning(monkeypatch, tmp_path / "cache") is None
+    assert built.is_file() and not built.is_symlink() and built.stat().st_size == size
+    assert sorted(p.name for p in built.parent.iterdir()) == [built.name]
 
 
 def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
@@ -244,20 +283,53 @@ def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 
 def test_kernel_arguments_are_checked(lib):
-    """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths."""
+    """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths, and the
+    values the kernels index with (row pointers, columns, codes), and the input and bias."""
     m = random_compressed_matrix(6, 10, 0.5, 3, seed=7)
     st = state(m)
     x = torch.randn(1, 10)
     cb, rp, col, codes, _ = st.tensors
+
+    def edited(tensor, index, value):
+        tensor = tensor.clone()
+        tensor[index] = value
+        return tensor
+
     bad = {
-        "row_ptr must be a contiguous 1-D CPU tensor": (cb, rp.int(), col, codes),
-        "col_idx must be a contiguous 1-D CPU tensor": (cb, rp, col.long(), codes),
-        "codebook must be a contiguous 1-D CPU tensor": (cb.double(), rp, col, codes),
-        "codes must be a contiguous 1-D CPU tensor": (cb, rp, col, codes.repeat(2)[::2]),
-        "codebook must hold 1..256 entries": (cb, rp, col, codes[:-1]),
+        "row_ptr must be a contiguous 1-D tensor": (cb, rp.int(), col, codes),
+        "col_idx must be a contiguous 1-D tensor": (cb, rp, col.long(), codes),
+        "codebook must be a contiguous 1-D tensor": (cb.double(), rp, col, codes),
+        "codes must be a contiguous 1-D tensor": (cb, rp, col, codes.repeat(2)[::2]),
+        "expected 1..256 codebook entries": (cb, rp, col, codes[:-1]),
+        "col_idx holds columns 0 .. 10, outside 0 .. 9": (cb, rp, edited(col, -1, 10), codes),
+        "col_idx holds columns -1": (cb, rp, edited(col, 0, -1), codes),
+        f"row_ptr must run from 0 to {m.nnz}": (cb, edited(rp, -1, m.nnz + 1), col, codes),
+        "row_ptr decreases at row 3": (cb, edited(rp, 2, m.nnz), col, codes),
+        "codes hold code 200": (cb, rp, col, edited(codes, 0, 200)),
+        "codebook holds NaN": (edited(cb, 0, float("nan")), rp, col, codes),
     }
     for message, args in bad.items():
-        with pytest.raises(ValueError, match=message):
-            cpu_linear(x, CpuState(CanonicalTensors(*args, 10), []))
+        corrupt = CpuState(CanonicalTensors(*args, 10), [])
+        for call in (lambda: cpu_linear(x, corrupt), lambda: decode(corrupt)):  # noqa: B023 (called at once)
+            with pytest.raises(CorruptLayerError, match=message):
+                call()
+    with pytest.raises(
+        CorruptLayerError, match=r"bias must be a float32, float16 or bfloat16 tensor of shape \(6,\)"
+    ):
+        cpu_linear(x, st, torch.zeros(5))
+    with pytest.raises(ShapeMismatchError, match=r"x2d must be a \(batch, 10\) tensor, got \(10,\)"):
+        cpu_linear(x[0], st)
     with pytest.raises(ValueError, match="path must be"):
         cpu_linear(x, st, None, path="fast")
+
+
+def test_in_place_edits_are_validated_again(lib):
+    """Values are validated once per change of a tensor (its version counter), not per call."""
+    st = state(random_compressed_matrix(6, 10, 0.5, 3, seed=8))
+    x = torch.randn(2, 10)
+    cpu_linear(x, st)
+    st.tensors.col_idx[0] = 10_000  # an in-place edit moves the version counter
+    with pytest.raises(CorruptLayerError, match=r"outside 0 \.\. 9"):
+        cpu_linear(x, st)
+    st.tensors.col_idx[0] = 0
+    cpu_linear(x, st)
