@@ -438,7 +438,9 @@ def run_plans(
         try:
             us = run.timer.cold(lambda a=(x, layout, None, out, "spmm", plan): run_fixed(*a)).median_us
         except Exception as exc:
-            run.progress(f"  {phase} config failed: {name} {batch} {_shape_label(shape)} {lanes}: {exc!s:.200}")
+            run.progress(
+                f"  {phase} config failed: {name} {batch} {_shape_label(shape)} {lanes}: {exc!s:.200}"
+            )
             continue
         rows.append({"phase": phase, "layer": name, "batch": batch, "shape": _shape_label(shape),
                      "block_rows": layout.block_rows, "chunks": layout.chunks, "lanes_per_thread": lanes,
@@ -508,9 +510,9 @@ def sweep(run: GpuRun, layers: list[dict], dispatch: Dispatch) -> list[dict]:
                 continue
             own = item["layout"]
             lead = default_lead(item["matrix"])
-            shapes = [(own.block_rows, max(1, own.chunks // 2), lead), (own.block_rows, own.chunks * 2, lead),
-                      (max(1, own.block_rows // 2), own.chunks, lead), (own.block_rows, own.chunks, lead // 2),
-                      (own.block_rows, own.chunks, 2 * lead)]  # fmt: skip
+            r, t = own.block_rows, own.chunks
+            shapes = [(r, max(1, t // 2), lead), (r, t * 2, lead), (max(1, r // 2), t, lead),
+                      (r, t, lead // 2), (r, t, 2 * lead)]  # fmt: skip
             plans += [(n, batch, shape, lanes, None) for shape in shapes if shape[0] * shape[1] <= 1024]
     rows = run_plans(run, layers, plans, "sweep", 8, dispatch)
     for batch in (1, 16):
@@ -522,7 +524,9 @@ def sweep(run: GpuRun, layers: list[dict], dispatch: Dispatch) -> list[dict]:
                 f"shuffle {sum(us[True]):.1f} us, L1 table {sum(us[False]):.1f} us"
             )
         for n in SWEEP_LAYERS:
-            timed = sorted((r["cold_us"], r["shape"]) for r in rows if r["batch"] == batch and r["layer"] == n)
+            timed = sorted(
+                (r["cold_us"], r["shape"]) for r in rows if r["batch"] == batch and r["layer"] == n
+            )
             if timed:
                 run.progress(f"sweep {n} batch {batch}: fastest layout {timed[0][1]} ({timed[0][0]:.1f} us)")
     return lookup + rows

@@ -119,7 +119,9 @@ def _walk(
             else:
                 # Batch columns past the real batch load the pieces' padding: their sums are never
                 # stored, and one mask per kept weight keeps the loads 16 bytes wide.
-                xv = tl.load(x_b + col[None, :, :, None] * column_stride, mask=kept[None, :, :, None], other=0.0)
+                xv = tl.load(
+                    x_b + col[None, :, :, None] * column_stride, mask=kept[None, :, :, None], other=0.0
+                )
                 acc += weight[None, :, :, None] * xv.to(tl.float32)
     return acc
 
@@ -156,8 +158,8 @@ def codebook_spmm_kernel(
     in pieces of ``V = min(BB, 16 bytes)`` batch columns (see `_walk`)."""
     V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
     acc = _walk(
-        words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, 0, n_cols,
-        n_words, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
+        words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, 0,
+        n_cols, n_words, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
     )  # fmt: skip
     y = tl.sum(acc, axis=1)  # [NV, R, V]: the chunks of each row, summed in a fixed order
     slot = tl.program_id(0) * R + tl.arange(0, R)[None, :, None]

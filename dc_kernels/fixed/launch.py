@@ -111,7 +111,8 @@ def _decode_args(layout: GpuLayout, weight: torch.Tensor, dispatch: Dispatch) ->
     """(arguments, keyword arguments) of `decode_dense_kernel` writing the layer into the
     zero-filled ``weight``."""
     args = (layout.words, layout.blocks, layout.starts, layout.row_ids, layout.codebook, weight,
-            layout.out_features, layout.in_features, layout.words.numel(), layout.codebook.numel())  # fmt: skip
+            layout.out_features, layout.in_features, layout.words.numel(),
+            layout.codebook.numel())  # fmt: skip
     return args, _layout_constexprs(layout, dispatch.decode, dispatch)
 
 
@@ -230,7 +231,9 @@ def aot_configs(
                 for bb in BATCH_BUCKETS:
                     consts = _constexprs(code_bits, index_bits, rows, chunks, dispatch.spmm[bb], dispatch)
                     warps = consts.pop("num_warps")
-                    out.append((codebook_spmm_kernel, {**consts, "BB": bb, "HAS_BIAS": True}, warps, dtype, bb))
+                    out.append(
+                        (codebook_spmm_kernel, {**consts, "BB": bb, "HAS_BIAS": True}, warps, dtype, bb)
+                    )
                 consts = _constexprs(code_bits, index_bits, rows, chunks, dispatch.decode, dispatch)
                 warps = consts.pop("num_warps")
                 out.append((decode_dense_kernel, consts, warps, dtype, 0))

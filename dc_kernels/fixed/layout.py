@@ -225,7 +225,12 @@ def _physical_words(n_words: int, rows: int) -> np.ndarray:
     logical = np.arange(n_words, dtype=np.int64)
     group, word = logical // GROUP_WORDS, logical % GROUP_WORDS
     step, row = group // rows, group % rows
-    return step * GROUP_WORDS * rows + (word // HALF_WORDS) * HALF_WORDS * rows + row * HALF_WORDS + word % HALF_WORDS
+    return (
+        step * GROUP_WORDS * rows
+        + (word // HALF_WORDS) * HALF_WORDS * rows
+        + row * HALF_WORDS
+        + word % HALF_WORDS
+    )
 
 
 def _segment_cummax(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
@@ -330,7 +335,13 @@ def _pack(e: _Entries, lane: np.ndarray, slot: np.ndarray, groups: np.ndarray, t
 
 
 def _chunk_starts(
-    e: _Entries, lane: np.ndarray, slot: np.ndarray, groups: np.ndarray, rows: int, chunks: int, per_group: int
+    e: _Entries,
+    lane: np.ndarray,
+    slot: np.ndarray,
+    groups: np.ndarray,
+    rows: int,
+    chunks: int,
+    per_group: int,
 ) -> np.ndarray:
     """The column before the first slot of every chunk but the first (``[block, chunk - 1, row]``):
     that of the row's last entry in earlier chunks, -1 if none or if the chunk is empty."""
@@ -392,9 +403,13 @@ class GpuLayout:
                 f"{self.chunks!r} for block_rows={self.block_rows}"
             )
         if self.steps < self.n_blocks * self.chunks:
-            raise FixedLayoutError(f"steps={self.steps} is fewer than the {self.n_blocks * self.chunks} chunk heads")
+            raise FixedLayoutError(
+                f"steps={self.steps} is fewer than the {self.n_blocks * self.chunks} chunk heads"
+            )
         if self.nnz + self.fillers > self.slots:
-            raise FixedLayoutError(f"{self.nnz} kept weights and {self.fillers} fillers exceed {self.slots} slots")
+            raise FixedLayoutError(
+                f"{self.nnz} kept weights and {self.fillers} fillers exceed {self.slots} slots"
+            )
         expected = {
             "words": (torch.int32, self.steps * self.block_rows * GROUP_WORDS),
             "blocks": (torch.int32, 2 * self.n_blocks),
@@ -435,7 +450,9 @@ class GpuLayout:
         layer (`default_block_rows`, `default_chunks`, `default_lead`)."""
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
-        if lead is not None and (isinstance(lead, bool) or not isinstance(lead, (int, np.integer)) or lead < 0):
+        if lead is not None and (
+            isinstance(lead, bool) or not isinstance(lead, (int, np.integer)) or lead < 0
+        ):
             raise ValueError(f"lead must be a non-negative int or None, got {lead!r}")
         ib = best_index_bits(matrix) if index_bits is None else check_index_bits(index_bits)
         rows, n_cols = matrix.shape
@@ -453,7 +470,9 @@ class GpuLayout:
         groups, slot = _fit(e, lane // r, longest, per_group, n_cols, lead)
         t = default_chunks(groups, r) if chunks is None else chunks
         if not _is_pow2(t, 1, MAX_LANES) or t * r > MAX_LANES:
-            raise ValueError(f"chunks must be a power of two with chunks x block_rows <= {MAX_LANES}, got {t!r}")
+            raise ValueError(
+                f"chunks must be a power of two with chunks x block_rows <= {MAX_LANES}, got {t!r}"
+            )
         n_blocks = groups.size
         tail_first = n_blocks * t + np.concatenate(([0], np.cumsum(tail_steps(groups, t))))
         steps = int(tail_first[-1])
@@ -472,7 +491,9 @@ class GpuLayout:
             fillers=int(np.count_nonzero(~e.kept)),
             steps=steps,
             words=torch.from_numpy(words.view(np.int32)).to(device),
-            blocks=torch.from_numpy(np.stack([tail_first[:-1], groups], axis=1).reshape(-1).astype(np.int32)).to(device),
+            blocks=torch.from_numpy(
+                np.stack([tail_first[:-1], groups], axis=1).reshape(-1).astype(np.int32)
+            ).to(device),
             starts=torch.from_numpy(starts).to(starts_dtype(n_cols)).to(device),
             row_ids=torch.from_numpy(order.astype(np.int32)).to(device),
             codebook=torch.from_numpy(matrix.codebook.copy()).to(device),
@@ -590,7 +611,11 @@ class GpuLayout:
         first = np.ones(n, dtype=bool)
         first[1:] = lane[1:] != lane[:-1]
         running = np.cumsum(advance)
-        base = np.maximum.accumulate(np.where(first, running - advance, np.iinfo(np.int64).min)) if n else running
+        base = (
+            np.maximum.accumulate(np.where(first, running - advance, np.iinfo(np.int64).min))
+            if n
+            else running
+        )
         # Every lane's starting column: -1 for chunk 0, the stored column for the others.
         starts = np.full((self.n_blocks, t, r), -1, dtype=np.int64)
         starts[:, 1:, :] = self.starts.cpu().numpy().reshape(self.n_blocks, t - 1, r)
@@ -605,7 +630,15 @@ class GpuLayout:
             expected[lane[last][filled] + r] = column[last][filled]
         if np.any(starts != expected):
             raise FixedLayoutError("starts do not continue each row's previous chunk")
-        return {"block": block, "row": row, "chunk": chunk, "slot": k, "code": code, "kept": kept, "column": column}
+        return {
+            "block": block,
+            "row": row,
+            "chunk": chunk,
+            "slot": k,
+            "code": code,
+            "kept": kept,
+            "column": column,
+        }
 
     def decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, column, code) of every kept weight, in lane order; raises `FixedLayoutError` on

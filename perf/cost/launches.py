@@ -147,15 +147,17 @@ def fixed_shell(
 ):
     """A meta-device `GpuLayout` with the layer's metadata (widths and lane shape overridable; the
     codebook then has ``2**code_bits`` entries)."""
-    from dc_kernels.fixed.layout import GROUP_WORDS, GpuLayout, starts_dtype
+    from dc_kernels.fixed.layout import GROUP_WORDS, GpuLayout, slots_per_group, starts_dtype
 
     f = stats.fixed
     overrides = {"code_bits": code_bits, "index_bits": index_bits, "block_rows": block_rows, "chunks": chunks}
     meta = {**f.metadata, **{k: v for k, v in overrides.items() if v is not None}}
     codebook = f.codebook_size if meta["code_bits"] == f.code_bits else 1 << meta["code_bits"]
     blocks = -(-stats.outputs // meta["block_rows"])
-    # A reshaped shell keeps the layer's stored groups and has at least its chunk heads.
-    groups = f.steps * f.block_rows
+    # A reshaped shell keeps the layer's stored slots (in groups of its own entry width) and has at
+    # least its chunk heads.
+    slots = f.steps * f.block_rows * slots_per_group(f.code_bits + f.index_bits)
+    groups = -(-slots // slots_per_group(meta["code_bits"] + meta["index_bits"]))
     meta["steps"] = max(-(-groups // meta["block_rows"]), blocks * meta["chunks"])
     return GpuLayout(
         **meta,

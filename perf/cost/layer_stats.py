@@ -5,8 +5,8 @@ are built once and summarized: their exact ``bit_counts()``, the metadata a laun
 lane shape, column blocks, table size, offset and length dtypes), histograms of the work per
 program (256-bit groups per row of each fixed-width block; Huffman steps of each program), from
 which the loop trips follow, and for the fixed-width form the exact number of distinct 128-byte
-lines of x its warps' loads touch (`x_lines`). Building the layouts of a large layer takes seconds (VGG-6 holds
-4M kept weights), so summaries are cached in a JSON file keyed by the layer, the code width, the
+lines of x its warps' loads touch (`x_lines`). Building the layouts of a large layer takes seconds
+(VGG-6 holds 4M kept weights), so summaries are cached in a JSON file keyed by the layer, the code width, the
 seed and a fingerprint of the source of the modules that build them: a changed layout or random
 layer generator rebuilds, anything else reads the cache.
 """
@@ -156,7 +156,10 @@ def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
     matrix = spec.random_matrix(bits, seed=seed)
     fixed = GpuLayout.from_matrix(matrix)
     fixed_stats = FixedStats(
-        fixed.metadata(), int(fixed.codebook.numel()), fixed.bit_counts(), _histogram(fixed.block_groups()),
+        fixed.metadata(),
+        int(fixed.codebook.numel()),
+        fixed.bit_counts(),
+        _histogram(fixed.block_groups()),
         x_lines(fixed),
     )
     del fixed

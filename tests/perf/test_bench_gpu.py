@@ -50,10 +50,11 @@ def test_tune_returns_the_winners_in_a_new_dispatch(tmp_path, monkeypatch):
     def fake_plans(run, layers, plans, phase, reserve_s, dispatch):
         assert dispatch is DEFAULT_DISPATCH
         rows = []
-        for name, batch, shape, lanes, gather in plans:
+        for name, batch, _shape, lanes, gather in plans:
             fast = winners[batch] == KernelConfig(lanes)
             rows.append({"phase": phase, "layer": name, "batch": batch, "shape": "default",
-                         "lanes_per_thread": lanes, "gather": gather, "cold_us": 1.0 if fast else 5.0})  # fmt: skip
+                         "lanes_per_thread": lanes, "gather": gather,
+                         "cold_us": 1.0 if fast else 5.0})  # fmt: skip
         return rows
 
     monkeypatch.setattr(bench_gpu, "run_plans", fake_plans)
@@ -80,7 +81,8 @@ def test_run_plans_times_variants_of_the_given_dispatch(tmp_path):
     ]
     assert all(r["cold_us"] > 0 and r["gather"] is True for r in rows)  # 4-bit codes: the shuffle
     assert [(r["block_rows"], r["chunks"]) for r in rows[:2]] == [
-        (layers[0]["layout"].block_rows, layers[0]["layout"].chunks), (8, 4)
+        (layers[0]["layout"].block_rows, layers[0]["layout"].chunks),
+        (8, 4),
     ]
 
 
@@ -91,7 +93,12 @@ def test_sweep_builds_the_layout_variants(tmp_path):
     rows = bench_gpu.sweep(cpu_run(tmp_path), layers, DEFAULT_DISPATCH)
     assert {r["phase"] for r in rows} == {"lookup", "sweep"}
     assert {r["gather"] for r in rows if r["phase"] == "lookup"} == {True, False}
-    assert {(r["block_rows"], r["chunks"]) for r in rows if r["phase"] == "sweep"} == {(16, 1), (16, 4), (8, 2), (16, 2)}
+    assert {(r["block_rows"], r["chunks"]) for r in rows if r["phase"] == "sweep"} == {
+        (16, 1),
+        (16, 4),
+        (8, 2),
+        (16, 2),
+    }
 
 
 def test_layer_jobs_cover_paper_and_llm_layers():

@@ -5,7 +5,6 @@ import json
 import math
 
 import numpy as np
-
 import pytest
 import torch
 
@@ -89,7 +88,9 @@ def test_recorded_fixed_launch_is_the_dispatchers(small_stats):
     (batch16,) = layer_launches("fixed", small_stats, 16)
     args16 = dict(zip(batch16.kernel.arg_names, batch16.args))
     # The launcher hands the kernel x in pieces of 8 float16 batch columns, [piece, column, 8].
-    assert (args16["stride_xp"], args16["stride_xk"]) == (8 * SMALL.inputs, 8) and batch16.constexprs["BB"] == 16
+    assert (args16["stride_xp"], args16["stride_xk"]) == (8 * SMALL.inputs, 8) and batch16.constexprs[
+        "BB"
+    ] == 16
     slots = 256 // (meta["code_bits"] + meta["index_bits"])
     assert fixed_launch.loop_items(batch16.constexprs) == rows * chunks * slots
     huffman = layer_launches("huffman", small_stats, 16)

@@ -64,7 +64,13 @@ def test_batches(batch):
     matrix = random_compressed_matrix(10, 33, 0.25, 3, seed=fresh_seed())
     dtype = DTYPES[batch % 3]
     run_and_check(
-        matrix, batch, dtype, bias=batch % 2 == 0, strided=batch % 4 == 1, strided_out=batch % 3 == 2, block_rows=16
+        matrix,
+        batch,
+        dtype,
+        bias=batch % 2 == 0,
+        strided=batch % 4 == 1,
+        strided_out=batch % 3 == 2,
+        block_rows=16,
     )
 
 

@@ -19,7 +19,9 @@ SHAPES = st.sampled_from([(None, None), (1, 1), (1, 32), (4, 8), (32, 1), (8, 4)
 
 
 @settings(max_examples=60, deadline=None)
-@given(compressed_matrices(), st.sampled_from([None, 1, 2, 4, 8]), SHAPES, st.sampled_from([None, 0, 3, 10**6]))
+@given(
+    compressed_matrices(), st.sampled_from([None, 1, 2, 4, 8]), SHAPES, st.sampled_from([None, 0, 3, 10**6])
+)
 def test_round_trip(matrix, index_bits, shape, lead):
     rows, chunks = shape
     layout = GpuLayout.from_matrix(matrix, index_bits=index_bits, block_rows=rows, chunks=chunks, lead=lead)
@@ -105,7 +107,9 @@ def test_bits_within_target_of_relative_index(name):
     assert 1.0 <= layout.total_bits() / paper <= 1.3
     counts = layout.bit_counts()
     assert layout.total_bits() == sum(counts.values())
-    assert counts["kept_bits"] + counts["filler_bits"] + counts["wait_bits"] == layout.slots * layout.entry_bits
+    assert (
+        counts["kept_bits"] + counts["filler_bits"] + counts["wait_bits"] == layout.slots * layout.entry_bits
+    )
     assert layout.words.numel() * 32 == layout.slots * layout.entry_bits + counts["group_padding_bits"]
 
 
