@@ -33,6 +33,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16)
 # 2**GATHER_MAX_CODE_BITS entries (one entry a lane: one SHFL per slot); larger ones load from the
 # L1-resident table (a shuffle per 32 entries and a select chain would cost more).
 GATHER_MAX_CODE_BITS = 5
+# The oldest Triton release checked to compile that lookup (3.6 does not; 3.9 does).
+GATHER_MIN_TRITON = (3, 9)
 # Lane shapes (block_rows, chunks) that `aot_configs` lists: 32 rows a block, one warp a chunk
 # (the builder's choice for 4096-row layers), and 4 rows with 16 chunks, several chunks a warp
 # (small layers); the kernels' code differs by lane shape only in those two ways.
@@ -74,10 +76,20 @@ class Dispatch:
         """Whether a launch's codebook lookup is a warp shuffle (tl.gather)."""
         if self.gather is not None:
             return self.gather
-        return code_bits <= GATHER_MAX_CODE_BITS
+        return code_bits <= GATHER_MAX_CODE_BITS and _compiler_lays_out_gather()
 
 
 DEFAULT_DISPATCH = Dispatch()
+
+
+def _compiler_lays_out_gather() -> bool:
+    """Whether this Triton compiles the kernels' `tl.gather` lookup: Triton 3.6 stops with an
+    assertion (its thread-locality pass requires a warp-local gather, which these lane shapes are
+    not), so launches there load from the table instead."""
+    import triton
+
+    major, minor = (int(part) for part in triton.__version__.split(".")[:2])
+    return (major, minor) >= GATHER_MIN_TRITON
 
 
 def batch_bucket(batch: int) -> int:
