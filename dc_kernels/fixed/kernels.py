@@ -38,6 +38,12 @@ def _split_group(lo, hi):
 
 
 @triton.jit
+def _times_piece(weight, x_at, kept):
+    """weight x one 16-byte piece of x at each kept weight's column, in float32."""
+    return weight * tl.load(x_at, mask=kept, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _walk(
     words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk,
     rows, n_cols, n_words,
@@ -46,14 +52,20 @@ def _walk(
 ):  # fmt: skip
     """Decode the program's block, slot by slot. ``DENSE``: store each kept weight at ``x_ptr +
     rows * n_cols + column`` (``x_ptr``: the dense weight, ``rows``: the lanes' original rows);
-    otherwise return the [NV, T, R, V] float32 sums of weight x x over each lane's slots. x (``BB
-    = 1``: one row, column ``k`` at ``x_ptr + k * stride_xk``) is read in ``NV`` pieces of ``V``
-    batch columns (16 bytes at most): batch column ``i * V + v`` of x column ``k`` at ``x_ptr + i
-    * stride_xp + k * V + v``, kept in ``[i, :, :, v]`` (the pieces lead, so that a thread holds
-    whole pieces of its own lane)."""
+    otherwise return, for each of the ``NV <= 4`` pieces, the [T, R, V] float32 sums of weight x x
+    over each lane's slots (pieces past ``NV``: zeros). x (``BB = 1``: one row, column ``k`` at
+    ``x_ptr + k * stride_xk``) is read in ``NV`` pieces of ``V`` batch columns (16 bytes at most):
+    batch column ``i * V + v`` of x column ``k`` at ``x_ptr + i * stride_xp + k * V + v``.
+
+    Each piece has its own [T, R, V] accumulator rather than one [NV, T, R, V] tensor: Triton
+    spreads threads over a pointer tensor's non-contiguous dimensions in an order that changed
+    between releases, and only with the lane dimensions alone beside ``V`` does every release
+    give the x loads the words' thread mapping (with a piece dimension, Triton 3.6 moved each
+    slot's columns through shared memory and spilled)."""
     EB: tl.constexpr = CODE_BITS + INDEX_BITS
     V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
     NV: tl.constexpr = BB // V
+    tl.static_assert(NV <= 4, "x pieces are 16 bytes of 16-bit or 32-bit values: at most 4 a launch")
     pid = tl.program_id(0)
     t = tl.arange(0, T)[:, None]
     r = tl.arange(0, R)[None, :]
@@ -75,15 +87,18 @@ def _walk(
         codebook = tl.broadcast_to(
             tl.load(codebook_ptr + k, mask=k < codebook_size, other=0.0)[None, :], (W, CODEBOOK_PAD)
         )
-    piece = tl.arange(0, NV)[:, None, None, None]
-    v = tl.arange(0, V)[None, None, None, :]
     if BB > 1:  # pieces [piece, column, V] contiguous: constant strides, 16-byte aligned pieces
-        x_b = x_ptr + piece * tl.multiple_of(stride_xp, V) + v
+        x_b = x_ptr + tl.arange(0, V)[None, None, :]
+        piece_stride = tl.multiple_of(stride_xp, V)
         column_stride: tl.constexpr = V
     else:
         x_b = x_ptr
+        piece_stride = 0
         column_stride = stride_xk
-    acc = tl.zeros((NV, T, R, V), dtype=tl.float32)
+    acc0 = tl.zeros((T, R, V), dtype=tl.float32)
+    acc1 = tl.zeros((T, R, V), dtype=tl.float32)
+    acc2 = tl.zeros((T, R, V), dtype=tl.float32)
+    acc3 = tl.zeros((T, R, V), dtype=tl.float32)
     # Lanes past their chunk read zero words: waits, which do nothing. The tail's offsets come
     # from ``blocks``: its loads are bounded by the stored words.
     lo = tl.load(head, mask=(length > 0)[:, :, None], other=0).to(tl.uint32, bitcast=True)
@@ -119,11 +134,17 @@ def _walk(
             else:
                 # Batch columns past the real batch load the pieces' padding: their sums are never
                 # stored, and one mask per kept weight keeps the loads 16 bytes wide.
-                xv = tl.load(
-                    x_b + col[None, :, :, None] * column_stride, mask=kept[None, :, :, None], other=0.0
-                )
-                acc += weight[None, :, :, None] * xv.to(tl.float32)
-    return acc
+                x_k = x_b + col[:, :, None] * column_stride
+                lane_weight = weight[:, :, None]
+                lane_kept = kept[:, :, None]
+                acc0 += _times_piece(lane_weight, x_k, lane_kept)
+                if NV > 1:
+                    acc1 += _times_piece(lane_weight, x_k + piece_stride, lane_kept)
+                if NV > 2:
+                    acc2 += _times_piece(lane_weight, x_k + 2 * piece_stride, lane_kept)
+                if NV > 3:
+                    acc3 += _times_piece(lane_weight, x_k + 3 * piece_stride, lane_kept)
+    return acc0, acc1, acc2, acc3
 
 
 @triton.jit
@@ -157,19 +178,31 @@ def codebook_spmm_kernel(
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the block's rows, b < batch <= BB; x
     in pieces of ``V = min(BB, 16 bytes)`` batch columns (see `_walk`)."""
     V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
-    acc = _walk(
+    acc0, acc1, acc2, acc3 = _walk(
         words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, 0,
         n_cols, n_words, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
     )  # fmt: skip
-    y = tl.sum(acc, axis=1)  # [NV, R, V]: the chunks of each row, summed in a fixed order
-    slot = tl.program_id(0) * R + tl.arange(0, R)[None, :, None]
+    slot = tl.program_id(0) * R + tl.arange(0, R)[:, None]
     row_ok = slot < n_rows
     row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + row, mask=row_ok, other=0.0).to(tl.float32)
-    bb = tl.arange(0, BB // V)[:, None, None] * V + tl.arange(0, V)[None, None, :]
-    at = y_ptr + bb * stride_yb + row.to(tl.int64) * stride_yn
-    tl.store(at, y.to(y_ptr.dtype.element_ty), mask=row_ok & (bb < batch))
+    bias = tl.load(bias_ptr + row, mask=row_ok & HAS_BIAS, other=0.0).to(tl.float32)
+    at = y_ptr + row.to(tl.int64) * stride_yn
+    _store_piece(acc0, bias, at, 0, batch, stride_yb, V, row_ok)
+    if BB // V > 1:
+        _store_piece(acc1, bias, at, 1, batch, stride_yb, V, row_ok)
+    if BB // V > 2:
+        _store_piece(acc2, bias, at, 2, batch, stride_yb, V, row_ok)
+    if BB // V > 3:
+        _store_piece(acc3, bias, at, 3, batch, stride_yb, V, row_ok)
+
+
+@triton.jit
+def _store_piece(acc, bias, at, piece: tl.constexpr, batch, stride_yb, V: tl.constexpr, row_ok):
+    """Sum the chunks of each row of one piece's [T, R, V] accumulator (in a fixed order), add the
+    bias and store batch columns ``piece * V ..`` below ``batch``."""
+    y = tl.sum(acc, axis=0) + bias  # [R, V]
+    bb = piece * V + tl.arange(0, V)[None, :]
+    tl.store(at + bb * stride_yb, y.to(at.dtype.element_ty), mask=row_ok & (bb < batch))
 
 
 @triton.jit
