@@ -29,7 +29,7 @@ CONFIG_VERSION = 1
 SUPPORTED_MODULE_TYPES = ("Linear", "Conv2d")
 # The settings that per-layer overrides may change.
 LAYER_FIELDS = (
-    "density", "quality", "bits", "index_bits", "init", "gpu_form",
+    "density", "quality", "bits", "index_bits", "init", "gpu_form", "form",
     "pruning", "quantization", "damping", "block_size",
 )  # fmt: skip
 # Which weights one-shot compression keeps: largest magnitude (the paper's rule, no data needed),
@@ -40,6 +40,11 @@ PRUNINGS = ("magnitude", "wanda", "obs")
 # second moment of each weight's input, or GPTQ-style rounding to the codebook with error
 # feedback through the inverse Hessian, then a codebook refit (Frantar et al. 2023).
 QUANTIZATIONS = ("kmeans", "weighted-kmeans", "obs")
+# How a layer's weights are stored and run: the paper's sparse form (kept positions as relative
+# indices, a code per kept weight) or dense codes (a code per weight, pruned ones the zero code,
+# for moderate densities); "auto" takes the smaller in memory (`compress.size.smaller_form`).
+WEIGHT_FORMS = ("sparse", "dense_codes")
+FORMS = ("auto", *WEIGHT_FORMS)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,10 @@ class LayerConfig:
     largest-magnitude weights. ``bits`` is the code width (codebook of at most ``2**bits``
     shared weights), ``index_bits`` the width of the relative index of the storage format.
     ``gpu_form`` names how the layer runs on a GPU once deployed; `compress` only stores it (the
-    deployment side, ``dc_kernels``, knows the forms and refuses unknown names).
+    deployment side, ``dc_kernels``, knows the forms and refuses unknown names). ``form`` (one of
+    `FORMS`) is how its weights are stored: ``"sparse"`` (the paper's), ``"dense_codes"`` (every
+    weight a code, pruned ones a code reserved for zero: k-means then fits ``2**bits - 1``
+    shared weights) or ``"auto"``, the smaller of the two in memory, decided after pruning.
 
     One-shot compression with calibration inputs (``compress.calibrated_compress``) also reads
     ``pruning`` (one of `PRUNINGS`), ``quantization`` (one of `QUANTIZATIONS`), ``damping``
@@ -65,6 +73,7 @@ class LayerConfig:
     index_bits: int = 5
     init: str = "linear"
     gpu_form: str = "fixed"
+    form: str = "auto"
     pruning: str = "magnitude"
     quantization: str = "kmeans"
     damping: float = 0.1
@@ -78,8 +87,8 @@ class LayerConfig:
 class DeepCompressionConfig:
     """Global settings, per-layer overrides and the selection of layers to compress.
 
-    * ``density``, ``quality``, ``bits``, ``index_bits``, ``init``, ``gpu_form``, ``pruning``,
-      ``quantization``, ``damping``, ``block_size``: the defaults of every layer (see
+    * ``density``, ``quality``, ``bits``, ``index_bits``, ``init``, ``gpu_form``, ``form``,
+      ``pruning``, ``quantization``, ``damping``, ``block_size``: the defaults of every layer (see
       :class:`LayerConfig`).
     * ``layers``: overrides, ``{pattern: {setting: value}}``. A pattern matches a module name
       exactly or as a regular expression (``re.fullmatch``). Every matching pattern applies, in
@@ -105,6 +114,7 @@ class DeepCompressionConfig:
     l2: float = 0.0
     seed: int = 0
     gpu_form: str = "fixed"
+    form: str = "auto"
     pruning: str = "magnitude"
     quantization: str = "kmeans"
     damping: float = 0.1
@@ -218,7 +228,7 @@ def _check_layer_settings(settings: Mapping[str, Any], where: str) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= (top or value):
                 span = f"in 1..{top}" if top else ">= 1"
                 raise ConfigError(f"{where}{key} must be an int {span}, got {value!r}")
-    choices = {"init": INITS, "pruning": PRUNINGS, "quantization": QUANTIZATIONS}
+    choices = {"init": INITS, "pruning": PRUNINGS, "quantization": QUANTIZATIONS, "form": FORMS}
     for key, allowed in choices.items():
         if key in settings and settings[key] not in allowed:
             raise ConfigError(f"{where}{key} must be one of {allowed}, got {settings[key]!r}")

@@ -391,6 +391,22 @@ def huffman_encode(
     return HuffmanStream(code, words, total_bits, int(symbols.size), segment_symbols, offsets)
 
 
+def stream_bits(
+    counts, *, max_len: int = MAX_CODE_LENGTH, segment_symbols: int = DEFAULT_SEGMENT_SYMBOLS
+) -> dict[str, int]:
+    """`HuffmanStream.bit_counts` of the stream `huffman_encode` would build for symbols with
+    these counts (alphabet = ``len(counts)``, the optimal code), without encoding it."""
+    counts = np.asarray(counts, dtype=np.int64)
+    segment_symbols = check_int(segment_symbols, "segment_symbols", 1, MAX_SEGMENT_SYMBOLS)
+    payload = HuffmanCode.from_counts(counts, max_len).encoded_bits(counts)
+    return {
+        "payload_bits": payload,
+        "padding_bits": -payload % 32,
+        "table_bits": 8 * int(counts.size),
+        "offset_bits": 32 * -(-int(counts.sum()) // segment_symbols),
+    }
+
+
 def huffman_decode(stream: HuffmanStream) -> np.ndarray:
     """Decode all symbols (uint8 for alphabets up to 256, else uint16).
 

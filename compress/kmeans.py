@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.checks import check_int
 from compress.errors import ConfigError, EmptyLayerError, NonFiniteWeightError
 from compress.matrix import check_bits
 
@@ -97,8 +98,10 @@ def kmeans_1d(
     tol: float = 1e-6,
     weights=None,
     name: str = "weights",
+    clusters: int | None = None,
 ) -> KMeansResult:
-    """Cluster 1-D ``values`` into at most ``2**bits`` shared values (Lloyd's algorithm).
+    """Cluster 1-D ``values`` into at most ``2**bits`` shared values (Lloyd's algorithm), or at
+    most ``clusters`` (1 .. 2**bits) when given.
 
     ``init``: ``"linear"`` (evenly spaced between min and max, the paper's best and the default),
     ``"density"`` (quantiles of the values) or ``"random"`` (Forgy: distinct random values,
@@ -128,6 +131,8 @@ def kmeans_1d(
             f"layer {name!r}: {int(np.count_nonzero(bad))} of {n} values are NaN or inf (e.g. {flat[bad][0]})"
         )
     k = 1 << bits
+    if clusters is not None:
+        k = check_int(clusters, "clusters (at most 2**bits)", 1, k)
     max_shift = tol * (float(hi) - float(lo))
     rng = np.random.default_rng(seed)
     if weights is not None or n <= _EXACT_MAX:

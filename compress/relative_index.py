@@ -66,19 +66,29 @@ class RelativeIndexLayer:
         return sum(self.bit_counts().values())
 
 
+def row_gaps(row_ptr: np.ndarray, col_idx: np.ndarray) -> np.ndarray:
+    """Pruned columns skipped before each kept weight since the previous kept weight of its row
+    (int64[nnz]), from CSR positions."""
+    cols = np.asarray(col_idx).astype(np.int64)
+    prev = np.empty_like(cols)
+    if cols.size:
+        prev[1:] = cols[:-1]
+        starts = np.asarray(row_ptr)[:-1]
+        prev[starts[starts < cols.size]] = -1
+    return cols - prev - 1
+
+
+def relative_entries(gaps: np.ndarray, index_bits: int) -> int:
+    """Entries of the relative-index format (kept weights plus fillers) for these `row_gaps`."""
+    return int(gaps.size + np.sum(gaps // ((1 << check_index_bits(index_bits)) - 1)))
+
+
 def encode_relative(matrix: CompressedMatrix, index_bits: int) -> RelativeIndexLayer:
     """Encode a canonical matrix in the relative-index format (vectorized)."""
     index_bits = check_index_bits(index_bits)
     escape = (1 << index_bits) - 1
     nnz = matrix.nnz
-    row_starts = matrix.row_ptr[:-1]
-    cols = matrix.col_idx.astype(np.int64)
-    prev = np.empty(nnz, dtype=np.int64)
-    if nnz:
-        prev[1:] = cols[:-1]
-        starts = row_starts[row_starts < nnz]
-        prev[starts] = -1
-    gap = cols - prev - 1
+    gap = row_gaps(matrix.row_ptr, matrix.col_idx)
     fillers = gap // escape
     z_real = gap - fillers * escape
     # Entry i of the output for kept weight k sits after its fillers and all earlier entries.

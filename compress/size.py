@@ -5,23 +5,32 @@ stream's exact bit count, fillers included, plus the codebook (32 bits per entry
 pointers. Only weights are counted (no biases), like the paper's tables.
 
 One encoding scheme is one column group, named by its suffix (``pq`` = pruning + quantization
-in the relative-index format). :func:`layer_size` builds a layer's row from
+in the relative-index format, ``dq`` = the same layer as dense codes: a code per weight, pruned
+weights the zero code). :func:`layer_size` builds a layer's row from
 :func:`scheme_columns` per scheme; :func:`size_table` sums the additive columns into a total
 row and derives the ratios again with the same function, so a new scheme (Huffman: ``pqh``) is
 one more ``scheme_columns`` call in :func:`layer_size`.
+
+A layer runs in one of two forms in memory (`smaller_form`, from `form_bits`): the sparse form
+(relative-index entries at the index width with the fewest bits) where it is clearly the smaller,
+else dense codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
+from compress.huffman import stream_bits
 from compress.matrix import CompressedMatrix
-from compress.relative_index import encode_relative
+from compress.relative_index import MAX_INDEX_BITS, encode_relative, pointer_bits, relative_entries, row_gaps
 from compress.relative_index_huffman import encode_huffman
 
 DENSE_BITS_PER_WEIGHT = 32  # the dense float32 original
+# `pick_form`: the share of dense codes' bits the sparse form must save to be chosen.
+SPARSE_MIN_SAVING = 0.2
 
 # Per scheme: bits of the weight codes, of the relative indices, and of everything else
 # (codebook, row pointers, code tables); the table's ratios are derived from these.
@@ -75,6 +84,73 @@ def compare_bytes(original: int, compressed: int, reference: str = "before") -> 
     return f"{max(ratio, 1 / ratio):.1f}x {word} than {reference}"
 
 
+def dense_code_width(codebook_size: int) -> int:
+    """Bits per weight of the dense-codes form: room for the codebook's entries and the zero code
+    just past them (a codebook of ``2**bits - 1`` entries keeps the width at ``bits``)."""
+    return max(1, int(codebook_size).bit_length())
+
+
+def best_index_bits(gaps: np.ndarray, bits: int) -> int:
+    """The relative-index width (1..8) with the fewest entry bits ``entries * (bits + index_bits)``
+    for a layer of these `compress.relative_index.row_gaps` and code width."""
+    costs = [relative_entries(gaps, width) * (bits + width) for width in range(1, MAX_INDEX_BITS + 1)]
+    return int(np.argmin(costs)) + 1
+
+
+def form_bits(shape: tuple[int, int], row_ptr, col_idx, bits: int, codebook_size: int) -> dict[str, int]:
+    """Bits each form of a layer takes in memory, by form name (`compress.config.WEIGHT_FORMS`):
+    ``sparse``, the relative-index entries at `best_index_bits` plus row pointers; ``dense_codes``,
+    a `dense_code_width` code per weight; both plus the float32 codebook. Needs only the kept
+    positions, so it decides a layer's form before its weights are shared."""
+    rows, cols = shape
+    gaps = row_gaps(row_ptr, col_idx)
+    index_bits = best_index_bits(gaps, bits)
+    entries = relative_entries(gaps, index_bits)
+    codebook = 32 * int(codebook_size)
+    return {
+        "sparse": entries * (bits + index_bits) + (rows + 1) * pointer_bits(entries) + codebook,
+        "dense_codes": rows * cols * dense_code_width(codebook_size) + codebook,
+    }
+
+
+def smaller_form(matrix: CompressedMatrix) -> str:
+    """The form (`compress.config.WEIGHT_FORMS`) ``matrix`` runs in by `form_bits` and
+    `pick_form`: the sparse form where it is clearly smaller in memory, else dense codes."""
+    return pick_form(
+        form_bits(matrix.shape, matrix.row_ptr, matrix.col_idx, matrix.bits, matrix.codebook.size)
+    )
+
+
+def pick_form(sizes: Mapping[str, int]) -> str:
+    """The form a layer of `form_bits`' ``sizes`` runs in: the sparse form where it saves at
+    least `SPARSE_MIN_SAVING` of dense codes' bits, else dense codes, which read x without
+    gathers: near their crossover (about 50% density with 4-bit codes) the sparse form is up to
+    15% smaller but its kernels take about twice as long (``perf/bench_cpu.py --sweep``)."""
+    return "sparse" if sizes["sparse"] <= (1 - SPARSE_MIN_SAVING) * sizes["dense_codes"] else "dense_codes"
+
+
+def _dense_codes_columns(matrix: CompressedMatrix, weights: int) -> dict:
+    """The ``dq`` (fixed width) and ``dqh`` (Huffman-coded) columns of a layer as dense codes."""
+    k = int(matrix.codebook.size)
+    width = dense_code_width(k)
+    counts = np.zeros(1 << width, dtype=np.int64)
+    counts[:k] = np.bincount(matrix.codes, minlength=k)
+    counts[k] = weights - matrix.nnz
+    row = {}
+    for scheme, code_bits in (("dq", weights * width), ("dqh", sum(stream_bits(counts).values()))):
+        row.update(
+            scheme_columns(
+                scheme,
+                nnz=matrix.nnz,
+                weights=weights,
+                code_bits=code_bits,
+                index_bits=0,
+                overhead_bits=32 * k,
+            )
+        )
+    return row
+
+
 def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
     """One layer's row of the size table (see :func:`size_table` for the columns)."""
     weights = matrix.shape[0] * matrix.shape[1]
@@ -103,6 +179,8 @@ def layer_size(matrix: CompressedMatrix, index_bits: int = 5) -> dict:
                 overhead_bits=bits["codebook_bits"] + bits["row_ptr_bits"],
             )
         )
+    row.update(_dense_codes_columns(matrix, weights))
+    row["form"] = smaller_form(matrix)
     return row
 
 
@@ -117,10 +195,12 @@ def size_table(
 
     ``index_bits`` is one width for every layer or a width per layer name. Columns: ``weights``,
     ``nnz``, ``density``, ``bits`` (code width), ``index_bit_width``, ``fillers``,
-    ``codebook_size``, ``dense_bytes`` and per scheme (suffixes ``pq`` and ``pqh``, the latter
-    Huffman-coded, code tables and segment offsets included): ``weight_bits_pq``,
-    ``index_bits_pq`` (bits per kept weight), ``bytes_pq``, ``rate_pq`` (compressed / dense bytes)
-    and the exact stream bit counts they derive from.
+    ``codebook_size``, ``dense_bytes``, per scheme (suffixes ``pq`` and ``pqh``, the latter
+    Huffman-coded, code tables and segment offsets included; ``dq`` and ``dqh``, the layer as
+    dense codes, fixed width and Huffman-coded): ``weight_bits_pq``, ``index_bits_pq`` (bits per
+    kept weight), ``bytes_pq``, ``rate_pq`` (compressed / dense bytes) and the exact stream bit
+    counts they derive from; and ``form``, the form the layer takes in memory (`smaller_form`;
+    the total row: ``mixed`` when its layers differ).
     """
     items = list(layers.items() if isinstance(layers, Mapping) else layers)
     if not items:
@@ -151,6 +231,7 @@ def _total_row(table: pd.DataFrame) -> dict:
         "fillers": int(table["fillers"].sum()),
         "codebook_size": int(table["codebook_size"].sum()),
         "dense_bytes": int(table["dense_bytes"].sum()),
+        "form": table["form"].iloc[0] if table["form"].nunique() == 1 else "mixed",
     }
     for suffix in _suffixes(table):
         streams = {s: int(table[f"{s}_{suffix}"].sum()) for s in _STREAMS}

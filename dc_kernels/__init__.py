@@ -2,14 +2,15 @@
 
 One room per form, each owning its layout, its kernels and their launcher and registering
 itself as a backend of `CompressedLinear`: `dc_kernels.fixed` (fixed-width GPU form),
-`dc_kernels.huffman` (Huffman GPU form), `dc_kernels.cpu` (C kernels); `dc_kernels.reference`
-is the pure-PyTorch oracle. Importing this package never initializes CUDA, never imports Triton
+`dc_kernels.huffman` (Huffman GPU form), `dc_kernels.cpu` (the sparse form's C kernels),
+`dc_kernels.dense_codes` (the dense-codes form, C and Triton kernels); `dc_kernels.reference` is
+the pure-PyTorch oracle. Importing this package never initializes CUDA, never imports Triton
 and never compiles a kernel.
 """
 
 from compress._lazy import lazy_exports
 from compress._version import __version__
-from dc_kernels import cpu, fixed, huffman, reference  # each registers its backend
+from dc_kernels import cpu, dense_codes, fixed, huffman, reference  # each registers its backend
 from dc_kernels.backends import GPU_FORMS, Backend, register_backend
 from dc_kernels.fixed import Dispatch, GpuLayout, decode_dense, fixed_linear
 from dc_kernels.huffman import (
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "cpu",
     "decode_dense",
+    "dense_codes",
     "fixed",
     "fixed_linear",
     "huffman",

@@ -8,14 +8,19 @@ its state and ``run(x2d, state, bias)`` launches its kernel. Each room of `dc_ke
 its own backend when imported:
 
 * ``"reference"`` (`dc_kernels.reference`): pure PyTorch, any device (the oracle);
-* ``"cpu"`` (`dc_kernels.cpu`): the compiled sparse kernels; CPU tensors;
-* ``"fixed"`` (`dc_kernels.fixed`): the fixed-width Triton kernels, the fastest GPU form;
-* ``"huffman"`` (`dc_kernels.huffman`): the fused Huffman Triton kernels, the least-memory GPU form.
+* ``"cpu"`` (`dc_kernels.cpu`): the compiled sparse kernels on packed relative-index entries; CPU
+  tensors;
+* ``"dense_codes_cpu"`` (`dc_kernels.dense_codes`): the compiled dense-codes kernels; CPU tensors;
+* ``"fixed"`` (`dc_kernels.fixed`): the fixed-width Triton kernels, the fastest sparse GPU form;
+* ``"huffman"`` (`dc_kernels.huffman`): the fused Huffman Triton kernels, the least-memory sparse
+  GPU form;
+* ``"dense_codes"`` (`dc_kernels.dense_codes`): the dense-codes Triton kernels.
 
-The two GPU forms run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
-``"auto"`` resolves per call: ``"cpu"`` on CPU; on CUDA (when Triton imports) the layer's
-``gpu_form``; else ``"reference"``. ``"triton"``, the fixed form's earlier name, is accepted for
-``"fixed"``.
+The Triton forms run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
+``"auto"`` resolves per call by the layer's form (`resolve`): a sparse layer runs ``"cpu"`` on
+CPU and its ``gpu_form`` on CUDA (when Triton imports); a dense-codes layer
+``"dense_codes_cpu"`` and ``"dense_codes"``; elsewhere ``"reference"``. ``"triton"``, the fixed
+form's earlier name, is accepted for ``"fixed"``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import torch
 
 AUTO = "auto"
 ALIASES = {"triton": "fixed"}
-# The GPU forms a layer can choose (``CompressedLinear.gpu_form``): each is also a backend name.
+# The GPU forms a sparse layer can choose (``CompressedLinear.gpu_form``): each is also a backend name.
 GPU_FORMS = ("fixed", "huffman")
+# The backends ``"auto"`` runs for a dense-codes layer, by device type.
+DENSE_CODES = {"cpu": "dense_codes_cpu", "cuda": "dense_codes"}
 
 
 def any_device(device: torch.device) -> bool:
@@ -56,7 +63,11 @@ class Backend:
     * ``supports(device)``: where it runs;
     * ``holds_layer``: the packed tensors hold the whole layer, so ``view``, ``run`` and
       ``dense`` never read the canonical ``col_idx`` and ``codes`` (`CompressedLinear` then keeps
-      those in host memory).
+      those in host memory);
+    * ``to_matrix(state) -> compress.CompressedMatrix``: for a backend that holds the layer, the
+      canonical form decoded from its state. Where it is given, a layer served in host memory
+      keeps no canonical ``col_idx`` and ``codes`` at all (its bytes follow the packed form's)
+      and decodes them through it when they are read.
     """
 
     name: str
@@ -66,6 +77,7 @@ class Backend:
     pack: Callable[..., tuple[list[torch.Tensor], list[int]]] | None = None
     supports: Callable[[torch.device], bool] = any_device
     holds_layer: bool = False
+    to_matrix: Callable[[Any], Any] | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -102,17 +114,42 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def resolve(name: str, device: torch.device, gpu_form: str = "fixed") -> Backend:
-    """The backend that runs for ``name`` (possibly ``"auto"``) on ``device`` for a layer whose
+def resolve(name: str, device: torch.device, gpu_form: str = "fixed", form: str = "sparse") -> Backend:
+    """The backend that runs for ``name`` (possibly ``"auto"``) on ``device`` for a layer in
+    ``form`` (``"sparse"`` or ``"dense_codes"``, `compress.config.WEIGHT_FORMS`) whose sparse
     GPU form is ``gpu_form``."""
     name = canonical_name(name)
     if name == AUTO:
+        if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+            return BACKENDS["reference"]
+        if form == "dense_codes" and device.type in DENSE_CODES:
+            return BACKENDS[DENSE_CODES[device.type]]
         if device.type == "cpu":
             return BACKENDS["cpu"]
-        if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        if device.type == "cuda":
             return BACKENDS[gpu_form]
         return BACKENDS["reference"]
     backend = BACKENDS[name]
     if not backend.supports(device):
         raise ValueError(f"backend {name!r} does not run on {device.type} tensors")
     return backend
+
+
+def remembered(packed: list[torch.Tensor], codebook: torch.Tensor, build: Callable[[], Any]) -> Any:
+    """``build()``, a backend's state over a module's ``packed`` tensors and ``codebook``, built
+    once and remembered on the first packed tensor, so that a forward pass does not rebuild and
+    re-check it on every call. (Kept as the tensor's attribute, the state is collected with it; a
+    weak-keyed dictionary whose values refer to their keys would keep both forever.)"""
+    if not packed:  # nothing to remember it on (a direct call of the op): build() reports it
+        return build()
+    cached = packed[0].__dict__.get("_dc_kernels_state")
+    if (
+        cached is not None
+        and cached[0] is codebook
+        and len(cached[1]) == len(packed)
+        and all(a is b for a, b in zip(cached[1], packed))
+    ):
+        return cached[2]
+    state = build()
+    packed[0]._dc_kernels_state = (codebook, tuple(packed), state)
+    return state

@@ -41,6 +41,7 @@ from torch import nn
 
 import compress
 from compress.atomic_write import fsync_directory, write_atomic
+from compress.config import FORMS
 from compress.file_errors import CompressedFileError, CorruptStreamError, InvalidHeaderError
 from compress.file_format import DEFAULT_MAX_ENTRIES, read_metadata
 from compress.matrix import CompressedMatrix
@@ -62,6 +63,8 @@ _METADATA_KEYS = {
 }
 
 MODULE_KEYS = {"in_features", "out_features", "bias", "dtype", "gpu_form"}
+# Optional in a module's record: its ``form`` setting (earlier files have none: "auto").
+FORM_KEY = "form"
 # Optional in the metadata of either version: the names of the stored non-persistent buffers
 # (earlier files have none).
 BUFFERS_KEY = "buffers"
@@ -125,6 +128,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, index_bits: in
             "bias": m.bias is not None,
             "dtype": str(m.weight_dtype).removeprefix("torch."),
             "gpu_form": m.gpu_form,
+            FORM_KEY: m.form,
         }
         for name, m in compressed.items()
     }
@@ -233,6 +237,7 @@ def load_compressed(
             dtype=DTYPES[info["dtype"]],
             backend=backend,
             gpu_form=info["gpu_form"],
+            form=info.get(FORM_KEY, "auto"),
         )
         for where in names_of[name]:
             parent_name, _, child = where.rpartition(".")
@@ -306,8 +311,11 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
     if not isinstance(modules, dict) or set(modules) != set(loaded):
         raise fail("modules must list exactly the stored layers", "modules")
     for name, info in modules.items():
-        if not isinstance(info, dict) or set(info) != MODULE_KEYS:
-            raise fail(f"modules[{name!r}] must hold exactly {sorted(MODULE_KEYS)}", "modules")
+        if not isinstance(info, dict) or not MODULE_KEYS <= set(info) <= MODULE_KEYS | {FORM_KEY}:
+            raise fail(
+                f"modules[{name!r}] must hold exactly {sorted(MODULE_KEYS)} and optionally {FORM_KEY!r}",
+                "modules",
+            )
         if [info["out_features"], info["in_features"]] != list(loaded[name].shape):
             raise fail(f"modules[{name!r}] does not match the stored layer's shape", "modules")
         if (
@@ -315,10 +323,11 @@ def _check_metadata(metadata: object, loaded: Mapping[str, CompressedMatrix]) ->
             or not isinstance(info["dtype"], str)
             or info["dtype"] not in DTYPES
             or info["gpu_form"] not in GPU_FORMS
+            or info.get(FORM_KEY, "auto") not in FORMS
         ):
             raise fail(
                 f"modules[{name!r}]: bias must be a bool, dtype one of {sorted(DTYPES)}, gpu_form one of "
-                f"{GPU_FORMS}",
+                f"{GPU_FORMS}, form one of {FORMS}",
                 "modules",
             )
     if not isinstance(module_aliases, dict) or not all(

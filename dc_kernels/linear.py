@@ -9,17 +9,21 @@ buffers (so ``state_dict``, ``deepcopy``, pickling and ``.to()`` work as for any
 * ``codes``: uint8[nnz], the codebook index of every kept weight;
 * ``code_bits``: uint8 scalar, the code width;
 
-plus an optional ``bias`` parameter, as in nn.Linear. On a GPU, when the layer runs from a packed
-GPU form that holds the whole layer (backends ``"triton"`` and ``"huffman"``, and ``"auto"`` on
-CUDA), ``col_idx`` and ``codes`` stay in host memory: the device holds only the packed form, the
-codebook, ``row_ptr`` and the bias (`memory_bytes`), and backward and `weight` decode from the
-packed form on the device. Forward runs the custom op
-``dc_kernels::compressed_linear`` with the backend named by ``backend`` (see
-`dc_kernels.backends`; on CUDA ``"auto"`` runs the backend named by the layer's ``gpu_form``:
-``"fixed"``, the fixed-width kernels, fastest, or ``"huffman"``, the fused Huffman kernels,
-least memory);
-tensors a backend derives from the buffers (a GPU layout, say) are built when the module is
-created, loaded or moved, never while tracing.
+plus an optional ``bias`` parameter, as in nn.Linear. The layer runs in one of two forms
+(``form``, by default ``"auto"``: the smaller in memory, `compress.size.smaller_form`): the
+paper's sparse form, or dense codes (every weight a code, for moderate densities). Forward runs
+the custom op ``dc_kernels::compressed_linear`` with the backend named by ``backend`` (see
+`dc_kernels.backends`; ``"auto"`` runs the form's kernels for the device: on the CPU ``"cpu"``
+or ``"dense_codes_cpu"``, on CUDA the sparse layer's ``gpu_form``, ``"fixed"`` (fastest) or
+``"huffman"`` (least memory), or ``"dense_codes"``); tensors a backend derives from the buffers
+(a packed form) are built when the module is created, loaded or moved, never while tracing.
+
+When the backend's packed form holds the whole layer (every backend but ``"reference"``), the
+per-weight ``col_idx`` and ``codes`` are not kept beside it: in host memory (the CPU backends)
+they are not kept at all, and reading them (``layer.codes``, ``state_dict()``, `to_matrix`)
+decodes them from the packed form, a new tensor each time; on a GPU they stay in host memory.
+Either way the device holds only the packed form, the codebook, ``row_ptr`` and the bias
+(`memory_bytes`), and backward and `weight` decode from the packed form on the device.
 
 A layer built by the constructor (or moved off the meta device with ``to_empty()``) holds no
 weights until a state dict with its buffers is loaded: until then `loaded` is False and forward
@@ -34,13 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.config import FORMS
 from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
-from compress.size import compare_bytes
+from compress.size import compare_bytes, form_bits, pick_form
 from dc_kernels.backends import AUTO, GPU_FORMS, canonical_name, get_backend, resolve
 from dc_kernels.checks import SUPPORTED_DTYPES
 from dc_kernels.errors import CorruptLayerError, LayerNotLoadedError
-from dc_kernels.ops import compressed_linear, dense_weight
+from dc_kernels.ops import compressed_linear, dense_weight, direct_call, run_linear
 from dc_kernels.reference import CanonicalTensors
 
 # Columns fit int16 up to this many inputs (the kernels then read 2 bytes per kept weight).
@@ -80,6 +85,7 @@ class CompressedLinear(nn.Module):
         *,
         backend: str = AUTO,
         gpu_form: str = "fixed",
+        form: str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -91,8 +97,12 @@ class CompressedLinear(nn.Module):
         self._loaded = False
         self._backend = AUTO
         self._gpu_form = "fixed"
+        self._form = "auto"
+        self._effective_form = "sparse"  # what "auto" resolved to: `_refresh_form`
         # (backend name, its packed tensors and integers, the buffers' versions they were built from)
         self._packed: tuple[str, list[torch.Tensor], list[int], tuple | None] | None = None
+        # col_idx and codes are not kept (their buffers hold None): the packed form holds them.
+        self._dropped = False
         # Empty stand-ins for col_idx and codes, passed to the op by backends that never read them.
         self._stubs: tuple[torch.Tensor, torch.Tensor] | None = None
         factory = {"device": device}
@@ -108,6 +118,7 @@ class CompressedLinear(nn.Module):
             self.register_parameter("bias", None)
         self.backend = backend
         self.gpu_form = gpu_form
+        self.form = form
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,6 +131,7 @@ class CompressedLinear(nn.Module):
         dtype: torch.dtype | None = None,
         backend: str = AUTO,
         gpu_form: str = "fixed",
+        form: str = "auto",
     ) -> CompressedLinear:
         """A layer computing ``matrix`` (out_features x in_features) plus ``bias``; ``dtype`` is
         the nominal weight dtype (of ``bias``, `weight` and `to_linear`; default: bias's dtype,
@@ -135,7 +147,7 @@ class CompressedLinear(nn.Module):
             dtype = bias.dtype if dtype is None else dtype
         module = cls(
             in_features, out_features, bias is not None, device="meta", dtype=dtype, backend=backend,
-            gpu_form=gpu_form,
+            gpu_form=gpu_form, form=form,
         )  # fmt: skip
         module._set_matrix(matrix, torch.device(device or "cpu"))
         if bias is not None:
@@ -156,21 +168,30 @@ class CompressedLinear(nn.Module):
         quality: float | None = None,
         backend: str = AUTO,
         gpu_form: str = "fixed",
+        form: str = "auto",
         name: str = "linear",
     ) -> CompressedLinear:
         """Prune ``linear``'s weight (to ``density``, or by the paper's ``quality`` rule when
-        given) and share the kept weights with k-means (``bits``, ``init``, ``seed``); one shot,
-        no retraining. Keeps the bias, the device and the dtype of ``linear``."""
+        given) and share the kept weights with k-means (``bits``, ``init``, ``seed``; for the
+        dense-codes form ``2**bits - 1`` shared weights and the zero code); one shot, no
+        retraining. Keeps the bias, the device and the dtype of ``linear``."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
         weight = linear.weight.detach()
         _weight_dtype(weight.dtype)
         matrix = compress_matrix(
-            weight, None if quality is not None else density, bits, init, seed, quality=quality, name=name
-        )
+            weight, None if quality is not None else density, bits, init, seed, quality=quality, name=name,
+            form=form,
+        )  # fmt: skip
         bias = None if linear.bias is None else linear.bias.detach()
         return cls.from_matrix(
-            matrix, bias, device=weight.device, dtype=weight.dtype, backend=backend, gpu_form=gpu_form
+            matrix,
+            bias,
+            device=weight.device,
+            dtype=weight.dtype,
+            backend=backend,
+            gpu_form=gpu_form,
+            form=form,
         )
 
     def _set_matrix(self, matrix: CompressedMatrix, device: torch.device) -> None:
@@ -185,6 +206,8 @@ class CompressedLinear(nn.Module):
         self._buffers["code_bits"] = torch.tensor(matrix.bits, dtype=torch.uint8, device=device)
         self._bits = matrix.bits
         self._loaded = True
+        self._dropped = False
+        self._refresh_form()
         self._repack()
 
     # ------------------------------------------------------------------ conversion
@@ -196,13 +219,14 @@ class CompressedLinear(nn.Module):
         return self._matrix()
 
     def _matrix(self) -> CompressedMatrix:
+        col_idx, codes = self._per_weight()
         try:
             return CompressedMatrix(
                 (self.out_features, self.in_features),
                 self.codebook.cpu().numpy(),
                 self.row_ptr.cpu().numpy(),
-                self.col_idx.cpu().to(torch.int32).numpy(),
-                self.codes.cpu().numpy(),
+                col_idx.cpu().to(torch.int32).numpy(),
+                codes.cpu().numpy(),
                 self._bits,
             )
         except (ValueError, TypeError) as exc:
@@ -210,8 +234,28 @@ class CompressedLinear(nn.Module):
 
     def canonical_tensors(self) -> CanonicalTensors:
         """The canonical buffers (wherever they are; on a GPU served by a packed form, the
-        per-weight ones are in host memory)."""
-        return CanonicalTensors(self.codebook, self.row_ptr, self.col_idx, self.codes, self.in_features)
+        per-weight ones are in host memory; in host memory, decoded from the packed form)."""
+        return CanonicalTensors(self.codebook, self.row_ptr, *self._per_weight(), self.in_features)
+
+    def _per_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(col_idx, codes): the buffers, or, when the packed form holds them, decoded from it."""
+        if not self._dropped:
+            return self._buffers["col_idx"], self._buffers["codes"]
+        backend = get_backend(self._packed[0])
+        stub = CanonicalTensors(self.codebook, self.row_ptr, *self._stubs, self.in_features)
+        try:
+            matrix = backend.to_matrix(backend.view(stub, self._packed[1], self._packed[2]))
+        except (ValueError, TypeError) as exc:
+            raise CorruptLayerError(f"the layer's packed form does not hold a valid layer: {exc}") from exc
+        return (
+            torch.from_numpy(matrix.col_idx.copy()).to(column_dtype(self.in_features)),
+            torch.from_numpy(matrix.codes.copy()),
+        )
+
+    def __getattr__(self, name: str):
+        if name in _PER_WEIGHT and self.__dict__.get("_dropped"):
+            return self._per_weight()[_PER_WEIGHT.index(name)]
+        return super().__getattr__(name)
 
     def to_linear(self) -> nn.Linear:
         """An nn.Linear with the decoded weights (exact), on this layer's device and dtype."""
@@ -234,7 +278,7 @@ class CompressedLinear(nn.Module):
         tensor on every access, for code that reads ``.weight`` of an nn.Linear directly (e.g.
         nn.MultiheadAttention's ``out_proj``); forward never builds it."""
         self._check_loaded()
-        backend = resolve(self._backend, self.codebook.device, self._gpu_form)
+        backend = resolve(self._backend, self.codebook.device, self._gpu_form, self._effective_form)
         dense = dense_weight(*self._op_tensors(backend), self.in_features, backend.name)
         return dense.to(self._weight_dtype)
 
@@ -250,7 +294,7 @@ class CompressedLinear(nn.Module):
 
     @property
     def nnz(self) -> int:
-        return self.codes.numel()
+        return int(self.row_ptr[-1]) if self._dropped else self.codes.numel()
 
     @property
     def density(self) -> float:
@@ -277,6 +321,38 @@ class CompressedLinear(nn.Module):
             raise ValueError(f"unknown gpu_form {form!r}; known: {GPU_FORMS}")
         self._gpu_form = form
         self._repack()
+
+    @property
+    def form(self) -> str:
+        """How the weights are stored and run (`compress.config.FORMS`): ``"sparse"``,
+        ``"dense_codes"`` or ``"auto"`` (the smaller in memory; see `effective_form`)."""
+        return self._form
+
+    @form.setter
+    def form(self, form: str) -> None:
+        if form not in FORMS:
+            raise ValueError(f"unknown form {form!r}; known: {FORMS}")
+        self._form = form
+        self._refresh_form()
+        self._repack()
+
+    @property
+    def effective_form(self) -> str:
+        """The form the layer runs in: ``form``, with ``"auto"`` resolved for its weights."""
+        return self._effective_form
+
+    def _refresh_form(self) -> None:
+        """Resolve ``"auto"`` for the current weights (`compress.size.form_bits`, from the kept
+        positions: done when the weights change, not on moves)."""
+        if self._form != "auto":
+            self._effective_form = self._form
+        elif self._loaded and not self.codebook.is_meta:
+            col_idx = self._per_weight()[0]
+            sizes = form_bits(
+                (self.out_features, self.in_features), self.row_ptr.cpu().numpy(), col_idx.cpu().numpy(),
+                self._bits, self.codebook.numel(),
+            )  # fmt: skip
+            self._effective_form = pick_form(sizes)
 
     def memory_bytes(self) -> int:
         """Bytes this layer holds on its device: buffers, bias and any backend-derived tensors
@@ -312,16 +388,19 @@ class CompressedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, bits={self.bits}, density={self.density:.4f}, "
             f"bytes={self.memory_bytes()} ({compare_bytes(self.dense_bytes(), self.memory_bytes(), dense)}), "
-            f"backend={self.backend!r}, gpu_form={self.gpu_form!r}"
+            f"backend={self.backend!r}, form={self._form!r}"
+            + (f" ({self._effective_form})" if self._form == "auto" else "")
+            + f", gpu_form={self.gpu_form!r}"
         )
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._loaded and not self.codebook.is_meta:
             self._check_loaded()
-        backend = resolve(self._backend, x.device, self._gpu_form)
+        backend = resolve(self._backend, x.device, self._gpu_form, self._effective_form)
         codebook, row_ptr, col_idx, codes, packed, meta = self._op_tensors(backend)
-        return compressed_linear(
+        op = run_linear if direct_call(x, self.bias) else compressed_linear
+        return op(
             x, codebook, row_ptr, col_idx, codes, self.bias, packed, meta, self.in_features, backend.name
         )
 
@@ -332,7 +411,9 @@ class CompressedLinear(nn.Module):
         if self._packed is None or self._packed[0] != backend.name or self._stale():
             self._repack(backend.name, strict=True)
         packed, meta = (self._packed[1], self._packed[2]) if self._packed is not None else ([], [])
-        col_idx, codes = self._stubs if backend.holds_layer else (self.col_idx, self.codes)
+        # (On the meta device nothing is packed: the buffers go, and the op reports the device.)
+        serving = backend.holds_layer and self._stubs is not None
+        col_idx, codes = self._stubs if serving else (self.col_idx, self.codes)
         return self.codebook, self.row_ptr, col_idx, codes, packed, meta
 
     def _stale(self) -> bool:
@@ -344,7 +425,7 @@ class CompressedLinear(nn.Module):
 
     def _versions(self) -> tuple | None:
         try:
-            return tuple((id(t), t._version) for t in (self.codebook, self.row_ptr, self.col_idx, self.codes))
+            return tuple((id(t), t._version) for t in self._buffers.values() if t is not None)
         except RuntimeError:  # buffers made under torch.inference_mode() keep no version counter
             return None
 
@@ -354,16 +435,22 @@ class CompressedLinear(nn.Module):
 
     def _repack(self, name: str | None = None, strict: bool = False) -> None:
         """Build the derived tensors of the backend that runs on the buffers' device, then place
-        ``col_idx`` and ``codes``: in host memory when those tensors serve alone on a GPU, else on
-        the device. Not ``strict`` (after a move, a load, a setting), a failure is left for
-        forward to report: e.g. backend "triton" on CPU, or `to_empty` buffers that hold no layer
-        yet."""
+        ``col_idx`` and ``codes``: in host memory when those tensors serve alone on a GPU, not at
+        all when they serve alone in host memory (`Backend.to_matrix`), else on the device. Not
+        ``strict`` (after a move, a load, a setting), a failure is left for forward to report:
+        e.g. backend "triton" on CPU, or `to_empty` buffers that hold no layer yet."""
+        try:
+            self._materialize()
+        except CorruptLayerError:
+            if strict:
+                raise
+            return  # forward finds the packed form stale and reports it
         self._packed = None
         self._stubs = None
         device = self.codebook.device
         if device.type != "meta":
             try:
-                backend = resolve(name or self._backend, device, self._gpu_form)
+                backend = resolve(name or self._backend, device, self._gpu_form, self._effective_form)
                 tensors, ints = backend.pack(self) if backend.pack is not None else ([], [])
                 self._packed = (backend.name, tensors, ints, None)
             except (ValueError, TypeError):
@@ -374,8 +461,27 @@ class CompressedLinear(nn.Module):
         for buffer in _PER_WEIGHT:
             if self._buffers[buffer].device != home:
                 self._buffers[buffer] = self._buffers[buffer].to(home)
+        if device == HOST and self._serving_packed() and get_backend(self._packed[0]).to_matrix is not None:
+            self._buffers.update(dict.fromkeys(_PER_WEIGHT))
+            self._dropped = True
         if self._packed is not None:  # the buffers as placed are what the packed tensors hold
             self._packed = (*self._packed[:3], self._versions())
+
+    def _materialize(self) -> None:
+        """Put decoded ``col_idx`` and ``codes`` back into their buffers if they were not kept."""
+        if self._dropped:
+            self._buffers.update(zip(_PER_WEIGHT, self._per_weight()))
+            self._dropped = False
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if not self._dropped:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            return
+        self._buffers.update(zip(_PER_WEIGHT, self._per_weight()))
+        try:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+        finally:
+            self._buffers.update(dict.fromkeys(_PER_WEIGHT))
 
     def _check_loaded(self) -> None:
         if not self._loaded and not self.codebook.is_meta:
@@ -389,6 +495,7 @@ class CompressedLinear(nn.Module):
         codebook = self.codebook
         # Refuse a weight dtype the kernels cannot run (e.g. .double()) before anything changes.
         _weight_dtype(fn(torch.zeros((), dtype=self._weight_dtype, device=codebook.device)).dtype)
+        self._materialize()
         # col_idx and codes are placed by `_repack` (maybe in host memory), not moved here: a move
         # to the GPU would copy them there and back. Only to or from the meta device (no values
         # to move) do they take ``fn``.
@@ -416,6 +523,7 @@ class CompressedLinear(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
+        self._materialize()  # a partial state dict completes the current layer
         # The number of kept weights is data: take the incoming buffers' sizes, not ours.
         for name in self.CANONICAL_BUFFERS:
             incoming = state_dict.get(prefix + name)
@@ -444,6 +552,7 @@ class CompressedLinear(nn.Module):
             self._check_state(prefix)
             # Loaded once every buffer came from a state dict (or completed a loaded layer).
             self._loaded = self._loaded or all(incoming)
+            self._refresh_form()
         self._repack()
 
     def _check_state(self, prefix: str) -> None:

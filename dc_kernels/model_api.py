@@ -22,7 +22,7 @@ from torch import nn
 
 from compress.calibrated_layer import needs_calibration
 from compress.calibration import CalibrationResult, calibrated_compress
-from compress.config import DeepCompressionConfig, LayerConfig
+from compress.config import FORMS, DeepCompressionConfig, LayerConfig
 from compress.errors import ConfigError, UnsupportedModuleError
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_as_configured
@@ -52,7 +52,9 @@ LegacyFilterFn = Callable[[nn.Module, str], bool]
 class ConvertedLayer:
     """One swapped layer: its shape, code width, share of weights kept, bytes in memory
     (``compressed_bytes``; ``dense_bytes`` for the nn.Linear it replaces, in its dtype), GPU form,
-    bytes on disk (``disk_bytes``: see `dc_kernels.sizes`; None where not computed) and dtype."""
+    bytes on disk (``disk_bytes``: see `dc_kernels.sizes`; None where not computed), dtype, and the
+    form its weights run in (``form``: ``"sparse"`` or ``"dense_codes"``,
+    `CompressedLinear.effective_form`)."""
 
     in_features: int
     out_features: int
@@ -63,6 +65,7 @@ class ConvertedLayer:
     gpu_form: str = "fixed"
     disk_bytes: int | None = None
     dtype: str = "float32"
+    form: str = "sparse"
 
 
 @dataclass
@@ -99,25 +102,25 @@ class CompressionReport:
     def __str__(self) -> str:
         width = max([len("layer"), len("total"), *map(len, self.converted)])
 
-        def row(name, shape, bits, density, dense, memory, disk, form) -> str:
+        def row(name, shape, bits, density, dense, memory, disk, form, gpu_form) -> str:
             return (
                 f"{name:<{width}} {shape:>11} {bits:>4} {density:>7} {dense:>9} {memory:>9} {disk:>9} "
-                f"{form:>8}"
+                f"{form:>11} {gpu_form:>8}"
             ).rstrip()
 
         def size(count: int | None) -> str:
             return "-" if count is None else format_bytes(count)
 
-        lines = [row("layer", "shape", "bits", "density", "dense", "memory", "disk", "gpu_form")]
+        lines = [row("layer", "shape", "bits", "density", "dense", "memory", "disk", "form", "gpu_form")]
         if not self.converted:
             lines = ["no layer compressed"]
         for name, c in self.converted.items():
             shape, density = f"{c.out_features}x{c.in_features}", f"{c.density:.4f}"
             sizes_ = size(c.dense_bytes), size(c.compressed_bytes), size(c.disk_bytes)
-            lines.append(row(name, shape, c.bits, density, *sizes_, c.gpu_form))
+            lines.append(row(name, shape, c.bits, density, *sizes_, c.form, c.gpu_form))
         if self.converted:
             sizes_ = size(self.dense_bytes), size(self.compressed_bytes), size(self.disk_bytes)
-            lines.append(row("total", "", "", "", *sizes_, ""))
+            lines.append(row("total", "", "", "", *sizes_, "", ""))
             dtypes = "/".join(sorted({c.dtype for c in self.converted.values()}))
             ratio = compare_bytes(self.dense_bytes, self.compressed_bytes, f"dense {dtypes}")
             lines.append(f"compressed layers in memory: {ratio}")
@@ -235,6 +238,8 @@ def compress_(
             raise ConfigError(
                 f"layer {name!r}: gpu_form must be one of {GPU_FORMS}, got {settings.gpu_form!r}"
             )
+        if settings.form not in FORMS:
+            raise ConfigError(f"layer {name!r}: form must be one of {FORMS}, got {settings.form!r}")
         if calibration is None and needs_calibration(settings):
             raise ConfigError(
                 f"layer {name!r}: {', '.join(needs_calibration(settings))} needs calibration inputs: "
@@ -265,7 +270,7 @@ def compress_(
                 matrix = calibrated.get(id(module)) or compress_as_configured(
                     module.weight.detach(), settings, seed=config.seed, name=name
                 )
-                new = _compressed_module(module, matrix, backend, settings.gpu_form)
+                new = _compressed_module(module, matrix, backend, settings.gpu_form, settings.form)
                 swapped[id(module)] = new
                 disk[id(new)] = sizes.layer_disk_bytes(new, settings.index_bits)
                 bar.step(name)
@@ -493,12 +498,12 @@ def _not_linear(module: nn.Module) -> str:
 
 
 def _compressed_module(
-    linear: nn.Linear, matrix: CompressedMatrix, backend: str, gpu_form: str = "fixed"
+    linear: nn.Linear, matrix: CompressedMatrix, backend: str, gpu_form: str = "fixed", form: str = "auto"
 ) -> CompressedLinear:
     bias = None if linear.bias is None else linear.bias.detach()
     return CompressedLinear.from_matrix(
         matrix, bias, device=linear.weight.device, dtype=linear.weight.dtype, backend=backend,
-        gpu_form=gpu_form,
+        gpu_form=gpu_form, form=form,
     )  # fmt: skip
 
 
@@ -526,6 +531,7 @@ def swap_module(
         module.gpu_form,
         disk_bytes,
         str(module.weight_dtype).removeprefix("torch."),
+        module.effective_form,
     )
 
 

@@ -15,6 +15,11 @@ empty ``col_idx`` and ``codes``: `CompressedLinear` keeps those off the GPU. Bot
 (meta) implementations, so `torch.compile(fullgraph=True)` traces through them without graph
 breaks and modules on the meta device run.
 
+`CompressedLinear` calls the op's implementation directly (`run_linear`) when the call needs
+nothing of the dispatcher (`direct_call`: no gradient, no tracing or compiling, no dispatch or
+function mode, a plain tensor): the op's dispatch alone costs several times a 384 x 384 layer's
+kernel.
+
 Both ops check the canonical tensors before a backend reads them (`checks.check_canonical`): their
 structure on every call, their values (row pointers, columns and codes in range) the first time
 and again whenever one of them was replaced or changed in place (its version counter moved), so
@@ -33,6 +38,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from dc_kernels.backends import get_backend
 from dc_kernels.checks import check_canonical, check_input
@@ -69,15 +75,7 @@ def _(codebook, row_ptr, col_idx, codes, packed, packed_meta, in_features, backe
     return codebook.new_empty((row_ptr.numel() - 1, in_features), dtype=torch.float32)
 
 
-@torch.library.custom_op(
-    "dc_kernels::compressed_linear",
-    mutates_args=(),
-    schema=(
-        "(Tensor x, Tensor codebook, Tensor row_ptr, Tensor col_idx, Tensor codes, Tensor? bias, "
-        "Tensor[] packed, int[] packed_meta, int in_features, str backend) -> Tensor"
-    ),
-)
-def compressed_linear(
+def run_linear(
     x: torch.Tensor,
     codebook: torch.Tensor,
     row_ptr: torch.Tensor,
@@ -100,6 +98,32 @@ def compressed_linear(
     y = impl.run(x2d, impl.view(canonical, packed, packed_meta), bias)
     _nan_where_x_is_not_finite(x2d, y)
     return y.reshape(*x.shape[:-1], out_features)
+
+
+compressed_linear = torch.library.custom_op(
+    "dc_kernels::compressed_linear",
+    mutates_args=(),
+    schema=(
+        "(Tensor x, Tensor codebook, Tensor row_ptr, Tensor col_idx, Tensor codes, Tensor? bias, "
+        "Tensor[] packed, int[] packed_meta, int in_features, str backend) -> Tensor"
+    ),
+)(run_linear)
+
+
+def direct_call(x, bias: torch.Tensor | None) -> bool:
+    """Whether `run_linear` may run without the op's dispatch and give the same result: a plain
+    tensor x off the meta device, no gradient to record, and nothing that watches the dispatcher
+    (tracing, compiling, a dispatch or function mode, functorch transforms)."""
+    return (
+        type(x) is torch.Tensor
+        and x.device.type != "meta"
+        and not (torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))
+        and not torch.compiler.is_compiling()
+        and torch._C._get_tracing_state() is None
+        and not torch._C._is_torch_function_mode_enabled()
+        and _get_current_dispatch_mode() is None
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+    )
 
 
 def _nan_where_x_is_not_finite(x2d: torch.Tensor, y: torch.Tensor) -> None:

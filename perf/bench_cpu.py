@@ -2,6 +2,8 @@
 
     python -m perf.bench_cpu                 # the paper's FC shapes, batch 1 and 64
     python -m perf.bench_cpu --sweep         # batch sweep: where the sparse kernels stop paying
+    python -m perf.bench_cpu --forms         # both forms on MiniLM- and LLM-shaped layers
+    python -m perf.bench_cpu --sweep-codes   # batch sweep of the dense-codes form
 
 Default run: float32, 5-bit codes, layers Alex-6 (9216->4096, 9%), Alex-7 (4096->4096, 9%),
 VGG-6 (25088->4096, 4%) and Alex-8 (4096->1000, 25%); batch 1 and 64; 1 thread and all of
@@ -14,6 +16,16 @@ three see the same machine load; medians. Targets: >= 3x faster than nn.Linear a
 ``--sweep`` times the two CPU paths (sparse kernels, decode + GEMM) and nn.Linear on a
 4096x4096 layer at several densities over batch 1..256, and writes a CSV and a plot; the
 crossover it shows sets `dc_kernels.cpu.launch.DENSE_MIN_DENSITY` and ``DENSE_MIN_BATCH``.
+
+``--forms`` times nn.Linear against a layer forced into each form (``sparse``, ``dense_codes``)
+and the ``auto`` choice, on MiniLM-shaped (384x384, 384->1536, 1536->384) and LLM-shaped
+(4096x4096, 4096->14336) layers at density 0.5 and 0.8 with 4-bit codes, batch 1 and 32, and
+checks the targets: resident bytes <= 1/6 of float32; batch 1 >= 1.5x dense on the LLM shapes and
+>= 1.0x on the MiniLM shapes; batch 32 >= 0.9x.
+
+``--sweep-codes`` times the dense-codes form's two paths (lookup kernel, decode + GEMM), its
+dispatch and nn.Linear over batch 1..256 on one layer (``--sweep-size``, density 0.8); the
+crossover sets `dc_kernels.dense_codes.cpu.CODES_MAX_BATCH`.
 
 Timings depend on the machine's load: the conditions (CPU, threads, load average before and
 after, SIMD path of the kernels) are printed and written with every CSV row.
@@ -33,7 +45,9 @@ from torch import nn
 
 from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu import launch as cpu_launch
-from dc_kernels.cpu.launch import CpuState
+from dc_kernels.cpu.layout import SparseLayout
+from dc_kernels.dense_codes import cpu as codes_cpu
+from dc_kernels.dense_codes.layout import DenseCodesLayout
 from dc_kernels.linear import CompressedLinear
 from perf.harness import REPO_ROOT, doc_summary, machine_info, print_table, time_interleaved, write_csv
 from workloads.paper_layers import get_layer
@@ -149,12 +163,11 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
-def sweep_contenders(weight: torch.Tensor, module: CompressedLinear, x: torch.Tensor) -> dict:
-    state = CpuState(module.canonical_tensors(), [])
+def sweep_contenders(weight: torch.Tensor, layout: SparseLayout, x: torch.Tensor) -> dict:
     return {
         "dense": lambda: F.linear(x, weight),
-        "sparse": lambda: cpu_launch.cpu_linear(x, state, path="sparse"),
-        "decode_gemm": lambda: cpu_launch.cpu_linear(x, state, path="dense"),
+        "sparse": lambda: cpu_launch.cpu_linear(x, layout, path="sparse"),
+        "decode_gemm": lambda: cpu_launch.cpu_linear(x, layout, path="dense"),
     }
 
 
@@ -164,11 +177,11 @@ def run_sweep(args) -> list[dict]:
     rows = []
     for density in SWEEP_DENSITIES:
         matrix = random_compressed_matrix(args.sweep_size, args.sweep_size, density, args.bits, seed=1)
-        module = CompressedLinear.from_matrix(matrix)
+        layout = SparseLayout.from_matrix(matrix)
         weight = torch.from_numpy(matrix.to_dense())
         for batch in SWEEP_BATCHES:
             x = torch.randn(batch, args.sweep_size)
-            times = interleaved(sweep_contenders(weight, module, x), args.rounds, max(1, args.repeat // 2))
+            times = interleaved(sweep_contenders(weight, layout, x), args.rounds, max(1, args.repeat // 2))
             row = {
                 "size": args.sweep_size,
                 "density": density,
@@ -217,6 +230,191 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+FORM_SHAPES = {
+    # name: (in_features, out_features)
+    "minilm-attn": (384, 384),
+    "minilm-up": (384, 1536),
+    "minilm-down": (1536, 384),
+    "llm-attn": (4096, 4096),
+    "llm-up": (4096, 14336),
+}
+FORM_DENSITIES = (0.5, 0.8)
+FORM_BITS = 4
+FORM_BATCHES = (1, 32)
+FORM_MEMORY_TARGET = 1 / 6  # resident bytes / float32 bytes
+FORM_SPEED_TARGETS = {1: {"minilm": 1.0, "llm": 1.5}, 32: {"minilm": 0.9, "llm": 0.9}}
+FORM_CONTENDERS = ("sparse", "dense_codes", "auto")
+
+
+def form_module(matrix, bias: torch.Tensor, form: str) -> CompressedLinear:
+    return CompressedLinear.from_matrix(matrix, bias, form=form)
+
+
+def run_forms(args) -> list[dict]:
+    """Each target shape and density: nn.Linear and the layer in each form, interleaved."""
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
+    rows = []
+    for name in args.shapes:
+        inputs, outputs = FORM_SHAPES[name]
+        for density in FORM_DENSITIES:
+            # 2**bits - 1 shared values: the dense-codes form keeps one code for zero.
+            matrix = random_compressed_matrix(
+                outputs, inputs, density, FORM_BITS, seed=1, codebook_size=(1 << FORM_BITS) - 1
+            )
+            bias = torch.randn(outputs, generator=torch.Generator().manual_seed(1)) * 0.01
+            dense = nn.Linear(inputs, outputs, device="meta")
+            dense.weight = nn.Parameter(torch.from_numpy(matrix.to_dense()), requires_grad=False)
+            dense.bias = nn.Parameter(bias.clone(), requires_grad=False)
+            modules = {form: form_module(matrix, bias, form) for form in FORM_CONTENDERS}
+            for batch in FORM_BATCHES:
+                x = torch.randn(batch, inputs)
+                fns = {"dense": lambda x=x, dense=dense: dense(x)}
+                fns.update({form: (lambda m=m, x=x: m(x)) for form, m in modules.items()})
+                repeat = max(1, args.repeat if outputs * inputs < 1 << 24 else args.repeat // 5)
+                with torch.no_grad():
+                    times = interleaved(fns, args.rounds, repeat)
+                row = {
+                    "shape": name,
+                    "in_features": inputs,
+                    "out_features": outputs,
+                    "density": density,
+                    "bits": FORM_BITS,
+                    "batch": batch,
+                    "threads": torch.get_num_threads(),
+                    "dense_ms": times["dense"] * 1e3,
+                    "auto_form": modules["auto"].effective_form,
+                }
+                for form, m in modules.items():
+                    row[f"{form}_ms"] = times[form] * 1e3
+                    row[f"{form}_speedup"] = times["dense"] / times[form]
+                    row[f"{form}_bytes_ratio"] = m.memory_bytes() / (4 * (inputs * outputs + outputs))
+                row.update(conditions())
+                rows.append(row)
+                print_table([row], FORM_COLUMNS, file=sys.stderr)
+    return rows
+
+
+FORM_COLUMNS = (
+    "shape", "density", "batch", "dense_ms", "sparse_speedup", "dense_codes_speedup", "auto_speedup",
+    "auto_form", "sparse_bytes_ratio", "dense_codes_bytes_ratio", "load_avg_1min",
+)  # fmt: skip
+
+
+def form_verdicts(rows: list[dict]) -> list[str]:
+    """The targets, judged on the ``auto`` layer (the form a user gets)."""
+    lines = []
+    for row in rows:
+        family = row["shape"].split("-")[0]
+        target = FORM_SPEED_TARGETS[row["batch"]][family] if row["batch"] in FORM_SPEED_TARGETS else None
+        memory = row["auto_bytes_ratio"]
+        ok_memory = memory <= FORM_MEMORY_TARGET
+        line = (
+            f"{row['shape']} density {row['density']} batch {row['batch']}: auto ({row['auto_form']}) "
+            f"{row['auto_speedup']:.2f}x dense"
+        )
+        if target is not None:
+            line += f" (target >= {target}: {'met' if row['auto_speedup'] >= target else 'MISSED'})"
+        line += f", bytes 1/{1 / memory:.1f} of float32 (target <= 1/6: {'met' if ok_memory else 'MISSED'})"
+        lines.append(line)
+    return lines
+
+
+def plot_forms(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(FORM_BATCHES), figsize=(12, 4.5), sharey=True)
+    for ax, batch in zip(axes, FORM_BATCHES):
+        sel = [r for r in rows if r["batch"] == batch]
+        labels = [f"{r['shape']}\n{r['density']}" for r in sel]
+        width = 0.27
+        for i, form in enumerate(FORM_CONTENDERS):
+            ax.bar([k + (i - 1) * width for k in range(len(sel))], [r[f"{form}_speedup"] for r in sel], width,
+                   label=form)  # fmt: skip
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xticks(range(len(sel)), labels, rotation=60, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"batch {batch}")
+    axes[0].set_ylabel("speed vs nn.Linear float32 (x, higher is faster)")
+    axes[0].legend()
+    fig.suptitle(f"4-bit codes, float32, {rows[0]['threads']} thread(s); label: shape, density")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+CODES_SWEEP_DENSITY = 0.8
+CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
+
+
+def run_codes_sweep(args) -> list[dict]:
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
+    size = args.sweep_size
+    matrix = random_compressed_matrix(size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=15)
+    layout = DenseCodesLayout.from_matrix(matrix)
+    weight = torch.from_numpy(matrix.to_dense())
+    rows = []
+    for batch in CODES_SWEEP_BATCHES:
+        x = torch.randn(batch, size)
+        fns = {
+            "dense": lambda x=x: F.linear(x, weight),
+            "codes": lambda x=x: codes_cpu.codes_linear_cpu(x, layout, path="codes"),
+            "decode_gemm": lambda x=x: codes_cpu.codes_linear_cpu(x, layout, path="dense"),
+            "auto": lambda x=x: codes_cpu.codes_linear_cpu(x, layout),
+        }
+        times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
+        row = {
+            "size": size,
+            "density": CODES_SWEEP_DENSITY,
+            "batch": batch,
+            **{f"{k}_ms": v * 1e3 for k, v in times.items()},
+            "codes_vs_dense": times["dense"] / times["codes"],
+            "decode_gemm_vs_dense": times["dense"] / times["decode_gemm"],
+            "auto_vs_dense": times["dense"] / times["auto"],
+            "auto_path": "codes" if batch <= codes_cpu.CODES_MAX_BATCH else "decode+gemm",
+            "threads": torch.get_num_threads(),
+            **conditions(),
+        }
+        rows.append(row)
+        print_table([row], CODES_SWEEP_COLUMNS, file=sys.stderr)
+    return rows
+
+
+CODES_SWEEP_COLUMNS = (
+    "batch", "dense_ms", "codes_ms", "decode_gemm_ms", "codes_vs_dense", "decode_gemm_vs_dense",
+    "auto_vs_dense", "auto_path", "load_avg_1min",
+)  # fmt: skip
+
+
+def plot_codes_sweep(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    batches = [r["batch"] for r in rows]
+    for key, label in (("codes_vs_dense", "lookup kernel"), ("decode_gemm_vs_dense", "decode + GEMM"),
+                       ("auto_vs_dense", "dispatch")):  # fmt: skip
+        ax.plot(batches, [r[key] for r in rows], marker="o", label=label)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.axhline(0.9, color="gray", lw=0.8, ls=":")
+    ax.axvline(codes_cpu.CODES_MAX_BATCH, color="red", ls="--", lw=0.8, label="CODES_MAX_BATCH")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch")
+    ax.set_ylabel("speed vs nn.Linear float32 (x)")
+    ax.set_title(
+        f"dense codes, {rows[0]['size']}x{rows[0]['size']}, density {rows[0]['density']}, 4-bit, "
+        f"{rows[0]['threads']} thread(s)"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument(
@@ -231,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=10, help="calls per round")
     parser.add_argument("--sweep", action="store_true", help="batch sweep of the two CPU paths instead")
     parser.add_argument("--sweep-size", type=int, default=4096, help="the sweep's square layer size")
+    parser.add_argument("--forms", action="store_true", help="both forms on MiniLM/LLM shapes instead")
+    parser.add_argument("--shapes", nargs="+", default=list(FORM_SHAPES), choices=list(FORM_SHAPES))
+    parser.add_argument("--sweep-codes", action="store_true", help="batch sweep of the dense-codes form")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results" / "cpu")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -243,7 +444,19 @@ def main(argv: list[str] | None = None) -> int:
     start = conditions()
     threads = torch.get_num_threads()
     try:
-        if args.sweep:
+        if args.forms:
+            rows = run_forms(args)
+            csv_path = write_csv(args.out / "bench_cpu_forms.csv", rows, info)
+            plot_forms(rows, args.out / "bench_cpu_forms.png")
+            print_table(rows, FORM_COLUMNS)
+            print()
+            print("\n".join(form_verdicts(rows)))
+        elif args.sweep_codes:
+            rows = run_codes_sweep(args)
+            csv_path = write_csv(args.out / "bench_cpu_codes_sweep.csv", rows, info)
+            plot_codes_sweep(rows, args.out / "bench_cpu_codes_sweep.png")
+            print_table(rows, CODES_SWEEP_COLUMNS)
+        elif args.sweep:
             rows = run_sweep(args)
             csv_path = write_csv(args.out / "bench_cpu_sweep.csv", rows, info)
             plot_sweep(rows, args.out / "bench_cpu_sweep.png")

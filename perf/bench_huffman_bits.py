@@ -12,12 +12,18 @@ is not part of the repository) and, with ``--digits``, the trained LeNet-300-100
 * ``gaps_only``: Huffman gaps (with escapes) + fixed-width codes;
 * ``separate``: Huffman codes and Huffman gaps, two streams (two lookups per weight);
 * ``joint``: one Huffman code over (code, gap) symbols with escapes (one lookup per weight);
-* ``huffman_gpu``: everything the Huffman GPU form holds (`HuffmanLayout`: joint stream, segment
-  lengths and padding, offsets, decode table, codebook), at ``segment_symbols`` 16, 32, 64;
-* ``fixed_gpu``: everything the fixed-width GPU layout holds (`GpuLayout`).
+* ``huffman_gpu``: everything the Huffman GPU form holds (`HuffmanLayout`: stream with its raw
+  bits, piece lengths, spans and padding, row order, offsets, decode table, codebook) as
+  `HuffmanLayout.from_matrix` makes it by default (short pieces on small layers, a table of a few
+  cache lines), ``huffman_gpu_s64`` with pieces of 64 symbols, ``huffman_gpu_least`` the
+  least-memory layout (`dc_kernels.huffman.layout.LEAST_MEMORY`); ``lane_utilization``: the
+  default layout's share of lane-steps that decode a symbol at batch 1 in float16
+  (`HuffmanLayout.lane_utilization` with the steps the fused kernel runs);
+* ``fixed_gpu``: everything the fixed-width GPU layout holds (`GpuLayout`); ``paper_ri``: the
+  paper's relative-index format at its best index width.
 
-Streams are length-limited to 12 bits (the GPU decode table) and each coding takes its best
-escape width. CPU only; writes ``huffman_bits.csv`` and ``huffman_bits.png`` to ``--out``.
+Streams are length-limited to 10 bits (the largest GPU decode table) and each coding takes its
+best escape width. CPU only; writes ``huffman_bits.csv`` and ``huffman_bits.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -29,17 +35,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from compress.huffman import HuffmanCode
 from compress.matrix import CompressedMatrix
 from compress.one_shot import compress_matrix
+from compress.relative_index import encode_relative
 from dc_kernels.fixed.layout import GpuLayout
-from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
+from dc_kernels.huffman.launch import launch_config, steps_granularity
+from dc_kernels.huffman.layout import LEAST_MEMORY, MAX_TABLE_BITS, HuffmanLayout
 from eie_model.dump import read_eie_dump
 from perf.harness import doc_summary, machine_info, print_table, write_csv
 from workloads.paper_layers import PAPER_LAYERS
 
-SEGMENT_SYMBOLS = (16, 32, 64)
+# The Huffman GPU forms measured: column suffix -> `HuffmanLayout.from_matrix` arguments.
+HUFFMAN_FORMS = {"": {}, "_s64": {"segment_symbols": 64}, "_least": LEAST_MEMORY}
+INDEX_BITS = range(2, 9)  # the paper's relative-index widths tried
 #: The environment variable that may name the EIE authors' dump folder (``--dump``'s default).
 EIE_DUMP_VARIABLE = "EIE_DUMP"
 ESCAPES = tuple(1 << i for i in range(1, 9))
@@ -101,20 +112,22 @@ def measure(name: str, matrix: CompressedMatrix) -> dict:
         "separate": separate / n,
         "joint": joint / n,
         "fixed_gpu": fixed.bits_per_kept_weight(),
+        "paper_ri": min(encode_relative(matrix, b).total_bits() for b in INDEX_BITS) / max(n, 1),
     }
-    for seg in SEGMENT_SYMBOLS:
-        row[f"huffman_gpu_s{seg}"] = HuffmanLayout.from_matrix(
-            matrix, segment_symbols=seg
-        ).bits_per_kept_weight()
-    row["ratio_s32"] = row["huffman_gpu_s32"] / row["fixed_gpu"]
+    for suffix, kwargs in HUFFMAN_FORMS.items():
+        layout = HuffmanLayout.from_matrix(matrix, **kwargs)
+        row[f"huffman_gpu{suffix}"] = layout.bits_per_kept_weight()
+        if not suffix:  # the default layout's lanes at batch 1, float16 (the loop's steps per iteration)
+            steps = steps_granularity(launch_config(layout, 1, torch.float16).K)
+            row["lane_utilization"] = layout.lane_utilization(steps)
+    row["ratio"] = row["huffman_gpu"] / row["fixed_gpu"]
+    row["ratio_least"] = row["huffman_gpu_least"] / row["fixed_gpu"]
     return {key: round(v, 3) if isinstance(v, float) else v for key, v in row.items()}
 
 
 def gaussian_layer(name: str, bits: int, seed: int = 0) -> CompressedMatrix:
     """A paper layer's shape and density, weights drawn from a normal distribution, pruned by
     magnitude and shared by k-means with linear initialization (the paper's recipe, no training)."""
-    import torch
-
     spec = PAPER_LAYERS[name]
     weight = torch.randn(spec.outputs, spec.inputs, generator=torch.Generator().manual_seed(seed))
     return compress_matrix(weight, spec.weight_density, bits, init="linear", seed=seed, name=name)
@@ -136,7 +149,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    series = ["entropy", "joint", *(f"huffman_gpu_s{s}" for s in SEGMENT_SYMBOLS)]
+    series = ["entropy", "joint", "paper_ri", *(f"huffman_gpu{s}" for s in HUFFMAN_FORMS)]
     labels = [f"{r['layer']} {r['bits']}b" for r in rows]
     top = 1.2
     fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.45), 4.5))
@@ -198,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "huffman_bits.csv", rows, machine_info())
     plot(rows, out / "huffman_bits.png")
     columns = ["layer", "bits", "density", "entropy", "codes_only", "gaps_only", "separate", "joint"]
-    print_table(rows, [*columns, *(f"huffman_gpu_s{s}" for s in SEGMENT_SYMBOLS), "fixed_gpu", "ratio_s32"])
+    forms = [f"huffman_gpu{s}" for s in HUFFMAN_FORMS]
+    print_table(rows, [*columns, *forms, "fixed_gpu", "paper_ri", "ratio", "ratio_least", "lane_utilization"])
     return 0
 
 

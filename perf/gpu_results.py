@@ -8,9 +8,9 @@ same provenance columns in every row (`perf.harness.gpu_run_info`: ``gpu``, ``to
   among others, ``ours_cold_us`` (the fixed-width Triton kernel) and ``cublas_fp16_cold_us``,
   ``cublas_fp32_cold_us`` (dense ``F.linear``), timed with L2 flushed before every call;
 * ``huffman_gpu.csv`` (`perf/bench_gpu_huffman.py`): rows of ``layer``, ``bits``, ``kernel``
-  (``huffman``, ``fixed``, ``cublas_fp16``, ``huffman_decode``), ``batch``, ``segment_symbols``,
-  ``us_cold``, ``us_warm``; segment-size variants time only the Huffman kernel, so the default
-  segment size is the one whose rows include the ``fixed`` kernel;
+  (``huffman``, ``fixed``, ``cublas_fp16``, ``huffman_decode``), ``batch``, ``variant`` (the
+  Huffman layout's), ``us_cold``, ``us_warm``; layout variants time only the Huffman kernel, so
+  the default layout is the one whose rows include the ``fixed`` kernel;
 * ``env.json``, ``log.txt``, ``correctness.csv``, ``crossover.csv``, ``sweep.csv`` (not needed
   for the report).
 
@@ -121,7 +121,7 @@ def read_gpu_results(folder: str | Path) -> GpuResults:
     if huffman_rows:
         _require(
             huffman_rows,
-            ("layer", "bits", "kernel", "batch", "segment_symbols", "us_cold"),
+            ("layer", "bits", "kernel", "batch", "variant", "us_cold"),
             folder / HUFFMAN_CSV,
         )
 
@@ -140,11 +140,11 @@ def read_gpu_results(folder: str | Path) -> GpuResults:
         if any(_int(r, "bits") == code_bits for r in huffman_rows)
         else pick_bits(huffman_rows, "bits")
     )
-    full_segments = {r["segment_symbols"] for r in huffman_rows if r["kernel"] == "fixed"}
+    full_variants = {r["variant"] for r in huffman_rows if r["kernel"] == "fixed"}
     huffman: dict[tuple[str, str], dict] = {
         (r["layer"], r["kernel"]): r
         for r in huffman_rows
-        if _int(r, "batch") == 1 and _int(r, "bits") == huffman_bits and r["segment_symbols"] in full_segments
+        if _int(r, "batch") == 1 and _int(r, "bits") == huffman_bits and r["variant"] in full_variants
     }
     sources = {}
     if kernel:

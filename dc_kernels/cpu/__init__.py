@@ -1,24 +1,23 @@
-"""The CPU form: C kernels (`sparse_linear.c`, built on first use) on the canonical tensors,
-registered as `CompressedLinear`'s ``"cpu"`` backend."""
+"""The CPU sparse form: C kernels (`sparse_linear.c`, built on first use with the other CPU
+kernels) on the packed relative-index entries of a `SparseLayout`, registered as
+`CompressedLinear`'s ``"cpu"`` backend. It holds the whole layer: a layer it serves keeps no
+canonical per-weight tensors.
+"""
 
 from __future__ import annotations
 
 from dc_kernels.backends import Backend, register_backend
-from dc_kernels.cpu.launch import CpuState, cpu_linear, decode, pack
-
-
-def _view(canonical, packed, meta) -> CpuState:
-    return CpuState(canonical, packed)
-
-
-def _pack(module) -> tuple[list, list]:
-    return pack(module.canonical_tensors()), []
+from dc_kernels.cpu.batches import linear_by_chunks
+from dc_kernels.cpu.launch import SparseState, cpu_linear, dense, pack, to_matrix, view
+from dc_kernels.cpu.layout import SparseLayout
 
 
 def _cpu_only(device) -> bool:
     return device.type == "cpu"
 
 
-register_backend(Backend("cpu", _view, cpu_linear, decode, _pack, _cpu_only))
+register_backend(
+    Backend("cpu", view, linear_by_chunks, dense, pack, _cpu_only, holds_layer=True, to_matrix=to_matrix)
+)
 
-__all__ = ["CpuState", "cpu_linear"]
+__all__ = ["SparseLayout", "SparseState", "cpu_linear"]

@@ -1,8 +1,10 @@
-"""Build and load the CPU kernels (`sparse_linear.c` beside this file) on first use, cached on disk.
+"""Build and load the CPU kernels (the C files beside this file: `sparse_linear.c` for the sparse
+form, `dense_codes.c` for the dense-codes form, `pool.c` the thread pool they share and
+`planes.h` their bit-plane decoders) on first use, as one shared library cached on disk.
 
-The kernels are plain C (no Python or PyTorch headers), so one compiler call takes well under a
+The kernels are plain C (no Python or PyTorch headers), so one compiler call takes about a
 second; the shared library is loaded with `ctypes`, whose calls release the GIL. Builds are
-cached under ``$DC_KERNELS_CACHE`` (default ``~/.cache/dc_kernels``), keyed by the source, the
+cached under ``$DC_KERNELS_CACHE`` (default ``~/.cache/dc_kernels``), keyed by the sources, the
 compiler, its flags and the CPU (the build uses ``-march=native``), and written atomically so
 that concurrent processes never load a half-written file.
 
@@ -32,7 +34,9 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-SOURCE = "sparse_linear.c"
+# Compiled into one library, in this order; HEADERS are included by them.
+SOURCES = ("pool.c", "sparse_linear.c", "dense_codes.c")
+HEADERS = ("pool.h", "planes.h")
 # Tried in order: the fastest flags first, then builds for compilers without -march=native or
 # OpenMP's SIMD pragmas (the portable loop is then vectorized as the compiler sees fit).
 FLAG_SETS = (
@@ -105,15 +109,15 @@ def _cpu_identity() -> str:
         return platform.processor() + platform.machine()
 
 
-def _build(compiler: str, source: str, flags: tuple[str, ...], target: Path) -> None:
-    """Compile into ``target`` atomically; `BuildError` with the compiler's message on failure,
-    OSError when the directory cannot be written."""
+def _build(compiler: str, sources: dict[str, str], flags: tuple[str, ...], target: Path) -> None:
+    """Compile ``sources`` (file name -> text) into ``target`` atomically; `BuildError` with the
+    compiler's message on failure, OSError when the directory cannot be written."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / SOURCE
-        src.write_text(source)
+        for name, text in sources.items():
+            (Path(tmp) / name).write_text(text)
         out = Path(tmp) / target.name
         result = subprocess.run(
-            [compiler, *flags, *COMMON_FLAGS, str(src), "-o", str(out)],
+            [compiler, *flags, *COMMON_FLAGS, *(str(Path(tmp) / name) for name in SOURCES), "-o", str(out)],
             capture_output=True,
             text=True,
             check=False,
@@ -127,12 +131,17 @@ def _build(compiler: str, source: str, flags: tuple[str, ...], target: Path) -> 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     signatures = {
-        # rows, row_ptr, col, col_bits, codes, codebook, k, x, bias, y, threads
-        "dc_gemv": [i64, ptr, ptr, cint, ptr, ptr, i64, ptr, ptr, ptr, cint],
-        # rows, batch, bp, row_ptr, col, col_bits, codes, codebook, k, xt, bias, y, threads
-        "dc_gemm": [i64, i64, i64, ptr, ptr, cint, ptr, ptr, i64, ptr, ptr, ptr, cint],
-        # rows, cols, row_ptr, col, col_bits, codes, codebook, k, out, threads
-        "dc_decode": [i64, i64, ptr, ptr, cint, ptr, ptr, i64, ptr, cint],
+        # rows, cols, entry_ptr, planes, length, bits, index_bits, codebook, k, x, bias, y, threads
+        "dc_sparse_gemv": [i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, ptr, ptr, cint],
+        # rows, cols, batch, bp, entry_ptr, planes, length, bits, index_bits, codebook, k, xt, bias, y,
+        # threads
+        "dc_sparse_gemm": [i64, i64, i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, ptr, ptr, cint],
+        # rows, cols, entry_ptr, planes, length, bits, index_bits, codebook, k, out, threads
+        "dc_sparse_decode": [i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, cint],
+        # rows, cols, stride, planes, length, width, codebook, k, batch, x, ldx, bias, y, threads
+        "dc_codes_gemm": [i64, i64, i64, ptr, i64, cint, ptr, i64, i64, ptr, i64, ptr, ptr, cint],
+        # rows, cols, stride, row0, planes, length, width, codebook, k, out, threads
+        "dc_codes_decode": [i64, i64, i64, i64, ptr, i64, cint, ptr, i64, ptr, cint],
         "dc_vector_bits": [],
         "dc_batch_tile": [],
     }
@@ -152,14 +161,15 @@ def _load() -> ctypes.CDLL | None:
     if compiler is None:
         _failure = "no C compiler found (set CC, or install gcc or clang)"
         return None
-    source = resources.files("dc_kernels.cpu").joinpath(SOURCE).read_text()
+    folder = resources.files("dc_kernels.cpu")
+    sources = {name: folder.joinpath(name).read_text() for name in (*SOURCES, *HEADERS)}
     errors: list[str] = []
     try:
-        return _load_from(compiler, source, _private_cache_dir(), errors)
+        return _load_from(compiler, sources, _private_cache_dir(), errors)
     except OSError as exc:  # the cache cannot be used at all: build for this process only
         problem = f"the kernel cache {cache_dir()} cannot be used ({exc})"
     with tempfile.TemporaryDirectory(prefix="dc_kernels-", ignore_cleanup_errors=True) as private:
-        library = _load_from(compiler, source, Path(private), errors)  # loaded: the file may go
+        library = _load_from(compiler, sources, Path(private), errors)  # loaded: the file may go
     if library is not None:
         _notice = f"{problem}; the CPU kernels were built in a temporary directory instead"
         return library
@@ -167,20 +177,23 @@ def _load() -> ctypes.CDLL | None:
     return None
 
 
-def _load_from(compiler: str, source: str, directory: Path, errors: list[str]) -> ctypes.CDLL | None:
+def _load_from(
+    compiler: str, sources: dict[str, str], directory: Path, errors: list[str]
+) -> ctypes.CDLL | None:
     """The kernels of the first flag set that builds and loads in ``directory`` (reusing a good
     cached build, rebuilding a bad one); None with ``errors`` filled when none does."""
     global _failure
     for flags in FLAG_SETS:
-        key = hashlib.sha256("\0".join([source, compiler, *flags, _cpu_identity()]).encode()).hexdigest()
-        target = directory / f"sparse_linear-{key[:20]}{_suffix()}"
+        parts = [f"{name}\0{text}" for name, text in sources.items()]
+        key = hashlib.sha256("\0".join([*parts, compiler, *flags, _cpu_identity()]).encode()).hexdigest()
+        target = directory / f"dc_kernels-{key[:20]}{_suffix()}"
         if _own_file(target):
             try:
                 return _declare(ctypes.CDLL(str(target)))
             except (OSError, AttributeError):
                 pass  # empty, truncated or foreign: built again below
         try:
-            _build(compiler, source, flags, target)
+            _build(compiler, sources, flags, target)
             return _declare(ctypes.CDLL(str(target)))
         except BuildError as exc:
             errors.append(f"{' '.join(flags)}: {exc}")

@@ -1,23 +1,41 @@
-"""Triton kernels over a `HuffmanLayout`: the standalone Huffman decoder and the fused
-decode + GEMV / small-batch GEMM.
+"""Triton kernels over a `HuffmanLayout`: the fused decode + GEMV / small-batch GEMM and the
+standalone decoder.
 
-One program per ``ROWS`` whole rows; one lane per segment (``ROWS x NCB`` lanes: a row's column
-blocks side by side), so a row's partial sums are reduced inside the program (no atomics, every
-output element written exactly once). A program first finds its segments' start bits with one
-prefix sum of their stored lengths, then runs ``prog_steps[pid]`` lockstep steps; in each step
-every lane with at least a length unit left (the rest is padding) decodes one joint symbol:
+One program per ``ROWS`` consecutive sorted rows, one lane per piece (``ROWS x PIECES`` lanes, one
+per thread): a row's pieces sit side by side, so its partial sums are reduced inside the program
+(no atomics, every output element written once, at the row's original index ``row_ids[row]``).
+A program first finds its pieces' first bits and first columns with prefix sums of their stored
+lengths and spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
+steps and, where that covers the rest, a closing iteration of ``K / 2``
+(`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
-* peek ``table_bits`` bits at the lane's bit position from two 32-bit words (the second read only
-  when it lies inside the segment: every read is bounded by the segment's recorded extent);
-* one lookup in the flat table gives (length, is_weight, code, column advance);
-* a weight multiplies the ``BB`` batch columns of x at its column (decoded once for the batch).
+* the lane keeps a 64-bit bit buffer holding at least 32 unread bits before every two steps, and
+  refills one 32-bit word after them (a step reads at most 16 bits: codeword plus raw bits);
+* one lookup in the ``int32`` decode table (a few cache lines) gives the symbol's codeword
+  length, raw bit count, codebook index without its raw low bits and column advance; the raw bits
+  complete the codebook index and the gap (an escape or END points past the codebook: weight 0);
+* a weight is multiplied with the ``BB`` batch columns of x at its column.
 
-The table holds only valid entries or 0 (length 0: a lane on a corrupt pattern stops advancing),
-peeks have ``table_bits`` bits, segment extents are clamped to the words array, x reads are masked
-to ``col < n_cols``, decoder writes to ``< nnz`` and the loop count is stored, so even a layout that
-skipped validation reads and writes nothing out of bounds.
-References: `HuffmanLayout.decode` (same steps in NumPy) and `dc_kernels.reference`
-on ``layout.to_matrix()``.
+Reads past a piece's end are served as one bits (the last word's bits past the end are set, later
+words are not loaded): a lane that finishes early decodes END (weight 0, no advance) until the
+program's last step, so no lane needs a mask. Every word read lies in ``[start, end)`` of its
+piece, clamped to the words array, the table index has ``T`` bits, the x index is masked to the
+on-chip window or to ``col < n_cols``, and the loop count is stored: even a layout that skipped
+validation reads and writes nothing out of bounds.
+
+After every ``K`` steps one ``tl.gather`` reads the ``K`` weights of every lane from an on-chip
+copy of the codebook, and x is read one of two ways (``XW``):
+
+* ``XW > 0`` (batch 1): the whole x row, zero-padded to ``XW`` columns, lives on chip; a second
+  ``tl.gather`` fetches the ``K`` decoded columns of every lane from its shared memory copy (the
+  copy is refreshed once per gather, not once per step);
+* ``XW == 0``: x is read from memory at the decoded columns: for a batch (``BB > 1``) the launcher
+  hands over x transposed and padded to ``BB`` columns (``stride_xb`` and ``stride_xk`` are then
+  unused), so each decoded weight reads its ``BB`` values with one vector load and multiplies them
+  from registers.
+
+References: `HuffmanLayout.decode` (the same steps in NumPy) and `dc_kernels.reference` on
+``layout.to_matrix()``.
 """
 
 from __future__ import annotations
@@ -25,55 +43,156 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from dc_kernels.huffman.layout import CODEBOOK_INDICES
+
+CODEBOOK_CHIP = tl.constexpr(CODEBOOK_INDICES)  # the fused kernel's on-chip codebook, zero-padded
+
 
 @triton.jit
-def _segment_bounds(
-    prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS: tl.constexpr, NCB: tl.constexpr
+def _lanes(
+    prog_base_ptr,
+    seg_len_ptr,
+    seg_span_ptr,
+    pid,
+    n_rows,
+    len_base,
+    len_unit,
+    span_base,
+    span_unit,
+    n_bits,
+    ROWS: tl.constexpr,
+    PIECES: tl.constexpr,
 ):
-    """(segment ids, start bits, end bits, block index) of the program's ``ROWS x NCB`` lanes,
-    clamped to the ``n_bits`` bits of the words array: even offsets that skipped validation
-    cannot send a read outside it (every read lies in ``[start, end)``)."""
+    """(sorted row [ROWS, 1], start bit, end bit, first column) of the program's
+    ``ROWS x PIECES`` lanes; the bit range is clamped to the ``n_bits`` of the words array, so
+    even offsets that skipped validation cannot send a read outside it."""
     r = tl.arange(0, ROWS)[:, None]
-    c = tl.arange(0, NCB)[None, :]
-    seg = pid.to(tl.int64) * (ROWS * NCB) + r * NCB + c
-    valid = seg < n_seg
-    # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
-    raw = tl.load(seg_len_ptr + seg, mask=valid, other=0).to(tl.int32) & 0xFFFF
+    p = tl.arange(0, PIECES)[None, :]
+    row = pid * ROWS + r  # int32: a layout holds fewer than 2**31 pieces
+    valid = row < n_rows
+    # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the masks.
+    raw = tl.load(seg_len_ptr + row * PIECES + p, mask=valid, other=0).to(tl.int32) & 0xFFFF
     length = tl.where(valid, (raw + len_base) * len_unit, 0)
     row_total = tl.sum(length, axis=1)
     before_row = tl.cumsum(row_total, axis=0) - row_total
     base = tl.load(prog_base_ptr + pid)
     start = base + (before_row[:, None] + tl.cumsum(length, axis=1) - length).to(base.dtype)
     end = tl.minimum(start + length.to(base.dtype), n_bits)
-    return seg, tl.minimum(tl.maximum(start, 0), end), end, c
+    start = tl.minimum(tl.maximum(start, 0), end)
+    if PIECES > 1:
+        spanned = valid & (p < PIECES - 1)
+        raw = tl.load(seg_span_ptr + row * (PIECES - 1) + p, mask=spanned, other=0).to(tl.int32) & 0xFFFF
+        span = tl.where(spanned, (raw + span_base) * span_unit, 0)
+        first_col = tl.cumsum(span, axis=1) - span
+    else:
+        first_col = tl.zeros((ROWS, PIECES), dtype=tl.int32)
+    return row, start, end, first_col
 
 
 @triton.jit
-def _load_words(words_ptr, pos, stop, end):
-    """The two words holding the next codeword of each lane with a whole length unit left
-    (``pos < stop``; padding is shorter than any codeword); the second only inside the segment."""
-    active = pos < stop
-    w = pos >> 5
-    hi = tl.load(words_ptr + w, mask=active, other=0).to(tl.uint32, bitcast=True)
-    lo = tl.load(words_ptr + w + 1, mask=active & ((w + 1) * 32 < end), other=0).to(tl.uint32, bitcast=True)
-    return hi, lo, active
+def _reader(words_ptr, start, end):
+    """A lane's bit reader at ``start``: (buffer, valid bits, next word, last word, last word's
+    value with its bits at and past ``end`` set to one)."""
+    last = ((end + 31) >> 5).to(tl.int32) - 1
+    first = (start >> 5).to(tl.int32)
+    past = ((last + 1) * 32 - end).to(tl.int32)  # bits of the last word at and past the end
+    tail = tl.load(words_ptr + last, mask=last >= first, other=0).to(tl.uint32, bitcast=True)
+    last_value = tail | ((tl.full(past.shape, 1, tl.uint32) << past.to(tl.uint32)) - 1)
+    w0 = _fetch(words_ptr, first, last, last_value)
+    w1 = _fetch(words_ptr, first + 1, last, last_value)
+    buf = ((w0.to(tl.uint64) << 32) | w1.to(tl.uint64)) << (start & 31).to(tl.uint64)
+    return buf, 64 - (start & 31).to(tl.int32), first + 2, last, last_value
 
 
 @triton.jit
-def _decode_entry(table_ptr, hi, lo, pos, active, table_bits):
-    """The symbol at ``pos``: (length, is_weight, code, advance), all 0 for inactive lanes."""
-    o = (pos & 31).to(tl.uint32)
-    # (lo >> 1) >> (31 - o) avoids a shift by 32 when o == 0.
-    top = (hi << o) | ((lo >> 1) >> (31 - o))
-    peek = (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32)
-    length, is_weight, code, advance = _entry_fields(tl.load(table_ptr + peek, mask=active, other=0))
-    return length, is_weight & active, code, advance
+def _fetch(words_ptr, i, last, last_value):
+    """Word ``i`` of a piece's reader: read from memory before the last word, the prepared last
+    word, then all ones (nothing is read at or past the last word)."""
+    other = tl.where(i == last, last_value, tl.full(last_value.shape, 0xFFFFFFFF, tl.uint32))
+    return tl.load(words_ptr + i, mask=i < last, other=other.to(tl.int32, bitcast=True)).to(
+        tl.uint32, bitcast=True
+    )
 
 
 @triton.jit
-def _entry_fields(entry):
-    """(length, is_weight, code, column advance) of table entries (0 entry: all 0)."""
-    return entry & 31, ((entry >> 5) & 1) != 0, (entry >> 6) & 255, entry >> 14
+def _refill(words_ptr, buf, nb, wi, last, last_value):
+    """One word into the buffer when at most 32 bits are left (afterwards 32..64 are)."""
+    need = nb <= 32
+    word = _fetch(words_ptr, wi, last, last_value)
+    # (32 - nb) & 63: a shift in range also where no word is taken (the word is then 0).
+    buf = buf | tl.where(need, word, 0).to(tl.uint64) << ((32 - nb) & 63).to(tl.uint64)
+    return buf, tl.where(need, nb + 32, nb), wi + need.to(tl.int32)
+
+
+@triton.jit
+def _symbol(table_ptr, buf, table_bits, gap_bits):
+    """Decode one symbol at the top of the buffer: (buffer shifted past it, its bits, its column
+    advance, its codebook index: ``>= k``, past the codebook, for an escape or END)."""
+    top = (buf >> 32).to(tl.uint32)
+    entry = tl.load(table_ptr + (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32))
+    length = entry & 15
+    shift = (entry >> 4) & 63  # 32 - raw bits
+    # The raw bits after the codeword: the code's low bits, then the gap's (0 when shift is 32).
+    raw = ((top << length.to(tl.uint32)).to(tl.uint64) >> shift.to(tl.uint64)).to(tl.int32)
+    code = ((entry >> 10) & 511) + (raw >> gap_bits)
+    advance = (entry >> 19) + (raw & ((1 << gap_bits) - 1))
+    bits = length + 32 - shift
+    return buf << bits.to(tl.uint64), bits, advance, code
+
+
+@triton.jit
+def _pair(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits):
+    """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
+    buf, bits_a, advance_a, code_a = _symbol(table_ptr, buf, table_bits, gap_bits)
+    col_a = col + advance_a
+    buf, bits_b, advance_b, code_b = _symbol(table_ptr, buf, table_bits, gap_bits)
+    col_b = col_a + advance_b
+    buf, nb, wi = _refill(words_ptr, buf, nb - bits_a - bits_b, wi, last, last_value)
+    return buf, nb, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
+
+
+@triton.jit
+def _steps(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K: tl.constexpr):
+    """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
+    if K == 2:
+        return _pair(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits)
+    else:
+        buf, nb, wi, col, cols_a, codes_a = _steps(
+            words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K // 2
+        )
+        buf, nb, wi, col, cols_b, codes_b = _steps(
+            words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K // 2
+        )
+        return buf, nb, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
+
+
+@triton.jit
+def _iteration(
+    words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+    table_bits, gap_bits, n_cols, stride_xk,
+    ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
+):  # fmt: skip
+    """``K`` steps of every lane, their weights applied to x: (buf, nb, wi, col, acc)."""
+    buf, nb, wi, col, cols, codes = _steps(
+        words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K
+    )
+    cols = tl.reshape(cols, (ROWS, PIECES, K))
+    flat_codes = tl.reshape(codes & (CODEBOOK_CHIP - 1), (ROWS * PIECES * K,))
+    weights = tl.reshape(tl.gather(codebook_chip, flat_codes, 0), (ROWS, PIECES, K))
+    if XW > 0:
+        flat = tl.reshape(cols & (XW - 1), (ROWS * PIECES * K,))
+        xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
+        acc += tl.sum(weights * xv.to(tl.float32), axis=2)[:, :, None]
+    else:
+        inside = ((cols >= 0) & (cols < n_cols))[:, :, :, None]
+        if BB == 1:
+            xv = tl.load(x_ptr + cols.to(tl.int64)[:, :, :, None] * stride_xk, mask=inside, other=0.0)
+        else:  # transposed and padded to BB columns by the launcher: one vector a column
+            b = tl.arange(0, BB)
+            offs = cols.to(tl.int64)[:, :, :, None] * BB + b[None, None, None, :]
+            xv = tl.load(x_ptr + offs, mask=inside, other=0.0)
+        acc += tl.sum(weights[:, :, :, None] * xv.to(tl.float32), axis=2)
+    return buf, nb, wi, col, acc
 
 
 @triton.jit
@@ -81,6 +200,8 @@ def huffman_spmm_kernel(
     words_ptr,
     prog_base_ptr,
     seg_len_ptr,
+    seg_span_ptr,
+    row_ids_ptr,
     prog_steps_ptr,
     table_ptr,
     codebook_ptr,
@@ -89,11 +210,13 @@ def huffman_spmm_kernel(
     y_ptr,
     n_rows,
     n_cols,
-    n_seg,
+    codebook_size,
+    gap_bits,
     len_base,
     len_unit,
+    span_base,
+    span_unit,
     n_bits,
-    block_cols,
     table_bits,
     batch,
     stride_xb,
@@ -101,72 +224,57 @@ def huffman_spmm_kernel(
     stride_yb,
     stride_yn,
     ROWS: tl.constexpr,
-    NCB: tl.constexpr,
+    PIECES: tl.constexpr,
+    K: tl.constexpr,
     BB: tl.constexpr,
+    XW: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    PREFETCH: tl.constexpr,
 ):
-    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB.
-
-    ``PREFETCH``: each lane keeps a 64-bit bit buffer refilled from a word loaded one refill
-    ahead, so no word load sits on the decode chain (more integer work per step instead)."""
+    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB
+    (``XW > 0``: batch 1 with x on chip; see the module docstring)."""
     pid = tl.program_id(0)
-    _, pos, end, block = _segment_bounds(
-        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS, NCB
-    )
-    stop = end - (len_unit - 1)
-    colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
+    _, start, end, first_col = _lanes(
+        prog_base_ptr, seg_len_ptr, seg_span_ptr, pid, n_rows,
+        len_base, len_unit, span_base, span_unit, n_bits, ROWS, PIECES,
+    )  # fmt: skip
+    buf, nb, wi, last, last_value = _reader(words_ptr, start, end)
+    col = first_col - 1  # the column of the last decoded weight
     b = tl.arange(0, BB)
-    b_ok = (b < batch)[None, None, :]
-    x_batch = x_ptr + b.to(tl.int64)[None, None, :] * stride_xb
-    acc = tl.zeros((ROWS, NCB, BB), dtype=tl.float32)
+    # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
+    c = tl.arange(0, CODEBOOK_CHIP)
+    codebook_chip = tl.load(codebook_ptr + c, mask=c < codebook_size, other=0.0)
+    if XW > 0:
+        k = tl.arange(0, XW)
+        x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0)
+    else:
+        x_chip = codebook_chip  # not read: x comes from memory
+    acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
-    # Software pipelined by one step: a step's weight and x values are loaded while the next
-    # step's words are fetched, and multiplied only then, so their latency leaves the chain.
-    weight = tl.zeros((ROWS, NCB), dtype=tl.float32)
-    xv = tl.zeros((ROWS, NCB, BB), dtype=x_ptr.dtype.element_ty)
-    if PREFETCH:
-        # buf: the next bits, left-aligned (then zeros); nbits >= 33 valid before every peek.
-        hi, lo, _ = _load_words(words_ptr, pos, end, end)
-        buf = ((hi.to(tl.uint64) << 32) | lo.to(tl.uint64)) << (pos & 31).to(tl.uint64)
-        nbits = 64 - (pos & 31).to(tl.int32)
-        wnext = (pos >> 5) + 2
-        pend = tl.load(words_ptr + wnext, mask=wnext * 32 < end, other=0).to(tl.uint32, bitcast=True)
-    for _ in range(0, n_steps):
-        if PREFETCH:
-            active = pos < stop
-            acc += weight[:, :, None] * xv.to(tl.float32)
-            peek = ((buf >> 32).to(tl.uint32) >> (32 - table_bits).to(tl.uint32)).to(tl.int32)
-            length, is_weight, code, advance = _entry_fields(tl.load(table_ptr + peek, mask=active, other=0))
-            is_weight = is_weight & active
-            buf = buf << length.to(tl.uint64)
-            nbits -= length
-            need = nbits <= 32
-            refill = pend.to(tl.uint64) << tl.where(need, 32 - nbits, 0).to(tl.uint64)
-            buf = tl.where(need, buf | refill, buf)
-            nbits = tl.where(need, nbits + 32, nbits)
-            wnext = tl.where(need, wnext + 1, wnext)
-            loaded = tl.load(words_ptr + wnext, mask=need & (wnext * 32 < end), other=0)
-            pend = tl.where(need, loaded.to(tl.uint32, bitcast=True), pend)
-        else:
-            hi, lo, active = _load_words(words_ptr, pos, stop, end)
-            acc += weight[:, :, None] * xv.to(tl.float32)
-            length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
-        col = colpos + advance - 1
-        real = is_weight & (col < n_cols)
-        weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
-        xv = tl.load(
-            x_batch + col.to(tl.int64)[:, :, None] * stride_xk, mask=real[:, :, None] & b_ok, other=0.0
-        )
-        pos += length
-        colpos += advance
-    acc += weight[:, :, None] * xv.to(tl.float32)
-    out = tl.sum(acc, axis=1)
-    row = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    row_ok = row < n_rows
+    if K >= 4:  # whole iterations, then one of K / 2 steps where that covers the rest
+        n_iter = n_steps // K
+        rest = n_steps - n_iter * K
+        n_iter += (rest > K // 2).to(tl.int32)
+    else:
+        n_iter = tl.cdiv(n_steps, K)
+    for _ in range(0, n_iter):
+        buf, nb, wi, col, acc = _iteration(
+            words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+            table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
+        )  # fmt: skip
+    if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
+        if (rest > 0) & (rest <= K // 2):
+            buf, nb, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+                table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
+            )  # fmt: skip
+    out = tl.sum(acc, axis=1)  # [ROWS, BB]
+    sorted_row = pid * ROWS + tl.arange(0, ROWS)
+    row_ok = sorted_row < n_rows
+    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
+    row_ok = row_ok & (original >= 0) & (original < n_rows)  # row_ids that skipped validation
     if HAS_BIAS:
-        out += tl.load(bias_ptr + row, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-    y_offs = b.to(tl.int64)[None, :] * stride_yb + row[:, None] * stride_yn
+        out += tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    y_offs = b.to(tl.int64)[None, :] * stride_yb + original[:, None] * stride_yn
     tl.store(y_ptr + y_offs, out.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & (b < batch)[None, :])
 
 
@@ -175,53 +283,58 @@ def huffman_decode_kernel(
     words_ptr,
     prog_base_ptr,
     seg_len_ptr,
+    seg_span_ptr,
+    row_ids_ptr,
     prog_steps_ptr,
     table_ptr,
+    codebook_ptr,
     seg_first_ptr,
     codes_ptr,
     cols_ptr,
-    codebook_ptr,
     w_ptr,
     n_rows,
     n_cols,
-    n_seg,
+    codebook_size,
+    gap_bits,
     nnz,
     len_base,
     len_unit,
+    span_base,
+    span_unit,
     n_bits,
-    block_cols,
     table_bits,
     ROWS: tl.constexpr,
-    NCB: tl.constexpr,
+    PIECES: tl.constexpr,
     DENSE: tl.constexpr,
 ):
-    """Decode the program's segments: into ``codes`` (uint8) and ``cols`` (int32) in CSR order,
-    from each segment's ``seg_first`` (``DENSE`` False), or each weight ``codebook[code]`` into
-    the zero-filled float32 ``w`` (n_rows, n_cols) (``DENSE`` True: no ``seg_first`` needed)."""
+    """Decode the program's pieces: into ``codes`` (uint8) and ``cols`` (int32) in CSR order,
+    from each piece's ``seg_first`` (``DENSE`` False), or each weight into the zero-filled float32
+    ``w`` (n_rows, n_cols) at its original row (``DENSE`` True: no ``seg_first`` needed)."""
     pid = tl.program_id(0)
-    seg, pos, end, block = _segment_bounds(
-        prog_base_ptr, seg_len_ptr, pid, n_seg, len_base, len_unit, n_bits, ROWS, NCB
-    )
-    stop = end - (len_unit - 1)
-    colpos = tl.broadcast_to(block * block_cols, (ROWS, NCB))
-    if DENSE:
-        row = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]
-        row_ok = row < n_rows
-    else:
-        out = tl.load(seg_first_ptr + seg, mask=seg < n_seg, other=0)
+    sorted_row, start, end, first_col = _lanes(
+        prog_base_ptr, seg_len_ptr, seg_span_ptr, pid, n_rows,
+        len_base, len_unit, span_base, span_unit, n_bits, ROWS, PIECES,
+    )  # fmt: skip
+    buf, nb, wi, last, last_value = _reader(words_ptr, start, end)
+    col = first_col - 1
+    row_ok = sorted_row < n_rows
+    row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
+    row_ok = row_ok & (row >= 0) & (row < n_rows)  # row_ids that skipped validation
+    if not DENSE:
+        piece = sorted_row.to(tl.int64) * PIECES + tl.arange(0, PIECES)[None, :]
+        out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
-        hi, lo, active = _load_words(words_ptr, pos, stop, end)
-        length, is_weight, code, advance = _decode_entry(table_ptr, hi, lo, pos, active, table_bits)
-        col = colpos + advance - 1
+        buf, bits, advance, code = _symbol(table_ptr, buf, table_bits, gap_bits)
+        col += advance
+        real = (code < codebook_size) & (col >= 0) & (col < n_cols) & row_ok
         if DENSE:
-            real = is_weight & (col >= 0) & (col < n_cols) & row_ok
             weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
             tl.store(w_ptr + row * n_cols + col, weight, mask=real)
         else:
-            real = is_weight & (col < n_cols) & (out < nnz)
+            real = real & (out >= 0) & (out < nnz)
             tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)
             tl.store(cols_ptr + out, col, mask=real)
             out += real.to(tl.int64)
-        pos += length
-        colpos += advance
+        # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
+        buf, nb, wi = _refill(words_ptr, buf, nb - bits, wi, last, last_value)

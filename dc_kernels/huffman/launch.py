@@ -2,14 +2,21 @@
 
 * `huffman_linear`: y = x W^T + b straight from the Huffman stream, batch padded to a bucket
   ``BB`` in {1, 2, 4, 8} (each weight decoded once per launch); larger batches run in chunks of 8.
-* `huffman_decode`: the standalone decoder, stream -> (codes, columns) of every kept weight.
+  Batch 1 keeps x on chip when it fits (`on_chip_columns`); a larger batch is handed to the kernel
+  transposed and padded to ``BB`` columns (one copy per call), so each decoded weight reads its
+  ``BB`` values with one load.
+* `huffman_decode`, `huffman_decode_dense`: the standalone decoder, stream -> (codes, columns) of
+  every kept weight, or the dense weight.
 
-One configuration per bucket (one warp per 32 lanes, at least 4; the lanes are fixed by the
-layout), so the compiled variants are bounded: bucket x dtype x lanes shape x bias. Importing
-this module does not import Triton; the kernels module is imported at the first launch.
+The configuration follows from the layout and the batch alone (`launch_config`): one lane per
+thread, the steps per loop iteration ``K`` growing with the on-chip x (each iteration refreshes it
+once). `aot_configs()` lists the configurations `dcomp check-kernels` compiles; importing this
+module does not import Triton (the kernels module is imported at the first launch).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -18,19 +25,63 @@ from dc_kernels.huffman.layout import HuffmanLayout
 
 BATCH_BUCKETS = (1, 2, 4, 8)
 MAX_BATCH = BATCH_BUCKETS[-1]
-MIN_WARPS = 4
-# The fused kernel's bit buffer with a prefetched word (see huffman_spmm_kernel); chosen by the
-# side-by-side GPU measurement of perf/bench_gpu_huffman.py.
-USE_PREFETCH = False
+X_CHIP_BYTES_PER_LANE = 128  # on-chip x: at most 32 registers a thread
+MIN_X_WINDOW = 1024
+REFRESH_BYTES_PER_STEP = 8  # on-chip x refreshed once an iteration: at most this much a lane-step
+MAX_STEPS_PER_ITERATION = 16
 
 
-def num_warps(layout: HuffmanLayout) -> int:
-    """Warps of one program: one lane (segment) per thread."""
-    return max(MIN_WARPS, layout.lanes // 32)
+@dataclass(frozen=True)
+class LaunchConfig:
+    """What a launch compiles in: steps per loop iteration ``K``, batch bucket ``BB``, the on-chip
+    x window ``XW`` (0: x read from memory) and warps."""
+
+    K: int
+    BB: int
+    XW: int
+    num_warps: int
 
 
 def _bucket(batch: int) -> int:
     return next(b for b in BATCH_BUCKETS if batch <= b)
+
+
+def _pow2_at_most(n: float) -> int:
+    return 1 << (max(int(n), 1).bit_length() - 1)
+
+
+def on_chip_columns(in_features: int, dtype: torch.dtype, lanes: int) -> int:
+    """The on-chip x window (a power of two >= ``in_features``) for batch 1, or 0 when x of this
+    width and dtype is read from memory instead (more than `X_CHIP_BYTES_PER_LANE` a lane)."""
+    window = max(MIN_X_WINDOW, 1 << max(in_features - 1, 0).bit_length())
+    fits = window * torch.empty(0, dtype=dtype).element_size() <= X_CHIP_BYTES_PER_LANE * lanes
+    return window if fits else 0
+
+
+def steps_per_iteration(window_bytes: int, lanes: int, piece_steps: float) -> int:
+    """``K``: an iteration refreshes the on-chip x once, so it runs enough steps to keep that under
+    `REFRESH_BYTES_PER_STEP` a lane-step, but no more than half a piece's steps (the last
+    iteration of a program runs ENDs past its pieces' ends); x read from memory: 2."""
+    if not window_bytes:
+        return 2
+    wanted = _pow2_at_most(max(window_bytes / (lanes * REFRESH_BYTES_PER_STEP), 2))
+    return int(min(wanted, max(2, _pow2_at_most(piece_steps / 2)), MAX_STEPS_PER_ITERATION))
+
+
+def steps_granularity(steps_per_iteration: int) -> int:
+    """What a program's steps are rounded up to: the fused kernel runs whole iterations of ``K``
+    steps, then, where that covers the rest, one of ``K / 2`` (``K >= 4``)."""
+    return steps_per_iteration // 2 if steps_per_iteration >= 4 else steps_per_iteration
+
+
+def launch_config(layout: HuffmanLayout, batch: int, dtype: torch.dtype) -> LaunchConfig:
+    bb = _bucket(batch)
+    window = on_chip_columns(layout.in_features, dtype, layout.lanes) if bb == 1 else 0
+    window_bytes = window * torch.empty(0, dtype=dtype).element_size()
+    piece_steps = layout.nnz / max(layout.n_segments, 1)
+    return LaunchConfig(
+        steps_per_iteration(window_bytes, layout.lanes, piece_steps), bb, window, layout.lanes // 32
+    )
 
 
 def run(
@@ -38,7 +89,6 @@ def run(
     layout: HuffmanLayout,
     bias: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
-    prefetch: bool | None = None,
 ) -> torch.Tensor:
     """`huffman_linear` without its argument checks (the custom op and `huffman_linear` check)."""
     from dc_kernels.huffman.kernels import huffman_spmm_kernel
@@ -48,16 +98,22 @@ def run(
         out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
     for lo in range(0, batch, MAX_BATCH):
         hi = min(batch, lo + MAX_BATCH)
+        config = launch_config(layout, hi - lo, x2d.dtype)
         x, y = x2d[lo:hi], out[lo:hi]
+        stride_xb, stride_xk = x.stride(0), x.stride(1)
+        if config.BB > 1:  # transposed, padded with zero columns: BB contiguous values a column
+            xt = torch.zeros((layout.in_features, config.BB), dtype=x.dtype, device=x.device)
+            xt[:, : hi - lo] = x.t()
+            x, stride_xb, stride_xk = xt, 1, config.BB
         huffman_spmm_kernel[(layout.n_programs,)](
-            layout.words, layout.prog_base, layout.seg_len, layout.prog_steps, layout.table, layout.codebook,
-            x, bias if bias is not None else layout.codebook, y,
-            layout.out_features, layout.in_features, layout.n_segments, layout.len_base, layout.len_unit,
-            layout.words.numel() * 32, layout.block_cols, layout.table_bits,
-            hi - lo, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-            ROWS=layout.rows_per_program, NCB=layout.col_blocks, BB=_bucket(hi - lo),
-            HAS_BIAS=bias is not None, PREFETCH=USE_PREFETCH if prefetch is None else prefetch,
-            num_warps=num_warps(layout),
+            layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids,
+            layout.prog_steps, layout.table, layout.codebook, x,
+            bias if bias is not None else layout.codebook, y, layout.out_features, layout.in_features,
+            layout.codebook_size, layout.gap_raw_bits, layout.len_base, layout.len_unit,
+            layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
+            hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
+            ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
+            HAS_BIAS=bias is not None, num_warps=config.num_warps,
         )  # fmt: skip
     return out
 
@@ -67,16 +123,14 @@ def huffman_linear(
     layout: HuffmanLayout,
     bias: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
-    prefetch: bool | None = None,
 ) -> torch.Tensor:
     """y = x2d W^T + bias from the Huffman stream; x2d (B, in_features) in float32, float16 or
     bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
-    (B, out_features) in x2d's dtype (written into ``out`` when given). ``prefetch`` overrides
-    the kernel variant (`USE_PREFETCH`)."""
+    (B, out_features) in x2d's dtype (written into ``out`` when given)."""
     bias, out = check_layout_call(x2d, layout, HuffmanLayout, bias, out)
     if x2d.numel() >= 2**31:
         raise ValueError(f"x2d has {x2d.numel()} elements; 32-bit column offsets need < 2**31")
-    return run(x2d, layout, bias, out, prefetch)
+    return run(x2d, layout, bias, out)
 
 
 def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> tuple[tuple, dict]:
@@ -86,13 +140,14 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
     check_layout_device(layout.words, layout, "layout")
     codes, cols, weight = (layout.table, layout.table, outputs[0]) if dense else (*outputs, layout.table)
     args = (
-        layout.words, layout.prog_base, layout.seg_len, layout.prog_steps, layout.table,
-        layout.table if dense else layout.seg_first, codes, cols, layout.codebook, weight,
-        layout.out_features, layout.in_features, layout.n_segments, layout.nnz, layout.len_base,
-        layout.len_unit, layout.words.numel() * 32, layout.block_cols, layout.table_bits,
+        layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids, layout.prog_steps,
+        layout.table, layout.codebook, layout.table if dense else layout.seg_first, codes, cols, weight,
+        layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits, layout.nnz,
+        layout.len_base, layout.len_unit,
+        layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
     )  # fmt: skip
-    kwargs = {"ROWS": layout.rows_per_program, "NCB": layout.col_blocks, "DENSE": dense}
-    return args, {**kwargs, "num_warps": num_warps(layout)}
+    kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense}
+    return args, {**kwargs, "num_warps": layout.lanes // 32}
 
 
 def huffman_decode(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,9 +182,27 @@ def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
     return weight
 
 
-# Lanes shapes (ROWS, NCB) compiled ahead of time: one column block per row, a typical paper
-# layer, and the widest rows (8 warps); with the narrow and the wide offsets and lengths.
-AOT_SHAPES = ((128, 1, "i32", "u8"), (4, 32, "i32", "i16"), (1, 256, "i64", "i16"))
+# Layouts compiled ahead of time (the fields that decide a launch): one piece a row, a 4096 x 4096
+# layer as `HuffmanLayout.from_matrix` lays it out (8 pieces a row, 256 lanes), a small layer of
+# short pieces and a wide x read on chip by 16 warps (VGG-6's layout), with narrow and wide
+# offsets and lengths; 4096 rows at 10% density.
+AOT_ROWS, AOT_DENSITY = 4096, 0.1
+AOT_SHAPES = (
+    (4096, 256, 1, "i32", "u8"),
+    (4096, 256, 8, "i32", "u8"),
+    (4096, 128, 32, "i32", "i16"),
+    (25088, 512, 16, "i64", "u8"),
+)
+
+
+def _aot_layout_fields(in_features: int, lanes: int, pieces: int) -> dict[str, int]:
+    return {
+        "out_features": AOT_ROWS,
+        "in_features": in_features,
+        "rows_per_program": lanes // pieces,
+        "pieces": pieces,
+        "nnz": int(AOT_ROWS * in_features * AOT_DENSITY),
+    }
 
 
 def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dict[str, str]:
@@ -137,6 +210,8 @@ def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dic
         "words_ptr": "*i32",
         "prog_base_ptr": f"*{offsets}",
         "seg_len_ptr": f"*{lengths}",
+        "seg_span_ptr": f"*{lengths}",
+        "row_ids_ptr": "*i16",
         "prog_steps_ptr": "*i32",
         "table_ptr": "*i32",
         "codebook_ptr": "*fp32",
@@ -152,31 +227,42 @@ def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dic
     return {n: "constexpr" if n in consts else pointers.get(n, scalar[n]) for n in fn.arg_names}
 
 
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
-    """(kernel function, signature, constexprs, num_warps, dtype, batch bucket) of the Huffman
-    kernels for `perf.kernel_check`; ``dtypes`` maps torch names to Triton's (fp32, ...)."""
+    """(kernel function, signature, constexprs, num_warps, dtype, batch bucket, layout fields) of
+    the Huffman kernels for `perf.kernel_check`: every configuration `launch_config` gives the
+    `AOT_SHAPES` (``layout fields``: the metadata of a layout it is launched for, 4096 rows);
+    ``dtypes`` maps torch names to Triton's (fp32, ...)."""
+    from types import SimpleNamespace
+
     from dc_kernels.huffman.kernels import huffman_decode_kernel, huffman_spmm_kernel
 
     out = []
-    for rows, ncb, offsets, lengths in AOT_SHAPES:
-        warps = max(MIN_WARPS, rows * ncb // 32)
-        consts = {"ROWS": rows, "NCB": ncb}
+    for in_features, lanes, pieces, offsets, lengths in AOT_SHAPES:
+        fields = _aot_layout_fields(in_features, lanes, pieces)
+        consts = {"ROWS": lanes // pieces, "PIECES": pieces}
         for dense in (False, True):
             decode = {**consts, "DENSE": dense}
             sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, lengths)
             # The pointers `_decode_args` fills with the table (int32), unused by that variant.
             unused = ("seg_first_ptr", "codes_ptr", "cols_ptr") if dense else ("w_ptr",)
             sig.update(dict.fromkeys(unused, "*i32"))
-            out.append((huffman_decode_kernel, sig, decode, warps, "dense" if dense else "-", 0))
+            variant = "dense" if dense else "-"
+            out.append((huffman_decode_kernel, sig, decode, lanes // 32, variant, 0, fields))
+        shell = SimpleNamespace(**fields, lanes=lanes, n_segments=AOT_ROWS * pieces)
         for dtype, ty in dtypes.items():
             for bb in (BATCH_BUCKETS[0], BATCH_BUCKETS[-1]):
-                spmm = {**consts, "BB": bb, "HAS_BIAS": True, "PREFETCH": USE_PREFETCH}
+                config = launch_config(shell, bb, _TORCH_DTYPES[dtype])
+                spmm = {**consts, "K": config.K, "BB": bb, "XW": config.XW, "HAS_BIAS": True}
                 sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, lengths)
-                out.append((huffman_spmm_kernel, sig, spmm, warps, dtype, bb))
+                out.append((huffman_spmm_kernel, sig, spmm, lanes // 32, dtype, bb, fields))
     return out
 
 
 def loop_items(constexprs: dict) -> int:
-    """Symbols one step of either kernel's main loop decodes: one per lane, ``ROWS x NCB`` lanes
-    (for `perf.cost`; a symbol is a kept weight unless it is an escape)."""
-    return int(constexprs["ROWS"]) * int(constexprs["NCB"])
+    """Symbols one iteration of either kernel's main loop decodes: ``K`` (the decoder: 1) per
+    lane, ``ROWS x PIECES`` lanes (for `perf.cost`; a symbol is a kept weight unless it is an
+    escape)."""
+    return int(constexprs.get("K", 1)) * int(constexprs["ROWS"]) * int(constexprs["PIECES"])

@@ -2,49 +2,56 @@
 
 Pure NumPy/PyTorch (no Triton here). The kernels are in `dc_kernels.huffman.kernels`.
 
-What is coded: one joint symbol per step
-----------------------------------------
-Every kept weight becomes one symbol ``code * E + r`` that carries both its codebook index and
-the number ``r < E`` of pruned columns skipped before it; a gap ``g >= E`` is preceded by
-``g // E`` *escape* symbols (symbol ``k * E``, ``k`` the codebook size), each of which advances
-``E`` columns and holds no weight. One table lookup therefore yields a weight's code and column
-at once. On the paper's random layers (uniform codes) the joint code costs the same bits as
-Huffman-coding codes and gaps separately and comes within 0.5% of the entropy of codes plus
-gaps, while decoding needs one lookup per weight instead of two (README: measured bits). ``E``
-is chosen per layer among powers of two (and the largest that fits the table), together with the
-length limit (12, 10 or 8 bits: small layers prefer small tables), minimizing the GPU-resident
-bits plus one bit per escape (an escape costs a decode step, like a weight).
+What is coded
+-------------
+A kept weight's *gap* ``g`` is the number of pruned columns skipped since the previous kept weight
+of its piece (for the piece's first weight: since the piece's first column). With ``gap_raw_bits``
+``b`` and ``q_levels`` ``Q`` the gap splits into ``q = g >> b`` and its ``b`` low bits; while
+``q >= Q`` an *escape* symbol (advance ``Q << b`` columns, no weight) is written and ``q`` drops by
+``Q``. With ``code_raw_bits`` ``c`` the weight's codebook index splits into ``code >> c`` and its
+``c`` low bits. The weight is then written as the joint symbol ``(code >> c) * Q + q`` followed by
+``c + b`` raw bits (the code's low bits, then the gap's). One Huffman code covers the
+``ceil(k / 2**c) * Q`` weight symbols, the escape and *END*, which never occurs in a stream: it is
+the all-ones codeword of the longest length, and what a decoder reads once it has passed the end of
+its piece, where every bit reads as one (so a lane that finishes early decodes ENDs: weight 0, no
+advance, no masking needed). This is DEFLATE's scheme of Huffman-coded classes plus extra bits:
+the joint symbol keeps what codes and gaps share on trained layers, and the raw low bits (nearly
+uniform where they are chosen: they cost no more than coding them) keep the decode table small, a
+few cache lines that a warp's 32 lookups touch. Codes are canonical (`compress.huffman`) and
+length-limited to ``T <= MAX_TABLE_BITS`` bits, and a codeword with its raw bits is at most
+``MAX_SYMBOL_BITS`` long, so one lookup in a table of ``2**T`` ``int32`` entries decodes a step and
+two steps always fit in the 32 bits a refill guarantees. ``b``, ``c``, ``Q`` and ``T`` are chosen
+per layer for the fewest resident bits plus ``ESCAPE_PENALTY_BITS`` per escape (an escape costs a
+decode step, like a weight).
 
-Codes are canonical and length-limited (`compress.huffman`, at most ``MAX_TABLE_BITS`` = 12
-bits), so one flat table of ``2**T`` int32 entries (``T`` <= 12: at most 16 KB) decodes a step.
 The bit order is `compress.huffman`'s: bit ``p`` is bit ``31 - p % 32`` of ``words[p // 32]``.
 
-Segments: column blocks of rows
--------------------------------
-The columns are cut into ``col_blocks`` (a power of two) blocks of ``block_cols`` columns; a
-segment is one row's kept weights in one block, gaps counted from the block's first column.
-Segments are stored in row-major order (segment ``row * col_blocks + block``), one after the
-other (padded only to their length unit, below). One GPU program decodes ``rows_per_program``
-whole rows, one lane per segment, so a row's partial sums are reduced inside the program (no
-atomics) and no segment needs a stored row or column. ``col_blocks`` is picked so that a segment holds about
-``segment_symbols`` symbols: the steps of the decode chain, traded against offset bits.
+Pieces: balanced by symbol count
+--------------------------------
+Each row is cut into ``pieces`` pieces at columns chosen so that its pieces hold equal numbers of
+kept weights (up to the rounding of the cuts to multiples of ``span_unit`` columns): piece ``p``
+of a row covers columns ``[c_p, c_{p+1})``, ``c_0 = 0``, ``c_pieces = in_features``. Rows are sorted
+by their number of symbols, most first (``row_ids[i]`` is the original row of sorted row ``i``),
+and one GPU program decodes ``rows_per_program`` consecutive sorted rows, one lane per piece: the
+lanes of a program hold about the same number of symbols (the lane utilization, `lane_utilization`,
+is what is left idle), and a row's partial sums are reduced inside its program (no atomics, every
+output written once). Pieces are stored in sorted row-major order, one after the other, each padded
+with one bits to whole ``len_unit`` units.
 
-Offsets: ``prog_base[p]`` is the bit where program ``p``'s first segment starts
-(``prog_base[-1]`` = the stream's length); segment ``s`` spans ``(seg_len[s] + len_base) *
-len_unit`` bits. Segments are zero-padded to whole units of ``len_unit`` bits (1, 2, 4 or 8, no
-longer than the shortest codeword, so a decoder stops when less than a unit is left) so that
-``seg_len`` fits ``uint8``; where no unit does, ``len_unit`` is 1 and ``seg_len`` is ``int16``
-holding ``uint16``. A program finds its segments' starts with one prefix sum of their lengths.
+Per piece: ``seg_len`` (its bits: ``(seg_len + len_base) * len_unit``) and, for pieces
+``0 .. pieces - 2`` of each row, ``seg_span`` (its columns: ``(seg_span + span_base) *
+span_unit``), both ``uint8`` when the values span fewer than 256 units, else ``int16`` holding
+``uint16``. Per program: ``prog_base`` (the bit where its first piece starts; ``prog_base[-1]`` =
+the stream's length). A program finds its pieces' first bits and columns with prefix sums.
 
 Derived at build or load (not stored, but resident on the GPU and counted in the bits):
-the decode table (``int32[2**T]``: ``length | is_weight << 5 | code << 6 | advance << 14``, 0
-for bit patterns that start no codeword) and ``prog_steps`` (the most symbols of any segment of
-each program: the kernels' loop count). ``seg_first`` (the index of each segment's first kept
-weight, for the standalone decoder's output) is derived too and not counted.
+the decode table (``int32[2**T]``, `decode_table_entries`) and ``prog_steps`` (the most symbols of
+any piece of each program: the kernels' step count). ``seg_first`` (the index of each piece's first
+kept weight in CSR order, for the standalone decoder's output) is derived too and not counted.
 
-Loading (`HuffmanLayout.from_state`) decodes every segment on the CPU, with every read bounded by
-the segment's extent, and raises `HuffmanLayoutError` on any inconsistency before a tensor is
-used; kernels then only ever see streams that decode exactly.
+Loading (`HuffmanLayout.from_state`) decodes every piece on the CPU, with every read bounded by
+the piece's extent, and raises `HuffmanLayoutError` on any inconsistency before a tensor is used;
+kernels then only ever see streams that decode exactly.
 """
 
 from __future__ import annotations
@@ -57,24 +64,46 @@ import torch
 from compress.huffman import HuffmanCode
 from compress.matrix import CompressedMatrix, check_bits
 
-MAX_TABLE_BITS = 12  # 2**12 int32 entries = 16 KB
-SHORTER_LIMITS = (MAX_TABLE_BITS, 10, 8)  # length limits tried: smaller tables for small layers
-LENGTH_UNITS = (1, 2, 4, 8)  # segment padding units (bits) tried for one-byte segment lengths
-DEFAULT_SEGMENT_SYMBOLS = 32
-PROGRAM_LANES = 128  # lanes (segments) of one program when a row has fewer column blocks
-MAX_COL_BLOCKS = 256  # lanes of one program <= 256 (8 warps, one lane per thread)
-MAX_BLOCK_COLS = 4096  # a segment then spans < 2**16 bits (<= 4096 symbols of <= 12 bits)
-LENGTH_MASK, WEIGHT_FLAG, CODE_SHIFT, ADVANCE_SHIFT = 31, 1 << 5, 6, 14
-TENSOR_NAMES = ("words", "prog_base", "seg_len", "code_lengths", "codebook")
+MAX_TABLE_BITS = 10  # decode table <= 2**10 int32 entries (4 KB): the least-memory choice
+FAST_TABLE_BITS = 6  # the default limit: 256 bytes, two cache lines for a warp's 32 lookups
+MAX_SYMBOL_BITS = 16  # codeword + raw bits: two steps fit the 32 bits a refill guarantees
+MIN_TABLE_BITS = 4  # the smallest table tried
+MAX_ADVANCE = (1 << 12) - 1  # largest column advance of one symbol (a 12-bit table field)
+ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step, ~10% of a weight's
+LENGTH_UNITS = (1, 2, 4, 8, 16)  # piece padding units (bits) tried for one-byte lengths
+# Lanes (pieces) of one program, one per thread: 4 warps for small layers (their time is the
+# length of a program's decode chain, and four warps issue an iteration twice as fast as eight),
+# 8 warps, or 16 when x is wide (its on-chip copy is spread over more threads).
+SMALL_LAYER_WEIGHTS = 1 << 20
+PROGRAM_LANE_CHOICES = (128, 256, 512)
+WIDE_X_COLUMNS = 8192
+MIN_SEGMENT_SYMBOLS = 48  # shortest pieces the adaptive choice makes: their lengths and spans then
+# cost at most 1/3 bit a kept weight, the layout stays below the fixed-width one
+MAX_SEGMENT_SYMBOLS = 128  # longest pieces the adaptive choice makes
+TARGET_PIECES = 1 << 16  # the adaptive choice aims at this many pieces (lanes) in a layer
+MAX_IN_FEATURES = 1 << 24
+# The least-memory layout (`HuffmanLayout.from_matrix` arguments): long pieces, the largest table,
+# escapes counted by their bits only (at the cost of longer decode chains and more steps).
+LEAST_MEMORY = {"segment_symbols": 256, "max_table_bits": MAX_TABLE_BITS, "escape_penalty_bits": 1.0}
+# Codebook indices a decode step can produce: a codebook of k <= 256 entries, k for an escape or
+# END, and up to 2k - 1 from the raw low bits of a corrupt stream (the kernels' on-chip codebook).
+CODEBOOK_INDICES = 512
+# Fields of a decode-table entry (`decode_table_entries`).
+LENGTH_MASK, SHIFT_SHIFT, SHIFT_MASK, CODE_SHIFT, CODE_MASK, ADVANCE_SHIFT = 15, 4, 63, 10, 511, 19
+TENSOR_NAMES = ("words", "prog_base", "seg_len", "seg_span", "row_ids", "code_lengths", "codebook")
 METADATA_NAMES = (
     "out_features",
     "in_features",
     "code_bits",
-    "escape",
-    "col_blocks",
+    "gap_raw_bits",
+    "code_raw_bits",
+    "q_levels",
+    "pieces",
     "rows_per_program",
     "len_unit",
     "len_base",
+    "span_unit",
+    "span_base",
     "total_bits",
     "nnz",
 )
@@ -84,81 +113,223 @@ class HuffmanLayoutError(ValueError):
     """A Huffman layout whose fields are inconsistent or whose stream does not decode exactly."""
 
 
-def _pow2_at_most(n: int) -> int:
+def _pow2_at_most(n: float) -> int:
     return 1 << (max(int(n), 1).bit_length() - 1)
 
 
-def choose_col_blocks(matrix: CompressedMatrix, segment_symbols: int) -> int:
-    """Column blocks per row (a power of two) for segments of about ``segment_symbols`` symbols."""
+def program_lanes(in_features: int, nnz: int) -> int:
+    """Lanes (pieces) of one program for a layer with ``in_features`` columns and ``nnz`` kept
+    weights (`PROGRAM_LANE_CHOICES`)."""
+    if in_features > WIDE_X_COLUMNS:
+        return PROGRAM_LANE_CHOICES[2]
+    return PROGRAM_LANE_CHOICES[0] if nnz < SMALL_LAYER_WEIGHTS else PROGRAM_LANE_CHOICES[1]
+
+
+def choose_pieces(matrix: CompressedMatrix, segment_symbols: int | None) -> int:
+    """Pieces per row (a power of two, at most a program's lanes) for pieces of about
+    ``segment_symbols`` kept weights; ``None``: as long as the layer allows while leaving about
+    `TARGET_PIECES` pieces (short pieces, short decode chains, on small layers)."""
     rows, cols = matrix.shape
+    if segment_symbols is None:
+        segment_symbols = int(np.clip(matrix.nnz / TARGET_PIECES, MIN_SEGMENT_SYMBOLS, MAX_SEGMENT_SYMBOLS))
     per_row = matrix.nnz / rows
-    want = max(1.0, per_row / segment_symbols)
-    blocks = 1 << max(0, round(np.log2(want)))
-    least = _pow2_at_most(-(-cols // MAX_BLOCK_COLS)) * 2 if cols > MAX_BLOCK_COLS else 1
-    return int(min(max(blocks, least), _pow2_at_most(cols), MAX_COL_BLOCKS))
+    pieces = 1 << max(0, round(np.log2(max(per_row / segment_symbols, 1.0))))
+    return int(min(pieces, _pow2_at_most(cols), program_lanes(cols, matrix.nnz)))
 
 
-def _segment_gaps(matrix: CompressedMatrix, col_blocks: int, block_cols: int):
-    """(segment of each kept weight, pruned columns skipped before it within its segment)."""
-    cols = matrix.col_idx.astype(np.int64)
-    block = cols // block_cols
-    seg = matrix.row_idx * col_blocks + block
-    prev = np.empty_like(cols)
-    first = np.ones(cols.size, dtype=bool)
-    if cols.size:
-        prev[1:] = cols[:-1]
-        first[1:] = seg[1:] != seg[:-1]
-    gaps = np.where(first, cols - block * block_cols, cols - prev - 1)
-    return seg, gaps
+def _cuts(matrix: CompressedMatrix, pieces: int, cost: np.ndarray) -> np.ndarray:
+    """int64[rows, pieces + 1]: the first column of every piece (then ``in_features``), cut so
+    that the pieces of a row hold equal shares of its kept weights' ``cost`` (their symbols)."""
+    rows, cols = matrix.shape
+    cuts = np.zeros((rows, pieces + 1), dtype=np.int64)
+    cuts[:, -1] = cols
+    if pieces == 1 or matrix.nnz == 0:
+        cuts[:, 1:-1] = cols
+        return cuts
+    before = np.cumsum(cost) - cost  # symbols before each weight, strictly increasing
+    row_start = np.append(before, before[-1] + cost[-1])[matrix.row_ptr]
+    share = (row_start[1:] - row_start[:-1])[:, None] * np.arange(1, pieces)[None, :] / pieces
+    first = np.searchsorted(before, row_start[:-1, None] + share, side="left")
+    inside = first < matrix.row_ptr[1:, None]
+    col = matrix.col_idx.astype(np.int64)[np.minimum(first, matrix.nnz - 1)]
+    cuts[:, 1:-1] = np.where(inside, col, cols)
+    return np.maximum.accumulate(cuts, axis=1)
 
 
-def _escape_candidates(codebook_size: int, max_gap: int) -> list[int]:
-    largest = ((1 << MAX_TABLE_BITS) - 1) // codebook_size  # k * E + 1 symbols must fit the table
-    cands = [1 << i for i in range(13) if 1 << i <= largest and (1 << i) <= max(max_gap + 1, 1) * 2]
-    if largest <= max_gap and largest not in cands:
-        cands.append(largest)
-    return cands or [1]
+def _quantize_cuts(cuts: np.ndarray, unit: int) -> np.ndarray:
+    """The cuts rounded down to multiples of ``unit`` (the last one stays ``in_features``)."""
+    out = cuts.copy()
+    out[:, 1:-1] = (cuts[:, 1:-1] // unit) * unit
+    return out
 
 
-def _joint_counts(codes: np.ndarray, gaps: np.ndarray, k: int, escape: int) -> np.ndarray:
-    counts = np.bincount(codes.astype(np.int64) * escape + gaps % escape, minlength=k * escape + 1)
-    counts[k * escape] = int(np.sum(gaps // escape))
+def _span_units(cuts: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(span_unit, span_base, seg_span, quantized cuts): the smallest unit that stores the spans
+    of pieces ``0 .. pieces - 2`` in bytes, else exact ``uint16`` spans."""
+    pieces = cuts.shape[1] - 1
+    if pieces == 1:
+        return 1, 0, np.zeros(0, dtype=np.uint8), cuts
+    for shift in range(17):
+        unit = 1 << shift
+        q = _quantize_cuts(cuts, unit)
+        spans = np.diff(q, axis=1)[:, :-1].reshape(-1) // unit
+        base = int(spans.min())
+        if int(spans.max()) - base < 256:
+            return unit, base, (spans - base).astype(np.uint8), q
+        if int(spans.max()) - base < 1 << 16:
+            return unit, base, (spans - base).astype(np.uint16).view(np.int16), q
+    raise ValueError("piece spans do not fit 16 bits")  # unreachable: in_features <= 2**24
+
+
+def _piece_gaps(matrix: CompressedMatrix, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(piece of each kept weight as ``row * pieces + p``, gap before it within its piece)."""
+    rows, cols = matrix.shape
+    pieces = cuts.shape[1] - 1
+    col = matrix.col_idx.astype(np.int64)
+    row = matrix.row_idx
+    # Cuts and weights as increasing keys row * (cols + 1) + column: one search finds each piece.
+    keys = (np.arange(rows)[:, None] * (cols + 1) + cuts[:, :-1]).reshape(-1)
+    piece = np.searchsorted(keys, row * (cols + 1) + col, side="right") - 1
+    prev = np.empty_like(col)
+    first = np.ones(col.size, dtype=bool)
+    if col.size:
+        prev[1:] = col[:-1]
+        first[1:] = piece[1:] != piece[:-1]
+    gaps = np.where(first, col - cuts.reshape(-1)[piece + piece // pieces], col - prev - 1)
+    return piece, gaps
+
+
+@dataclass(frozen=True)
+class Coding:
+    """``b`` gap raw bits, ``c`` code raw bits, ``Q`` q levels and the Huffman code over the
+    ``ceil(k / 2**c) * Q + 2`` symbols (module docstring)."""
+
+    gap_raw_bits: int
+    code_raw_bits: int
+    q_levels: int
+    code: HuffmanCode
+
+    @property
+    def table_bits(self) -> int:
+        return self.code.table_bits
+
+
+def high_codes(k: int, code_raw_bits: int) -> int:
+    """Codebook indices ``code >> c`` of a codebook of ``k`` entries."""
+    return -(-k // (1 << code_raw_bits))
+
+
+def _symbol_counts(
+    codes: np.ndarray, gaps: np.ndarray, k: int, gap_raw_bits: int, code_raw_bits: int, q_levels: int
+) -> np.ndarray:
+    """Occurrences of every symbol: the weight symbols, the escape, END (none)."""
+    q = gaps >> gap_raw_bits
+    kh = high_codes(k, code_raw_bits)
+    high = codes.astype(np.int64) >> code_raw_bits
+    counts = np.bincount(high * q_levels + q % q_levels, minlength=kh * q_levels + 2)
+    counts[kh * q_levels] = int(np.sum(q // q_levels))
+    counts[kh * q_levels + 1] = 0
     return counts
 
 
-def _resident_bits(code: HuffmanCode, counts: np.ndarray) -> int:
-    return code.encoded_bits(counts) + 32 * (1 << code.table_bits) + 8 * code.alphabet_size
+def end_code(counts: np.ndarray, max_len: int) -> HuffmanCode:
+    """The length-limited code of ``counts`` (END last, with no occurrences) in which END is the
+    all-ones codeword: the last symbol of the longest length. END gets the room of one occurrence;
+    where that leaves it shorter than another symbol it swaps lengths with the last of the longest
+    (both have the fewest occurrences there, so no bit changes)."""
+    counts = counts.astype(np.int64).copy()
+    end = counts.size - 1
+    counts[end] = 1
+    if np.count_nonzero(counts) < 2:  # a stream of ENDs only: give the escape a codeword too
+        counts[end - 1] = 1
+    lengths = HuffmanCode.from_counts(counts, max_len).lengths.copy()
+    longest = int(lengths.max())
+    if lengths[end] != longest:
+        other = int(np.flatnonzero(lengths == longest)[-1])
+        lengths[other], lengths[end] = lengths[end], longest
+    return HuffmanCode(lengths, max_len)
 
 
-def choose_escape(matrix: CompressedMatrix, gaps: np.ndarray) -> tuple[int, HuffmanCode]:
-    """The escape width ``E`` and its code: fewest resident bits plus one bit per escape. Small
-    layers also try shorter length limits, whose decode tables cost less than their codes."""
+def _gap_bits_candidates(gaps: np.ndarray) -> list[int]:
+    """Gap raw bits around the Rice parameter of the mean gap (optimal for geometric gaps)."""
+    mean = float(gaps.mean()) if gaps.size else 0.0
+    centre = int(np.floor(np.log2(mean * np.log(2) + 1))) if mean > 0 else 0
+    return list(range(max(0, centre - 2), centre + 2))
+
+
+def _score(
+    code: HuffmanCode, counts: np.ndarray, raw_bits: int, nnz: int, escape: int, penalty: float
+) -> float:
+    """Resident bits (stream, table, code lengths) plus ``penalty`` bits per escape."""
+    bits = code.encoded_bits(counts) + raw_bits * nnz
+    return bits + 32 * (1 << code.table_bits) + 8 * counts.size + penalty * int(counts[escape])
+
+
+def choose_coding(
+    matrix: CompressedMatrix,
+    gaps: np.ndarray,
+    max_table_bits: int = FAST_TABLE_BITS,
+    escape_penalty_bits: float = ESCAPE_PENALTY_BITS,
+) -> Coding:
+    """``b``, ``c``, ``Q`` and ``T <= max_table_bits`` with the fewest resident bits plus
+    ``escape_penalty_bits`` per escape (``Q`` a power of two; one pass over the weights per ``b``
+    gives the symbol counts of every ``c`` and ``Q``)."""
     k = int(matrix.codebook.size)
+    codes = matrix.codes.astype(np.int64)
+    top = _pow2_at_most(((1 << max_table_bits) - 2) // high_codes(k, matrix.bits))
     best = None
-    for escape in _escape_candidates(k, int(gaps.max()) if gaps.size else 0):
-        counts = _joint_counts(matrix.codes, gaps, k, escape)
-        used = int(np.count_nonzero(counts))
-        for max_len in SHORTER_LIMITS:
-            if used > 1 << max_len:
-                break
-            code = HuffmanCode.from_counts(counts, max_len)
-            score = _resident_bits(code, counts) + int(counts[k * escape])
-            if best is None or score < best[0]:
-                best = (score, escape, code)
-    return best[1], best[2]
+    for gap_bits in _gap_bits_candidates(gaps):
+        q = gaps >> gap_bits
+        by_residue = np.bincount(codes * top + q % top, minlength=k * top).reshape(k, top)
+        q_hist = np.bincount(q) if q.size else np.zeros(1, np.int64)
+        q_values = np.arange(q_hist.size)
+        for code_bits in range(matrix.bits + 1):
+            kh = high_codes(k, code_bits)
+            merged = np.zeros((kh << code_bits, top), dtype=np.int64)
+            merged[:k] = by_residue
+            merged = merged.reshape(kh, 1 << code_bits, top).sum(axis=1)
+            q_levels = 1
+            while kh * q_levels + 2 <= 1 << max_table_bits and q_levels << gap_bits <= MAX_ADVANCE:
+                if q_levels > top:
+                    break
+                counts = np.zeros(kh * q_levels + 2, dtype=np.int64)
+                counts[: kh * q_levels] = (
+                    merged.reshape(kh, top // q_levels, q_levels).sum(axis=1).reshape(-1)
+                )
+                counts[kh * q_levels] = int(np.dot(q_hist, q_values // q_levels))
+                raw = gap_bits + code_bits
+                for table_bits in range(max_table_bits, MIN_TABLE_BITS - 1, -1):
+                    if table_bits + raw > MAX_SYMBOL_BITS or np.count_nonzero(counts) + 1 > 1 << table_bits:
+                        continue
+                    code = end_code(counts, table_bits)
+                    score = _score(code, counts, raw, matrix.nnz, kh * q_levels, escape_penalty_bits)
+                    if best is None or score < best[0]:
+                        best = (score, Coding(gap_bits, code_bits, q_levels, code))
+                q_levels *= 2
+    if best is None:
+        raise ValueError(f"a codebook of {k} entries leaves no room in a {max_table_bits}-bit table")
+    return best[1]
 
 
-def _fused_table(code: HuffmanCode, k: int, escape: int) -> np.ndarray:
-    """`compress.huffman`'s table (symbol, length) turned into the kernels' fused entries."""
-    if code.table_bits == 0:  # no symbols: two invalid entries keep a 1-bit peek in bounds
-        return np.zeros(2, dtype=np.int32)
+def decode_table_entries(code: HuffmanCode, k: int, gap_raw_bits: int, code_raw_bits: int, q_levels: int):
+    """The kernels' decode table: ``int32[2**T]``, entry ``peek`` for the codeword that prefixes
+    the ``T`` bits ``peek``: ``length | (32 - raw) << 4 | code << 10 | advance << 19`` with
+    ``length`` the codeword's, ``raw`` the raw bits after it (``c + b`` for a weight, else 0),
+    ``code`` the weight's codebook index without its ``c`` raw low bits (``k``, past the codebook,
+    for an escape or END: weight 0) and ``advance`` the columns it moves before the gap's raw bits
+    are added (``q << b`` + 1 for a weight, ``Q << b`` for an escape, 0 for END)."""
     base = code.decode_table().astype(np.int64)
     symbol, length = base & 0xFFFF, base >> 16
-    is_weight = symbol < k * escape
-    advance = np.where(is_weight, symbol % escape + 1, escape)
-    entry = length | (is_weight * WEIGHT_FLAG) | ((symbol // escape) * is_weight) << CODE_SHIFT
-    entry |= advance << ADVANCE_SHIFT
-    return np.where(length > 0, entry, 0).astype(np.int32)
+    kh = high_codes(k, code_raw_bits)
+    is_weight = symbol < kh * q_levels
+    escape = symbol == kh * q_levels
+    weight_code = np.where(is_weight, (symbol // q_levels) << code_raw_bits, k)
+    advance = np.where(
+        is_weight, (symbol % q_levels << gap_raw_bits) + 1, np.where(escape, q_levels << gap_raw_bits, 0)
+    )
+    shift = 32 - np.where(is_weight, gap_raw_bits + code_raw_bits, 0)
+    entry = length | shift << SHIFT_SHIFT | weight_code << CODE_SHIFT | advance << ADVANCE_SHIFT
+    return entry.astype(np.int32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,21 +345,27 @@ class HuffmanLayout:
     out_features: int
     in_features: int
     code_bits: int
-    escape: int
-    col_blocks: int
+    gap_raw_bits: int
+    code_raw_bits: int
+    q_levels: int
+    pieces: int
     rows_per_program: int
     len_unit: int
     len_base: int
+    span_unit: int
+    span_base: int
     total_bits: int
     nnz: int
     words: torch.Tensor  # int32 (uint32 bit patterns), >= 1 word
     prog_base: torch.Tensor  # int32 or int64 [n_programs + 1]
-    seg_len: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [n_segments]
-    code_lengths: torch.Tensor  # uint8 [codebook_size * escape + 1]
+    seg_len: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [out_features * pieces]
+    seg_span: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [out_features * (pieces - 1)]
+    row_ids: torch.Tensor  # int16 or int32 [out_features]: original row of each sorted row
+    code_lengths: torch.Tensor  # uint8 [ceil(codebook_size / 2**code_raw_bits) * q_levels + 2]
     codebook: torch.Tensor  # float32 [k]
     table: torch.Tensor  # int32 [2**table_bits], derived
     prog_steps: torch.Tensor  # int32 [n_programs], derived
-    seg_first: torch.Tensor | None  # int64 [n_segments], derived; None: left out
+    seg_first: torch.Tensor | None  # int64 [out_features * pieces], derived; None: left out
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -196,12 +373,8 @@ class HuffmanLayout:
         return (self.out_features, self.in_features)
 
     @property
-    def block_cols(self) -> int:
-        return -(-self.in_features // self.col_blocks)
-
-    @property
     def n_segments(self) -> int:
-        return self.out_features * self.col_blocks
+        return self.out_features * self.pieces
 
     @property
     def n_programs(self) -> int:
@@ -209,7 +382,7 @@ class HuffmanLayout:
 
     @property
     def lanes(self) -> int:
-        return self.rows_per_program * self.col_blocks
+        return self.rows_per_program * self.pieces
 
     @property
     def table_bits(self) -> int:
@@ -228,86 +401,144 @@ class HuffmanLayout:
     def from_matrix(
         cls,
         matrix: CompressedMatrix,
-        segment_symbols: int = DEFAULT_SEGMENT_SYMBOLS,
-        escape: int | None = None,
+        segment_symbols: int | None = None,
+        max_table_bits: int = FAST_TABLE_BITS,
+        escape_penalty_bits: float = ESCAPE_PENALTY_BITS,
+        coding: tuple[int, int, int] | None = None,
         device: torch.device | str | None = None,
     ) -> HuffmanLayout:
-        """Encode a canonical matrix (vectorized). ``segment_symbols``: target symbols per segment;
-        ``escape=None`` picks ``E`` by measured bits (module docstring)."""
+        """Encode a canonical matrix (vectorized). ``segment_symbols``: target kept weights per
+        piece (None: `choose_pieces`' adaptive choice); ``max_table_bits``: the longest codeword
+        (`FAST_TABLE_BITS`: a table of a few cache lines; up to `MAX_TABLE_BITS`, fewer bits where
+        codes are skewed); ``escape_penalty_bits``: what an escape's decode step counts for in the
+        choice of the coding (0: fewest bits); ``coding``: ``(gap_raw_bits, code_raw_bits,
+        q_levels)`` instead of the measured choice (module docstring). `LEAST_MEMORY` holds the
+        arguments of the least-memory layout."""
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
-        if isinstance(segment_symbols, bool) or not isinstance(segment_symbols, int) or segment_symbols < 1:
-            raise ValueError(f"segment_symbols must be an int >= 1, got {segment_symbols!r}")
+        if segment_symbols is not None and (
+            isinstance(segment_symbols, bool) or not isinstance(segment_symbols, int) or segment_symbols < 1
+        ):
+            raise ValueError(f"segment_symbols must be None or an int >= 1, got {segment_symbols!r}")
         rows, cols = matrix.shape
-        if cols > MAX_COL_BLOCKS * MAX_BLOCK_COLS:
+        if (
+            isinstance(max_table_bits, bool)
+            or not isinstance(max_table_bits, int)
+            or not MIN_TABLE_BITS <= max_table_bits <= MAX_TABLE_BITS
+        ):
             raise ValueError(
-                f"in_features={cols} exceeds the Huffman form's {MAX_COL_BLOCKS * MAX_BLOCK_COLS} columns"
+                f"max_table_bits must be an int in {MIN_TABLE_BITS}..{MAX_TABLE_BITS}, got {max_table_bits!r}"
             )
+        if (
+            isinstance(escape_penalty_bits, bool)
+            or not isinstance(escape_penalty_bits, (int, float))
+            or not (0 <= escape_penalty_bits < float("inf"))
+        ):
+            raise ValueError(f"escape_penalty_bits must be a finite number >= 0, got {escape_penalty_bits!r}")
+        if cols > MAX_IN_FEATURES:
+            raise ValueError(f"in_features={cols} exceeds the Huffman form's {MAX_IN_FEATURES} columns")
         k = int(matrix.codebook.size)
-        col_blocks = choose_col_blocks(matrix, segment_symbols)
-        block_cols = -(-cols // col_blocks)
-        rows_per_program = max(1, PROGRAM_LANES // col_blocks)
-        seg_of_weight, gaps = _segment_gaps(matrix, col_blocks, block_cols)
-        if escape is None:
-            escape, code = choose_escape(matrix, gaps)
+        pieces = choose_pieces(matrix, segment_symbols)
+        # The coding is chosen on the row's gaps; the cuts then balance the pieces' symbols.
+        row_gaps = _piece_gaps(matrix, _cuts(matrix, 1, None))[1]
+        if coding is None:
+            picked = choose_coding(matrix, row_gaps, max_table_bits, escape_penalty_bits)
         else:
-            if isinstance(escape, bool) or not isinstance(escape, int) or escape < 1:
-                raise ValueError(f"escape must be an int >= 1, got {escape!r}")
-            if k * escape + 1 > 1 << MAX_TABLE_BITS:
-                raise ValueError(
-                    f"escape={escape} with {k} codebook entries needs {k * escape + 1} symbols, "
-                    f"more than the {1 << MAX_TABLE_BITS} of a {MAX_TABLE_BITS}-bit table"
-                )
-            code = HuffmanCode.from_counts(_joint_counts(matrix.codes, gaps, k, escape), MAX_TABLE_BITS)
+            picked = _explicit_coding(matrix, row_gaps, coding, max_table_bits)
+        gap_bits, code_bits, q_levels = picked.gap_raw_bits, picked.code_raw_bits, picked.q_levels
+        cost = 1 + (row_gaps >> gap_bits) // q_levels
+        span_unit, span_base, seg_span, cuts = _span_units(_cuts(matrix, pieces, cost))
+        piece_of_weight, gaps = _piece_gaps(matrix, cuts)
+        counts = _symbol_counts(matrix.codes, gaps, k, gap_bits, code_bits, q_levels)
+        code = end_code(counts, picked.table_bits)
 
-        # Symbol stream: each kept weight's escapes, then its joint symbol.
-        n_escapes = gaps // escape
+        # Symbol stream in original row order: each kept weight's escapes, then its joint symbol
+        # with its raw bits (the code's low bits, then the gap's).
+        q = gaps >> gap_bits
+        n_escapes = q // q_levels
         weight_pos = np.arange(matrix.nnz, dtype=np.int64) + np.cumsum(n_escapes)
         n_symbols = matrix.nnz + int(n_escapes.sum())
-        symbols = np.full(n_symbols, k * escape, dtype=np.int64)
-        symbols[weight_pos] = matrix.codes.astype(np.int64) * escape + gaps % escape
+        codes = matrix.codes.astype(np.int64)
+        symbols = np.full(n_symbols, high_codes(k, code_bits) * q_levels, dtype=np.int64)
+        symbols[weight_pos] = (codes >> code_bits) * q_levels + q % q_levels
+        piece_of_symbol = np.repeat(piece_of_weight, n_escapes + 1)
+        raw = np.zeros(n_symbols, dtype=np.int64)
+        raw[weight_pos] = (codes & ((1 << code_bits) - 1)) << gap_bits | gaps & ((1 << gap_bits) - 1)
+        raw_len = np.zeros(n_symbols, dtype=np.int64)
+        raw_len[weight_pos] = code_bits + gap_bits
+        cw = code.codewords().astype(np.int64)[symbols] << raw_len | raw
+        cw_len = code.lengths.astype(np.int64)[symbols] + raw_len
 
-        # Segments padded to whole length units, so that their lengths fit in a byte.
-        n_seg = rows * col_blocks
-        seg_of_symbol = np.repeat(seg_of_weight, n_escapes + 1)
-        sym_len = code.lengths.astype(np.int64)[symbols]
-        seg_bits = np.bincount(seg_of_symbol, weights=sym_len, minlength=n_seg).astype(np.int64)
-        seg_syms = np.bincount(seg_of_symbol, minlength=n_seg).astype(np.int64)
-        seg_weights = np.bincount(seg_of_weight, minlength=n_seg).astype(np.int64)
-        used = code.lengths[code.lengths > 0]
-        len_unit, len_base, seg_len = _segment_lengths(seg_bits, int(used.min()) if used.size else 1)
-        seg_start = np.concatenate(([0], np.cumsum(_stored_lengths(seg_len, len_base, len_unit))))
+        # Rows sorted by symbol count (most first); pieces in sorted row-major order.
+        n_seg = rows * pieces
+        seg_syms = np.bincount(piece_of_symbol, minlength=n_seg)
+        order = np.argsort(-seg_syms.reshape(rows, pieces).sum(axis=1), kind="stable")
+        rank = np.empty(rows, dtype=np.int64)
+        rank[order] = np.arange(rows)
+        # The rows' runs of symbols move as blocks to their sorted places.
+        row_syms = seg_syms.reshape(rows, pieces).sum(axis=1)
+        old_start = np.cumsum(row_syms) - row_syms
+        new_start = (np.cumsum(row_syms[order]) - row_syms[order])[rank]
+        symbol_row = piece_of_symbol // pieces
+        at = np.arange(n_symbols) - old_start[symbol_row] + new_start[symbol_row]
+        sorted_piece = np.empty(n_symbols, dtype=np.int64)
+        sorted_piece[at] = rank[symbol_row] * pieces + piece_of_symbol % pieces
+        cw, cw_len = _scatter(cw, at), _scatter(cw_len, at)
+        seg_bits = np.bincount(sorted_piece, weights=cw_len, minlength=n_seg).astype(np.int64)
+        len_unit, len_base, seg_len = _lengths(seg_bits)
+        padded = _stored_lengths(seg_len, len_base, len_unit)
+        seg_start = np.concatenate(([0], np.cumsum(padded)))
         total_bits = int(seg_start[-1])
-        sym_start = np.cumsum(sym_len) - sym_len
-        sym_start += (seg_start[:-1] - np.concatenate(([0], np.cumsum(seg_bits)[:-1])))[seg_of_symbol]
-        words = _pack_codewords(code.codewords()[symbols], sym_len, sym_start, max(1, -(-total_bits // 32)))
-        lanes = rows_per_program * col_blocks
-        n_prog = -(-rows // rows_per_program)
-        prog_base = seg_start[np.minimum(np.arange(n_prog + 1) * lanes, n_seg)]
-        padded_syms = np.zeros(n_prog * lanes, dtype=np.int64)
-        padded_syms[:n_seg] = seg_syms
-        prog_steps = padded_syms.reshape(n_prog, lanes).max(axis=1)
+        # Each piece's padding is one bits: what a decoder reads past a piece decodes as END.
+        pad_len = padded - seg_bits
+        has_pad = pad_len > 0
+        words = _pack_codewords(
+            np.concatenate((cw, (np.int64(1) << pad_len[has_pad]) - 1)),
+            np.concatenate((cw_len, pad_len[has_pad])),
+            np.concatenate(
+                (
+                    seg_start[sorted_piece] + _cumsum_within(cw_len, sorted_piece),
+                    seg_start[1:][has_pad] - pad_len[has_pad],
+                )
+            ),
+            max(1, -(-total_bits // 32)),
+        )
+
+        rpp = max(1, program_lanes(cols, matrix.nnz) // pieces)
+        n_prog = -(-rows // rpp)
+        piece_bits = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
+        piece_bits[:n_seg] = padded
+        prog_base = np.concatenate(([0], np.cumsum(piece_bits.reshape(n_prog, -1).sum(axis=1))))
+        steps = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
+        steps[:n_seg] = seg_syms.reshape(rows, pieces)[order].reshape(-1)
+        row_dtype = np.int16 if rows <= 1 << 15 else np.int32
+        per_piece = np.bincount(piece_of_weight, minlength=n_seg).reshape(rows, pieces)
+        first = matrix.row_ptr[:-1, None] + np.cumsum(per_piece, axis=1) - per_piece
         tensors = {
             "words": torch.from_numpy(words.view(np.int32)),
             "prog_base": torch.from_numpy(_offset_array(prog_base, total_bits)),
             "seg_len": torch.from_numpy(seg_len),
+            "seg_span": torch.from_numpy(seg_span.reshape(rows, pieces - 1)[order].reshape(-1).copy()),
+            "row_ids": torch.from_numpy(order.astype(row_dtype)),
             "code_lengths": torch.from_numpy(code.lengths.copy()),
-            "codebook": torch.from_numpy(matrix.codebook.copy()),
-            "table": torch.from_numpy(_fused_table(code, k, escape)),
-            "prog_steps": torch.from_numpy(prog_steps.astype(np.int32)),
-            "seg_first": torch.from_numpy(
-                np.concatenate(([0], np.cumsum(seg_weights)[:-1])).astype(np.int64)
-            ),
+            "codebook": torch.from_numpy(matrix.codebook.astype(np.float32)),
+            "table": torch.from_numpy(decode_table_entries(code, k, gap_bits, code_bits, q_levels)),
+            "prog_steps": torch.from_numpy(steps.reshape(n_prog, -1).max(axis=1).astype(np.int32)),
+            "seg_first": torch.from_numpy(first[order].reshape(-1).astype(np.int64)),
         }
         return cls(
             out_features=rows,
             in_features=cols,
             code_bits=matrix.bits,
-            escape=int(escape),
-            col_blocks=col_blocks,
-            rows_per_program=rows_per_program,
+            gap_raw_bits=gap_bits,
+            code_raw_bits=code_bits,
+            q_levels=q_levels,
+            pieces=pieces,
+            rows_per_program=rpp,
             len_unit=len_unit,
             len_base=len_base,
+            span_unit=span_unit,
+            span_base=span_base,
             total_bits=total_bits,
             nnz=matrix.nnz,
             **{name: t.to(device) for name, t in tensors.items()},
@@ -328,6 +559,9 @@ class HuffmanLayout:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 0:
                 raise HuffmanLayoutError(f"metadata {name} must be a non-negative int, got {value!r}")
             meta[name] = int(value)
+        for name in TENSOR_NAMES:
+            if not isinstance(tensors[name], torch.Tensor):
+                raise HuffmanLayoutError(f"{name} must be a tensor, got {type(tensors[name]).__name__}")
         device = tensors["words"].device
         arrays = {name: tensors[name].detach().cpu().numpy() for name in TENSOR_NAMES}
         table, prog_steps, seg_first, _ = _validate(arrays, meta)
@@ -364,6 +598,8 @@ class HuffmanLayout:
             "stream_bits": self.total_bits,
             "word_padding_bits": self.words.numel() * 32 - self.total_bits,
             "segment_length_bits": self.seg_len.numel() * self.seg_len.element_size() * 8,
+            "segment_span_bits": self.seg_span.numel() * self.seg_span.element_size() * 8,
+            "row_order_bits": self.row_ids.numel() * self.row_ids.element_size() * 8,
             "program_offset_bits": self.prog_base.numel() * self.prog_base.element_size() * 8,
             "program_steps_bits": self.prog_steps.numel() * 32,
             "decode_table_bits": self.table.numel() * 32,
@@ -380,12 +616,29 @@ class HuffmanLayout:
     def bits_per_kept_weight(self) -> float:
         return self.total_bits_resident() / max(self.nnz, 1)
 
+    def symbols(self) -> int:
+        """Decoded symbols: the kept weights and the escapes (END excluded)."""
+        return int(self.segment_symbols().sum())
+
+    def segment_symbols(self) -> np.ndarray:
+        """int64[out_features * pieces]: symbols of every piece (sorted row-major order)."""
+        arrays = {name: t.detach().cpu().numpy() for name, t in self.tensors().items()}
+        return _validate(arrays, self.metadata())[3][3]
+
+    def lane_utilization(self, step_multiple: int = 1) -> float:
+        """Share of the lane-steps the kernels run that decode a symbol: symbols over lanes times
+        each program's steps rounded up to ``step_multiple`` (the fused kernel's:
+        `dc_kernels.huffman.launch.steps_granularity`); 1.0 for a layer without symbols."""
+        steps = -(-self.prog_steps.detach().cpu().numpy().astype(np.int64) // step_multiple) * step_multiple
+        lane_steps = int(steps.sum()) * self.lanes
+        return self.symbols() / lane_steps if lane_steps else 1.0
+
     # ------------------------------------------------------------------ decoding
     def decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, column, code) of every kept weight in CSR order: the reference of the decoder
-        kernel (same lockstep steps, same bounded reads). Raises `HuffmanLayoutError`."""
+        kernel (same steps, same bounded reads). Raises `HuffmanLayoutError`."""
         arrays = {name: t.detach().cpu().numpy() for name, t in self.tensors().items()}
-        *_, (rows, cols, codes) = _validate(arrays, self.metadata())
+        rows, cols, codes, _ = _validate(arrays, self.metadata())[3]
         return rows, cols, codes
 
     def to_matrix(self) -> CompressedMatrix:
@@ -399,35 +652,79 @@ class HuffmanLayout:
         return torch.from_numpy(self.to_matrix().to_dense()).to(self.device)
 
 
-def _segment_lengths(seg_bits: np.ndarray, min_code_length: int) -> tuple[int, int, np.ndarray]:
-    """(unit, base, stored): segment ``s`` is padded to ``(base + stored[s]) * unit`` bits.
+def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_table_bits: int) -> Coding:
+    """The code for a caller's ``(gap_raw_bits, code_raw_bits, q_levels)``, or ValueError naming
+    what does not fit."""
+    if not isinstance(coding, tuple) or len(coding) != 3:
+        raise ValueError(f"coding must be a (gap_raw_bits, code_raw_bits, q_levels) tuple, got {coding!r}")
+    gap_bits, code_bits, q_levels = coding
+    for name, value, low in (
+        ("gap_raw_bits", gap_bits, 0),
+        ("code_raw_bits", code_bits, 0),
+        ("q_levels", q_levels, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    k = int(matrix.codebook.size)
+    if code_bits > matrix.bits:
+        raise ValueError(f"code_raw_bits={code_bits} exceeds the {matrix.bits}-bit codes")
+    n_sym = high_codes(k, code_bits) * q_levels + 2
+    if n_sym > 1 << max_table_bits or q_levels << gap_bits > MAX_ADVANCE:
+        raise ValueError(
+            f"coding {coding} with {k} codebook entries needs {n_sym} symbols (at most "
+            f"{1 << max_table_bits}) and advances of {q_levels << gap_bits} columns (at most {MAX_ADVANCE})"
+        )
+    limit = min(max_table_bits, MAX_SYMBOL_BITS - gap_bits - code_bits)
+    counts = _symbol_counts(matrix.codes, gaps, k, gap_bits, code_bits, q_levels)
+    if limit < 1 or np.count_nonzero(counts) + 1 > 1 << limit:
+        raise ValueError(
+            f"coding {coding} leaves codewords of {limit} bits for {np.count_nonzero(counts) + 1} symbols"
+        )
+    return Coding(gap_bits, code_bits, q_levels, end_code(counts, limit))
 
-    The smallest unit (a power of two no longer than the shortest codeword, so that padding is
-    never mistaken for a symbol) whose lengths span < 256 units gives ``uint8``; else ``uint16``
-    bits (in an ``int16``; a segment spans < 2**16 bits)."""
+
+def _lengths(seg_bits: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """(unit, base, stored): piece ``s`` is padded to ``(base + stored[s]) * unit`` bits. The
+    smallest unit whose lengths span < 256 units gives ``uint8``; else ``uint16`` bits (in an
+    ``int16``; a piece spans < 2**16 bits)."""
     for unit in LENGTH_UNITS:
-        if unit > min_code_length:
-            break
         units = -(-seg_bits // unit)
-        base = int(units.min())
-        if int(units.max()) - base < 256:
+        base = int(units.min()) if units.size else 0
+        if units.size == 0 or int(units.max()) - base < 256:
             return unit, base, (units - base).astype(np.uint8)
     base = int(seg_bits.min())
+    if int(seg_bits.max()) - base >= 1 << 16:
+        raise ValueError(f"piece lengths span {int(seg_bits.max()) - base} bits; use shorter pieces")
     return 1, base, (seg_bits - base).astype(np.uint16).view(np.int16)
 
 
-def _stored_lengths(seg_len: np.ndarray, base: int, unit: int) -> np.ndarray:
-    """Padded segment lengths in bits (int64) from their stored form."""
-    raw = seg_len.view(np.uint16) if seg_len.dtype == np.int16 else seg_len
+def _scatter(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[at] = values
+    return out
+
+
+def _stored_lengths(stored: np.ndarray, base: int, unit: int) -> np.ndarray:
+    """Values (int64) from their ``uint8`` / ``int16`` (``uint16`` patterns) stored form."""
+    raw = stored.view(np.uint16) if stored.dtype == np.int16 else stored
     return (raw.astype(np.int64) + base) * unit
+
+
+def _cumsum_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Exclusive running sum of ``values`` within each run of equal (sorted) ``groups``."""
+    total = np.cumsum(values) - values
+    if values.size == 0:
+        return total
+    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    offset = np.repeat(total[starts], np.diff(np.concatenate((starts, [values.size]))))
+    return total - offset
 
 
 def _pack_codewords(
     codewords: np.ndarray, lengths: np.ndarray, starts: np.ndarray, n_words: int
 ) -> np.ndarray:
-    """Write each codeword MSB first at its bit position (`compress.huffman`'s bit order) into
-    ``n_words`` uint32 words; the bits between segments stay zero. (`huffman_encode` writes
-    one gapless stream, hence this packer.)"""
+    """Write each codeword (<= 32 bits) MSB first at its bit position (`compress.huffman`'s bit
+    order) into ``n_words`` uint32 words; bits no codeword covers stay zero."""
     starts = starts.astype(np.uint64)
     shift = np.uint64(64) - (starts & np.uint64(31)) - lengths.astype(np.uint64)
     placed = codewords.astype(np.uint64) << shift  # in the 64-bit window of the start word
@@ -449,26 +746,31 @@ def _fail(message: str):
     raise HuffmanLayoutError(message)
 
 
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
 def _peek(uwords: np.ndarray, pos: np.ndarray, end: np.ndarray, nbits) -> np.ndarray:
-    """The next ``nbits`` (<= 32) bits at ``pos`` (int64), reading only words that overlap
-    ``[pos, end)``, as the kernels do."""
+    """The next ``nbits`` (1..32) bits at ``pos`` (int64), bits at or past ``end`` reading as one
+    (as the kernels read them: no word outside ``[pos, end)`` is touched)."""
     w = pos >> 5
-    hi = uwords[w]
-    lo = np.where((w + 1) * 32 < end, uwords[np.minimum(w + 1, uwords.size - 1)], 0).astype(np.uint64)
+    last = uwords.size - 1
+    hi = np.where(w * 32 < end, uwords[np.clip(w, 0, last)], np.uint64(0))
+    lo = np.where((w + 1) * 32 < end, uwords[np.clip(w + 1, 0, last)], np.uint64(0))
     window = (hi << np.uint64(32)) | lo
+    valid = np.clip(end - w * 32, 0, 64).astype(np.uint64)
+    ones = np.where(valid >= 64, np.uint64(0), _ALL_ONES >> np.minimum(valid, np.uint64(63)))
+    ones = np.where(valid == 0, _ALL_ONES, ones)
+    window |= ones
     nbits = np.asarray(nbits, dtype=np.uint64)
-    peek = (window >> (np.uint64(64) - nbits - (pos & 31).astype(np.uint64))) & ((np.uint64(1) << nbits) - 1)
-    return peek.astype(np.int64)
+    top = (window << (pos & 31).astype(np.uint64)) >> np.uint64(32)
+    return ((top >> (np.uint64(32) - nbits)) & ((np.uint64(1) << nbits) - np.uint64(1))).astype(np.int64)
 
 
-def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
-    """Check every field, then decode all segments in lockstep (the decoder kernel's steps).
-
-    Returns (table, prog_steps, seg_first, (rows, cols, codes)); raises `HuffmanLayoutError`.
-    """
+def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
+    """The fields' shapes, dtypes and ranges; returns the Huffman code."""
     rows, cols = meta["out_features"], meta["in_features"]
-    if not 1 <= rows < 2**31 or not 1 <= cols < 2**31:
-        _fail(f"shape ({rows}, {cols}) must have both sides in 1..2**31-1")
+    if not 1 <= rows < 2**31 or not 1 <= cols <= MAX_IN_FEATURES:
+        _fail(f"shape ({rows}, {cols}) must have 1..2**31-1 rows and 1..{MAX_IN_FEATURES} columns")
     try:
         bits = check_bits(meta["code_bits"], "code_bits")
     except (TypeError, ValueError) as exc:
@@ -478,34 +780,33 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail(f"codebook must be float32 with 1..{2**bits} entries, got {codebook.dtype} {codebook.shape}")
     if not np.all(np.isfinite(codebook)):
         _fail("codebook holds NaN or inf values")
-    k, escape, col_blocks = int(codebook.size), meta["escape"], meta["col_blocks"]
-    if escape < 1 or k * escape + 1 > 1 << MAX_TABLE_BITS:
-        _fail(f"escape={escape} with {k} codebook entries exceeds the {1 << MAX_TABLE_BITS}-symbol table")
-    if (
-        col_blocks < 1
-        or col_blocks & (col_blocks - 1)
-        or col_blocks > min(MAX_COL_BLOCKS, _pow2_at_most(cols))
-    ):
-        _fail(f"col_blocks={col_blocks} must be a power of two <= min({MAX_COL_BLOCKS}, in_features)")
-    block_cols = -(-cols // col_blocks)
-    if block_cols > MAX_BLOCK_COLS:
-        _fail(f"col_blocks={col_blocks} gives blocks of {block_cols} > {MAX_BLOCK_COLS} columns")
-    rpp = meta["rows_per_program"]
-    if rpp != max(1, PROGRAM_LANES // col_blocks):
-        _fail(
-            f"rows_per_program={rpp} must be {max(1, PROGRAM_LANES // col_blocks)} "
-            f"for col_blocks={col_blocks}"
-        )
+    k, q_levels = int(codebook.size), meta["q_levels"]
+    gap_bits, code_bits = meta["gap_raw_bits"], meta["code_raw_bits"]
+    if code_bits > bits or q_levels < 1:
+        _fail(f"code_raw_bits={code_bits} must be <= code_bits={bits} and q_levels={q_levels} >= 1")
+    n_sym = high_codes(k, code_bits) * q_levels + 2
+    if n_sym > 1 << MAX_TABLE_BITS or q_levels << gap_bits > MAX_ADVANCE:
+        _fail(f"{n_sym} symbols or advances of {q_levels << gap_bits} columns exceed the decode table")
+    pieces, rpp = meta["pieces"], meta["rows_per_program"]
+    if pieces < 1 or pieces & (pieces - 1) or pieces > _pow2_at_most(cols):
+        _fail(f"pieces={pieces} must be a power of two <= in_features={cols}")
+    if rows * pieces >= 2**31:
+        _fail(f"{rows} rows x {pieces} pieces: a layout holds fewer than 2**31 pieces")
+    if rpp * pieces not in PROGRAM_LANE_CHOICES:
+        _fail(f"rows_per_program={rpp} x pieces={pieces} must be one of {PROGRAM_LANE_CHOICES} lanes")
     lengths = arrays["code_lengths"]
-    if lengths.dtype != np.uint8 or lengths.shape != (k * escape + 1,):
-        _fail(f"code_lengths must be uint8[{k * escape + 1}], got {lengths.dtype} {lengths.shape}")
+    if lengths.dtype != np.uint8 or lengths.shape != (n_sym,):
+        _fail(f"code_lengths must be uint8[{n_sym}], got {lengths.dtype} {lengths.shape}")
     try:
         code = HuffmanCode(lengths, MAX_TABLE_BITS)
     except (TypeError, ValueError) as exc:
         raise HuffmanLayoutError(f"code_lengths: {exc}") from exc
-    table = _fused_table(code, k, escape)
-
-    n_seg, n_prog, lanes = rows * col_blocks, -(-rows // rpp), rpp * col_blocks
+    used = np.flatnonzero(lengths)
+    if used.size < 2 or lengths[-1] != lengths.max():
+        _fail("code_lengths: END must be the all-ones codeword of a code of two or more symbols")
+    if int(lengths[: n_sym - 2].max(initial=0)) + gap_bits + code_bits > MAX_SYMBOL_BITS:
+        _fail(f"a codeword with its {gap_bits + code_bits} raw bits exceeds {MAX_SYMBOL_BITS} bits")
+    n_seg, n_prog = rows * pieces, -(-rows // rpp)
     words, prog_base, seg_len = arrays["words"], arrays["prog_base"], arrays["seg_len"]
     total_bits = meta["total_bits"]
     if words.dtype != np.int32 or words.ndim != 1 or words.size != max(1, -(-total_bits // 32)):
@@ -517,77 +818,129 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail(f"prog_base must be int32/int64[{n_prog + 1}], got {prog_base.dtype} {prog_base.shape}")
     if seg_len.dtype not in (np.uint8, np.int16) or seg_len.shape != (n_seg,):
         _fail(f"seg_len must be uint8/int16[{n_seg}], got {seg_len.dtype} {seg_len.shape}")
-    unit = meta["len_unit"]
-    used = code.lengths[code.lengths > 0]
-    if unit not in LENGTH_UNITS or (used.size and unit > int(used.min())):
-        _fail(f"len_unit={unit} must be in {LENGTH_UNITS} and no longer than the shortest codeword")
-    seg_bits = _stored_lengths(seg_len, meta["len_base"], unit)
-    # Lengths beyond what a block can hold are absurd: refuse before decoding anything.
-    if seg_bits.size and seg_bits.max() > block_cols * MAX_TABLE_BITS + unit - 1:
-        _fail(f"a segment length of {seg_bits.max()} bits exceeds {block_cols * MAX_TABLE_BITS + unit - 1}")
+    seg_span = arrays["seg_span"]
+    if seg_span.dtype not in (np.uint8, np.int16) or seg_span.shape != (rows * (pieces - 1),):
+        _fail(f"seg_span must be uint8/int16[{rows * (pieces - 1)}], got {seg_span.dtype} {seg_span.shape}")
+    row_ids = arrays["row_ids"]
+    if row_ids.dtype not in (np.int16, np.int32) or row_ids.shape != (rows,):
+        _fail(f"row_ids must be int16/int32[{rows}], got {row_ids.dtype} {row_ids.shape}")
+    if not np.array_equal(np.sort(row_ids.astype(np.int64)), np.arange(rows)):
+        _fail("row_ids is not a permutation of the rows")
+    if meta["len_unit"] not in LENGTH_UNITS:
+        _fail(f"len_unit={meta['len_unit']} must be one of {LENGTH_UNITS}")
+    span_unit = meta["span_unit"]
+    if span_unit < 1 or span_unit & (span_unit - 1) or span_unit > 1 << 16:
+        _fail(f"span_unit={span_unit} must be a power of two <= 65536")
+    return code
+
+
+def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
+    """Check every field, then decode all pieces in lockstep (the kernels' steps).
+
+    Returns (table, prog_steps, seg_first, (rows, cols, codes, symbols per piece)); raises
+    `HuffmanLayoutError`."""
+    code = _check_meta(arrays, meta)
+    rows, cols, pieces, rpp = (
+        meta["out_features"],
+        meta["in_features"],
+        meta["pieces"],
+        meta["rows_per_program"],
+    )
+    gap_bits, total_bits = meta["gap_raw_bits"], meta["total_bits"]
+    k = int(arrays["codebook"].size)
+    table = decode_table_entries(code, k, gap_bits, meta["code_raw_bits"], meta["q_levels"])
+    n_seg, n_prog, lanes = rows * pieces, -(-rows // rpp), rpp * pieces
+
+    seg_bits = _stored_lengths(arrays["seg_len"], meta["len_base"], meta["len_unit"])
+    if seg_bits.size and seg_bits.max() > cols * MAX_SYMBOL_BITS * 2 + 64:
+        _fail(f"a piece length of {seg_bits.max()} bits is more than its columns can hold")
     padded = np.zeros(n_prog * lanes, dtype=np.int64)
     padded[:n_seg] = seg_bits
-    prog_bits = padded.reshape(n_prog, lanes).sum(axis=1)
-    base = prog_base.astype(np.int64)
-    if base[0] != 0 or not np.array_equal(np.diff(base), prog_bits) or base[-1] != total_bits:
-        _fail(f"prog_base does not match the segment lengths (stream of total_bits={total_bits})")
+    base = arrays["prog_base"].astype(np.int64)
+    if base[0] != 0 or not np.array_equal(np.diff(base), padded.reshape(n_prog, lanes).sum(axis=1)):
+        _fail(f"prog_base does not match the piece lengths (stream of total_bits={total_bits})")
+    if base[-1] != total_bits:
+        _fail(f"prog_base ends at {base[-1]}, not at total_bits={total_bits}")
+    spans = _stored_lengths(arrays["seg_span"], meta["span_base"], meta["span_unit"]).reshape(
+        rows, pieces - 1
+    )
+    first_col = np.concatenate((np.zeros((rows, 1), np.int64), np.cumsum(spans, axis=1)), axis=1)
+    if first_col[:, -1].max() > cols:
+        _fail(f"piece spans add up to {first_col[:, -1].max()} columns, beyond in_features={cols}")
+    end_col = np.concatenate((first_col[:, 1:], np.full((rows, 1), cols, np.int64)), axis=1).reshape(-1)
     starts = np.concatenate(([0], np.cumsum(seg_bits)))
-    ends = starts[1:]
-    starts = starts[:-1]
+    ends, starts = starts[1:], starts[:-1]
 
-    # Lockstep decode of every segment, reads bounded by the segment's extent.
-    uwords = words.view(np.uint32).astype(np.uint64)
+    # Lockstep decode of every piece, reads bounded by the piece's extent.
+    uwords = arrays["words"].view(np.uint32).astype(np.uint64)
     tbits = code.table_bits
     pos = starts.copy()
-    colpos = (np.arange(n_seg) % col_blocks) * block_cols
-    col_end = np.minimum(colpos + block_cols, cols)
+    col = first_col.reshape(-1) - 1  # the column of the last kept weight
     last_weight = np.ones(n_seg, dtype=bool)
     steps = np.zeros(n_seg, dtype=np.int64)
-    # A segment decodes while a whole unit is left: padding is shorter than any codeword.
-    active = np.flatnonzero(pos + unit <= ends)
+    active = np.flatnonzero(pos < ends)
     out_seg, out_col, out_code = [], [], []
+    end_entry = table[-1]  # the all-ones peek: END
     while active.size:
         p, e = pos[active], ends[active]
-        entry = table[_peek(uwords, p, e, tbits)].astype(np.int64)
+        peek = _peek(uwords, p, e, tbits)
+        entry = table[peek].astype(np.int64)
         length = entry & LENGTH_MASK
-        if np.any(length == 0) or np.any(p + length > e):
-            bad = active[np.flatnonzero((length == 0) | (p + length > e))[0]]
-            _fail(
-                f"corrupt stream: segment {bad} (row {bad // col_blocks}) has no codeword ending "
-                f"inside it at bit {pos[bad]}"
+        raw_len = 32 - ((entry >> SHIFT_SHIFT) & SHIFT_MASK)
+        total = length + raw_len
+        is_end = entry == end_entry
+        if np.any(is_end):  # END: the rest of the piece must be its one-bit padding
+            done = active[is_end]
+            rest = np.minimum(ends[done] - pos[done], 32)
+            ones = (np.int64(1) << rest) - 1
+            pad_ok = (ends[done] - pos[done] < meta["len_unit"]) & (
+                _peek(uwords, pos[done], ends[done], rest) == ones
             )
-        is_weight = (entry & WEIGHT_FLAG) != 0
-        advance = entry >> ADVANCE_SHIFT
-        col = colpos[active] + advance - 1
-        if np.any(is_weight & (col >= col_end[active])):
-            bad = active[np.flatnonzero(is_weight & (col >= col_end[active]))[0]]
-            _fail(f"corrupt stream: segment {bad} decodes a column beyond its block (< {col_end[bad]})")
+            if not np.all(pad_ok):
+                bad = int(done[np.flatnonzero(~pad_ok)[0]])
+                _fail(f"corrupt stream: piece {bad} holds {int(ends[bad] - pos[bad])} bits after an END")
+            pos[done] = ends[done]
+            keep = ~is_end
+            active, p, e, entry, length, raw_len, total = (
+                a[keep] for a in (active, p, e, entry, length, raw_len, total)
+            )
+            if not active.size:
+                break
+        if np.any(p + total > e):
+            bad = int(active[np.flatnonzero(p + total > e)[0]])
+            _fail(f"corrupt stream: piece {bad} (sorted row {bad // pieces}) has a symbol crossing its end")
+        raw = np.where(raw_len > 0, _peek(uwords, p + length, e, np.maximum(raw_len, 1)), 0)
+        weight_code = ((entry >> CODE_SHIFT) & CODE_MASK) + (raw >> gap_bits)
+        is_weight = weight_code < k  # an escape (and END) points past the codebook
+        new_col = col[active] + (entry >> ADVANCE_SHIFT) + (raw & ((1 << gap_bits) - 1))
+        if np.any(is_weight & (new_col >= end_col[active])):
+            bad = int(active[np.flatnonzero(is_weight & (new_col >= end_col[active]))[0]])
+            _fail(f"corrupt stream: piece {bad} decodes a column beyond its end column {end_col[bad]}")
         out_seg.append(active[is_weight])
-        out_col.append(col[is_weight])
-        out_code.append((entry[is_weight] >> CODE_SHIFT) & 0xFF)
-        colpos[active] += advance
-        pos[active] = p + length
+        out_col.append(new_col[is_weight])
+        out_code.append(weight_code[is_weight])
+        col[active] = new_col
+        pos[active] = p + total
         last_weight[active] = is_weight
         steps[active] += 1
-        active = active[pos[active] + unit <= ends[active]]
-    padding = np.flatnonzero(pos < ends)
-    if padding.size and np.any(_peek(uwords, pos[padding], ends[padding], ends[padding] - pos[padding])):
-        _fail("corrupt stream: nonzero padding bits at the end of a segment")
+        active = active[pos[active] < ends[active]]
     if not np.all(last_weight):
-        _fail(f"corrupt stream: segment {int(np.flatnonzero(~last_weight)[0])} ends with an escape")
+        _fail(f"corrupt stream: piece {int(np.flatnonzero(~last_weight)[0])} ends with an escape")
     seg = np.concatenate(out_seg) if out_seg else np.zeros(0, dtype=np.int64)
-    order = np.argsort(seg, kind="stable")
-    seg = seg[order]
-    col_out = np.concatenate(out_col)[order] if out_col else np.zeros(0, dtype=np.int64)
-    code_out = np.concatenate(out_code)[order] if out_code else np.zeros(0, dtype=np.int64)
+    col_out = np.concatenate(out_col) if out_col else np.zeros(0, dtype=np.int64)
+    code_out = np.concatenate(out_code) if out_code else np.zeros(0, dtype=np.int64)
     if seg.size != meta["nnz"]:
         _fail(f"stream holds {seg.size} kept weights, metadata says nnz={meta['nnz']}")
-    if code_out.size and code_out.max() >= k:
-        _fail(f"decoded code {code_out.max()} is outside the codebook of {k}")
+    row_ids = arrays["row_ids"].astype(np.int64)
+    orig_row = row_ids[seg // pieces]
+    order = np.lexsort((col_out, orig_row))
     per_seg = np.bincount(seg, minlength=n_seg)
-    seg_first = np.concatenate(([0], np.cumsum(per_seg)[:-1])).astype(np.int64)
+    row_count = np.bincount(row_ids, weights=per_seg.reshape(rows, pieces).sum(axis=1), minlength=rows)
+    row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
+    per_piece = per_seg.reshape(rows, pieces)
+    seg_first = (row_ptr[row_ids][:, None] + np.cumsum(per_piece, axis=1) - per_piece).reshape(-1)
     padded_steps = np.zeros(n_prog * lanes, dtype=np.int64)
     padded_steps[:n_seg] = steps
     prog_steps = padded_steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
-    decoded = (seg // col_blocks, col_out.astype(np.int32), code_out.astype(np.uint8))
-    return table, prog_steps, seg_first, decoded
+    decoded = (orig_row[order], col_out[order].astype(np.int32), code_out[order].astype(np.uint8), steps)
+    return table, prog_steps, seg_first.astype(np.int64), decoded

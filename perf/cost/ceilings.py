@@ -46,7 +46,7 @@ class Guard:
             return False
         consts = config.launch.constexprs
         if self.lanes is not None:
-            return (consts.get("ROWS"), consts.get("NCB")) == self.lanes
+            return (consts.get("ROWS"), consts.get("PIECES")) == self.lanes
         if self.lane_shape is not None and (consts.get("R"), consts.get("T")) != self.lane_shape:
             return False
         return (config.code_bits, config.index_bits) == (self.code_bits, self.index_bits)

@@ -1,12 +1,13 @@
 """The launches the dispatcher makes, recorded from the launchers themselves (no GPU needed).
 
-The fixed-width and Huffman launchers (`dc_kernels.fixed.launch`, `dc_kernels.huffman.launch`)
-are run on *shell* layouts: layouts whose tensors sit on PyTorch's ``meta`` device (no memory, no
-data) but carry a real layer's metadata. While they run, `recorded_launches` stands a recorder in
-for every Triton kernel, so ``kernel[grid](*args, **kwargs)`` stores the exact arguments (integer
-values, strides, tensor dtypes) instead of launching; `perf.cost.specialize` then specializes
-them as Triton's JIT would. The launchers' device checks are bypassed while recording (the shells
-are not on a GPU); nothing else of them changes, so the recorded launch is the dispatcher's own.
+The fixed-width, Huffman and dense-codes launchers (`dc_kernels.fixed.launch`,
+`dc_kernels.huffman.launch`, `dc_kernels.dense_codes.launch`) are run on *shell* layouts: layouts
+whose tensors sit on PyTorch's ``meta`` device (no memory, no data) but carry a real layer's
+metadata. While they run, `recorded_launches` stands a recorder in for every Triton kernel, so
+``kernel[grid](*args, **kwargs)`` stores the exact arguments (integer values, strides, tensor
+dtypes) instead of launching; `perf.cost.specialize` then specializes them as Triton's JIT would.
+The launchers' device checks are bypassed while recording (the shells are not on a GPU); nothing
+else of them changes, so the recorded launch is the dispatcher's own.
 
 A meta tensor's data pointer is 0: every pointer counts as 16-byte aligned, as fresh CUDA
 allocations are (the caching allocator aligns them to 512 bytes).
@@ -33,6 +34,8 @@ from perf.cost.layer_stats import LayerStats
 REFERENCE_LAYER = "llm-4096x4096-d10"
 #: torch dtype name -> Triton's, the activations' dtypes a launch may get.
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+#: Code widths of the dense-codes configurations (4 bits: 15 shared weights and the zero code).
+DENSE_CODE_WIDTHS = (4,)
 _META = torch.device("meta")
 
 
@@ -61,10 +64,11 @@ class Launch:
 
 @dataclass(frozen=True)
 class Configuration:
-    """An ``aot_configs()`` entry with its recorded launch: ``family`` ``fixed`` or ``huffman``;
-    ``dtype`` of the activations (``-`` / ``dense`` for the Huffman decoders); ``block``: lanes of
-    a program (both forms); ``items_per_iteration``: kept weights or
-    symbols one iteration of the kernel's main loop handles (the launcher's ``loop_items``)."""
+    """An ``aot_configs()`` entry with its recorded launch: ``family`` ``fixed``, ``huffman`` or
+    ``dense_codes``; ``dtype`` of the activations (``-`` / ``dense`` for the Huffman decoders);
+    ``block``: lanes of a program (fixed and Huffman) or codes per tile (dense codes, whose width
+    is ``code_bits``); ``items_per_iteration``: kept weights, symbols or codes one iteration of the
+    kernel's main loop handles (the launcher's ``loop_items``)."""
 
     family: str
     dtype: str
@@ -84,8 +88,15 @@ class Configuration:
         return self.launch.num_warps
 
     def label(self) -> str:
-        widths = f" {self.code_bits}+{self.index_bits}" if self.family == "fixed" else ""
-        return f"{self.kernel} {self.dtype}{widths} lanes {self.block} BB{self.batch_bucket}"
+        consts = self.launch.constexprs
+        if self.family == "fixed":
+            widths = f" {self.code_bits}+{self.index_bits} lanes {consts['R']}x{consts['T']}"
+        elif self.family == "dense_codes":
+            widths = f" {self.code_bits}-bit codes"
+        else:
+            on_chip = f" x on chip {consts['XW']}" if consts.get("XW") else ""
+            widths = f" lanes {consts['ROWS']}x{consts['PIECES']}{on_chip}"
+        return f"{self.kernel} {self.dtype}{widths} BB{self.batch_bucket}"
 
 
 class _Recorder:
@@ -103,10 +114,12 @@ class _Recorder:
 
 @contextlib.contextmanager
 def recorded_launches() -> Iterator[list[Launch]]:
-    """Within the block, the fixed-width and Huffman kernels record their launches into the list
-    it yields instead of running."""
+    """Within the block, the fixed-width, Huffman and dense-codes kernels record their launches
+    into the list it yields instead of running."""
     from triton.runtime.jit import KernelInterface  # compiled and interpreted kernels alike
 
+    import dc_kernels.dense_codes.kernels
+    import dc_kernels.dense_codes.launch
     import dc_kernels.fixed.kernels
     import dc_kernels.fixed.launch
     import dc_kernels.huffman.kernels
@@ -115,13 +128,13 @@ def recorded_launches() -> Iterator[list[Launch]]:
     sink: list[Launch] = []
     patches = [
         (module, name, _Recorder(obj, sink))
-        for module in (dc_kernels.fixed.kernels, dc_kernels.huffman.kernels)
+        for module in (dc_kernels.fixed.kernels, dc_kernels.huffman.kernels, dc_kernels.dense_codes.kernels)
         for name, obj in vars(module).items()
         if isinstance(obj, KernelInterface)
     ]
     patches += [
         (module, "check_layout_device", lambda *args: None)
-        for module in (dc_kernels.fixed.launch, dc_kernels.huffman.launch)
+        for module in (dc_kernels.fixed.launch, dc_kernels.huffman.launch, dc_kernels.dense_codes.launch)
         if hasattr(module, "check_layout_device")
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
@@ -171,32 +184,47 @@ def fixed_shell(
 
 def huffman_shell(
     stats: LayerStats,
-    rows: int | None = None,
-    col_blocks: int | None = None,
+    fields: Mapping[str, int] | None = None,
     offsets: str | None = None,
     lengths: str | None = None,
     seg_first: bool = False,
 ):
-    """A meta-device `HuffmanLayout` with the layer's metadata (lanes shape and the offset and
-    length dtypes overridable; ``seg_first``: include it, as the standalone decoder needs)."""
-    from dc_kernels.huffman.layout import HuffmanLayout
+    """A meta-device `HuffmanLayout` with the layer's metadata (``fields``: metadata overriding
+    the layer's, e.g. an ``aot_configs()`` entry's; the offset and length dtypes overridable;
+    ``seg_first``: include it, as the standalone decoder needs)."""
+    from dc_kernels.huffman.layout import HuffmanLayout, high_codes
 
     h = stats.huffman
-    overrides = {"rows_per_program": rows, "col_blocks": col_blocks}
-    meta = {**h.metadata, **{k: v for k, v in overrides.items() if v is not None}}
-    n_prog = -(-stats.outputs // meta["rows_per_program"])
-    n_seg = stats.outputs * meta["col_blocks"]
+    meta = {**h.metadata, **(fields or {})}
+    rows = meta["out_features"]
+    n_prog = -(-rows // meta["rows_per_program"])
+    n_seg = rows * meta["pieces"]
     return HuffmanLayout(
         **meta,
         words=_meta(h.words, torch.int32),
         prog_base=_meta(n_prog + 1, getattr(torch, offsets or h.offsets_dtype)),
         seg_len=_meta(n_seg, getattr(torch, lengths or h.lengths_dtype)),
-        code_lengths=_meta(h.codebook_size * h.escape + 1, torch.uint8),
+        seg_span=_meta(rows * (meta["pieces"] - 1), getattr(torch, lengths or h.spans_dtype)),
+        row_ids=_meta(rows, getattr(torch, h.row_ids_dtype)),
+        code_lengths=_meta(
+            high_codes(h.codebook_size, meta["code_raw_bits"]) * meta["q_levels"] + 2, torch.uint8
+        ),
         codebook=_meta(h.codebook_size, torch.float32),
         table=_meta(1 << h.table_bits, torch.int32),
         prog_steps=_meta(n_prog, torch.int32),
         seg_first=_meta(n_seg, torch.int64) if seg_first else None,
     )
+
+
+def dense_codes_shell(stats: LayerStats, width: int):
+    """A meta-device `DenseCodesLayout` of the layer's shape with ``width``-bit codes (a codebook
+    of ``2**width - 1`` shared weights and the zero code)."""
+    from dc_kernels.dense_codes.layout import DenseCodesLayout, row_stride
+    from dc_kernels.planes import planes_bytes
+
+    planes = _meta(planes_bytes(stats.outputs * row_stride(stats.inputs), width), torch.uint8)
+    codebook = _meta((1 << width) - 1, torch.float32)
+    return DenseCodesLayout(stats.outputs, stats.inputs, width, width, 0, planes, codebook)
 
 
 def _x(batch: int, inputs: int, dtype: torch.dtype) -> torch.Tensor:
@@ -228,9 +256,14 @@ def layer_launches(
 def dispatched_configurations(
     reference: LayerStats, dtypes: Mapping[str, str] = DTYPES, widths=((5, 6),)
 ) -> list[Configuration]:
-    """Every ``aot_configs()`` entry of both launchers (fixed-width for ``widths``) with the
-    launch the dispatcher makes for it on the ``reference`` layer's metadata."""
-    return _fixed_configurations(reference, dtypes, widths) + _huffman_configurations(reference, dtypes)
+    """Every ``aot_configs()`` entry of the three launchers (fixed-width for ``widths``, dense
+    codes for `DENSE_CODE_WIDTHS`) with the launch the dispatcher makes for it on the
+    ``reference`` layer's metadata."""
+    return (
+        _fixed_configurations(reference, dtypes, widths)
+        + _huffman_configurations(reference, dtypes)
+        + _dense_codes_configurations(reference, dtypes)
+    )
 
 
 def _single(launches: list[Launch], entry_kernel, consts: dict, warps: int, what: str) -> Launch:
@@ -287,19 +320,17 @@ def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) ->
     from dc_kernels.huffman import launch as huffman_launch
 
     out = []
-    for kernel, signature, consts, warps, dtype, bb in huffman_launch.aot_configs(dict(dtypes)):
+    for kernel, signature, consts, warps, dtype, bb, fields in huffman_launch.aot_configs(dict(dtypes)):
         shell = {
-            "rows": consts["ROWS"],
-            "col_blocks": consts["NCB"],
+            "fields": fields,
             "offsets": _torch_name(signature["prog_base_ptr"]),
             "lengths": _torch_name(signature["seg_len_ptr"]),
         }
         with recorded_launches() as launches:
             if kernel.__name__ == "huffman_spmm_kernel":
                 layout = huffman_shell(reference, **shell)
-                bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
-                x = _x(bb, reference.inputs, getattr(torch, dtype))
-                huffman_launch.run(x, layout, bias, prefetch=consts.get("PREFETCH"))
+                bias = _meta(layout.out_features, torch.float32) if consts.get("HAS_BIAS") else None
+                huffman_launch.run(_x(bb, fields["in_features"], getattr(torch, dtype)), layout, bias)
             elif kernel.__name__ == "huffman_decode_kernel" and consts.get("DENSE"):
                 huffman_launch.huffman_decode_dense(huffman_shell(reference, **shell))
             elif kernel.__name__ == "huffman_decode_kernel":
@@ -309,10 +340,38 @@ def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) ->
                     f"no launcher call known for Huffman kernel {kernel.__name__}"
                 )
         launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
-        lanes = consts["ROWS"] * consts["NCB"]
+        lanes = consts["ROWS"] * consts["PIECES"]
         out.append(
             Configuration(
                 "huffman", dtype, bb, 0, 0, lanes, huffman_launch.loop_items(launch.constexprs), launch
+            )
+        )
+    return out
+
+
+def _dense_codes_configurations(reference: LayerStats, dtypes: Mapping[str, str]) -> list[Configuration]:
+    from dc_kernels.dense_codes import launch as codes_launch
+
+    out = []
+    for kernel, consts, warps, dtype, bb in codes_launch.aot_configs(dtypes, DENSE_CODE_WIDTHS):
+        width = 8 * consts["N8"] + 4 * consts["N4"] + consts["N1"]
+        layout = dense_codes_shell(reference, width)
+        torch_dtype = getattr(torch, dtype)
+        with recorded_launches() as launches:
+            if kernel.__name__ == "dense_codes_gemm_kernel":
+                bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
+                codes_launch.run(_x(bb, reference.inputs, torch_dtype), layout, bias, path="codes")
+            elif kernel.__name__ == "dense_codes_decode_kernel":
+                codes_launch.decode_dense(layout, torch_dtype)
+            else:
+                raise UndispatchedConfiguration(
+                    f"no launcher call known for dense-codes kernel {kernel.__name__}"
+                )
+        launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
+        block = consts["BLOCK_N"] * consts["BLOCK_K"]
+        out.append(
+            Configuration(
+                "dense_codes", dtype, bb, width, 0, block, codes_launch.loop_items(launch.constexprs), launch
             )
         )
     return out

@@ -93,18 +93,23 @@ class HuffmanStats:
     codebook_size: int
     offsets_dtype: str
     lengths_dtype: str
+    spans_dtype: str
+    row_ids_dtype: str
     symbols: int
     bit_counts: dict[str, int]
     program_steps: dict[int, int]
 
-    escape = property(lambda self: self.metadata["escape"])
-    col_blocks = property(lambda self: self.metadata["col_blocks"])
+    pieces = property(lambda self: self.metadata["pieces"])
     rows_per_program = property(lambda self: self.metadata["rows_per_program"])
     total_bits = property(lambda self: self.metadata["total_bits"])
 
     @property
     def n_programs(self) -> int:
         return sum(self.program_steps.values())
+
+    @property
+    def lanes(self) -> int:
+        return self.pieces * self.rows_per_program
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ def _histogram(values: np.ndarray) -> dict[int, int]:
 def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
     """Build the layer's random matrix and both layouts and summarize them (seconds at LLM size)."""
     from dc_kernels.fixed.layout import GpuLayout
-    from dc_kernels.huffman.layout import HuffmanLayout, _segment_gaps
+    from dc_kernels.huffman.layout import HuffmanLayout
 
     started = time.perf_counter()
     matrix = spec.random_matrix(bits, seed=seed)
@@ -164,15 +169,20 @@ def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
     )
     del fixed
     huffman = HuffmanLayout.from_matrix(matrix)
-    _, gaps = _segment_gaps(matrix, huffman.col_blocks, huffman.block_cols)
+
+    def dtype(t) -> str:
+        return str(t.dtype).removeprefix("torch.")
+
     huffman_stats = HuffmanStats(
         metadata=huffman.metadata(),
         words=int(huffman.words.numel()),
         table_bits=huffman.table_bits,
         codebook_size=huffman.codebook_size,
-        offsets_dtype=str(huffman.prog_base.dtype).removeprefix("torch."),
-        lengths_dtype=str(huffman.seg_len.dtype).removeprefix("torch."),
-        symbols=int(matrix.nnz + np.sum(gaps // huffman.escape)),
+        offsets_dtype=dtype(huffman.prog_base),
+        lengths_dtype=dtype(huffman.seg_len),
+        spans_dtype=dtype(huffman.seg_span),
+        row_ids_dtype=dtype(huffman.row_ids),
+        symbols=huffman.symbols(),
         bit_counts=huffman.bit_counts(),
         program_steps=_histogram(huffman.prog_steps.numpy()),
     )

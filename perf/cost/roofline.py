@@ -34,6 +34,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import factorial
+
+import numpy as np
 
 from perf.cost.compiled import KernelCost
 from perf.cost.launches import Launch
@@ -58,17 +61,20 @@ class KernelModel:
     """What the roofline needs to know about a kernel family beyond its compiled code.
 
     ``trips(stats, constexprs)``: loop trips -> programs; ``chain``: memory levels (``l1``,
-    ``l2``, ``hbm``) of the dependent loads on one iteration's critical path; ``floor``: the level
-    whose latency a one-iteration prefetch must cover (None: no prefetch); ``prologue``: the
-    dependent loads before the loop; ``layout_bits``: the layout's ``bit_counts`` fields the
-    kernel reads."""
+    ``l2``, ``hbm``) of the dependent loads on one iteration's critical path, or a function of
+    ``(stats, constexprs)`` giving each level's count (possibly fractional: a load that misses one
+    iteration in n); ``floor``: the level whose latency a one-iteration prefetch must cover (None:
+    no prefetch); ``prologue``: the dependent loads before the loop; ``layout_bits``: the layout's
+    ``bit_counts`` fields the kernel reads; ``copies(stats, launch, element_bytes)``: bytes a
+    device copy made by the launcher before the launch moves (one more launch when not 0)."""
 
-    trips: Callable[[LayerStats, dict], dict[int, int]]
-    chain: tuple[str, ...]
+    trips: Callable[[LayerStats, dict], dict[float, int]]
+    chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
     floor: str | None
     prologue: tuple[str, ...]
     layout_bits: Callable[[LayerStats], dict[str, int]]
     gathers: Callable[[LayerStats, Launch, int], dict[str, float]]
+    copies: Callable[[LayerStats, Launch, int], int] | None = None
 
 
 def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
@@ -80,8 +86,102 @@ def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
     return trips
 
 
-def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
-    return dict(stats.huffman.program_steps)
+def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[float, int]:
+    """Iterations of ``K`` steps (the decoder: one step) covering each program's steps, a closing
+    iteration of ``K / 2`` steps counted as half of one (its code, outside the loop, is also in
+    the instructions counted once per program: an over-estimate of at most half an iteration)."""
+    from dc_kernels.huffman.launch import steps_granularity
+
+    per = int(constexprs.get("K", 1))
+    unit = steps_granularity(per)
+    trips: dict[float, int] = {}
+    for steps, programs in stats.huffman.program_steps.items():
+        t = -(-steps // unit) * unit / per
+        trips[t] = trips.get(t, 0) + programs
+    return trips
+
+
+def _huffman_bits_per_symbol(stats: LayerStats) -> float:
+    return stats.huffman.total_bits / max(stats.huffman.symbols, 1)
+
+
+def _huffman_chain(stats: LayerStats, constexprs: dict) -> dict[str, float]:
+    """Per iteration of ``K`` steps: a table lookup a step (an L1 hit) and a refilled word every
+    second step (an L1 hit), which misses to HBM whenever the lane enters a new line of its piece
+    (every ``1024 / bits-per-symbol`` steps)."""
+    steps = int(constexprs.get("K", 1))
+    return {
+        "l1": steps * 1.5,
+        "hbm": steps * _huffman_bits_per_symbol(stats) / (LINE_BYTES * 8),
+    }
+
+
+def bank_conflict_wavefronts(lanes: int = LANES, banks: int = 32) -> float:
+    """Expected wavefronts of a shared-memory gather of ``lanes`` independent uniformly random
+    4-byte words over ``banks`` banks: the expected largest number of lanes on one bank (exact,
+    from the multinomial distribution; lanes on the same word, which the hardware merges, are
+    counted apart, so this is an upper estimate for narrow tables)."""
+
+    def p_max_at_most(m: int) -> float:
+        # P(every bank <= m) = lanes! / banks**lanes * [x**lanes] (sum_{j<=m} x**j / j!)**banks
+        poly = np.zeros(lanes + 1)
+        poly[: m + 1] = [1 / factorial(j) for j in range(min(m, lanes) + 1)]
+        total = np.zeros(lanes + 1)
+        total[0] = 1.0
+        for _ in range(banks):
+            total = np.convolve(total, poly)[: lanes + 1]
+        return float(total[lanes] * factorial(lanes) / banks**lanes)
+
+    return sum(1.0 - p_max_at_most(m) for m in range(lanes))
+
+
+def _huffman_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dict[str, float]:
+    """L1 (and shared memory) wavefronts: the decode table (global, 4-byte entries) looked up every
+    lane-step; the weights, one ``tl.gather`` from the on-chip codebook per ``K`` steps (the lanes
+    of a warp hit at most ``k`` words: bank conflicts only beyond 32 entries) plus its refresh; x
+    (on chip: bank conflicts of a second ``tl.gather`` over random columns, the refresh of the
+    window it reads and the window's load; from memory: as `_x_wavefronts`); and the stream
+    refills (one 32-bit word a lane per 32 bits, the pieces of one warp side by side in memory)."""
+    h = stats.huffman
+    consts = launch.constexprs
+    steps_per_iteration = int(consts.get("K", 1))
+    lanes = consts["ROWS"] * consts["PIECES"]
+    trips = _huffman_trips(stats, consts)
+    iterations = sum(t * n for t, n in trips.items())
+    lane_steps = iterations * steps_per_iteration * lanes
+    programs = sum(trips.values())
+    window = int(consts.get("XW", 0))
+    if window:
+        x = (
+            lane_steps / LANES * bank_conflict_wavefronts()
+            + iterations * window * element_bytes / LINE_BYTES  # the refresh, once an iteration
+            + programs * window * element_bytes / LINE_BYTES  # the window's load
+        )
+    else:
+        x = _x_wavefronts(stats, launch, element_bytes)
+    from dc_kernels.huffman.layout import CODEBOOK_INDICES as codebook_words
+
+    weights = (
+        lane_steps / LANES * max(1.0, h.codebook_size / 32) + iterations * codebook_words * 4 / LINE_BYTES
+    )
+    table_lines = (1 << h.table_bits) * 4 / LINE_BYTES
+    pieces = stats.outputs * h.pieces
+    piece_bytes = h.total_bits / 8 / max(pieces, 1)
+    warp_lines = LANES * piece_bytes / LINE_BYTES + 1
+    refill_instructions = lane_steps / 2 / LANES  # one refill a pair of steps, per warp
+    active = min(float(LANES), LANES * h.total_bits / 32 / max(lane_steps / 2, 1))
+    return {
+        "x": x,
+        "table": lane_steps / LANES * distinct_lines(table_lines),
+        "weights": weights,
+        "stream": refill_instructions * distinct_lines(warp_lines, max(1, round(active))),
+    }
+
+
+def _huffman_copies(stats: LayerStats, launch: Launch, element_bytes: int) -> int:
+    """A batch above 1 is handed over transposed: x read, the padded copy written."""
+    bb = int(launch.constexprs.get("BB", 1))
+    return 0 if bb == 1 else stats.inputs * (bb + bb) * element_bytes
 
 
 def _x_wavefronts(stats: LayerStats, launch: Launch, element_bytes: int) -> float:
@@ -118,27 +218,15 @@ def _fixed_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dic
     return out
 
 
-def _huffman_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dict[str, float]:
-    h = stats.huffman
-    segments = stats.outputs * h.col_blocks
-    segment_bytes = h.total_bits / 8 / max(segments, 1)
-    # Adjacent lanes decode adjacent segments: one access spans 32 segments' worth of stream.
-    word_lines = min(float(LANES), LANES * segment_bytes / LINE_BYTES + 1)
-    return {
-        "x": _x_wavefronts(stats, launch, element_bytes),
-        "table": h.symbols * distinct_lines((1 << h.table_bits) * 4 / LINE_BYTES) / LANES,
-        "stream": h.symbols * 2 * word_lines / LANES,
-        "codebook": stats.nnz * distinct_lines(h.codebook_size * 4 / LINE_BYTES) / LANES,
-    }
-
-
 def _fixed_bits(stats: LayerStats) -> dict[str, int]:
     return dict(stats.fixed.bit_counts)
 
 
 def _huffman_bits(stats: LayerStats) -> dict[str, int]:
-    # The code lengths are stored for rebuilding the table; the kernels read the table instead.
-    return {k: v for k, v in stats.huffman.bit_counts.items() if k != "code_length_bits"}
+    # The code lengths are stored for rebuilding the table, the codebook for the module; the
+    # kernel reads the table (which holds the weights) instead.
+    unread = ("code_length_bits", "codebook_bits")
+    return {k: v for k, v in stats.huffman.bit_counts.items() if k not in unread}
 
 
 KERNEL_MODELS: dict[str, KernelModel] = {
@@ -147,11 +235,16 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # the same iteration; before the loop: the chunks' first groups, whose addresses need no
     # load, together with the block's group count and the start columns (one HBM latency).
     "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
-    # Each step: the lane's words (L1 after the first touch) -> table lookup -> next position;
-    # weight and x loads are consumed one step later (an L2 hit must arrive within a step);
-    # before the loop: segment lengths/offsets, then the first words, then the table.
+    # Each iteration: K steps of table lookups and refills (`_huffman_chain`); no prefetch; before
+    # the loop: piece lengths and spans, then the first words, then the table (shared: an L2 hit).
     "huffman": KernelModel(
-        _huffman_trips, ("l1", "l1"), "l2", ("hbm", "hbm", "hbm"), _huffman_bits, _huffman_gathers
+        _huffman_trips,
+        _huffman_chain,
+        None,
+        ("hbm", "hbm", "l2"),
+        _huffman_bits,
+        _huffman_gathers,
+        _huffman_copies,
     ),
 }
 
@@ -163,7 +256,7 @@ class LaunchPrediction:
     programs: int
     ctas_per_sm: int
     waves: float
-    trips_max: int
+    trips_max: float
     warp_instructions: float
     lsu_instructions: float
     l1_wavefronts: float
@@ -171,19 +264,22 @@ class LaunchPrediction:
     x_bytes: int
     y_bytes: int
     bounds_s: dict[str, float]
+    extra_launches: int = 0  # device copies the launcher makes before the kernel
 
     @property
     def total_bytes(self) -> int:
         return self.layout_bytes + self.x_bytes + self.y_bytes
 
 
-def _latency_cycles(machine: Machine, levels) -> int:
+def _latency_cycles(machine: Machine, levels) -> float:
+    """Cycles of dependent loads: a sequence of levels, or a mapping level -> count."""
     latency = {
         "l1": machine.l1_latency_cycles,
         "l2": machine.l2_latency_cycles,
         "hbm": machine.hbm_latency_cycles,
     }
-    return sum(latency[level] for level in levels)
+    counts = levels if isinstance(levels, dict) else {level: levels.count(level) for level in set(levels)}
+    return sum(latency[level] * n for level, n in counts.items())
 
 
 def predict_launch(
@@ -212,14 +308,16 @@ def predict_launch(
     batch = int(dict(zip(launch.kernel.arg_names, launch.args)).get("batch", bb_rows) or bb_rows)
     x_bytes = batch * stats.inputs * element_bytes
     y_bytes = batch * stats.outputs * element_bytes
+    copy_bytes = model.copies(stats, launch, element_bytes) if model.copies else 0
     sms_used = max(1, min(machine.sms, programs))
     clock = machine.clock_hz
     eff = machine.pipe_efficiency
     ctas = max(cost.ctas_per_sm, 1)
     slots = machine.sms * ctas
     issue_cycles = counts.instructions * -(-warps // machine.issue_per_sm_clock)
+    chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     iteration = max(
-        _latency_cycles(machine, model.chain) + issue_cycles,
+        _latency_cycles(machine, chain) + issue_cycles,
         _latency_cycles(machine, (model.floor,)) if model.floor else 0,
     )
     prologue = _latency_cycles(machine, model.prologue) + counts.outside_instructions * -(
@@ -232,7 +330,8 @@ def predict_launch(
         "issue": warp_instructions / (sms_used * machine.issue_per_sm_clock * clock * eff),
         "lsu": lsu / (sms_used * machine.lsu_per_sm_clock * clock * eff),
         "l1": wavefronts / (sms_used * machine.l1_wavefronts_per_sm_clock * clock * eff),
-        "hbm": (layout_bytes + x_bytes + y_bytes) / (machine.hbm_tb_s * 1e12 * machine.hbm_efficiency),
+        "hbm": (layout_bytes + x_bytes + y_bytes + copy_bytes)
+        / (machine.hbm_tb_s * 1e12 * machine.hbm_efficiency),
         "latency": latency_cycles / clock,
     }
     return LaunchPrediction(
@@ -247,6 +346,7 @@ def predict_launch(
         x_bytes=x_bytes,
         y_bytes=y_bytes,
         bounds_s=bounds,
+        extra_launches=1 if copy_bytes else 0,
     )
 
 
@@ -264,7 +364,7 @@ def combine(
     bounds = {b: sum(p.bounds_s[b] for p in launches) * 1e6 for b in BOUNDS}
     binding = max(bounds, key=bounds.get)
     kernel_us = bounds[binding]
-    predicted = kernel_us + machine.launch_us * len(launches)
+    predicted = kernel_us + machine.launch_us * (len(launches) + sum(p.extra_launches for p in launches))
     total_bytes = sum(p.total_bytes for p in launches)
     byte_limit_us = total_bytes / (machine.copy_tb_s * 1e12) * 1e6
     cublas = cublas_fp16_us(machine, stats, batch)

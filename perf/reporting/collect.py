@@ -10,6 +10,7 @@ plus the EIE authors' real AlexNet fc8 dump as one more layer when its folder is
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ class ReportConfig:
     ``gpu_watts`` replace the power estimates; ``threads``: CPU threads (None: torch's default);
     ``eie_workload``: how EIE's layers are generated (a preset of `workloads.eie_workloads`);
     ``eie_dump``: the EIE authors' dump folder, simulated as its own row and swept (None: not shown);
-    ``predictions``: the GPU predictions from the compiled code (`dcomp predict-gpu`; None: none).
+    ``predictions``: the GPU predictions from the compiled code (`dcomp predict-gpu`; None: none);
+    ``model_results``: the committed whole-model benchmark (``python -m perf.bench_model``'s CSV;
+    None or a missing file: no such section).
     """
 
     layers: tuple[str, ...] = tuple(PAPER_LAYERS)
@@ -64,6 +67,7 @@ class ReportConfig:
     eie_workload: str = "fc8-stats"
     eie_dump: Path | None = None
     predictions: Path | None = PREDICTIONS_DIR / "predictions.json"
+    model_results: Path | None = RESULTS_ROOT / "model" / "bench_model.csv"
 
     def __post_init__(self) -> None:
         unknown = [n for n in (*self.layers, *self.pipeline_layers) if n not in PAPER_LAYERS]
@@ -130,6 +134,15 @@ class ReportData:
     predicted: Predictions | None = None  # predicted from the compiled code, not measured
     predicted_machine: str = DEFAULT_MACHINE
     predicted_note: str = ""
+    model_rows: list[dict] = field(default_factory=list)  # read from committed results, not measured now
+
+
+def read_model_results(path: Path | None) -> list[dict]:
+    """The rows of a committed ``bench_model.csv`` (an empty list where there is none)."""
+    if path is None or not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def compression_sizes(matrices: dict, index_bits: int) -> pd.DataFrame:
@@ -265,4 +278,5 @@ def collect(config: ReportConfig, progress: ProgressFn | None = None) -> ReportD
         predicted=predicted,
         predicted_machine=predicted_machine,
         predicted_note=predicted_note,
+        model_rows=read_model_results(config.model_results),
     )

@@ -204,6 +204,8 @@ def build_document(
         blocks.append(Block("image", key, caption=f"{title} (workload {data.config.eie_workload})"))
     if "pipeline" in by_key:
         blocks += [Block("heading", "Pipeline throughput (CPU)"), Block("table", table=by_key["pipeline"])]
+    if "model" in by_key:
+        blocks += [Block("heading", "Whole model (CPU)"), Block("table", table=by_key["model"])]
     if data.digits is not None:
         blocks.append(Block("heading", "The digits network (LeNet-300-100 on scikit-learn's digits)"))
         blocks.append(Block("list", items=tuple(data.digits.summary())))

@@ -196,7 +196,36 @@ def build_tables(data: ReportData, frame: pd.DataFrame) -> list[Table]:
                 "other stages kept weights.",
             )
         )
+    if data.model_rows:
+        tables.append(model_table(data.model_rows))
     return tables
+
+
+def model_table(rows: list[dict]) -> Table:
+    """The whole-model benchmark's rows (committed, `perf.bench_model`): speed and bytes per form."""
+    frame = pd.DataFrame(rows)
+    frame.index = [f"{r['model']}, density {r['density']}, batch {r['batch']}" for r in rows]
+    columns = {
+        "latency_ms": "latency (ms)",
+        "speed_vs_dense": "speed vs dense",
+        "linear_MB": "Linear MB",
+        "model_MB": "model MB",
+        "forms": "layer forms",
+        "cosine_vs_dense": "cosine vs dense",
+    }
+    shown = frame[list(columns)].rename(columns=columns)
+    for column in ("latency (ms)", "speed vs dense", "Linear MB", "model MB", "cosine vs dense"):
+        shown[column] = shown[column].astype(float).round(3)
+    first = rows[0]
+    return Table(
+        "model",
+        "Whole model on the CPU (committed results of python -m perf.bench_model)",
+        shown,
+        f"MiniLM-shaped encoder in plain torch, random weights, {first['seq_len']} tokens per sequence, "
+        f"{first['threads']} thread(s), measured {first.get('date', '')} at commit {first.get('commit', '')} "
+        f"on {first.get('cpu', '')} (load average {first.get('load_avg_before', '')}); not measured by this "
+        "run.",
+    )
 
 
 def predicted_table(data: ReportData) -> Table | None:

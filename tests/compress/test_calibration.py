@@ -86,7 +86,7 @@ def test_magnitude_and_kmeans_with_calibration_give_the_data_free_layers():
     weights = {n: m.weight.detach().clone() for n, m in model.named_modules() if hasattr(m, "weight")}
     result = calibrated_compress(model, batches, DeepCompressionConfig(density=0.3, bits=3))
     for name, matrix in result.layers.items():
-        assert matrix.equals(compress_matrix(weights[name], density=0.3, bits=3))
+        assert matrix.equals(compress_matrix(weights[name], density=0.3, bits=3, form="auto"))
 
 
 def test_deterministic_for_a_seed():

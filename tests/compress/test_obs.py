@@ -117,7 +117,7 @@ def test_magnitude_and_kmeans_give_exactly_the_data_free_layer():
         (LayerConfig(quality=0.8, bits=4), {"quality": 0.8}),
     ):
         layer = compress_calibrated_layer(weight, hessian, settings)
-        assert layer.matrix.equals(compress_matrix(weight, bits=4, **kwargs))
+        assert layer.matrix.equals(compress_matrix(weight, bits=4, form="auto", **kwargs))
 
 
 def test_quality_sets_the_count_for_calibrated_pruning():

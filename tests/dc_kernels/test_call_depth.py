@@ -62,12 +62,17 @@ def frames_to_kernel(layer: CompressedLinear, x: torch.Tensor) -> list[str]:
         ("fixed", "dc_kernels.fixed.kernels", "decode_dense_kernel", 300),
         ("huffman", "dc_kernels.huffman.kernels", "huffman_spmm_kernel", 1),
         ("huffman", "dc_kernels.huffman.kernels", "huffman_spmm_kernel", 8),
+        ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_gemm_kernel", 1),
+        ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_gemm_kernel", 16),
+        ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_decode_kernel", 300),
     ],
 )
 def test_gpu_forms(monkeypatch, backend, module, kernel, batch):
     import importlib
 
-    layer = CompressedLinear.from_matrix(random_compressed_matrix(16, 40, 0.3, 4, seed=0), backend=backend)
+    form = "dense_codes" if backend == "dense_codes" else "sparse"
+    matrix = random_compressed_matrix(16, 40, 0.3, 4, seed=0)
+    layer = CompressedLinear.from_matrix(matrix, backend=backend, form=form)
     monkeypatch.setattr(importlib.import_module(module), kernel, StandInKernel())
     frames = frames_to_kernel(layer, torch.randn(batch, 40))
     assert len(frames) <= MAX_FRAMES, frames
@@ -75,10 +80,12 @@ def test_gpu_forms(monkeypatch, backend, module, kernel, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 4, 300])
-def test_cpu_form(monkeypatch, batch):
+@pytest.mark.parametrize(("backend", "form"), [("cpu", "sparse"), ("dense_codes_cpu", "dense_codes")])
+def test_cpu_forms(monkeypatch, batch, backend, form):
     if cpu_build.library() is None:
         pytest.skip(f"no C compiler: {cpu_build.failure()}")
-    layer = CompressedLinear.from_matrix(random_compressed_matrix(16, 40, 0.9, 4, seed=0), backend="cpu")
+    matrix = random_compressed_matrix(16, 40, 0.9, 4, seed=0)
+    layer = CompressedLinear.from_matrix(matrix, backend=backend, form=form)
     fake = StandInKernel()
     monkeypatch.setattr(cpu_build, "library", lambda: fake)
     frames = frames_to_kernel(layer, torch.randn(batch, 40))

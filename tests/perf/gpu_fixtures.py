@@ -69,18 +69,19 @@ def write_kernel_csv(folder: Path, layers: list[str], gpu: str, date: str) -> Pa
 
 def write_huffman_csv(folder: Path, layers: list[str], gpu: str, date: str, bits: int = 5) -> Path:
     """``huffman_gpu.csv`` as `bench_gpu_huffman.bench_layer` builds its rows and `GpuRun.save` writes
-    them with `perf.harness.gpu_run_info` columns; segment-size variants time only the Huffman kernel."""
+    them with `perf.harness.gpu_run_info` columns; layout variants time only the Huffman kernel."""
     rows = []
     for i, name in enumerate(layers):
-        for segment, full in ((1024, True), (16, False)):
+        for variant, full in (("default", True), ("pieces16", False)):
             base = {
                 "layer": name,
                 "bits": bits,
                 "density": 0.1,
                 "nnz": 2000,
-                "segment_symbols": segment,
-                "col_blocks": 4,
-                "escape": 15,
+                "symbols": 2010,
+                "variant": variant,
+                "pieces": 4,
+                "lanes": 128,
                 "huffman_bits_per_weight": 8.1,
             }
             rows.append({**base, "kernel": "huffman_decode", "batch": 0, "us_warm": 3.0, "gsym_per_s": 60.0})

@@ -36,3 +36,27 @@ def test_sweep_writes_csv_and_plot(tmp_path):
     assert len(rows) == 5 * 8 and {r["auto_path"] for r in rows} == {"sparse", "decode+gemm"}
     assert (tmp_path / "bench_cpu_sweep.png").stat().st_size > 0
     assert torch.get_num_threads() == threads  # restored
+
+
+def test_forms_write_csv_plot_and_verdicts(tmp_path, capsys):
+    args = ["--forms", "--shapes", "minilm-attn", "--threads", "1", "--rounds", "1", "--repeat", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "bench_cpu_forms.csv").open()))
+    assert [(r["density"], r["batch"]) for r in rows] == [
+        ("0.5", "1"),
+        ("0.5", "32"),
+        ("0.8", "1"),
+        ("0.8", "32"),
+    ]
+    for row in rows:
+        assert float(row["dense_codes_bytes_ratio"]) < 1 / 6 and row["auto_form"] in ("sparse", "dense_codes")
+    assert (tmp_path / "bench_cpu_forms.png").stat().st_size > 0
+    assert "minilm-attn density 0.8 batch 32: auto" in capsys.readouterr().out
+
+
+def test_codes_sweep_writes_csv_and_plot(tmp_path):
+    assert main(["--sweep-codes", "--sweep-size", "64", "--threads", "1", "--rounds", "1", "--repeat", "1",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "bench_cpu_codes_sweep.csv").open()))
+    assert {r["auto_path"] for r in rows} == {"codes", "decode+gemm"}
+    assert (tmp_path / "bench_cpu_codes_sweep.png").stat().st_size > 0

@@ -31,15 +31,19 @@ def test_check_case_passes_and_catches_a_wrong_layer(monkeypatch, tmp_path):
 
 def test_bench_layer_logic_on_a_small_layer(tmp_path):
     run = cpu_run(tmp_path)
-    small = LayerSpec("vgg6", 96, 24, 0.1)  # named like a variant layer: both kernel variants run
+    small = LayerSpec("vgg6", 96, 24, 0.1)
     rows = []
-    bench_gpu_huffman.bench_layer(run, small, 4, rows, 32, full=True)
+    bench_gpu_huffman.bench_layer(run, small, 4, rows, bench_gpu_huffman.DEFAULT, full=True)
+    bench_gpu_huffman.bench_layer(run, small, 4, rows, "table10", full=False)
     kernels = {(r["kernel"], r["batch"]) for r in rows}
     assert ("huffman_decode", 0) in kernels and ("fixed", 8) in kernels and ("cublas_fp16", 1) in kernels
-    assert any(k.startswith("huffman_prefetch_") for k, _ in kernels)
+    assert {r["variant"] for r in rows} == {"default", "table10"}
+    assert all(r["symbols"] >= r["nnz"] and 0 < r["lane_utilization"] <= 1 for r in rows)
+    assert all("gsym_per_s" in r for r in rows if r["kernel"].startswith("huffman"))
     assert all(r["us_warm"] > 0 for r in rows) and all(r["us_cold"] > 0 for r in rows if r["batch"])
     assert all(r.get("correct", True) for r in rows) and "FAIL" not in (tmp_path / "log.txt").read_text()
     summary = bench_gpu_huffman.summarize(rows, ok=True)
+    assert "G symbols/s (goal >= 50.0)" in summary[0]
     assert "VGG-6 batch 1 cold" in summary[1] and "of fixed" in summary[1]
     assert summary[-1] == "correctness: ok"
     assert bench_gpu_huffman.summarize(rows, ok=False)[-1] == "correctness: FAILED"

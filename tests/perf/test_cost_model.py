@@ -1,6 +1,7 @@
 """The cost model without compiling: recorded launches, the specialization rule, layout summaries
 and their cache, occupancy, the roofline's arithmetic, the machine table, and bad input."""
 
+import itertools
 import json
 import math
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dc_kernels.dense_codes import launch as codes_launch
 from dc_kernels.fixed import launch as fixed_launch
 from perf.cost import layer_stats as stats_module
 from perf.cost.compiled import KernelCost, LoopCounts
@@ -45,15 +47,17 @@ def test_layer_stats_match_the_layouts(small_stats):
     assert all(s.nnz / 32 <= lines <= s.nnz for lines in s.fixed.x_lines.values())
     assert s.fixed.x_lines[2] <= s.fixed.x_lines[16]  # wider columns: more lines
     assert max(s.huffman.program_steps) == int(huffman.prog_steps.max())
-    # Symbols: every kept weight plus one escape per `escape` pruned columns of a gap in its segment.
+    # Symbols: every kept weight plus one escape per `Q << b` pruned columns of a gap in its piece.
+    h = huffman
+    spans = (h.seg_span.numpy().astype(np.int64) + h.span_base) * h.span_unit
     escapes = 0
-    for row in range(SMALL.outputs):
+    for sorted_row, row in enumerate(h.row_ids.tolist()):
+        cuts = [0, *np.cumsum(spans.reshape(SMALL.outputs, h.pieces - 1)[sorted_row]), SMALL.inputs]
         cols = matrix.col_idx[matrix.row_ptr[row] : matrix.row_ptr[row + 1]]
-        for block in range(huffman.col_blocks):
-            start = block * huffman.block_cols
-            inside = [int(c) for c in cols if start <= c < start + huffman.block_cols]
+        for start, end in itertools.pairwise(cuts):
+            inside = [int(c) for c in cols if start <= c < end]
             gaps = [c - p - 1 for p, c in zip([start - 1, *inside], inside)]
-            escapes += sum(g // huffman.escape for g in gaps)
+            escapes += sum((g >> h.gap_raw_bits) // h.q_levels for g in gaps)
     assert s.huffman.symbols == s.nnz + escapes
     assert stats_module.LayerStats.from_json(json.loads(json.dumps(s.to_json()))) == s
 
@@ -126,6 +130,8 @@ def test_every_aot_configuration_is_dispatched(small_stats):
         "decode_dense_kernel",
         "huffman_spmm_kernel",
         "huffman_decode_kernel",
+        "dense_codes_gemm_kernel",
+        "dense_codes_decode_kernel",
     }
     spmm = [c for c in configs if c.kernel == "codebook_spmm_kernel"]
     assert sorted({c.batch_bucket for c in spmm}) == list(fixed_launch.BATCH_BUCKETS)
@@ -133,6 +139,9 @@ def test_every_aot_configuration_is_dispatched(small_stats):
         consts = c.launch.constexprs
         assert c.block == consts["R"] * consts["T"]
         assert c.items_per_iteration == c.block * (256 // (consts["CODE_BITS"] + consts["INDEX_BITS"]))
+    codes = [c for c in configs if c.family == "dense_codes"]
+    assert sorted({c.batch_bucket for c in codes}) == [0, *codes_launch.BATCH_BUCKETS]
+    assert all(c.items_per_iteration == c.block and c.label().count("4-bit codes") for c in codes)
 
 
 def test_a_configuration_the_dispatcher_never_launches(small_stats, monkeypatch):

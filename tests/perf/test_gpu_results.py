@@ -81,7 +81,7 @@ def test_the_gpu_scripts_still_write_what_the_reader_reads():
     for key in (
         '"us_cold"',
         '"kernel"',
-        '"segment_symbols"',
+        '"variant"',
         '"bits"',
         '"huffman"',
         '"fixed"',

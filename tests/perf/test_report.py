@@ -136,20 +136,15 @@ def test_plots_and_self_contained_html(run_report):
     assert html.count("<table>") == (run_report / "report.md").read_text().count("\n### ")
 
 
+
+def quick_report_argv(out, layer: str) -> list[str]:
+    """A one-layer, one-thread quick report into ``out`` without sweeps."""
+    return ["--quick", "--layers", layer, "--out", str(out), "--threads", "1", "--no-sweeps"]
+
 @needs_dump
 def test_report_shows_the_dump_as_its_own_row(tmp_path):
     out = tmp_path / "report"
-    argv = [
-        "--quick",
-        "--layers",
-        "nt-lstm",
-        "--out",
-        str(out),
-        "--threads",
-        "1",
-        "--no-sweeps",
-        "--no-plots",
-    ]
+    argv = [*quick_report_argv(out, "nt-lstm"), "--no-plots"]
     assert (
         report.main([*argv, "--pipeline-layers", "--eie-dump", str(DUMP), "--eie-workload", "uniform"]) == 0
     )
@@ -166,7 +161,7 @@ def test_report_shows_the_dump_as_its_own_row(tmp_path):
 def test_a_missing_dump_in_the_environment_only_drops_its_row(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EIE_DUMP", str(tmp_path / "missing"))
     out = tmp_path / "report"
-    argv = ["--quick", "--layers", "nt-we", "--out", str(out), "--threads", "1", "--no-sweeps", "--no-plots"]
+    argv = [*quick_report_argv(out, "nt-we"), "--no-plots"]
     assert report.main([*argv, "--pipeline-layers"]) == 0
     assert "is not a folder" in capsys.readouterr().err
     text = (out / "report.md").read_text()
@@ -180,7 +175,7 @@ def test_report_shows_committed_gpu_results(tmp_path):
     write_kernel_csv(folder, ["nt-lstm"], "NVIDIA H200", "2026-11-28T23:00:00Z")
     write_huffman_csv(folder, ["nt-lstm"], "NVIDIA H200", "2026-11-28T23:04:00Z")
     out = tmp_path / "report"
-    argv = ["--quick", "--layers", "nt-lstm", "--out", str(out), "--threads", "1", "--no-sweeps"]
+    argv = quick_report_argv(out, "nt-lstm")
     assert report.main([*argv, "--pipeline-layers", "--results-root", str(tmp_path / "results")]) == 0
     text = (out / "report.md").read_text()
     assert "NVIDIA H200" in text and "700 W (estimate" in text and "No GPU results" not in text
@@ -257,7 +252,7 @@ def test_report_sets_measured_beside_predicted(tmp_path):
     folder = tmp_path / "results" / "NVIDIA-H100_20261128T2300"
     write_kernel_csv(folder, ["nt-lstm"], "NVIDIA H100 80GB HBM3", "2026-11-28T23:00:00Z")
     out = tmp_path / "report"
-    argv = ["--quick", "--layers", "nt-lstm", "--out", str(out), "--threads", "1", "--no-sweeps"]
+    argv = quick_report_argv(out, "nt-lstm")
     assert report.main([*argv, "--pipeline-layers", "--results-root", str(tmp_path / "results")]) == 0
     table = markdown_tables((out / "report.md").read_text())[
         "GPU, predicted from the compiled code, not measured, batch 1 (us)"
@@ -278,19 +273,22 @@ def test_report_sets_measured_beside_predicted(tmp_path):
 
 def test_report_without_gpu_predictions(tmp_path):
     out = tmp_path / "report"
-    argv = [
-        "--quick",
-        "--layers",
-        "nt-lstm",
-        "--out",
-        str(out),
-        "--threads",
-        "1",
-        "--no-sweeps",
-        "--no-plots",
-    ]
+    argv = [*quick_report_argv(out, "nt-lstm"), "--no-plots"]
     missing = ["--gpu-predictions", str(tmp_path / "none.json"), "--results-root", str(tmp_path)]
     assert report.main([*argv, "--pipeline-layers", *missing]) == 0
     text = (out / "report.md").read_text()
     assert "No GPU predictions: run `dcomp predict-gpu`" in text
     assert "GPU, predicted from the compiled code, not measured, batch 1 (us)" not in text
+
+
+def test_report_shows_the_committed_whole_model_results(run_report):
+    """perf/results/model/bench_model.csv (python -m perf.bench_model) is read, not measured."""
+    from perf.reporting.collect import read_model_results
+    from perf.reporting.tables import model_table
+
+    rows = read_model_results(ReportConfig().model_results)
+    assert rows and {r["model"] for r in rows} == {"dense", "sparse", "dense_codes", "auto"}
+    table = model_table(rows)
+    assert len(table.frame) == len(rows) and "not measured by this run" in table.note
+    assert "## Whole model (CPU)" in (run_report / "report.md").read_text()
+    assert read_model_results(None) == [] and read_model_results(Path("missing.csv")) == []

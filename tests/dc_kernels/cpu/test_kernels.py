@@ -1,4 +1,5 @@
-"""The compiled CPU kernels (and torch's sparse fallback) against the pure-PyTorch reference."""
+"""The compiled CPU kernels of both forms (the sparse form's packed relative-index entries, the
+dense-codes form's codes) and their fallbacks without a compiler, against an exact product."""
 
 import ctypes
 import os
@@ -8,33 +9,32 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
+import numpy as np
 import pytest
 import torch
 
 from compress.matrix import CompressedMatrix
 from dc_kernels.cpu import build as cpu_build
-from dc_kernels.cpu.launch import (
-    DENSE_MIN_BATCH,
-    DENSE_MIN_DENSITY,
-    CpuState,
-    cpu_linear,
-    decode,
-    pack,
-    uses_sparse,
-)
-from dc_kernels.errors import CorruptLayerError, ShapeMismatchError
-from dc_kernels.linear import column_dtype
-from dc_kernels.reference import CanonicalTensors, decode_dense, reference_linear
+from dc_kernels.cpu.batches import CHUNK_BYTES
+from dc_kernels.cpu.launch import BATCH_TILE, DENSE_MIN_BATCH, DENSE_MIN_DENSITY, cpu_linear, uses_sparse
+from dc_kernels.cpu.launch import decode as sparse_decode
+from dc_kernels.cpu.layout import SparseLayout
+from dc_kernels.dense_codes.cpu import codes_linear_cpu
+from dc_kernels.dense_codes.cpu import decode as codes_decode
+from dc_kernels.dense_codes.layout import DenseCodesLayout
+from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
 from workloads import random_compressed_matrix
 
+FORMS = {
+    # form: (layout from a matrix, linear, decode, its two paths)
+    "sparse": (SparseLayout.from_matrix, cpu_linear, sparse_decode, ("sparse", "dense")),
+    "dense_codes": (DenseCodesLayout.from_matrix, codes_linear_cpu, codes_decode, ("codes", "dense")),
+}
 
-def tensors(m: CompressedMatrix) -> CanonicalTensors:
-    t = CanonicalTensors.from_matrix(m)
-    return t._replace(col_idx=t.col_idx.to(column_dtype(m.in_features)))
 
-
-def state(m: CompressedMatrix) -> CpuState:
-    return CpuState(tensors(m), [])
+def linear(form: str, x, m: CompressedMatrix, bias=None, path=None):
+    build_layout, run, _, _ = FORMS[form]
+    return run(x, build_layout(m), bias, path)
 
 
 def assert_matches(y: torch.Tensor, x: torch.Tensor, m: CompressedMatrix, bias: torch.Tensor | None = None):
@@ -49,16 +49,25 @@ def assert_matches(y: torch.Tensor, x: torch.Tensor, m: CompressedMatrix, bias: 
 
 
 LAYERS = [
-    # (out, in, density, bits): odd shapes, one kept weight, dense, every code-width path
-    (1, 1, 1.0, 1),
-    (7, 13, 0.5, 3),
-    (13, 7, 0.05, 8),
-    (1, 4097, 0.3, 5),
-    (300, 1, 0.5, 2),
-    (64, 300, 1.0, 6),
-    (257, 129, 0.1, 5),
-    (50, 40000, 0.02, 4),  # int32 columns
+    # (out, in, density, bits, codebook entries or None for 2**bits): odd shapes, one kept weight,
+    # dense, every code width of both forms (dense codes: 1..9 bits, one to four bit planes)
+    (1, 1, 1.0, 1, None),
+    (7, 13, 0.5, 3, None),
+    (13, 7, 0.05, 8, None),
+    (1, 4097, 0.3, 5, None),
+    (300, 1, 0.5, 2, None),
+    (64, 300, 1.0, 6, None),
+    (257, 129, 0.1, 5, None),
+    (33, 100, 0.6, 4, 15),
+    (20, 70, 0.7, 7, 100),
+    (50, 40000, 0.02, 4, None),  # beyond int16 columns
 ]
+
+
+def matrix(out_f, in_f, density, bits, k, seed):
+    return random_compressed_matrix(
+        out_f, in_f, density, bits, seed=seed, **({} if k is None else {"codebook_size": k})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,108 +78,113 @@ def lib():
     return library
 
 
-@pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("out_f", "in_f", "density", "bits", "k"), LAYERS)
 @pytest.mark.parametrize("batch", [0, 1, 2, 9, 17, 33, 64])
-def test_cpu_linear_matches_reference(lib, out_f, in_f, density, bits, batch):
-    m = random_compressed_matrix(out_f, in_f, density, bits, seed=out_f + in_f + batch)
-    st = state(m)
+def test_linear_matches_exact_product(lib, form, out_f, in_f, density, bits, k, batch):
+    m = matrix(out_f, in_f, density, bits, k, seed=out_f + in_f + batch)
     x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
     bias = torch.randn(out_f, generator=torch.Generator().manual_seed(out_f))
-    y = cpu_linear(x, st, bias)
+    y = linear(form, x, m, bias)
     assert y.dtype == torch.float32
     assert_matches(y, x, m, bias)
-    no_bias = cpu_linear(x, st, None)
-    torch.testing.assert_close(no_bias + bias, y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(linear(form, x, m) + bias, y, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
-@pytest.mark.parametrize("path", ["sparse", "dense"])
-def test_both_paths_at_any_batch(lib, out_f, in_f, density, bits, path):
-    m = random_compressed_matrix(out_f, in_f, density, bits, seed=11)
-    st = state(m)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("out_f", "in_f", "density", "bits", "k"), LAYERS)
+def test_both_paths_at_any_batch(lib, form, out_f, in_f, density, bits, k):
+    m = matrix(out_f, in_f, density, bits, k, seed=11)
     bias = torch.randn(out_f, generator=torch.Generator().manual_seed(1))
-    for batch in (1, 3, 5, 40, 130):
-        x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
-        assert_matches(cpu_linear(x, st, bias, path=path), x, m, bias)
+    for path in FORMS[form][3]:
+        for batch in (1, 3, 5, 40, 130):
+            x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
+            assert_matches(linear(form, x, m, bias, path), x, m, bias)
 
 
-def test_empty_rows_and_no_kept_weight(lib):
+@pytest.mark.parametrize("form", FORMS)
+def test_empty_rows_and_no_kept_weight(lib, form):
     # Rows 0, 2 and 4 hold nothing; the second layer holds no weight at all.
     m = CompressedMatrix((5, 6), [0.5, -1.0], [0, 0, 2, 2, 3, 3], [1, 4, 0], [0, 1, 1], 1)
     empty = CompressedMatrix((3, 4), [0.0], [0, 0, 0, 0], [], [], 1)
     for layer in (m, empty):
-        st = state(layer)
         for batch in (1, 3):
             x = torch.randn(batch, layer.in_features)
-            expected = x @ torch.from_numpy(layer.to_dense()).T
-            got = cpu_linear(x, st, None)
-            torch.testing.assert_close(got, expected)
+            torch.testing.assert_close(linear(form, x, layer), x @ torch.from_numpy(layer.to_dense()).T)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_give_output_in_their_dtype(lib, dtype):
+def test_half_inputs_give_output_in_their_dtype(lib, form, dtype):
     m = random_compressed_matrix(33, 70, 0.2, 5, seed=1)
-    st = state(m)
     x = torch.randn(3, 70).to(dtype)
-    y = cpu_linear(x, st, None)
+    y = linear(form, x, m)
     assert y.dtype == dtype
-    ref = reference_linear(x, st.tensors, None)
-    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(y, (x.float() @ torch.from_numpy(m.to_dense()).T).to(dtype))
 
 
-def test_strided_input(lib):
+@pytest.mark.parametrize("form", FORMS)
+def test_strided_input_and_chunked_batches(lib, form, monkeypatch):
     m = random_compressed_matrix(20, 30, 0.3, 4, seed=2)
-    st = state(m)
     x = torch.randn(30, 6)[:, ::2].t()  # (3, 30), not contiguous
     assert not x.is_contiguous()
     for batch_x in (x, x[:1]):
-        y = cpu_linear(batch_x, st, None)
-        torch.testing.assert_close(y, reference_linear(batch_x, st.tensors, None))
+        assert_matches(linear(form, batch_x, m), batch_x, m)
+    monkeypatch.setattr("dc_kernels.cpu.batches.CHUNK_BYTES", 4 * (20 + 30) * 2)  # two rows per chunk
+    for path in FORMS[form][3]:
+        big = torch.randn(7, 30).bfloat16()
+        torch.testing.assert_close(
+            linear(form, big, m, path=path).float(), linear(form, big.float(), m), atol=0.05, rtol=0.02
+        )
 
 
-@pytest.mark.parametrize(("out_f", "in_f", "density", "bits"), LAYERS)
-def test_decode_is_exact(lib, out_f, in_f, density, bits):
-    m = random_compressed_matrix(out_f, in_f, density, bits, seed=3)
-    st = state(m)
-    expected = torch.from_numpy(m.to_dense())
-    assert torch.equal(decode(st), expected)
-    assert torch.equal(decode_dense(st.tensors), expected)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("out_f", "in_f", "density", "bits", "k"), LAYERS)
+def test_decode_is_exact(lib, form, out_f, in_f, density, bits, k):
+    m = matrix(out_f, in_f, density, bits, k, seed=3)
+    build_layout, _, decode, _ = FORMS[form]
+    assert torch.equal(decode(build_layout(m)), torch.from_numpy(m.to_dense()))
 
 
-def test_dense_path_only_for_dense_layers_at_large_batches():
+def test_dispatch_constants(lib):
+    assert BATCH_TILE % lib.dc_batch_tile() == 0
     assert uses_sparse(1, 1.0)
     assert uses_sparse(4096, 0.09)
     assert uses_sparse(DENSE_MIN_BATCH - 1, 1.0)
     assert not uses_sparse(DENSE_MIN_BATCH, DENSE_MIN_DENSITY)
+    assert CHUNK_BYTES >= 1 << 20
 
 
-def test_portable_build_matches_reference(lib, tmp_path, monkeypatch):
-    """The C loop taken where AVX-512 is missing (built here without -march=native)."""
-    compiler = cpu_build._compiler()
-    source = resources.files("dc_kernels.cpu").joinpath(cpu_build.SOURCE).read_text()
+def test_portable_build_matches_exact_product(lib, tmp_path, monkeypatch):
+    """The C loops taken where AVX-512 is missing (built here without -march=native)."""
+    folder = resources.files("dc_kernels.cpu")
+    sources = {name: folder.joinpath(name).read_text() for name in (*cpu_build.SOURCES, *cpu_build.HEADERS)}
     target = tmp_path / "portable.so"
-    assert cpu_build._build(compiler, source, cpu_build.FLAG_SETS[1], target) is None
+    assert cpu_build._build(cpu_build._compiler(), sources, cpu_build.FLAG_SETS[1], target) is None
     portable = cpu_build._declare(ctypes.CDLL(str(target)))
     assert portable.dc_vector_bits() == 0
+    assert BATCH_TILE % portable.dc_batch_tile() == 0
     monkeypatch.setattr(cpu_build, "library", lambda: portable)
-    for out_f, in_f, density, bits in LAYERS:
-        m = random_compressed_matrix(out_f, in_f, density, bits, seed=4)
-        st = state(m)
-        for batch in (1, 9):
-            x = torch.randn(batch, in_f)
-            y = cpu_linear(x, st, None, path="sparse")
-            assert_matches(y, x, m)
+    for form in FORMS:
+        for out_f, in_f, density, bits, k in LAYERS:
+            m = matrix(out_f, in_f, density, bits, k, seed=4)
+            for path in FORMS[form][3]:
+                for batch in (1, 9):
+                    x = torch.randn(batch, in_f)
+                    assert_matches(linear(form, x, m, path=path), x, m)
 
 
-def test_concurrent_calls_and_forked_children(lib):
+@pytest.mark.parametrize("form", FORMS)
+def test_concurrent_calls_and_forked_children(lib, form):
     """Python threads call the kernels at once (ctypes releases the GIL); a forked child, which
     has none of the parent's helper threads, still computes (and does not hang)."""
     m = random_compressed_matrix(2000, 1000, 0.2, 5, seed=6)
-    st = state(m)
+    build_layout, run_form, _, (path, _) = FORMS[form]
+    layout = build_layout(m)
     x = torch.randn(4, 1000)
 
     def run(batch):
-        return cpu_linear(x[:batch], st, None, path="sparse")
+        return run_form(x[:batch], layout, None, path)
 
     with ThreadPoolExecutor(4) as executor:
         results = list(executor.map(run, [1, 4] * 8))
@@ -196,24 +210,25 @@ def test_concurrent_calls_and_forked_children(lib):
 
 def test_failed_build_is_reported(tmp_path):
     with pytest.raises(cpu_build.BuildError, match="error"):
-        cpu_build._build(cpu_build._compiler() or "cc", "this is not C", ("-O1",), tmp_path / "x.so")
+        sources = {name: "this is not C" for name in (*cpu_build.SOURCES, *cpu_build.HEADERS)}
+        cpu_build._build(cpu_build._compiler() or "cc", sources, ("-O1",), tmp_path / "x.so")
     assert not list(tmp_path.iterdir())
 
 
-def test_torch_sparse_fallback(monkeypatch):
-    """Without a compiler the path runs torch's sparse CSR kernels on cached decoded values."""
+@pytest.mark.parametrize("form", FORMS)
+def test_fallbacks_without_a_compiler(monkeypatch, form):
+    """Without a compiler the sparse form runs torch's sparse CSR kernels on decoded values, the
+    dense-codes form NumPy-decoded blocks and a dense GEMM."""
     monkeypatch.setattr(cpu_build, "library", lambda: None)
     m = random_compressed_matrix(40, 50, 0.2, 5, seed=5)
-    st = state(m)
-    packed = pack(st.tensors)
-    assert [t.dtype for t in packed] == [torch.int32, torch.int32, torch.float32]
-    x = torch.randn(3, 50)
     bias = torch.randn(40)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's "sparse CSR support is in beta"
-        y = cpu_linear(x, st._replace(fallback=packed), bias)
-    torch.testing.assert_close(y, reference_linear(x, st.tensors, bias))
-    assert torch.equal(decode(st), decode_dense(st.tensors))  # the reference decoder serves
+        for batch in (1, 3, 300):
+            x = torch.randn(batch, 50)
+            assert_matches(linear(form, x, m, bias), x, m, bias)
+    build_layout, _, decode, _ = FORMS[form]
+    assert torch.equal(decode(build_layout(m)), torch.from_numpy(m.to_dense()))
 
 
 def fresh_loader(monkeypatch, cache):
@@ -258,7 +273,7 @@ def test_a_bad_cached_library_is_built_again(lib, monkeypatch, tmp_path, damage)
     assert load_warning(monkeypatch, tmp_path / "good") is None
     # A copy under a path this process never loaded (the dynamic loader reuses a path it knows).
     shutil.copytree(tmp_path / "good", tmp_path / "cache")
-    (built,) = (tmp_path / "cache" / "cpu").glob("sparse_linear-*")
+    (built,) = (tmp_path / "cache" / "cpu").glob("dc_kernels-*")
     size = built.stat().st_size
     built.unlink()
     if damage == "link":  # a link, even to a good library, is not trusted
@@ -282,54 +297,68 @@ def test_no_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     assert cpu_build.vector_bits() == -1
 
 
-def test_kernel_arguments_are_checked(lib):
-    """Checks that keep the C code inside its arrays: dtypes, devices, layout, lengths, and the
-    values the kernels index with (row pointers, columns, codes), and the input and bias."""
+@pytest.mark.parametrize("form", FORMS)
+def test_launcher_arguments_are_checked(lib, form):
     m = random_compressed_matrix(6, 10, 0.5, 3, seed=7)
-    st = state(m)
+    build_layout, run, _, _ = FORMS[form]
+    layout = build_layout(m)
     x = torch.randn(1, 10)
-    cb, rp, col, codes, _ = st.tensors
-
-    def edited(tensor, index, value):
-        tensor = tensor.clone()
-        tensor[index] = value
-        return tensor
-
-    bad = {
-        "row_ptr must be a contiguous 1-D tensor": (cb, rp.int(), col, codes),
-        "col_idx must be a contiguous 1-D tensor": (cb, rp, col.long(), codes),
-        "codebook must be a contiguous 1-D tensor": (cb.double(), rp, col, codes),
-        "codes must be a contiguous 1-D tensor": (cb, rp, col, codes.repeat(2)[::2]),
-        "expected 1..256 codebook entries": (cb, rp, col, codes[:-1]),
-        "col_idx holds columns 0 .. 10, outside 0 .. 9": (cb, rp, edited(col, -1, 10), codes),
-        "col_idx holds columns -1": (cb, rp, edited(col, 0, -1), codes),
-        f"row_ptr must run from 0 to {m.nnz}": (cb, edited(rp, -1, m.nnz + 1), col, codes),
-        "row_ptr decreases at row 3": (cb, edited(rp, 2, m.nnz), col, codes),
-        "codes hold code 200": (cb, rp, col, edited(codes, 0, 200)),
-        "codebook holds NaN": (edited(cb, 0, float("nan")), rp, col, codes),
-    }
-    for message, args in bad.items():
-        corrupt = CpuState(CanonicalTensors(*args, 10), [])
-        for call in (lambda: cpu_linear(x, corrupt), lambda: decode(corrupt)):  # noqa: B023 (called at once)
-            with pytest.raises(CorruptLayerError, match=message):
-                call()
-    with pytest.raises(
-        CorruptLayerError, match=r"bias must be a float32, float16 or bfloat16 tensor of shape \(6,\)"
-    ):
-        cpu_linear(x, st, torch.zeros(5))
+    with pytest.raises(ShapeMismatchError, match=r"bias must be a CPU tensor of shape \(6,\)"):
+        run(x, layout, torch.zeros(5))
     with pytest.raises(ShapeMismatchError, match=r"x2d must be a \(batch, 10\) tensor, got \(10,\)"):
-        cpu_linear(x[0], st)
+        run(x[0], layout)
+    with pytest.raises(DtypeMismatchError, match=r"torch\.float64"):
+        run(x.double(), layout)
     with pytest.raises(ValueError, match="path must be"):
-        cpu_linear(x, st, None, path="fast")
+        run(x, layout, None, "fast")
+    with pytest.raises(TypeError, match="layout must be a"):
+        run(x, m)
 
 
-def test_in_place_edits_are_validated_again(lib):
-    """Values are validated once per change of a tensor (its version counter), not per call."""
-    st = state(random_compressed_matrix(6, 10, 0.5, 3, seed=8))
-    x = torch.randn(2, 10)
-    cpu_linear(x, st)
-    st.tensors.col_idx[0] = 10_000  # an in-place edit moves the version counter
-    with pytest.raises(CorruptLayerError, match=r"outside 0 \.\. 9"):
-        cpu_linear(x, st)
-    st.tensors.col_idx[0] = 0
-    cpu_linear(x, st)
+def test_layout_structure_is_checked():
+    """What keeps the kernels inside their arrays is checked when a layout is built."""
+    layout = SparseLayout.from_matrix(random_compressed_matrix(6, 10, 0.5, 3, seed=7))
+    tensors, meta, codebook = layout.tensors(), layout.metadata(), layout.codebook
+    entry_ptr, planes = tensors
+    damaged = {
+        "entry_ptr must run from 0": [entry_ptr.flip(0).contiguous(), planes],
+        "bytes of planes": [entry_ptr, planes[:-1].contiguous()],
+        "planes must be a 1-D CPU tensor of torch.uint8": [entry_ptr, planes.int()],
+    }
+    for message, bad in damaged.items():
+        with pytest.raises(ValueError, match=message):
+            SparseLayout.from_state(bad, meta, codebook)
+    with pytest.raises(ValueError, match="codebook has 9 entries for bits=3"):
+        SparseLayout.from_state(tensors, meta, torch.zeros(9))
+    codes = DenseCodesLayout.from_matrix(random_compressed_matrix(6, 10, 0.5, 3, seed=7))
+    with pytest.raises(ValueError, match="takes codes of 4 bits"):
+        DenseCodesLayout.from_state(codes.tensors(), [6, 10, 3, 3, codes.nnz], codes.codebook)
+    with pytest.raises(ValueError, match="bytes of planes"):
+        DenseCodesLayout.from_state([codes.planes[:64].contiguous()], codes.metadata(), codes.codebook)
+
+
+def test_damaged_streams_stay_inside_the_arrays(lib):
+    """Stream bytes are not checked per call: whatever they hold, the kernels read only inside
+    x and the codebook (columns are clamped, every code has a table entry) and decoding the
+    layout back refuses them."""
+    m = random_compressed_matrix(40, 50, 0.3, 5, seed=9)
+    x = torch.randn(3, 50)
+    for layout in (SparseLayout.from_matrix(m), DenseCodesLayout.from_matrix(m)):
+        layout.planes.fill_(255)  # every entry a filler or the widest code
+        run = cpu_linear if isinstance(layout, SparseLayout) else codes_linear_cpu
+        for batch in (1, 3):
+            assert run(x[:batch], layout).isfinite().all()
+        with pytest.raises(ValueError):
+            layout.to_matrix()
+
+
+def test_packed_bytes_follow_the_bits():
+    """A kept weight costs its code and relative index bits in the sparse layout (24 bits in
+    the canonical tensors); a weight costs its code in the dense-codes layout."""
+    sparse = random_compressed_matrix(256, 1024, 0.09, 5, seed=1)
+    layout = SparseLayout.from_matrix(sparse)
+    assert layout.total_bytes() * 8 / sparse.nnz < 15
+    dense = random_compressed_matrix(256, 1024, 0.8, 4, seed=1, codebook_size=15)
+    codes = DenseCodesLayout.from_matrix(dense)
+    assert codes.width == 4 and codes.total_bytes() <= 256 * 1024 / 2 + 64 * 2
+    assert np.array_equal(codes.to_matrix().to_dense(), dense.to_dense())

@@ -9,6 +9,7 @@ import torch
 
 from compress import CompressedMatrix
 from dc_kernels.huffman import HuffmanLayout, huffman_decode, huffman_decode_dense, huffman_linear
+from dc_kernels.huffman.launch import launch_config, steps_granularity
 from tests.helpers import assert_matches_reference, fresh_seed, random_input
 from workloads import random_compressed_matrix
 
@@ -18,11 +19,10 @@ def check(matrix: CompressedMatrix, batch: int, dtype=torch.float32, bias=True, 
     seed = fresh_seed()
     x = random_input(batch, matrix.shape[1], dtype, strided, seed)
     b = torch.randn(matrix.shape[0], generator=torch.Generator().manual_seed(seed + 1)) if bias else None
-    for prefetch in (False, True):  # both variants of the fused kernel
-        out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype)
-        y = huffman_linear(x, layout, b, out=out, prefetch=prefetch)
-        assert y is out
-        assert_matches_reference(y, x, matrix, b)
+    out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype)
+    y = huffman_linear(x, layout, b, out=out)
+    assert y is out
+    assert_matches_reference(y, x, matrix, b)
     codes, cols = huffman_decode(layout)
     assert np.array_equal(codes.numpy(), matrix.codes) and np.array_equal(cols.numpy(), matrix.col_idx)
     assert np.array_equal(huffman_decode_dense(layout).numpy(), matrix.to_dense())
@@ -39,7 +39,7 @@ def check(matrix: CompressedMatrix, batch: int, dtype=torch.float32, bias=True, 
         ((1, 300), 0.2, 5, 8, torch.bfloat16),
         ((300, 1), 0.5, 3, 2, torch.float32),
         ((17, 60), 1e-9, 8, 5, torch.float16),  # a single kept weight
-        ((5, 700), 0.9, 8, 1, torch.bfloat16),  # dense 8-bit rows: many column blocks
+        ((5, 700), 0.9, 8, 1, torch.bfloat16),  # dense 8-bit rows: many pieces, 256 codes
     ],
 )
 def test_odd_shapes(shape, density, bits, batch, dtype):
@@ -53,55 +53,87 @@ def test_batches_and_strides(batch):
     check(matrix, batch, torch.float32, bias=False, strided=True, segment_symbols=4)
 
 
+def test_codings_and_table_sizes():
+    # Every part of a step: escapes, raw code and gap bits, joint symbols, tables of 4..10 bits.
+    matrix = random_compressed_matrix(9, 120, 0.15, 4, seed=fresh_seed())
+    for coding in ((0, 0, 1), (3, 0, 2), (0, 4, 8), (2, 2, 4)):
+        layout = check(matrix, 2, torch.float16, segment_symbols=3, coding=coding, max_table_bits=10)
+        assert (layout.gap_raw_bits, layout.code_raw_bits, layout.q_levels) == coding
+    assert check(matrix, 1, max_table_bits=4).table_bits <= 4
+
+
+def test_x_on_chip_and_from_memory():
+    # Batch 1 reads x from its on-chip copy when it fits (16 warps for a wide x), else from memory.
+    wide = random_compressed_matrix(2, 9000, 0.005, 5, seed=fresh_seed())
+    layout = check(wide, 1, torch.float16)
+    assert layout.lanes == 512 and launch_config(layout, 1, torch.float16).XW == 16384
+    narrow = random_compressed_matrix(3, 5000, 0.01, 5, seed=fresh_seed())
+    layout = check(narrow, 1, torch.float32)
+    assert layout.lanes == 128 and launch_config(layout, 1, torch.float32).XW == 0
+
+
+def test_closing_half_iteration():
+    # x on chip, K = 8: programs of 57 and 49 steps end on a half iteration (4 steps), with fp32's
+    # K = 16 the first ends on a whole one (9 steps left) and the second on a half one.
+    matrix = random_compressed_matrix(24, 4096, 0.1, 5, seed=3)
+    for dtype, k in ((torch.float16, 8), (torch.float32, 16)):
+        layout = check(matrix, 1, dtype, segment_symbols=40)
+        config = launch_config(layout, 1, dtype)
+        assert (config.K, steps_granularity(config.K)) == (k, k // 2)
+        rests = {int(s) % k for s in layout.prog_steps}
+        assert any(0 < r <= k // 2 for r in rests)
+
+
 def test_one_symbol_alphabet_and_longest_codes():
     check(random_compressed_matrix(6, 20, 1.0, 2, seed=fresh_seed(), codebook_size=1), 2)
-    fib = [1, 1]
-    while len(fib) < 14:
-        fib.append(fib[-1] + fib[-2])
-    codes = np.random.default_rng(fresh_seed()).permutation(np.repeat(np.arange(14), fib)).astype(np.uint8)
+    # Counts 1, 1, 2, 4, ...: the deepest Huffman tree, its 13 bits limited to the table's 10.
+    counts = [1, *(1 << i for i in range(13))]
+    codes = np.random.default_rng(fresh_seed()).permutation(np.repeat(np.arange(14), counts)).astype(np.uint8)
     mask = np.ones((2, codes.size // 2), dtype=bool)
     matrix = CompressedMatrix.from_dense(mask, codes.reshape(mask.shape), np.linspace(-1, 1, 16), 4)
-    assert check(matrix, 1, escape=1).table_bits == 12
+    assert check(matrix, 1, coding=(0, 0, 1), max_table_bits=10).table_bits == 10
 
 
-@pytest.mark.parametrize("cols", [150, 300])  # lengths in 2-bit units with padding; int16 lengths
-def test_length_units(cols):
-    mask = np.zeros((6, cols), dtype=bool)
+def test_length_units_and_empty_rows():
+    mask = np.zeros((6, 300), dtype=bool)
     mask[::2] = True
     codes = np.random.default_rng(fresh_seed()).integers(0, 5, size=mask.shape)
-    matrix = CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3)
-    layout = check(matrix, 2, segment_symbols=200)
-    assert (layout.len_unit, layout.seg_len.dtype) in ((2, torch.uint8), (1, torch.int16))
-
-
-def test_empty_rows_segments_and_layer():
+    layout = check(CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3), 2, segment_symbols=300)
+    assert layout.len_unit > 1
     mask = np.zeros((21, 90), dtype=bool)
-    mask[::3, 5::11] = True  # two rows in three empty, most column blocks empty
+    mask[::3, 5::11] = True  # two rows in three empty
     codes = np.random.default_rng(fresh_seed()).integers(0, 4, size=mask.shape)
     check(CompressedMatrix.from_dense(mask, codes, np.array([-0.5, 0.1, 0.2, 2.0]), 2), 3, segment_symbols=1)
     empty = CompressedMatrix((5, 9), np.ones(1, np.float32), np.zeros(6, np.int64), [], [], 1)
     check(empty, 2)  # no kept weights: y = bias
 
 
-def test_corrupt_stream_still_writes_every_output_once():
-    # Bypass load-time validation: the kernel must still terminate and write each output.
+def test_corrupt_layout_still_writes_every_output_once():
+    # Bypass load-time validation: the kernels must still terminate, read and write in bounds.
     matrix = random_compressed_matrix(9, 50, 0.3, 4, seed=fresh_seed())
     layout = HuffmanLayout.from_matrix(matrix, segment_symbols=4)
     words = torch.randint(-(2**31), 2**31 - 1, layout.words.shape, dtype=torch.int32)
-    # Random stream; then also offsets and lengths pointing anywhere (clamped to the stream).
+    # A random stream; then also offsets, lengths and spans pointing anywhere (clamped).
     prog_base = torch.randint(-(2**20), 2**20, layout.prog_base.shape, dtype=layout.prog_base.dtype)
     seg_len = torch.randint(0, 256, layout.seg_len.shape, dtype=torch.uint8)
+    seg_span = torch.randint(0, 256, layout.seg_span.shape, dtype=torch.uint8)
     for corrupt in (
         dataclasses.replace(layout, words=words),
-        dataclasses.replace(layout, words=words, prog_base=prog_base, seg_len=seg_len),
+        dataclasses.replace(layout, words=words, prog_base=prog_base, seg_len=seg_len, seg_span=seg_span),
     ):
-        for prefetch in (False, True):
-            out = torch.full((2, 9), float("nan"))
-            huffman_linear(torch.randn(2, 50), corrupt, out=out, prefetch=prefetch)
+        for batch in (1, 2):
+            out = torch.full((batch, 9), float("nan"))
+            huffman_linear(torch.randn(batch, 50), corrupt, out=out)
             assert not torch.isnan(out).any()
         huffman_decode(corrupt)  # terminates, writes only inside its outputs
         dense = huffman_decode_dense(dataclasses.replace(corrupt, seg_first=None))  # no seg_first needed
         assert dense.shape == (9, 50) and torch.isfinite(dense).all()
+    # Row ids out of range are not written (the rows they displaced stay as they were).
+    bad_rows = dataclasses.replace(layout, row_ids=torch.full_like(layout.row_ids, 30000))
+    out = torch.zeros(1, 9)
+    huffman_linear(torch.randn(1, 50), bad_rows, out=out)
+    assert torch.equal(out, torch.zeros(1, 9))
+    assert torch.equal(huffman_decode_dense(bad_rows), torch.zeros(9, 50))
 
 
 def test_bad_input():

@@ -1,4 +1,5 @@
-"""The Huffman GPU form: exact round trips, its bit accounting, and rejection of corrupt state."""
+"""The Huffman GPU form: exact round trips, balanced pieces, its bit accounting, and rejection of
+corrupt state."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,14 @@ from hypothesis import strategies as st
 
 from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
-from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout, HuffmanLayoutError
+from dc_kernels.huffman.layout import (
+    FAST_TABLE_BITS,
+    MAX_SYMBOL_BITS,
+    MAX_TABLE_BITS,
+    HuffmanLayout,
+    HuffmanLayoutError,
+    high_codes,
+)
 from workloads import random_compressed_matrix
 
 
@@ -18,6 +26,9 @@ def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:
     assert loaded.to_matrix().equals(matrix)
     for name in ("table", "prog_steps", "seg_first"):  # derived at load == derived at build
         assert torch.equal(getattr(loaded, name), getattr(layout, name)), name
+    lengths = layout.code_lengths.numpy()
+    assert lengths[-1] == lengths.max() == layout.table_bits  # END: the all-ones codeword
+    assert int(lengths[:-2].max(initial=0)) + layout.gap_raw_bits + layout.code_raw_bits <= MAX_SYMBOL_BITS
     return layout
 
 
@@ -27,53 +38,62 @@ def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:
     cols=st.integers(1, 300),
     density=st.floats(1e-4, 1.0),
     bits=st.integers(1, 8),
-    segment_symbols=st.sampled_from([1, 4, 32, 200]),
+    segment_symbols=st.sampled_from([None, 1, 4, 32, 200]),
+    max_table_bits=st.sampled_from([4, FAST_TABLE_BITS, MAX_TABLE_BITS]),
     seed=st.integers(0, 2**31),
 )
-def test_round_trip(rows, cols, density, bits, segment_symbols, seed):
+def test_round_trip(rows, cols, density, bits, segment_symbols, max_table_bits, seed):
     matrix = random_compressed_matrix(rows, cols, density, bits, seed=seed)
-    layout = round_trip(matrix, segment_symbols=segment_symbols)
-    assert layout.table.numel() * 4 <= 16 * 1024
-    assert int(layout.code_lengths.max()) <= MAX_TABLE_BITS
+    layout = round_trip(matrix, segment_symbols=segment_symbols, max_table_bits=max_table_bits)
+    assert layout.table_bits <= max_table_bits and layout.table.dtype == torch.int32
+    assert sorted(layout.row_ids.tolist()) == list(range(rows))
 
 
 def test_edge_cases_round_trip():
     seed = int(np.random.SeedSequence().generate_state(1)[0])
-    # One kept weight, a one-symbol alphabet, every escape width, empty rows and blocks.
+    # One kept weight, a one-symbol codebook, explicit codings, empty rows and layers, 8-bit codes.
     round_trip(random_compressed_matrix(9, 31, 1e-9, 3, seed=seed))
     one_symbol = random_compressed_matrix(5, 17, 1.0, 2, seed=seed, codebook_size=1)
     assert int((one_symbol.codes != 0).sum()) == 0
-    layout = round_trip(one_symbol)
-    assert layout.total_bits == one_symbol.nnz  # one bit per weight, no zero-length code
-    for escape in (1, 2, 3, 16):
-        round_trip(random_compressed_matrix(6, 200, 0.05, 4, seed=seed), escape=escape)
+    round_trip(one_symbol)
+    layer = random_compressed_matrix(6, 200, 0.05, 4, seed=seed)
+    for coding in ((0, 0, 1), (3, 0, 2), (0, 4, 8), (2, 1, 4)):
+        layout = round_trip(layer, coding=coding)
+        assert (layout.gap_raw_bits, layout.code_raw_bits, layout.q_levels) == coding
     empty = CompressedMatrix((4, 8), np.zeros(1, np.float32), np.zeros(5, np.int64), [], [], 1)
     layout = round_trip(empty)
-    assert layout.nnz == 0 and int(layout.prog_steps.max()) == 0
-    rows = np.arange(30) % 4 == 0  # most rows empty
+    assert layout.nnz == 0 and int(layout.prog_steps.max()) == 0 and layout.symbols() == 0
     mask = np.zeros((30, 500), dtype=bool)
-    mask[rows, ::7] = True
+    mask[np.arange(30) % 4 == 0, ::7] = True  # most rows empty
     round_trip(
-        CompressedMatrix.from_dense(mask, np.ones(mask.shape, np.uint8), np.array([0.5, 1.0], np.float32))
+        CompressedMatrix.from_dense(mask, np.ones(mask.shape, np.uint8), np.array([0.5, 1.0], np.float32)),
+        segment_symbols=4,
     )
+    round_trip(random_compressed_matrix(3, 700, 0.9, 8, seed=seed), segment_symbols=8)  # 256 codes
 
 
-def test_longest_codes_fill_the_table():
-    # Fibonacci counts make the deepest Huffman tree: 14 symbols need 13 bits, limited to 12.
-    fib = [1, 1]
-    while len(fib) < 14:
-        fib.append(fib[-1] + fib[-2])
-    codes = np.random.default_rng(0).permutation(np.repeat(np.arange(14), fib)).astype(np.uint8)
-    mask = np.ones((2, codes.size // 2), dtype=bool)
-    matrix = CompressedMatrix.from_dense(mask, codes.reshape(mask.shape), np.linspace(-1, 1, 16), 4)
-    layout = round_trip(matrix, escape=1)  # a chosen escape keeps the longest length limit
-    assert int(layout.code_lengths.max()) == MAX_TABLE_BITS == layout.table_bits
+def test_pieces_are_balanced_by_symbol_count():
+    # Rows of 400 columns at 30% density in 8 pieces: ~15 symbols a piece, equal within a row
+    # up to the rounding of the cuts, while column blocks of equal width would differ by ~4.
+    matrix = random_compressed_matrix(64, 400, 0.3, 4, seed=2)
+    layout = round_trip(matrix, segment_symbols=15)
+    assert layout.pieces == 8
+    per_piece = layout.segment_symbols().reshape(-1, layout.pieces)
+    assert per_piece.sum() == layout.symbols() >= matrix.nnz
+    assert np.all(per_piece.max(axis=1) - per_piece.min(axis=1) <= 2)
+    steps = layout.prog_steps.numpy()
+    rpp = layout.rows_per_program
+    assert steps.tolist() == [int(per_piece[i : i + rpp].max()) for i in range(0, 64, rpp)]
+    assert layout.lane_utilization() > 0.9
+    # Rows are sorted by their symbols, most first.
+    row_symbols = per_piece.sum(axis=1)
+    assert np.all(np.diff(row_symbols) <= 0)
 
 
 def test_bits_beat_fixed_width_on_paper_like_layer():
-    # Alex-8's density (25%) with 4-bit codes at reduced size: the joint code is near entropy.
+    # Alex-8's density (25%) with 4-bit codes at reduced size: the coding is near entropy.
     matrix = random_compressed_matrix(250, 4096, 0.25, 4, seed=1)
-    huff = HuffmanLayout.from_matrix(matrix)
+    huff = HuffmanLayout.from_matrix(matrix, segment_symbols=64)
     fixed = GpuLayout.from_matrix(matrix)
     counts = huff.bit_counts()
     assert sum(counts.values()) == huff.total_bits_resident()
@@ -83,37 +103,37 @@ def test_bits_beat_fixed_width_on_paper_like_layer():
     assert counts["stream_bits"] / matrix.nnz < 1.02 * entropy
 
 
-def alternating_rows(cols: int, seed: int) -> CompressedMatrix:
-    """Dense rows between empty ones, 5 uniform codes (codewords of 2 and 3 bits): segment
-    lengths spread 0..~2.3 bits x cols, so the length unit and width depend on ``cols``."""
+def test_skewed_codes_use_joint_symbols():
+    # Codes with a skewed distribution: coding them (fewer raw code bits) saves bits, the more so
+    # with a larger table.
+    rng = np.random.default_rng(4)
+    mask = rng.random((40, 600)) < 0.2
+    codes = np.minimum(rng.geometric(0.4, size=mask.shape) - 1, 15).astype(np.uint8)
+    matrix = CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 16), 4)
+    fast = round_trip(matrix, segment_symbols=64)
+    least = round_trip(matrix, segment_symbols=64, max_table_bits=MAX_TABLE_BITS)
+    assert fast.code_raw_bits < 4 and least.code_raw_bits < 4
+    assert least.bits_per_kept_weight() <= fast.bits_per_kept_weight()  # small: the table costs
+    assert least.bits_per_kept_weight() < 0.9 * GpuLayout.from_matrix(matrix).bits_per_kept_weight()
+
+
+def alternating_rows(cols: int) -> CompressedMatrix:
+    """Dense rows between empty ones, 5 uniform codes: one piece a row holds 0 or ~2.3 bits x cols."""
     mask = np.zeros((6, cols), dtype=bool)
     mask[::2] = True
-    codes = np.random.default_rng(seed).integers(0, 5, size=mask.shape)
+    codes = np.random.default_rng(0).integers(0, 5, size=mask.shape)
     return CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3)
 
 
-def test_length_units_and_widths():
-    padded = HuffmanLayout.from_matrix(alternating_rows(150, 0), segment_symbols=200)
-    assert padded.len_unit == 2 and padded.seg_len.dtype == torch.uint8
-    lengths = padded.code_lengths.numpy().astype(np.int64)
-    assert padded.total_bits == lengths[alternating_rows(150, 0).codes].sum() + 1  # one padding bit
-    round_trip(alternating_rows(150, 0), segment_symbols=200)
-    wide = round_trip(alternating_rows(300, 0), segment_symbols=200)
+def test_length_and_span_widths():
+    # Lengths spanning more than 255 bits take a coarser unit (padding of one bits), beyond 255
+    # units 16 bits; spans likewise.
+    padded = round_trip(alternating_rows(1000), segment_symbols=1000)
+    assert padded.pieces == 1 and padded.len_unit > 1 and padded.seg_len.dtype == torch.uint8
+    wide = round_trip(alternating_rows(5000), segment_symbols=5000)
     assert wide.len_unit == 1 and wide.seg_len.dtype == torch.int16
-    # A set padding bit is rejected (the padded form is unique).
-    tensors, meta = _state(padded)
-    ends = np.cumsum((tensors["seg_len"].numpy().astype(np.int64) + padded.len_base) * padded.len_unit)
-    words = tensors["words"].numpy().view(np.uint32)
-    for end in ends[ends > 0]:
-        bit = int(end) - 1
-        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
-        try:
-            HuffmanLayout.from_state(tensors, meta)
-        except HuffmanLayoutError:
-            break
-        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
-    else:
-        raise AssertionError("no segment's last bit flip was rejected")
+    spans = round_trip(random_compressed_matrix(40, 3000, 0.002, 2, seed=1), segment_symbols=1)
+    assert spans.pieces > 1 and spans.seg_span.numel() == 40 * (spans.pieces - 1)
 
 
 def _state(layout):
@@ -124,7 +144,7 @@ def test_corrupt_state_is_rejected():
     matrix = random_compressed_matrix(20, 90, 0.2, 4, seed=3)
     layout = HuffmanLayout.from_matrix(matrix, segment_symbols=4)
     rng = np.random.default_rng(0)
-    rejected = exact = 0
+    rejected = 0
     for _ in range(150):  # single bit flips anywhere in the stream
         tensors, meta = _state(layout)
         words = tensors["words"].numpy().view(np.uint32)
@@ -137,12 +157,15 @@ def test_corrupt_state_is_rejected():
             continue
         # A flip that still decodes consistently must decode to a valid, different layer.
         assert not loaded.to_matrix().equals(matrix)
-        exact += 1
     assert rejected > 0
+    n_sym = high_codes(layout.codebook_size, layout.code_raw_bits) * layout.q_levels + 2
     for name, change in [
         ("seg_len", lambda t: t.__setitem__(0, t[0] + 1)),
+        ("seg_span", lambda t: t.__setitem__(0, 255)),
         ("prog_base", lambda t: t.__setitem__(-1, t[-1] - 1)),
-        ("code_lengths", lambda t: t.__setitem__(0, 13)),
+        ("code_lengths", lambda t: t.__setitem__(0, MAX_TABLE_BITS + 1)),
+        ("code_lengths", lambda t: t.__setitem__(n_sym - 1, 1)),  # END not the longest
+        ("row_ids", lambda t: t.__setitem__(0, t[1])),
         ("codebook", lambda t: t.__setitem__(0, float("nan"))),
         ("words", lambda t: t.resize_(t.numel() + 1)),
     ]:
@@ -150,7 +173,15 @@ def test_corrupt_state_is_rejected():
         change(tensors[name])
         with pytest.raises(HuffmanLayoutError):
             HuffmanLayout.from_state(tensors, meta)
-    for key, value in [("nnz", layout.nnz + 1), ("escape", 4096), ("col_blocks", 3), ("rows_per_program", 1)]:
+    for key, value in [
+        ("nnz", layout.nnz + 1),
+        ("q_levels", 4096),
+        ("gap_raw_bits", 20),
+        ("code_raw_bits", 9),
+        ("pieces", 3),
+        ("rows_per_program", 1),
+        ("len_unit", 3),
+    ]:
         tensors, meta = _state(layout)
         with pytest.raises(HuffmanLayoutError):
             HuffmanLayout.from_state(tensors, {**meta, key: value})
@@ -158,6 +189,27 @@ def test_corrupt_state_is_rejected():
     del tensors["words"]
     with pytest.raises(HuffmanLayoutError, match="missing"):
         HuffmanLayout.from_state(tensors, meta)
+    with pytest.raises(HuffmanLayoutError, match="non-negative int"):
+        HuffmanLayout.from_state(*_state(layout)[:1], {**meta, "nnz": -1})
+
+
+def test_set_padding_bit_is_rejected():
+    # Pieces are padded with one bits; a zero there would decode as something else than END.
+    layout = HuffmanLayout.from_matrix(alternating_rows(1000), segment_symbols=1000)
+    padded_pieces = (layout.seg_len.numpy().astype(np.int64) + layout.len_base) * layout.len_unit
+    assert layout.bit_counts()["stream_bits"] == padded_pieces.sum()
+    tensors, meta = _state(layout)
+    ends = np.cumsum(padded_pieces)
+    words = tensors["words"].numpy().view(np.uint32)
+    for end in ends[padded_pieces > 0]:
+        bit = int(end) - 1
+        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
+        try:
+            HuffmanLayout.from_state(tensors, meta)
+        except HuffmanLayoutError:
+            return
+        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
+    raise AssertionError("no piece's last bit flip was rejected")
 
 
 def test_bad_arguments():
@@ -166,5 +218,13 @@ def test_bad_arguments():
         HuffmanLayout.from_matrix(matrix.to_dense())
     with pytest.raises(ValueError, match="segment_symbols"):
         HuffmanLayout.from_matrix(matrix, segment_symbols=0)
-    with pytest.raises(ValueError, match="escape"):
-        HuffmanLayout.from_matrix(matrix, escape=200)  # 32 * 200 + 1 symbols > 4096
+    with pytest.raises(ValueError, match="max_table_bits"):
+        HuffmanLayout.from_matrix(matrix, max_table_bits=11)
+    with pytest.raises(ValueError, match="coding must be"):
+        HuffmanLayout.from_matrix(matrix, coding=(1, 2))
+    with pytest.raises(ValueError, match="q_levels"):
+        HuffmanLayout.from_matrix(matrix, coding=(0, 0, 0))
+    with pytest.raises(ValueError, match="symbols"):
+        HuffmanLayout.from_matrix(matrix, coding=(0, 0, 64))  # 32 * 64 + 2 symbols
+    with pytest.raises(ValueError, match="code_raw_bits"):
+        HuffmanLayout.from_matrix(matrix, coding=(0, 6, 1))

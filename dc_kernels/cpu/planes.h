@@ -1,0 +1,116 @@
+/* Bit-plane streams and codebook lookups, shared by the CPU kernels (layout: dc_kernels/planes.py).
+ *
+ * A stream of `width`-bit values is stored as planes of 8, 4 and 1 bits, widest (lowest bits)
+ * first, each starting at a multiple of 64 bytes after the previous one; plane p holds bits
+ * shift_p .. shift_p + width_p of every value: value i at bit i * width_p of byte and bit planes,
+ * and in a nibble plane value j of each group of 16 at nibble (j % 2) * 8 + j / 2 of the group's
+ * 64-bit word. With AVX-512, 16 values (i a multiple of 16) come out of one widening load per
+ * byte plane, a broadcast and a variable shift per nibble plane (32-bit lane j finds its value in
+ * its half of the word) and a mask register per bit plane. dc_get16 is always inlined: kernels
+ * instantiated for a constant width (DC_FOR_WIDTHS) get the plane loop unrolled.
+ *
+ * Codebook lookups: the codebook is zero-padded to 512 entries (codes of up to 9 bits); codes of
+ * up to 4 bits select their weight with one vpermps from a 16-entry register, 5-bit codes with one
+ * vpermt2ps from two registers (both read only the low index bits), wider codes with a gather.
+ */
+#ifndef DC_PLANES_H
+#define DC_PLANES_H
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define DC_AVX512 1
+#include <immintrin.h>
+#endif
+
+#define DC_PLANE_ALIGN 64
+#define DC_MAX_PLANES 5 /* widths of up to 16 bits: at most 8 + 4 + 1 + 1 + 1 */
+#define DC_TABLE 512    /* the zero-padded codebook: codes of up to 9 bits */
+#define DC_INLINE static inline __attribute__((always_inline))
+/* X(w) for every stream width the kernels are instantiated for. */
+#define DC_FOR_WIDTHS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
+
+typedef struct {
+  const uint8_t *base[DC_MAX_PLANES];
+  int width[DC_MAX_PLANES], shift[DC_MAX_PLANES];
+  int n;
+} dc_planes_t;
+
+static inline int64_t dc_plane_align(int64_t bytes) {
+  return (bytes + DC_PLANE_ALIGN - 1) / DC_PLANE_ALIGN * DC_PLANE_ALIGN;
+}
+
+/* The planes of a `length`-value stream of `width` bits stored at `data` (dc_kernels/planes.py). */
+static inline void dc_planes_init(dc_planes_t *p, const uint8_t *data, int64_t length, int width) {
+  static const int widths[3] = {8, 4, 1};
+  int64_t offset = 0;
+  int shift = 0;
+  p->n = 0;
+  for (int k = 0; k < 3; ++k) {
+    const int w = widths[k];
+    while (width >= w && p->n < DC_MAX_PLANES) {
+      const int i = p->n++;
+      p->base[i] = data + offset;
+      p->width[i] = w;
+      p->shift[i] = shift;
+      offset += dc_plane_align(length * w / 8);
+      shift += w;
+      width -= w;
+    }
+  }
+}
+
+/* Value i of the stream. */
+static inline uint32_t dc_get1(const dc_planes_t *p, int64_t i) {
+  uint32_t v = 0;
+  for (int k = 0; k < p->n; ++k) {
+    const int w = p->width[k];
+    const int64_t nibble = i / 16 * 16 + (i % 2) * 8 + i % 16 / 2; /* a nibble plane's order */
+    const int64_t bit = w == 4 ? nibble * 4 : i * w;
+    v |= (uint32_t)((p->base[k][bit >> 3] >> (bit & 7)) & ((1 << w) - 1)) << p->shift[k];
+  }
+  return v;
+}
+
+#ifdef DC_AVX512
+/* Values i .. i + 15 of a stream of `width` bits (i a multiple of 16), one per 32-bit lane. With
+ * `clean` 0 the lanes of a stream that is one nibble plane may hold more bits above the value. */
+DC_INLINE __m512i dc_get16(const dc_planes_t *p, int64_t i, const int width, const int clean) {
+  __m512i v = _mm512_setzero_si512();
+  int rest = width, shift = 0, k = 0;
+  for (; rest >= 8; rest -= 8, shift += 8, ++k) {
+    const __m512i t = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p->base[k] + i)));
+    v = shift ? _mm512_or_si512(v, _mm512_slli_epi32(t, shift)) : t;
+  }
+  if (rest >= 4) {
+    int64_t word;
+    memcpy(&word, p->base[k] + i / 2, sizeof word);
+    const __m512i halves = _mm512_set_epi32(28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
+    __m512i t = _mm512_srlv_epi32(_mm512_set1_epi64(word), halves);
+    if (clean || shift || rest > 4) t = _mm512_and_si512(t, _mm512_set1_epi32(0x0F));
+    v = shift ? _mm512_or_si512(v, _mm512_slli_epi32(t, shift)) : t;
+    rest -= 4, shift += 4, ++k;
+  }
+  for (; rest >= 1; rest -= 1, shift += 1, ++k) {
+    uint16_t bits;
+    memcpy(&bits, p->base[k] + i / 8, sizeof bits);
+    v = _mm512_mask_or_epi32(v, (__mmask16)bits, v, _mm512_set1_epi32(1 << shift));
+  }
+  return v;
+}
+
+/* The weights of 16 codes of `bits` bits (the table's first 32 entries held in lo and hi). With 4-
+ * and 5-bit codes the lanes may hold more bits above the code: vpermps and vpermt2ps read only
+ * the low 4 and 5 index bits. */
+DC_INLINE __m512 dc_lookup16(const float *table, int bits, __m512 lo, __m512 hi, __m512i code) {
+  if (bits <= 4) return _mm512_permutexvar_ps(code, lo);
+  if (bits == 5) return _mm512_permutex2var_ps(lo, code, hi);
+  return _mm512_i32gather_ps(code, table, 4);
+}
+#endif
+
+static inline void dc_table_fill(float *table, const float *codebook, int64_t k) {
+  memset(table, 0, DC_TABLE * sizeof(float));
+  memcpy(table, codebook, (size_t)k * sizeof(float));
+}
+
+#endif

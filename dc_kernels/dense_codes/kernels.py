@@ -1,0 +1,132 @@
+"""Triton kernels over a `DenseCodesLayout`: codebook-lookup GEMV / small-batch GEMM, and decoding
+to a dense weight (for cuBLAS at large batch).
+
+Every weight is a code; the kernels read a tile of ``BLOCK_N`` rows x ``BLOCK_K`` columns of codes
+per loop step, unpack it from the bit planes in registers (``N8`` byte planes, ``N4`` nibble planes
+and ``N1`` bit planes, widest first, as `dc_kernels.planes` lays them out), look the weights up in
+the codebook (an L1-resident table: the zero code, just past it, is masked to 0) and multiply them
+by the tile's ``BB`` batch columns of x, read contiguously (no index, no gather), summing in
+float32. One program owns whole rows: no atomics.
+
+Offsets into the codes, x and y are 64-bit. The reference of both kernels is
+`dc_kernels.reference` on ``layout.to_matrix()``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _codes(planes_ptr, e, mask, byte_bytes, nib_off, bit_off, bit_bytes,
+           N8: tl.constexpr, N4: tl.constexpr, N1: tl.constexpr):  # fmt: skip
+    """The codes at int64 positions ``e`` of the stream (0 where ``mask`` is off)."""
+    code = tl.zeros(e.shape, tl.int32)
+    for p in tl.static_range(N8):
+        byte = tl.load(planes_ptr + p * byte_bytes + e, mask=mask, other=0).to(tl.int32)
+        code |= byte << (8 * p)
+    if N4 > 0:
+        j = e % 16
+        nibble = (j % 2) * 8 + j // 2  # a nibble plane's order within its group of 16
+        byte = tl.load(planes_ptr + nib_off + (e // 16) * 8 + nibble // 2, mask=mask, other=0).to(tl.int32)
+        code |= ((byte >> ((nibble % 2) * 4).to(tl.int32)) & 15) << (8 * N8)
+    for p in tl.static_range(N1):
+        byte = tl.load(planes_ptr + bit_off + p * bit_bytes + e // 8, mask=mask, other=0).to(tl.int32)
+        code |= ((byte >> (e % 8).to(tl.int32)) & 1) << (8 * N8 + 4 * N4 + p)
+    return code
+
+
+@triton.jit
+def _weights(
+    planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size, byte_bytes, nib_off,
+    bit_off, bit_bytes, N8: tl.constexpr, N4: tl.constexpr, N1: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The (BLOCK_N, BLOCK_K) tile of weights at columns k0 .. k0 + BLOCK_K of ``rows`` (0 past
+    the layer and at pruned positions), and those columns."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    inside = row_ok[:, None] & (k < n_cols)[None, :]
+    e = rows.to(tl.int64)[:, None] * stride_codes + k[None, :]
+    code = _codes(planes_ptr, e, inside, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1)
+    weight = tl.load(codebook_ptr + code, mask=inside & (code < codebook_size), other=0.0)
+    return weight, k
+
+
+@triton.jit
+def dense_codes_gemm_kernel(
+    planes_ptr,
+    codebook_ptr,
+    x_ptr,
+    bias_ptr,
+    y_ptr,
+    n_rows,
+    n_cols,
+    stride_codes,
+    batch,
+    codebook_size,
+    byte_bytes,
+    nib_off,
+    bit_off,
+    bit_bytes,
+    stride_xb,
+    stride_xk,
+    stride_yb,
+    stride_yn,
+    N8: tl.constexpr,
+    N4: tl.constexpr,
+    N1: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BB: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's BLOCK_N rows, b < batch <= BB."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    b = tl.arange(0, BB)
+    b_ok = b < batch
+    acc = tl.zeros((BLOCK_N, BB), dtype=tl.float32)
+    for k0 in range(0, n_cols, BLOCK_K):
+        weight, k = _weights(planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size,
+                             byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, BLOCK_K)  # fmt: skip
+        xv = tl.load(
+            x_ptr + b.to(tl.int64)[None, :] * stride_xb + k.to(tl.int64)[:, None] * stride_xk,
+            mask=(k < n_cols)[:, None] & b_ok[None, :],
+            other=0.0,
+        )
+        acc += tl.sum(weight[:, :, None] * xv.to(tl.float32)[None, :, :], axis=1)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    y_offs = b.to(tl.int64)[None, :] * stride_yb + rows[:, None] * stride_yn
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & b_ok[None, :])
+
+
+@triton.jit
+def dense_codes_decode_kernel(
+    planes_ptr,
+    codebook_ptr,
+    w_ptr,
+    n_rows,
+    n_cols,
+    stride_codes,
+    codebook_size,
+    byte_bytes,
+    nib_off,
+    bit_off,
+    bit_bytes,
+    N8: tl.constexpr,
+    N4: tl.constexpr,
+    N1: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """The dense (n_rows, n_cols) ``w``: BLOCK_N whole rows per program, a (BLOCK_N, BLOCK_K) tile
+    per loop step."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    for k0 in range(0, n_cols, BLOCK_K):
+        weight, k = _weights(planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size,
+                             byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, BLOCK_K)  # fmt: skip
+        offs = rows[:, None] * n_cols + k.to(tl.int64)[None, :]
+        mask = row_ok[:, None] & (k < n_cols)[None, :]
+        tl.store(w_ptr + offs, weight.to(w_ptr.dtype.element_ty), mask=mask)

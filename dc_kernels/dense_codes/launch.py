@@ -1,0 +1,207 @@
+"""Launch and dispatch of the dense-codes Triton kernels over a `DenseCodesLayout`.
+
+Dispatch by batch size B (rows of x):
+
+* ``1 <= B <= 16``: one launch of `dense_codes_gemm_kernel` with the batch padded to a bucket
+  ``BB`` in {1, 2, 4, 8, 16}: each code is decoded once per launch and used for the whole batch;
+* ``16 < B < dense_crossover_batch``: that kernel over chunks of 16 rows of x;
+* ``B >= dense_crossover_batch``: decode the layer into a dense weight in x's dtype
+  (`dense_codes_decode_kernel`) and multiply with cuBLAS.
+
+Tile configurations come from a `Dispatch` (a fixed table keyed by the bucket, no autotuning), so
+the compiled variants are bounded: bucket x dtype x plane counts x bias. The crossover is
+provisional until a GPU run measures it. Importing this module does not import Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from dc_kernels.checks import SUPPORTED_DTYPES, check_layout_call, check_layout_device
+from dc_kernels.dense_codes.layout import DenseCodesLayout
+from dc_kernels.planes import plane_offsets, plane_widths
+
+SMALL_BATCH_MAX = 16
+BATCH_BUCKETS = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Rows and columns of codes one program decodes per loop step, and its warps."""
+
+    block_n: int
+    block_k: int
+    num_warps: int
+
+
+# About 4096 products per step (32 registers per thread at 4 warps) whatever the bucket.
+GEMM_CONFIGS: Mapping[int, TileConfig] = {
+    1: TileConfig(32, 128, 4),
+    2: TileConfig(32, 64, 4),
+    4: TileConfig(16, 64, 4),
+    8: TileConfig(16, 32, 4),
+    16: TileConfig(16, 16, 4),
+}
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """How `dense_codes_linear` launches: the GEMM kernel's tiles per batch bucket, the decode
+    kernel's, and the batch from which decode + cuBLAS replaces chunks of the GEMM kernel."""
+
+    gemm: Mapping[int, TileConfig] = field(default_factory=lambda: dict(GEMM_CONFIGS))
+    # Few rows per program (whole rows, looping over the columns): enough programs to fill a GPU.
+    decode: TileConfig = TileConfig(8, 512, 4)
+    dense_crossover_batch: int = 64
+
+
+DEFAULT_DISPATCH = Dispatch()
+
+
+def batch_bucket(batch: int) -> int:
+    """The smallest bucket >= batch (batch in 1..SMALL_BATCH_MAX)."""
+    for bucket in BATCH_BUCKETS:
+        if batch <= bucket:
+            return bucket
+    raise ValueError(f"batch {batch} exceeds the small-batch kernel's maximum {SMALL_BATCH_MAX}")
+
+
+def plane_constexprs(width: int) -> dict[str, int]:
+    """How many byte, nibble and bit planes a stream of ``width`` bits has (N8, N4, N1)."""
+    widths = plane_widths(width)
+    return {"N8": widths.count(8), "N4": widths.count(4), "N1": widths.count(1)}
+
+
+def _plane_args(layout: DenseCodesLayout) -> tuple[int, int, int, int]:
+    """(bytes of a byte plane, offset of the nibble plane, of the first bit plane, bytes of a bit
+    plane): the kernels' view of `dc_kernels.planes.plane_offsets`."""
+    planes = plane_offsets(layout.codes, layout.width)
+    starts = {w: [offset for offset, pw, _ in planes if pw == w] for w in (8, 4, 1)}
+    byte_bytes = starts[8][1] - starts[8][0] if len(starts[8]) > 1 else 0
+    bit_bytes = starts[1][1] - starts[1][0] if len(starts[1]) > 1 else 0
+    return byte_bytes, (starts[4] or [0])[0], (starts[1] or [0])[0], bit_bytes
+
+
+def _common(layout: DenseCodesLayout) -> tuple:
+    return (layout.out_features, layout.in_features, layout.stride)
+
+
+def _decode_args(layout: DenseCodesLayout, weight: torch.Tensor, dispatch: Dispatch) -> tuple:
+    """(grid, args, kwargs) of `dense_codes_decode_kernel` writing the layer into ``weight`` (the
+    callers launch it themselves: one frame less on the forward path)."""
+    cfg = dispatch.decode
+    grid = (-(-layout.out_features // cfg.block_n),)
+    codebook = layout.codebook
+    args = (layout.planes, codebook, weight, *_common(layout), codebook.numel(), *_plane_args(layout))
+    kwargs = {**plane_constexprs(layout.width), "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k}
+    return grid, args, {**kwargs, "num_warps": cfg.num_warps}
+
+
+def run(
+    x2d: torch.Tensor,
+    layout: DenseCodesLayout,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    path: str | None = None,
+    dispatch: Dispatch = DEFAULT_DISPATCH,
+) -> torch.Tensor:
+    """`dense_codes_linear` without its argument checks (the custom op and `dense_codes_linear` check)."""
+    from dc_kernels.dense_codes.kernels import dense_codes_gemm_kernel
+
+    batch = x2d.shape[0]
+    if out is None:
+        out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
+    if batch == 0:
+        return out
+    if path == "dense" or (path is None and batch >= dispatch.dense_crossover_batch):
+        from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
+
+        weight = torch.empty(layout.shape, dtype=x2d.dtype, device=layout.device)
+        grid, args, kwargs = _decode_args(layout, weight, dispatch)
+        dense_codes_decode_kernel[grid](*args, **kwargs)
+        torch.matmul(x2d, weight.T, out=out)
+        return out if bias is None else out.add_(bias.to(out.dtype))
+    for lo in range(0, batch, SMALL_BATCH_MAX):
+        hi = min(batch, lo + SMALL_BATCH_MAX)
+        chunk, y = x2d[lo:hi], out[lo:hi]
+        bb = batch_bucket(hi - lo)
+        cfg = dispatch.gemm[bb]
+        dense_codes_gemm_kernel[(-(-layout.out_features // cfg.block_n),)](
+            layout.planes, layout.codebook, chunk, bias if bias is not None else layout.codebook, y,
+            *_common(layout), hi - lo, layout.codebook.numel(), *_plane_args(layout),
+            chunk.stride(0), chunk.stride(1), y.stride(0), y.stride(1),
+            **plane_constexprs(layout.width), BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, BB=bb,
+            HAS_BIAS=bias is not None, num_warps=cfg.num_warps,
+        )  # fmt: skip
+    return out
+
+
+def dense_codes_linear(
+    x2d: torch.Tensor,
+    layout: DenseCodesLayout,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    path: str | None = None,
+    dispatch: Dispatch = DEFAULT_DISPATCH,
+) -> torch.Tensor:
+    """y = x2d W^T + bias from dense codes on the GPU; x2d (B, in_features) in float32, float16
+    or bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
+    (B, out_features) in x2d's dtype, written into ``out`` when given.
+
+    ``path`` forces ``"codes"`` (the lookup kernel, in chunks of 16 rows) or ``"dense"`` (decode
+    + cuBLAS); None chooses by ``dispatch.dense_crossover_batch``."""
+    if path not in (None, "codes", "dense"):
+        raise ValueError(f"path must be None, 'codes' or 'dense', got {path!r}")
+    bias, out = check_layout_call(x2d, layout, DenseCodesLayout, bias, out)
+    return run(x2d, layout, bias, out, path, dispatch)
+
+
+def decode_dense(
+    layout: DenseCodesLayout, dtype: torch.dtype = torch.float32, dispatch: Dispatch = DEFAULT_DISPATCH
+) -> torch.Tensor:
+    """The layer's dense weight (out_features, in_features) in ``dtype``, decoded on the device."""
+    if not isinstance(layout, DenseCodesLayout):
+        raise TypeError(f"expected a DenseCodesLayout, got {type(layout).__name__}")
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
+    check_layout_device(layout.planes, layout, "layout")
+    from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
+
+    weight = torch.empty(layout.shape, dtype=dtype, device=layout.device)
+    grid, args, kwargs = _decode_args(layout, weight, dispatch)
+    dense_codes_decode_kernel[grid](*args, **kwargs)
+    return weight
+
+
+def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_DISPATCH) -> list[tuple]:
+    """(kernel function, constexprs, num_warps, dtype, batch bucket) of every launch the
+    dispatcher can make, per dtype (torch name -> Triton's) and code width in ``widths``."""
+    from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel, dense_codes_gemm_kernel
+
+    out = []
+    for dtype in dtypes:
+        for width in widths:
+            planes = plane_constexprs(width)
+            for bb in BATCH_BUCKETS:
+                cfg = dispatch.gemm[bb]
+                consts = {
+                    **planes,
+                    "BLOCK_N": cfg.block_n,
+                    "BLOCK_K": cfg.block_k,
+                    "BB": bb,
+                    "HAS_BIAS": True,
+                }
+                out.append((dense_codes_gemm_kernel, consts, cfg.num_warps, dtype, bb))
+            cfg = dispatch.decode
+            consts = {**planes, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k}
+            out.append((dense_codes_decode_kernel, consts, cfg.num_warps, dtype, 0))
+    return out
+
+
+def loop_items(constexprs: Mapping[str, int]) -> int:
+    """Weights one iteration of either kernel's main loop decodes:
+    ``BLOCK_N * BLOCK_K`` codes (for `perf.cost`; a code is a kept weight or the zero code)."""
+    return int(constexprs["BLOCK_N"]) * int(constexprs["BLOCK_K"])
