@@ -99,18 +99,25 @@ def _walk(
     acc1 = tl.zeros((T, R, V), dtype=tl.float32)
     acc2 = tl.zeros((T, R, V), dtype=tl.float32)
     acc3 = tl.zeros((T, R, V), dtype=tl.float32)
-    # Lanes past their chunk read zero words: waits, which do nothing. The tail's offsets come
-    # from ``blocks``: its loads are bounded by the stored words.
+    # Lanes past their chunk read zero words: waits, which do nothing.
     lo = tl.load(head, mask=(length > 0)[:, :, None], other=0).to(tl.uint32, bitcast=True)
     hi = tl.load(head + R * 4, mask=(length > 0)[:, :, None], other=0).to(tl.uint32, bitcast=True)
-    offset = (tail + t * size + tl.minimum(t, extra) - tl.minimum(t, groups))[:, :, None] * (R * 8) + lane
-    for step in range(size + (extra > 0).to(tl.int32)):
+    # A chunk's other groups: in the block's tail, after those of the earlier chunks; ``offset``
+    # is the lane's next half group there. Its loads are live while the chunk has groups left and
+    # they lie inside the stored words: one unsigned compare per step against the lane's
+    # ``bound`` (0 for chunks of at most one group; negative offsets from a corrupt block table
+    # fail it too).
+    offset = (tail + t * size + tl.minimum(t, extra) - tl.minimum(t, groups)) * (R * 8) + r * 4
+    bound = tl.maximum(tl.minimum(offset + (length - 1) * (R * 8), n_words - R * 4 - 3), 0)
+    bound = tl.where(length > 1, bound, 0).to(tl.uint32)
+    quad = tl.arange(0, 4)[None, None, :]
+    for _ in range(size + (extra > 0).to(tl.int32)):
         w = _split_group(lo, hi)
         # The next group's loads are issued before this group's slots are decoded.
-        # A chunk's other groups: in the block's tail, after those of the earlier chunks.
-        live = (step + 1 < length)[:, :, None] & (offset.to(tl.uint32) < n_words - R * 4)
-        lo = tl.load(words_ptr + offset, mask=live, other=0).to(tl.uint32, bitcast=True)
-        hi = tl.load(words_ptr + offset + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
+        live = (offset.to(tl.uint32) < bound)[:, :, None]
+        at = words_ptr + offset[:, :, None] + quad
+        lo = tl.load(at, mask=live, other=0).to(tl.uint32, bitcast=True)
+        hi = tl.load(at + R * 4, mask=live, other=0).to(tl.uint32, bitcast=True)
         offset += R * 8
         for e in tl.static_range(256 // EB):
             # The slot's bits: constant word and shift (a slot crossing a word: a funnel shift).

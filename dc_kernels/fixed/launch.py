@@ -29,10 +29,11 @@ from dc_kernels.fixed.layout import GpuLayout
 
 SMALL_BATCH_MAX = 16
 BATCH_BUCKETS = (1, 2, 4, 8, 16)
-# Codebook lookup: a warp shuffle from a register copy (tl.gather) for codebooks of up to
-# 2**GATHER_MAX_CODE_BITS entries (one entry a lane: one SHFL per slot); larger ones load from the
-# L1-resident table (a shuffle per 32 entries and a select chain would cost more).
-GATHER_MAX_CODE_BITS = 5
+# Codebook lookup: a warp shuffle from a register copy (tl.gather) for codebooks of exactly
+# 2**GATHER_CODE_BITS = 32 entries (one entry a lane: one SHFL per slot); the others load from the
+# L1-resident table (for larger ones a shuffle per 32 entries and a select chain would cost more;
+# smaller ones the compiler lays out through shared memory, 2-4x the instructions of the table).
+GATHER_CODE_BITS = 5
 # The oldest Triton release checked to compile that lookup (3.6 does not; 3.9 does).
 GATHER_MIN_TRITON = (3, 9)
 # Lane shapes (block_rows, chunks) that `aot_configs` lists: 32 rows a block, one warp a chunk
@@ -65,7 +66,7 @@ class Dispatch:
     """How `fixed_linear` launches: the small-batch kernel's configuration per batch bucket, the
     decode kernel's, the batch from which decode + cuBLAS replaces chunks of the small-batch
     kernel (provisional until a GPU run of ``perf/bench_gpu.py`` measures it), and the codebook
-    lookup (``gather``: None follows `GATHER_MAX_CODE_BITS`, True/False force it)."""
+    lookup (``gather``: None follows `GATHER_CODE_BITS`, True/False force it)."""
 
     spmm: Mapping[int, KernelConfig] = field(default_factory=lambda: dict(SPMM_CONFIGS))
     decode: KernelConfig = KernelConfig()
@@ -76,7 +77,7 @@ class Dispatch:
         """Whether a launch's codebook lookup is a warp shuffle (tl.gather)."""
         if self.gather is not None:
             return self.gather
-        return code_bits <= GATHER_MAX_CODE_BITS and _compiler_lays_out_gather()
+        return code_bits == GATHER_CODE_BITS and _compiler_lays_out_gather()
 
 
 DEFAULT_DISPATCH = Dispatch()

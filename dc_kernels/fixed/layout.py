@@ -50,6 +50,10 @@ from compress.relative_index import check_index_bits
 GROUP_WORDS = 8  # a lane's group: two 128-bit loads
 HALF_WORDS = 4
 GROUP_BITS = 32 * GROUP_WORDS
+# Entries are at least 4 bits wide (at most 64 slots a group): with narrower ones the kernels'
+# fully unrolled walk of a group keeps too many loads in flight and spills registers. A layer with
+# 1-3-bit codes gets a wider index field, which only saves fillers.
+MIN_ENTRY_BITS = 4
 MAX_BLOCK_ROWS = 32
 MAX_LANES = 1024  # threads of one program (32 warps)
 MIN_PROGRAMS = 128  # about one program per SM (132 on an H100 or H200)
@@ -75,7 +79,7 @@ def starts_dtype(in_features: int) -> torch.dtype:
 
 
 def slots_per_group(entry_bits: int) -> int:
-    """Slots of one 128-bit group for entries of ``entry_bits`` bits."""
+    """Slots of one 256-bit group for entries of ``entry_bits`` bits."""
     return GROUP_BITS // entry_bits
 
 
@@ -108,14 +112,22 @@ def _filler_units(gaps: np.ndarray, code_bits: int, index_bits: int) -> tuple[np
     return units, -(-units // ((1 << code_bits) - 1))
 
 
+def index_widths(code_bits: int) -> range:
+    """The index widths a layout of ``code_bits``-bit codes may use: 1..8, entries at least
+    `MIN_ENTRY_BITS` wide."""
+    return range(max(1, MIN_ENTRY_BITS - code_bits), 9)
+
+
 def best_index_bits(matrix: CompressedMatrix) -> int:
-    """The index width (1..8) with the fewest group bits ``(nnz + fillers) * 128 / slots``."""
+    """The index width (of `index_widths`) with the fewest group bits ``(nnz + fillers) * 256 /
+    slots``."""
     gaps = _row_gaps(matrix)
+    widths = index_widths(matrix.bits)
     costs = []
-    for ib in range(1, 9):
+    for ib in widths:
         entries = matrix.nnz + int(np.sum(_filler_units(gaps, matrix.bits, ib)[1]))
         costs.append(entries * GROUP_BITS / slots_per_group(matrix.bits + ib))
-    return int(np.argmin(costs)) + 1
+    return widths[int(np.argmin(costs))]
 
 
 def default_block_rows(out_features: int) -> int:
@@ -389,6 +401,10 @@ class GpuLayout:
     def __post_init__(self) -> None:
         check_bits(self.code_bits, "code_bits")
         check_index_bits(self.index_bits)
+        if self.code_bits + self.index_bits < MIN_ENTRY_BITS:
+            raise FixedLayoutError(
+                f"entries of {self.code_bits}+{self.index_bits} bits are narrower than {MIN_ENTRY_BITS}"
+            )
         for name in ("out_features", "in_features", "nnz", "fillers", "steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -445,7 +461,8 @@ class GpuLayout:
         device: torch.device | str | None = None,
     ) -> GpuLayout:
         """Build the layout (vectorized). ``index_bits=None`` picks the width with the fewest
-        bits; ``block_rows``, ``chunks`` and ``lead`` (the columns a row may run ahead of its
+        bits (entries at least `MIN_ENTRY_BITS` wide; a narrower explicit width: ValueError);
+        ``block_rows``, ``chunks`` and ``lead`` (the columns a row may run ahead of its
         block's schedule line; ``in_features`` or more: no waits) None choose them from the
         layer (`default_block_rows`, `default_chunks`, `default_lead`)."""
         if not isinstance(matrix, CompressedMatrix):
@@ -455,6 +472,12 @@ class GpuLayout:
         ):
             raise ValueError(f"lead must be a non-negative int or None, got {lead!r}")
         ib = best_index_bits(matrix) if index_bits is None else check_index_bits(index_bits)
+        if ib not in index_widths(matrix.bits):
+            raise ValueError(
+                f"index_bits={ib} with {matrix.bits}-bit codes makes {matrix.bits + ib}-bit entries; "
+                f"the fixed-width layout needs at least {MIN_ENTRY_BITS} "
+                f"(index_bits >= {MIN_ENTRY_BITS - matrix.bits})"
+            )
         rows, n_cols = matrix.shape
         per_group = slots_per_group(matrix.bits + ib)
         e = _entries(matrix, ib)

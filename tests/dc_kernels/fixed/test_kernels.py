@@ -83,13 +83,14 @@ def test_strided_input_and_output(dtype):
 
 @pytest.mark.parametrize(("block_rows", "chunks"), [(1, 32), (32, 1), (8, 4), (4, 16), (32, 4)])
 def test_lane_shapes_long_rows_and_fillers(block_rows, chunks):
-    # One-bit indices: a filler per skipped column; rows of very different lengths; chunks and
-    # their start columns; no waits (lead past the row) and the tightest schedule (lead 0).
+    # One-bit indices (3-bit codes: the narrowest entries): a filler per skipped column; rows of
+    # very different lengths; chunks and their start columns; no waits (lead past the row) and
+    # the tightest schedule (lead 0).
     mask = np.tril(np.ones((12, 50), dtype=bool), k=30)
     mask[::3] = False
     rng = np.random.default_rng(fresh_seed())
-    codes = rng.integers(0, 4, size=mask.shape)
-    matrix = CompressedMatrix.from_dense(mask, codes, rng.normal(size=4).astype(np.float32), 2)
+    codes = rng.integers(0, 8, size=mask.shape)
+    matrix = CompressedMatrix.from_dense(mask, codes, rng.normal(size=8).astype(np.float32), 3)
     for lead in (0, 10**6):
         run_and_check(matrix, 2, torch.float32, index_bits=1, block_rows=block_rows, chunks=chunks, lead=lead)
 

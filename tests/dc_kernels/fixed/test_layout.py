@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from compress import CompressedMatrix, encode_relative
 from dc_kernels.fixed.layout import (
+    MIN_ENTRY_BITS,
     FixedLayoutError,
     GpuLayout,
     best_index_bits,
@@ -24,6 +25,10 @@ SHAPES = st.sampled_from([(None, None), (1, 1), (1, 32), (4, 8), (32, 1), (8, 4)
 )
 def test_round_trip(matrix, index_bits, shape, lead):
     rows, chunks = shape
+    if index_bits is not None and matrix.bits + index_bits < MIN_ENTRY_BITS:
+        with pytest.raises(ValueError, match=f"needs at least {MIN_ENTRY_BITS}"):
+            GpuLayout.from_matrix(matrix, index_bits=index_bits)
+        return
     layout = GpuLayout.from_matrix(matrix, index_bits=index_bits, block_rows=rows, chunks=chunks, lead=lead)
     assert layout.to_matrix().equals(matrix)
     assert np.array_equal(layout.to_dense().numpy(), matrix.to_dense())
@@ -148,6 +153,11 @@ def test_bad_inputs():
         GpuLayout.from_matrix(matrix, block_rows=32, chunks=64)
     with pytest.raises(ValueError, match="index_bits"):
         GpuLayout.from_matrix(matrix, index_bits=9)
+    one_bit = random_compressed_matrix(9, 30, 0.3, 1, seed=0)
+    with pytest.raises(ValueError, match=r"index_bits=2 with 1-bit codes makes 3-bit entries"):
+        GpuLayout.from_matrix(one_bit, index_bits=2)
+    # The narrowest codes get an index field wide enough for entries of MIN_ENTRY_BITS.
+    assert GpuLayout.from_matrix(one_bit).entry_bits >= MIN_ENTRY_BITS
     with pytest.raises(ValueError, match="lead"):
         GpuLayout.from_matrix(matrix, lead=-1)
     with pytest.raises(TypeError, match="CompressedMatrix"):
@@ -160,6 +170,8 @@ def test_bad_inputs():
         GpuLayout.from_state({**tensors, "blocks": tensors["blocks"].long()}, meta)
     with pytest.raises(FixedLayoutError, match="missing"):
         GpuLayout.from_state({}, meta)
+    with pytest.raises(FixedLayoutError, match="narrower than"):
+        GpuLayout.from_state(tensors, {**meta, "code_bits": 1, "index_bits": 2})
     with pytest.raises(FixedLayoutError, match="outside"):
         GpuLayout.from_state(tensors, {**meta, "in_features": 2}).to_matrix()
     blocks = tensors["blocks"].clone()
