@@ -181,6 +181,7 @@ def codebook_spmm_kernel(
     BB: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     GATHER: tl.constexpr,
+    FRESH_PID: tl.constexpr,
 ):
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the block's rows, b < batch <= BB; x
     in pieces of ``V = min(BB, 16 bytes)`` batch columns (see `_walk`)."""
@@ -189,7 +190,8 @@ def codebook_spmm_kernel(
         words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, 0,
         n_cols, n_words, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
     )  # fmt: skip
-    slot = tl.program_id(0) * R + tl.arange(0, R)[:, None]
+    pid = _program_id_again(n_rows) if FRESH_PID else tl.program_id(0)
+    slot = pid * R + tl.arange(0, R)[:, None]
     row_ok = slot < n_rows
     row = tl.load(row_ids_ptr + slot, mask=row_ok, other=0)
     bias = tl.load(bias_ptr + row, mask=row_ok & HAS_BIAS, other=0.0).to(tl.float32)
@@ -201,6 +203,18 @@ def codebook_spmm_kernel(
         _store_piece(acc2, bias, at, 2, batch, stride_yb, V, row_ok)
     if BB // V > 3:
         _store_piece(acc3, bias, at, 3, batch, stride_yb, V, row_ok)
+
+
+@triton.jit
+def _program_id_again(like):
+    """The program id read once more from its special register after the loop (a non-pure asm
+    the compiler cannot merge with the first read), so that no copy of it lives across the loop:
+    under the ``--regAllocOptLevel=2`` that Triton 3.9 passes to ptxas, that copy was spilled in
+    some configurations. ``like``: any int32 scalar (the asm needs an operand). Not available
+    under Triton's interpreter (``FRESH_PID`` off there)."""
+    return tl.inline_asm_elementwise(
+        "mov.u32 $0, %ctaid.x;", "=r,r", [like], dtype=tl.int32, is_pure=False, pack=1
+    )
 
 
 @triton.jit

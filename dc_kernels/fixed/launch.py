@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dc_kernels.checks import SUPPORTED_DTYPES, check_layout_call, check_layout_device
+from dc_kernels.checks import SUPPORTED_DTYPES, check_layout_call, check_layout_device, interpreting
 from dc_kernels.fixed.layout import GpuLayout
 
 SMALL_BATCH_MAX = 16
@@ -162,6 +162,7 @@ def run(
             layout.out_features, layout.in_features, layout.words.numel(), hi - lo, layout.codebook.numel(),
             *strides, y.stride(0), y.stride(1),
             **_layout_constexprs(layout, dispatch.spmm[bb], dispatch), BB=bb, HAS_BIAS=bias is not None,
+            FRESH_PID=not interpreting(),
         )  # fmt: skip
     return out
 
