@@ -40,6 +40,11 @@ GATHER_MIN_TRITON = (3, 9)
 # (the builder's choice for 4096-row layers), and 4 rows with 16 chunks, several chunks a warp
 # (small layers); the kernels' code differs by lane shape only in those two ways.
 AOT_LANE_SHAPES = ((32, 8), (4, 16))
+# Told a launch's exact thread count, ptxas (CUDA 13.4, under Triton 3.9) sizes the batch-1 walk of
+# 32-slot groups (8-bit entries) to 64 registers a thread and spills there (sm_90, float16 4+4:
+# 36 bytes); with a budget of 80, the count it picks for the float32 kernel and without that hint,
+# it spills nothing on sm_80 or sm_90 for any 8-bit entry split and dtype.
+REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1 = 80
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,14 @@ def _constexprs(
     }
 
 
+def register_budget(code_bits: int, index_bits: int, bucket: int) -> dict[str, int]:
+    """``maxnreg`` for `codebook_spmm_kernel` launches where ptxas's own choice spills (empty:
+    ptxas chooses)."""
+    if code_bits + index_bits == 8 and bucket == 1:
+        return {"maxnreg": REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1}
+    return {}
+
+
 def _layout_constexprs(layout: GpuLayout, cfg: KernelConfig, dispatch: Dispatch) -> dict[str, int]:
     return _constexprs(layout.code_bits, layout.index_bits, layout.block_rows, layout.chunks, cfg, dispatch)
 
@@ -162,7 +175,7 @@ def run(
             layout.out_features, layout.in_features, layout.words.numel(), hi - lo, layout.codebook.numel(),
             *strides, y.stride(0), y.stride(1),
             **_layout_constexprs(layout, dispatch.spmm[bb], dispatch), BB=bb, HAS_BIAS=bias is not None,
-            FRESH_PID=not interpreting(),
+            FRESH_PID=not interpreting(), **register_budget(layout.code_bits, layout.index_bits, bb),
         )  # fmt: skip
     return out
 

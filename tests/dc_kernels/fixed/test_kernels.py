@@ -7,7 +7,7 @@ import torch
 
 from compress import CompressedMatrix
 from dc_kernels.fixed import Dispatch, GpuLayout, decode_dense, fixed_linear
-from dc_kernels.fixed.launch import DEFAULT_DISPATCH
+from dc_kernels.fixed.launch import DEFAULT_DISPATCH, REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1, register_budget
 from dc_kernels.reference import CanonicalTensors
 from dc_kernels.reference import decode_dense as reference_dense
 from tests.helpers import DTYPES, assert_matches_reference, fresh_seed, random_input
@@ -100,6 +100,14 @@ def test_gather_and_global_codebook_lookup_agree():
         matrix = random_compressed_matrix(11, 40, 0.3, bits, seed=fresh_seed())
         for gather in (None, False, True):
             run_and_check(matrix, 4, torch.float32, dispatch=Dispatch(gather=gather), block_rows=16)
+
+
+def test_register_budget_only_for_8_bit_entries_at_batch_1():
+    budget = {"maxnreg": REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1}
+    assert all(register_budget(c, 8 - c, 1) == budget for c in range(1, 8))
+    assert register_budget(4, 4, 2) == register_budget(5, 6, 1) == register_budget(1, 3, 1) == {}
+    # The interpreter ignores the budget: a batch-1 launch of 4+4-bit entries still matches.
+    run_and_check(random_compressed_matrix(9, 70, 0.4, 4, seed=fresh_seed()), 1, torch.float16, index_bits=4)
 
 
 def test_dense_path_at_crossover():
