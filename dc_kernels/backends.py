@@ -67,7 +67,12 @@ class Backend:
     * ``to_matrix(state) -> compress.CompressedMatrix``: for a backend that holds the layer, the
       canonical form decoded from its state. Where it is given, a layer served in host memory
       keeps no canonical ``col_idx`` and ``codes`` at all (its bytes follow the packed form's)
-      and decodes them through it when they are read.
+      and decodes them through it when they are read;
+    * ``direct(state) -> route or None``: for a backend that holds the layer, a callable
+      ``route(x, bias) -> y or None`` that `CompressedLinear.forward` calls without the op for
+      calls `dc_kernels.ops.direct_call` allows, while the module's buffers stay as they were
+      when it was made; it checks what else it needs of x and bias and returns None (the op
+      then runs) for anything it does not take.
     """
 
     name: str
@@ -78,6 +83,7 @@ class Backend:
     supports: Callable[[torch.device], bool] = any_device
     holds_layer: bool = False
     to_matrix: Callable[[Any], Any] | None = None
+    direct: Callable[[Any], Callable[..., torch.Tensor | None] | None] | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -135,14 +141,18 @@ def resolve(name: str, device: torch.device, gpu_form: str = "fixed", form: str 
     return backend
 
 
-def remembered(packed: list[torch.Tensor], codebook: torch.Tensor, build: Callable[[], Any]) -> Any:
-    """``build()``, a backend's state over a module's ``packed`` tensors and ``codebook``, built
-    once and remembered on the first packed tensor, so that a forward pass does not rebuild and
-    re-check it on every call. (Kept as the tensor's attribute, the state is collected with it; a
-    weak-keyed dictionary whose values refer to their keys would keep both forever.)"""
+def remembered(
+    packed: list[torch.Tensor], codebook: torch.Tensor, build: Callable[[], Any], kind: str
+) -> Any:
+    """``build()``, the state of the backend named ``kind`` over a module's ``packed`` tensors and
+    ``codebook``, built once and remembered on the first packed tensor, so that a forward pass does
+    not rebuild and re-check it on every call. (Kept as the tensor's attribute, the state is
+    collected with it; a weak-keyed dictionary whose values refer to their keys would keep both
+    forever.)"""
     if not packed:  # nothing to remember it on (a direct call of the op): build() reports it
         return build()
-    cached = packed[0].__dict__.get("_dc_kernels_state")
+    states = packed[0].__dict__.setdefault("_dc_kernels_states", {})
+    cached = states.get(kind)
     if (
         cached is not None
         and cached[0] is codebook
@@ -151,5 +161,5 @@ def remembered(packed: list[torch.Tensor], codebook: torch.Tensor, build: Callab
     ):
         return cached[2]
     state = build()
-    packed[0]._dc_kernels_state = (codebook, tuple(packed), state)
+    states[kind] = (codebook, tuple(packed), state)
     return state

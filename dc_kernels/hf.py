@@ -10,7 +10,8 @@ quantizer plugin hooks (``register_quantization_config`` / ``register_quantizer`
 * a compressed model's ``save_pretrained(path)`` writes ``model.safetensors`` holding each
   compressed layer's canonical buffers (codebook, row pointers, int16/int32 columns, uint8
   codes, code width) and ``config.json`` holding the ``quantization_config``, which records the
-  settings and the compressed modules; ``from_pretrained(path)`` builds those modules as
+  settings and the compressed modules (each one's GPU form, bias and form setting, so that it
+  loads back in the same form); ``from_pretrained(path)`` builds those modules as
   `CompressedLinear` on the meta device and loads the buffers into them, so no dense weight is
   ever allocated. sentence-transformers' ``save()`` and ``SentenceTransformer(path)`` go through
   the same two calls.
@@ -34,7 +35,7 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from compress.config import DeepCompressionConfig
+from compress.config import FORMS, DeepCompressionConfig
 from compress.errors import ConfigError
 from dc_kernels.backends import GPU_FORMS
 from dc_kernels.checkpoint import check_not_meta
@@ -45,14 +46,17 @@ from dc_kernels.model_api import compress_, register_conversion_hook
 MIN_TRANSFORMERS = (5, 0)
 
 QUANT_METHOD = DeepCompressionConfig.quant_method
-# What config.json records per compressed module: its GPU form and whether it has a bias.
+# What config.json records per compressed module: its GPU form, whether it has a bias, and its
+# form setting (FORM_KEY; optional: records written before it existed load as "auto", as they ran).
 MODULE_RECORD = ("gpu_form", "bias")
+FORM_KEY = "form"
 
 
 class DeepCompressionQuantizationConfig(QuantizationConfigMixin):
     """The ``quantization_config`` of a Deep Compression model: the `compress.DeepCompressionConfig`
     it was compressed with (None when it was loaded from elsewhere) and ``modules``, each
-    compressed module's name -> ``{"gpu_form": ..., "bias": ...}``. A plain
+    compressed module's name -> ``{"gpu_form": ..., "bias": ..., "form": ...}`` (``form``, the
+    module's `CompressedLinear.form`, may be missing: ``"auto"``). A plain
     `compress.DeepCompressionConfig` is accepted wherever this is (``from_pretrained`` wraps it)."""
 
     def __init__(
@@ -104,13 +108,14 @@ def _check_modules(modules: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
         if (
             not isinstance(name, str)
             or not isinstance(record, Mapping)
-            or set(record) != set(MODULE_RECORD)
+            or set(record) - {FORM_KEY} != set(MODULE_RECORD)
             or record["gpu_form"] not in GPU_FORMS
             or not isinstance(record["bias"], bool)
+            or record.get(FORM_KEY, "auto") not in FORMS
         ):
             raise ConfigError(
                 f"quantization_config modules[{name!r}] must be {{'gpu_form': one of {GPU_FORMS}, "
-                f"'bias': bool}}, got {record!r}"
+                f"'bias': bool, 'form' (optional): one of {FORMS}}}, got {record!r}"
             )
         checked[name] = dict(record)
     return checked
@@ -158,7 +163,7 @@ class DeepCompressionHfQuantizer(HfQuantizer):
             parent_name, _, child = name.rpartition(".")
             compressed = CompressedLinear(
                 linear.in_features, linear.out_features, record["bias"], device="meta", dtype=dtype,
-                gpu_form=record["gpu_form"],
+                gpu_form=record["gpu_form"], form=record.get(FORM_KEY, "auto"),
             )  # fmt: skip
             missing = [f"{name}.{key}" for key in compressed.state_dict() if f"{name}.{key}" not in stored]
             if stored and missing:
@@ -212,7 +217,7 @@ def record_compression(model: nn.Module, config: DeepCompressionConfig | None) -
     the one recorded before) is the configuration the layers were compressed with."""
     for owner in _outermost_pretrained(model):
         modules = {
-            name: {"gpu_form": m.gpu_form, "bias": m.bias is not None}
+            name: {"gpu_form": m.gpu_form, "bias": m.bias is not None, FORM_KEY: m.form}
             for name, m in owner.named_modules()
             if isinstance(m, CompressedLinear)
         }

@@ -105,6 +105,9 @@ class CompressedLinear(nn.Module):
         self._dropped = False
         # Empty stand-ins for col_idx and codes, passed to the op by backends that never read them.
         self._stubs: tuple[torch.Tensor, torch.Tensor] | None = None
+        # The backend's direct route (`Backend.direct`) and the buffers, as (name, tensor, version),
+        # it was made from: forward takes it only while they are unchanged.
+        self._direct: tuple | None = None
         factory = {"device": device}
         self.register_buffer("codebook", torch.zeros(1, dtype=torch.float32, **factory))
         self.register_buffer("row_ptr", torch.zeros(out_features + 1, dtype=torch.int64, **factory))
@@ -395,6 +398,13 @@ class CompressedLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        direct = self._direct
+        if direct is not None and not torch.compiler.is_compiling():  # tracing reads no versions
+            bias = self._parameters.get("bias")
+            if _unchanged(self._buffers, direct[1]) and direct_call(x, bias):
+                y = direct[0](x, bias)
+                if y is not None:
+                    return y
         if not self._loaded and not self.codebook.is_meta:
             self._check_loaded()
         backend = resolve(self._backend, x.device, self._gpu_form, self._effective_form)
@@ -447,6 +457,7 @@ class CompressedLinear(nn.Module):
             return  # forward finds the packed form stale and reports it
         self._packed = None
         self._stubs = None
+        self._direct = None
         device = self.codebook.device
         if device.type != "meta":
             try:
@@ -466,6 +477,19 @@ class CompressedLinear(nn.Module):
             self._dropped = True
         if self._packed is not None:  # the buffers as placed are what the packed tensors hold
             self._packed = (*self._packed[:3], self._versions())
+            self._direct = self._direct_route()
+
+    def _direct_route(self) -> tuple | None:
+        """The packed backend's direct route and the buffers it depends on (None: no route, e.g.
+        under torch.inference_mode, whose buffers keep no version counter)."""
+        backend = get_backend(self._packed[0])
+        if backend.direct is None or not self._loaded or self._packed[3] is None or self._stubs is None:
+            return None
+        stub = CanonicalTensors(self.codebook, self.row_ptr, *self._stubs, self.in_features)
+        route = backend.direct(backend.view(stub, self._packed[1], self._packed[2]))
+        if route is None:
+            return None
+        return route, tuple((name, t, None if t is None else t._version) for name, t in self._buffers.items())
 
     def _materialize(self) -> None:
         """Put decoded ``col_idx`` and ``codes`` back into their buffers if they were not kept."""
@@ -565,6 +589,14 @@ class CompressedLinear(nn.Module):
             self._matrix()
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{prefix or 'state dict'}: invalid compressed layer: {exc}") from exc
+
+
+def _unchanged(buffers: dict, watched: tuple) -> bool:
+    """Whether each of the ``watched`` (name, tensor, version) is still that buffer, unchanged."""
+    for name, tensor, version in watched:
+        if buffers.get(name) is not tensor or (tensor is not None and tensor._version != version):
+            return False
+    return True
 
 
 def _weight_dtype(dtype: torch.dtype) -> torch.dtype:

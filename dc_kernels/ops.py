@@ -116,7 +116,7 @@ def direct_call(x, bias: torch.Tensor | None) -> bool:
     (tracing, compiling, a dispatch or function mode, functorch transforms)."""
     return (
         type(x) is torch.Tensor
-        and x.device.type != "meta"
+        and not x.is_meta
         and not (torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))
         and not torch.compiler.is_compiling()
         and torch._C._get_tracing_state() is None

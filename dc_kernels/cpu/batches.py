@@ -1,19 +1,30 @@
 """How both CPU forms run a batch: in chunks of bounded memory, by their own kernel or by decoding
 blocks of rows and multiplying them with a dense GEMM (the sparse form's `dc_kernels.cpu.launch`
-and the dense-codes form's `dc_kernels.dense_codes.cpu` each hand `linear_by_chunks` a `Kernels`).
+and the dense-codes form's `dc_kernels.dense_codes.cpu` each hand `linear_by_chunks` a `Kernels`);
+and the direct route (`DirectRoute`) by which `CompressedLinear.forward` calls a form's kernel
+without the op when a call needs nothing else.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import ctypes
+from typing import ClassVar, Protocol
 
 import torch
+
+from dc_kernels.cpu import build
 
 # Rows of x per pass of the kernels: their float32 copy and output take at most about this many
 # bytes (16 MB: 512 rows of a 4096 x 4096 layer, plenty to amortize a pass).
 CHUNK_BYTES = 16 << 20
-# Decoded rows per GEMM of the decode + GEMM path: a block of about the size of a core's L2 cache.
-DECODE_BLOCK_BYTES = 2 << 20
+# Decoded rows per GEMM of the decode + GEMM path, in bytes of float32. Each GEMM packs x afresh,
+# so fewer, larger blocks pay: on 4096 x 4096 dense codes (1 thread) decode + GEMM ran at 0.75-0.87x
+# of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians,
+# the product then computed transposed and copied back).
+DECODE_BLOCK_BYTES = 8 << 20
+# Multiply-adds up to which a direct call keeps the GIL (tens of microseconds of kernel): keeping
+# it saved 1-1.5 us of a 384 x 384 layer's 19-21 us call at batch 1 (1 thread, interleaved).
+QUICK_WORK = 1 << 20
 
 
 class Kernels(Protocol):
@@ -24,22 +35,61 @@ class Kernels(Protocol):
     out_features: int
     in_features: int
 
-    def dense(self, batch: int) -> bool:
-        """Whether a batch of this many rows runs decode + GEMM rather than the form's kernel."""
+    def dense(self, batch: int, path: str | None = None) -> bool:
+        """Whether a batch of this many rows runs decode + GEMM rather than the form's kernel;
+        ``path`` (benchmarks) forces ``"dense"`` (decode + GEMM) or the kernel where both exist."""
 
-    def direct_calls(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> list[tuple]:
-        """The calls computing out = x W^T + bias; x (n, in_features) and out (n, out_features)
-        contiguous float32. (They may hold tensors the call needs alive.)"""
+    def linear_call(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        """The call computing out = x W^T + bias; x (n, in_features) and out (n, out_features)
+        contiguous float32, bias contiguous float32 or None. The call returns a true value when
+        it ran out of memory."""
 
     def decode_call(self, first: int, block: torch.Tensor) -> tuple:
         """The call decoding rows first .. first + len(block) of W into ``block`` (float32)."""
 
 
 class CpuState(Protocol):
-    """What a CPU form's backend state gives `linear_by_chunks`."""
+    """What a CPU form's backend state gives `linear_by_chunks`: its kernels, built once."""
 
-    def kernels(self, path: str | None = None) -> Kernels:
-        """The form's kernels; ``path`` forces one of its paths (benchmarks)."""
+    kernels: Kernels
+
+
+class CompiledKernels:
+    """What the compiled kernels of both forms share: calls of their C entry points (named by
+    ``LINEAR`` and ``DECODE``) with the layer's descriptor (``layers.h``). The descriptor holds
+    the addresses of the layout's tensors, so it keeps the layout, and each call's arguments keep
+    the descriptor. The ``LINEAR`` entry point applies the op's rule for non-finite inputs itself
+    (a NaN or an infinity in a row of x makes the row's outputs NaN), so a call may skip the op."""
+
+    LINEAR: ClassVar[str]
+    DECODE: ClassVar[str]
+
+    def __init__(self, layout, descriptor: ctypes.Structure) -> None:
+        self.layout = layout
+        self.out_features, self.in_features = layout.shape
+        descriptor.layout = layout
+        self.descriptor = descriptor
+
+    def __reduce__(self):
+        # A descriptor holds addresses: copies and pickles build their own from the layout.
+        return type(self), (self.layout,)
+
+    def linear_call(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        bias_ptr = None if bias is None else bias.data_ptr()
+        batch = x.numel() // self.in_features
+        args = (self.descriptor, batch, x.data_ptr(), bias_ptr, out.data_ptr(), torch.get_num_threads())
+        return getattr(build.library(), self.LINEAR), args
+
+    def decode_call(self, first: int, block: torch.Tensor) -> tuple:
+        args = (self.descriptor, first, block.shape[0], block.data_ptr(), torch.get_num_threads())
+        return getattr(build.library(), self.DECODE), args
+
+
+def out_of_memory(kernels: Kernels, batch: int) -> MemoryError:
+    return MemoryError(
+        f"the CPU kernels of a {kernels.out_features} x {kernels.in_features} layer could not allocate "
+        f"their buffer for a batch of {batch} rows"
+    )
 
 
 def linear_by_chunks(
@@ -52,40 +102,93 @@ def linear_by_chunks(
     Rows of x2d go through in chunks of at most `CHUNK_BYTES` of float32 input and output, so the
     memory beside x2d and y stays bounded whatever the batch (one conversion of each chunk, never
     a float32 copy of the whole input)."""
-    kernels = state.kernels(path)
+    kernels = state.kernels
     rows, cols = kernels.out_features, kernels.in_features
     batch = x2d.shape[0]
     y = torch.empty((batch, rows), dtype=x2d.dtype)
     if batch == 0:
         return y
-    dense = kernels.dense(batch)
+    dense = kernels.dense(batch, path)
     bias_f = None if bias is None else bias.float().contiguous()
     step = max(1, CHUNK_BYTES // (4 * (cols + rows)))
-    n_max = min(step, batch)
     # float32 output: the chunks are written into y; else into a float32 buffer, then converted.
-    buffer = None if y.dtype == torch.float32 else torch.empty((n_max, rows), dtype=torch.float32)
+    buffer = None if y.dtype == torch.float32 else torch.empty((min(step, batch), rows), dtype=torch.float32)
     if dense:
         block_rows = max(1, min(rows, DECODE_BLOCK_BYTES // (4 * cols)))
         block_buffer = torch.empty(block_rows * cols, dtype=torch.float32)
-        y_t_buffer = torch.empty((rows, n_max), dtype=torch.float32)
     for b0 in range(0, batch, step):
         xs = x2d[b0 : b0 + step]
         n = xs.shape[0]
         out = y[b0 : b0 + n] if buffer is None else buffer[:n]
         xf = xs if xs.dtype == torch.float32 and xs.is_contiguous() else xs.float().contiguous()
         if dense:
-            y_t = y_t_buffer if n == y_t_buffer.shape[1] else torch.empty((rows, n), dtype=torch.float32)
             for r0 in range(0, rows, block_rows):
                 block = block_buffer[: min(block_rows, rows - r0) * cols].view(-1, cols)
                 fn, args = kernels.decode_call(r0, block)
                 fn(*args)
-                torch.mm(block, xf.t(), out=y_t[r0 : r0 + block.shape[0]])
-            out.copy_(y_t.t())
-            if bias_f is not None:
-                out.add_(bias_f)
+                # BLAS writes the block's columns of out in place (out's rows are its leading
+                # dimension), the bias added by the same call. With the transposed product
+                # copied back instead, decode + GEMM ran at 0.48-0.85x of nn.Linear's speed on
+                # MiniLM-shaped layers at 1024 rows; this way at 0.90-0.97x (dense codes,
+                # density 0.8, 1 thread, interleaved medians).
+                r1 = r0 + block.shape[0]
+                if bias_f is None:
+                    torch.mm(xf, block.t(), out=out[:, r0:r1])
+                else:
+                    torch.addmm(bias_f[r0:r1], xf, block.t(), out=out[:, r0:r1])
         else:
-            for fn, args, *_alive in kernels.direct_calls(xf, out, bias_f):
-                fn(*args)
+            fn, args = kernels.linear_call(xf, out, bias_f)
+            if fn(*args):
+                raise out_of_memory(kernels, n)
         if buffer is not None:
             y[b0 : b0 + n].copy_(out)
     return y
+
+
+class DirectRoute:
+    """A layer's kernel called straight from `CompressedLinear.forward`, for the calls that need
+    nothing of the op (`dc_kernels.ops.direct_call`), whose input is float32, contiguous and in
+    host memory, whose bias (if any) is too, and whose batch the kernel runs (not decode + GEMM):
+    the input's checks that remain, one output tensor and one C call, where the op's path costs
+    several times a small layer's kernel. Other calls get None (and take the op's path). Made
+    only over compiled kernels (`direct_route`): it calls their entry point itself."""
+
+    __slots__ = ("entry", "in_features", "kernels", "out_shape", "quick_batch", "quick_entry")
+
+    def __init__(self, kernels: CompiledKernels) -> None:
+        self.kernels = kernels
+        lib = build.library()
+        self.entry = getattr(lib, kernels.LINEAR)
+        # Batches of up to quick_batch rows keep the GIL through the call (`build._declare`).
+        self.quick_entry = getattr(lib.holding_gil, kernels.LINEAR)
+        self.quick_batch = QUICK_WORK // (kernels.in_features * kernels.out_features)
+        self.in_features = kernels.in_features
+        self.out_shape = (kernels.out_features,)
+
+    def __reduce__(self):
+        return type(self), (self.kernels,)  # the entry point is looked up again, not pickled
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        if x.dtype != torch.float32 or not x.is_cpu or not x.is_contiguous():
+            return None
+        shape = x.shape
+        if not shape or shape[-1] != self.in_features:
+            return None
+        if bias is not None and (bias.dtype != torch.float32 or not bias.is_cpu or not bias.is_contiguous()):
+            return None
+        batch = x.numel() // self.in_features
+        if batch == 0 or self.kernels.dense(batch):
+            return None
+        y = torch.empty(shape[:-1] + self.out_shape)
+        bias_ptr = None if bias is None else bias.data_ptr()
+        entry = self.quick_entry if batch <= self.quick_batch else self.entry
+        threads = torch.get_num_threads()
+        if entry(self.kernels.descriptor, batch, x.data_ptr(), bias_ptr, y.data_ptr(), threads):
+            raise out_of_memory(self.kernels, batch)
+        return y
+
+
+def direct_route(state: CpuState) -> DirectRoute | None:
+    """The direct route over a CPU form's state: where its kernels are compiled (they apply the
+    non-finite rule themselves)."""
+    return DirectRoute(state.kernels) if isinstance(state.kernels, CompiledKernels) else None

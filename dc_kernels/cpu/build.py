@@ -1,9 +1,11 @@
 """Build and load the CPU kernels (the C files beside this file: `sparse_linear.c` for the sparse
-form, `dense_codes.c` for the dense-codes form, `pool.c` the thread pool they share and
-`planes.h` their bit-plane decoders) on first use, as one shared library cached on disk.
+form, `dense_codes.c` for the dense-codes form, `pool.c` the thread pool they share, `planes.h` their
+bit-plane decoders and `layers.h` the layer descriptors their entry points take) on first use, as
+one shared library cached on disk.
 
 The kernels are plain C (no Python or PyTorch headers), so one compiler call takes about a
-second; the shared library is loaded with `ctypes`, whose calls release the GIL. Builds are
+second; the shared library is loaded with `ctypes`, whose calls release the GIL (short calls of
+the direct route use a second handle that keeps it, `_declare`). Builds are
 cached under ``$DC_KERNELS_CACHE`` (default ``~/.cache/dc_kernels``), keyed by the sources, the
 compiler, its flags and the CPU (the build uses ``-march=native``), and written atomically so
 that concurrent processes never load a half-written file.
@@ -36,7 +38,7 @@ from pathlib import Path
 
 # Compiled into one library, in this order; HEADERS are included by them.
 SOURCES = ("pool.c", "sparse_linear.c", "dense_codes.c")
-HEADERS = ("pool.h", "planes.h")
+HEADERS = ("pool.h", "planes.h", "layers.h")
 # Tried in order: the fastest flags first, then builds for compilers without -march=native or
 # OpenMP's SIMD pragmas (the portable loop is then vectorized as the compiler sees fit).
 FLAG_SETS = (
@@ -128,27 +130,65 @@ def _build(compiler: str, sources: dict[str, str], flags: tuple[str, ...], targe
         os.replace(out, target)
 
 
+class SparseLayer(ctypes.Structure):
+    """``dc_sparse_layer_t`` of ``layers.h``: one layer of the sparse form, for its kernels."""
+
+    _fields_ = [
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        ("entry_ptr", ctypes.c_void_p),
+        ("planes", ctypes.c_void_p),
+        ("length", ctypes.c_int64),
+        ("bits", ctypes.c_int32),
+        ("index_bits", ctypes.c_int32),
+        ("codebook", ctypes.c_void_p),
+        ("k", ctypes.c_int64),
+    ]
+
+
+class CodesLayer(ctypes.Structure):
+    """``dc_codes_layer_t`` of ``layers.h``: one layer of the dense-codes form, for its kernels."""
+
+    _fields_ = [
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        ("stride", ctypes.c_int64),
+        ("planes", ctypes.c_void_p),
+        ("length", ctypes.c_int64),
+        ("width", ctypes.c_int32),
+        ("unused", ctypes.c_int32),
+        ("codebook", ctypes.c_void_p),
+        ("k", ctypes.c_int64),
+    ]
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` with its entry points' signatures, and as ``lib.holding_gil`` the same library
+    loaded again through `ctypes.PyDLL`, whose calls keep the GIL: for calls of a few tens of
+    microseconds, where releasing and retaking it costs a noticeable share (about 1 us)."""
+    _sign(lib)
+    lib.holding_gil = _sign(ctypes.PyDLL(lib._name))
+    return lib
+
+
+def _sign(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    sparse, codes = ctypes.POINTER(SparseLayer), ctypes.POINTER(CodesLayer)
     signatures = {
-        # rows, cols, entry_ptr, planes, length, bits, index_bits, codebook, k, x, bias, y, threads
-        "dc_sparse_gemv": [i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, ptr, ptr, cint],
-        # rows, cols, batch, bp, entry_ptr, planes, length, bits, index_bits, codebook, k, xt, bias, y,
-        # threads
-        "dc_sparse_gemm": [i64, i64, i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, ptr, ptr, cint],
-        # rows, cols, entry_ptr, planes, length, bits, index_bits, codebook, k, out, threads
-        "dc_sparse_decode": [i64, i64, ptr, ptr, i64, cint, cint, ptr, i64, ptr, cint],
-        # rows, cols, stride, planes, length, width, codebook, k, batch, x, ldx, bias, y, threads
-        "dc_codes_gemm": [i64, i64, i64, ptr, i64, cint, ptr, i64, i64, ptr, i64, ptr, ptr, cint],
-        # rows, cols, stride, row0, planes, length, width, codebook, k, out, threads
-        "dc_codes_decode": [i64, i64, i64, i64, ptr, i64, cint, ptr, i64, ptr, cint],
-        "dc_vector_bits": [],
-        "dc_batch_tile": [],
+        # layer, batch, x, bias, y, threads -> 0, or -1 when out of memory
+        "dc_sparse_linear": ([sparse, i64, ptr, ptr, ptr, cint], cint),
+        # layer, row0, rows, out, threads
+        "dc_sparse_decode": ([sparse, i64, i64, ptr, cint], None),
+        # layer, batch, x, bias, y, threads
+        "dc_codes_linear": ([codes, i64, ptr, ptr, ptr, cint], None),
+        # layer, row0, rows, out, threads
+        "dc_codes_decode": ([codes, i64, i64, ptr, cint], None),
+        "dc_vector_bits": ([], cint),
     }
-    for name, argtypes in signatures.items():
+    for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes = argtypes
-        fn.restype = cint if name in ("dc_vector_bits", "dc_batch_tile") else None
+        fn.restype = restype
     return lib
 
 

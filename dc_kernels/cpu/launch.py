@@ -1,11 +1,11 @@
 """The CPU sparse form of `CompressedLinear`: the compiled kernels of `sparse_linear.c` (see
 `dc_kernels.cpu.build`) on the packed relative-index entries of a `SparseLayout`.
 
-The batch sweep of ``perf/bench_cpu.py --sweep`` sets the dispatch: batches of up to
-`GEMV_MAX_BATCH` rows run the batch-1 kernel once per row (the batched kernel pads the batch to a
-whole register); larger batches run the batched kernel, whose cost per multiply-add is about
-twice a dense GEMM's, so only layers denser than `DENSE_MIN_DENSITY` at batches of
-`DENSE_MIN_BATCH` or more are decoded, block by block, and multiplied by a dense GEMM instead.
+The batch sweep of ``perf/bench_cpu.py --sweep`` sets the dispatch: the batched kernel costs about
+twice a dense GEMM per multiply-add, so layers denser than `DENSE_MIN_DENSITY` at batches of
+`DENSE_MIN_BATCH` or more are decoded, block by block, and multiplied by a dense GEMM instead;
+every other batch runs the kernels (up to two rows the batch-1 kernel row by row, more the batched
+kernel, in passes of batch columns whose transposed input stays in a core's L2 cache).
 
 Where no C compiler works, PyTorch's sparse CSR kernels run instead on decoded float32 values
 that are built once and cached by the module (`pack`), at 8 more bytes per kept weight.
@@ -20,22 +20,20 @@ import torch
 from dc_kernels.backends import remembered
 from dc_kernels.checks import SUPPORTED_DTYPES
 from dc_kernels.cpu import build
-from dc_kernels.cpu.batches import linear_by_chunks
+from dc_kernels.cpu.batches import CompiledKernels, linear_by_chunks
 from dc_kernels.cpu.layout import SparseLayout
 from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
 
 HOST = torch.device("cpu")
 
 # Measured by perf/bench_cpu.py --sweep (see the module docstring; perf/results/cpu/bench_cpu_sweep.csv,
-# 4096 x 4096, 1 thread): at batch 128 decode + GEMM took 79 ms against the kernels' 84 ms at
-# density 0.25 and 40 against 57 ms at 0.4; at batch 256 124 against 251 ms at 0.25, while at
-# 0.09 the kernels stayed ahead (99 against 127 ms).
-GEMV_MAX_BATCH = 2
-DENSE_MIN_DENSITY = 0.25
+# 4096 x 4096, 1 thread), with the batched kernel in passes whose transposed x stays in L2, two
+# runs: the kernels beat decode + GEMM at every batch at density <= 0.25 (at 0.25 and batch 256
+# 52-53 ms against 78-87), and at 0.4 up to batch 128 (at 256 decode + GEMM was ahead by 6%); at
+# 0.6 decode + GEMM won from batch 128 on (48 ms against 71 at 128, 81-89 against 141-142 at 256),
+# while from batch 8 to 64 one run favoured it and the other the kernels, by 5-15% each.
+DENSE_MIN_DENSITY = 0.5
 DENSE_MIN_BATCH = 128
-# Batch columns of x the batched kernel takes per register tile: a multiple of every build's
-# ``dc_batch_tile()`` (16 with AVX-512, else 8), so x is padded once, whatever the build.
-BATCH_TILE = 16
 
 
 def uses_sparse(batch: int, density: float) -> bool:
@@ -44,17 +42,18 @@ def uses_sparse(batch: int, density: float) -> bool:
 
 
 class SparseState(NamedTuple):
-    """What the CPU sparse form runs from: the layout and, without compiled kernels, the torch
-    sparse CSR fallback's (crow, col, values), else an empty list."""
+    """What the CPU sparse form runs from: the layout and its kernels (`sparse_state`)."""
 
     layout: SparseLayout
-    fallback: list[torch.Tensor]
+    kernels: _Compiled | _TorchSparse
 
-    def kernels(self, path: str | None = None) -> _Compiled | _TorchSparse:
-        lib = build.library()
-        if lib is None:
-            return _TorchSparse(self.layout, self.fallback or _fallback(self.layout))
-        return _Compiled(lib, self.layout, path)
+
+def sparse_state(layout: SparseLayout, fallback: list[torch.Tensor]) -> SparseState:
+    """The state over ``layout``: the compiled kernels, or without them torch's sparse CSR
+    kernels on the fallback's (crow, col, values) (built here when ``fallback`` is empty)."""
+    if build.library() is None:
+        return SparseState(layout, _TorchSparse(layout, fallback or _fallback(layout)))
+    return SparseState(layout, _Compiled(layout))
 
 
 def _fallback(layout: SparseLayout) -> list[torch.Tensor]:
@@ -78,9 +77,9 @@ def view(canonical, packed: list[torch.Tensor], meta: list[int]) -> SparseState:
     """The state over a module's packed tensors (built once per tensors, `remembered`)."""
 
     def build_state() -> SparseState:
-        return SparseState(SparseLayout.from_state(packed[:2], meta, canonical.codebook), packed[2:])
+        return sparse_state(SparseLayout.from_state(packed[:2], meta, canonical.codebook), packed[2:])
 
-    return remembered(packed, canonical.codebook, build_state)
+    return remembered(packed, canonical.codebook, build_state, "cpu")
 
 
 def to_matrix(state: SparseState):
@@ -88,44 +87,22 @@ def to_matrix(state: SparseState):
     return state.layout.to_matrix()
 
 
-class _Compiled:
+class _Compiled(CompiledKernels):
     """The compiled kernels over one layout (`dc_kernels.cpu.batches.Kernels`)."""
 
-    def __init__(self, lib, layout: SparseLayout, path: str | None) -> None:
-        self.lib, self.layout, self.path = lib, layout, path
-        self.out_features, self.in_features = layout.shape
-        self.threads = torch.get_num_threads()
+    LINEAR = "dc_sparse_linear"
+    DECODE = "dc_sparse_decode"
+
+    def __init__(self, layout: SparseLayout) -> None:
         codebook = layout.codebook
-        self.stream = (layout.planes.data_ptr(), layout.entries, layout.bits, layout.index_bits,
-                       codebook.data_ptr(), codebook.numel())  # fmt: skip
+        descriptor = build.SparseLayer(
+            layout.out_features, layout.in_features, layout.entry_ptr.data_ptr(), layout.planes.data_ptr(),
+            layout.entries, layout.bits, layout.index_bits, codebook.data_ptr(), codebook.numel(),
+        )  # fmt: skip
+        super().__init__(layout, descriptor)
 
-    def dense(self, batch: int) -> bool:
-        return not uses_sparse(batch, self.layout.density) if self.path is None else self.path == "dense"
-
-    def direct_calls(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> list[tuple]:
-        lay, lib = self.layout, self.lib
-        rows, cols = lay.shape
-        bias_ptr = None if bias is None else bias.data_ptr()
-        n = x.shape[0]
-        if n <= GEMV_MAX_BATCH:
-            calls = []
-            for b in range(n):
-                args = (rows, cols, lay.entry_ptr.data_ptr(), *self.stream, x[b].data_ptr(), bias_ptr,
-                        out[b].data_ptr(), self.threads)  # fmt: skip
-                calls.append((lib.dc_sparse_gemv, args))
-            return calls
-        # x is padded to whole register tiles of batch columns (`BATCH_TILE`).
-        xt = torch.zeros((cols, -(-n // BATCH_TILE) * BATCH_TILE), dtype=torch.float32)
-        xt[:, :n].copy_(x.t())
-        args = (rows, cols, n, xt.shape[1], lay.entry_ptr.data_ptr(), *self.stream, xt.data_ptr(), bias_ptr,
-                out.data_ptr(), self.threads)  # fmt: skip
-        return [(lib.dc_sparse_gemm, args, xt)]
-
-    def decode_call(self, first: int, block: torch.Tensor) -> tuple:
-        # The entry pointers are absolute offsets into the stream: pass the block's slice.
-        ptr = self.layout.entry_ptr.data_ptr() + 8 * first
-        args = (block.shape[0], self.in_features, ptr, *self.stream, block.data_ptr(), self.threads)
-        return self.lib.dc_sparse_decode, args
+    def dense(self, batch: int, path: str | None = None) -> bool:
+        return not uses_sparse(batch, self.layout.density) if path is None else path == "dense"
 
 
 class _TorchSparse:
@@ -135,16 +112,16 @@ class _TorchSparse:
         self.out_features, self.in_features = layout.shape
         self.weight = torch.sparse_csr_tensor(*fallback, layout.shape, check_invariants=False)
 
-    def dense(self, batch: int) -> bool:
+    def dense(self, batch: int, path: str | None = None) -> bool:
         return False
 
-    def direct_calls(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> list[tuple]:
+    def linear_call(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> tuple:
         def product() -> None:
             out.copy_((self.weight @ x.t()).t())
             if bias is not None:
                 out.add_(bias)
 
-        return [(product, ())]
+        return product, ()
 
 
 def cpu_linear(
@@ -157,7 +134,7 @@ def cpu_linear(
     check_cpu_call(x2d, layout.shape, bias)
     if path not in (None, "sparse", "dense"):
         raise ValueError(f"path must be None, 'sparse' or 'dense', got {path!r}")
-    return linear_by_chunks(x2d, SparseState(layout, []), bias, path)
+    return linear_by_chunks(x2d, sparse_state(layout, []), bias, path)
 
 
 def check_cpu_call(x2d: torch.Tensor, shape: tuple[int, int], bias: torch.Tensor | None) -> None:
@@ -182,11 +159,10 @@ def check_cpu_call(x2d: torch.Tensor, shape: tuple[int, int], bias: torch.Tensor
 
 def decode(layout: SparseLayout) -> torch.Tensor:
     """The dense float32 weight, by the compiled decoder where it is available."""
-    lib = build.library()
-    if lib is None:
+    if build.library() is None:
         return layout.to_matrix().to_dense_tensor()
     weight = torch.empty(layout.shape, dtype=torch.float32)
-    fn, args = _Compiled(lib, layout, None).decode_call(0, weight)
+    fn, args = _Compiled(layout).decode_call(0, weight)
     fn(*args)
     return weight
 

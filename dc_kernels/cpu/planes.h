@@ -83,7 +83,7 @@ DC_INLINE __m512i dc_get16(const dc_planes_t *p, int64_t i, const int width, con
   }
   if (rest >= 4) {
     int64_t word;
-    memcpy(&word, p->base[k] + i / 2, sizeof word);
+    memcpy(&word, p->base[k] + ((uint64_t)i >> 1), sizeof word); /* i >= 0: one shift, not a signed division */
     const __m512i halves = _mm512_set_epi32(28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
     __m512i t = _mm512_srlv_epi32(_mm512_set1_epi64(word), halves);
     if (clean || shift || rest > 4) t = _mm512_and_si512(t, _mm512_set1_epi32(0x0F));
@@ -92,7 +92,7 @@ DC_INLINE __m512i dc_get16(const dc_planes_t *p, int64_t i, const int width, con
   }
   for (; rest >= 1; rest -= 1, shift += 1, ++k) {
     uint16_t bits;
-    memcpy(&bits, p->base[k] + i / 8, sizeof bits);
+    memcpy(&bits, p->base[k] + ((uint64_t)i >> 3), sizeof bits);
     v = _mm512_mask_or_epi32(v, (__mmask16)bits, v, _mm512_set1_epi32(1 << shift));
   }
   return v;

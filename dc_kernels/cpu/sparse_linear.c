@@ -7,19 +7,23 @@
  * bit-plane stream (planes.h) and entry_ptr[r] is row r's first entry. A kept weight costs
  * bits + index_bits bits (plus fillers), and is decoded in registers, never written back.
  *
- * dc_sparse_gemv: batch 1. With AVX-512, 16 entries per step: unpack, a prefix sum of the column
- *   advances gives the columns, the codes select their weights from the codebook in registers
- *   (planes.h) and x is gathered at the columns (only where the entry holds a weight).
- * dc_sparse_gemm: batch >= 2, x transposed to xt (in_features, bp), bp a multiple of
- *   dc_batch_tile() (16 with AVX-512, else 8): the kept weights of 16 entries are decoded once
- *   and each multiplies a contiguous tile of up to 64 batch columns held in registers.
+ * dc_sparse_linear: y = x W^T + b for a layer's descriptor (layers.h), x (batch, in_features):
+ *   - batches of up to GEMV_MAX_BATCH rows, one row at a time. With AVX-512, 16 entries per step:
+ *     unpack, a prefix sum of the column advances gives the columns, the codes select their
+ *     weights from the codebook in registers (planes.h) and x is gathered at the columns (only
+ *     where the entry holds a weight);
+ *   - larger batches, in passes of batch columns: x transposed to xt (in_features, bp), bp a
+ *     multiple of BATCH_TILE (16 with AVX-512, else 8), the kept weights of 16 entries decoded
+ *     once and each multiplying a contiguous tile of up to 64 batch columns held in registers.
  * dc_sparse_decode: dense float32 rows, for batches where a dense GEMM beats the sparse loop.
  *
  * Columns are clamped to in_features - 1, so even damaged entries never read outside x.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "layers.h"
 #include "planes.h"
 #include "pool.h"
 
@@ -213,59 +217,87 @@ static const dc_rows_fn gemm_rows[] = {NULL, DC_FOR_WIDTHS(GEMM_ROWS)};
 static const dc_rows_fn decode_rows[] = {NULL, DC_FOR_WIDTHS(DECODE_ROWS)};
 
 /* -------------------------------------------------------------------------------- entry points */
-static job_t make_job(int64_t rows, int64_t cols, const int64_t *entry_ptr, const uint8_t *planes, int64_t length,
-                      int bits, int index_bits, const float *table) {
+#define GEMV_MAX_BATCH 2 /* batches the batch-1 kernel runs row by row (gemm pads to a register tile) */
+/* Bytes of xt per pass of the batched kernel over the rows: half of a core's L2 cache, but at
+ * least MIN_PASS batch columns (a full register tile). Past L2 the gathered rows of xt come from
+ * L3: on a 4096-input layer at density 0.09 the time per batch row grew from 0.085 ms (batch 64)
+ * to 0.121 ms (128) and 0.198 ms (256) in one pass, and stayed at 0.078-0.081 ms in passes of 64.
+ * Passes of 16 columns (the L2 rule alone on 9216 inputs) cost 15% on Alex-6 at batch 64. */
+#define XT_BYTES (1 << 20)
+#define MIN_PASS 64
+
+static job_t make_job(const dc_sparse_layer_t *layer, const int64_t *entry_ptr, int64_t rows, const float *table) {
   job_t job;
   memset(&job, 0, sizeof job);
-  dc_planes_init(&job.planes, planes, length, bits + index_bits);
+  dc_planes_init(&job.planes, layer->planes, layer->length, layer->bits + layer->index_bits);
   job.rows = rows;
-  job.cols = cols;
+  job.cols = layer->cols;
   job.entry_ptr = entry_ptr;
-  job.bits = bits;
-  job.escape = (1 << index_bits) - 1;
+  job.bits = layer->bits;
+  job.escape = (1 << layer->index_bits) - 1;
   job.table = table;
   return job;
 }
 
-void dc_sparse_gemv(int64_t rows, int64_t cols, const int64_t *entry_ptr, const uint8_t *planes, int64_t length,
-                    int bits, int index_bits, const float *codebook, int64_t k, const float *x, const float *bias,
-                    float *y, int nthreads) {
-  float table[DC_TABLE];
-  dc_table_fill(table, codebook, k);
-  job_t job = make_job(rows, cols, entry_ptr, planes, length, bits, index_bits, table);
-  job.batch = job.bp = 1;
-  job.x = x;
-  job.bias = bias;
-  job.y = y;
-  dc_parallel_rows(gemv_rows[bits + index_bits], &job, rows, entry_ptr[rows] - entry_ptr[0], nthreads);
+/* x (batch, cols) transposed into xt (cols, bp), batch columns n .. bp zero. */
+static void transpose(const float *x, int64_t n, int64_t cols, float *xt, int64_t bp) {
+  for (int64_t c = 0; c < cols; ++c) {
+    float *row = xt + c * bp;
+    for (int64_t b = 0; b < n; ++b) row[b] = x[b * cols + c];
+    for (int64_t b = n; b < bp; ++b) row[b] = 0.f;
+  }
 }
 
-void dc_sparse_gemm(int64_t rows, int64_t cols, int64_t batch, int64_t bp, const int64_t *entry_ptr,
-                    const uint8_t *planes, int64_t length, int bits, int index_bits, const float *codebook,
-                    int64_t k, const float *xt, const float *bias, float *y, int nthreads) {
+/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias: the batch-1 kernel for batches of up
+ * to GEMV_MAX_BATCH rows, else the batched kernel on passes of batch columns whose transposed x
+ * fits XT_BYTES. Returns 0, or -1 when the buffer of transposed x cannot be allocated. */
+int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
+                     int nthreads) {
+  const int64_t rows = layer->rows, cols = layer->cols, entries = layer->entry_ptr[rows] - layer->entry_ptr[0];
+  const int width = layer->bits + layer->index_bits;
   float table[DC_TABLE];
-  dc_table_fill(table, codebook, k);
-  job_t job = make_job(rows, cols, entry_ptr, planes, length, bits, index_bits, table);
-  job.batch = batch;
-  job.bp = bp;
-  job.x = xt;
+  dc_table_fill(table, layer->codebook, layer->k);
+  job_t job = make_job(layer, layer->entry_ptr, rows, table);
   job.bias = bias;
-  job.y = y;
-  dc_parallel_rows(gemm_rows[bits + index_bits], &job, rows, (entry_ptr[rows] - entry_ptr[0]) * batch, nthreads);
+  if (batch <= GEMV_MAX_BATCH) {
+    job.batch = job.bp = 1;
+    for (int64_t b = 0; b < batch; ++b) {
+      job.x = x + b * cols;
+      job.y = y + b * rows;
+      dc_parallel_rows(gemv_rows[width], &job, rows, entries, nthreads);
+    }
+  } else {
+    int64_t pass = XT_BYTES / (int64_t)sizeof(float) / cols / BATCH_TILE * BATCH_TILE;
+    if (pass < MIN_PASS) pass = MIN_PASS;
+    if (pass > batch) pass = batch;
+    const int64_t bp_max = (pass + BATCH_TILE - 1) / BATCH_TILE * BATCH_TILE;
+    float *xt = aligned_alloc(DC_PLANE_ALIGN, (size_t)dc_plane_align(cols * bp_max * (int64_t)sizeof(float)));
+    if (!xt) return -1;
+    for (int64_t b0 = 0; b0 < batch; b0 += pass) {
+      const int64_t n = batch - b0 < pass ? batch - b0 : pass;
+      job.batch = n;
+      job.bp = (n + BATCH_TILE - 1) / BATCH_TILE * BATCH_TILE;
+      transpose(x + b0 * cols, n, cols, xt, job.bp);
+      job.x = xt;
+      job.y = y + b0 * rows;
+      dc_parallel_rows(gemm_rows[width], &job, rows, entries * n, nthreads);
+    }
+    free(xt);
+  }
+  dc_nonfinite_rows(x, batch, cols, y, rows);
+  return 0;
 }
 
-/* Rows 0 .. rows of the entries at entry_ptr (a block of a layer: its pointers stay absolute). */
-void dc_sparse_decode(int64_t rows, int64_t cols, const int64_t *entry_ptr, const uint8_t *planes, int64_t length,
-                      int bits, int index_bits, const float *codebook, int64_t k, float *out, int nthreads) {
+/* Rows row0 .. row0 + rows of the layer, dense, into out (rows, cols). */
+void dc_sparse_decode(const dc_sparse_layer_t *layer, int64_t row0, int64_t rows, float *out, int nthreads) {
+  if (row0 < 0 || rows < 0 || row0 + rows > layer->rows) return;
   float table[DC_TABLE];
-  dc_table_fill(table, codebook, k);
-  job_t job = make_job(rows, cols, entry_ptr, planes, length, bits, index_bits, table);
+  dc_table_fill(table, layer->codebook, layer->k);
+  /* The entry pointers stay absolute offsets into the stream: the block starts at row0's. */
+  job_t job = make_job(layer, layer->entry_ptr + row0, rows, table);
   job.y = out;
-  dc_parallel_rows(decode_rows[bits + index_bits], &job, rows, rows * cols, nthreads);
+  dc_parallel_rows(decode_rows[layer->bits + layer->index_bits], &job, rows, rows * layer->cols, nthreads);
 }
-
-/* The batch padding dc_sparse_gemm expects: bp must be a multiple of it. */
-int dc_batch_tile(void) { return BATCH_TILE; }
 
 /* Which path this build took (reported by benchmarks): 512 for AVX-512, 0 for portable C. */
 int dc_vector_bits(void) {

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from dc_kernels.backends import Backend, register_backend, remembered, triton_devices
-from dc_kernels.cpu.batches import linear_by_chunks
+from dc_kernels.cpu.batches import direct_route, linear_by_chunks
 from dc_kernels.dense_codes import launch
-from dc_kernels.dense_codes.cpu import CodesState, codes_linear_cpu, decode
+from dc_kernels.dense_codes.cpu import CodesState, codes_linear_cpu, codes_state, decode
 from dc_kernels.dense_codes.launch import Dispatch, dense_codes_linear
 from dc_kernels.dense_codes.layout import DenseCodesLayout
 
@@ -28,12 +28,21 @@ def _pack(module) -> tuple[list[torch.Tensor], list[int]]:
 def _view(canonical, packed: list[torch.Tensor], meta: list[int]) -> DenseCodesLayout:
     """The layout over a module's packed tensors (built once per tensors, `remembered`)."""
     return remembered(
-        packed, canonical.codebook, lambda: DenseCodesLayout.from_state(packed, meta, canonical.codebook)
+        packed,
+        canonical.codebook,
+        lambda: DenseCodesLayout.from_state(packed, meta, canonical.codebook),
+        "dense_codes",
     )
 
 
 def _cpu_view(canonical, packed: list[torch.Tensor], meta: list[int]) -> CodesState:
-    return CodesState(_view(canonical, packed, meta))
+    """The layout and its CPU kernels over a module's packed tensors (built once, `remembered`)."""
+    return remembered(
+        packed,
+        canonical.codebook,
+        lambda: codes_state(DenseCodesLayout.from_state(packed, meta, canonical.codebook)),
+        "dense_codes_cpu",
+    )
 
 
 def _cpu_dense(state: CodesState) -> torch.Tensor:
@@ -61,6 +70,7 @@ register_backend(
         _cpu_only,
         holds_layer=True,
         to_matrix=_cpu_matrix,
+        direct=direct_route,
     )
 )
 

@@ -16,60 +16,46 @@ from typing import NamedTuple
 import torch
 
 from dc_kernels.cpu import build
-from dc_kernels.cpu.batches import linear_by_chunks
+from dc_kernels.cpu.batches import CompiledKernels, linear_by_chunks
 from dc_kernels.cpu.launch import check_cpu_call
 from dc_kernels.dense_codes.layout import DenseCodesLayout
 from dc_kernels.planes import read_planes
 
-# Measured by perf/bench_cpu.py --sweep-codes (see the module docstring).
-# On 4096 x 4096 at density 0.8, 4-bit codes, 1 thread, two runs (the second is
-# perf/results/cpu/bench_cpu_codes_sweep.csv): the kernel against nn.Linear 2.6x / 4.7x at batch
-# 1, 1.6x / 1.5x at 16, 0.94x / 0.88x at 32 (decode + GEMM 0.77x / 0.97x: even there) and
-# 0.61x / 0.58x at 64 (decode + GEMM 0.82x / 0.80x).
-CODES_MAX_BATCH = 32
+# Measured by perf/bench_cpu.py --sweep-codes (see the module docstring; the committed run is
+# perf/results/cpu/bench_cpu_codes_sweep.csv): on 4096 x 4096 at density 0.8, 4-bit codes, 1 thread,
+# the kernel against nn.Linear 1.31x at batch 32, 1.07x at 48 (decode + GEMM 1.00x) and 0.95x at
+# 64 (decode + GEMM 1.02x), in a first run of the kernel that takes up to four rows of codes per
+# load of x.
+CODES_MAX_BATCH = 48
 
 
 class CodesState(NamedTuple):
-    """What the dense-codes CPU backend runs from: its layout."""
+    """What the dense-codes CPU backend runs from: its layout and its kernels (`codes_state`)."""
 
     layout: DenseCodesLayout
-
-    def kernels(self, path: str | None = None) -> _Compiled | _NumPy:
-        lib = build.library()
-        return _NumPy(self.layout) if lib is None else _Compiled(lib, self.layout, path)
+    kernels: _Compiled | _NumPy
 
 
-class _Compiled:
+def codes_state(layout: DenseCodesLayout) -> CodesState:
+    """The state over ``layout``: the compiled kernels, or NumPy's decoding without them."""
+    return CodesState(layout, _NumPy(layout) if build.library() is None else _Compiled(layout))
+
+
+class _Compiled(CompiledKernels):
     """The compiled kernels over one layout (`dc_kernels.cpu.batches.Kernels`)."""
 
-    def __init__(self, lib, layout: DenseCodesLayout, path: str | None) -> None:
-        self.lib, self.layout, self.path = lib, layout, path
-        self.out_features, self.in_features = layout.shape
-        self.threads = torch.get_num_threads()
-        self.stream = (layout.planes.data_ptr(), layout.codes, layout.width, layout.codebook.data_ptr(),
-                       layout.codebook.numel())  # fmt: skip
+    LINEAR = "dc_codes_linear"
+    DECODE = "dc_codes_decode"
 
-    def dense(self, batch: int) -> bool:
-        return batch > CODES_MAX_BATCH if self.path is None else self.path == "dense"
+    def __init__(self, layout: DenseCodesLayout) -> None:
+        descriptor = build.CodesLayer(
+            layout.out_features, layout.in_features, layout.stride, layout.planes.data_ptr(), layout.codes,
+            layout.width, 0, layout.codebook.data_ptr(), layout.codebook.numel(),
+        )  # fmt: skip
+        super().__init__(layout, descriptor)
 
-    def direct_calls(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> list[tuple]:
-        rows, cols = self.layout.shape
-        args = (rows, cols, self.layout.stride, *self.stream, x.shape[0], x.data_ptr(), cols,
-                None if bias is None else bias.data_ptr(), out.data_ptr(), self.threads)  # fmt: skip
-        return [(self.lib.dc_codes_gemm, args)]
-
-    def decode_call(self, first: int, block: torch.Tensor) -> tuple:
-        lay = self.layout
-        args = (
-            block.shape[0],
-            lay.in_features,
-            lay.stride,
-            first,
-            *self.stream,
-            block.data_ptr(),
-            self.threads,
-        )
-        return self.lib.dc_codes_decode, args
+    def dense(self, batch: int, path: str | None = None) -> bool:
+        return batch > CODES_MAX_BATCH if path is None else path == "dense"
 
 
 class _NumPy:
@@ -81,7 +67,7 @@ class _NumPy:
         self.table = torch.zeros(1 << layout.width)
         self.table[: layout.codebook.numel()] = layout.codebook
 
-    def dense(self, batch: int) -> bool:
+    def dense(self, batch: int, path: str | None = None) -> bool:
         return True
 
     def decode_call(self, first: int, block: torch.Tensor) -> tuple:
@@ -106,12 +92,12 @@ def codes_linear_cpu(
     check_cpu_call(x2d, layout.shape, bias)
     if path not in (None, "codes", "dense"):
         raise ValueError(f"path must be None, 'codes' or 'dense', got {path!r}")
-    return linear_by_chunks(x2d, CodesState(layout), bias, path)
+    return linear_by_chunks(x2d, codes_state(layout), bias, path)
 
 
 def decode(layout: DenseCodesLayout) -> torch.Tensor:
     """The dense float32 weight."""
     weight = torch.empty(layout.shape, dtype=torch.float32)
-    fn, args = CodesState(layout).kernels().decode_call(0, weight)
+    fn, args = codes_state(layout).kernels.decode_call(0, weight)
     fn(*args)
     return weight

@@ -168,3 +168,43 @@ def test_a_config_claiming_compression_over_dense_weights_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"records 'encoder\.layer\.0\.attention\.self\.query'"):
         transformers.BertModel.from_pretrained(tmp_path)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("form", ["sparse", "dense_codes", "auto"])
+def test_the_form_round_trips(form, tmp_path):
+    """A model compressed in a form loads back in it (the form each layer would pick by itself
+    differs: dense codes at density 0.8, the sparse form at 0.1)."""
+    model = build("bert")
+    config = compress.DeepCompressionConfig(density=0.8 if form == "sparse" else 0.1, bits=4, form=form)
+    dc_kernels.compress_(model, config)
+    expected = {
+        n: (m.form, m.effective_form) for n, m in model.named_modules() if isinstance(m, CompressedLinear)
+    }
+    assert {setting for setting, _ in expected.values()} == {form}
+    model.save_pretrained(tmp_path)
+    modules = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["modules"]
+    assert {record["form"] for record in modules.values()} == {form}
+    loaded = transformers.BertModel.from_pretrained(tmp_path).eval()
+    found = {
+        n: (m.form, m.effective_form) for n, m in loaded.named_modules() if isinstance(m, CompressedLinear)
+    }
+    assert found == expected
+    x = inputs("bert")
+    assert torch.equal(outputs(loaded, x), outputs(model.eval(), x))
+
+
+def test_a_record_without_a_form_loads_as_auto(tmp_path):
+    model = build("bert")
+    dc_kernels.compress_(model, compress.DeepCompressionConfig(density=0.8, bits=4, form="sparse"))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for record in config["quantization_config"]["modules"].values():
+        del record["form"]  # as written before the form was recorded
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = transformers.BertModel.from_pretrained(tmp_path)
+    assert {m.form for m in loaded.modules() if isinstance(m, CompressedLinear)} == {"auto"}
+    with pytest.raises(compress.ConfigError, match="form"):
+        dc_kernels.hf.DeepCompressionQuantizationConfig(
+            CONFIG, {"fc": {"gpu_form": "fixed", "bias": True, "form": "dense"}}
+        )

@@ -1,0 +1,117 @@
+"""CompressedLinear's direct route to the CPU kernels (no op, for calls that need nothing of it):
+taken where it may be, equal to the op's path bit for bit, and left whenever the call or the
+layer changes what it was made for."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import dc_kernels.linear
+from dc_kernels.cpu import build as cpu_build
+from dc_kernels.errors import ShapeMismatchError
+from dc_kernels.linear import CompressedLinear
+from workloads import random_compressed_matrix
+
+FORMS = ("sparse", "dense_codes")
+
+
+@pytest.fixture(autouse=True)
+def compiled():
+    if cpu_build.library() is None:
+        pytest.skip(f"no C compiler: {cpu_build.failure()}")
+
+
+def layer(form: str, bias: bool = True) -> CompressedLinear:
+    matrix = random_compressed_matrix(24, 40, 0.3, 4, seed=3, codebook_size=15)
+    b = torch.randn(24, generator=torch.Generator().manual_seed(4)) if bias else None
+    return CompressedLinear.from_matrix(matrix, b, form=form)
+
+
+def through_the_op(module: CompressedLinear, x: torch.Tensor) -> torch.Tensor:
+    """The op's path for the same call: a gradient to record keeps the route out."""
+    with torch.enable_grad():
+        return module(x.detach().requires_grad_()).detach()
+
+
+def route_taken(monkeypatch) -> list[int]:
+    """Counts the calls that leave the route (the op's path starts with `run_linear`)."""
+    calls = []
+    run_linear = dc_kernels.linear.run_linear
+    monkeypatch.setattr(dc_kernels.linear, "run_linear", lambda *a: calls.append(1) or run_linear(*a))
+    return calls
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("shape", [(40,), (1, 40), (2, 40), (3, 2, 40), (32, 40)])
+@pytest.mark.parametrize("bias", [True, False])
+@torch.no_grad()
+def test_route_equals_the_op_path(monkeypatch, form, shape, bias):
+    module = layer(form, bias)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(len(shape)))
+    left = route_taken(monkeypatch)
+    y = module(x)
+    assert not left, "the call left the direct route"
+    assert y.shape == (*shape[:-1], 24)
+    assert torch.equal(y, through_the_op(module, x))
+    torch.testing.assert_close(y, module.to_linear()(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@torch.no_grad()
+def test_non_finite_rows_are_nan(form):
+    module = layer(form)
+    x = torch.randn(4, 40)
+    x[1, 7] = float("inf")
+    x[3, 0] = float("nan")
+    y = module(x)
+    assert y[[1, 3]].isnan().all()
+    assert y[[0, 2]].isfinite().all()
+    assert torch.equal(y.isnan(), through_the_op(module, x).isnan())
+
+
+@pytest.mark.parametrize("form", FORMS)
+@torch.no_grad()
+def test_calls_it_does_not_take_go_through_the_op(monkeypatch, form):
+    module = layer(form)
+    x = torch.randn(3, 40)
+    left = route_taken(monkeypatch)
+    cases = [x.half(), x.t().contiguous().t(), torch.randn(40, 6)[:, ::2].t()]
+    for case in cases:
+        torch.testing.assert_close(module(case).float(), through_the_op(module, case).float())
+    assert len(left) >= len(cases)
+    with pytest.raises(ShapeMismatchError, match="cannot be multiplied"):
+        module(torch.randn(2, 41))
+    module.bias = torch.nn.Parameter(module.bias.detach().half())  # a bias the route does not take
+    left.clear()
+    torch.testing.assert_close(module(x), through_the_op(module, x))
+    assert left
+
+
+@pytest.mark.parametrize("form", FORMS)
+@torch.no_grad()
+def test_a_changed_layer_leaves_the_old_route(form):
+    module = layer(form)
+    x = torch.randn(2, 40)
+    before = module(x)
+    product = before - module.bias  # x W^T
+    module.codebook.mul_(2)  # in place: the version counter moves
+    torch.testing.assert_close(module(x), 2 * product + module.bias, atol=1e-5, rtol=1e-5)
+    module.bias = torch.nn.Parameter(torch.zeros(24))  # replaced: read on every call
+    torch.testing.assert_close(module(x), 2 * product, atol=1e-5, rtol=1e-5)
+    module.load_state_dict(layer(form).state_dict())
+    torch.testing.assert_close(module(x), before)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@torch.no_grad()
+def test_copies_and_pickles_run_their_own_route(form):
+    module = layer(form)
+    x = torch.randn(1, 40)
+    expected = module(x)
+    for other in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        assert torch.equal(other(x), expected)
+        assert torch.equal(other(x), expected)  # again, on a route of its own
+    with torch.inference_mode():
+        assert torch.equal(module(x), expected)
