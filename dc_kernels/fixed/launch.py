@@ -40,11 +40,14 @@ GATHER_MIN_TRITON = (3, 9)
 # (the builder's choice for 4096-row layers), and 4 rows with 16 chunks, several chunks a warp
 # (small layers); the kernels' code differs by lane shape only in those two ways.
 AOT_LANE_SHAPES = ((32, 8), (4, 16))
-# Told a launch's exact thread count, ptxas (CUDA 13.4, under Triton 3.9) sizes the batch-1 walk of
+# Told a launch's exact thread count, the ptxas of Triton 3.9 (CUDA 13.4) sizes the batch-1 walk of
 # 32-slot groups (8-bit entries) to 64 registers a thread and spills there (sm_90, float16 4+4:
 # 36 bytes); with a budget of 80, the count it picks for the float32 kernel and without that hint,
-# it spills nothing on sm_80 or sm_90 for any 8-bit entry split and dtype.
+# it spills nothing on sm_80 or sm_90 for any 8-bit entry split and dtype. The ptxas of Triton 3.6
+# needs no budget there (32 registers, no spill) and spills 4 bytes with this one (bfloat16), so
+# the budget applies from the release where it was checked.
 REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1 = 80
+REGISTER_BUDGET_MIN_TRITON = (3, 9)
 
 
 @dataclass(frozen=True)
@@ -82,20 +85,21 @@ class Dispatch:
         """Whether a launch's codebook lookup is a warp shuffle (tl.gather)."""
         if self.gather is not None:
             return self.gather
-        return code_bits == GATHER_CODE_BITS and _compiler_lays_out_gather()
+        return code_bits == GATHER_CODE_BITS and _triton_at_least(GATHER_MIN_TRITON)
 
 
 DEFAULT_DISPATCH = Dispatch()
 
 
-def _compiler_lays_out_gather() -> bool:
-    """Whether this Triton compiles the kernels' `tl.gather` lookup: Triton 3.6 stops with an
-    assertion (its thread-locality pass requires a warp-local gather, which these lane shapes are
-    not), so launches there load from the table instead."""
+def _triton_at_least(version: tuple[int, int]) -> bool:
+    """Whether the installed Triton is ``version`` (major, minor) or newer. Triton 3.6's compiler
+    stops with an assertion on the kernels' `tl.gather` lookup (its thread-locality pass requires
+    a warp-local gather, which these lane shapes are not), so launches there load from the table
+    instead (`GATHER_MIN_TRITON`)."""
     import triton
 
     major, minor = (int(part) for part in triton.__version__.split(".")[:2])
-    return (major, minor) >= GATHER_MIN_TRITON
+    return (major, minor) >= version
 
 
 def batch_bucket(batch: int) -> int:
@@ -124,7 +128,7 @@ def _constexprs(
 def register_budget(code_bits: int, index_bits: int, bucket: int) -> dict[str, int]:
     """``maxnreg`` for `codebook_spmm_kernel` launches where ptxas's own choice spills (empty:
     ptxas chooses)."""
-    if code_bits + index_bits == 8 and bucket == 1:
+    if code_bits + index_bits == 8 and bucket == 1 and _triton_at_least(REGISTER_BUDGET_MIN_TRITON):
         return {"maxnreg": REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1}
     return {}
 
