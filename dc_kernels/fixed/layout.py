@@ -488,10 +488,20 @@ class GpuLayout:
         position = np.empty(rows, dtype=np.int64)
         position[order] = np.arange(rows)
         lane = position[e.row]  # sorted position = block * r + row of the block
-        longest = e.per_row[order[::r]]  # the first row of each block is its longest
         lead = default_lead(matrix) if lead is None else int(lead)
-        groups, slot = _fit(e, lane // r, longest, per_group, n_cols, lead)
-        t = default_chunks(groups, r) if chunks is None else chunks
+        while True:
+            longest = e.per_row[order[::r]]  # the first row of each block is its longest
+            groups, slot = _fit(e, lane // r, longest, per_group, n_cols, lead)
+            t = default_chunks(groups, r) if chunks is None else chunks
+            # Rows of a few groups in blocks of few rows: the one-warp minimum (chunks x rows >=
+            # 32) would leave most chunks only an empty head group (a layer of 64 rows of ~10
+            # kept weights took 458 bits per kept weight): more rows a block instead, fewer
+            # programs, which a layer that small does not need.
+            if block_rows is not None or chunks is not None or r == MAX_BLOCK_ROWS:
+                break
+            if t <= max(int(np.median(groups)) if groups.size else 0, 1):
+                break
+            r *= 2
         if not _is_pow2(t, 1, MAX_LANES) or t * r > MAX_LANES:
             raise ValueError(
                 f"chunks must be a power of two with chunks x block_rows <= {MAX_LANES}, got {t!r}"

@@ -100,6 +100,18 @@ def test_rows_sorted_longest_first_and_start_columns():
     assert wide.starts.dtype == torch.int32 and wide.to_matrix().equals(wide.to_matrix())
 
 
+def test_small_layer_takes_more_rows_a_block_not_empty_chunks():
+    """A layer of a few hundred short rows: one group a row at most, not a warp of chunks each
+    holding an empty head group (458 bits per kept weight before)."""
+    matrix = random_compressed_matrix(300, 64, 0.15, 4, seed=0)
+    layout = GpuLayout.from_matrix(matrix)
+    assert layout.block_rows * layout.chunks >= 32 and layout.chunks == 1
+    assert layout.steps * layout.block_rows <= 300 + layout.block_rows  # one group a row
+    assert layout.bits_per_kept_weight() < 40 and layout.to_matrix().equals(matrix)
+    # Explicit shapes are kept as given.
+    assert GpuLayout.from_matrix(matrix, block_rows=2).block_rows == 2
+
+
 @pytest.mark.parametrize("name", list(PAPER_LAYERS))
 def test_bits_within_target_of_relative_index(name):
     """<= 1.3x the paper's relative-index bits (its best index width, fillers counted) at the
