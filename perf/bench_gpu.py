@@ -146,7 +146,7 @@ def check_correctness(run: GpuRun, small: bool, dispatch: Dispatch) -> tuple[lis
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
     tol = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
     cases = [  # (out, in, density, code bits, index bits, (block rows, chunks) or None: default, batch)
-        (1, 1, 1.0, 1, 1, None, 1),
+        (1, 1, 1.0, 1, 3, None, 1),  # the narrowest entry (`MIN_ENTRY_BITS`)
         (7, 13, 0.3, 4, None, None, 3),
         (1, 300, 0.2, 5, 4, (1, 32), 2),
         (300, 1, 0.5, 3, None, None, 5),
