@@ -79,7 +79,7 @@ def test_run_plans_times_variants_of_the_given_dispatch(tmp_path):
     assert [(r["layer"], r["shape"], r["lanes_per_thread"]) for r in rows] == [
         (name, shape, 2) for name in bench_gpu.SWEEP_LAYERS for shape in ("default", "R8xT4 lead 10")
     ]
-    assert all(r["cold_us"] > 0 and r["gather"] is False for r in rows)  # 4-bit codes: the table (`GATHER_CODE_BITS`)
+    assert all(r["cold_us"] > 0 and r["gather"] is False for r in rows)  # 4-bit codes: the table
     assert [(r["block_rows"], r["chunks"]) for r in rows[:2]] == [
         (layers[0]["layout"].block_rows, layers[0]["layout"].chunks),
         (8, 4),
