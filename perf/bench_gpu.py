@@ -5,9 +5,9 @@ Phases, each timed, with progress printed as it goes (and skipped when the time 
 1. environment and device copy bandwidth (a 1 GiB device-to-device copy);
 2. correctness on the GPU: fresh random layers and inputs, outputs poisoned with NaN, against the
    float64 PyTorch reference; then one small case under ``compute-sanitizer --tool memcheck``;
-3. tuning: tile entries x warps of the small-batch kernel at batch 1 and 16 on VGG-6 and Alex-7;
-   the winners go into the `Dispatch` that the later phases are given (printed: they are the
-   values to record in ``dc_kernels/fixed/launch.py``);
+3. tuning: lanes per thread of the small-batch kernel at batch 1 and 16 on VGG-6 and Alex-7; the
+   winners go into the `Dispatch` that the later phases are given (printed: they are the values
+   to record in ``dc_kernels/fixed/launch.py``);
 4. timings, batch 1/2/4/8/16/64, of our kernels against ``torch.nn.functional.linear`` on the
    dense layer (cuBLAS, float16/bfloat16/float32) and torch's sparse CSR (cuSPARSE, float32), on the
    nine paper layers (4-bit codes + 4-bit indices; 5-bit codes + 5-bit indices) and LLM layers
@@ -15,7 +15,9 @@ Phases, each timed, with progress printed as it goes (and skipped when the time 
    medians of CUDA-event timings, `perf.gpu_timing` (the Huffman benchmark uses the same timer);
 5. the batch from which decode-to-dense + cuBLAS beats the compressed kernel (the dispatcher's
    ``DENSE_CROSSOVER_BATCH``);
-6. a sweep of slice rows (a layout parameter), if time is left.
+6. if time is left, the codebook lookup (shuffle or L1 table) and a sweep of the layout's
+   parameters around the builder's choice: chunks per block, rows per block and the schedule's
+   lead.
 
 Random layers are built on CPU worker processes while the GPU runs phases 1-2. Writes
 ``results.csv``, ``crossover.csv``, ``sweep.csv``, ``correctness.csv`` (each row with the run's
@@ -54,9 +56,9 @@ from workloads import LLM_LAYERS, PAPER_LAYERS, random_compressed_matrix
 BATCHES = (1, 2, 4, 8, 16, 64)
 SMALL_BATCHES = (1, 2, 16, 64)  # the --small dry run: one of each kernel path (bucket, chunks, dense)
 BASELINES = ("cublas_fp16", "cublas_bf16", "cublas_fp32", "cusparse_fp32")
-# (code bits, index bits): EIE's 4+4 and Deep Compression's 5-bit FC codes with 5-bit indices;
-# fixed widths keep the number of compiled kernel variants small.
-PAPER_CONFIGS = ((4, 4), (5, 5))
+# (code bits, index bits): EIE's 4+4, and Deep Compression's 5-bit FC codes with the index width
+# the layout builder picks (None), as the predictions from the compiled code have them.
+PAPER_CONFIGS = ((4, 4), (5, None))
 LLM_CONFIGS = ((4, 4),)
 CROSSOVER_LAYERS = ("alex7", "vgg6", "llm-4096x14336-d10")
 CROSSOVER_BATCHES = (16, 32, 64, 128, 256)
@@ -72,13 +74,25 @@ def copy_bandwidth(timer: GpuTimer) -> float:
 
 
 # ---------------------------------------------------------------------------------------- layers
-def build_layer(name: str, outputs: int, inputs: int, density: float, code_bits: int, index_bits, seed: int):
-    """Worker: a random layer and its GPU layout, as NumPy arrays (CPU only, no CUDA)."""
+def build_layer(
+    name: str, outputs: int, inputs: int, density: float, code_bits: int, index_bits, seed: int,
+    arch: int | None, block_rows: int | None = None,
+):  # fmt: skip
+    """Worker: a random layer and its GPU layout (``block_rows`` None: the builder's choice), as
+    NumPy arrays (CPU only, no CUDA); with ``arch`` the kernels its timings launch are compiled
+    into Triton's cache meanwhile (`warm_kernels`)."""
     from dc_kernels.fixed.layout import GpuLayout
 
     matrix = random_compressed_matrix(outputs, inputs, density, code_bits, seed=seed)
-    layout = GpuLayout.from_matrix(matrix, index_bits=index_bits)
+    layout = GpuLayout.from_matrix(matrix, index_bits=index_bits, block_rows=block_rows)
+    warmed = "not compiled ahead"
+    if arch is not None:
+        try:
+            warmed = f"{warm_kernels(layout, arch)} kernels compiled ahead"
+        except Exception as exc:  # the timings compile on their own then
+            warmed = f"compiling ahead failed: {type(exc).__name__}: {exc!s:.300}"
     return {
+        "warmed": warmed,
         "name": name,
         "matrix": (matrix.shape, matrix.codebook, matrix.row_ptr, matrix.col_idx, matrix.codes, matrix.bits),
         "meta": layout.metadata(),
@@ -86,13 +100,36 @@ def build_layer(name: str, outputs: int, inputs: int, density: float, code_bits:
     }
 
 
-def layer_jobs(small: bool) -> list[tuple]:
+def warm_kernels(layout, arch: int, batches=BATCHES) -> int:
+    """Compile, for ``sm_<arch>``, every launch that timing ``layout`` at ``batches`` makes (float16
+    x, bias), as the dispatcher specializes it (`perf.cost`): a layout's lane shape is a kernel
+    constant, so each layer may need its own variants; compiled on the CPU workers while the GPU
+    runs the first phases, the timings then find them in Triton's cache. Returns the count."""
+    from dc_kernels.fixed import launch as fixed_launch
+    from perf.cost.compiled import compile_launch
+    from perf.cost.launches import recorded_launches
+
+    bias = torch.empty(layout.out_features, device="meta")
+    with recorded_launches() as launches:
+        for batch in batches:
+            x = torch.empty(batch, layout.in_features, dtype=torch.float16, device="meta")
+            fixed_launch.run(x, layout, bias)
+    for launch in launches:
+        compile_launch(launch.kernel, launch.args, launch.kwargs, arch)
+    return len(launches)
+
+
+def layer_jobs(small: bool, arch: int | None = None) -> list[tuple]:
+    """The layers to build: (name, outputs, inputs, density, code bits, index bits, seed, arch,
+    block rows); ``arch``: compile their kernels too (None: not, e.g. under the interpreter). The
+    dry run's scaled-down layers take 32 rows a block: few programs for the interpreter."""
     jobs = []
     for specs, configs in ((PAPER_LAYERS, PAPER_CONFIGS), (LLM_LAYERS, LLM_CONFIGS)):
         for name, spec in specs.items():
             s = dry_run_spec(spec) if small else spec
             for code_bits, index_bits in configs:
-                jobs.append((name, s.outputs, s.inputs, s.weight_density, code_bits, index_bits, 1))
+                jobs.append((name, s.outputs, s.inputs, s.weight_density, code_bits, index_bits, 1, arch,
+                             32 if small else None))  # fmt: skip
     # Largest first so that the pool finishes early.
     return sorted(jobs, key=lambda j: -j[1] * j[2] * j[3])
 
@@ -108,32 +145,35 @@ def check_correctness(run: GpuRun, small: bool, dispatch: Dispatch) -> tuple[lis
     rng = np.random.default_rng()
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
     tol = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
-    cases = [  # (out, in, density, code bits, index bits, slice rows, batch)
-        (1, 1, 1.0, 1, 1, 4, 1),
-        (7, 13, 0.3, 4, None, 4, 3),
-        (1, 300, 0.2, 5, 4, 4, 2),
-        (300, 1, 0.5, 3, None, 4, 5),
-        (33, 70, 1e-9, 2, 4, 4, 1),
-        (64, 64, 1.0, 8, 8, 4, 16),
-        (1000, 4097, 0.05, 5, 6, 16, 17),
-        (200, 300, 0.1, 4, 4, 1, 9),
+    cases = [  # (out, in, density, code bits, index bits, (block rows, chunks) or None: default, batch)
+        (1, 1, 1.0, 1, 3, None, 1),  # the narrowest entry (`MIN_ENTRY_BITS`)
+        (7, 13, 0.3, 4, None, None, 3),
+        (1, 300, 0.2, 5, 4, (1, 32), 2),
+        (300, 1, 0.5, 3, None, None, 5),
+        (33, 70, 1e-9, 2, 4, (32, 1), 1),
+        (64, 64, 1.0, 8, 8, (8, 4), 16),
+        (1000, 40000, 0.005, 5, 6, (32, 32), 17),
+        (200, 300, 0.1, 4, 4, (4, 16), 9),
     ]
-    cases += [(257, 1031, 0.1, b, (b * 3) % 8 + 1, 4, 1 + (b * 5) % 17) for b in range(1, 9)]
-    cases += [(129, 513, 0.2, 4, 4, 4, batch) for batch in (1, 2, 3, 5, 8, 9, 16, 17, 64)]
+    cases += [(257, 1031, 0.1, b, (b * 3) % 8 + 1, None, 1 + (b * 5) % 17) for b in range(1, 9)]
+    cases += [(129, 513, 0.2, 4, 4, None, batch) for batch in (1, 2, 3, 5, 8, 9, 16, 17, 64)]
     if not small:
         cases += [
-            (4096, 4096, 0.09, 4, 4, 4, 1),
-            (4096, 4096, 0.09, 5, None, 4, 16),
-            (4096, 25088, 0.04, 4, 4, 4, 8),
+            (4096, 4096, 0.09, 4, 4, None, 1),
+            (4096, 4096, 0.09, 5, None, None, 16),
+            (4096, 25088, 0.04, 4, 4, None, 8),
         ]
-    else:
-        cases = cases[:8] + cases[-3:]
+    else:  # the interpreter: few programs per launch (many rows a block), every kernel path
+        cases = [c if c[5] else (*c[:5], (32, 4), c[6]) for c in cases[:6]]
+        cases += [(40, 3000, 0.01, 5, 6, (32, 8), 17), (129, 513, 0.2, 4, 4, (32, 4), 9)]
+        cases += [(129, 513, 0.2, 4, 4, (32, 4), batch) for batch in (16, 64)]
     device = run.device
     rows = []
-    for i, (o, n, d, cb, ib, r, batch) in enumerate(cases):
+    for i, (o, n, d, cb, ib, shape, batch) in enumerate(cases):
         dtype = dtypes[i % 3]
         matrix = random_compressed_matrix(o, n, d, cb, seed=int(rng.integers(2**31)))
-        layout = GpuLayout.from_matrix(matrix, index_bits=ib, slice_rows=r).to(device)
+        rows_chunks = dict(zip(("block_rows", "chunks"), shape)) if shape else {}
+        layout = GpuLayout.from_matrix(matrix, index_bits=ib, **rows_chunks).to(device)
         if i % 2:
             x = torch.randn(2 * n, batch, device=device).to(dtype).T[:, ::2]
         else:
@@ -159,8 +199,9 @@ def check_correctness(run: GpuRun, small: bool, dispatch: Dispatch) -> tuple[lis
         )
         rows.append(
             {"case": i, "out": o, "in": n, "density": d, "code_bits": cb, "index_bits": layout.index_bits,
-             "slice_rows": r, "batch": batch, "dtype": str(dtype).split(".")[-1], "strided": bool(i % 2),
-             "bias": bias is not None, "max_abs_err": err, "ok": ok}
+             "block_rows": layout.block_rows, "chunks": layout.chunks, "batch": batch,
+             "dtype": str(dtype).split(".")[-1], "strided": bool(i % 2), "bias": bias is not None,
+             "max_abs_err": err, "ok": ok}
         )  # fmt: skip
         if not ok:
             run.progress(f"  FAIL case {rows[-1]}")
@@ -299,7 +340,7 @@ def time_one_layer(
         path = "dense" if batch >= dispatch.dense_crossover_batch else "spmm"
         row = {"layer": name, "out": matrix.out_features, "in": matrix.in_features,
                "density": round(matrix.density, 4), "nnz": matrix.nnz, "code_bits": layout.code_bits,
-               "index_bits": layout.index_bits, "slice_rows": layout.slice_rows,
+               "index_bits": layout.index_bits, "block_rows": layout.block_rows, "chunks": layout.chunks,
                "layout_bytes": nbytes, "bits_per_weight": round(layout.bits_per_kept_weight(), 3),
                "batch": batch, "path": path, "copy_gbps": round(copy_gbps, 1)}  # fmt: skip
 
@@ -352,14 +393,20 @@ def measure_crossover(run: GpuRun, layers: list[dict], dispatch: Dispatch) -> tu
 
 
 SWEEP_LAYERS = ("vgg6", "alex7")
+PLAN_KEYS = ("shape", "lanes_per_thread", "gather")
+
+
+def _shape_label(shape) -> str:
+    return "default" if shape is None else "R{}xT{} lead {}".format(*shape)
 
 
 def run_plans(
     run: GpuRun, layers: list[dict], plans: list[tuple], phase: str, reserve_s: float, dispatch: Dispatch
 ) -> list[dict]:
-    """Time one small-batch launch for each (layer, batch, slice_rows, tile_entries, warps,
-    gather) plan on the layer's 4-bit version (cold), each a variant of ``dispatch``, until only
-    ``reserve_s`` of the budget is left; gather None: the dispatcher's own choice
+    """Time one small-batch launch for each (layer, batch, layout shape, lanes per thread, gather)
+    plan on the layer's 4-bit version (cold), each a variant of ``dispatch``, until only
+    ``reserve_s`` of the budget is left. A layout shape is (block rows, chunks, lead) or None for
+    the layer's own layout (the builder's choice); gather None: the dispatcher's own choice
     (`Dispatch.use_gather`), recorded as chosen."""
     from dc_kernels.fixed import GpuLayout, KernelConfig
     from dc_kernels.fixed.launch import batch_bucket
@@ -367,32 +414,37 @@ def run_plans(
 
     by_name = {(it["name"], it["layout"].code_bits): it for it in layers}
     rows, layouts = [], {}
-    for name, batch, slice_rows, tile, warps, gather in plans:
+    for name, batch, shape, lanes, gather in plans:
         if (name, 4) not in by_name:
             continue
         if run.progress.left() < reserve_s:
             run.progress(f"{phase}: budget low, stopped after {len(rows)} of {len(plans)} configurations")
             break
         item = by_name[(name, 4)]
-        if slice_rows == item["layout"].slice_rows and item["layout"].index_bits == 4:
-            layouts[(name, slice_rows)] = item["layout"]
-        if (name, slice_rows) not in layouts:
-            layouts[(name, slice_rows)] = GpuLayout.from_matrix(item["matrix"], 4, slice_rows).to(run.device)
-        layout = layouts[(name, slice_rows)]
-        # Column-major x for batch > 1, as triton_linear passes it.
-        x = torch.randn(layout.in_features, batch, device=run.device, dtype=torch.float16).T
+        if (name, shape) not in layouts:
+            if shape is None:
+                layouts[(name, shape)] = item["layout"]
+            else:
+                rows_, chunks, lead = shape
+                built = GpuLayout.from_matrix(item["matrix"], 4, block_rows=rows_, chunks=chunks, lead=lead)
+                layouts[(name, shape)] = built.to(run.device)
+        layout = layouts[(name, shape)]
+        x = torch.randn(batch, layout.in_features, device=run.device, dtype=torch.float16)
         out = torch.empty(batch, layout.out_features, device=run.device, dtype=torch.float16)
         if gather is None:
-            gather = dispatch.use_gather(layout.code_bits, layout.slice_rows, warps)
-        config = {batch_bucket(batch): KernelConfig(tile, warps)}
+            gather = dispatch.use_gather(layout.code_bits)
+        config = {**dispatch.spmm, batch_bucket(batch): KernelConfig(lanes)}
         plan = dataclasses.replace(dispatch, spmm=config, gather=gather)
         try:
             us = run.timer.cold(lambda a=(x, layout, None, out, "spmm", plan): run_fixed(*a)).median_us
         except Exception as exc:
-            run.progress(f"  {phase} config failed: {name} {batch} {slice_rows} {tile} {warps}: {exc!s:.200}")
+            run.progress(
+                f"  {phase} config failed: {name} {batch} {_shape_label(shape)} {lanes}: {exc!s:.200}"
+            )
             continue
-        rows.append({"phase": phase, "layer": name, "batch": batch, "slice_rows": slice_rows,
-                     "tile_entries": tile, "num_warps": warps, "gather": gather, "cold_us": us,
+        rows.append({"phase": phase, "layer": name, "batch": batch, "shape": _shape_label(shape),
+                     "block_rows": layout.block_rows, "chunks": layout.chunks, "lanes_per_thread": lanes,
+                     "gather": gather, "layout_bytes": layout.total_bytes(), "cold_us": us,
                      "gbps": layout.total_bytes() / (us * 1e-6) / 1e9})  # fmt: skip
     return rows
 
@@ -403,61 +455,65 @@ def best_config(rows: list[dict], batch: int) -> dict | None:
     totals: dict = {}
     for r in rows:
         if r["batch"] == batch:
-            key = (r["slice_rows"], r["tile_entries"], r["num_warps"], r["gather"])
-            totals.setdefault(key, []).append(r["cold_us"])
+            totals.setdefault(tuple(r[k] for k in PLAN_KEYS), []).append(r["cold_us"])
     n_layers = max((len(v) for v in totals.values()), default=0)
     complete = {k: sum(v) for k, v in totals.items() if len(v) == n_layers}
     if not complete:
         return None
     key = min(complete, key=complete.get)
-    return dict(zip(("slice_rows", "tile_entries", "num_warps", "gather"), key), total_us=complete[key])
+    return dict(zip(PLAN_KEYS, key), total_us=complete[key])
 
 
 def tune(run: GpuRun, layers: list[dict], dispatch: Dispatch) -> tuple[list[dict], Dispatch]:
-    """Tile entries x warps at the default slice rows, batch 1 and 16: the rows, and ``dispatch``
-    with the winners in its table (the dispatch the later phases use; printed, to be recorded in
+    """Lanes per thread on the layers' own layouts, batch 1 and 16: the rows, and ``dispatch`` with
+    the winners in its table (the dispatch the later phases use; printed, to be recorded in
     dc_kernels/fixed/launch.py)."""
     from dc_kernels.fixed import KernelConfig
-    from dc_kernels.fixed.layout import DEFAULT_SLICE_ROWS
 
-    r = DEFAULT_SLICE_ROWS
     # gather None: tune what the dispatcher will run (its codebook lookup for these widths).
-    plans = [(n, 1, r, t, w, None) for t in (1024, 2048, 512, 4096) for w in (4, 8) for n in SWEEP_LAYERS]
-    plans += [(n, 16, r, t, w, None) for t in (128, 256, 64) for w in (4, 8) for n in SWEEP_LAYERS]
+    plans = [(n, batch, None, lanes, None) for batch in (1, 16) for lanes in (1, 2, 4) for n in SWEEP_LAYERS]
     rows = run_plans(run, layers, plans, "tune", 115, dispatch)
     for batch in (1, 16):
         best = best_config(rows, batch)
         if best is None:
             continue
         old = dispatch.spmm[batch]
-        tuned = {**dispatch.spmm, batch: KernelConfig(best["tile_entries"], best["num_warps"])}
+        tuned = {**dispatch.spmm, batch: KernelConfig(best["lanes_per_thread"])}
         dispatch = dataclasses.replace(dispatch, spmm=tuned)
         run.progress(
-            f"tuned batch {batch}: tile_entries={best['tile_entries']} num_warps={best['num_warps']} "
-            f"(was {old.tile_entries}/{old.num_warps}); total {best['total_us']:.1f} us over {SWEEP_LAYERS}"
+            f"tuned batch {batch}: lanes_per_thread={best['lanes_per_thread']} (was {old.lanes_per_thread}); "
+            f"total {best['total_us']:.1f} us over {SWEEP_LAYERS}"
         )
     return rows, dispatch
 
 
 def sweep(run: GpuRun, layers: list[dict], dispatch: Dispatch) -> list[dict]:
-    """The codebook lookup (tl.gather vs the L1-resident table) at ``dispatch``'s (tuned) table,
-    then slice rows (a layout parameter) around it."""
-    from dc_kernels.fixed.layout import DEFAULT_SLICE_ROWS
+    """The codebook lookup (shuffle vs the L1-resident table) at ``dispatch``'s (tuned) table,
+    then the layout's parameters around the builder's choice for each sweep layer: half and
+    twice the chunks, 16 rows a block, half and twice the lead (layouts built here)."""
+    from dc_kernels.fixed.layout import default_lead
 
+    by_name = {(it["name"], it["layout"].code_bits): it for it in layers}
     lookup_plans = [
-        (n, batch, DEFAULT_SLICE_ROWS, cfg.tile_entries, cfg.num_warps, gather)
-        for batch, cfg in ((b, dispatch.spmm[b]) for b in (1, 16))
+        (n, batch, None, dispatch.spmm[batch].lanes_per_thread, gather)
+        for batch in (1, 16)
         for gather in (True, False)
         for n in SWEEP_LAYERS
     ]
     lookup = run_plans(run, layers, lookup_plans, "lookup", 8, dispatch)
     plans = []
     for batch in (1, 16):
-        cfg = dispatch.spmm[batch]
-        for slice_rows in (2, 8, 1, 16):
-            for scale in (1, 2):
-                for n in SWEEP_LAYERS:
-                    plans.append((n, batch, slice_rows, cfg.tile_entries * scale, cfg.num_warps, None))
+        lanes = dispatch.spmm[batch].lanes_per_thread
+        for n in SWEEP_LAYERS:
+            item = by_name.get((n, 4))
+            if item is None:
+                continue
+            own = item["layout"]
+            lead = default_lead(item["matrix"])
+            r, t = own.block_rows, own.chunks
+            shapes = [(r, max(1, t // 2), lead), (r, t * 2, lead), (max(1, r // 2), t, lead),
+                      (r, t, lead // 2), (r, t, 2 * lead)]  # fmt: skip
+            plans += [(n, batch, shape, lanes, None) for shape in shapes if shape[0] * shape[1] <= 1024]
     rows = run_plans(run, layers, plans, "sweep", 8, dispatch)
     for batch in (1, 16):
         at_batch = [r for r in lookup if r["batch"] == batch]
@@ -465,11 +521,14 @@ def sweep(run: GpuRun, layers: list[dict], dispatch: Dispatch) -> list[dict]:
         if all(len(v) == len(SWEEP_LAYERS) for v in us.values()):
             run.progress(
                 f"codebook lookup at batch {batch}, 4-bit codes, total over {SWEEP_LAYERS}: "
-                f"tl.gather {sum(us[True]):.1f} us, L1 table {sum(us[False]):.1f} us"
+                f"shuffle {sum(us[True]):.1f} us, L1 table {sum(us[False]):.1f} us"
             )
-        best = best_config(rows, batch)
-        if best:
-            run.progress(f"sweep best at batch {batch}: {best}")
+        for n in SWEEP_LAYERS:
+            timed = sorted(
+                (r["cold_us"], r["shape"]) for r in rows if r["batch"] == batch and r["layer"] == n
+            )
+            if timed:
+                run.progress(f"sweep {n} batch {batch}: fastest layout {timed[0][1]} ({timed[0][0]:.1f} us)")
     return lookup + rows
 
 
@@ -490,8 +549,12 @@ def log_results_table(progress: Progress, rows: list[dict]) -> None:
         progress(line)
 
 
+LARGE_LAYERS = ("alex6", "alex7", "vgg6", "vgg7")
+
+
 def check_targets(progress: Progress, rows: list[dict]) -> None:
-    """The fixed-width kernels' speed targets (GPU, cold timings): print each with PASS or FAIL."""
+    """The fixed-width kernels' speed targets (GPU, cold timings, 5-bit codes as the predictions
+    have them): print each with PASS or FAIL."""
 
     def pick(layer, bits, batch):
         return next(
@@ -500,18 +563,17 @@ def check_targets(progress: Progress, rows: list[dict]) -> None:
 
     checks = []
     for layer, want in (("vgg6", 10.0), ("alex7", 4.0)):
-        r = pick(layer, 4, 1)
+        r = pick(layer, 5, 1)
         if r:
             checks.append((f"{layer} batch 1: >= {want}x vs cuBLAS fp16", r["speedup_cublas_fp16"], want))
-    for r in rows:
-        if r["batch"] == 1 and r["layout_bytes"] > 8e6:
-            checks.append(
-                (f"{r['layer']} {r['code_bits']}-bit batch 1: >= 60% copy BW", r["share_copy_bw"], 0.6)
-            )
-    for layer in ("alex6", "alex7"):
-        r = pick(layer, 4, 16)
+    for layer in PAPER_LAYERS:
+        r = pick(layer, 5, 1)
         if r:
-            checks.append((f"{layer} batch 16: >= 2x vs cuBLAS fp16", r["speedup_cublas_fp16"], 2.0))
+            checks.append((f"{layer} batch 1: >= 1x vs cuBLAS fp16", r["speedup_cublas_fp16"], 1.0))
+    for layer in LARGE_LAYERS:
+        r = pick(layer, 5, 16)
+        if r:
+            checks.append((f"{layer} batch 16: >= 1.5x vs cuBLAS fp16", r["speedup_cublas_fp16"], 1.5))
     progress("")
     for label, value, want in checks:
         progress(f"target {'PASS' if value >= want else 'FAIL'}: {label} (measured {value:.2f})")
@@ -537,11 +599,21 @@ def load_layers(futures: list, device: torch.device) -> list[dict]:
         matrix = CompressedMatrix(shape, codebook, row_ptr, col_idx, codes, bits)
         tensors = {k: torch.from_numpy(v).to(device) for k, v in res["tensors"].items()}
         layers.append(
-            {"name": res["name"], "matrix": matrix, "layout": GpuLayout.from_state(tensors, res["meta"])}
-        )
+            {"name": res["name"], "matrix": matrix, "layout": GpuLayout.from_state(tensors, res["meta"]),
+             "warmed": res["warmed"]}
+        )  # fmt: skip
     order = {name: i for i, name in enumerate([*PAPER_LAYERS, *LLM_LAYERS])}
     layers.sort(key=lambda it: (order[it["name"]], it["layout"].code_bits))
     return layers
+
+
+def _compile_arch() -> int | None:
+    """The GPU's architecture for compiling ahead on the CPU workers (None: not a known one)."""
+    from perf.cost.tools import ARCHS
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = 10 * major + minor
+    return arch if arch in ARCHS else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     # Build the random layers on CPU worker processes while the GPU works.
     # "spawn": forking a process that has imported torch (threads) can deadlock.
     pool = ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=mp.get_context("spawn"))
-    futures = [pool.submit(build_layer, *job) for job in layer_jobs(args.small)]
+    arch = None if args.small else _compile_arch()
+    futures = [pool.submit(build_layer, *job) for job in layer_jobs(args.small, arch)]
     progress, env = run.progress, dict(run.info)
     progress(f"bench_gpu: {json.dumps(env)}; output {run.out_dir}")
     (run.out_dir / "env.json").write_text(json.dumps(env, indent=1))
@@ -581,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     layers = load_layers(futures, run.device)
     pool.shutdown()
     progress(f"layers ready ({len(layers)}; waited {time.perf_counter() - t0:.1f}s)")
+    for item in layers:
+        progress(f"  {item['name']} {item['layout'].code_bits}-bit: {item['warmed']}")
 
     t0 = time.perf_counter()
     tune_rows = []

@@ -98,8 +98,8 @@ def measure(name: str, matrix: CompressedMatrix) -> dict:
         joint = min(joint or candidates["joint"], candidates["joint"])
         separate = min(separate or candidates["separate"], candidates["separate"])
         gaps_only = min(gaps_only or candidates["gaps_only"], candidates["gaps_only"])
-    fixed_counts = fixed.bit_counts()
-    codes_only = fixed_counts["entry_bits"] - fixed.entries * matrix.bits + _huffman_bits(code_counts)
+    # The fixed-width layout's index fields of its kept weights and fillers, codes Huffman-coded.
+    codes_only = (fixed.nnz + fixed.fillers) * fixed.index_bits + _huffman_bits(code_counts)
     row = {
         "layer": name,
         "shape": f"{matrix.shape[0]}x{matrix.shape[1]}",

@@ -21,16 +21,18 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
+from dc_kernels.fixed.layout import MIN_ENTRY_BITS, index_widths
 from perf.cost.compiled import analyze, compile_launch
 from perf.cost.errors import CompilerToolsMissing, UnknownArchitecture
 from perf.cost.launches import DTYPES, REFERENCE_LAYER, Configuration, dispatched_configurations
 from perf.cost.tools import ARCHS, check_arch, missing_tools, triton_version
 from perf.harness import doc_summary
 
-# (code_bits, index_bits): the widest entry and gather lookup (8+8), a word-straddling entry with
-# the global-load lookup (5+6), the narrowest codebook (1+1) and EIE's 4+4.
-WIDTHS = ((8, 8), (5, 6), (1, 1), (4, 4))
-ALL_WIDTHS = tuple((c, i) for c in range(1, 9) for i in range(1, 9))
+# (code_bits, index_bits): the widest entry with the L1-table codebook lookup (8+8), slots crossing
+# words with the shuffle lookup (5+6), the narrowest codebook and entry (1+3: entries are at least
+# `MIN_ENTRY_BITS` wide) and EIE's 4+4.
+WIDTHS = ((8, 8), (5, 6), (1, 3), (4, 4))
+ALL_WIDTHS = tuple((c, i) for c in range(1, 9) for i in index_widths(c))
 
 
 @dataclass
@@ -145,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--all-widths",
         action="store_true",
-        help="every (code bits, index bits) in 1..8 x 1..8 instead of the representative "
-        f"{WIDTHS} (about 2,300 compilations)",
+        help=f"every (code bits, index bits) in 1..8 x 1..8 with entries of at least {MIN_ENTRY_BITS} bits "
+        f"instead of the representative {WIDTHS} (about 4,500 compilations)",
     )
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("check-kernels: unset TRITON_INTERPRET to compile", file=sys.stderr)
         return 2
-    header = "kernel                 sm dtype     bits  BB block warps  regs spill_st spill_ld  smem"
+    header = "kernel                 sm dtype     bits  BB lanes warps  regs spill_st spill_ld  smem"
     if args.cost:
         header += "  CTAs  loop_instr  warp_instr/kept_weight  /column"
 

@@ -66,9 +66,9 @@ class Launch:
 class Configuration:
     """An ``aot_configs()`` entry with its recorded launch: ``family`` ``fixed``, ``huffman`` or
     ``dense_codes``; ``dtype`` of the activations (``-`` / ``dense`` for the Huffman decoders);
-    ``block``: entries per row per step (fixed), lanes (Huffman) or codes per tile (dense codes,
-    whose width is ``code_bits``); ``items_per_iteration``: kept weights, symbols or codes one
-    iteration of the kernel's main loop handles (the launcher's ``loop_items``)."""
+    ``block``: lanes of a program (fixed and Huffman) or codes per tile (dense codes, whose width
+    is ``code_bits``); ``items_per_iteration``: kept weights, symbols or codes one iteration of the
+    kernel's main loop handles (the launcher's ``loop_items``)."""
 
     family: str
     dtype: str
@@ -90,7 +90,7 @@ class Configuration:
     def label(self) -> str:
         consts = self.launch.constexprs
         if self.family == "fixed":
-            widths = f" {self.code_bits}+{self.index_bits}"
+            widths = f" {self.code_bits}+{self.index_bits} lanes {consts['R']}x{consts['T']}"
         elif self.family == "dense_codes":
             widths = f" {self.code_bits}-bit codes"
         else:
@@ -155,21 +155,28 @@ def fixed_shell(
     stats: LayerStats,
     code_bits: int | None = None,
     index_bits: int | None = None,
-    slice_rows: int | None = None,
+    block_rows: int | None = None,
+    chunks: int | None = None,
 ):
-    """A meta-device `GpuLayout` with the layer's metadata (widths and slice rows overridable; the
+    """A meta-device `GpuLayout` with the layer's metadata (widths and lane shape overridable; the
     codebook then has ``2**code_bits`` entries)."""
-    from dc_kernels.fixed.layout import GpuLayout
+    from dc_kernels.fixed.layout import GROUP_WORDS, GpuLayout, slots_per_group, starts_dtype
 
     f = stats.fixed
-    overrides = {"code_bits": code_bits, "index_bits": index_bits, "slice_rows": slice_rows}
+    overrides = {"code_bits": code_bits, "index_bits": index_bits, "block_rows": block_rows, "chunks": chunks}
     meta = {**f.metadata, **{k: v for k, v in overrides.items() if v is not None}}
     codebook = f.codebook_size if meta["code_bits"] == f.code_bits else 1 << meta["code_bits"]
-    entry_bits = meta["code_bits"] + meta["index_bits"]
+    blocks = -(-stats.outputs // meta["block_rows"])
+    # A reshaped shell keeps the layer's stored slots (in groups of its own entry width) and has at
+    # least its chunk heads.
+    slots = f.steps * f.block_rows * slots_per_group(f.code_bits + f.index_bits)
+    groups = -(-slots // slots_per_group(meta["code_bits"] + meta["index_bits"]))
+    meta["steps"] = max(-(-groups // meta["block_rows"]), blocks * meta["chunks"])
     return GpuLayout(
         **meta,
-        words=_meta((meta["entries"] * entry_bits + 31) // 32 + 1, torch.int32),
-        slice_ptr=_meta(-(-stats.outputs // meta["slice_rows"]) + 1, torch.int64),
+        words=_meta(meta["steps"] * meta["block_rows"] * GROUP_WORDS, torch.int32),
+        blocks=_meta(2 * blocks, torch.int32),
+        starts=_meta(blocks * (meta["chunks"] - 1) * meta["block_rows"], starts_dtype(meta["in_features"])),
         row_ids=_meta(stats.outputs, torch.int32),
         codebook=_meta(codebook, torch.float32),
     )
@@ -281,7 +288,7 @@ def _fixed_configurations(reference: LayerStats, dtypes: Mapping[str, str], widt
 
     out = []
     for kernel, consts, warps, dtype, bb in fixed_launch.aot_configs(dtypes, widths):
-        layout = fixed_shell(reference, consts["CODE_BITS"], consts["INDEX_BITS"], consts["R"])
+        layout = fixed_shell(reference, consts["CODE_BITS"], consts["INDEX_BITS"], consts["R"], consts["T"])
         torch_dtype = getattr(torch, dtype)
         with recorded_launches() as launches:
             if kernel.__name__ == "codebook_spmm_kernel":
@@ -301,7 +308,7 @@ def _fixed_configurations(reference: LayerStats, dtypes: Mapping[str, str], widt
                 bb,
                 consts["CODE_BITS"],
                 consts["INDEX_BITS"],
-                consts["BLOCK"],
+                consts["R"] * consts["T"],
                 fixed_launch.loop_items(launch.constexprs),
                 launch,
             )

@@ -2,10 +2,11 @@
 
 For a benchmark layer (a random compressed layer of the spec's shape and density), both GPU forms
 are built once and summarized: their exact ``bit_counts()``, the metadata a launch passes (widths,
-column blocks, table size, offset and length dtypes) and histograms of the work per program
-(entries per row of each fixed-width slice; Huffman steps of each program), from which the loop
-trips of any block size follow. Building the layouts of a large layer takes seconds (VGG-6 holds
-4M kept weights), so summaries are cached in a JSON file keyed by the layer, the code width, the
+lane shape, column blocks, table size, offset and length dtypes), histograms of the work per
+program (256-bit groups per row of each fixed-width block; Huffman steps of each program), from
+which the loop trips follow, and for the fixed-width form the exact number of distinct 128-byte
+lines of x its warps' loads touch (`x_lines`). Building the layouts of a large layer takes seconds
+(VGG-6 holds 4M kept weights), so summaries are cached in a JSON file keyed by the layer, the code width, the
 seed and a fingerprint of the source of the modules that build them: a changed layout or random
 layer generator rebuilds, anything else reads the cache.
 """
@@ -28,24 +29,57 @@ CACHE_PATH = REPO_ROOT / "perf" / "results" / "cost" / "layer_stats.json"
 DEFAULT_BITS = 5  # Deep Compression's FC code width (the report's CPU layers use it too)
 
 
+#: Bytes of x per column that `x_lines` is counted for: 16- and 32-bit x at batch 1, and the
+#: 16-byte pieces of a batch of 2..16 rows (`dc_kernels.fixed.launch`) of 4, 8 or 16 bytes.
+X_COLUMN_BYTES = (2, 4, 8, 16)
+
+
 @dataclass(frozen=True)
 class FixedStats:
-    """A fixed-width `GpuLayout`: its ``metadata()``, codebook size, bits and slice lengths
-    (entries per row of a slice: ``{length: slices}``)."""
+    """A fixed-width `GpuLayout`: its ``metadata()``, codebook size, bits, block sizes
+    (``{groups per row: blocks}``) and ``x_lines``: for x of ``c`` bytes per column, the sum over
+    every load of x a warp issues (one per slot) of the distinct 128-byte lines its kept lanes
+    read (``{c: lines}``)."""
 
     metadata: dict[str, int]
     codebook_size: int
     bit_counts: dict[str, int]
-    slice_lengths: dict[int, int]
+    block_groups: dict[int, int]
+    x_lines: dict[int, int]
 
     code_bits = property(lambda self: self.metadata["code_bits"])
     index_bits = property(lambda self: self.metadata["index_bits"])
-    slice_rows = property(lambda self: self.metadata["slice_rows"])
-    entries = property(lambda self: self.metadata["entries"])
+    block_rows = property(lambda self: self.metadata["block_rows"])
+    chunks = property(lambda self: self.metadata["chunks"])
+    steps = property(lambda self: self.metadata["steps"])
 
     @property
-    def n_slices(self) -> int:
-        return sum(self.slice_lengths.values())
+    def n_blocks(self) -> int:
+        return sum(self.block_groups.values())
+
+
+def x_lines(layout, column_bytes=X_COLUMN_BYTES) -> dict[int, int]:
+    """For each ``c`` in ``column_bytes``: the sum over the x loads of every warp (one per slot
+    and step) of the distinct 128-byte lines the loads' kept lanes read, x holding ``c`` bytes per
+    column. A warp is 32 consecutive lanes ``t * block_rows + r`` of a program."""
+    from dc_kernels.fixed.layout import chunk_first_group
+
+    d = layout.decode_slots()
+    kept = d["kept"]
+    per_group = layout.slots_per_group
+    block, chunk, slot = d["block"][kept], d["chunk"][kept], d["slot"][kept]
+    sizes = layout.block_groups()
+    step = slot // per_group - chunk_first_group(sizes[block], chunk, layout.chunks)
+    warp = (chunk * layout.block_rows + d["row"][kept]) // 32
+    warps = -(-layout.lanes // 32)
+    access = ((block * warps + warp) * (int(sizes.max(initial=0)) + 1) + step) * per_group + slot % per_group
+    column = d["column"][kept]
+    out = {}
+    for c in column_bytes:
+        line = column * c // 128
+        span = int(line.max(initial=0)) + 1
+        out[int(c)] = int(np.unique(access * span + line).size)
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,13 +129,18 @@ class LayerStats:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data["fixed"]["slice_lengths"] = sorted(self.fixed.slice_lengths.items())
+        data["fixed"]["block_groups"] = sorted(self.fixed.block_groups.items())
+        data["fixed"]["x_lines"] = sorted(self.fixed.x_lines.items())
         data["huffman"]["program_steps"] = sorted(self.huffman.program_steps.items())
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> LayerStats:
-        fixed = dict(data["fixed"], slice_lengths={int(k): int(v) for k, v in data["fixed"]["slice_lengths"]})
+        fixed = dict(
+            data["fixed"],
+            block_groups={int(k): int(v) for k, v in data["fixed"]["block_groups"]},
+            x_lines={int(k): int(v) for k, v in data["fixed"]["x_lines"]},
+        )
         huffman = dict(
             data["huffman"], program_steps={int(k): int(v) for k, v in data["huffman"]["program_steps"]}
         )
@@ -121,9 +160,12 @@ def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
     started = time.perf_counter()
     matrix = spec.random_matrix(bits, seed=seed)
     fixed = GpuLayout.from_matrix(matrix)
-    slice_len = np.diff(fixed.slice_ptr.numpy()) // fixed.slice_rows
     fixed_stats = FixedStats(
-        fixed.metadata(), int(fixed.codebook.numel()), fixed.bit_counts(), _histogram(slice_len)
+        fixed.metadata(),
+        int(fixed.codebook.numel()),
+        fixed.bit_counts(),
+        _histogram(fixed.block_groups()),
+        x_lines(fixed),
     )
     del fixed
     huffman = HuffmanLayout.from_matrix(matrix)

@@ -4,15 +4,17 @@ For a layer, a kernel form (``fixed`` or ``huffman``) and a batch, the launches 
 makes are recorded (`perf.cost.launches`), compiled as they specialize (`perf.cost.compiled`)
 and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
 
-* **work**: each program runs its loop trips (fixed: ``ceil(entries per row / BLOCK)`` of its
-  slice; Huffman: its stored step count), every warp issuing the loop body per trip and the code
+* **work**: each program runs its loop trips (fixed: ``ceil(groups per row / chunks)`` of its
+  block; Huffman: its stored step count), every warp issuing the loop body per trip and the code
   outside the loop once; summed over programs this gives the warp-instructions and the
   load/store-pipe instructions of the launch;
 * **bytes** from HBM: the layout's exact bits as the kernel reads them, plus x and y;
 * **L1 wavefronts** of the data-dependent gathers (x at decoded columns, the Huffman decode table,
   the codebook, each lane's stream words): a warp's access costs one wavefront per distinct
-  128-byte line, and the 32 lanes' columns are modelled as independent uniform draws over the
-  gathered array's lines (expected distinct lines ``L (1 - (1 - 1/L)^32)``);
+  128-byte line. The fixed-width form's x loads are counted exactly on its layout (its lanes are
+  scheduled to read neighbouring columns); elsewhere the 32 lanes' addresses are modelled as
+  independent uniform draws over the gathered array's lines (expected distinct lines
+  ``L (1 - (1 - 1/L)^32)``);
 * **latency**: an iteration cannot be shorter than its chain of dependent loads plus the cycles
   its warps need to issue the body, nor than the latency a one-iteration prefetch must cover;
   programs run in ``SMs x resident CTAs`` slots, so the floor is the longest program's chain or
@@ -76,11 +78,11 @@ class KernelModel:
 
 
 def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
-    block = int(constexprs["BLOCK"])
+    chunks = int(constexprs["T"])
     trips: dict[int, int] = {}
-    for length, slices in stats.fixed.slice_lengths.items():
-        t = -(-length // block)
-        trips[t] = trips.get(t, 0) + slices
+    for groups, blocks in stats.fixed.block_groups.items():
+        t = -(-groups // chunks)
+        trips[t] = trips.get(t, 0) + blocks
     return trips
 
 
@@ -197,16 +199,22 @@ def _x_wavefronts(stats: LayerStats, launch: Launch, element_bytes: int) -> floa
 
 
 def _fixed_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dict[str, float]:
+    """The x loads counted exactly on the layout (`FixedStats.x_lines`: each warp's kept lanes
+    read neighbouring columns), the groups (two 128-bit loads per lane and step, each a
+    contiguous run of the warp), and the codebook loads of every slot when it is not a shuffle."""
     f = stats.fixed
     consts = launch.constexprs
-    entry_bits = f.code_bits + f.index_bits
-    straddle = 1 if 32 % entry_bits == 0 else 2  # the second word of an entry that may straddle
-    out = {
-        "x": _x_wavefronts(stats, launch, element_bytes),
-        "stream": f.entries * straddle * entry_bits / 8 / LINE_BYTES,
-    }
+    bb = int(consts["BB"]) if "BB" in consts else 0
+    groups = f.steps * f.block_rows
+    out = {"stream": groups * 2 * MAX_ACCESS_BYTES / LINE_BYTES}
+    if bb:
+        # x in pieces of at most 16 bytes per column (`dc_kernels.fixed.launch`): one load each.
+        column_bytes = element_bytes * bb
+        pieces = -(-column_bytes // MAX_ACCESS_BYTES)
+        out["x"] = pieces * f.x_lines[min(column_bytes, MAX_ACCESS_BYTES)]
     if not consts.get("GATHER"):
-        out["codebook"] = stats.nnz * distinct_lines(f.codebook_size * 4 / LINE_BYTES) / LANES
+        slots = groups * (256 // (f.code_bits + f.index_bits))
+        out["codebook"] = slots / LANES * distinct_lines(f.codebook_size * 4 / LINE_BYTES)
     return out
 
 
@@ -222,10 +230,11 @@ def _huffman_bits(stats: LayerStats) -> dict[str, int]:
 
 
 KERNEL_MODELS: dict[str, KernelModel] = {
-    # Next block's stream words prefetched one iteration ahead (HBM latency per iteration at
-    # least); the x gather at the decoded columns (an L2 hit: x is shared by all programs) is
-    # consumed in the same iteration; before the loop: slice offsets, then the first words.
-    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm", "hbm"), _fixed_bits, _fixed_gathers),
+    # The next group's words are loaded one iteration ahead (HBM latency per iteration at least);
+    # the x loads at the decoded columns (L2 hits: x is shared by all programs) are consumed in
+    # the same iteration; before the loop: the chunks' first groups, whose addresses need no
+    # load, together with the block's group count and the start columns (one HBM latency).
+    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`); no prefetch; before
     # the loop: piece lengths and spans, then the first words, then the table (shared: an L2 hit).
     "huffman": KernelModel(

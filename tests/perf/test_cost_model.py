@@ -38,8 +38,14 @@ def test_layer_stats_match_the_layouts(small_stats):
     s = small_stats
     assert s.nnz == matrix.nnz and s.fixed.bit_counts == fixed.bit_counts()
     assert s.huffman.bit_counts == huffman.bit_counts()
-    assert s.fixed.n_slices == fixed.n_slices and s.huffman.n_programs == huffman.n_programs
-    assert sum(k * v for k, v in s.fixed.slice_lengths.items()) * fixed.slice_rows == fixed.entries
+    assert s.fixed.n_blocks == fixed.n_blocks and s.huffman.n_programs == huffman.n_programs
+    groups = fixed.block_groups()
+    assert s.fixed.block_groups == {int(g): int(np.sum(groups == g)) for g in np.unique(groups)}
+    # Each x load a warp issues reads one line per kept lane at most, and 32 kept lanes at least
+    # share a line per load.
+    assert set(s.fixed.x_lines) == set(stats_module.X_COLUMN_BYTES)
+    assert all(s.nnz / 32 <= lines <= s.nnz for lines in s.fixed.x_lines.values())
+    assert s.fixed.x_lines[2] <= s.fixed.x_lines[16]  # wider columns: more lines
     assert max(s.huffman.program_steps) == int(huffman.prog_steps.max())
     # Symbols: every kept weight plus one escape per `Q << b` pruned columns of a gap in its piece.
     h = huffman
@@ -74,18 +80,23 @@ def test_layer_stats_cache(tmp_path, monkeypatch):
 def test_recorded_fixed_launch_is_the_dispatchers(small_stats):
     (batch1,) = layer_launches("fixed", small_stats, 1)
     args = dict(zip(batch1.kernel.arg_names, batch1.args))
-    assert batch1.name == "codebook_spmm_kernel" and batch1.grid == (-(-SMALL.outputs // 4),)
+    meta = small_stats.fixed.metadata
+    rows, chunks = meta["block_rows"], meta["chunks"]
+    assert batch1.name == "codebook_spmm_kernel" and batch1.grid == (-(-SMALL.outputs // rows),)
     assert (args["n_rows"], args["n_cols"], args["batch"]) == (SMALL.outputs, SMALL.inputs, 1)
-    assert (args["stride_xb"], args["stride_xk"], args["stride_yb"], args["stride_yn"]) == (512, 1, 100, 1)
+    assert (args["stride_xp"], args["stride_xk"], args["stride_yb"], args["stride_yn"]) == (0, 1, 100, 1)
     assert args["x_ptr"].device.type == "meta" and args["x_ptr"].dtype == torch.float16
-    assert (
-        batch1.constexprs["BB"] == 1 and batch1.num_warps == fixed_launch.DEFAULT_DISPATCH.spmm[1].num_warps
-    )
+    warps = fixed_launch.DEFAULT_DISPATCH.spmm[1].num_warps(rows * chunks)
+    assert batch1.constexprs["BB"] == 1 and batch1.num_warps == warps
+    assert (batch1.constexprs["R"], batch1.constexprs["T"]) == (rows, chunks)
     (batch16,) = layer_launches("fixed", small_stats, 16)
     args16 = dict(zip(batch16.kernel.arg_names, batch16.args))
-    # The launcher hands the kernel a column-major x for batches above 1.
-    assert (args16["stride_xb"], args16["stride_xk"]) == (1, 16) and batch16.constexprs["BB"] == 16
-    assert fixed_launch.loop_items(batch16.constexprs) == 4 * batch16.constexprs["BLOCK"]
+    # The launcher hands the kernel x in pieces of 8 float16 batch columns, [piece, column, 8].
+    assert (args16["stride_xp"], args16["stride_xk"]) == (8 * SMALL.inputs, 8) and batch16.constexprs[
+        "BB"
+    ] == 16
+    slots = 256 // (meta["code_bits"] + meta["index_bits"])
+    assert fixed_launch.loop_items(batch16.constexprs) == rows * chunks * slots
     huffman = layer_launches("huffman", small_stats, 16)
     assert [launch.constexprs["BB"] for launch in huffman] == [8, 8]  # two chunks of 8 rows
 
@@ -105,7 +116,7 @@ def test_rule_specialization(small_stats):
     assert spec.source == "rule"
     assert spec.constant_one() == ["batch", "stride_xk", "stride_yn"]
     divisible = spec.divisible()
-    assert {"words_ptr", "x_ptr", "y_ptr", "n_cols", "stride_xb", "codebook_size"} <= set(divisible)
+    assert {"words_ptr", "x_ptr", "y_ptr", "n_cols", "stride_xp", "codebook_size"} <= set(divisible)
     assert "n_rows" not in divisible and "stride_yb" not in divisible  # 100 rows
     assert spec.signature["n_rows"] == "i32" and spec.signature["x_ptr"] == "*fp16"
     assert spec.options == {"num_warps": launch.num_warps}
@@ -124,7 +135,10 @@ def test_every_aot_configuration_is_dispatched(small_stats):
     }
     spmm = [c for c in configs if c.kernel == "codebook_spmm_kernel"]
     assert sorted({c.batch_bucket for c in spmm}) == list(fixed_launch.BATCH_BUCKETS)
-    assert all(c.items_per_iteration == c.launch.constexprs["R"] * c.block for c in spmm)
+    for c in spmm:
+        consts = c.launch.constexprs
+        assert c.block == consts["R"] * consts["T"]
+        assert c.items_per_iteration == c.block * (256 // (consts["CODE_BITS"] + consts["INDEX_BITS"]))
     codes = [c for c in configs if c.family == "dense_codes"]
     assert sorted({c.batch_bucket for c in codes}) == [0, *codes_launch.BATCH_BUCKETS]
     assert all(c.items_per_iteration == c.block and c.label().count("4-bit codes") for c in codes)
@@ -204,9 +218,9 @@ def test_roofline_arithmetic(small_stats):
     warps = launch.num_warps
     cost = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 50, "stg.16": 2}, warps)
     p = predict_launch(machine, small_stats, KERNEL_MODELS["fixed"], launch, cost, element_bytes=2)
-    block = launch.constexprs["BLOCK"]
-    trips = sum(-(-n // block) * c for n, c in small_stats.fixed.slice_lengths.items())
-    programs = small_stats.fixed.n_slices
+    chunks = launch.constexprs["T"]
+    trips = sum(-(-g // chunks) * n for g, n in small_stats.fixed.block_groups.items())
+    programs = small_stats.fixed.n_blocks
     assert p.programs == programs
     assert p.warp_instructions == warps * (programs * 52 + trips * 104)
     assert p.lsu_instructions == warps * (programs * 2 + trips * 4)

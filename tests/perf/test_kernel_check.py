@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dc_kernels.dense_codes.launch import BATCH_BUCKETS as CODES_BUCKETS
-from dc_kernels.fixed.launch import BATCH_BUCKETS
+from dc_kernels.fixed.launch import AOT_LANE_SHAPES, BATCH_BUCKETS
 from perf.cost.launches import DENSE_CODE_WIDTHS
 from perf.cost.tools import missing_tools
 from perf.kernel_check import WIDTHS
@@ -37,7 +37,8 @@ def test_every_configuration_compiles_without_spills():
     results = json.loads(proc.stdout)
     per_kernel = len(BATCH_BUCKETS) + 1  # one spmm launch per batch bucket, plus the dense decode
     codebook = [r for r in results if r["kernel"] in ("codebook_spmm_kernel", "decode_dense_kernel")]
-    assert len(codebook) == 2 * 3 * len(WIDTHS) * per_kernel  # archs x dtypes x entry widths
+    # archs x lane shapes x dtypes x entry widths
+    assert len(codebook) == 2 * len(AOT_LANE_SHAPES) * 3 * len(WIDTHS) * per_kernel
     codes = [r for r in results if r["kernel"].startswith("dense_codes")]
     assert len(codes) == 2 * 3 * len(DENSE_CODE_WIDTHS) * (len(CODES_BUCKETS) + 1)
     assert {"huffman_spmm_kernel", "huffman_decode_kernel"} <= {r["kernel"] for r in results}
