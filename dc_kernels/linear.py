@@ -431,13 +431,11 @@ class CompressedLinear(nn.Module):
         (backends that pack nothing are never stale; never while compiling: tracing reads no
         version counters)."""
         packed = self._packed
-        return bool(packed[1]) and not torch.compiler.is_compiling() and packed[3] != self._versions()
-
-    def _versions(self) -> tuple | None:
-        try:
-            return tuple((id(t), t._version) for t in self._buffers.values() if t is not None)
-        except RuntimeError:  # buffers made under torch.inference_mode() keep no version counter
-            return None
+        if not packed[1] or torch.compiler.is_compiling():
+            return False
+        if packed[3] is None:  # packed under torch.inference_mode(): stale once buffers have versions
+            return _watched(self._buffers) is not None
+        return not _unchanged(self._buffers, packed[3])
 
     def _serving_packed(self) -> bool:
         """Whether the packed tensors hold the whole layer (their backend decodes them alone)."""
@@ -476,7 +474,7 @@ class CompressedLinear(nn.Module):
             self._buffers.update(dict.fromkeys(_PER_WEIGHT))
             self._dropped = True
         if self._packed is not None:  # the buffers as placed are what the packed tensors hold
-            self._packed = (*self._packed[:3], self._versions())
+            self._packed = (*self._packed[:3], _watched(self._buffers))
             self._direct = self._direct_route()
 
     def _direct_route(self) -> tuple | None:
@@ -489,7 +487,7 @@ class CompressedLinear(nn.Module):
         route = backend.direct(backend.view(stub, self._packed[1], self._packed[2]))
         if route is None:
             return None
-        return route, tuple((name, t, None if t is None else t._version) for name, t in self._buffers.items())
+        return route, self._packed[3]
 
     def _materialize(self) -> None:
         """Put decoded ``col_idx`` and ``codes`` back into their buffers if they were not kept."""
@@ -589,6 +587,15 @@ class CompressedLinear(nn.Module):
             self._matrix()
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{prefix or 'state dict'}: invalid compressed layer: {exc}") from exc
+
+
+def _watched(buffers: dict) -> tuple | None:
+    """(name, tensor, version) of each buffer, for `_unchanged`; None when a buffer keeps no
+    version counter (made under torch.inference_mode())."""
+    try:
+        return tuple((name, t, None if t is None else t._version) for name, t in buffers.items())
+    except RuntimeError:
+        return None
 
 
 def _unchanged(buffers: dict, watched: tuple) -> bool:

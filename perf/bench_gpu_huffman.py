@@ -31,7 +31,7 @@ from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.launch import huffman_decode, huffman_linear, launch_config, steps_granularity
 from dc_kernels.huffman.layout import MAX_TABLE_BITS, HuffmanLayout
 from dc_kernels.reference import CanonicalTensors, decode_dense
-from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
+from perf.gpu_run import TOLERANCES, GpuRun, add_run_arguments, dry_run_spec, matches_reference
 from perf.harness import doc_summary, format_table
 from workloads import PAPER_LAYERS, LayerSpec, random_compressed_matrix
 
@@ -57,20 +57,15 @@ def check_case(run: GpuRun, name: str, matrix: CompressedMatrix, batches=(1, 3, 
         run.progress(f"FAIL decoder {name}")
         ok = False
     gen = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
-    tol = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
     weight = decode_dense(CanonicalTensors.from_matrix(matrix, device)).double()
-    for dtype in dtypes or tol:
+    for dtype in dtypes or TOLERANCES:
         for batch in batches:
             x = torch.randn(batch, matrix.shape[1], device=device, generator=gen).to(dtype)
             bias = torch.randn(matrix.shape[0], device=device, generator=gen)
             out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype, device=device)
             huffman_linear(x, layout, bias, out=out)
-            expected = (x.double() @ weight.T + bias.double()).to(dtype)
-            rtol, atol = tol[dtype]
-            scale = 1 + float(expected.float().abs().max())
-            good = torch.allclose(out.float(), expected.float(), rtol=rtol, atol=atol * scale)
+            good, err = matches_reference(out, x.double() @ weight.T + bias.double())
             if not good:
-                err = float((out.float() - expected.float()).abs().nan_to_num(float("inf")).max())
                 run.progress(f"FAIL gemv {name} batch={batch} {dtype}: max abs error {err:.3g}")
                 ok = False
     return ok

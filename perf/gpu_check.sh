@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One device call of at most ~7.5 minutes (device tool: timeout_s 500): correctness,
 # compute-sanitizer, tuning, timings, crossover and sweep of the Triton kernels
-# (perf/bench_gpu.py, ~4 minutes), the Huffman kernels' benchmark (perf/bench_gpu_huffman.py,
-# <= 2 minutes), then CompressedLinear's CUDA tests (<= 90 s); last, apart, the measured times
-# beside the committed predictions from the compiled code (perf.cost.compare, seconds). Both
+# (perf/bench_gpu.py, ~3.5 minutes), the Huffman kernels' benchmark (perf/bench_gpu_huffman.py,
+# <= 2 minutes), the dense-codes form's (perf/bench_gpu_dense_codes.py, <= 75 s), then
+# CompressedLinear's CUDA tests (<= 90 s); last, apart, the measured times
+# beside the committed predictions from the compiled code (perf.cost.compare, seconds). All three
 # benchmarks time with the same timer (perf/gpu_timing.py) and record the same provenance (GPU,
 # driver, clocks, versions, commit, date) in every CSV row. All results go to one folder: $OUT
 # (the device tool's output folder) when set, else perf/results/<gpu>_<date>/.
@@ -33,9 +34,9 @@ print(default_out_dir(gpu_run_info('cuda')))")" || out=""
 fi
 args=()
 if [[ -n "$out" ]]; then args+=(--out "$out"); fi
-# Budget: about 4 minutes for this benchmark (override: DCOMP_BENCH_BUDGET seconds), leaving the
-# rest of the call to the Huffman benchmark and the CUDA tests below.
-budget="${DCOMP_BENCH_BUDGET:-230}"
+# Budget: about 3.5 minutes for this benchmark (override: DCOMP_BENCH_BUDGET seconds), leaving the
+# rest of the call to the Huffman and dense-codes benchmarks and the CUDA tests below.
+budget="${DCOMP_BENCH_BUDGET:-200}"
 timeout "$((budget + 25))" python -m perf.bench_gpu --budget "$budget" "${args[@]}" "$@"
 rc=$?
 echo "bench_gpu exit code: $rc"
@@ -43,6 +44,11 @@ echo "bench_gpu exit code: $rc"
 timeout 120 python -m perf.bench_gpu_huffman "${args[@]}"
 rc_huffman=$?
 echo "bench_gpu_huffman exit code: $rc_huffman"
+# The dense-codes form (moderate densities) against cuBLAS float16 and the fixed-width form: at
+# most 75 s (45 s of shapes after the correctness cases; the shapes left are skipped).
+timeout 75 python -m perf.bench_gpu_dense_codes --budget 45 "${args[@]}"
+rc_codes=$?
+echo "bench_gpu_dense_codes exit code: $rc_codes"
 # CompressedLinear on CUDA (backends, moves, host-resident canonical buffers, backward through the
 # packed form, torch.compile), compiled kernels: the interpreter off. Appended to log.txt.
 log="${out:+$out/log.txt}"
@@ -57,4 +63,4 @@ echo "CompressedLinear CUDA tests exit code: $rc_tests" | tee -a "${log:-/dev/nu
 timeout 60 python -m perf.cost.compare ${out:+--measured "$out" --out "$out"} 2>&1 \
     | tee -a "${log:-/dev/null}"
 echo "predicted vs measured exit code: ${PIPESTATUS[0]}" | tee -a "${log:-/dev/null}"
-exit $(( rc != 0 ? rc : (rc_huffman != 0 ? rc_huffman : rc_tests) ))
+exit $(( rc != 0 ? rc : (rc_huffman != 0 ? rc_huffman : (rc_codes != 0 ? rc_codes : rc_tests)) ))

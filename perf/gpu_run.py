@@ -1,6 +1,7 @@
 """What a GPU benchmark run holds: the device and its timer, the progress log with the time budget,
-and the output folder with the run's provenance. `perf/bench_gpu.py` and
-`perf/bench_gpu_huffman.py` both run on it, so that their logs, CSV columns and timings agree.
+and the output folder with the run's provenance. `perf/bench_gpu.py`, `perf/bench_gpu_huffman.py`
+and `perf/bench_gpu_dense_codes.py` run on it, so that their logs, CSV columns, timings and
+correctness checks agree.
 """
 
 from __future__ import annotations
@@ -96,3 +97,19 @@ def dry_run_spec(spec: LayerSpec) -> LayerSpec:
     return dataclasses.replace(
         spec, inputs=max(spec.inputs // DRY_RUN_SCALE, 3), outputs=max(spec.outputs // DRY_RUN_SCALE, 2)
     )
+
+
+# (rtol, atol) of a kernel's output against the float64 reference per output dtype: float32
+# accumulation, then rounding to the output dtype; atol scales with 1 + the largest |expected|.
+TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
+
+
+def matches_reference(out: torch.Tensor, expected: torch.Tensor) -> tuple[bool, float]:
+    """Whether ``out`` (a kernel's output, poisoned with NaN before the call) is finite and within
+    `TOLERANCES` of ``expected``, and the largest absolute error (inf where not finite)."""
+    rtol, atol = TOLERANCES[out.dtype]
+    out, expected = out.float(), expected.float()
+    scale = 1 + float(expected.abs().max()) if expected.numel() else 1.0
+    err = float((out - expected).abs().nan_to_num(float("inf")).max()) if out.numel() else 0.0
+    good = bool(torch.isfinite(out).all()) and torch.allclose(out, expected, rtol=rtol, atol=atol * scale)
+    return good, err

@@ -17,10 +17,13 @@ from dc_kernels.cpu import build
 # Rows of x per pass of the kernels: their float32 copy and output take at most about this many
 # bytes (16 MB: 512 rows of a 4096 x 4096 layer, plenty to amortize a pass).
 CHUNK_BYTES = 16 << 20
-# Decoded rows per GEMM of the decode + GEMM path, in bytes of float32. Each GEMM packs x afresh,
+# Decoded rows per GEMM of the decode + GEMM path, in bytes of float32: at least
+# `DECODE_BLOCK_BYTES`, as many as x's pass has bytes up to twice that. Each GEMM packs x afresh,
 # so fewer, larger blocks pay: on 4096 x 4096 dense codes (1 thread) decode + GEMM ran at 0.75-0.87x
 # of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians,
-# the product then computed transposed and copied back).
+# the product then computed transposed and copied back); at batch 1024 (16 MB of x) 16 MB blocks
+# ran at 0.96x of one whole addmm where 8 MB ran at 0.92x, at batch 256 both at 0.87-0.88x, and a
+# whole 64 MB block lost (0.79x at batch 1024: its decode runs out of cache).
 DECODE_BLOCK_BYTES = 8 << 20
 # Multiply-adds up to which a direct call keeps the GIL (tens of microseconds of kernel): keeping
 # it saved 1-1.5 us of a 384 x 384 layer's 19-21 us call at batch 1 (1 thread, interleaved).
@@ -101,7 +104,8 @@ def linear_by_chunks(
 
     Rows of x2d go through in chunks of at most `CHUNK_BYTES` of float32 input and output, so the
     memory beside x2d and y stays bounded whatever the batch (one conversion of each chunk, never
-    a float32 copy of the whole input)."""
+    a float32 copy of the whole input); a contiguous float32 x2d on the decode + GEMM path goes
+    through in one pass (nothing is converted)."""
     kernels = state.kernels
     rows, cols = kernels.out_features, kernels.in_features
     batch = x2d.shape[0]
@@ -111,10 +115,16 @@ def linear_by_chunks(
     dense = kernels.dense(batch, path)
     bias_f = None if bias is None else bias.float().contiguous()
     step = max(1, CHUNK_BYTES // (4 * (cols + rows)))
+    if dense and x2d.dtype == torch.float32 and x2d.is_contiguous():
+        # Nothing to convert, so one pass: each block of rows is decoded once per call, where in
+        # chunks every chunk decoded the whole weight again.
+        step = batch
     # float32 output: the chunks are written into y; else into a float32 buffer, then converted.
     buffer = None if y.dtype == torch.float32 else torch.empty((min(step, batch), rows), dtype=torch.float32)
     if dense:
-        block_rows = max(1, min(rows, DECODE_BLOCK_BYTES // (4 * cols)))
+        x_bytes = 4 * min(step, batch) * cols
+        block_bytes = min(2 * DECODE_BLOCK_BYTES, max(DECODE_BLOCK_BYTES, x_bytes))
+        block_rows = max(1, min(rows, block_bytes // (4 * cols)))
         block_buffer = torch.empty(block_rows * cols, dtype=torch.float32)
     for b0 in range(0, batch, step):
         xs = x2d[b0 : b0 + step]
