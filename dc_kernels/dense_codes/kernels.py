@@ -102,6 +102,124 @@ def dense_codes_gemm_kernel(
 
 
 @triton.jit
+def _pick(q: tl.constexpr, w0, w1, w2, w3):
+    """Word ``q`` (a compile-time index) of four."""
+    if q == 0:
+        word = w0
+    elif q == 1:
+        word = w1
+    elif q == 2:
+        word = w2
+    else:
+        word = w3
+    return word
+
+
+@triton.jit
+def _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, groups, live,
+                    byte_bytes, nib_off, bit_off, bit_bytes, N8: tl.constexpr, N4: tl.constexpr,
+                    N1: tl.constexpr, MASK_X: tl.constexpr):  # fmt: skip
+    """The sum of weight x x over each thread's group of 16 codes, [R, G] float32: group
+    ``groups`` ([1, G]) of the rows starting at group ``first`` ([R, 1]), read where ``live``.
+    A group's words are loaded once (a byte plane's four, a nibble plane's two: its even and its
+    odd values, a bit plane's 16 bits), then its 16 values are taken out with constant shifts, one
+    after the other, each looked up and multiplied in the thread's registers (no tensor dimension
+    of 16 values, which the compiler would spread over threads). ``MASK_X``: x values
+    past ``n_cols`` read as 0 (else all exist)."""
+    tl.static_assert(N8 <= 1 and N4 <= 1 and N1 <= 3, "codes of at most 9 bits (`MAX_WIDTH`)")
+    at = first + groups
+    if N8 > 0:
+        words = planes_ptr.to(tl.pointer_type(tl.int32))
+        b0 = tl.load(words + at * 4, mask=live, other=0)
+        b1 = tl.load(words + at * 4 + 1, mask=live, other=0)
+        b2 = tl.load(words + at * 4 + 2, mask=live, other=0)
+        b3 = tl.load(words + at * 4 + 3, mask=live, other=0)
+    if N4 > 0:
+        words = (planes_ptr + nib_off).to(tl.pointer_type(tl.int32))
+        even = tl.load(words + at * 2, mask=live, other=0)
+        odd = tl.load(words + at * 2 + 1, mask=live, other=0)
+    if N1 > 0:
+        h0 = tl.load((planes_ptr + bit_off).to(tl.pointer_type(tl.int16)) + at, mask=live, other=0).to(tl.int32)
+    if N1 > 1:
+        h1 = tl.load((planes_ptr + bit_off + bit_bytes).to(tl.pointer_type(tl.int16)) + at, mask=live, other=0)
+        h1 = h1.to(tl.int32)
+    if N1 > 2:
+        h2 = tl.load((planes_ptr + bit_off + 2 * bit_bytes).to(tl.pointer_type(tl.int16)) + at, mask=live, other=0)
+        h2 = h2.to(tl.int32)
+    total = tl.zeros(at.shape, dtype=tl.float32)
+    for j in tl.static_range(16):
+        code = tl.zeros(at.shape, dtype=tl.int32)
+        if N8 > 0:
+            code |= (_pick(j // 4, b0, b1, b2, b3) >> (8 * (j % 4))) & 255
+        if N4 > 0:
+            code |= ((_pick(j % 2, even, odd, even, odd) >> (4 * (j // 2))) & 15) << (8 * N8)
+        if N1 > 0:
+            code |= ((h0 >> j) & 1) << (8 * N8 + 4 * N4)
+        if N1 > 1:
+            code |= ((h1 >> j) & 1) << (8 * N8 + 4 * N4 + 1)
+        if N1 > 2:
+            code |= ((h2 >> j) & 1) << (8 * N8 + 4 * N4 + 2)
+        weight = tl.load(codebook_ptr + code, mask=code < codebook_size, other=0.0)
+        k = groups * 16 + j
+        if MASK_X:
+            xv = tl.load(x_ptr + k * stride_xk, mask=k < n_cols, other=0.0)
+        else:
+            xv = tl.load(x_ptr + k * stride_xk)
+        total += weight * xv.to(tl.float32)
+    return total
+
+
+@triton.jit
+def dense_codes_gemv_kernel(
+    planes_ptr,
+    codebook_ptr,
+    x_ptr,
+    bias_ptr,
+    y_ptr,
+    n_rows,
+    n_cols,
+    stride_codes,
+    codebook_size,
+    byte_bytes,
+    nib_off,
+    bit_off,
+    bit_bytes,
+    stride_xk,
+    stride_yn,
+    N8: tl.constexpr,
+    N4: tl.constexpr,
+    N1: tl.constexpr,
+    R: tl.constexpr,
+    G: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """y[row] = sum_k W[row, k] x[k] (+ bias[row]) for the program's ``R`` rows, batch 1. Thread
+    ``(r, g)`` decodes whole groups of 16 codes of row ``r`` (groups ``g``, ``g + G``, ...: a warp
+    reads neighbouring groups) in its registers (`_group_products`) and sums in float32; one
+    reduction across the row's threads after the loop. Groups wholly inside ``n_cols`` run
+    without masks, the last ones mask x (codes past ``n_cols`` are the zero code)."""
+    rows = tl.program_id(0) * R + tl.arange(0, R)
+    row_ok = rows < n_rows
+    first = rows.to(tl.int64)[:, None] * (stride_codes // 16)
+    g = tl.arange(0, G)[None, :]
+    live = row_ok[:, None] & (g < G)
+    acc = tl.zeros((R, G), dtype=tl.float32)
+    full = n_cols // 16  # groups whose 16 x values all exist
+    for g0 in range(0, full - G + 1, G):
+        acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, g0 + g,
+                               live, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, False)  # fmt: skip
+    groups = tl.cdiv(n_cols, 16)
+    for g0 in range((full // G) * G, groups, G):
+        acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, g0 + g,
+                               live & (g0 + g < groups), byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1,
+                               True)  # fmt: skip
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rows.to(tl.int64) * stride_yn, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
 def dense_codes_decode_kernel(
     planes_ptr,
     codebook_ptr,

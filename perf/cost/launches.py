@@ -358,7 +358,7 @@ def _dense_codes_configurations(reference: LayerStats, dtypes: Mapping[str, str]
         layout = dense_codes_shell(reference, width)
         torch_dtype = getattr(torch, dtype)
         with recorded_launches() as launches:
-            if kernel.__name__ == "dense_codes_gemm_kernel":
+            if kernel.__name__ in ("dense_codes_gemm_kernel", "dense_codes_gemv_kernel"):
                 bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
                 codes_launch.run(_x(bb, reference.inputs, torch_dtype), layout, bias, path="codes")
             elif kernel.__name__ == "dense_codes_decode_kernel":
@@ -368,7 +368,7 @@ def _dense_codes_configurations(reference: LayerStats, dtypes: Mapping[str, str]
                     f"no launcher call known for dense-codes kernel {kernel.__name__}"
                 )
         launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
-        block = consts["BLOCK_N"] * consts["BLOCK_K"]
+        block = codes_launch.loop_items(consts)
         out.append(
             Configuration(
                 "dense_codes", dtype, bb, width, 0, block, codes_launch.loop_items(launch.constexprs), launch
