@@ -139,7 +139,8 @@ def run(
                 layout.planes, layout.codebook, chunk, bias if bias is not None else layout.codebook, y,
                 *_common(layout), layout.codebook.numel(), *_plane_args(layout), chunk.stride(1), y.stride(1),
                 **plane_constexprs(layout.width), R=cfg.block_n, G=cfg.block_k // 16,
-                HAS_BIAS=bias is not None, num_warps=cfg.num_warps,
+                HAS_BIAS=bias is not None, VEC_X=chunk.stride(1) == 1 and chunk.data_ptr() % 16 == 0,
+                num_warps=cfg.num_warps,
             )  # fmt: skip
             continue
         cfg = dispatch.gemm[bb]
@@ -204,7 +205,7 @@ def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_
         for width in widths:
             planes = plane_constexprs(width)
             cfg = dispatch.gemv
-            consts = {**planes, "R": cfg.block_n, "G": cfg.block_k // 16, "HAS_BIAS": True}
+            consts = {**planes, "R": cfg.block_n, "G": cfg.block_k // 16, "HAS_BIAS": True, "VEC_X": True}
             out.append((dense_codes_gemv_kernel, consts, cfg.num_warps, dtype, 1))
             for bb in BATCH_BUCKETS[1:]:
                 cfg = dispatch.gemm[bb]
