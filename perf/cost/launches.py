@@ -235,12 +235,14 @@ def layer_launches(
     form: str, stats: LayerStats, batch: int, dtype: torch.dtype = torch.float16, bias: bool = False
 ) -> list[Launch]:
     """The launches ``y = x W^T (+ bias)`` makes for the layer at ``batch`` rows of x in
-    ``dtype``: ``form`` ``fixed`` (`fixed_linear`'s dispatch) or ``huffman``."""
+    ``dtype``: ``form`` ``fixed`` (`fixed_linear`'s dispatch), ``huffman`` or ``dense_codes``
+    (codes of ``DENSE_CODE_WIDTHS[0]`` bits)."""
+    from dc_kernels.dense_codes import launch as codes_launch
     from dc_kernels.fixed import launch as fixed_launch
     from dc_kernels.huffman import launch as huffman_launch
 
-    if form not in ("fixed", "huffman"):
-        raise ValueError(f"form must be 'fixed' or 'huffman', got {form!r}")
+    if form not in ("fixed", "huffman", "dense_codes"):
+        raise ValueError(f"form must be 'fixed', 'huffman' or 'dense_codes', got {form!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     x = _x(batch, stats.inputs, dtype)
@@ -248,8 +250,10 @@ def layer_launches(
     with recorded_launches() as launches:
         if form == "fixed":
             fixed_launch.run(x, fixed_shell(stats), b)
-        else:
+        elif form == "huffman":
             huffman_launch.run(x, huffman_shell(stats), b)
+        else:
+            codes_launch.run(x, dense_codes_shell(stats, DENSE_CODE_WIDTHS[0]), b)
     return launches
 
 
