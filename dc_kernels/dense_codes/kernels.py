@@ -159,14 +159,13 @@ def _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook
         words = (planes_ptr + nib_off).to(tl.pointer_type(tl.int32))
         even = tl.load(words + at * 2, mask=live, other=0)
         odd = tl.load(words + at * 2 + 1, mask=live, other=0)
+    halves = (planes_ptr + bit_off).to(tl.pointer_type(tl.int16))  # bit planes: 16 bits a group
     if N1 > 0:
-        h0 = tl.load((planes_ptr + bit_off).to(tl.pointer_type(tl.int16)) + at, mask=live, other=0).to(tl.int32)
+        h0 = tl.load(halves + at, mask=live, other=0).to(tl.int32)
     if N1 > 1:
-        h1 = tl.load((planes_ptr + bit_off + bit_bytes).to(tl.pointer_type(tl.int16)) + at, mask=live, other=0)
-        h1 = h1.to(tl.int32)
+        h1 = tl.load(halves + bit_bytes // 2 + at, mask=live, other=0).to(tl.int32)
     if N1 > 2:
-        h2 = tl.load((planes_ptr + bit_off + 2 * bit_bytes).to(tl.pointer_type(tl.int16)) + at, mask=live, other=0)
-        h2 = h2.to(tl.int32)
+        h2 = tl.load(halves + bit_bytes + at, mask=live, other=0).to(tl.int32)
     total = tl.zeros(at.shape, dtype=tl.float32)
     # x values a 32-bit word holds (2 of 16 bits, 1 float32); with VEC_X a group's x values come in
     # 16-byte pieces (one load each), taken apart in registers.
@@ -243,14 +242,15 @@ def dense_codes_gemv_kernel(
     acc = tl.zeros((R, G), dtype=tl.float32)
     full = n_cols // 16  # groups whose 16 x values all exist
     for g0 in range(0, full - G + 1, G):
-        acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, g0 + g,
-                               live, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, False, VEC_X)  # fmt: skip
+        acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first,
+                               g0 + g, live, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, False,
+                               VEC_X)  # fmt: skip
     # What is left, fewer than G whole groups and the one x ends in, is one masked step (not a
     # loop, so that the main loop stays the kernel's only one).
     tail = (full // G) * G + g
     acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, tail,
-                           live & (tail < tl.cdiv(n_cols, 16)), byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1,
-                           True, False)  # fmt: skip
+                           live & (tail < tl.cdiv(n_cols, 16)), byte_bytes, nib_off, bit_off, bit_bytes,
+                           N8, N4, N1, True, False)  # fmt: skip
     y = tl.sum(acc, axis=1)
     if HAS_BIAS:
         y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)

@@ -206,8 +206,14 @@ def plot_speedups(rows: list[dict], path: Path) -> Path:
     series = [
         (f, b) for b in sorted({r["batch"] for r in rows}) for f in FORMS if any(r["form"] == f for r in rows)
     ]
-    colors = {("fixed", 1): "tab:green", ("huffman", 1): "tab:olive", ("dense_codes", 1): "tab:purple",
-              ("fixed", 16): "tab:blue", ("huffman", 16): "tab:gray", ("dense_codes", 16): "tab:pink"}  # fmt: skip
+    colors = {
+        ("fixed", 1): "tab:green",
+        ("huffman", 1): "tab:olive",
+        ("dense_codes", 1): "tab:purple",
+        ("fixed", 16): "tab:blue",
+        ("huffman", 16): "tab:gray",
+        ("dense_codes", 16): "tab:pink",
+    }
     names = {"fixed": "fixed-width", "huffman": "Huffman", "dense_codes": "dense codes"}
     fig, axes = plt.subplots(len(machines), 1, figsize=(max(9.0, 0.9 * len(layers) + 3), 4.2 * len(machines)))
     axes = np.atleast_1d(axes)
