@@ -140,13 +140,7 @@ def bench_shape(run: GpuRun, name: str, inputs: int, outputs: int, density: floa
         }
         if fixed is not None and batch in BATCHES:
             kernels["fixed"] = lambda x=x: fixed_linear(x, fixed, bias)
-        times = {}
-        for kernel, fn in kernels.items():
-            try:
-                times[kernel] = (timer.warm(fn).median_us, timer.cold(fn).median_us)
-            except Exception as exc:  # one failing contender must not stop the others
-                run.progress(f"{name} B={batch} {kernel}: timing failed: {type(exc).__name__}: {exc}")
-                times[kernel] = (float("nan"), float("nan"))
+        times = run.warm_and_cold(f"{name} B={batch}", kernels)
         cublas = times["cublas_fp16"][1]
         for kernel, (warm, cold) in times.items():
             timing = {"us_warm": round(warm, 2), "us_cold": round(cold, 2)}
@@ -177,14 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser, 50.0, "seconds; later shapes are skipped")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPE_ORDER), choices=list(FORM_SHAPES))
     args = parser.parse_args(argv)
-    run = GpuRun.from_args(args, log_name=LOG_NAME, script="bench_gpu_dense_codes")
+    title = "dense-codes GPU benchmark"
+    run = GpuRun.from_args(args, log_name=LOG_NAME, script="bench_gpu_dense_codes", title=title)
     if run is None:
         return 2
-    info = run.info
-    run.progress(
-        f"dense-codes GPU benchmark on {info['gpu']} (torch {info['torch']}, triton {info['triton']}); "
-        f"output {run.out_dir}"
-    )
     ok = correctness(run, args.small)
     rows: list[dict] = []
     plan = [(name, density) for name in args.shapes for density in FORM_DENSITIES]
@@ -200,13 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_shape(run, name, inputs, outputs, density, rows)
         run.save(CSV_NAME, rows)  # after every shape: a timeout keeps the rest
     columns = ["shape", "density", "batch", "kernel", "us_warm", "us_cold", "speedup_vs_cublas_cold"]
-    for line in format_table([r for r in rows if r["batch"]], columns):
-        run.progress(line)
-    summary = summarize(rows, ok)
-    for line in summary:
-        run.progress(line)
-    run.progress(f"wrote {run.out_dir / CSV_NAME} and {LOG_NAME}")
-    return 0 if "FAILED" not in summary[-1] else 1
+    table = format_table([r for r in rows if r["batch"]], columns)
+    return run.finish(table, summarize(rows, ok), CSV_NAME, LOG_NAME)
 
 
 if __name__ == "__main__":

@@ -150,14 +150,8 @@ def bench_layer(run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], varia
         if full:
             kernels["fixed"] = lambda x=x: fixed_linear(x, fixed, bias)
             kernels["cublas_fp16"] = lambda x=x: torch.nn.functional.linear(x, dense, bias.half())
-        times = {}
-        for k, fn in kernels.items():
-            try:
-                times[k] = (timer.warm(fn).median_us, timer.cold(fn).median_us)
-            except Exception as exc:  # one failing baseline must not stop the others
-                run.progress(f"{name} B={batch} {k}: timing failed: {type(exc).__name__}: {exc}")
-                times[k] = (float("nan"), float("nan"))
-            warm, cold = times[k]
+        times = run.warm_and_cold(f"{name} B={batch}", kernels)
+        for k, (warm, cold) in times.items():
             timing = {"us_warm": round(warm, 2), "us_cold": round(cold, 2), "correct": ok}
             if k == "huffman":  # symbols decoded per second inside the fused GEMV
                 timing["gsym_per_s"] = round(symbols / cold / 1e3, 1)
@@ -203,14 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS))
     args = parser.parse_args(argv)
-    run = GpuRun.from_args(args, log_name=LOG_NAME, script="bench_gpu_huffman")
+    run = GpuRun.from_args(args, log_name=LOG_NAME, script="bench_gpu_huffman", title="Huffman GPU benchmark")
     if run is None:
         return 2
-    info = run.info
-    run.progress(
-        f"Huffman GPU benchmark on {info['gpu']} (torch {info['torch']}, triton {info['triton']}); "
-        f"output {run.out_dir}"
-    )
     ok = correctness(run, args.small)
     rows: list[dict] = []
     # VGG-6 (the targets' layer) first, then the others, then the segment-size variants.
@@ -244,13 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "bits_ratio",
         "lane_utilization",
     ]
-    for line in format_table(table, columns):
-        run.progress(line)
-    summary = summarize(rows, ok)
-    for line in summary:
-        run.progress(line)
-    run.progress(f"wrote {run.out_dir / CSV_NAME} and {LOG_NAME}")
-    return 0 if "FAILED" not in summary[-1] else 1
+    return run.finish(format_table(table, columns), summarize(rows, ok), CSV_NAME, LOG_NAME)
 
 
 if __name__ == "__main__":

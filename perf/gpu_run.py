@@ -58,10 +58,13 @@ class GpuRun:
         return cls(device, timer, progress, out_dir, info)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, *, log_name: str, script: str) -> GpuRun | None:
+    def from_args(
+        cls, args: argparse.Namespace, *, log_name: str, script: str, title: str | None = None
+    ) -> GpuRun | None:
         """The run that `add_run_arguments`' options ask for: on the CPU under Triton's
         interpreter with ``--small``, else on CUDA; None (with a message on stderr) when there is
-        no CUDA device."""
+        no CUDA device. ``title``: the run's first progress line names it, the GPU, the versions
+        and the output folder."""
         if args.small:
             os.environ["TRITON_INTERPRET"] = "1"
         elif not torch.cuda.is_available():
@@ -69,7 +72,31 @@ class GpuRun:
             return None
         device = torch.device("cpu" if args.small else "cuda")
         cold_runs = DRY_RUN_COLD_RUNS if args.small else COLD_RUNS
-        return cls.open(args.out, device, log_name=log_name, budget_s=args.budget, cold_runs=cold_runs)
+        run = cls.open(args.out, device, log_name=log_name, budget_s=args.budget, cold_runs=cold_runs)
+        if title:
+            info = run.info
+            versions = f"torch {info['torch']}, triton {info['triton']}"
+            run.progress(f"{title} on {info['gpu']} ({versions}); output {run.out_dir}")
+        return run
+
+    def warm_and_cold(self, label: str, fns: dict) -> dict[str, tuple[float, float]]:
+        """Median warm and cold microseconds of each function (NaN for one whose timing raised,
+        logged under ``label``: one failing contender does not stop the others)."""
+        times = {}
+        for name, fn in fns.items():
+            try:
+                times[name] = (self.timer.warm(fn).median_us, self.timer.cold(fn).median_us)
+            except Exception as exc:
+                self.progress(f"{label} {name}: timing failed: {type(exc).__name__}: {exc}")
+                times[name] = (float("nan"), float("nan"))
+        return times
+
+    def finish(self, table: list[str], summary: list[str], csv_name: str, log_name: str) -> int:
+        """Log a results table, the summary (its last line the correctness verdict) and where the
+        results went; the exit code: 1 when the verdict is FAILED, else 0."""
+        for line in [*table, *summary, f"wrote {self.out_dir / csv_name} and {log_name}"]:
+            self.progress(line)
+        return 0 if "FAILED" not in summary[-1] else 1
 
     def save(self, name: str, rows: list[dict]) -> Path:
         """``rows`` as the CSV file ``name`` in the output folder, with the provenance columns."""

@@ -102,6 +102,162 @@ def dense_codes_gemm_kernel(
 
 
 @triton.jit
+def _pick(q: tl.constexpr, w0, w1, w2, w3):
+    """Word ``q`` (a compile-time index) of four."""
+    if q == 0:
+        word = w0
+    elif q == 1:
+        word = w1
+    elif q == 2:
+        word = w2
+    else:
+        word = w3
+    return word
+
+
+@triton.jit
+def _four_words(piece):
+    """The four 32-bit words of each thread's 16-byte piece ([R, G, 4])."""
+    a0, a1 = tl.split(tl.reshape(piece, [piece.shape[0], piece.shape[1], 2, 2]))
+    w0, w2 = tl.split(a0)
+    w1, w3 = tl.split(a1)
+    return w0, w1, w2, w3
+
+
+@triton.jit
+def _word_value(word, v: tl.constexpr, dtype: tl.constexpr):
+    """Value ``v`` of a 32-bit word of x values of ``dtype``, in float32."""
+    if dtype.primitive_bitwidth == 32:
+        value = word.to(tl.float32, bitcast=True)
+    else:
+        value = ((word >> (16 * v)) & 0xFFFF).to(tl.int16).to(dtype, bitcast=True).to(tl.float32)
+    return value
+
+
+@triton.jit
+def _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, groups, live,
+                    byte_bytes, nib_off, bit_off, bit_bytes, N8: tl.constexpr, N4: tl.constexpr,
+                    N1: tl.constexpr, MASK_X: tl.constexpr, VEC_X: tl.constexpr):  # fmt: skip
+    """The sum of weight x x over each thread's group of 16 codes, [R, G] float32: group
+    ``groups`` ([1, G]) of the rows starting at group ``first`` ([R, 1]), read where ``live``.
+    A group's words are loaded once (a byte plane's four, a nibble plane's two: its even and its
+    odd values, a bit plane's 16 bits), then its 16 values are taken out with constant shifts, one
+    after the other, each looked up and multiplied in the thread's registers (no tensor dimension
+    of 16 values, which the compiler would spread over threads). ``MASK_X``: x values
+    past ``n_cols`` read as 0 (else all exist); ``VEC_X``: x contiguous and 16-byte aligned, each
+    group's values read in 16-byte pieces (a warp's load then covers few cache lines; one value a
+    load spans 32 lanes x 32 or 64 bytes)."""
+    tl.static_assert(N8 <= 1 and N4 <= 1 and N1 <= 3, "codes of at most 9 bits (`MAX_WIDTH`)")
+    at = first + groups
+    if N8 > 0:
+        words = planes_ptr.to(tl.pointer_type(tl.int32))
+        b0 = tl.load(words + at * 4, mask=live, other=0)
+        b1 = tl.load(words + at * 4 + 1, mask=live, other=0)
+        b2 = tl.load(words + at * 4 + 2, mask=live, other=0)
+        b3 = tl.load(words + at * 4 + 3, mask=live, other=0)
+    if N4 > 0:
+        words = (planes_ptr + nib_off).to(tl.pointer_type(tl.int32))
+        even = tl.load(words + at * 2, mask=live, other=0)
+        odd = tl.load(words + at * 2 + 1, mask=live, other=0)
+    halves = (planes_ptr + bit_off).to(tl.pointer_type(tl.int16))  # bit planes: 16 bits a group
+    if N1 > 0:
+        h0 = tl.load(halves + at, mask=live, other=0).to(tl.int32)
+    if N1 > 1:
+        h1 = tl.load(halves + bit_bytes // 2 + at, mask=live, other=0).to(tl.int32)
+    if N1 > 2:
+        h2 = tl.load(halves + bit_bytes + at, mask=live, other=0).to(tl.int32)
+    total = tl.zeros(at.shape, dtype=tl.float32)
+    # x values a 32-bit word holds (2 of 16 bits, 1 float32); with VEC_X a group's x values come in
+    # 16-byte pieces (one load each), taken apart in registers.
+    VPW: tl.constexpr = 32 // x_ptr.dtype.element_ty.primitive_bitwidth
+    x_words = x_ptr.to(tl.pointer_type(tl.int32))
+    for p in tl.static_range(4 // VPW):
+        if VEC_X:
+            # Every row's threads load the piece (L1 hits after the first): a [1, G] piece would be
+            # laid out over other warps and moved through shared memory to the rows' threads.
+            piece = (at * 0 + groups * (16 // VPW) + p * 4)[:, :, None] + tl.arange(0, 4)[None, None, :]
+            x0, x1, x2, x3 = _four_words(tl.load(x_words + piece))
+        for q in tl.static_range(4):
+            for v in tl.static_range(VPW):
+                j = (p * 4 + q) * VPW + v
+                code = tl.zeros(at.shape, dtype=tl.int32)
+                if N8 > 0:
+                    code |= (_pick(j // 4, b0, b1, b2, b3) >> (8 * (j % 4))) & 255
+                if N4 > 0:
+                    code |= ((_pick(j % 2, even, odd, even, odd) >> (4 * (j // 2))) & 15) << (8 * N8)
+                if N1 > 0:
+                    code |= ((h0 >> j) & 1) << (8 * N8 + 4 * N4)
+                if N1 > 1:
+                    code |= ((h1 >> j) & 1) << (8 * N8 + 4 * N4 + 1)
+                if N1 > 2:
+                    code |= ((h2 >> j) & 1) << (8 * N8 + 4 * N4 + 2)
+                weight = tl.load(codebook_ptr + code, mask=code < codebook_size, other=0.0)
+                k = groups * 16 + j
+                if VEC_X:
+                    xv = _word_value(_pick(q, x0, x1, x2, x3), v, x_ptr.dtype.element_ty)
+                elif MASK_X:
+                    xv = tl.load(x_ptr + k * stride_xk, mask=k < n_cols, other=0.0).to(tl.float32)
+                else:
+                    xv = tl.load(x_ptr + k * stride_xk).to(tl.float32)
+                total += weight * xv
+    return total
+
+
+@triton.jit
+def dense_codes_gemv_kernel(
+    planes_ptr,
+    codebook_ptr,
+    x_ptr,
+    bias_ptr,
+    y_ptr,
+    n_rows,
+    n_cols,
+    stride_codes,
+    codebook_size,
+    byte_bytes,
+    nib_off,
+    bit_off,
+    bit_bytes,
+    stride_xk,
+    stride_yn,
+    N8: tl.constexpr,
+    N4: tl.constexpr,
+    N1: tl.constexpr,
+    R: tl.constexpr,
+    G: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    VEC_X: tl.constexpr,
+):
+    """y[row] = sum_k W[row, k] x[k] (+ bias[row]) for the program's ``R`` rows, batch 1. Thread
+    ``(r, g)`` decodes whole groups of 16 codes of row ``r`` (groups ``g``, ``g + G``, ...: a warp
+    reads neighbouring groups) in its registers (`_group_products`) and sums in float32; one
+    reduction across the row's threads after the loop. Groups wholly inside ``n_cols`` run
+    without masks (x in 16-byte pieces with ``VEC_X``: x contiguous and 16-byte aligned), the
+    last ones mask x (codes past ``n_cols`` are the zero code)."""
+    rows = tl.program_id(0) * R + tl.arange(0, R)
+    row_ok = rows < n_rows
+    first = rows.to(tl.int64)[:, None] * (stride_codes // 16)
+    g = tl.arange(0, G)[None, :]
+    live = row_ok[:, None] & (g < G)
+    acc = tl.zeros((R, G), dtype=tl.float32)
+    full = n_cols // 16  # groups whose 16 x values all exist
+    for g0 in range(0, full - G + 1, G):
+        acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first,
+                               g0 + g, live, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, False,
+                               VEC_X)  # fmt: skip
+    # What is left, fewer than G whole groups and the one x ends in, is one masked step (not a
+    # loop, so that the main loop stays the kernel's only one).
+    tail = (full // G) * G + g
+    acc += _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, tail,
+                           live & (tail < tl.cdiv(n_cols, 16)), byte_bytes, nib_off, bit_off, bit_bytes,
+                           N8, N4, N1, True, False)  # fmt: skip
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rows.to(tl.int64) * stride_yn, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
 def dense_codes_decode_kernel(
     planes_ptr,
     codebook_ptr,

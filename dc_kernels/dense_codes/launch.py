@@ -2,8 +2,10 @@
 
 Dispatch by batch size B (rows of x):
 
-* ``1 <= B <= 16``: one launch of `dense_codes_gemm_kernel` with the batch padded to a bucket
-  ``BB`` in {1, 2, 4, 8, 16}: each code is decoded once per launch and used for the whole batch;
+* ``B = 1``: `dense_codes_gemv_kernel`: each thread decodes whole groups of 16 codes of a row,
+  one load per plane, and sums their products in registers (one reduction after the loop);
+* ``2 <= B <= 16``: one launch of `dense_codes_gemm_kernel` with the batch padded to a bucket
+  ``BB`` in {2, 4, 8, 16}: each code is decoded once per launch and used for the whole batch;
 * ``16 < B < dense_crossover_batch``: that kernel over chunks of 16 rows of x;
 * ``B >= dense_crossover_batch``: decode the layer into a dense weight in x's dtype
   (`dense_codes_decode_kernel`) and multiply with cuBLAS.
@@ -49,10 +51,13 @@ GEMM_CONFIGS: Mapping[int, TileConfig] = {
 
 @dataclass(frozen=True)
 class Dispatch:
-    """How `dense_codes_linear` launches: the GEMM kernel's tiles per batch bucket, the decode
-    kernel's, and the batch from which decode + cuBLAS replaces chunks of the GEMM kernel."""
+    """How `dense_codes_linear` launches: the GEMM kernel's tiles per batch bucket (bucket 1: the
+    GEMV kernel's ``gemv`` instead), the decode kernel's, and the batch from which decode + cuBLAS
+    replaces chunks of the GEMM kernel."""
 
     gemm: Mapping[int, TileConfig] = field(default_factory=lambda: dict(GEMM_CONFIGS))
+    # Batch 1: rows a program and columns a loop step (32 threads of a row, 16 codes each).
+    gemv: TileConfig = TileConfig(4, 512, 4)
     # Few rows per program (whole rows, looping over the columns): enough programs to fill a GPU.
     decode: TileConfig = TileConfig(8, 512, 4)
     dense_crossover_batch: int = 64
@@ -109,7 +114,7 @@ def run(
     dispatch: Dispatch = DEFAULT_DISPATCH,
 ) -> torch.Tensor:
     """`dense_codes_linear` without its argument checks (the custom op and `dense_codes_linear` check)."""
-    from dc_kernels.dense_codes.kernels import dense_codes_gemm_kernel
+    from dc_kernels.dense_codes.kernels import dense_codes_gemm_kernel, dense_codes_gemv_kernel
 
     batch = x2d.shape[0]
     if out is None:
@@ -128,6 +133,16 @@ def run(
         hi = min(batch, lo + SMALL_BATCH_MAX)
         chunk, y = x2d[lo:hi], out[lo:hi]
         bb = batch_bucket(hi - lo)
+        if bb == 1:
+            cfg = dispatch.gemv
+            dense_codes_gemv_kernel[(-(-layout.out_features // cfg.block_n),)](
+                layout.planes, layout.codebook, chunk, bias if bias is not None else layout.codebook, y,
+                *_common(layout), layout.codebook.numel(), *_plane_args(layout), chunk.stride(1), y.stride(1),
+                **plane_constexprs(layout.width), R=cfg.block_n, G=cfg.block_k // 16,
+                HAS_BIAS=bias is not None, VEC_X=chunk.stride(1) == 1 and chunk.data_ptr() % 16 == 0,
+                num_warps=cfg.num_warps,
+            )  # fmt: skip
+            continue
         cfg = dispatch.gemm[bb]
         dense_codes_gemm_kernel[(-(-layout.out_features // cfg.block_n),)](
             layout.planes, layout.codebook, chunk, bias if bias is not None else layout.codebook, y,
@@ -179,13 +194,20 @@ def decode_dense(
 def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_DISPATCH) -> list[tuple]:
     """(kernel function, constexprs, num_warps, dtype, batch bucket) of every launch the
     dispatcher can make, per dtype (torch name -> Triton's) and code width in ``widths``."""
-    from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel, dense_codes_gemm_kernel
+    from dc_kernels.dense_codes.kernels import (
+        dense_codes_decode_kernel,
+        dense_codes_gemm_kernel,
+        dense_codes_gemv_kernel,
+    )
 
     out = []
     for dtype in dtypes:
         for width in widths:
             planes = plane_constexprs(width)
-            for bb in BATCH_BUCKETS:
+            cfg = dispatch.gemv
+            consts = {**planes, "R": cfg.block_n, "G": cfg.block_k // 16, "HAS_BIAS": True, "VEC_X": True}
+            out.append((dense_codes_gemv_kernel, consts, cfg.num_warps, dtype, 1))
+            for bb in BATCH_BUCKETS[1:]:
                 cfg = dispatch.gemm[bb]
                 consts = {
                     **planes,
@@ -202,6 +224,8 @@ def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_
 
 
 def loop_items(constexprs: Mapping[str, int]) -> int:
-    """Weights one iteration of either kernel's main loop decodes:
-    ``BLOCK_N * BLOCK_K`` codes (for `perf.cost`; a code is a kept weight or the zero code)."""
+    """Weights one iteration of a kernel's main loop decodes: ``BLOCK_N * BLOCK_K`` codes, or
+    ``R * G * 16`` for the GEMV kernel (for `perf.cost`; a code is a kept weight or the zero code)."""
+    if "G" in constexprs:
+        return int(constexprs["R"]) * int(constexprs["G"]) * 16
     return int(constexprs["BLOCK_N"]) * int(constexprs["BLOCK_K"])

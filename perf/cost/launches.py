@@ -235,12 +235,14 @@ def layer_launches(
     form: str, stats: LayerStats, batch: int, dtype: torch.dtype = torch.float16, bias: bool = False
 ) -> list[Launch]:
     """The launches ``y = x W^T (+ bias)`` makes for the layer at ``batch`` rows of x in
-    ``dtype``: ``form`` ``fixed`` (`fixed_linear`'s dispatch) or ``huffman``."""
+    ``dtype``: ``form`` ``fixed`` (`fixed_linear`'s dispatch), ``huffman`` or ``dense_codes``
+    (codes of ``DENSE_CODE_WIDTHS[0]`` bits)."""
+    from dc_kernels.dense_codes import launch as codes_launch
     from dc_kernels.fixed import launch as fixed_launch
     from dc_kernels.huffman import launch as huffman_launch
 
-    if form not in ("fixed", "huffman"):
-        raise ValueError(f"form must be 'fixed' or 'huffman', got {form!r}")
+    if form not in ("fixed", "huffman", "dense_codes"):
+        raise ValueError(f"form must be 'fixed', 'huffman' or 'dense_codes', got {form!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     x = _x(batch, stats.inputs, dtype)
@@ -248,8 +250,10 @@ def layer_launches(
     with recorded_launches() as launches:
         if form == "fixed":
             fixed_launch.run(x, fixed_shell(stats), b)
-        else:
+        elif form == "huffman":
             huffman_launch.run(x, huffman_shell(stats), b)
+        else:
+            codes_launch.run(x, dense_codes_shell(stats, DENSE_CODE_WIDTHS[0]), b)
     return launches
 
 
@@ -358,7 +362,7 @@ def _dense_codes_configurations(reference: LayerStats, dtypes: Mapping[str, str]
         layout = dense_codes_shell(reference, width)
         torch_dtype = getattr(torch, dtype)
         with recorded_launches() as launches:
-            if kernel.__name__ == "dense_codes_gemm_kernel":
+            if kernel.__name__ in ("dense_codes_gemm_kernel", "dense_codes_gemv_kernel"):
                 bias = _meta(reference.outputs, torch.float32) if consts.get("HAS_BIAS") else None
                 codes_launch.run(_x(bb, reference.inputs, torch_dtype), layout, bias, path="codes")
             elif kernel.__name__ == "dense_codes_decode_kernel":
@@ -368,7 +372,7 @@ def _dense_codes_configurations(reference: LayerStats, dtypes: Mapping[str, str]
                     f"no launcher call known for dense-codes kernel {kernel.__name__}"
                 )
         launch = _single(launches, kernel, consts, warps, f"{kernel.__name__} {dtype} BB{bb}")
-        block = consts["BLOCK_N"] * consts["BLOCK_K"]
+        block = codes_launch.loop_items(consts)
         out.append(
             Configuration(
                 "dense_codes", dtype, bb, width, 0, block, codes_launch.loop_items(launch.constexprs), launch

@@ -2,8 +2,8 @@
 ``perf/results/cost/`` (CSV, JSON, a markdown table and a PNG of the predicted speedups).
 
 For the nine EIE / Deep Compression FC layers and the LLM decode shapes (4096x4096,
-4096->14336, 14336->4096 at 10% and 30% density), both kernel forms (fixed-width, Huffman) at
-batch 1 and 16, on each machine of `perf.cost.machines`: the launches the dispatcher makes are
+4096->14336, 14336->4096 at 10% and 30% density), the three GPU forms (fixed-width, Huffman,
+dense codes) at batch 1 and 16, on each machine of `perf.cost.machines`: the launches the dispatcher makes are
 compiled for the machine's architecture as they specialize, and `perf.cost.roofline` predicts
 their time beside cuBLAS fp16 on the dense layer. Layout summaries are cached
 (`perf.cost.layer_stats`), compilations by Triton's cache. Everything written is **predicted from
@@ -39,7 +39,7 @@ JSON_NAME, CSV_NAME, MARKDOWN_NAME, PLOT_NAME = (
     "predictions.md",
     "predicted_speedup.png",
 )
-FORMS = ("fixed", "huffman")
+FORMS = ("fixed", "huffman", "dense_codes")
 BATCHES = (1, 16)
 ELEMENT_BYTES = 2  # x and y in float16, as cuBLAS fp16 beside them
 
@@ -70,10 +70,11 @@ class Predictions:
 
 
 def _items(form: str, constexprs: dict) -> int:
+    from dc_kernels.dense_codes.launch import loop_items as codes_items
     from dc_kernels.fixed.launch import loop_items as fixed_items
     from dc_kernels.huffman.launch import loop_items as huffman_items
 
-    return (fixed_items if form == "fixed" else huffman_items)(constexprs)
+    return {"fixed": fixed_items, "huffman": huffman_items, "dense_codes": codes_items}[form](constexprs)
 
 
 class _CostCache:
@@ -152,7 +153,7 @@ def _layer_rows(stats: LayerStats, machines, forms, batches, costs: _CostCache) 
 
 # ------------------------------------------------------------------------------------ output
 def markdown_table(rows: list[dict], machine: str) -> str:
-    """One line per layer: cuBLAS fp16, the two forms and their speedups at batch 1 and 16."""
+    """One line per layer: cuBLAS fp16, the forms and their speedups at batch 1 and 16."""
     by = {(r["layer"], r["form"], r["batch"]): r for r in rows if r["machine"] == machine}
     layers = list(dict.fromkeys(r["layer"] for r in rows if r["machine"] == machine))
     batches = sorted({r["batch"] for r in rows if r["machine"] == machine})
@@ -162,6 +163,7 @@ def markdown_table(rows: list[dict], machine: str) -> str:
             f"cuBLAS fp16 b{b} us",
             f"fixed b{b} us (bound)",
             f"Huffman b{b} us (bound)",
+            f"dense codes b{b} us (bound)",
             f"speedup b{b}",
         ]
     lines = [
@@ -174,18 +176,19 @@ def markdown_table(rows: list[dict], machine: str) -> str:
         any_row = next(r for (n, _, _), r in by.items() if n == layer)
         cells = [layer, f"{any_row['outputs']}x{any_row['inputs']}", f"{any_row['density']:.2f}"]
         for b in batches:
-            fixed, huffman = by.get((layer, "fixed", b)), by.get((layer, "huffman", b))
-            ref = fixed or huffman
+            forms = [by.get((layer, form, b)) for form in FORMS]
+            ref = next(r for r in forms if r is not None)
             cells.append(f"{ref['cublas_fp16_us']:.1f}")
-            for r in (fixed, huffman):
+            for r in forms:
                 cells.append("-" if r is None else f"{r['predicted_us']:.1f} ({r['bound']})")
-            speedups = [f"{r['predicted_speedup']:.2f}" if r else "-" for r in (fixed, huffman)]
+            speedups = [f"{r['predicted_speedup']:.2f}" if r else "-" for r in forms]
             cells.append(" / ".join(speedups))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "speedup = cuBLAS fp16 time / kernel time (fixed / Huffman); bound = the binding bound (issue, lsu, "
-        "l1, hbm, latency).",
+        "speedup = cuBLAS fp16 time / kernel time (fixed / Huffman / dense codes); bound = the binding bound "
+        "(issue, lsu, l1, hbm, latency). Fixed and Huffman: 5-bit codes; dense codes: 4-bit codes (15 shared "
+        "weights and the zero code), whatever the density.",
     ]
     return "\n".join(lines)
 
@@ -203,7 +206,15 @@ def plot_speedups(rows: list[dict], path: Path) -> Path:
     series = [
         (f, b) for b in sorted({r["batch"] for r in rows}) for f in FORMS if any(r["form"] == f for r in rows)
     ]
-    colors = {("fixed", 1): "tab:green", ("huffman", 1): "tab:olive", ("fixed", 16): "tab:blue"}
+    colors = {
+        ("fixed", 1): "tab:green",
+        ("huffman", 1): "tab:olive",
+        ("dense_codes", 1): "tab:purple",
+        ("fixed", 16): "tab:blue",
+        ("huffman", 16): "tab:gray",
+        ("dense_codes", 16): "tab:pink",
+    }
+    names = {"fixed": "fixed-width", "huffman": "Huffman", "dense_codes": "dense codes"}
     fig, axes = plt.subplots(len(machines), 1, figsize=(max(9.0, 0.9 * len(layers) + 3), 4.2 * len(machines)))
     axes = np.atleast_1d(axes)
     by = {(r["machine"], r["layer"], r["form"], r["batch"]): r["predicted_speedup"] for r in rows}
@@ -216,7 +227,7 @@ def plot_speedups(rows: list[dict], path: Path) -> Path:
                 x + (i - (len(series) - 1) / 2) * width,
                 heights,
                 width,
-                label=f"{'fixed-width' if form == 'fixed' else 'Huffman'}, batch {batch}",
+                label=f"{names[form]}, batch {batch}",
                 color=colors.get((form, batch), "tab:cyan"),
             )
         ax.axhline(1.0, color="black", linewidth=0.8, label="cuBLAS fp16")

@@ -229,6 +229,49 @@ def _huffman_bits(stats: LayerStats) -> dict[str, int]:
     return {k: v for k, v in stats.huffman.bit_counts.items() if k not in unread}
 
 
+def _codes_rows(constexprs: dict) -> int:
+    """Rows of one program of a dense-codes kernel."""
+    return int(constexprs["R"] if "R" in constexprs else constexprs["BLOCK_N"])
+
+
+def _codes_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
+    """Every program walks its rows' columns: the GEMV kernel ``G`` groups of 16 a trip over the
+    whole groups (the rest is one step outside the loop), the others ``BLOCK_K`` columns a trip."""
+    programs = -(-stats.outputs // _codes_rows(constexprs))
+    if "G" in constexprs:
+        trips = (stats.inputs // 16) // int(constexprs["G"])
+    else:
+        trips = -(-stats.inputs // int(constexprs["BLOCK_K"]))
+    return {trips: programs}
+
+
+def _codes_bits(stats: LayerStats) -> dict[str, int]:
+    from dc_kernels.dense_codes.layout import row_stride
+    from dc_kernels.planes import planes_bytes
+    from perf.cost.launches import DENSE_CODE_WIDTHS
+
+    width = DENSE_CODE_WIDTHS[0]
+    return {
+        "planes_bits": 8 * planes_bytes(stats.outputs * row_stride(stats.inputs), width),
+        "codebook_bits": 32 * ((1 << width) - 1),
+    }
+
+
+def _codes_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dict[str, float]:
+    """The code stream (contiguous), x (each program's rows read all of it: per row with the GEMV
+    kernel, per program and batch column with the others) and the table (a warp's lookups of one
+    value each fall in the table's few lines: one wavefront per 32 codes)."""
+    consts = launch.constexprs
+    codes = stats.outputs * stats.inputs
+    out = {"stream": sum(_codes_bits(stats).values()) / 8 / LINE_BYTES, "codebook": codes / LANES}
+    x_row = stats.inputs * element_bytes / LINE_BYTES
+    if "G" in consts:
+        out["x"] = stats.outputs * x_row
+    else:
+        out["x"] = -(-stats.outputs // _codes_rows(consts)) * x_row * int(consts["BB"])
+    return out
+
+
 KERNEL_MODELS: dict[str, KernelModel] = {
     # The next group's words are loaded one iteration ahead (HBM latency per iteration at least);
     # the x loads at the decoded columns (L2 hits: x is shared by all programs) are consumed in
@@ -246,6 +289,9 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         _huffman_gathers,
         _huffman_copies,
     ),
+    # Each trip loads its codes (no prefetch: an HBM latency) and then looks them up in the L1
+    # table; x (an L2 hit) does not depend on them; nothing is loaded before the loop.
+    "dense_codes": KernelModel(_codes_trips, ("hbm", "l1"), None, (), _codes_bits, _codes_gathers),
 }
 
 

@@ -62,7 +62,7 @@ def frames_to_kernel(layer: CompressedLinear, x: torch.Tensor) -> list[str]:
         ("fixed", "dc_kernels.fixed.kernels", "decode_dense_kernel", 300),
         ("huffman", "dc_kernels.huffman.kernels", "huffman_spmm_kernel", 1),
         ("huffman", "dc_kernels.huffman.kernels", "huffman_spmm_kernel", 8),
-        ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_gemm_kernel", 1),
+        ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_gemv_kernel", 1),
         ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_gemm_kernel", 16),
         ("dense_codes", "dc_kernels.dense_codes.kernels", "dense_codes_decode_kernel", 300),
     ],

@@ -97,7 +97,12 @@ def test_predict_gpu_one_layer(tmp_path):
         ("fixed", "16"),
         ("huffman", "1"),
         ("huffman", "16"),
+        ("dense_codes", "1"),
+        ("dense_codes", "16"),
     }
+    codes = next(r for r in rows if r["form"] == "dense_codes" and r["batch"] == "1")
+    # 4-bit codes for every weight (rows padded to a multiple of 16), whatever the density.
+    assert int(codes["layout_bytes"]) >= 2400 * 1201 // 2
     for r in rows:
         assert r["label"] == "predicted from the compiled code, not measured"
         assert float(r["predicted_us"]) > 0 and float(r["cublas_fp16_us"]) > 0

@@ -130,6 +130,7 @@ def test_every_aot_configuration_is_dispatched(small_stats):
         "decode_dense_kernel",
         "huffman_spmm_kernel",
         "huffman_decode_kernel",
+        "dense_codes_gemv_kernel",
         "dense_codes_gemm_kernel",
         "dense_codes_decode_kernel",
     }
@@ -252,3 +253,25 @@ def test_machine_table_has_a_source_for_every_figure():
     assert all("planning figure" in SOURCES[f] for f in ("copy_tb_s", "sustained_ghz", "launch_us"))
     assert MACHINES["h100-sxm"].sms == 132 and MACHINES["h200"].hbm_tb_s == 4.8
     assert not math.isnan(MACHINES["h200"].clock_hz)
+
+
+def test_dense_codes_model_follows_the_launches(small_stats):
+    """The dense-codes model's trips and bits for the launches the dispatcher makes: the GEMV
+    kernel at batch 1 (whole groups of 16 in the loop), the GEMM kernel at batch 16."""
+    from dc_kernels.dense_codes.layout import row_stride
+    from dc_kernels.planes import planes_bytes
+
+    model = KERNEL_MODELS["dense_codes"]
+    (gemv,) = layer_launches("dense_codes", small_stats, 1)
+    (gemm,) = layer_launches("dense_codes", small_stats, 16)
+    assert gemv.name == "dense_codes_gemv_kernel" and gemm.name == "dense_codes_gemm_kernel"
+    rows, g = gemv.constexprs["R"], gemv.constexprs["G"]
+    assert model.trips(small_stats, gemv.constexprs) == {
+        (small_stats.inputs // 16) // g: -(-small_stats.outputs // rows)
+    }
+    k = gemm.constexprs["BLOCK_K"]
+    assert sum(model.trips(small_stats, gemm.constexprs)) == -(-small_stats.inputs // k)
+    bits = model.layout_bits(small_stats)
+    assert bits["planes_bits"] == 8 * planes_bytes(small_stats.outputs * row_stride(small_stats.inputs), 4)
+    gathers = model.gathers(small_stats, gemv, 2)
+    assert gathers["codebook"] == small_stats.outputs * small_stats.inputs / 32 and gathers["x"] > 0

@@ -42,6 +42,18 @@ def test_every_code_width_and_dtype(shape, density, bits, k, dtype):
     run_and_check(matrix, 3, dtype)
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("full_codebook", [False, True])
+def test_gemv_every_width_and_the_unmasked_loop(bits, full_codebook):
+    """Batch 1 (the GEMV kernel): widths 1..9 (a full codebook takes one bit more), rows long enough
+    for its unmasked loop (1037 columns: 64 whole groups, two loop steps, then a partial group;
+    700: one step, 11 whole groups and a partial one after it), short rows, strided x, three dtypes."""
+    extra = {} if full_codebook else {"codebook_size": (1 << bits) - 1 or 1}
+    for i, (shape, density) in enumerate([((6, 1037), 0.7), ((5, 700), 0.5), ((3, 13), 1.0), ((1, 16), 0.3)]):
+        matrix = random_compressed_matrix(*shape, density, bits, seed=fresh_seed(), **extra)
+        run_and_check(matrix, 1, DTYPES[i % len(DTYPES)], strided=i % 2 == 1, bias=i != 2)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 5, 16, 17, 40])
 def test_batch_buckets_chunks_and_both_paths(batch):
     matrix = random_compressed_matrix(24, 50, 0.7, 4, seed=fresh_seed(), codebook_size=15)
@@ -80,5 +92,8 @@ def test_aot_configs_cover_every_bucket_and_width():
     configs = aot_configs({"float16": "fp16"}, (1, 4, 8))
     gemm = [c for c in configs if c[4] != 0]
     assert len(gemm) == 3 * len(BATCH_BUCKETS) and len(configs) == 3 * (len(BATCH_BUCKETS) + 1)
-    for _, consts, _, _, _ in configs:
-        assert loop_items(consts) == consts["BLOCK_N"] * consts["BLOCK_K"]
+    for kernel, consts, warps, _, bb in configs:
+        if kernel.__name__ == "dense_codes_gemv_kernel":  # batch 1: 16 codes a thread
+            assert bb == 1 and loop_items(consts) == consts["R"] * consts["G"] * 16 == 32 * warps * 16
+        else:
+            assert bb != 1 and loop_items(consts) == consts["BLOCK_N"] * consts["BLOCK_K"]
