@@ -137,7 +137,8 @@ def _word_value(word, v: tl.constexpr, dtype: tl.constexpr):
 @triton.jit
 def _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook_size, first, groups, live,
                     byte_bytes, nib_off, bit_off, bit_bytes, N8: tl.constexpr, N4: tl.constexpr,
-                    N1: tl.constexpr, MASK_X: tl.constexpr, VEC_X: tl.constexpr):  # fmt: skip
+                    N1: tl.constexpr, MASK_X: tl.constexpr, VEC_X: tl.constexpr, DENSE: tl.constexpr = False,
+                    w_row=0):  # fmt: skip
     """The sum of weight x x over each thread's group of 16 codes, [R, G] float32: group
     ``groups`` ([1, G]) of the rows starting at group ``first`` ([R, 1]), read where ``live``.
     A group's words are loaded once (a byte plane's four, a nibble plane's two: its even and its
@@ -146,7 +147,9 @@ def _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook
     of 16 values, which the compiler would spread over threads). ``MASK_X``: x values
     past ``n_cols`` read as 0 (else all exist); ``VEC_X``: x contiguous and 16-byte aligned, each
     group's values read in 16-byte pieces (a warp's load then covers few cache lines; one value a
-    load spans 32 lanes x 32 or 64 bytes)."""
+    load spans 32 lanes x 32 or 64 bytes). ``DENSE``: store each weight at ``x_ptr + w_row + k``
+    instead (``x_ptr``: the dense weight, ``w_row``: [R, 1] offsets of the rows; ``MASK_X``: only
+    columns below ``n_cols``) and return zeros."""
     tl.static_assert(N8 <= 1 and N4 <= 1 and N1 <= 3, "codes of at most 9 bits (`MAX_WIDTH`)")
     at = first + groups
     if N8 > 0:
@@ -193,13 +196,20 @@ def _group_products(planes_ptr, codebook_ptr, x_ptr, stride_xk, n_cols, codebook
                     code |= ((h2 >> j) & 1) << (8 * N8 + 4 * N4 + 2)
                 weight = tl.load(codebook_ptr + code, mask=code < codebook_size, other=0.0)
                 k = groups * 16 + j
-                if VEC_X:
-                    xv = _word_value(_pick(q, x0, x1, x2, x3), v, x_ptr.dtype.element_ty)
-                elif MASK_X:
-                    xv = tl.load(x_ptr + k * stride_xk, mask=k < n_cols, other=0.0).to(tl.float32)
+                if DENSE:
+                    stored = weight.to(x_ptr.dtype.element_ty)
+                    if MASK_X:
+                        tl.store(x_ptr + w_row + k, stored, mask=live & (k < n_cols))
+                    else:
+                        tl.store(x_ptr + w_row + k, stored, mask=live)
                 else:
-                    xv = tl.load(x_ptr + k * stride_xk).to(tl.float32)
-                total += weight * xv
+                    if VEC_X:
+                        xv = _word_value(_pick(q, x0, x1, x2, x3), v, x_ptr.dtype.element_ty)
+                    elif MASK_X:
+                        xv = tl.load(x_ptr + k * stride_xk, mask=k < n_cols, other=0.0).to(tl.float32)
+                    else:
+                        xv = tl.load(x_ptr + k * stride_xk).to(tl.float32)
+                    total += weight * xv
     return total
 
 
@@ -273,16 +283,24 @@ def dense_codes_decode_kernel(
     N8: tl.constexpr,
     N4: tl.constexpr,
     N1: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    R: tl.constexpr,
+    G: tl.constexpr,
 ):
-    """The dense (n_rows, n_cols) ``w``: BLOCK_N whole rows per program, a (BLOCK_N, BLOCK_K) tile
-    per loop step."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    """The dense (n_rows, n_cols) ``w``: ``R`` whole rows a program, thread ``(r, g)`` decoding
+    groups ``g``, ``g + G``, ... of row ``r`` in its registers and storing each weight, as the
+    GEMV kernel walks them (`_group_products`)."""
+    rows = tl.program_id(0) * R + tl.arange(0, R)
     row_ok = rows < n_rows
-    for k0 in range(0, n_cols, BLOCK_K):
-        weight, k = _weights(planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size,
-                             byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, BLOCK_K)  # fmt: skip
-        offs = rows[:, None] * n_cols + k.to(tl.int64)[None, :]
-        mask = row_ok[:, None] & (k < n_cols)[None, :]
-        tl.store(w_ptr + offs, weight.to(w_ptr.dtype.element_ty), mask=mask)
+    first = rows.to(tl.int64)[:, None] * (stride_codes // 16)
+    w_row = rows.to(tl.int64)[:, None] * n_cols
+    g = tl.arange(0, G)[None, :]
+    live = row_ok[:, None] & (g < G)
+    full = n_cols // 16  # groups whose 16 columns all exist
+    for g0 in range(0, full - G + 1, G):
+        _group_products(planes_ptr, codebook_ptr, w_ptr, 0, n_cols, codebook_size, first, g0 + g, live,
+                        byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, False, False, True,
+                        w_row)  # fmt: skip
+    tail = (full // G) * G + g
+    _group_products(planes_ptr, codebook_ptr, w_ptr, 0, n_cols, codebook_size, first, tail,
+                    live & (tail < tl.cdiv(n_cols, 16)), byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1,
+                    True, False, True, w_row)  # fmt: skip

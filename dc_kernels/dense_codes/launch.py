@@ -58,8 +58,8 @@ class Dispatch:
     gemm: Mapping[int, TileConfig] = field(default_factory=lambda: dict(GEMM_CONFIGS))
     # Batch 1: rows a program and columns a loop step (32 threads of a row, 16 codes each).
     gemv: TileConfig = TileConfig(4, 512, 4)
-    # Few rows per program (whole rows, looping over the columns): enough programs to fill a GPU.
-    decode: TileConfig = TileConfig(8, 512, 4)
+    # As the GEMV: 4 whole rows a program (enough programs to fill a GPU), 32 groups of 16 a step.
+    decode: TileConfig = TileConfig(4, 512, 4)
     dense_crossover_batch: int = 64
 
 
@@ -101,7 +101,7 @@ def _decode_args(layout: DenseCodesLayout, weight: torch.Tensor, dispatch: Dispa
     grid = (-(-layout.out_features // cfg.block_n),)
     codebook = layout.codebook
     args = (layout.planes, codebook, weight, *_common(layout), codebook.numel(), *_plane_args(layout))
-    kwargs = {**plane_constexprs(layout.width), "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k}
+    kwargs = {**plane_constexprs(layout.width), "R": cfg.block_n, "G": cfg.block_k // 16}
     return grid, args, {**kwargs, "num_warps": cfg.num_warps}
 
 
@@ -218,7 +218,7 @@ def aot_configs(dtypes: Mapping[str, str], widths, dispatch: Dispatch = DEFAULT_
                 }
                 out.append((dense_codes_gemm_kernel, consts, cfg.num_warps, dtype, bb))
             cfg = dispatch.decode
-            consts = {**planes, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k}
+            consts = {**planes, "R": cfg.block_n, "G": cfg.block_k // 16}
             out.append((dense_codes_decode_kernel, consts, cfg.num_warps, dtype, 0))
     return out
 

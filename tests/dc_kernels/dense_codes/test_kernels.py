@@ -45,13 +45,19 @@ def test_every_code_width_and_dtype(shape, density, bits, k, dtype):
 @pytest.mark.parametrize("bits", range(1, 9))
 @pytest.mark.parametrize("full_codebook", [False, True])
 def test_gemv_every_width_and_the_unmasked_loop(bits, full_codebook):
-    """Batch 1 (the GEMV kernel): widths 1..9 (a full codebook takes one bit more), rows long enough
-    for its unmasked loop (1037 columns: 64 whole groups, two loop steps, then a partial group;
-    700: one step, 11 whole groups and a partial one after it), short rows, strided x, three dtypes."""
+    """Batch 1 (the GEMV kernel) and the decoder: widths 1..9 (a full codebook takes one bit
+    more), rows long enough for their unmasked loop (1037 columns: 64 whole groups, two loop
+    steps, then a partial group; 700: one step, 11 whole groups and a partial one after it),
+    short rows, strided x, three dtypes."""
     extra = {} if full_codebook else {"codebook_size": (1 << bits) - 1 or 1}
     for i, (shape, density) in enumerate([((6, 1037), 0.7), ((5, 700), 0.5), ((3, 13), 1.0), ((1, 16), 0.3)]):
         matrix = random_compressed_matrix(*shape, density, bits, seed=fresh_seed(), **extra)
         run_and_check(matrix, 1, DTYPES[i % len(DTYPES)], strided=i % 2 == 1, bias=i != 2)
+        # The decoder walks the groups the same way (its loop, then the last groups' step); exact
+        # in float32 and float16 (Triton's interpreter rounds to bfloat16 differently from torch).
+        dense = torch.from_numpy(matrix.to_dense())
+        dtype = (torch.float32, torch.float16)[i % 2]
+        assert torch.equal(decode_dense(DenseCodesLayout.from_matrix(matrix), dtype), dense.to(dtype))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 16, 17, 40])
@@ -93,7 +99,7 @@ def test_aot_configs_cover_every_bucket_and_width():
     gemm = [c for c in configs if c[4] != 0]
     assert len(gemm) == 3 * len(BATCH_BUCKETS) and len(configs) == 3 * (len(BATCH_BUCKETS) + 1)
     for kernel, consts, warps, _, bb in configs:
-        if kernel.__name__ == "dense_codes_gemv_kernel":  # batch 1: 16 codes a thread
-            assert bb == 1 and loop_items(consts) == consts["R"] * consts["G"] * 16 == 32 * warps * 16
+        if kernel.__name__ in ("dense_codes_gemv_kernel", "dense_codes_decode_kernel"):  # 16 codes a thread
+            assert bb in (0, 1) and loop_items(consts) == consts["R"] * consts["G"] * 16 == 32 * warps * 16
         else:
             assert bb != 1 and loop_items(consts) == consts["BLOCK_N"] * consts["BLOCK_K"]
