@@ -48,7 +48,7 @@ import torch
 
 from compress import CompressedMatrix
 from dc_kernels.fixed.launch import DEFAULT_DISPATCH, Dispatch
-from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec
+from perf.gpu_run import GpuRun, add_run_arguments, dry_run_spec, matches_reference
 from perf.gpu_timing import GpuTimer
 from perf.harness import REPO_ROOT, Progress, doc_summary, format_table
 from workloads import LLM_LAYERS, PAPER_LAYERS, random_compressed_matrix
@@ -144,7 +144,6 @@ def check_correctness(run: GpuRun, small: bool, dispatch: Dispatch) -> tuple[lis
 
     rng = np.random.default_rng()
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
-    tol = {torch.float32: (1e-4, 1e-5), torch.float16: (1e-2, 2e-3), torch.bfloat16: (2e-2, 1e-2)}
     cases = [  # (out, in, density, code bits, index bits, (block rows, chunks) or None: default, batch)
         (1, 1, 1.0, 1, 3, None, 1),  # the narrowest entry (`MIN_ENTRY_BITS`)
         (7, 13, 0.3, 4, None, None, 3),
@@ -191,12 +190,7 @@ def check_correctness(run: GpuRun, small: bool, dispatch: Dispatch) -> tuple[lis
             dispatch = dataclasses.replace(dispatch, gather=False)
             fixed_linear(x, layout, bias, out=out, dispatch=dispatch)
         expected = reference_linear(x, CanonicalTensors.from_matrix(matrix, device), bias, torch.float64)
-        rtol, atol = tol[dtype]
-        scale = 1 + float(expected.float().abs().max())
-        err = float((out.float() - expected.float()).abs().max())
-        ok = bool(torch.isfinite(out).all()) and torch.allclose(
-            out.float(), expected.float(), rtol=rtol, atol=atol * scale
-        )
+        ok, err = matches_reference(out, expected)
         rows.append(
             {"case": i, "out": o, "in": n, "density": d, "code_bits": cb, "index_bits": layout.index_bits,
              "block_rows": layout.block_rows, "chunks": layout.chunks, "batch": batch,

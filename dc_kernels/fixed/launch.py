@@ -19,6 +19,7 @@ Importing this module does not import Triton; the kernels module is imported at 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +92,7 @@ class Dispatch:
 DEFAULT_DISPATCH = Dispatch()
 
 
+@functools.cache  # asked twice a launch; the installed Triton does not change
 def _triton_at_least(version: tuple[int, int]) -> bool:
     """Whether the installed Triton is ``version`` (major, minor) or newer. Triton 3.6's compiler
     stops with an assertion on the kernels' `tl.gather` lookup (its thread-locality pass requires
