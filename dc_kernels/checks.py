@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 from typing import TYPE_CHECKING
@@ -234,3 +235,18 @@ def check_layout_call(
             f"got {tuple(out.shape)} {out.dtype} on {out.device}"
         )
     return bias, out
+
+
+def nan_where_x_is_not_finite(x2d: torch.Tensor, y: torch.Tensor) -> None:
+    """The rule for non-finite inputs (`dc_kernels.ops`): NaN in every output of a row of x that
+    holds a NaN or an infinity. No copy of x is made."""
+    if x2d.device.type != "cpu":  # no host sync: a row's min and max are finite iff all of it is
+        lowest, highest = torch.aminmax(x2d, dim=1)
+        y.masked_fill_(~(lowest.isfinite() & highest.isfinite()).unsqueeze(1), float("nan"))
+        return
+    # A sum is finite unless a summand is a NaN or an infinity (or it overflows): one cheap
+    # reduction, then, if need be, the rows whose sums are not are looked at value by value.
+    if math.isfinite(x2d.sum().item()):
+        return
+    suspects = torch.nonzero(~x2d.sum(dim=1).isfinite()).squeeze(1)
+    y[suspects[~x2d[suspects].isfinite().all(dim=1)]] = float("nan")

@@ -35,13 +35,11 @@ infinity meets is nonzero). Sparse kernels skip pruned positions, so the op appl
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from dc_kernels.backends import get_backend
-from dc_kernels.checks import check_canonical, check_input
+from dc_kernels.checks import check_canonical, check_input, nan_where_x_is_not_finite
 from dc_kernels.reference import CanonicalTensors
 
 
@@ -96,7 +94,7 @@ def run_linear(
     if x2d.shape[0] == 0:
         return x.new_empty((*x.shape[:-1], out_features))
     y = impl.run(x2d, impl.view(canonical, packed, packed_meta), bias)
-    _nan_where_x_is_not_finite(x2d, y)
+    nan_where_x_is_not_finite(x2d, y)
     return y.reshape(*x.shape[:-1], out_features)
 
 
@@ -124,21 +122,6 @@ def direct_call(x, bias: torch.Tensor | None) -> bool:
         and _get_current_dispatch_mode() is None
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)
     )
-
-
-def _nan_where_x_is_not_finite(x2d: torch.Tensor, y: torch.Tensor) -> None:
-    """The rule for non-finite inputs (module docstring): NaN in every output of a row of x that
-    holds a NaN or an infinity. No copy of x is made."""
-    if x2d.device.type != "cpu":  # no host sync: a row's min and max are finite iff all of it is
-        lowest, highest = torch.aminmax(x2d, dim=1)
-        y.masked_fill_(~(lowest.isfinite() & highest.isfinite()).unsqueeze(1), float("nan"))
-        return
-    # A sum is finite unless a summand is a NaN or an infinity (or it overflows): one cheap
-    # reduction, then, if need be, the rows whose sums are not are looked at value by value.
-    if math.isfinite(x2d.sum().item()):
-        return
-    suspects = torch.nonzero(~x2d.sum(dim=1).isfinite()).squeeze(1)
-    y[suspects[~x2d[suspects].isfinite().all(dim=1)]] = float("nan")
 
 
 @compressed_linear.register_fake

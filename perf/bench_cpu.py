@@ -24,8 +24,8 @@ checks the targets: resident bytes <= 1/6 of float32; batch 1 >= 1.5x dense on t
 >= 1.0x on the MiniLM shapes; batch 32 >= 0.9x.
 
 ``--sweep-codes`` times the dense-codes form's two paths (lookup kernel, decode + GEMM), its
-dispatch and nn.Linear over batch 1..256 on one layer (``--sweep-size``, density 0.8); the
-crossover sets `dc_kernels.dense_codes.cpu.CODES_MAX_BATCH`.
+dispatch and nn.Linear over batch 1..1024 on square layers (``--codes-sizes``, 384 and 4096 by
+default, density 0.8); the crossover sets `dc_kernels.dense_codes.cpu.CODES_MAX_BATCH`.
 
 Timings depend on the machine's load: the conditions (CPU, threads, load average before and
 after, SIMD path of the kernels) are printed and written with every CSV row.
@@ -346,45 +346,44 @@ def plot_forms(rows: list[dict], path: Path) -> None:
 
 
 CODES_SWEEP_DENSITY = 0.8
-CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
+CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
 
 
 def run_codes_sweep(args) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads[0])
-    size = args.sweep_size
-    matrix = random_compressed_matrix(size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=15)
-    layout = DenseCodesLayout.from_matrix(matrix)
-    weight = torch.from_numpy(matrix.to_dense())
-    rows = []
-    for batch in CODES_SWEEP_BATCHES:
-        x = torch.randn(batch, size)
-        fns = {
-            "dense": lambda x=x: F.linear(x, weight),
-            "codes": lambda x=x: codes_cpu.codes_linear_cpu(x, layout, path="codes"),
-            "decode_gemm": lambda x=x: codes_cpu.codes_linear_cpu(x, layout, path="dense"),
-            "auto": lambda x=x: codes_cpu.codes_linear_cpu(x, layout),
-        }
-        times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
-        row = {
-            "size": size,
-            "density": CODES_SWEEP_DENSITY,
-            "batch": batch,
-            **{f"{k}_ms": v * 1e3 for k, v in times.items()},
-            "codes_vs_dense": times["dense"] / times["codes"],
-            "decode_gemm_vs_dense": times["dense"] / times["decode_gemm"],
-            "auto_vs_dense": times["dense"] / times["auto"],
-            "auto_path": "codes" if batch <= codes_cpu.CODES_MAX_BATCH else "decode+gemm",
-            "threads": torch.get_num_threads(),
-            **conditions(),
-        }
-        rows.append(row)
-        print_table([row], CODES_SWEEP_COLUMNS, file=sys.stderr)
+    rows, k = [], 15
+    for size in args.codes_sizes:
+        matrix = random_compressed_matrix(size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=k)
+        lay, weight = DenseCodesLayout.from_matrix(matrix), torch.from_numpy(matrix.to_dense())
+        for batch in CODES_SWEEP_BATCHES:
+            x = torch.randn(batch, size)
+            fns = {
+                "dense": lambda x=x, w=weight: F.linear(x, w),
+                "codes": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay, path="codes"),
+                "decode_gemm": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay, path="dense"),
+                "auto": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay),
+            }
+            times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
+            row = {
+                "size": size,
+                "density": CODES_SWEEP_DENSITY,
+                "batch": batch,
+                **{f"{k}_ms": v * 1e3 for k, v in times.items()},
+                "codes_vs_dense": times["dense"] / times["codes"],
+                "decode_gemm_vs_dense": times["dense"] / times["decode_gemm"],
+                "auto_vs_dense": times["dense"] / times["auto"],
+                "auto_path": "codes" if batch <= codes_cpu.CODES_MAX_BATCH else "decode+gemm",
+                "threads": torch.get_num_threads(),
+                **conditions(),
+            }
+            rows.append(row)
+            print_table([row], CODES_SWEEP_COLUMNS, file=sys.stderr)
     return rows
 
 
 CODES_SWEEP_COLUMNS = (
-    "batch", "dense_ms", "codes_ms", "decode_gemm_ms", "codes_vs_dense", "decode_gemm_vs_dense",
+    "size", "batch", "dense_ms", "codes_ms", "decode_gemm_ms", "codes_vs_dense", "decode_gemm_vs_dense",
     "auto_vs_dense", "auto_path", "load_avg_1min",
 )  # fmt: skip
 
@@ -395,22 +394,23 @@ def plot_codes_sweep(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    batches = [r["batch"] for r in rows]
-    for key, label in (("codes_vs_dense", "lookup kernel"), ("decode_gemm_vs_dense", "decode + GEMM"),
-                       ("auto_vs_dense", "dispatch")):  # fmt: skip
-        ax.plot(batches, [r[key] for r in rows], marker="o", label=label)
-    ax.axhline(1.0, color="gray", lw=0.8)
-    ax.axhline(0.9, color="gray", lw=0.8, ls=":")
-    ax.axvline(codes_cpu.CODES_MAX_BATCH, color="red", ls="--", lw=0.8, label="CODES_MAX_BATCH")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch")
-    ax.set_ylabel("speed vs nn.Linear float32 (x)")
-    ax.set_title(
-        f"dense codes, {rows[0]['size']}x{rows[0]['size']}, density {rows[0]['density']}, 4-bit, "
-        f"{rows[0]['threads']} thread(s)"
-    )
-    ax.legend()
+    sizes = sorted({r["size"] for r in rows})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False, sharey=True)
+    for ax, size in zip(axes[0], sizes):
+        mine = [r for r in rows if r["size"] == size]
+        batches = [r["batch"] for r in mine]
+        for key, label in (("codes_vs_dense", "lookup kernel"), ("decode_gemm_vs_dense", "decode + GEMM"),
+                           ("auto_vs_dense", "dispatch")):  # fmt: skip
+            ax.plot(batches, [r[key] for r in mine], marker="o", label=label)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.axhline(0.9, color="gray", lw=0.8, ls=":")
+        ax.axvline(codes_cpu.CODES_MAX_BATCH, color="red", ls="--", lw=0.8, label="CODES_MAX_BATCH")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch")
+        ax.set_title(f"{size}x{size}")
+    axes[0][0].set_ylabel("speed vs nn.Linear float32 (x)")
+    axes[0][0].legend()
+    fig.suptitle(f"dense codes, density {rows[0]['density']}, 4-bit, {rows[0]['threads']} thread(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -432,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forms", action="store_true", help="both forms on MiniLM/LLM shapes instead")
     parser.add_argument("--shapes", nargs="+", default=list(FORM_SHAPES), choices=list(FORM_SHAPES))
     parser.add_argument("--sweep-codes", action="store_true", help="batch sweep of the dense-codes form")
+    parser.add_argument(
+        "--codes-sizes", type=int, nargs="+", default=[384, 4096], help="the codes sweep's square layer sizes"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results" / "cpu")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

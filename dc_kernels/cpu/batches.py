@@ -1,7 +1,7 @@
 """How both CPU forms run a batch: in chunks of bounded memory, by their own kernel or by decoding
 blocks of rows and multiplying them with a dense GEMM (the sparse form's `dc_kernels.cpu.launch`
 and the dense-codes form's `dc_kernels.dense_codes.cpu` each hand `linear_by_chunks` a `Kernels`);
-and the direct route (`DirectRoute`) by which `CompressedLinear.forward` calls a form's kernel
+and the direct route (`DirectRoute`) by which `CompressedLinear.forward` calls a form's kernels
 without the op when a call needs nothing else.
 """
 
@@ -12,12 +12,14 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from dc_kernels.cpu import build
+from dc_kernels.checks import nan_where_x_is_not_finite
+from dc_kernels.cpu import build, packed_gemm
 
 # Rows of x per pass of the kernels: their float32 copy and output take at most about this many
 # bytes (16 MB: 512 rows of a 4096 x 4096 layer, plenty to amortize a pass).
 CHUNK_BYTES = 16 << 20
-# Decoded rows per GEMM of the decode + GEMM path, in bytes of float32: at least
+# Decoded rows per GEMM of the decode + GEMM path by torch.addmm (where MKL's packed GEMM is
+# missing), in bytes of float32: at least
 # `DECODE_BLOCK_BYTES`, as many as x's pass has bytes up to twice that. Each GEMM packs x afresh,
 # so fewer, larger blocks pay: on 4096 x 4096 dense codes (1 thread) decode + GEMM ran at 0.75-0.87x
 # of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians,
@@ -25,6 +27,13 @@ CHUNK_BYTES = 16 << 20
 # ran at 0.96x of one whole addmm where 8 MB ran at 0.92x, at batch 256 both at 0.87-0.88x, and a
 # whole 64 MB block lost (0.79x at batch 1024: its decode runs out of cache).
 DECODE_BLOCK_BYTES = 8 << 20
+# With MKL's packed GEMM (`dc_kernels.cpu.packed_gemm`), x packed once per pass of at most
+# `PACKED_X_BYTES` and blocks of `PACKED_BLOCK_BYTES`, decoded into L2 and multiplied from it: on
+# 4096 x 4096 dense codes (density 0.8, 1 thread, interleaved medians) 0.93-0.94x of nn.Linear at
+# batch 64 (addmm blocks: 0.77x), 0.98x at 128 (0.88x), 0.92-0.94x at 256 (0.83-0.87x) and 0.92x at
+# 512 (0.85-0.87x) with 2 MB blocks; 1 and 4 MB blocks were 1-3% slower.
+PACKED_X_BYTES = 8 << 20
+PACKED_BLOCK_BYTES = 2 << 20
 # Multiply-adds up to which a direct call keeps the GIL (tens of microseconds of kernel): keeping
 # it saved 1-1.5 us of a 384 x 384 layer's 19-21 us call at batch 1 (1 thread, interleaved).
 QUICK_WORK = 1 << 20
@@ -115,15 +124,27 @@ def linear_by_chunks(
     dense = kernels.dense(batch, path)
     bias_f = None if bias is None else bias.float().contiguous()
     step = max(1, CHUNK_BYTES // (4 * (cols + rows)))
+    packed_rows = max(1, PACKED_X_BYTES // (4 * cols))
+    # A weight that torch.addmm takes in one block gains nothing from packing x (MKL's packed
+    # GEMM was slower on small layers: 384 x 384 at batch 64 146 us against 123 us).
+    gemm = packed_gemm.load() if dense and 4 * rows * cols > DECODE_BLOCK_BYTES else None
     if dense and x2d.dtype == torch.float32 and x2d.is_contiguous():
-        # Nothing to convert, so one pass: each block of rows is decoded once per call, where in
-        # chunks every chunk decoded the whole weight again.
+        # Nothing to convert, so one pass: each block of rows decoded once per call, where in
+        # chunks every chunk decoded the whole weight again. Beyond `PACKED_X_BYTES` of x, one
+        # torch.addmm per block beat passes of packed x (0.89-0.92x of nn.Linear at batch 1024
+        # on 4096 x 4096, against 0.85-0.87x).
         step = batch
+        gemm = gemm if batch <= packed_rows else None
+    if gemm is not None:
+        step = min(step, packed_rows)
     # float32 output: the chunks are written into y; else into a float32 buffer, then converted.
     buffer = None if y.dtype == torch.float32 else torch.empty((min(step, batch), rows), dtype=torch.float32)
     if dense:
-        x_bytes = 4 * min(step, batch) * cols
-        block_bytes = min(2 * DECODE_BLOCK_BYTES, max(DECODE_BLOCK_BYTES, x_bytes))
+        if gemm is None:
+            x_bytes = 4 * min(step, batch) * cols
+            block_bytes = min(2 * DECODE_BLOCK_BYTES, max(DECODE_BLOCK_BYTES, x_bytes))
+        else:
+            block_bytes = PACKED_BLOCK_BYTES
         block_rows = max(1, min(rows, block_bytes // (4 * cols)))
         block_buffer = torch.empty(block_rows * cols, dtype=torch.float32)
     for b0 in range(0, batch, step):
@@ -132,17 +153,22 @@ def linear_by_chunks(
         out = y[b0 : b0 + n] if buffer is None else buffer[:n]
         xf = xs if xs.dtype == torch.float32 and xs.is_contiguous() else xs.float().contiguous()
         if dense:
+            packed_x = None if gemm is None else gemm.pack(xf, block_rows)
+            if packed_x is not None and bias_f is not None:
+                out.copy_(bias_f.expand(n, rows))
             for r0 in range(0, rows, block_rows):
                 block = block_buffer[: min(block_rows, rows - r0) * cols].view(-1, cols)
                 fn, args = kernels.decode_call(r0, block)
                 fn(*args)
-                # BLAS writes the block's columns of out in place (out's rows are its leading
+                # The GEMM writes the block's columns of out in place (out's rows are its leading
                 # dimension), the bias added by the same call. With the transposed product
                 # copied back instead, decode + GEMM ran at 0.48-0.85x of nn.Linear's speed on
                 # MiniLM-shaped layers at 1024 rows; this way at 0.90-0.97x (dense codes,
                 # density 0.8, 1 thread, interleaved medians).
                 r1 = r0 + block.shape[0]
-                if bias_f is None:
+                if packed_x is not None:
+                    packed_x.multiply(block, out[:, r0:r1], accumulate=bias_f is not None)
+                elif bias_f is None:
                     torch.mm(xf, block.t(), out=out[:, r0:r1])
                 else:
                     torch.addmm(bias_f[r0:r1], xf, block.t(), out=out[:, r0:r1])
@@ -156,12 +182,14 @@ def linear_by_chunks(
 
 
 class DirectRoute:
-    """A layer's kernel called straight from `CompressedLinear.forward`, for the calls that need
+    """A layer's kernels called straight from `CompressedLinear.forward`, for the calls that need
     nothing of the op (`dc_kernels.ops.direct_call`), whose input is float32, contiguous and in
-    host memory, whose bias (if any) is too, and whose batch the kernel runs (not decode + GEMM):
-    the input's checks that remain, one output tensor and one C call, where the op's path costs
-    several times a small layer's kernel. Other calls get None (and take the op's path). Made
-    only over compiled kernels (`direct_route`): it calls their entry point itself."""
+    host memory and whose bias (if any) is too: the input's checks that remain, one output tensor
+    and one C call (or `linear_by_chunks` for a batch that runs decode + GEMM, then the op's rule
+    for non-finite inputs), where the op's path costs several times a small layer's kernel (on
+    384 x 384 dense codes at batch 64, decode + GEMM took 125 us and the op's path 70 us more).
+    Other calls get None (and take the op's path). Made only over compiled kernels
+    (`direct_route`): it calls their entry point itself."""
 
     __slots__ = ("entry", "in_features", "kernels", "out_shape", "quick_batch", "quick_entry")
 
@@ -187,8 +215,13 @@ class DirectRoute:
         if bias is not None and (bias.dtype != torch.float32 or not bias.is_cpu or not bias.is_contiguous()):
             return None
         batch = x.numel() // self.in_features
-        if batch == 0 or self.kernels.dense(batch):
+        if batch == 0:
             return None
+        if self.kernels.dense(batch):
+            x2d = x.view(batch, self.in_features)
+            y = linear_by_chunks(x2d, self, bias)  # the route is a `CpuState`: it has the kernels
+            nan_where_x_is_not_finite(x2d, y)
+            return y.view(shape[:-1] + self.out_shape)
         y = torch.empty(shape[:-1] + self.out_shape)
         bias_ptr = None if bias is None else bias.data_ptr()
         entry = self.quick_entry if batch <= self.quick_batch else self.entry

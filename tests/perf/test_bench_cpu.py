@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dc_kernels.cpu import build as cpu_build
-from perf.bench_cpu import main
+from perf.bench_cpu import CODES_SWEEP_BATCHES, main
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +55,9 @@ def test_forms_write_csv_plot_and_verdicts(tmp_path, capsys):
 
 
 def test_codes_sweep_writes_csv_and_plot(tmp_path):
-    assert main(["--sweep-codes", "--sweep-size", "64", "--threads", "1", "--rounds", "1", "--repeat", "1",
-                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert main(["--sweep-codes", "--codes-sizes", "64", "40", "--threads", "1", "--rounds", "1",
+                 "--repeat", "1", "--out", str(tmp_path)]) == 0  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "bench_cpu_codes_sweep.csv").open()))
     assert {r["auto_path"] for r in rows} == {"codes", "decode+gemm"}
+    assert [r["size"] for r in rows] == ["64"] * len(CODES_SWEEP_BATCHES) + ["40"] * len(CODES_SWEEP_BATCHES)
     assert (tmp_path / "bench_cpu_codes_sweep.png").stat().st_size > 0

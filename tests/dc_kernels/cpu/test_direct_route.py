@@ -44,7 +44,8 @@ def route_taken(monkeypatch) -> list[int]:
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("shape", [(40,), (1, 40), (2, 40), (3, 2, 40), (32, 40)])
+# (2, 50, 40): 100 rows, decode + GEMM
+@pytest.mark.parametrize("shape", [(40,), (1, 40), (2, 40), (3, 2, 40), (32, 40), (2, 50, 40)])
 @pytest.mark.parametrize("bias", [True, False])
 @torch.no_grad()
 def test_route_equals_the_op_path(monkeypatch, form, shape, bias):

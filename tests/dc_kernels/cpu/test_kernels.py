@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from compress.matrix import CompressedMatrix
+from dc_kernels.cpu import batches, packed_gemm
 from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu.batches import CHUNK_BYTES
 from dc_kernels.cpu.launch import DENSE_MIN_BATCH, DENSE_MIN_DENSITY, cpu_linear, uses_sparse
@@ -136,6 +137,42 @@ def test_strided_input_and_chunked_batches(lib, form, monkeypatch):
         torch.testing.assert_close(
             linear(form, big, m, path=path).float(), linear(form, big.float(), m), atol=0.05, rtol=0.02
         )
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("packed", [True, False], ids=["packed_x", "addmm"])
+def test_decode_and_gemm_in_blocks_and_passes(lib, form, packed, monkeypatch):
+    """The decode + GEMM path over several blocks of rows: x packed once per pass (MKL's packed
+    GEMM, in passes of three rows) or one torch.addmm per block; contiguous float32 batches beyond
+    a pass take torch.addmm, other inputs go through in passes."""
+    gemm = packed_gemm.load()
+    if packed and gemm is None:
+        pytest.skip("no MKL packed GEMM in this PyTorch build")
+    packs = []
+    if packed:
+        monkeypatch.setattr(
+            gemm, "pack", lambda x, rows, pack=gemm.pack: packs.append(len(x)) or pack(x, rows)
+        )
+    else:
+        monkeypatch.setattr(packed_gemm, "load", lambda: None)
+    monkeypatch.setattr(batches, "DECODE_BLOCK_BYTES", 4 * 30 * 7)  # 7 rows: the layer is several blocks
+    monkeypatch.setattr(batches, "PACKED_BLOCK_BYTES", 4 * 30 * 5)
+    monkeypatch.setattr(batches, "PACKED_X_BYTES", 4 * 30 * 3)
+    m = random_compressed_matrix(23, 30, 0.6, 4, seed=5)
+    bias = torch.randn(23, generator=torch.Generator().manual_seed(6))
+    for batch in (1, 3, 4, 11):
+        x = torch.randn(batch, 30, generator=torch.Generator().manual_seed(batch))
+        for b in (bias, None):
+            assert_matches(linear(form, x, m, b, path="dense"), x, m, b)
+            strided = torch.randn(60, batch)[::2].t()
+            assert_matches(linear(form, strided, m, b, path="dense"), strided, m, b)
+            half = linear(form, x.bfloat16(), m, b, path="dense")
+            assert half.dtype == torch.bfloat16
+            torch.testing.assert_close(
+                half.float(), linear(form, x.bfloat16().float(), m, b), atol=0.05, rtol=0.02
+            )
+    if packed:  # passes of at most 3 rows; 11 strided or bfloat16 rows end with a pass of 2
+        assert max(packs) == 3 and packs.count(2) == 4
 
 
 @pytest.mark.parametrize("form", FORMS)
