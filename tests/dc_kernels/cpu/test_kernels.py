@@ -210,6 +210,23 @@ def test_portable_build_matches_exact_product(lib, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("form", FORMS)
+def test_concurrent_decode_and_gemm_on_different_layers(lib, form):
+    """Threads decoding different layers at once each decode into their own kept block buffer."""
+    layers = [random_compressed_matrix(60 + 7 * i, 50, 0.6, 4, seed=i) for i in range(3)]
+    build_layout, run_form, _, _ = FORMS[form]
+    layouts = [build_layout(m) for m in layers]
+    x = torch.randn(9, 50)
+
+    def run(i):
+        return run_form(x, layouts[i % 3], None, "dense")
+
+    with ThreadPoolExecutor(4) as executor:
+        results = list(executor.map(run, range(24)))
+    for i, y in enumerate(results):
+        assert_matches(y, x, layers[i % 3])
+
+
+@pytest.mark.parametrize("form", FORMS)
 def test_concurrent_calls_and_forked_children(lib, form):
     """Python threads call the kernels at once (ctypes releases the GIL); a forked child, which
     has none of the parent's helper threads, still computes (and does not hang)."""
