@@ -23,9 +23,11 @@ and the ``auto`` choice, on MiniLM-shaped (384x384, 384->1536, 1536->384) and LL
 checks the targets: resident bytes <= 1/6 of float32; batch 1 >= 1.5x dense on the LLM shapes and
 >= 1.0x on the MiniLM shapes; batch 32 >= 0.9x.
 
-``--sweep-codes`` times the dense-codes form's two paths (lookup kernel, decode + GEMM), its
-dispatch and nn.Linear over batch 1..1024 on square layers (``--codes-sizes``, 384 and 4096 by
-default, density 0.8); the crossover sets `dc_kernels.dense_codes.cpu.CODES_MAX_BATCH`.
+``--sweep-codes`` times the dense-codes form's two paths (lookup kernel, decode + GEMM, each
+forced through `dc_kernels.dense_codes.cpu.codes_linear_cpu`), its dispatch (a
+`CompressedLinear` in the form, as users call it) and nn.Linear over batch 1..1024 on square
+layers (``--codes-sizes``, 384 and 4096 by default, density 0.8); the crossover sets
+`dc_kernels.dense_codes.cpu.CODES_MAX_BATCH`.
 
 Timings depend on the machine's load: the conditions (CPU, threads, load average before and
 after, SIMD path of the kernels) are printed and written with every CSV row.
@@ -356,15 +358,17 @@ def run_codes_sweep(args) -> list[dict]:
     for size in args.codes_sizes:
         matrix = random_compressed_matrix(size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=k)
         lay, weight = DenseCodesLayout.from_matrix(matrix), torch.from_numpy(matrix.to_dense())
+        module = CompressedLinear.from_matrix(matrix, form="dense_codes")
         for batch in CODES_SWEEP_BATCHES:
             x = torch.randn(batch, size)
             fns = {
                 "dense": lambda x=x, w=weight: F.linear(x, w),
                 "codes": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay, path="codes"),
                 "decode_gemm": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay, path="dense"),
-                "auto": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay),
+                "auto": lambda x=x, module=module: module(x),
             }
-            times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
+            with torch.no_grad():
+                times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
             row = {
                 "size": size,
                 "density": CODES_SWEEP_DENSITY,
