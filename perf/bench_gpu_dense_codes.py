@@ -5,13 +5,14 @@ Correctness first (fresh random inputs, outputs poisoned with NaN): odd shapes, 
 on the shapes and densities of ``python -m perf.bench_cpu --forms`` (MiniLM and LLM projections
 at density 0.5 and 0.8, 4-bit codes):
 
-* the dense-codes kernel at batch 1 and 16 against cuBLAS float16 on the dense layer and against
-  the sparse fixed-width kernel (`dc_kernels.fixed`; skipped on layers above `FIXED_MAX_KEPT`
-  kept weights, whose layout takes the host tens of seconds to build), warm (CUDA graph of many
-  calls, L2 warm) and cold (L2 flushed before every call), with the timer the other GPU
-  benchmarks use (`perf.gpu_timing`);
-* the decoder alone (codes to a float16 weight; GB/s of codes read) and decode + cuBLAS at batch
-  64 (the dispatcher's path from `Dispatch.dense_crossover_batch`);
+* the dense-codes form as dispatched at batch 1, 4 and 16 (the GEMV kernel at batch 1, decode +
+  cuBLAS from `Dispatch.dense_crossover_batch`) and, at 4 and 16, its tile kernel forced
+  (``path="codes"``, kernel ``dense_codes_tiles``: the measured crossover), against cuBLAS
+  float16 on the dense layer and the sparse fixed-width kernel (`dc_kernels.fixed`; skipped on
+  layers above `FIXED_MAX_KEPT` kept weights, whose layout takes the host tens of seconds to
+  build), warm (CUDA graph of many calls, L2 warm) and cold (L2 flushed before every call), with
+  the timer the other GPU benchmarks use (`perf.gpu_timing`);
+* the decoder alone (codes to a float16 weight; GB/s of codes read);
 * GPU-resident bytes of each form beside the float16 weight's.
 
 Writes ``dense_codes_gpu.csv`` (each row with the run's provenance columns,
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from compress import CompressedMatrix
-from dc_kernels.dense_codes.launch import DEFAULT_DISPATCH, decode_dense, dense_codes_linear
+from dc_kernels.dense_codes.launch import decode_dense, dense_codes_linear
 from dc_kernels.dense_codes.layout import DenseCodesLayout
 from dc_kernels.reference import CanonicalTensors, reference_linear
 from perf.bench_cpu import FORM_BITS, FORM_DENSITIES, FORM_SHAPES
@@ -41,8 +42,7 @@ from workloads import random_compressed_matrix
 
 CSV_NAME = "dense_codes_gpu.csv"
 LOG_NAME = "dense_codes_gpu.log"
-BATCHES = (1, 16)
-DECODE_GEMM_BATCH = DEFAULT_DISPATCH.dense_crossover_batch
+BATCHES = (1, 4, 16)
 # Above this many kept weights the fixed-width layout is not built (host time, not GPU time).
 FIXED_MAX_KEPT = 1 << 24
 # LLM shapes at batch 1 first (the form's case), the up projection last (slowest to build).
@@ -52,9 +52,9 @@ SHAPE_ORDER = ("llm-attn", "minilm-attn", "minilm-up", "minilm-down", "llm-up")
 def check_case(
     run: GpuRun, name: str, matrix: CompressedMatrix, batches=(1, 3, 16, 17), dtypes=None, strided=False
 ) -> bool:
-    """The layer at each batch and dtype (outputs poisoned with NaN; batches from
-    `Dispatch.dense_crossover_batch` take decode + cuBLAS) against the float64 reference, and the
-    decoder against the dense weight; True when all pass."""
+    """The layer at each batch and dtype, as dispatched and (batches above 1) by the tile kernel
+    forced, outputs poisoned with NaN, against the float64 reference; and the decoder against the
+    dense weight; True when all pass."""
     device = run.device
     layout = DenseCodesLayout.from_matrix(matrix, device=device)
     canonical = CanonicalTensors.from_matrix(matrix, device)
@@ -70,12 +70,14 @@ def check_case(
             x = torch.randn(batch, 2 * n if strided else n, device=device, generator=gen).to(dtype)
             x = x[:, ::2] if strided else x
             bias = torch.randn(matrix.shape[0], device=device, generator=gen)
-            out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype, device=device)
-            dense_codes_linear(x, layout, bias, out=out)
-            good, err = matches_reference(out, reference_linear(x, canonical, bias, torch.float64))
-            if not good:
-                run.progress(f"FAIL {name} batch={batch} {dtype}: max abs error {err:.3g}")
-                ok = False
+            expected = reference_linear(x, canonical, bias, torch.float64)
+            for path in (None, "codes") if batch > 1 else (None,):
+                out = torch.full((batch, matrix.shape[0]), float("nan"), dtype=dtype, device=device)
+                dense_codes_linear(x, layout, bias, out=out, path=path)
+                good, err = matches_reference(out, expected)
+                if not good:
+                    run.progress(f"FAIL {name} batch={batch} {dtype} path={path}: max abs error {err:.3g}")
+                    ok = False
     return ok
 
 
@@ -83,7 +85,7 @@ def correctness(run: GpuRun, small: bool = False) -> bool:
     """Edge cases in fresh random draws; True when all pass. ``small`` shrinks the large case."""
     seed = int(np.random.SeedSequence().generate_state(1)[0])
     big = (70, 900) if small else (1000, 4099)
-    batches = (1, 2, 3, 5, 9, 16, 17, DECODE_GEMM_BATCH)
+    batches = (1, 2, 3, 5, 9, 16, 17, 64)
     ok = check_case(run, "7x13", random_compressed_matrix(7, 13, 0.3, 4, seed=seed), batches=batches)
     for bits in range(1, 9):
         matrix = random_compressed_matrix(33, 70 + bits, 0.6, bits, seed=seed + bits)
@@ -132,13 +134,15 @@ def bench_shape(run: GpuRun, name: str, inputs: int, outputs: int, density: floa
     rows.append({**base, **decoder})
     share = codes.total_bytes() / fp16_bytes
     msg = f"{name} d{density}: codes {share:.3f} of fp16 bytes, decoder {decode:.1f} us"
-    for batch in (*BATCHES, DECODE_GEMM_BATCH):
+    for batch in BATCHES:
         x = torch.randn(batch, inputs, device=device, dtype=torch.float16)
         kernels = {
             "dense_codes": lambda x=x: dense_codes_linear(x, codes, bias),
             "cublas_fp16": lambda x=x: torch.nn.functional.linear(x, dense, bias.half()),
         }
-        if fixed is not None and batch in BATCHES:
+        if batch > 1:
+            kernels["dense_codes_tiles"] = lambda x=x: dense_codes_linear(x, codes, bias, path="codes")
+        if fixed is not None:
             kernels["fixed"] = lambda x=x: fixed_linear(x, fixed, bias)
         times = run.warm_and_cold(f"{name} B={batch}", kernels)
         cublas = times["cublas_fp16"][1]

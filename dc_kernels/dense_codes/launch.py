@@ -4,15 +4,18 @@ Dispatch by batch size B (rows of x):
 
 * ``B = 1``: `dense_codes_gemv_kernel`: each thread decodes whole groups of 16 codes of a row,
   one load per plane, and sums their products in registers (one reduction after the loop);
-* ``2 <= B <= 16``: one launch of `dense_codes_gemm_kernel` with the batch padded to a bucket
-  ``BB`` in {2, 4, 8, 16}: each code is decoded once per launch and used for the whole batch;
-* ``16 < B < dense_crossover_batch``: that kernel over chunks of 16 rows of x;
-* ``B >= dense_crossover_batch``: decode the layer into a dense weight in x's dtype
-  (`dense_codes_decode_kernel`) and multiply with cuBLAS.
+* ``B >= dense_crossover_batch`` (2): decode the layer into a dense weight in x's dtype
+  (`dense_codes_decode_kernel`) and multiply with cuBLAS;
+* below it, and wherever ``path="codes"`` asks for it, ``2 <= B <= 16``: one launch of
+  `dense_codes_gemm_kernel` with the batch padded to a bucket ``BB`` in {2, 4, 8, 16} (each code
+  decoded once per launch and used for the whole batch), larger batches in chunks of 16 rows.
 
 Tile configurations come from a `Dispatch` (a fixed table keyed by the bucket, no autotuning), so
-the compiled variants are bounded: bucket x dtype x plane counts x bias. The crossover is
-provisional until a GPU run measures it. Importing this module does not import Triton.
+the compiled variants are bounded: bucket x dtype x plane counts x bias. The crossover comes from
+the cost model (`dcomp predict-gpu`, predictions, not measurements: decode + cuBLAS 1.7-11.6x
+faster than the tile kernel at every batch 2..16 on Alex-7, Alex-8, VGG-6, NT-Wd and a 4096 ->
+14336 layer) and holds until a GPU run (`perf/bench_gpu_dense_codes.py`, which times both paths)
+says otherwise. Importing this module does not import Triton.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class Dispatch:
     gemv: TileConfig = TileConfig(4, 512, 4)
     # As the GEMV: 4 whole rows a program (enough programs to fill a GPU), 32 groups of 16 a step.
     decode: TileConfig = TileConfig(4, 512, 4)
-    dense_crossover_batch: int = 64
+    # From batch 2 decode + cuBLAS: the tile kernel waits on memory every loop step (module docstring).
+    dense_crossover_batch: int = 2
 
 
 DEFAULT_DISPATCH = Dispatch()

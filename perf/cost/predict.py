@@ -147,7 +147,8 @@ def _layer_rows(stats: LayerStats, machines, forms, batches, costs: _CostCache) 
                     )
                     for launch in launches
                 ]
-                rows.append(combine(machine, stats, form, batch, parts))
+                decodes = any(launch.name == "dense_codes_decode_kernel" for launch in launches)
+                rows.append(combine(machine, stats, form, batch, parts, dense_gemm=decodes))
     return rows
 
 

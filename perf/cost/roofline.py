@@ -403,17 +403,28 @@ def cublas_fp16_us(machine: Machine, stats: LayerStats, batch: int) -> float:
 
 
 def combine(
-    machine: Machine, stats: LayerStats, form: str, batch: int, launches: list[LaunchPrediction]
+    machine: Machine,
+    stats: LayerStats,
+    form: str,
+    batch: int,
+    launches: list[LaunchPrediction],
+    dense_gemm: bool = False,
 ) -> dict:
     """One table row: the launches' bounds summed (they run one after the other), the binding
-    bound, the predicted time, cuBLAS fp16 beside it, the speedup and the share of the byte limit."""
+    bound, the predicted time, cuBLAS fp16 beside it, the speedup and the share of the byte limit.
+    ``dense_gemm``: the launches decode the weight and cuBLAS multiplies it afterwards (its time as
+    `cublas_fp16_us`, launch included, added to the prediction; its bytes to the byte limit)."""
     bounds = {b: sum(p.bounds_s[b] for p in launches) * 1e6 for b in BOUNDS}
     binding = max(bounds, key=bounds.get)
     kernel_us = bounds[binding]
     predicted = kernel_us + machine.launch_us * (len(launches) + sum(p.extra_launches for p in launches))
     total_bytes = sum(p.total_bytes for p in launches)
-    byte_limit_us = total_bytes / (machine.copy_tb_s * 1e12) * 1e6
     cublas = cublas_fp16_us(machine, stats, batch)
+    if dense_gemm:
+        predicted += cublas
+        total_bytes += 2 * (stats.inputs * stats.outputs + batch * (stats.inputs + stats.outputs))
+        kernel_us += cublas - machine.launch_us
+    byte_limit_us = total_bytes / (machine.copy_tb_s * 1e12) * 1e6
     warp_instructions = sum(p.warp_instructions for p in launches)
     first = launches[0]
     return {
@@ -425,7 +436,7 @@ def combine(
         "kept_weights": stats.nnz,
         "form": form,
         "batch": batch,
-        "launches": len(launches),
+        "launches": len(launches) + dense_gemm,
         "programs": first.programs,
         "ctas_per_sm": first.ctas_per_sm,
         "waves": round(first.waves, 3),

@@ -45,6 +45,13 @@ def test_check_case_passes_and_catches_a_wrong_layer(monkeypatch, tmp_path):
     assert not bench_gpu_dense_codes.check_case(run, "wrong", matrix, batches=(1,), dtypes=(torch.float32,))
     log = (tmp_path / "log.txt").read_text()
     assert "FAIL decoder wrong" in log and "FAIL wrong batch=1" in log
+    # Both paths of a batch above 1 are checked.
+    assert not bench_gpu_dense_codes.check_case(run, "wrong", matrix, batches=(3,), dtypes=(torch.float32,))
+    log = (tmp_path / "log.txt").read_text()
+    assert (
+        "FAIL wrong batch=3 torch.float32 path=None" in log
+        and "FAIL wrong batch=3 torch.float32 path=codes" in log
+    )
 
 
 def test_bench_shape_rows_and_summary(tmp_path):
@@ -52,10 +59,11 @@ def test_bench_shape_rows_and_summary(tmp_path):
     rows = []
     bench_gpu_dense_codes.bench_shape(run, "minilm-up", 6, 24, 0.5, rows)
     kernels = {(r["kernel"], r["batch"]) for r in rows}
-    batch = bench_gpu_dense_codes.DECODE_GEMM_BATCH
-    assert kernels == {("dense_codes_decode", 0), ("dense_codes", 1), ("cublas_fp16", 1), ("fixed", 1),
-                       ("dense_codes", 16), ("cublas_fp16", 16), ("fixed", 16),
-                       ("dense_codes", batch), ("cublas_fp16", batch)}  # fmt: skip
+    assert kernels == {("dense_codes_decode", 0), ("dense_codes", 1), ("cublas_fp16", 1), ("fixed", 1)} | {
+        (kernel, batch)
+        for batch in (4, 16)
+        for kernel in ("dense_codes", "dense_codes_tiles", "cublas_fp16", "fixed")
+    }
     codes = next(r for r in rows if r["kernel"] == "dense_codes")
     # 4-bit codes of 24 x 6 weights (rows padded to whole code words) plus the codebook.
     assert 0 < codes["dense_codes_bytes"] < 2 * codes["fp16_bytes"] and codes["fp16_bytes"] == 2 * 24 * 6
@@ -77,7 +85,13 @@ def test_main_dry_run_writes_csv_and_log(tmp_path, monkeypatch):
     assert code == 0
     rows = list(csv.DictReader((tmp_path / bench_gpu_dense_codes.CSV_NAME).open()))
     assert {r["density"] for r in rows} == {"0.5", "0.8"}
-    assert {r["kernel"] for r in rows} == {"dense_codes_decode", "dense_codes", "cublas_fp16", "fixed"}
+    assert {r["kernel"] for r in rows} == {
+        "dense_codes_decode",
+        "dense_codes",
+        "dense_codes_tiles",
+        "cublas_fp16",
+        "fixed",
+    }
     assert all(r["gpu"].startswith("cpu-interpreter") and r["flush_bytes"] == "0" for r in rows)
     log = (tmp_path / bench_gpu_dense_codes.LOG_NAME).read_text()
     assert "minilm-attn d0.5" in log and "correctness: ok" in log

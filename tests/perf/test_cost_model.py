@@ -243,6 +243,25 @@ def test_roofline_arithmetic(small_stats):
     assert cublas_fp16_us(machine, small_stats, 1) == pytest.approx(machine.launch_us + dense / hbm * 1e6)
 
 
+def test_decode_then_cublas_adds_cublas(small_stats):
+    """A row whose launches decode the weight for cuBLAS: cuBLAS's predicted time (launch included)
+    and bytes added to the decoder's."""
+    machine = MACHINES["h100-sxm"]
+    (launch,) = layer_launches("dense_codes", small_stats, 16)
+    cost = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 50, "stg.16": 2}, launch.num_warps)
+    p = predict_launch(machine, small_stats, KERNEL_MODELS["dense_codes"], launch, cost, element_bytes=2)
+    alone = combine(machine, small_stats, "dense_codes", 16, [p])
+    row = combine(machine, small_stats, "dense_codes", 16, [p], dense_gemm=True)
+    cublas = cublas_fp16_us(machine, small_stats, 16)
+    assert (alone["launches"], row["launches"]) == (1, 2)
+    assert row["predicted_us"] == pytest.approx(alone["predicted_us"] + cublas, abs=2e-3)
+    assert (
+        row["predicted_speedup"] == pytest.approx(cublas / row["predicted_us"], rel=1e-3)
+        and row["predicted_speedup"] < 1
+    )
+    assert row["byte_limit_us"] > alone["byte_limit_us"]
+
+
 def test_machine_table_has_a_source_for_every_figure():
     rows = machine_rows()
     assert {r["figure"] for r in rows} >= {"sms", "hbm_tb_s", "sustained_ghz", "issue_per_sm_clock"}
@@ -257,14 +276,21 @@ def test_machine_table_has_a_source_for_every_figure():
 
 def test_dense_codes_model_follows_the_launches(small_stats):
     """The dense-codes model's trips and bits for the launches the dispatcher makes: the GEMV
-    kernel at batch 1 (whole groups of 16 in the loop), the GEMM kernel at batch 16."""
+    kernel at batch 1 (whole groups of 16 in the loop), the decoder at batch 16 (cuBLAS after
+    it), the GEMM kernel where ``path="codes"`` forces it."""
     from dc_kernels.dense_codes.layout import row_stride
     from dc_kernels.planes import planes_bytes
+    from perf.cost.launches import dense_codes_shell
 
     model = KERNEL_MODELS["dense_codes"]
     (gemv,) = layer_launches("dense_codes", small_stats, 1)
-    (gemm,) = layer_launches("dense_codes", small_stats, 16)
+    (decode,) = layer_launches("dense_codes", small_stats, 16)
+    x = torch.empty((16, small_stats.inputs), dtype=torch.float16, device="meta")
+    with recorded_launches() as launches:
+        codes_launch.run(x, dense_codes_shell(small_stats, 4), path="codes")
+    (gemm,) = launches
     assert gemv.name == "dense_codes_gemv_kernel" and gemm.name == "dense_codes_gemm_kernel"
+    assert decode.name == "dense_codes_decode_kernel"
     rows, g = gemv.constexprs["R"], gemv.constexprs["G"]
     assert model.trips(small_stats, gemv.constexprs) == {
         (small_stats.inputs // 16) // g: -(-small_stats.outputs // rows)
