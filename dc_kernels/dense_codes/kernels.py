@@ -19,22 +19,31 @@ import triton.language as tl
 
 
 @triton.jit
-def _codes(planes_ptr, e, mask, byte_bytes, nib_off, bit_off, bit_bytes,
-           N8: tl.constexpr, N4: tl.constexpr, N1: tl.constexpr):  # fmt: skip
-    """The codes at int64 positions ``e`` of the stream (0 where ``mask`` is off)."""
-    code = tl.zeros(e.shape, tl.int32)
+def _tile_codes(planes_ptr, first, live, byte_bytes, nib_off, bit_off, bit_bytes,
+                N8: tl.constexpr, N4: tl.constexpr, N1: tl.constexpr, G: tl.constexpr):  # fmt: skip
+    """The codes of ``G`` whole groups of 16 from int64 code positions ``first`` ([BLOCK_N, 1], a
+    multiple of 16) on, as [BLOCK_N, G * 16] (0 where ``live`` [BLOCK_N, G] is off): a byte plane's
+    16 bytes, a nibble plane's 64-bit word, a bit plane's 16-bit word per group, each loaded once
+    for its 16 codes."""
+    g = tl.arange(0, G)[None, :, None]
+    j = tl.arange(0, 16)[None, None, :]
+    group = (first >> 4)[:, :, None] + g  # [BLOCK_N, G, 1]
+    ok = live[:, :, None]
+    code = tl.zeros((first.shape[0], G, 16), tl.int32)
     for p in tl.static_range(N8):
-        byte = tl.load(planes_ptr + p * byte_bytes + e, mask=mask, other=0).to(tl.int32)
+        byte = tl.load(planes_ptr + p * byte_bytes + group * 16 + j, mask=ok, other=0).to(tl.int32)
         code |= byte << (8 * p)
     if N4 > 0:
-        j = e % 16
-        nibble = (j % 2) * 8 + j // 2  # a nibble plane's order within its group of 16
-        byte = tl.load(planes_ptr + nib_off + (e // 16) * 8 + nibble // 2, mask=mask, other=0).to(tl.int32)
-        code |= ((byte >> ((nibble % 2) * 4).to(tl.int32)) & 15) << (8 * N8)
+        # Code j of a group at nibble (j % 2) * 8 + j // 2 of its word: even codes in the low 32 bits.
+        words_ptr = (planes_ptr + nib_off).to(tl.pointer_type(tl.int64), bitcast=True)
+        word = tl.load(words_ptr + group, mask=ok, other=0)
+        half = tl.where(j % 2 == 0, word.to(tl.int32), (word >> 32).to(tl.int32))
+        code |= ((half >> (4 * (j // 2))) & 15) << (8 * N8)
     for p in tl.static_range(N1):
-        byte = tl.load(planes_ptr + bit_off + p * bit_bytes + e // 8, mask=mask, other=0).to(tl.int32)
-        code |= ((byte >> (e % 8).to(tl.int32)) & 1) << (8 * N8 + 4 * N4 + p)
-    return code
+        bits_ptr = (planes_ptr + bit_off + p * bit_bytes).to(tl.pointer_type(tl.int16), bitcast=True)
+        bits = tl.load(bits_ptr + group, mask=ok, other=0).to(tl.int32)
+        code |= ((bits >> j) & 1) << (8 * N8 + 4 * N4 + p)
+    return tl.reshape(code, (first.shape[0], G * 16))
 
 
 @triton.jit
@@ -43,11 +52,14 @@ def _weights(
     bit_off, bit_bytes, N8: tl.constexpr, N4: tl.constexpr, N1: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """The (BLOCK_N, BLOCK_K) tile of weights at columns k0 .. k0 + BLOCK_K of ``rows`` (0 past
-    the layer and at pruned positions), and those columns."""
+    the layer and at pruned positions), and those columns (k0 a multiple of 16)."""
     k = k0 + tl.arange(0, BLOCK_K)
+    live = row_ok[:, None] & (k0 + 16 * tl.arange(0, BLOCK_K // 16) < n_cols)[None, :]
+    first = rows.to(tl.int64)[:, None] * stride_codes + k0
+    code = _tile_codes(
+        planes_ptr, first, live, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1, BLOCK_K // 16
+    )
     inside = row_ok[:, None] & (k < n_cols)[None, :]
-    e = rows.to(tl.int64)[:, None] * stride_codes + k[None, :]
-    code = _codes(planes_ptr, e, inside, byte_bytes, nib_off, bit_off, bit_bytes, N8, N4, N1)
     weight = tl.load(codebook_ptr + code, mask=inside & (code < codebook_size), other=0.0)
     return weight, k
 
@@ -94,7 +106,10 @@ def dense_codes_gemm_kernel(
             mask=(k < n_cols)[:, None] & b_ok[None, :],
             other=0.0,
         )
-        acc += tl.sum(weight[:, :, None] * xv.to(tl.float32)[None, :, :], axis=1)
+        if x_ptr.dtype.element_ty == tl.float16:  # tensor cores, the weight rounded as decode + cuBLAS does
+            acc = tl.dot(weight.to(tl.float16), xv, acc)
+        else:  # float32 x (the launcher's copy of a bfloat16 one): float32 products
+            acc = tl.dot(weight, xv, acc, input_precision="ieee")
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
     y_offs = b.to(tl.int64)[None, :] * stride_yb + rows[:, None] * stride_yn

@@ -4,17 +4,21 @@ Dispatch by batch size B (rows of x):
 
 * ``B = 1``: `dense_codes_gemv_kernel`: each thread decodes whole groups of 16 codes of a row,
   one load per plane, and sums their products in registers (one reduction after the loop);
-* ``B >= dense_crossover_batch`` (2): decode the layer into a dense weight in x's dtype
-  (`dense_codes_decode_kernel`) and multiply with cuBLAS;
-* below it, and wherever ``path="codes"`` asks for it, ``2 <= B <= 16``: one launch of
-  `dense_codes_gemm_kernel` with the batch padded to a bucket ``BB`` in {2, 4, 8, 16} (each code
-  decoded once per launch and used for the whole batch), larger batches in chunks of 16 rows.
+* ``2 <= B <= 16`` on layers of at least ``tile_min_rows`` (2048) rows: one launch of
+  `dense_codes_gemm_kernel` with the batch padded to a bucket ``BB`` in {2, 4, 8, 16}: each code
+  decoded once per launch from whole groups of 16 and the tile multiplied on tensor cores (float16;
+  float32 products for float32 x and for bfloat16 x, read as float32);
+* otherwise (``B >= dense_crossover_batch``, 17, or fewer rows from batch 2): decode the layer
+  into a dense weight in x's dtype (`dense_codes_decode_kernel`) and multiply with cuBLAS;
+* ``path="codes"`` forces the tile kernel at any batch above 1 (in chunks of 16 rows of x).
 
 Tile configurations come from a `Dispatch` (a fixed table keyed by the bucket, no autotuning), so
-the compiled variants are bounded: bucket x dtype x plane counts x bias. The crossover comes from
-the cost model (`dcomp predict-gpu`, predictions, not measurements: decode + cuBLAS 1.7-11.6x
-faster than the tile kernel at every batch 2..16 on Alex-7, Alex-8, VGG-6, NT-Wd and a 4096 ->
-14336 layer) and holds until a GPU run (`perf/bench_gpu_dense_codes.py`, which times both paths)
+the compiled variants are bounded: bucket x dtype x plane counts x bias. The rule comes from the
+cost model (`dcomp predict-gpu`; predictions, not measurements, H100 SXM, batch 16): the tile
+kernel (16 x 256 tiles) 17.4 us on a 4096 x 4096 layer against 25.8 us for decode + cuBLAS
+(cuBLAS float16 alone: 13.5 us), 0.67-0.88x decode + cuBLAS on every layer of at least 2048 rows;
+on layers of 600-1000 rows its 38-63 programs leave it latency-bound (14.7 us against 9.7-10.8
+us). It holds until a GPU run (`perf/bench_gpu_dense_codes.py` times both paths at batch 4 and 16)
 says otherwise. Importing this module does not import Triton.
 """
 
@@ -42,29 +46,27 @@ class TileConfig:
     num_warps: int
 
 
-# About 4096 products per step (32 registers per thread at 4 warps) whatever the bucket.
-GEMM_CONFIGS: Mapping[int, TileConfig] = {
-    1: TileConfig(32, 128, 4),
-    2: TileConfig(32, 64, 4),
-    4: TileConfig(16, 64, 4),
-    8: TileConfig(16, 32, 4),
-    16: TileConfig(16, 16, 4),
-}
+# 16 rows (the smallest tensor-core tile) of 256 codes a step whatever the bucket: 16 x 64 tiles
+# were latency-bound (32.2 us predicted on 4096 x 4096 at batch 16), 16 x 512 and 8 warps issued
+# more (19.6-22.6 us against 17.4 us).
+GEMM_CONFIGS: Mapping[int, TileConfig] = {bb: TileConfig(16, 256, 4) for bb in (2, 4, 8, 16)}
 
 
 @dataclass(frozen=True)
 class Dispatch:
     """How `dense_codes_linear` launches: the GEMM kernel's tiles per batch bucket (bucket 1: the
-    GEMV kernel's ``gemv`` instead), the decode kernel's, and the batch from which decode + cuBLAS
-    replaces chunks of the GEMM kernel."""
+    GEMV kernel's ``gemv`` instead), the decode kernel's, and where decode + cuBLAS replaces the
+    GEMM kernel (from a batch, or on layers of few rows)."""
 
     gemm: Mapping[int, TileConfig] = field(default_factory=lambda: dict(GEMM_CONFIGS))
     # Batch 1: rows a program and columns a loop step (32 threads of a row, 16 codes each).
     gemv: TileConfig = TileConfig(4, 512, 4)
     # As the GEMV: 4 whole rows a program (enough programs to fill a GPU), 32 groups of 16 a step.
     decode: TileConfig = TileConfig(4, 512, 4)
-    # From batch 2 decode + cuBLAS: the tile kernel waits on memory every loop step (module docstring).
-    dense_crossover_batch: int = 2
+    # Decode + cuBLAS from this batch on (the tile kernel would decode every chunk of 16 again) and,
+    # on layers of fewer than ``tile_min_rows`` rows, from batch 2 (module docstring).
+    dense_crossover_batch: int = 17
+    tile_min_rows: int = 2048
 
 
 DEFAULT_DISPATCH = Dispatch()
@@ -125,7 +127,8 @@ def run(
         out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
     if batch == 0:
         return out
-    if path == "dense" or (path is None and batch >= dispatch.dense_crossover_batch):
+    decodes = batch >= dispatch.dense_crossover_batch or layout.out_features < dispatch.tile_min_rows
+    if path == "dense" or (path is None and batch > 1 and decodes):
         from dc_kernels.dense_codes.kernels import dense_codes_decode_kernel
 
         weight = torch.empty(layout.shape, dtype=x2d.dtype, device=layout.device)
@@ -148,6 +151,11 @@ def run(
             )  # fmt: skip
             continue
         cfg = dispatch.gemm[bb]
+        if chunk.dtype == torch.bfloat16:
+            # Read as float32 (at most 16 rows of x): Triton's interpreter multiplies a bfloat16
+            # dot's raw bits, so a tensor-core path for it could not be tested on the CPU, and the
+            # kernel converting bfloat16 tiles itself spilled 80-192 bytes.
+            chunk = chunk.float()
         dense_codes_gemm_kernel[(-(-layout.out_features // cfg.block_n),)](
             layout.planes, layout.codebook, chunk, bias if bias is not None else layout.codebook, y,
             *_common(layout), hi - lo, layout.codebook.numel(), *_plane_args(layout),
@@ -170,8 +178,8 @@ def dense_codes_linear(
     or bfloat16 (any strides), bias (out_features,) or None; float32 accumulation; result
     (B, out_features) in x2d's dtype, written into ``out`` when given.
 
-    ``path`` forces ``"codes"`` (the lookup kernel, in chunks of 16 rows) or ``"dense"`` (decode
-    + cuBLAS); None chooses by ``dispatch.dense_crossover_batch``."""
+    ``path`` forces ``"codes"`` (the GEMV kernel at batch 1, else the tile kernel in chunks of 16
+    rows) or ``"dense"`` (decode + cuBLAS); None chooses by ``dispatch`` (module docstring)."""
     if path not in (None, "codes", "dense"):
         raise ValueError(f"path must be None, 'codes' or 'dense', got {path!r}")
     bias, out = check_layout_call(x2d, layout, DenseCodesLayout, bias, out)

@@ -12,7 +12,10 @@ factor by which ptxas unrolled it.
 from __future__ import annotations
 
 _WIDTH_MODIFIERS = {"U8": 8, "S8": 8, "U16": 16, "S16": 16, "64": 64, "128": 128}
-_WIDTH_CLASSES = {"LDG": "ldg", "STG": "stg", "LDS": "lds", "STS": "sts", "LD": "ld", "ST": "st"}
+# LDGSTS: cp.async, a global load into shared memory (Triton's software pipeline issues them).
+_WIDTH_CLASSES = {
+    "LDG": "ldg", "LDGSTS": "ldgsts", "STG": "stg", "LDS": "lds", "STS": "sts", "LD": "ld", "ST": "st"
+}  # fmt: skip
 _FIXED_CLASSES = {
     "LDSM": "ldsm",
     "LDL": "local",
@@ -78,9 +81,9 @@ LSU_CLASSES_PREFIXES = ("ldg", "stg", "lds", "sts", "ld.", "st.", "ldsm", "local
 
 #: The classes in table order (width classes appear as ``ldg.<bits>`` etc.).
 CLASS_ORDER = (
-    "ldg", "stg", "ld", "st", "lds", "sts", "ldsm", "local", "constant", "shfl", "warp_reduce", "atomic",
-    "bar", "converge", "int", "imad", "float", "ffma", "convert", "move", "uniform", "mma", "branch",
-    "other",
+    "ldg", "ldgsts", "stg", "ld", "st", "lds", "sts", "ldsm", "local", "constant", "shfl", "warp_reduce",
+    "atomic", "bar", "converge", "int", "imad", "float", "ffma", "convert", "move", "uniform", "mma",
+    "branch", "other",
 )  # fmt: skip
 
 

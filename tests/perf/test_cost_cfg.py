@@ -176,6 +176,8 @@ def test_ptx_loop():
         ("R2UR", "uniform"),
         ("ULDC.64", "constant"),
         ("LDL", "local"),
+        ("LDGSTS.E.BYPASS.128", "ldgsts.128"),
+        ("LDGSTS.E", "ldgsts.32"),
         ("BRA", "branch"),
         ("EXIT", "branch"),
         ("NOP", "other"),

@@ -50,5 +50,5 @@ def test_every_configuration_compiles_without_spills():
         assert cost["loops_found"] >= 1 and cost["loop_instructions"] > 0, r
         assert cost["warp_instructions_per_item"] > 0 and cost["ctas_per_sm"] >= 1, r
         assert cost["warp_instructions_per_item_column"] == pytest.approx(
-            cost["warp_instructions_per_item"] / max(r["batch_bucket"], 1), rel=1e-3
-        )
+            cost["warp_instructions_per_item"] / max(r["batch_bucket"], 1), rel=1e-3, abs=1e-4
+        )  # both rounded to 4 decimals

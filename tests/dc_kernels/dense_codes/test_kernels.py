@@ -39,7 +39,18 @@ def run_and_check(matrix, batch, dtype, *, bias=True, strided=False, path=None, 
 def test_every_code_width_and_dtype(shape, density, bits, k, dtype):
     extra = {} if k is None else {"codebook_size": k}
     matrix = random_compressed_matrix(*shape, density, bits, seed=fresh_seed(), **extra)
-    run_and_check(matrix, 3, dtype)
+    for path in (None, "codes"):  # decode + cuBLAS as dispatched at batch 3, and the tile kernel
+        run_and_check(matrix, 3, dtype, path=path)
+
+
+@pytest.mark.parametrize("bits", range(1, 10))
+def test_tile_kernel_every_width(bits):
+    """The tile kernel (batch 2..16) on every plane combination, rows of several loop steps and a
+    partial group, every bucket."""
+    extra = {"codebook_size": (1 << bits) - 1 or 1} if bits < 9 else {}
+    matrix = random_compressed_matrix(11, 301, 0.6, min(bits, 8), seed=fresh_seed(), **extra)
+    for i, batch in enumerate((2, 4, 7, 16)):
+        run_and_check(matrix, batch, DTYPES[i % len(DTYPES)], strided=i % 2 == 1, path="codes")
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
