@@ -10,6 +10,7 @@ import torch
 import dc_kernels.checks
 from dc_kernels import CompressedLinear
 from dc_kernels.cpu import build as cpu_build
+from dc_kernels.dense_codes.launch import DEFAULT_DISPATCH
 from workloads import random_compressed_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +72,9 @@ def test_gpu_forms(monkeypatch, backend, module, kernel, batch):
     import importlib
 
     form = "dense_codes" if backend == "dense_codes" else "sparse"
-    matrix = random_compressed_matrix(16, 40, 0.3, 4, seed=0)
+    # The dense-codes tile kernel runs on layers of at least Dispatch.tile_min_rows rows.
+    rows = DEFAULT_DISPATCH.tile_min_rows if kernel == "dense_codes_gemm_kernel" else 16
+    matrix = random_compressed_matrix(rows, 40, 0.3, 4, seed=0)
     layer = CompressedLinear.from_matrix(matrix, backend=backend, form=form)
     monkeypatch.setattr(importlib.import_module(module), kernel, StandInKernel())
     frames = frames_to_kernel(layer, torch.randn(batch, 40))
