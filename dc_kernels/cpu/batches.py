@@ -19,8 +19,8 @@ from dc_kernels.cpu import build, packed_gemm
 # Rows of x per pass of the kernels: their float32 copy and output take at most about this many
 # bytes (16 MB: 512 rows of a 4096 x 4096 layer, plenty to amortize a pass).
 CHUNK_BYTES = 16 << 20
-# Decoded rows per GEMM of the decode + GEMM path by torch.addmm (where MKL's packed GEMM is
-# missing), in bytes of float32: at least
+# Decoded rows per GEMM of the decode + GEMM path by torch.addmm (weights of one such block,
+# contiguous float32 batches beyond `PACKED_X_BYTES`, builds without MKL), in bytes of float32: at least
 # `DECODE_BLOCK_BYTES`, as many as x's pass has bytes up to twice that. Each GEMM packs x afresh,
 # so fewer, larger blocks pay: on 4096 x 4096 dense codes (1 thread) decode + GEMM ran at 0.75-0.87x
 # of nn.Linear from batch 48 to 1024 with 2 MB blocks, 0.86-1.15x with 8 MB (interleaved medians,
