@@ -68,6 +68,15 @@ class Dispatch:
     dense_crossover_batch: int = 17
     tile_min_rows: int = 2048
 
+    def __post_init__(self) -> None:
+        # The kernels decode whole groups of 16 codes: a step of columns is a multiple of 16.
+        steps = {f"gemm[{bb}]": cfg for bb, cfg in self.gemm.items()}
+        for name, cfg in {**steps, "gemv": self.gemv, "decode": self.decode}.items():
+            if cfg.block_k < 16 or cfg.block_k % 16 or cfg.block_n < 1:
+                raise ValueError(f"{name}: block_k must be a multiple of 16 and block_n >= 1, got {cfg}")
+        if missing := set(BATCH_BUCKETS[1:]) - set(self.gemm):
+            raise ValueError(f"gemm needs a TileConfig for every bucket of 2..16, missing {sorted(missing)}")
+
 
 DEFAULT_DISPATCH = Dispatch()
 

@@ -11,6 +11,7 @@ from dc_kernels.dense_codes import DenseCodesLayout, Dispatch, dense_codes_linea
 from dc_kernels.dense_codes.launch import (
     BATCH_BUCKETS,
     DEFAULT_DISPATCH,
+    TileConfig,
     aot_configs,
     decode_dense,
     loop_items,
@@ -93,6 +94,15 @@ def test_module_runs_the_form_on_the_interpreter():
     x = torch.randn(4, 30)
     assert_matches_reference(layer(x), x, matrix, None)
     assert torch.equal(layer.weight, torch.from_numpy(matrix.to_dense()))
+
+
+def test_dispatch_tiles_are_checked():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        Dispatch(gemm={bb: TileConfig(16, 24, 4) for bb in (2, 4, 8, 16)})
+    with pytest.raises(ValueError, match="multiple of 16"):
+        Dispatch(gemv=TileConfig(4, 8, 4))
+    with pytest.raises(ValueError, match=r"missing \[16\]"):
+        Dispatch(gemm={bb: TileConfig(16, 64, 4) for bb in (2, 4, 8)})
 
 
 def test_launcher_arguments_are_checked():
