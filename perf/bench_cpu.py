@@ -354,9 +354,12 @@ CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
 def run_codes_sweep(args) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads[0])
-    rows, k = [], 15
+    rows = []
     for size in args.codes_sizes:
-        matrix = random_compressed_matrix(size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=k)
+        # 2**bits - 1 shared values: the dense-codes form keeps one code for zero.
+        matrix = random_compressed_matrix(
+            size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=(1 << FORM_BITS) - 1
+        )
         lay, weight = DenseCodesLayout.from_matrix(matrix), torch.from_numpy(matrix.to_dense())
         module = CompressedLinear.from_matrix(matrix, form="dense_codes")
         for batch in CODES_SWEEP_BATCHES:

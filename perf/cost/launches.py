@@ -231,6 +231,16 @@ def _x(batch: int, inputs: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty((batch, inputs), dtype=dtype, device=_META)
 
 
+# The kernels that decode a layer's weight for a dense GEMM: on the launchers' dense paths
+# (fixed-width and dense codes) `torch.matmul` (cuBLAS, not recorded) multiplies it next.
+DENSE_DECODERS = ("decode_dense_kernel", "dense_codes_decode_kernel")
+
+
+def decodes_for_cublas(launches: list[Launch]) -> bool:
+    """Whether ``launches`` (of one `layer_launches` call) decode the weight for cuBLAS."""
+    return any(launch.name in DENSE_DECODERS for launch in launches)
+
+
 def layer_launches(
     form: str, stats: LayerStats, batch: int, dtype: torch.dtype = torch.float16, bias: bool = False
 ) -> list[Launch]:

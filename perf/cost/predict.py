@@ -24,7 +24,7 @@ import numpy as np
 
 from perf.cost import PREDICTED_LABEL
 from perf.cost.compiled import KernelCost, analyze, compile_launch
-from perf.cost.launches import Launch, layer_launches
+from perf.cost.launches import Launch, decodes_for_cublas, layer_launches
 from perf.cost.layer_stats import CACHE_PATH, DEFAULT_BITS, LayerStats, layer_stats
 from perf.cost.machines import DEFAULT_MACHINE, MACHINES, get_machine, machine_rows
 from perf.cost.roofline import KERNEL_MODELS, combine, predict_launch
@@ -147,8 +147,9 @@ def _layer_rows(stats: LayerStats, machines, forms, batches, costs: _CostCache) 
                     )
                     for launch in launches
                 ]
-                decodes = any(launch.name == "dense_codes_decode_kernel" for launch in launches)
-                rows.append(combine(machine, stats, form, batch, parts, dense_gemm=decodes))
+                rows.append(
+                    combine(machine, stats, form, batch, parts, dense_gemm=decodes_for_cublas(launches))
+                )
     return rows
 
 

@@ -14,7 +14,12 @@ from dc_kernels.fixed import launch as fixed_launch
 from perf.cost import layer_stats as stats_module
 from perf.cost.compiled import KernelCost, LoopCounts
 from perf.cost.errors import CompilerToolsMissing, UndispatchedConfiguration, UnknownArchitecture
-from perf.cost.launches import dispatched_configurations, layer_launches, recorded_launches
+from perf.cost.launches import (
+    decodes_for_cublas,
+    dispatched_configurations,
+    layer_launches,
+    recorded_launches,
+)
 from perf.cost.machines import ARCH_LIMITS, MACHINES, SOURCES, get_machine, machine_rows
 from perf.cost.roofline import KERNEL_MODELS, combine, cublas_fp16_us, distinct_lines, predict_launch
 from perf.cost.specialize import rule_specialization
@@ -248,6 +253,9 @@ def test_decode_then_cublas_adds_cublas(small_stats):
     and bytes added to the decoder's."""
     machine = MACHINES["h100-sxm"]
     (launch,) = layer_launches("dense_codes", small_stats, 16)
+    assert decodes_for_cublas([launch]) and decodes_for_cublas(layer_launches("fixed", small_stats, 64))
+    assert not decodes_for_cublas(layer_launches("dense_codes", small_stats, 1))
+    assert not decodes_for_cublas(layer_launches("fixed", small_stats, 16))
     cost = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 50, "stg.16": 2}, launch.num_warps)
     p = predict_launch(machine, small_stats, KERNEL_MODELS["dense_codes"], launch, cost, element_bytes=2)
     alone = combine(machine, small_stats, "dense_codes", 16, [p])
