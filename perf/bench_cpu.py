@@ -23,11 +23,12 @@ and the ``auto`` choice, on MiniLM-shaped (384x384, 384->1536, 1536->384) and LL
 checks the targets: resident bytes <= 1/6 of float32; batch 1 >= 1.5x dense on the LLM shapes and
 >= 1.0x on the MiniLM shapes; batch 32 >= 0.9x.
 
-``--sweep-codes`` times the dense-codes form's two paths (lookup kernel, decode + GEMM, each
+``--sweep-codes`` times the dense-codes form's two paths (the lookup kernels, decode + GEMM, each
 forced through `dc_kernels.dense_codes.cpu.codes_linear_cpu`), its dispatch (a
-`CompressedLinear` in the form, as users call it) and nn.Linear over batch 1..1024 on square
-layers (``--codes-sizes``, 384 and 4096 by default, density 0.8); the crossover sets
-`dc_kernels.dense_codes.cpu.CODES_MAX_BATCH`.
+`CompressedLinear` in the form, as users call it) and nn.Linear over batch 1..2048 on layers of
+``--codes-sizes`` (384x384, 1536x384, 384x1536 and 4096x4096 by default, density 0.8); the
+crossovers set `dc_kernels.dense_codes.cpu.kernel_max_batch` (row kernel below 24 rows, tile
+kernel from there).
 
 Timings depend on the machine's load: the conditions (CPU, threads, load average before and
 after, SIMD path of the kernels) are printed and written with every CSV row.
@@ -348,22 +349,35 @@ def plot_forms(rows: list[dict], path: Path) -> None:
 
 
 CODES_SWEEP_DENSITY = 0.8
-CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
+CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024, 2048)
+CODES_SWEEP_SHAPES = ("384x384", "1536x384", "384x1536", "4096x4096")  # out x in
+
+
+def layer_shape(text: str) -> tuple[int, int]:
+    """(out_features, in_features) from ``OUTxIN``."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"a layer shape is OUTxIN with positive integers, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def auto_path(batch: int, in_features: int) -> str:
+    return "codes" if batch <= codes_cpu.kernel_max_batch(in_features) else "decode+gemm"
 
 
 def run_codes_sweep(args) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads[0])
     rows = []
-    for size in args.codes_sizes:
+    for outputs, inputs in args.codes_shapes:
         # 2**bits - 1 shared values: the dense-codes form keeps one code for zero.
         matrix = random_compressed_matrix(
-            size, size, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=(1 << FORM_BITS) - 1
+            outputs, inputs, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=(1 << FORM_BITS) - 1
         )
         lay, weight = DenseCodesLayout.from_matrix(matrix), torch.from_numpy(matrix.to_dense())
         module = CompressedLinear.from_matrix(matrix, form="dense_codes")
         for batch in CODES_SWEEP_BATCHES:
-            x = torch.randn(batch, size)
+            x = torch.randn(batch, inputs)
             fns = {
                 "dense": lambda x=x, w=weight: F.linear(x, w),
                 "codes": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay, path="codes"),
@@ -373,14 +387,15 @@ def run_codes_sweep(args) -> list[dict]:
             with torch.no_grad():
                 times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
             row = {
-                "size": size,
+                "out": outputs,
+                "in": inputs,
                 "density": CODES_SWEEP_DENSITY,
                 "batch": batch,
                 **{f"{k}_ms": v * 1e3 for k, v in times.items()},
                 "codes_vs_dense": times["dense"] / times["codes"],
                 "decode_gemm_vs_dense": times["dense"] / times["decode_gemm"],
                 "auto_vs_dense": times["dense"] / times["auto"],
-                "auto_path": "codes" if batch <= codes_cpu.CODES_MAX_BATCH else "decode+gemm",
+                "auto_path": auto_path(batch, inputs),
                 "threads": torch.get_num_threads(),
                 **conditions(),
             }
@@ -390,7 +405,7 @@ def run_codes_sweep(args) -> list[dict]:
 
 
 CODES_SWEEP_COLUMNS = (
-    "size", "batch", "dense_ms", "codes_ms", "decode_gemm_ms", "codes_vs_dense", "decode_gemm_vs_dense",
+    "out", "in", "batch", "dense_ms", "codes_ms", "decode_gemm_ms", "codes_vs_dense", "decode_gemm_vs_dense",
     "auto_vs_dense", "auto_path", "load_avg_1min",
 )  # fmt: skip
 
@@ -401,22 +416,25 @@ def plot_codes_sweep(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted({r["size"] for r in rows})
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False, sharey=True)
-    for ax, size in zip(axes[0], sizes):
-        mine = [r for r in rows if r["size"] == size]
+    shapes = list(dict.fromkeys((r["out"], r["in"]) for r in rows))
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 4.5), squeeze=False, sharey=True)
+    for ax, (outputs, inputs) in zip(axes[0], shapes):
+        mine = [r for r in rows if (r["out"], r["in"]) == (outputs, inputs)]
         batches = [r["batch"] for r in mine]
-        for key, label in (("codes_vs_dense", "lookup kernel"), ("decode_gemm_vs_dense", "decode + GEMM"),
+        for key, label in (("codes_vs_dense", "lookup kernels"), ("decode_gemm_vs_dense", "decode + GEMM"),
                            ("auto_vs_dense", "dispatch")):  # fmt: skip
             ax.plot(batches, [r[key] for r in mine], marker="o", label=label)
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.axhline(0.9, color="gray", lw=0.8, ls=":")
-        ax.axvline(codes_cpu.CODES_MAX_BATCH, color="red", ls="--", lw=0.8, label="CODES_MAX_BATCH")
+        ax.axvline(23.5, color="gray", ls="--", lw=0.8, label="tile kernel from 24 rows")
+        ax.axvline(
+            codes_cpu.kernel_max_batch(inputs) + 0.5, color="red", ls="--", lw=0.8, label="kernel_max_batch"
+        )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch")
-        ax.set_title(f"{size}x{size}")
+        ax.set_title(f"{outputs}x{inputs} (out x in)")
     axes[0][0].set_ylabel("speed vs nn.Linear float32 (x)")
-    axes[0][0].legend()
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(f"dense codes, density {rows[0]['density']}, 4-bit, {rows[0]['threads']} thread(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -440,8 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", default=list(FORM_SHAPES), choices=list(FORM_SHAPES))
     parser.add_argument("--sweep-codes", action="store_true", help="batch sweep of the dense-codes form")
     parser.add_argument(
-        "--codes-sizes", type=int, nargs="+", default=[384, 4096], help="the codes sweep's square layer sizes"
-    )
+        "--codes-shapes", type=layer_shape, nargs="+", default=[layer_shape(s) for s in CODES_SWEEP_SHAPES],
+        help="the codes sweep's layers, OUTxIN",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results" / "cpu")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

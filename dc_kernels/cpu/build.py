@@ -183,6 +183,8 @@ def _sign(lib: ctypes.CDLL) -> ctypes.CDLL:
         "dc_codes_linear": ([codes, i64, ptr, ptr, ptr, cint], None),
         # layer, row0, rows, out, threads
         "dc_codes_decode": ([codes, i64, i64, ptr, cint], None),
+        # in_features -> the most rows of x dc_codes_linear runs (decode + GEMM beyond)
+        "dc_codes_kernel_max_batch": ([i64], i64),
         "dc_vector_bits": ([], cint),
     }
     for name, (argtypes, restype) in signatures.items():

@@ -1,10 +1,11 @@
 """The dense-codes form on the CPU: the compiled kernels of ``dc_kernels/cpu/dense_codes.c``
 (built with the other CPU kernels, `dc_kernels.cpu.build`) on a `DenseCodesLayout`.
 
-Dispatch by batch size (rows of x), measured by ``perf/bench_cpu.py --sweep-codes``: up to
-`CODES_MAX_BATCH` rows the lookup kernel, which decodes each code once per 8 rows of x; from
-there blocks of rows decoded to float32 and a dense GEMM (the kernel's multiply-adds cost more
-than a GEMM's once the decoding is spread over enough rows).
+Dispatch by batch size (rows of x), measured by ``perf/bench_cpu.py --sweep-codes``: the lookup
+kernels up to `kernel_max_batch` rows (the row kernel, which decodes each code once per 8 rows of
+x, below 24 rows; the tile kernel, which decodes panels of 32 rows once into L1 and multiplies them
+with tiles of 12 rows of x, from there while x fits one 2 MB block), and beyond, blocks of rows
+decoded to float32 and a dense GEMM (the tile kernel would decode every weight once per block).
 
 Without a C compiler the rows are decoded by NumPy and multiplied by a dense GEMM, block by block.
 """
@@ -20,13 +21,6 @@ from dc_kernels.cpu.batches import CompiledKernels, linear_by_chunks
 from dc_kernels.cpu.launch import check_cpu_call
 from dc_kernels.dense_codes.layout import DenseCodesLayout
 from dc_kernels.planes import read_planes
-
-# Measured by perf/bench_cpu.py --sweep-codes (see the module docstring; the committed run is
-# perf/results/cpu/bench_cpu_codes_sweep.csv): on 4096 x 4096 at density 0.8, 4-bit codes, 1 thread,
-# the kernel against nn.Linear 1.31x at batch 32, 1.07x at 48 (decode + GEMM 1.00x) and 0.95x at
-# 64 (decode + GEMM 1.02x), in a first run of the kernel that takes up to four rows of codes per
-# load of x.
-CODES_MAX_BATCH = 48
 
 
 class CodesState(NamedTuple):
@@ -53,9 +47,10 @@ class _Compiled(CompiledKernels):
             layout.width, 0, layout.codebook.data_ptr(), layout.codebook.numel(),
         )  # fmt: skip
         super().__init__(layout, descriptor)
+        self.max_batch = kernel_max_batch(layout.in_features)
 
     def dense(self, batch: int, path: str | None = None) -> bool:
-        return batch > CODES_MAX_BATCH if path is None else path == "dense"
+        return batch > self.max_batch if path is None else path == "dense"
 
 
 class _NumPy:
@@ -78,6 +73,14 @@ class _NumPy:
         m = block.shape[0]
         codes = read_planes(lay.planes.numpy(), lay.width, lay.codes, first * lay.stride, m * lay.stride)
         block.copy_(self.table[torch.from_numpy(codes).view(m, lay.stride)[:, : lay.in_features]])
+
+
+def kernel_max_batch(in_features: int) -> int:
+    """The most rows of x that the lookup kernels run on a layer of ``in_features`` inputs (decode
+    + GEMM beyond; the rule and its measurements are in ``dc_kernels/cpu/dense_codes.c``); 0
+    without a C compiler."""
+    lib = build.library()
+    return 0 if lib is None else lib.dc_codes_kernel_max_batch(in_features)
 
 
 def codes_linear_cpu(

@@ -68,7 +68,7 @@ def measure_layer(
 def _measure(name: str, matrix: CompressedMatrix, config: CpuConfig, batches: tuple[int, ...]) -> list[dict]:
     from dc_kernels import CompressedLinear
     from dc_kernels.cpu.launch import uses_sparse
-    from dc_kernels.dense_codes.cpu import CODES_MAX_BATCH
+    from dc_kernels.dense_codes.cpu import kernel_max_batch
 
     compressed = CompressedLinear.from_matrix(matrix)
     dense = torch.nn.Linear(matrix.in_features, matrix.out_features, bias=False)
@@ -105,7 +105,9 @@ def _measure(name: str, matrix: CompressedMatrix, config: CpuConfig, batches: tu
                     "path": (
                         ("sparse" if uses_sparse(batch, matrix.density) else "decode+dense")
                         if compressed.effective_form == "sparse"
-                        else ("dense codes" if batch <= CODES_MAX_BATCH else "decode+dense")
+                        else (
+                            "dense codes" if batch <= kernel_max_batch(matrix.in_features) else "decode+dense"
+                        )
                     ),
                     "dense_bytes": dense_bytes,
                     "compressed_bytes": compressed.memory_bytes(),

@@ -55,9 +55,12 @@ def test_forms_write_csv_plot_and_verdicts(tmp_path, capsys):
 
 
 def test_codes_sweep_writes_csv_and_plot(tmp_path):
-    assert main(["--sweep-codes", "--codes-sizes", "64", "40", "--threads", "1", "--rounds", "1",
+    assert main(["--sweep-codes", "--codes-shapes", "64x1100", "40x3", "--threads", "1", "--rounds", "1",
                  "--repeat", "1", "--out", str(tmp_path)]) == 0  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "bench_cpu_codes_sweep.csv").open()))
-    assert {r["auto_path"] for r in rows} == {"codes", "decode+gemm"}
-    assert [r["size"] for r in rows] == ["64"] * len(CODES_SWEEP_BATCHES) + ["40"] * len(CODES_SWEEP_BATCHES)
+    # 1100 inputs: one 2 MB block of x holds 468 rows, decode + GEMM beyond
+    assert {r["auto_path"] for r in rows if r["in"] == "1100"} == {"codes", "decode+gemm"}
+    assert [(r["out"], r["in"]) for r in rows] == [("64", "1100")] * len(CODES_SWEEP_BATCHES) + [
+        ("40", "3")
+    ] * len(CODES_SWEEP_BATCHES)
     assert (tmp_path / "bench_cpu_codes_sweep.png").stat().st_size > 0

@@ -20,8 +20,9 @@ from dc_kernels.cpu.batches import CHUNK_BYTES
 from dc_kernels.cpu.launch import DENSE_MIN_BATCH, DENSE_MIN_DENSITY, cpu_linear, uses_sparse
 from dc_kernels.cpu.launch import decode as sparse_decode
 from dc_kernels.cpu.layout import SparseLayout
-from dc_kernels.dense_codes.cpu import codes_linear_cpu
+from dc_kernels.dense_codes.cpu import codes_linear_cpu, codes_state
 from dc_kernels.dense_codes.cpu import decode as codes_decode
+from dc_kernels.dense_codes.cpu import kernel_max_batch as codes_kernel_max_batch
 from dc_kernels.dense_codes.layout import DenseCodesLayout
 from dc_kernels.errors import DtypeMismatchError, ShapeMismatchError
 from workloads import random_compressed_matrix
@@ -101,6 +102,47 @@ def test_both_paths_at_any_batch(lib, form, out_f, in_f, density, bits, k):
         for batch in (1, 3, 5, 40, 130):
             x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
             assert_matches(linear(form, x, m, bias, path), x, m, bias)
+
+
+@pytest.mark.parametrize("width", range(1, 10))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_codes_tile_kernel_edges(lib, width, threads):
+    """The dense-codes tile kernel (from 24 rows of x): panels of 32 rows and 256 columns with
+    partial ones after them, tiles of 12 rows of x and partial ones, two blocks of x, with and
+    without bias, on every code width; rows of x holding a NaN or an infinity give NaN rows."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for out_f, in_f, batch in ((70, 300, 24), (33, 5, 37), (1, 17, 25), (40, 2000, 300)):
+            # 2**width - 1 entries and the zero code; 9 bits: a full 256-entry codebook
+            bits, k = (width, (1 << width) - 1) if width < 9 else (8, None)
+            m = matrix(out_f, in_f, 0.7, bits, k, seed=width + batch)
+            assert DenseCodesLayout.from_matrix(m).width == width
+            x = torch.randn(batch, in_f, generator=torch.Generator().manual_seed(batch))
+            bias = torch.randn(out_f, generator=torch.Generator().manual_seed(width))
+            if batch == 300:  # 2000 inputs: 2 MB of x per block holds 252 rows
+                assert codes_kernel_max_batch(in_f) < batch
+            for b in (bias, None):
+                assert_matches(codes_linear_cpu(x, DenseCodesLayout.from_matrix(m), b, "codes"), x, m, b)
+            x[3, 1 % in_f], x[batch - 1, 0] = float("nan"), float("-inf")
+            y = codes_linear_cpu(x, DenseCodesLayout.from_matrix(m), bias, "codes")
+            poisoned = torch.zeros(batch, dtype=torch.bool)
+            poisoned[[3, batch - 1]] = True
+            assert torch.isnan(y[poisoned]).all() and torch.isfinite(y[~poisoned]).all()
+            assert_matches(y[~poisoned], x[~poisoned], m, bias)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_dense_codes_kernel_max_batch(lib):
+    """The lookup kernels run up to 23 rows whatever the layer (the row kernel), and while one
+    2 MB block of x holds the batch (the tile kernel); decode + GEMM beyond."""
+    assert codes_kernel_max_batch(1 << 20) == 23
+    assert codes_kernel_max_batch(384) == (2 << 20) // (4 * 384) // 12 * 12
+    layout = DenseCodesLayout.from_matrix(matrix(8, 4096, 0.5, 4, 15, seed=0))
+    kernels = codes_state(layout).kernels
+    limit = codes_kernel_max_batch(4096)
+    assert not kernels.dense(limit) and kernels.dense(limit + 1)
 
 
 @pytest.mark.parametrize("form", FORMS)
