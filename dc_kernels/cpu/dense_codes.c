@@ -35,6 +35,7 @@
  * in L2 while the panels go by. On 384 x 384, 1536 x 384 and 384 x 1536 layers at batch 256-1024
  * (1 thread, interleaved medians) blocks of 1-2 MB ran 2-30% faster than blocks of 256-512 KB. */
 #define TILE_X_BYTES (2 << 20)
+#define TILE_MAX_BATCH 512 /* dc_codes_kernel_max_batch */
 
 /* Rows of x per block of the tile kernel, for a layer of `cols` > 0 inputs: whole tiles. */
 static int64_t tile_block_rows(int64_t cols) {
@@ -331,12 +332,14 @@ void dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *
 
 /* The most rows of x for which dc_codes_linear beats decoding to float32 and a dense GEMM on a
  * layer of `cols` inputs: the row kernel's batches, and the tile kernel's while one block of x
- * holds the batch (every weight decoded once). Beyond, decode + GEMM ran 1.05-1.19x faster than
- * the tile kernel's two or more blocks (384 x 384 at batch 2048, 384 x 1536 at 1024, 4096 x 4096 at
- * 256; 1 thread, interleaved medians). */
+ * holds the batch (every weight decoded once) up to TILE_MAX_BATCH rows. Beyond one block, decode +
+ * GEMM ran 1.05-1.19x faster than the tile kernel's two or more (384 x 384 at batch 2048, 384 x 1536
+ * at 1024, 4096 x 4096 at 256); beyond TILE_MAX_BATCH rows, where the tile kernel writes y 32
+ * outputs per row at a time, 1.05-1.13x (1536 x 384 at 1024; 1 thread, interleaved medians). */
 int64_t dc_codes_kernel_max_batch(int64_t cols) {
-  const int64_t block = cols > 0 ? tile_block_rows(cols) : INT64_MAX;
-  return block > TILE_MIN_BATCH - 1 ? block : TILE_MIN_BATCH - 1;
+  const int64_t block = cols > 0 ? tile_block_rows(cols) : TILE_MAX_BATCH;
+  const int64_t tiles = block < TILE_MAX_BATCH ? block : TILE_MAX_BATCH;
+  return tiles > TILE_MIN_BATCH - 1 ? tiles : TILE_MIN_BATCH - 1;
 }
 
 /* Rows row0 .. row0 + rows of the layer, dense, into out (rows, cols). */

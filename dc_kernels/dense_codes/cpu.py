@@ -4,8 +4,9 @@
 Dispatch by batch size (rows of x), measured by ``perf/bench_cpu.py --sweep-codes``: the lookup
 kernels up to `kernel_max_batch` rows (the row kernel, which decodes each code once per 8 rows of
 x, below 24 rows; the tile kernel, which decodes panels of 32 rows once into L1 and multiplies them
-with tiles of 12 rows of x, from there while x fits one 2 MB block), and beyond, blocks of rows
-decoded to float32 and a dense GEMM (the tile kernel would decode every weight once per block).
+with tiles of 12 rows of x, from there while x fits one 2 MB block, up to 512 rows), and beyond,
+blocks of rows decoded to float32 and a dense GEMM (the tile kernel would decode every weight once
+per block of x, and writes y in columns of 32 outputs).
 
 Without a C compiler the rows are decoded by NumPy and multiplied by a dense GEMM, block by block.
 """

@@ -136,9 +136,10 @@ def test_dense_codes_tile_kernel_edges(lib, width, threads):
 
 def test_dense_codes_kernel_max_batch(lib):
     """The lookup kernels run up to 23 rows whatever the layer (the row kernel), and while one
-    2 MB block of x holds the batch (the tile kernel); decode + GEMM beyond."""
+    2 MB block of x holds the batch, up to 512 rows (the tile kernel); decode + GEMM beyond."""
     assert codes_kernel_max_batch(1 << 20) == 23
-    assert codes_kernel_max_batch(384) == (2 << 20) // (4 * 384) // 12 * 12
+    assert codes_kernel_max_batch(4096) == (2 << 20) // (4 * 4096) // 12 * 12 == 120
+    assert codes_kernel_max_batch(384) == 512
     layout = DenseCodesLayout.from_matrix(matrix(8, 4096, 0.5, 4, 15, seed=0))
     kernels = codes_state(layout).kernels
     limit = codes_kernel_max_batch(4096)
