@@ -431,6 +431,7 @@ def plot_codes_sweep(rows: list[dict], path: Path) -> None:
             codes_cpu.kernel_max_batch(inputs) + 0.5, color="red", ls="--", lw=0.8, label="kernel_max_batch"
         )
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
         ax.set_xlabel("batch")
         ax.set_title(f"{outputs}x{inputs} (out x in)")
     axes[0][0].set_ylabel("speed vs nn.Linear float32 (x)")
