@@ -39,9 +39,11 @@ from pathlib import Path
 # Compiled into one library, in this order; HEADERS are included by them.
 SOURCES = ("pool.c", "sparse_linear.c", "dense_codes.c")
 HEADERS = ("pool.h", "planes.h", "layers.h")
-# Tried in order: the fastest flags first, then builds for compilers without -march=native or
-# OpenMP's SIMD pragmas (the portable loop is then vectorized as the compiler sees fit).
+# Tried in order: the fastest flags first (OpenMP: the kernels' threads are PyTorch's, `pool.c`),
+# then builds for compilers without OpenMP, -march=native or OpenMP's SIMD pragmas (the portable
+# loop is then vectorized as the compiler sees fit).
 FLAG_SETS = (
+    ("-O3", "-march=native", "-fopenmp"),
     ("-O3", "-march=native", "-fopenmp-simd"),
     ("-O3", "-fopenmp-simd"),
     ("-O3",),
