@@ -287,22 +287,17 @@ static void decode_body(const job_t *j, int64_t begin, int64_t end, const int wi
 }
 #endif
 
-/* Panels begin .. end of TILE_ROWS rows each (the last one partial), for the pool. */
-DC_INLINE void tile_panels(const job_t *j, int64_t begin, int64_t end, const int width) {
-  tile_body(j, begin * TILE_ROWS, end * TILE_ROWS < j->rows ? end * TILE_ROWS : j->rows, width);
-}
-
 /* The row functions for each code width (a constant in each: see planes.h). */
 #define DEFINE_WIDTH(W)                                                                                 \
   static void gemm_rows_##W(const void *j, int64_t b, int64_t e) { gemm_body(j, b, e, W); }             \
-  static void tile_panels_##W(const void *j, int64_t b, int64_t e) { tile_panels(j, b, e, W); }         \
+  static void tile_rows_##W(const void *j, int64_t b, int64_t e) { tile_body(j, b, e, W); }             \
   static void decode_rows_##W(const void *j, int64_t b, int64_t e) { decode_body(j, b, e, W); }
 DC_FOR_CODE_WIDTHS(DEFINE_WIDTH)
 #define GEMM_ROWS(W) gemm_rows_##W,
-#define TILE_PANELS(W) tile_panels_##W,
+#define TILE_ROWS_FN(W) tile_rows_##W,
 #define DECODE_ROWS(W) decode_rows_##W,
 static const dc_rows_fn gemm_rows[] = {NULL, DC_FOR_CODE_WIDTHS(GEMM_ROWS)};
-static const dc_rows_fn tile_panels_fns[] = {NULL, DC_FOR_CODE_WIDTHS(TILE_PANELS)};
+static const dc_rows_fn tile_rows[] = {NULL, DC_FOR_CODE_WIDTHS(TILE_ROWS_FN)};
 static const dc_rows_fn decode_rows[] = {NULL, DC_FOR_CODE_WIDTHS(DECODE_ROWS)};
 
 /* -------------------------------------------------------------------------------- entry points */
@@ -332,9 +327,9 @@ void dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *
   job.y = y;
   const int64_t work = layer->rows * layer->cols * batch;
   if (batch >= TILE_MIN_BATCH) /* threads take whole panels: a chunk of a few rows would waste most of one */
-    dc_parallel_rows(tile_panels_fns[layer->width], &job, (layer->rows + TILE_ROWS - 1) / TILE_ROWS, work, nthreads);
+    dc_parallel_rows(tile_rows[layer->width], &job, layer->rows, TILE_ROWS, work, nthreads);
   else
-    dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, work, nthreads);
+    dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, DC_ROW_GRAIN, work, nthreads);
   dc_nonfinite_rows(x, batch, layer->cols, y, layer->rows);
 }
 
@@ -357,5 +352,5 @@ void dc_codes_decode(const dc_codes_layer_t *layer, int64_t row0, int64_t rows, 
   dc_table_fill(table, layer->codebook, layer->k);
   job_t job = make_job(layer, rows, row0, table);
   job.y = out;
-  dc_parallel_rows(decode_rows[layer->width], &job, rows, rows * layer->cols, nthreads);
+  dc_parallel_rows(decode_rows[layer->width], &job, rows, 1, rows * layer->cols, nthreads);
 }

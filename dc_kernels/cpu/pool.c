@@ -26,11 +26,13 @@
 #define PARALLEL_MIN_WORK 65536 /* multiply-adds below which threads cost more than they save */
 #define CHUNKS_PER_THREAD 16
 
-/* How many chunks of how many rows: about CHUNKS_PER_THREAD per thread, none empty. */
-static int64_t chunk_rows(int64_t rows, int nthreads, int64_t *chunks) {
+/* How many chunks of how many rows: about CHUNKS_PER_THREAD per thread, each a whole number of
+ * grains (grain >= 1), none empty. */
+static int64_t chunk_rows(int64_t rows, int64_t grain, int nthreads, int64_t *chunks) {
+  const int64_t grains = (rows + grain - 1) / grain;
   int64_t n = (int64_t)nthreads * CHUNKS_PER_THREAD;
-  if (n > rows) n = rows;
-  const int64_t chunk = (rows + n - 1) / n;
+  if (n > grains) n = grains;
+  const int64_t chunk = (grains + n - 1) / n * grain;
   *chunks = (rows + chunk - 1) / chunk;
   return chunk;
 }
@@ -44,13 +46,15 @@ static void mark_forked(void) { atomic_store(&forked, 1); }
 
 __attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, mark_forked); }
 
-void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t work, int nthreads) {
-  if (nthreads <= 1 || work < PARALLEL_MIN_WORK || rows < 2 || atomic_load(&forked) || omp_in_parallel()) {
+void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t grain, int64_t work,
+                      int nthreads) {
+  if (nthreads <= 1 || work < PARALLEL_MIN_WORK || rows <= grain || atomic_load(&forked) ||
+      omp_in_parallel()) {
     fn(job, 0, rows);
     return;
   }
   int64_t chunks;
-  const int64_t chunk = chunk_rows(rows, nthreads, &chunks);
+  const int64_t chunk = chunk_rows(rows, grain < 1 ? 1 : grain, nthreads, &chunks);
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) fn(job, c * chunk, c * chunk + chunk < rows ? c * chunk + chunk : rows);
 }
@@ -139,14 +143,15 @@ static void ensure_helpers(int wanted) {
   }
 }
 
-void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t work, int nthreads) {
-  if (nthreads <= 1 || work < PARALLEL_MIN_WORK || rows < 2 || pthread_mutex_trylock(&pool.call_lock)) {
+void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t grain, int64_t work,
+                      int nthreads) {
+  if (nthreads <= 1 || work < PARALLEL_MIN_WORK || rows <= grain || pthread_mutex_trylock(&pool.call_lock)) {
     fn(job, 0, rows);
     return;
   }
   ensure_helpers(nthreads - 1);
   int64_t chunks;
-  const int64_t chunk = chunk_rows(rows, nthreads, &chunks);
+  const int64_t chunk = chunk_rows(rows, grain < 1 ? 1 : grain, nthreads, &chunks);
   atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
   atomic_store_explicit(&pool.job, job, memory_order_relaxed);
   atomic_store_explicit(&pool.rows, rows, memory_order_relaxed);

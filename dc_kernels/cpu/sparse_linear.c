@@ -264,7 +264,7 @@ int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float 
     for (int64_t b = 0; b < batch; ++b) {
       job.x = x + b * cols;
       job.y = y + b * rows;
-      dc_parallel_rows(gemv_rows[width], &job, rows, entries, nthreads);
+      dc_parallel_rows(gemv_rows[width], &job, rows, DC_ROW_GRAIN, entries, nthreads);
     }
   } else {
     int64_t pass = XT_BYTES / (int64_t)sizeof(float) / cols / BATCH_TILE * BATCH_TILE;
@@ -280,7 +280,7 @@ int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float 
       transpose(x + b0 * cols, n, cols, xt, job.bp);
       job.x = xt;
       job.y = y + b0 * rows;
-      dc_parallel_rows(gemm_rows[width], &job, rows, entries * n, nthreads);
+      dc_parallel_rows(gemm_rows[width], &job, rows, DC_ROW_GRAIN, entries * n, nthreads);
     }
     free(xt);
   }
@@ -296,7 +296,8 @@ void dc_sparse_decode(const dc_sparse_layer_t *layer, int64_t row0, int64_t rows
   /* The entry pointers stay absolute offsets into the stream: the block starts at row0's. */
   job_t job = make_job(layer, layer->entry_ptr + row0, rows, table);
   job.y = out;
-  dc_parallel_rows(decode_rows[layer->bits + layer->index_bits], &job, rows, rows * layer->cols, nthreads);
+  dc_parallel_rows(decode_rows[layer->bits + layer->index_bits], &job, rows, 1, rows * layer->cols,
+                   nthreads);
 }
 
 /* Which path this build took (reported by benchmarks): 512 for AVX-512, 0 for portable C. */
