@@ -26,7 +26,7 @@ checks the targets: resident bytes <= 1/6 of float32; batch 1 >= 1.5x dense on t
 ``--sweep-codes`` times the dense-codes form's two paths (the lookup kernels, decode + GEMM, each
 forced through `dc_kernels.dense_codes.cpu.codes_linear_cpu`), its dispatch (a
 `CompressedLinear` in the form, as users call it) and nn.Linear over batch 1..2048 on layers of
-``--codes-sizes`` (384x384, 1536x384, 384x1536 and 4096x4096 by default, density 0.8); the
+``--codes-shapes`` (384x384, 1536x384, 384x1536 and 4096x4096 by default, density 0.8); the
 crossovers set `dc_kernels.dense_codes.cpu.kernel_max_batch` (row kernel below 24 rows, tile
 kernel from there).
 

@@ -4,7 +4,7 @@
  * process's OpenMP runtime claims one by one. The runtime is PyTorch's own (the library is linked
  * against libgomp.so.1, the soname of the one PyTorch loads), so the kernels' threads are the
  * ones its operators just used, still spinning: on 384 x 384 and 1536 x 384 dense codes at batch
- * 1-128 with 2 threads, called in turn with nn.Linear, 0.93-1.59x of nn.Linear's speed where the
+ * 1-128 with 2 threads, called in turn with nn.Linear, 0.81-1.21x of nn.Linear's speed where the
  * library's own pool (below) ran at 0.58-0.97x, its helper competing with PyTorch's spinning
  * thread for the second core. GNU OpenMP cannot start a team in a child forked after the parent
  * ran one (PyTorch's own operators hang there), so a forked child runs the kernels on one thread.
@@ -26,8 +26,13 @@
 #define PARALLEL_MIN_WORK 65536 /* multiply-adds below which threads cost more than they save */
 #define CHUNKS_PER_THREAD 16
 
+/* Whether a job runs on the calling thread alone: one thread, too little work, or one grain. */
+static int runs_alone(int64_t rows, int64_t grain, int64_t work, int nthreads) {
+  return nthreads <= 1 || work < PARALLEL_MIN_WORK || rows <= grain;
+}
+
 /* How many chunks of how many rows: about CHUNKS_PER_THREAD per thread, each a whole number of
- * grains (grain >= 1), none empty. */
+ * grains, none empty. */
 static int64_t chunk_rows(int64_t rows, int64_t grain, int nthreads, int64_t *chunks) {
   const int64_t grains = (rows + grain - 1) / grain;
   int64_t n = (int64_t)nthreads * CHUNKS_PER_THREAD;
@@ -48,13 +53,12 @@ __attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL
 
 void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t grain, int64_t work,
                       int nthreads) {
-  if (nthreads <= 1 || work < PARALLEL_MIN_WORK || rows <= grain || atomic_load(&forked) ||
-      omp_in_parallel()) {
+  if (runs_alone(rows, grain, work, nthreads) || atomic_load(&forked) || omp_in_parallel()) {
     fn(job, 0, rows);
     return;
   }
   int64_t chunks;
-  const int64_t chunk = chunk_rows(rows, grain < 1 ? 1 : grain, nthreads, &chunks);
+  const int64_t chunk = chunk_rows(rows, grain, nthreads, &chunks);
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) fn(job, c * chunk, c * chunk + chunk < rows ? c * chunk + chunk : rows);
 }
@@ -145,13 +149,13 @@ static void ensure_helpers(int wanted) {
 
 void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t grain, int64_t work,
                       int nthreads) {
-  if (nthreads <= 1 || work < PARALLEL_MIN_WORK || rows <= grain || pthread_mutex_trylock(&pool.call_lock)) {
+  if (runs_alone(rows, grain, work, nthreads) || pthread_mutex_trylock(&pool.call_lock)) {
     fn(job, 0, rows);
     return;
   }
   ensure_helpers(nthreads - 1);
   int64_t chunks;
-  const int64_t chunk = chunk_rows(rows, grain < 1 ? 1 : grain, nthreads, &chunks);
+  const int64_t chunk = chunk_rows(rows, grain, nthreads, &chunks);
   atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
   atomic_store_explicit(&pool.job, job, memory_order_relaxed);
   atomic_store_explicit(&pool.rows, rows, memory_order_relaxed);

@@ -9,7 +9,7 @@
 
 typedef void (*dc_rows_fn)(const void *job, int64_t begin, int64_t end);
 
-/* Run fn(job, begin, end) over rows 0..rows in chunks of whole multiples of `grain` rows (the
+/* Run fn(job, begin, end) over rows 0..rows in chunks of whole multiples of `grain` >= 1 rows (the
  * last one excepted), on up to nthreads threads when the work (multiply-adds, roughly) is large
  * enough to pay for them; returns when every row is done. */
 DC_HIDDEN void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t grain, int64_t work,
