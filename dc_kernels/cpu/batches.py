@@ -29,12 +29,17 @@ CHUNK_BYTES = 16 << 20
 # whole 64 MB block lost (0.79x at batch 1024: its decode runs out of cache).
 DECODE_BLOCK_BYTES = 8 << 20
 # With MKL's packed GEMM (`dc_kernels.cpu.packed_gemm`), x packed once per pass of at most
-# `PACKED_X_BYTES` and blocks of `PACKED_BLOCK_BYTES`, decoded into L2 and multiplied from it: on
-# 4096 x 4096 dense codes (density 0.8, 1 thread, interleaved medians) 0.93-0.94x of nn.Linear at
-# batch 64 (addmm blocks: 0.77x), 0.98x at 128 (0.88x), 0.92-0.94x at 256 (0.83-0.87x) and 0.92x at
-# 512 (0.85-0.87x) with 2 MB blocks; 1 and 4 MB blocks were 1-3% slower.
+# `PACKED_X_BYTES` and blocks of `PACKED_BLOCK_BYTES` per thread, decoded into L2 and multiplied
+# from it: on 4096 x 4096 dense codes (density 0.8, 1 thread, interleaved medians) 0.93-0.94x of
+# nn.Linear at batch 64 (addmm blocks: 0.77x), 0.98x at 128 (0.88x), 0.92-0.94x at 256 (0.83-0.87x)
+# and 0.92x at 512 (0.85-0.87x) with 2 MB blocks; 1 and 4 MB blocks were 1-3% slower. With more
+# threads each product is shared among them, and small shares lost: with 2 threads, 2 MB blocks
+# ran at 0.78-0.82x of nn.Linear at batch 128-256, 4 MB at 0.84-0.95x, 8 MB at 0.93-0.96x (batch
+# 128-384; 16 MB 0.92-0.98x), so from 2 threads on a block holds `PACKED_BLOCK_BYTES_PER_THREAD`
+# per thread.
 PACKED_X_BYTES = 8 << 20
 PACKED_BLOCK_BYTES = 2 << 20
+PACKED_BLOCK_BYTES_PER_THREAD = 4 << 20
 # Decoded blocks of up to this many bytes go into a buffer each thread keeps between calls: a fresh
 # one cost its pages again whenever the allocator had handed them back (on 384 x 384 dense codes
 # at batch 64, 113-126 us for nn.Linear, decode + GEMM 128-136 us into a kept buffer and 134-147 us
@@ -162,7 +167,8 @@ def linear_by_chunks(
             x_bytes = 4 * min(step, batch) * cols
             block_bytes = min(2 * DECODE_BLOCK_BYTES, max(DECODE_BLOCK_BYTES, x_bytes))
         else:
-            block_bytes = PACKED_BLOCK_BYTES
+            threads = torch.get_num_threads()
+            block_bytes = PACKED_BLOCK_BYTES if threads == 1 else PACKED_BLOCK_BYTES_PER_THREAD * threads
         block_rows = max(1, min(rows, block_bytes // (4 * cols)))
         block_buffer = _block_buffer(block_rows * cols)
     for b0 in range(0, batch, step):

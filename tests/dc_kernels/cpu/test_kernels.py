@@ -200,6 +200,7 @@ def test_decode_and_gemm_in_blocks_and_passes(lib, form, packed, monkeypatch):
         monkeypatch.setattr(packed_gemm, "load", lambda: None)
     monkeypatch.setattr(batches, "DECODE_BLOCK_BYTES", 4 * 30 * 7)  # 7 rows: the layer is several blocks
     monkeypatch.setattr(batches, "PACKED_BLOCK_BYTES", 4 * 30 * 5)
+    monkeypatch.setattr(batches, "PACKED_BLOCK_BYTES_PER_THREAD", 4 * 30 * 2)  # from 2 threads on
     monkeypatch.setattr(batches, "PACKED_X_BYTES", 4 * 30 * 3)
     m = random_compressed_matrix(23, 30, 0.6, 4, seed=5)
     bias = torch.randn(23, generator=torch.Generator().manual_seed(6))
