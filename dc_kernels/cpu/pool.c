@@ -1,12 +1,16 @@
 /* The threads of the CPU kernels.
  *
  * Built with OpenMP (the build's first flags), rows are cut into chunks that a team of the
- * process's OpenMP runtime claims one by one. The runtime is PyTorch's own (the library is linked
- * against libgomp.so.1, the soname of the one PyTorch loads), so the kernels' threads are the
- * ones its operators just used, still spinning: on 384 x 384 and 1536 x 384 dense codes at batch
- * 1-128 with 2 threads, called in turn with nn.Linear, 0.81-1.21x of nn.Linear's speed where the
- * library's own pool (below) ran at 0.58-0.97x, its helper competing with PyTorch's spinning
- * thread for the second core. GNU OpenMP cannot start a team in a child forked after the parent
+ * process's OpenMP runtime deals out in turn (thread t takes chunks t, t + n, ...): every call the
+ * same rows, so a thread finds its rows' codes and the lines of y it wrote last in its own core's
+ * caches. Claimed one by one, chunks changed threads from call to call: with 2 threads dense codes
+ * ran 2-6% slower on 384 x 384 and 1536 x 384 at batch 1-256 and at 0.65x the speed on 4096 x 4096
+ * at batch 1; the sparse layers Alex-6, VGG-6 and Alex-8 within -2..+7%. The runtime is PyTorch's
+ * own (the library is linked against libgomp.so.1, the soname of the one PyTorch loads), so the
+ * kernels' threads are the ones its operators just used, still spinning: on 384 x 384 and 1536 x
+ * 384 dense codes at batch 1-128 with 2 threads, called in turn with nn.Linear, 0.81-1.21x of
+ * nn.Linear's speed where the library's own pool (below) ran at 0.58-0.97x, its helper competing
+ * with PyTorch's spinning thread for the second core. GNU OpenMP cannot start a team in a child forked after the parent
  * ran one (PyTorch's own operators hang there), so a forked child runs the kernels on one thread.
  *
  * Without OpenMP, the library's own pool: rows are cut into chunks that the calling thread and a
@@ -64,7 +68,7 @@ void dc_parallel_rows(dc_rows_fn fn, const void *job, int64_t rows, int64_t grai
   }
   int64_t chunks;
   const int64_t chunk = chunk_rows(rows, grain, work, nthreads, &chunks);
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1)
   for (int64_t c = 0; c < chunks; ++c) fn(job, c * chunk, c * chunk + chunk < rows ? c * chunk + chunk : rows);
 }
 

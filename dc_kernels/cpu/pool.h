@@ -1,5 +1,5 @@
 /* The threads the CPU kernels share (pool.c): rows of a job cut into chunks that a team of
- * PyTorch's OpenMP runtime claims, or (built without OpenMP) the calling thread and a few helper
+ * PyTorch's OpenMP runtime deals out, or (built without OpenMP) the calling thread and a few helper
  * threads of the library's own pool. */
 #ifndef DC_POOL_H
 #define DC_POOL_H
