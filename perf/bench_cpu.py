@@ -351,6 +351,11 @@ def plot_forms(rows: list[dict], path: Path) -> None:
 CODES_SWEEP_DENSITY = 0.8
 CODES_SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256, 512, 1024, 2048)
 CODES_SWEEP_SHAPES = ("384x384", "1536x384", "384x1536", "4096x4096")  # out x in
+# Calls of up to this many multiply-adds (tens of microseconds) take SHORT_CALL_ROUNDS times the
+# rounds: with 5 rounds of 5 calls the sweep's first point (384x384 at batch 1) read 0.66-0.70x of
+# nn.Linear where 25 rounds read 0.95x, as did 5 rounds of 50 calls (1 thread).
+SHORT_CALL_WORK = 1 << 20
+SHORT_CALL_ROUNDS = 5
 
 
 def layer_shape(text: str) -> tuple[int, int]:
@@ -384,8 +389,11 @@ def run_codes_sweep(args) -> list[dict]:
                 "decode_gemm": lambda x=x, lay=lay: codes_cpu.codes_linear_cpu(x, lay, path="dense"),
                 "auto": lambda x=x, module=module: module(x),
             }
+            short = outputs * inputs * batch <= SHORT_CALL_WORK
             with torch.no_grad():
-                times = interleaved(fns, args.rounds, max(1, args.repeat // 2))
+                times = interleaved(
+                    fns, args.rounds * (SHORT_CALL_ROUNDS if short else 1), max(1, args.repeat // 2)
+                )
             row = {
                 "out": outputs,
                 "in": inputs,
