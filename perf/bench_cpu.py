@@ -48,6 +48,7 @@ from torch import nn
 
 from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu import launch as cpu_launch
+from dc_kernels.cpu import native as cpu_native
 from dc_kernels.cpu.layout import SparseLayout
 from dc_kernels.dense_codes import cpu as codes_cpu
 from dc_kernels.dense_codes.layout import DenseCodesLayout
@@ -87,6 +88,7 @@ def conditions() -> dict[str, str]:
     return {
         "load_avg_1min": f"{os.getloadavg()[0]:.2f}",
         "kernel_simd_bits": str(cpu_build.vector_bits()),
+        "native_route": "built" if cpu_native.module() is not None else f"absent: {cpu_native.failure()}",
         "logical_cpus": str(os.cpu_count()),
     }
 

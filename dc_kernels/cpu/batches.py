@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol
 import torch
 
 from dc_kernels.checks import nan_where_x_is_not_finite
-from dc_kernels.cpu import build, packed_gemm
+from dc_kernels.cpu import build, native, packed_gemm
 
 # Rows of x per pass of the kernels: their float32 copy and output take at most about this many
 # bytes (16 MB: 512 rows of a 4096 x 4096 layer, plenty to amortize a pass).
@@ -88,6 +88,7 @@ class CompiledKernels:
 
     LINEAR: ClassVar[str]
     DECODE: ClassVar[str]
+    max_batch: int  # the most rows of x the kernel runs; decode + GEMM beyond (`dense`)
 
     def __init__(self, layout, descriptor: ctypes.Structure) -> None:
         self.layout = layout
@@ -215,7 +216,7 @@ class DirectRoute:
     Other calls get None (and take the op's path). Made only over compiled kernels
     (`direct_route`): it calls their entry point itself."""
 
-    __slots__ = ("entry", "in_features", "kernels", "quick_batch", "quick_entry")
+    __slots__ = ("entry", "in_features", "kernels", "native", "native_args", "quick_batch", "quick_entry")
 
     def __init__(self, kernels: CompiledKernels) -> None:
         self.kernels = kernels
@@ -225,11 +226,26 @@ class DirectRoute:
         self.quick_entry = getattr(lib.holding_gil, kernels.LINEAR)
         self.quick_batch = QUICK_WORK // (kernels.in_features * kernels.out_features)
         self.in_features = kernels.in_features
+        # The same call in C++ where it is built (`dc_kernels.cpu.native`), for kernel batches.
+        self.native = self.native_args = None
+        extension = native.module()
+        if extension is not None and isinstance(self.entry, ctypes._CFuncPtr):
+            address = ctypes.cast(self.entry, ctypes.c_void_p).value
+            max_batch = kernels.max_batch
+            self.native = extension.linear
+            self.native_args = (
+                address, ctypes.addressof(kernels.descriptor), kernels.in_features, kernels.out_features,
+                max_batch, self.quick_batch,
+            )  # fmt: skip
 
     def __reduce__(self):
         return type(self), (self.kernels,)  # the entry point is looked up again, not pickled
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        if self.native is not None:
+            y = self.native(*self.native_args, x, bias)
+            if y is not None:
+                return y
         # Every step counts at batch 1 (a 384 x 384 layer's kernel takes 5 us): torch.empty with
         # integer sizes costs 0.6 us where a shape tuple cost 1.8 us.
         if x.dtype != _FLOAT32 or not x.is_cpu or not x.is_contiguous():

@@ -181,8 +181,8 @@ def _sign(lib: ctypes.CDLL) -> ctypes.CDLL:
         "dc_sparse_linear": ([sparse, i64, ptr, ptr, ptr, cint], cint),
         # layer, row0, rows, out, threads
         "dc_sparse_decode": ([sparse, i64, i64, ptr, cint], None),
-        # layer, batch, x, bias, y, threads
-        "dc_codes_linear": ([codes, i64, ptr, ptr, ptr, cint], None),
+        # layer, batch, x, bias, y, threads -> 0
+        "dc_codes_linear": ([codes, i64, ptr, ptr, ptr, cint], cint),
         # layer, row0, rows, out, threads
         "dc_codes_decode": ([codes, i64, i64, ptr, cint], None),
         # in_features -> the most rows of x dc_codes_linear runs (decode + GEMM beyond)

@@ -314,9 +314,10 @@ static job_t make_job(const dc_codes_layer_t *layer, int64_t rows, int64_t row0,
   return job;
 }
 
-/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. */
-void dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
-                     int nthreads) {
+/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. Returns 0 (it allocates nothing; the
+ * sparse form's entry point, with the same signature, returns -1 when out of memory). */
+int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
+                    int nthreads) {
   float table[DC_TABLE];
   dc_table_fill(table, layer->codebook, layer->k);
   job_t job = make_job(layer, layer->rows, 0, table);
@@ -331,6 +332,7 @@ void dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *
   else
     dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, DC_ROW_GRAIN, work, nthreads);
   dc_nonfinite_rows(x, batch, layer->cols, y, layer->rows);
+  return 0;
 }
 
 /* The most rows of x for which dc_codes_linear beats decoding to float32 and a dense GEMM on a

@@ -34,6 +34,7 @@ HOST = torch.device("cpu")
 # while from batch 8 to 64 one run favoured it and the other the kernels, by 5-15% each.
 DENSE_MIN_DENSITY = 0.5
 DENSE_MIN_BATCH = 128
+MAX_ROWS = 2**62  # no batch exceeds it: the kernels' limit where they never decode
 
 
 def uses_sparse(batch: int, density: float) -> bool:
@@ -100,9 +101,10 @@ class _Compiled(CompiledKernels):
             layout.entries, layout.bits, layout.index_bits, codebook.data_ptr(), codebook.numel(),
         )  # fmt: skip
         super().__init__(layout, descriptor)
+        self.max_batch = DENSE_MIN_BATCH - 1 if layout.density >= DENSE_MIN_DENSITY else MAX_ROWS
 
     def dense(self, batch: int, path: str | None = None) -> bool:
-        return not uses_sparse(batch, self.layout.density) if path is None else path == "dense"
+        return batch > self.max_batch if path is None else path == "dense"
 
 
 class _TorchSparse:
