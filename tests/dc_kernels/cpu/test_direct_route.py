@@ -116,3 +116,49 @@ def test_copies_and_pickles_run_their_own_route(form):
         assert torch.equal(other(x), expected)  # again, on a route of its own
     with torch.inference_mode():
         assert torch.equal(module(x), expected)
+
+
+def ops_seen(module: CompressedLinear, x: torch.Tensor) -> list[str]:
+    """The operators a dispatch mode sees during the call."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Log():
+        module(x)
+    return seen
+
+
+@pytest.mark.parametrize("form", FORMS)
+@torch.no_grad()
+def test_calls_watched_by_pytorch_take_the_op(form):
+    """Modes, tracers and fake tensors must see the op, which the direct route would hide."""
+    from torch.overrides import TorchFunctionMode
+
+    module = layer(form)
+    x = torch.randn(3, 40)
+    assert any("compressed_linear" in op for op in ops_seen(module, x))
+    functions = []
+
+    class Functions(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            functions.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    with Functions():
+        assert torch.equal(module(x), through_the_op(module, x))
+    assert any("compressed_linear" in f for f in functions), functions
+    traced = torch.jit.trace(module, x, check_trace=False)
+    assert "compressed_linear" in str(traced.graph)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as fake:
+        y = module(fake.from_tensor(x))
+    assert y.shape == (3, 24) and type(y).__name__ == "FakeTensor"
+    with torch.enable_grad():  # and so does a call with a gradient to record
+        assert module(x.requires_grad_()).grad_fn is not None
