@@ -34,6 +34,8 @@ refused when the layer is built or converted.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -105,8 +107,9 @@ class CompressedLinear(nn.Module):
         self._dropped = False
         # Empty stand-ins for col_idx and codes, passed to the op by backends that never read them.
         self._stubs: tuple[torch.Tensor, torch.Tensor] | None = None
-        # The backend's direct route (`Backend.direct`) and the buffers, as (name, tensor, version),
-        # it was made from: forward takes it only while they are unchanged.
+        # The backend's direct route (`Backend.direct`), the buffers, as (name, tensor, version),
+        # it was made from (forward takes it only while they are unchanged) and the route's C++
+        # call with those checks, or None.
         self._direct: tuple | None = None
         factory = {"device": device}
         self.register_buffer("codebook", torch.zeros(1, dtype=torch.float32, **factory))
@@ -401,6 +404,10 @@ class CompressedLinear(nn.Module):
         direct = self._direct
         if direct is not None and not torch.compiler.is_compiling():  # tracing reads no versions
             bias = self._parameters.get("bias")
+            if direct[2] is not None:  # these checks and the route in C++, for the kernels' batches
+                y = direct[2](x, bias, self._buffers)
+                if y is not None:
+                    return y
             if _unchanged(self._buffers, direct[1]) and direct_call(x, bias):
                 y = direct[0](x, bias)
                 if y is not None:
@@ -478,8 +485,9 @@ class CompressedLinear(nn.Module):
             self._direct = self._direct_route()
 
     def _direct_route(self) -> tuple | None:
-        """The packed backend's direct route and the buffers it depends on (None: no route, e.g.
-        under torch.inference_mode, whose buffers keep no version counter)."""
+        """The packed backend's direct route, the buffers it depends on and, where the route is
+        built in C++ (`dc_kernels.cpu.native`), its call with forward's checks (None: no route,
+        e.g. under torch.inference_mode, whose buffers keep no version counter)."""
         backend = get_backend(self._packed[0])
         if backend.direct is None or not self._loaded or self._packed[3] is None or self._stubs is None:
             return None
@@ -487,7 +495,10 @@ class CompressedLinear(nn.Module):
         route = backend.direct(backend.view(stub, self._packed[1], self._packed[2]))
         if route is None:
             return None
-        return route, self._packed[3]
+        guarded = getattr(route, "guarded", None)
+        if guarded is not None:
+            guarded = functools.partial(guarded, *route.native_args, self._packed[3])
+        return route, self._packed[3], guarded
 
     def _materialize(self) -> None:
         """Put decoded ``col_idx`` and ``codes`` back into their buffers if they were not kept."""

@@ -216,7 +216,9 @@ class DirectRoute:
     Other calls get None (and take the op's path). Made only over compiled kernels
     (`direct_route`): it calls their entry point itself."""
 
-    __slots__ = ("entry", "in_features", "kernels", "native", "native_args", "quick_batch", "quick_entry")
+    __slots__ = (
+        "entry", "guarded", "in_features", "kernels", "native", "native_args", "quick_batch", "quick_entry",
+    )  # fmt: skip
 
     def __init__(self, kernels: CompiledKernels) -> None:
         self.kernels = kernels
@@ -227,12 +229,13 @@ class DirectRoute:
         self.quick_batch = QUICK_WORK // (kernels.in_features * kernels.out_features)
         self.in_features = kernels.in_features
         # The same call in C++ where it is built (`dc_kernels.cpu.native`), for kernel batches.
-        self.native = self.native_args = None
+        # `guarded` also makes the module's checks (`CompressedLinear.forward`).
+        self.native = self.native_args = self.guarded = None
         extension = native.module()
         if extension is not None and isinstance(self.entry, ctypes._CFuncPtr):
             address = ctypes.cast(self.entry, ctypes.c_void_p).value
             max_batch = kernels.max_batch
-            self.native = extension.linear
+            self.native, self.guarded = extension.linear, extension.guarded_linear
             self.native_args = (
                 address, ctypes.addressof(kernels.descriptor), kernels.in_features, kernels.out_features,
                 max_batch, self.quick_batch,

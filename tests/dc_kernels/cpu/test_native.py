@@ -122,3 +122,33 @@ def test_absent_where_it_cannot_be_built(monkeypatch, tmp_path):
         assert r.native is None and r(torch.randn(2, 40), None).shape == (2, 24)
     finally:
         native.module.cache_clear()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_guarded_call_checks_what_forward_checks(form):
+    matrix = random_compressed_matrix(24, 40, 0.3, 4, seed=3, codebook_size=15)
+    module = CompressedLinear.from_matrix(matrix, torch.randn(24), form=form)
+    r, _, guarded = module._direct
+    x, bias = torch.randn(3, 40), module.bias.detach()
+    with torch.no_grad():
+        assert torch.equal(guarded(x, bias, module._buffers), python_route(r, x, bias))
+        declined = {
+            "a Parameter": (torch.nn.Parameter(x, requires_grad=False), bias),
+            "a sparse x": (x.to_sparse(), bias),
+        }
+        for what, (xx, bb) in declined.items():
+            assert guarded(xx, bb, module._buffers) is None, what
+    with torch.enable_grad():
+        assert guarded(x, module.bias, module._buffers) is None  # the bias records a gradient
+        assert guarded(x.requires_grad_(), None, module._buffers) is None
+    x = x.detach()
+    with torch.no_grad():
+        changed = dict(module._buffers)
+        changed["codebook"] = changed["codebook"].clone()  # another tensor
+        assert guarded(x, bias, changed) is None
+        module.codebook.add_(0)  # the same tensor, a new version
+        assert guarded(x, bias, module._buffers) is None
+    with pytest.raises(TypeError, match="10 arguments"):
+        guarded(x, bias)
+    with pytest.raises(TypeError, match="buffers' dict"):
+        guarded(x, bias, list(module._buffers))
