@@ -500,6 +500,11 @@ class CompressedLinear(nn.Module):
             guarded = functools.partial(guarded, *route.native_args, self._packed[3])
         return route, self._packed[3], guarded
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self._direct is not None:  # its C++ call holds the kernels' addresses of the original
+            self._direct = self._direct_route()
+
     def _materialize(self) -> None:
         """Put decoded ``col_idx`` and ``codes`` back into their buffers if they were not kept."""
         if self._dropped:

@@ -3,6 +3,8 @@ taken where it may be, equal to the op's path bit for bit, and left whenever the
 layer changes what it was made for."""
 
 import copy
+import ctypes
+import gc
 import pickle
 
 import pytest
@@ -111,11 +113,17 @@ def test_copies_and_pickles_run_their_own_route(form):
     module = layer(form)
     x = torch.randn(1, 40)
     expected = module(x)
-    for other in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+    copies = [copy.deepcopy(module), pickle.loads(pickle.dumps(module))]
+    del module  # nothing of the original may be used by the copies
+    gc.collect()
+    for other in copies:
+        route, _, guarded = other._direct
+        if guarded is not None:  # the C++ call holds the copy's own layer descriptor
+            assert guarded.args[1] == ctypes.addressof(route.kernels.descriptor)
         assert torch.equal(other(x), expected)
         assert torch.equal(other(x), expected)  # again, on a route of its own
     with torch.inference_mode():
-        assert torch.equal(module(x), expected)
+        assert torch.equal(copies[0](x), expected)
 
 
 def ops_seen(module: CompressedLinear, x: torch.Tensor) -> list[str]:
