@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from dc_kernels.errors import CorruptLayerError, DeviceMismatchError, DtypeMismatchError, ShapeMismatchError
+from dc_kernels.errors import (
+    CorruptLayerError,
+    DeviceMismatchError,
+    DtypeMismatchError,
+    LayoutMismatchError,
+    ShapeMismatchError,
+)
 
 if TYPE_CHECKING:
     from dc_kernels.reference import CanonicalTensors
@@ -50,11 +56,22 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def check_strided(x: torch.Tensor) -> None:
+    """Refuse, by name, an input tensor without strides (sparse, nested, MKL-DNN), which the
+    kernels cannot read and PyTorch's own operators reject with internal messages."""
+    if x.layout != torch.strided or x.is_nested:
+        kind = "nested" if x.is_nested else str(x.layout).removeprefix("torch.")
+        raise LayoutMismatchError(
+            f"CompressedLinear takes a dense (strided) input, got a {kind} tensor: convert it (.to_dense())"
+        )
+
+
 def check_input(x: torch.Tensor, in_features: int, out_features: int, *tensors: torch.Tensor | None) -> None:
     """Raise nn.Linear's own errors for an input ``x`` (..., in_features) that a
     (out_features, in_features) layer cannot take, or whose device differs from ``tensors``'."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"linear(): argument 'input' must be Tensor, not {type(x).__name__}")
+    check_strided(x)
     if x.dim() == 0:
         raise ShapeMismatchError("both arguments to linear need to be at least 1D, but they are 0D and 2D")
     if x.dtype not in SUPPORTED_DTYPES:

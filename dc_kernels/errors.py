@@ -16,6 +16,10 @@ class DtypeMismatchError(TypeError, RuntimeError):
     """The input's dtype is not float32, float16 or bfloat16."""
 
 
+class LayoutMismatchError(TypeError, RuntimeError):
+    """The input is not a dense (strided) tensor: sparse, nested or opaque (MKL-DNN) layouts."""
+
+
 class DeviceMismatchError(ValueError, RuntimeError):
     """The input is on another device than the layer."""
 

@@ -45,7 +45,7 @@ from compress.matrix import CompressedMatrix, check_bits
 from compress.one_shot import compress_matrix
 from compress.size import compare_bytes, form_bits, pick_form
 from dc_kernels.backends import AUTO, GPU_FORMS, canonical_name, get_backend, resolve
-from dc_kernels.checks import SUPPORTED_DTYPES
+from dc_kernels.checks import SUPPORTED_DTYPES, check_strided
 from dc_kernels.errors import CorruptLayerError, LayerNotLoadedError
 from dc_kernels.ops import compressed_linear, dense_weight, direct_call, run_linear
 from dc_kernels.reference import CanonicalTensors
@@ -414,6 +414,8 @@ class CompressedLinear(nn.Module):
                     return y
         if not self._loaded and not self.codebook.is_meta:
             self._check_loaded()
+        if isinstance(x, torch.Tensor):
+            check_strided(x)  # before the op: its dispatch would fail on a sparse or MKL-DNN x first
         backend = resolve(self._backend, x.device, self._gpu_form, self._effective_form)
         codebook, row_ptr, col_idx, codes, packed, meta = self._op_tensors(backend)
         op = run_linear if direct_call(x, self.bias) else compressed_linear

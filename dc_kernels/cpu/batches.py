@@ -46,7 +46,12 @@ PACKED_BLOCK_BYTES_PER_THREAD = 4 << 20
 # into a fresh one, up to 162 us depending on the order of allocations; 1 thread, interleaved).
 KEPT_BLOCK_BYTES = 4 << 20
 _kept = threading.local()
-_FLOAT32, _empty, _get_num_threads = torch.float32, torch.empty, torch.get_num_threads
+_FLOAT32, _STRIDED, _empty, _get_num_threads = (
+    torch.float32,
+    torch.strided,
+    torch.empty,
+    torch.get_num_threads,
+)
 # Multiply-adds up to which a direct call keeps the GIL (tens of microseconds of kernel): keeping
 # it saved 1-1.5 us of a 384 x 384 layer's 19-21 us call at batch 1 (1 thread, interleaved).
 QUICK_WORK = 1 << 20
@@ -251,8 +256,14 @@ class DirectRoute:
                 return y
         # Every step counts at batch 1 (a 384 x 384 layer's kernel takes 5 us): torch.empty with
         # integer sizes costs 0.6 us where a shape tuple cost 1.8 us.
-        if x.dtype != _FLOAT32 or not x.is_cpu or not x.is_contiguous():
-            return None
+        if (
+            x.layout != _STRIDED
+            or x.is_nested
+            or x.dtype != _FLOAT32
+            or not x.is_cpu
+            or not x.is_contiguous()
+        ):
+            return None  # (sparse and nested tensors have no strides: forward reports them)
         shape = x.shape
         cols = self.in_features
         if not shape or shape[-1] != cols:

@@ -23,6 +23,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
@@ -34,8 +35,11 @@ namespace {
 // int entry(const layer *, int64_t batch, const float *x, const float *bias, float *y, int threads)
 using LinearEntry = int (*)(const void *, int64_t, const float *, const float *, float *, int);
 
+// A plain strided tensor (no sparse, opaque, nested or functorch impl, whose strides or data
+// pointer throw), float32, contiguous, in host memory.
 bool host_float32(const at::Tensor &t) {
-  return t.scalar_type() == at::kFloat && t.device().is_cpu() && t.is_contiguous();
+  return typeid(*t.unsafeGetTensorImpl()) == typeid(c10::TensorImpl) && t.layout() == c10::kStrided &&
+         t.scalar_type() == at::kFloat && t.device().is_cpu() && t.is_contiguous();
 }
 
 struct Layer {
@@ -93,6 +97,7 @@ PyObject *run(const Layer &layer, PyObject *x_obj, PyObject *bias_obj) {
 }
 
 PyObject *linear(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
   if (nargs != 8) {
     PyErr_Format(PyExc_TypeError, "linear takes 8 arguments, got %zd", nargs);
     return nullptr;
@@ -100,6 +105,7 @@ PyObject *linear(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
   Layer layer;
   if (!parse_layer(args, &layer)) return nullptr;
   return run(layer, args[6], args[7]);
+  END_HANDLE_TH_ERRORS
 }
 
 // Whether the call needs nothing of the op (dc_kernels.ops.direct_call): -1 with an error set.
@@ -145,6 +151,7 @@ int unchanged(PyObject *buffers, PyObject *watched) {
 }
 
 PyObject *guarded_linear(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
   if (nargs != 10) {
     PyErr_Format(PyExc_TypeError, "guarded_linear takes 10 arguments, got %zd", nargs);
     return nullptr;
@@ -162,6 +169,7 @@ PyObject *guarded_linear(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
   }
   return run(layer, args[7], args[8]);
+  END_HANDLE_TH_ERRORS
 }
 
 PyMethodDef methods[] = {

@@ -13,7 +13,7 @@ from torch import nn
 from dc_kernels import ops
 from dc_kernels.backends import backend_names
 from dc_kernels.cpu.layout import SparseLayout
-from dc_kernels.errors import LayerNotLoadedError
+from dc_kernels.errors import LayerNotLoadedError, LayoutMismatchError
 from dc_kernels.linear import CompressedLinear
 from workloads import random_compressed_matrix
 
@@ -152,6 +152,26 @@ def test_errors_use_nn_linear_wording():
         with pytest.raises(TypeError) as got:
             layer(x)
         assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "dense_codes_cpu"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_inputs_without_strides_are_refused_by_name(backend, grad):
+    layer = make_layer(3, 40, 0.5)
+    layer.backend = backend
+    x = torch.randn(2, 40)
+    inputs = {
+        "sparse_coo": x.to_sparse(),
+        "sparse_csr": x.to_sparse_csr(),
+        "nested": torch.nested.nested_tensor([torch.randn(1, 40), torch.randn(2, 40)]),
+    }
+    if torch.backends.mkldnn.is_available():
+        inputs["_mkldnn"] = x.to_mkldnn()
+    with torch.set_grad_enabled(grad):
+        for kind, bad in inputs.items():
+            with pytest.raises(LayoutMismatchError, match=f"dense \\(strided\\) input, got a {kind} tensor"):
+                layer(bad)
+    assert issubclass(LayoutMismatchError, TypeError) and issubclass(LayoutMismatchError, RuntimeError)
 
 
 def test_input_on_another_device_is_refused():

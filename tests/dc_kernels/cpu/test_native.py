@@ -85,6 +85,13 @@ def test_declines_what_the_python_route_decides(form):
         "float16 bias": (x, bias.half()),
         "strided bias": (x, torch.randn(48)[::2]),
         "not a tensor": (x.tolist(), bias),
+        "a sparse x": (x.to_sparse(), bias),
+        "a sparse CSR x": (x.to_sparse_csr(), bias),
+        "an opaque (mkldnn) x": (x.to_mkldnn(), bias)
+        if torch.backends.mkldnn.is_available()
+        else (x.half(), bias),
+        "a nested x": (torch.nested.nested_tensor([torch.randn(2, 40), torch.randn(3, 40)]), bias),
+        "a sparse bias": (x, bias.to_sparse()),
         "beyond the kernels' batches": (torch.randn(r.kernels.max_batch + 1, 40), bias),  # decode + GEMM
     }
     for what, (xx, bb) in declined.items():
