@@ -114,18 +114,24 @@ def _cpu_identity() -> str:
 
 
 def _build(compiler: str, sources: dict[str, str], flags: tuple[str, ...], target: Path) -> None:
-    """Compile ``sources`` (file name -> text) into ``target`` atomically; `BuildError` with the
+    """Compile ``sources`` (file name -> text) into ``target`` atomically (`compile_into`)."""
+
+    def command(folder: Path, out: Path) -> list[str]:
+        return [compiler, *flags, *COMMON_FLAGS, *(str(folder / name) for name in SOURCES), "-o", str(out)]
+
+    compile_into(sources, command, target)
+
+
+def compile_into(sources: dict[str, str], command, target: Path) -> None:
+    """Write ``sources`` (file name -> text) into a private folder beside ``target``, run
+    ``command(folder, out)`` there and move ``out`` to ``target`` atomically; `BuildError` with the
     compiler's message on failure, OSError when the directory cannot be written."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        folder = Path(tmp)
         for name, text in sources.items():
-            (Path(tmp) / name).write_text(text)
-        out = Path(tmp) / target.name
-        result = subprocess.run(
-            [compiler, *flags, *COMMON_FLAGS, *(str(Path(tmp) / name) for name in SOURCES), "-o", str(out)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+            (folder / name).write_text(text)
+        out = folder / target.name
+        result = subprocess.run(command(folder, out), capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BuildError((result.stderr or result.stdout).strip()[-2000:])
         os.chmod(out, 0o755)

@@ -34,12 +34,17 @@ HOST = torch.device("cpu")
 # while from batch 8 to 64 one run favoured it and the other the kernels, by 5-15% each.
 DENSE_MIN_DENSITY = 0.5
 DENSE_MIN_BATCH = 128
-MAX_ROWS = 2**62  # no batch exceeds it: the kernels' limit where they never decode
+
+
+def kernel_max_batch(density: float) -> int:
+    """The most rows of x the sparse kernels run on a layer of ``density`` (decode + GEMM beyond;
+    below `DENSE_MIN_DENSITY` no batch is beyond)."""
+    return DENSE_MIN_BATCH - 1 if density >= DENSE_MIN_DENSITY else 2**62
 
 
 def uses_sparse(batch: int, density: float) -> bool:
     """Whether `cpu_linear` takes the sparse kernels (True) or decode + dense GEMM (False)."""
-    return density < DENSE_MIN_DENSITY or batch < DENSE_MIN_BATCH
+    return batch <= kernel_max_batch(density)
 
 
 class SparseState(NamedTuple):
@@ -101,7 +106,7 @@ class _Compiled(CompiledKernels):
             layout.entries, layout.bits, layout.index_bits, codebook.data_ptr(), codebook.numel(),
         )  # fmt: skip
         super().__init__(layout, descriptor)
-        self.max_batch = DENSE_MIN_BATCH - 1 if layout.density >= DENSE_MIN_DENSITY else MAX_ROWS
+        self.max_batch = kernel_max_batch(layout.density)
 
     def dense(self, batch: int, path: str | None = None) -> bool:
         return batch > self.max_batch if path is None else path == "dense"

@@ -16,10 +16,8 @@ import importlib.machinery
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
@@ -72,15 +70,7 @@ def _build_and_import(compiler: str, text: str, directory: Path) -> ModuleType:
             return _import(target)
         except ImportError:
             pass  # empty, truncated or foreign: built again below
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        source = Path(tmp) / SOURCE
-        source.write_text(text)
-        out = Path(tmp) / target.name
-        result = subprocess.run(_command(compiler, source, out), capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise build.BuildError((result.stderr or result.stdout).strip()[-2000:])
-        os.chmod(out, 0o755)
-        os.replace(out, target)
+    build.compile_into({SOURCE: text}, lambda folder, out: _command(compiler, folder / SOURCE, out), target)
     return _import(target)
 
 

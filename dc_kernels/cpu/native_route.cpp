@@ -48,8 +48,13 @@ struct Layer {
   int64_t in_features, out_features, max_batch, quick_batch;
 };
 
-// The first six arguments; false with a Python error set when they are wrong.
-bool parse_layer(PyObject *const *args, Layer *layer) {
+// The first six of `expected` arguments; false with a Python error set when they are wrong.
+bool parse_layer(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected,
+                 Layer *layer) {
+  if (nargs != expected) {
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", name, expected, nargs);
+    return false;
+  }
   layer->entry = reinterpret_cast<LinearEntry>(PyLong_AsVoidPtr(args[0]));
   layer->descriptor = PyLong_AsVoidPtr(args[1]);
   layer->in_features = PyLong_AsLongLong(args[2]);
@@ -98,12 +103,8 @@ PyObject *run(const Layer &layer, PyObject *x_obj, PyObject *bias_obj) {
 
 PyObject *linear(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 8) {
-    PyErr_Format(PyExc_TypeError, "linear takes 8 arguments, got %zd", nargs);
-    return nullptr;
-  }
   Layer layer;
-  if (!parse_layer(args, &layer)) return nullptr;
+  if (!parse_layer("linear", args, nargs, 8, &layer)) return nullptr;
   return run(layer, args[6], args[7]);
   END_HANDLE_TH_ERRORS
 }
@@ -152,12 +153,8 @@ int unchanged(PyObject *buffers, PyObject *watched) {
 
 PyObject *guarded_linear(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 10) {
-    PyErr_Format(PyExc_TypeError, "guarded_linear takes 10 arguments, got %zd", nargs);
-    return nullptr;
-  }
   Layer layer;
-  if (!parse_layer(args, &layer)) return nullptr;
+  if (!parse_layer("guarded_linear", args, nargs, 10, &layer)) return nullptr;
   const int plain = plain_call(args[7], args[8]);
   if (plain != 1) {
     if (plain < 0) return nullptr;

@@ -10,8 +10,9 @@
  * kernels' threads are the ones its operators just used, still spinning: on 384 x 384 and 1536 x
  * 384 dense codes at batch 1-128 with 2 threads, called in turn with nn.Linear, 0.81-1.21x of
  * nn.Linear's speed where the library's own pool (below) ran at 0.58-0.97x, its helper competing
- * with PyTorch's spinning thread for the second core. GNU OpenMP cannot start a team in a child forked after the parent
- * ran one (PyTorch's own operators hang there), so a forked child runs the kernels on one thread.
+ * with PyTorch's spinning thread for the second core. GNU OpenMP cannot start a team in a child
+ * forked after the parent ran one (PyTorch's own operators hang there), so a forked child runs the
+ * kernels on one thread.
  *
  * Without OpenMP, the library's own pool: rows are cut into chunks that the calling thread and a
  * small pool of helper threads claim from one atomic counter. The caller never waits for a
