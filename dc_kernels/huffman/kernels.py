@@ -9,18 +9,24 @@ lengths and spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iter
 steps and, where that covers the rest, a closing iteration of ``K / 2``
 (`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
-* the lane keeps a 64-bit bit buffer holding at least 32 unread bits before every two steps, and
-  refills one 32-bit word after them (a step reads at most 16 bits: codeword plus raw bits);
-* one lookup in the ``int32`` decode table (a few cache lines) gives the symbol's codeword
-  length, raw bit count, codebook index without its raw low bits and column advance; the raw bits
-  complete the codebook index and the gap (an escape or END points past the codebook: weight 0);
+* the lane reads from two 32-bit words at a bit position (the symbol's 32 bits are one funnel
+  shift away), with at least 32 unread bits before every two steps; after them, once the first
+  word is used up, the word loaded at the previous refill moves in and the next one is loaded, so
+  no load of the stream is waited on inside the decode chain (a step reads at most 16 bits:
+  codeword plus raw bits);
+* one lookup in the ``int32`` decode table (a few cache lines) gives the symbol's bit count and
+  the bases its codebook index and column advance are counted from: the symbol's bits, read as a
+  number ``v``, complete both (``v >> b`` and ``v``'s low ``b`` bits; an escape or END points
+  past the codebook: weight 0), so a step costs one shift, one mask and two adds beyond the lookup
+  (`dc_kernels.huffman.layout.decode_table_entries`);
 * a weight is multiplied with the ``BB`` batch columns of x at its column.
 
 Reads past a piece's end are served as one bits (the last word's bits past the end are set, later
 words are not loaded): a lane that finishes early decodes END (weight 0, no advance) until the
 program's last step, so no lane needs a mask. Every word read lies in ``[start, end)`` of its
-piece, clamped to the words array, the table index has ``T`` bits, the x index is masked to the
-on-chip window or to ``col < n_cols``, and the loop count is stored: even a layout that skipped
+piece, clamped to the words array, the table index has ``T`` bits, the codebook index is taken
+modulo the on-chip codebook's entries, the x index is masked to the on-chip window or to
+``col < n_cols``, and the loop count is stored: even a layout that skipped
 validation reads and writes nothing out of bounds.
 
 After every ``K`` steps one ``tl.gather`` reads the ``K`` weights of every lane from an on-chip
@@ -28,7 +34,8 @@ copy of the codebook, and x is read one of two ways (``XW``):
 
 * ``XW > 0`` (batch 1): the whole x row, zero-padded to ``XW`` columns, lives on chip; a second
   ``tl.gather`` fetches the ``K`` decoded columns of every lane from its shared memory copy (the
-  copy is refreshed once per gather, not once per step);
+  copy is refreshed once per gather, not once per step) and the ``K`` products enter the lane's
+  sum as a chain of multiply-adds;
 * ``XW == 0``: x is read from memory at the decoded columns: for a batch (``BB > 1``) the launcher
   hands over x transposed and padded to ``BB`` columns (``stride_xb`` and ``stride_xk`` are then
   unused), so each decoded weight reads its ``BB`` values with one vector load and multiplies them
@@ -43,9 +50,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dc_kernels.huffman.layout import CODEBOOK_INDICES
+from dc_kernels.huffman import layout
 
-CODEBOOK_CHIP = tl.constexpr(CODEBOOK_INDICES)  # the fused kernel's on-chip codebook, zero-padded
+CODEBOOK_CHIP = tl.constexpr(layout.CODEBOOK_INDICES)  # the fused kernel's on-chip codebook, zero-padded
+# Fields of a decode-table entry (`dc_kernels.huffman.layout.decode_table_entries`).
+SHIFT_MASK = tl.constexpr(layout.SHIFT_MASK)
+CODE_SHIFT = tl.constexpr(layout.CODE_SHIFT)
+ADVANCE_SHIFT = tl.constexpr(layout.ADVANCE_SHIFT)
 
 
 @triton.jit
@@ -91,98 +102,114 @@ def _lanes(
 
 @triton.jit
 def _reader(words_ptr, start, end):
-    """A lane's bit reader at ``start``: (buffer, valid bits, next word, last word, last word's
-    value with its bits at and past ``end`` set to one)."""
+    """A lane's bit reader at ``start``: (two words, the position of the next bit in them, the
+    word after them, its index, the last word's index and its value with its bits at and past
+    ``end`` set to one)."""
     last = ((end + 31) >> 5).to(tl.int32) - 1
     first = (start >> 5).to(tl.int32)
     past = ((last + 1) * 32 - end).to(tl.int32)  # bits of the last word at and past the end
     tail = tl.load(words_ptr + last, mask=last >= first, other=0).to(tl.uint32, bitcast=True)
     last_value = tail | ((tl.full(past.shape, 1, tl.uint32) << past.to(tl.uint32)) - 1)
-    w0 = _fetch(words_ptr, first, last, last_value)
-    w1 = _fetch(words_ptr, first + 1, last, last_value)
-    buf = ((w0.to(tl.uint64) << 32) | w1.to(tl.uint64)) << (start & 31).to(tl.uint64)
-    return buf, 64 - (start & 31).to(tl.int32), first + 2, last, last_value
+    w0 = _fetch(words_ptr, first, last, last_value, start < end)
+    w1 = _fetch(words_ptr, first + 1, last, last_value, start < end)
+    nxt = _fetch(words_ptr, first + 2, last, last_value, start < end)
+    buf = (w0.to(tl.uint64) << 32) | w1.to(tl.uint64)
+    return buf, (start & 31).to(tl.int32), nxt, first + 2, last, last_value
 
 
 @triton.jit
-def _fetch(words_ptr, i, last, last_value):
-    """Word ``i`` of a piece's reader: read from memory before the last word, the prepared last
-    word, then all ones (nothing is read at or past the last word)."""
+def _fetch(words_ptr, i, last, last_value, wanted):
+    """Word ``i`` of a piece's reader where ``wanted``: read from memory before the last word, the
+    prepared last word, then all ones (nothing is read at or past the last word)."""
     other = tl.where(i == last, last_value, tl.full(last_value.shape, 0xFFFFFFFF, tl.uint32))
-    return tl.load(words_ptr + i, mask=i < last, other=other.to(tl.int32, bitcast=True)).to(
+    return tl.load(words_ptr + i, mask=wanted & (i < last), other=other.to(tl.int32, bitcast=True)).to(
         tl.uint32, bitcast=True
     )
 
 
 @triton.jit
-def _refill(words_ptr, buf, nb, wi, last, last_value):
-    """One word into the buffer when at most 32 bits are left (afterwards 32..64 are)."""
-    need = nb <= 32
-    word = _fetch(words_ptr, wi, last, last_value)
-    # (32 - nb) & 63: a shift in range also where no word is taken (the word is then 0).
-    buf = buf | tl.where(need, word, 0).to(tl.uint64) << ((32 - nb) & 63).to(tl.uint64)
-    return buf, tl.where(need, nb + 32, nb), wi + need.to(tl.int32)
+def _refill(words_ptr, buf, pos, nxt, wi, last, last_value):
+    """Once the buffer's first word is read (``pos >= 32``; afterwards ``pos < 32``: at least 32
+    bits are unread) the word loaded at the previous refill enters it and the one after is
+    loaded: a load's latency is not on the decode chain."""
+    need = pos >= 32
+    buf = tl.where(need, (buf << 32) | nxt.to(tl.uint64), buf)
+    wi += need.to(tl.int32)
+    nxt = tl.where(need, _fetch(words_ptr, wi, last, last_value, need), nxt)
+    return buf, tl.where(need, pos - 32, pos), nxt, wi
 
 
 @triton.jit
-def _symbol(table_ptr, buf, table_bits, gap_bits):
-    """Decode one symbol at the top of the buffer: (buffer shifted past it, its bits, its column
-    advance, its codebook index: ``>= k``, past the codebook, for an escape or END)."""
-    top = (buf >> 32).to(tl.uint32)
+def _symbol(table_ptr, buf, pos, table_bits, gap_bits):
+    """Decode one symbol at bit ``pos`` of the buffer: (position past it, its column advance, its
+    codebook index: ``>= k``, past the codebook, for an escape or END)."""
+    top = ((buf << pos.to(tl.uint64)) >> 32).to(tl.uint32)
     entry = tl.load(table_ptr + (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32))
-    length = entry & 15
-    shift = (entry >> 4) & 63  # 32 - raw bits
-    # The raw bits after the codeword: the code's low bits, then the gap's (0 when shift is 32).
-    raw = ((top << length.to(tl.uint32)).to(tl.uint64) >> shift.to(tl.uint64)).to(tl.int32)
-    code = ((entry >> 10) & 511) + (raw >> gap_bits)
-    advance = (entry >> 19) + (raw & ((1 << gap_bits) - 1))
-    bits = length + 32 - shift
-    return buf << bits.to(tl.uint64), bits, advance, code
+    shift = entry & SHIFT_MASK  # 32 - the symbol's bits (codeword and raw bits)
+    v = (top >> shift.to(tl.uint32)).to(tl.int32)
+    code = ((entry >> CODE_SHIFT) + (v >> gap_bits)) & (CODEBOOK_CHIP - 1)
+    advance = (entry >> ADVANCE_SHIFT) + (v & ((1 << gap_bits) - 1))
+    return pos + 32 - shift, advance, code
 
 
 @triton.jit
-def _pair(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits):
+def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits):
     """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
-    buf, bits_a, advance_a, code_a = _symbol(table_ptr, buf, table_bits, gap_bits)
+    pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits)
     col_a = col + advance_a
-    buf, bits_b, advance_b, code_b = _symbol(table_ptr, buf, table_bits, gap_bits)
+    pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits)
     col_b = col_a + advance_b
-    buf, nb, wi = _refill(words_ptr, buf, nb - bits_a - bits_b, wi, last, last_value)
-    return buf, nb, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
+    buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, last, last_value)
+    return buf, pos, nxt, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
 
 
 @triton.jit
-def _steps(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K: tl.constexpr):
+def _steps(
+    words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K: tl.constexpr
+):
     """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
     if K == 2:
-        return _pair(words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits)
+        return _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits)
     else:
-        buf, nb, wi, col, cols_a, codes_a = _steps(
-            words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K // 2
+        buf, pos, nxt, wi, col, cols_a, codes_a = _steps(
+            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K // 2
         )
-        buf, nb, wi, col, cols_b, codes_b = _steps(
-            words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K // 2
+        buf, pos, nxt, wi, col, cols_b, codes_b = _steps(
+            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K // 2
         )
-        return buf, nb, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
+        return buf, pos, nxt, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
+
+
+@triton.jit
+def _chain(acc, weights, xv, ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr):
+    """``acc + sum_k weights[..., k] xv[..., k]`` as a chain of ``K`` multiply-adds into ``acc``
+    ([ROWS, PIECES, 1]): one instruction a step where a summed tree takes ``2K - 1``."""
+    if K == 1:
+        return tl.fma(weights, xv, acc)
+    else:
+        w_a, w_b = tl.split(tl.reshape(weights, (ROWS, PIECES, K // 2, 2)))
+        x_a, x_b = tl.split(tl.reshape(xv, (ROWS, PIECES, K // 2, 2)))
+        acc = _chain(acc, w_a, x_a, ROWS, PIECES, K // 2)
+        return _chain(acc, w_b, x_b, ROWS, PIECES, K // 2)
 
 
 @triton.jit
 def _iteration(
-    words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+    words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
     table_bits, gap_bits, n_cols, stride_xk,
     ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
 ):  # fmt: skip
-    """``K`` steps of every lane, their weights applied to x: (buf, nb, wi, col, acc)."""
-    buf, nb, wi, col, cols, codes = _steps(
-        words_ptr, table_ptr, buf, nb, wi, last, last_value, col, table_bits, gap_bits, K
+    """``K`` steps of every lane, their weights applied to x: (buf, pos, nxt, wi, col, acc)."""
+    buf, pos, nxt, wi, col, cols, codes = _steps(
+        words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K
     )
     cols = tl.reshape(cols, (ROWS, PIECES, K))
-    flat_codes = tl.reshape(codes & (CODEBOOK_CHIP - 1), (ROWS * PIECES * K,))
+    flat_codes = tl.reshape(codes, (ROWS * PIECES * K,))
     weights = tl.reshape(tl.gather(codebook_chip, flat_codes, 0), (ROWS, PIECES, K))
     if XW > 0:
         flat = tl.reshape(cols & (XW - 1), (ROWS * PIECES * K,))
         xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
-        acc += tl.sum(weights * xv.to(tl.float32), axis=2)[:, :, None]
+        acc = _chain(acc, weights, xv.to(tl.float32), ROWS, PIECES, K)
     else:
         inside = ((cols >= 0) & (cols < n_cols))[:, :, :, None]
         if BB == 1:
@@ -192,7 +219,7 @@ def _iteration(
             offs = cols.to(tl.int64)[:, :, :, None] * BB + b[None, None, None, :]
             xv = tl.load(x_ptr + offs, mask=inside, other=0.0)
         acc += tl.sum(weights[:, :, :, None] * xv.to(tl.float32), axis=2)
-    return buf, nb, wi, col, acc
+    return buf, pos, nxt, wi, col, acc
 
 
 @triton.jit
@@ -237,7 +264,7 @@ def huffman_spmm_kernel(
         prog_base_ptr, seg_len_ptr, seg_span_ptr, pid, n_rows,
         len_base, len_unit, span_base, span_unit, n_bits, ROWS, PIECES,
     )  # fmt: skip
-    buf, nb, wi, last, last_value = _reader(words_ptr, start, end)
+    buf, pos, nxt, wi, last, last_value = _reader(words_ptr, start, end)
     col = first_col - 1  # the column of the last decoded weight
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
@@ -257,15 +284,15 @@ def huffman_spmm_kernel(
     else:
         n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
-        buf, nb, wi, col, acc = _iteration(
-            words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
+        buf, pos, nxt, wi, col, acc = _iteration(
+            words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
             table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
         if (rest > 0) & (rest <= K // 2):
-            buf, nb, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, nb, wi, last, last_value, col, acc, codebook_chip, x_chip,
-                table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
+            buf, pos, nxt, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
+                x_chip, table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
     sorted_row = pid * ROWS + tl.arange(0, ROWS)
@@ -315,7 +342,7 @@ def huffman_decode_kernel(
         prog_base_ptr, seg_len_ptr, seg_span_ptr, pid, n_rows,
         len_base, len_unit, span_base, span_unit, n_bits, ROWS, PIECES,
     )  # fmt: skip
-    buf, nb, wi, last, last_value = _reader(words_ptr, start, end)
+    buf, pos, nxt, wi, last, last_value = _reader(words_ptr, start, end)
     col = first_col - 1
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
@@ -325,7 +352,7 @@ def huffman_decode_kernel(
         out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
-        buf, bits, advance, code = _symbol(table_ptr, buf, table_bits, gap_bits)
+        pos, advance, code = _symbol(table_ptr, buf, pos, table_bits, gap_bits)
         col += advance
         real = (code < codebook_size) & (col >= 0) & (col < n_cols) & row_ok
         if DENSE:
@@ -337,4 +364,4 @@ def huffman_decode_kernel(
             tl.store(cols_ptr + out, col, mask=real)
             out += real.to(tl.int64)
         # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
-        buf, nb, wi = _refill(words_ptr, buf, nb - bits, wi, last, last_value)
+        buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, last, last_value)

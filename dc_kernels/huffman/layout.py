@@ -93,7 +93,7 @@ LEAST_MEMORY = {"segment_symbols": 256, "max_table_bits": MAX_TABLE_BITS, "escap
 # END, and up to 2k - 1 from the raw low bits of a corrupt stream (the kernels' on-chip codebook).
 CODEBOOK_INDICES = 512
 # Fields of a decode-table entry (`decode_table_entries`).
-LENGTH_MASK, SHIFT_SHIFT, SHIFT_MASK, CODE_SHIFT, CODE_MASK, ADVANCE_SHIFT = 15, 4, 63, 10, 511, 19
+SHIFT_MASK, CODE_SHIFT, CODE_MASK, ADVANCE_SHIFT = 31, 5, CODEBOOK_INDICES - 1, 14
 TENSOR_NAMES = ("words", "prog_base", "seg_len", "seg_span", "row_ids", "code_lengths", "codebook")
 METADATA_NAMES = (
     "out_features",
@@ -317,11 +317,14 @@ def choose_coding(
 
 def decode_table_entries(code: HuffmanCode, k: int, gap_raw_bits: int, code_raw_bits: int, q_levels: int):
     """The kernels' decode table: ``int32[2**T]``, entry ``peek`` for the codeword that prefixes
-    the ``T`` bits ``peek``: ``length | (32 - raw) << 4 | code << 10 | advance << 19`` with
-    ``length`` the codeword's, ``raw`` the raw bits after it (``c + b`` for a weight, else 0),
-    ``code`` the weight's codebook index without its ``c`` raw low bits (``k``, past the codebook,
-    for an escape or END: weight 0) and ``advance`` the columns it moves before the gap's raw bits
-    are added (``q << b`` + 1 for a weight, ``Q << b`` for an escape, 0 for END)."""
+    the ``T`` bits ``peek``. A step reads the symbol's ``bits`` (codeword and raw bits) as the
+    number ``v`` and gets the rest with shifts, masks and adds:
+    ``code = (code_base + (v >> b)) mod CODEBOOK_INDICES``, ``advance = advance_base + (v & (2**b - 1))``,
+    the bases folding in what the codeword's own bits add. The entry is
+    ``advance_base << 14 | (code_base mod 512) << 5 | (32 - bits)`` (``advance_base`` signed).
+    ``code`` is the weight's codebook index (``k``, past the codebook, for an escape or END:
+    weight 0) and ``advance`` the columns it moves (``gap + 1`` for a weight, ``Q << b`` for an
+    escape, 0 for END)."""
     base = code.decode_table().astype(np.int64)
     symbol, length = base & 0xFFFF, base >> 16
     kh = high_codes(k, code_raw_bits)
@@ -331,8 +334,13 @@ def decode_table_entries(code: HuffmanCode, k: int, gap_raw_bits: int, code_raw_
     advance = np.where(
         is_weight, (symbol % q_levels << gap_raw_bits) + 1, np.where(escape, q_levels << gap_raw_bits, 0)
     )
-    shift = 32 - np.where(is_weight, gap_raw_bits + code_raw_bits, 0)
-    entry = length | shift << SHIFT_SHIFT | weight_code << CODE_SHIFT | advance << ADVANCE_SHIFT
+    raw = np.where(is_weight, gap_raw_bits + code_raw_bits, 0)
+    # The codeword's canonical value: the peeked bits above its length.
+    codeword = np.arange(base.size, dtype=np.int64) >> (code.table_bits - length)
+    v_codeword = codeword << raw  # v with the raw bits zero
+    code_base = (weight_code - (v_codeword >> gap_raw_bits)) & CODE_MASK
+    advance_base = advance - (v_codeword & ((1 << gap_raw_bits) - 1))
+    entry = advance_base << ADVANCE_SHIFT | code_base << CODE_SHIFT | (32 - length - raw)
     return entry.astype(np.int32)
 
 
@@ -889,9 +897,7 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         p, e = pos[active], ends[active]
         peek = _peek(uwords, p, e, tbits)
         entry = table[peek].astype(np.int64)
-        length = entry & LENGTH_MASK
-        raw_len = 32 - ((entry >> SHIFT_SHIFT) & SHIFT_MASK)
-        total = length + raw_len
+        total = 32 - (entry & SHIFT_MASK)
         is_end = entry == end_entry
         if np.any(is_end):  # END: the rest of the piece must be its one-bit padding
             done = active[is_end]
@@ -905,18 +911,16 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
                 _fail(f"corrupt stream: piece {bad} holds {int(ends[bad] - pos[bad])} bits after an END")
             pos[done] = ends[done]
             keep = ~is_end
-            active, p, e, entry, length, raw_len, total = (
-                a[keep] for a in (active, p, e, entry, length, raw_len, total)
-            )
+            active, p, e, entry, total = (a[keep] for a in (active, p, e, entry, total))
             if not active.size:
                 break
         if np.any(p + total > e):
             bad = int(active[np.flatnonzero(p + total > e)[0]])
             _fail(f"corrupt stream: piece {bad} (sorted row {bad // pieces}) has a symbol crossing its end")
-        raw = np.where(raw_len > 0, _peek(uwords, p + length, e, np.maximum(raw_len, 1)), 0)
-        weight_code = ((entry >> CODE_SHIFT) & CODE_MASK) + (raw >> gap_bits)
+        v = _peek(uwords, p, e, total)
+        weight_code = ((entry >> CODE_SHIFT) + (v >> gap_bits)) & CODE_MASK
         is_weight = weight_code < k  # an escape (and END) points past the codebook
-        new_col = col[active] + (entry >> ADVANCE_SHIFT) + (raw & ((1 << gap_bits) - 1))
+        new_col = col[active] + (entry >> ADVANCE_SHIFT) + (v & ((1 << gap_bits) - 1))
         if np.any(is_weight & (new_col >= end_col[active])):
             bad = int(active[np.flatnonzero(is_weight & (new_col >= end_col[active]))[0]])
             _fail(f"corrupt stream: piece {bad} decodes a column beyond its end column {end_col[bad]}")

@@ -106,12 +106,13 @@ def _huffman_bits_per_symbol(stats: LayerStats) -> float:
 
 
 def _huffman_chain(stats: LayerStats, constexprs: dict) -> dict[str, float]:
-    """Per iteration of ``K`` steps: a table lookup a step (an L1 hit) and a refilled word every
-    second step (an L1 hit), which misses to HBM whenever the lane enters a new line of its piece
-    (every ``1024 / bits-per-symbol`` steps)."""
+    """Per iteration of ``K`` steps: a table lookup a step (an L1 hit); the stream word a refill
+    takes was loaded at the refill before (off the chain), but misses to HBM whenever the lane
+    enters a new line of its piece (every ``1024 / bits-per-symbol`` steps), which that one refill
+    of lead does not cover."""
     steps = int(constexprs.get("K", 1))
     return {
-        "l1": steps * 1.5,
+        "l1": steps,
         "hbm": steps * _huffman_bits_per_symbol(stats) / (LINE_BYTES * 8),
     }
 

@@ -73,15 +73,16 @@ def test_x_on_chip_and_from_memory():
 
 
 def test_closing_half_iteration():
-    # x on chip, K = 8: programs of 57 and 49 steps end on a half iteration (4 steps), with fp32's
-    # K = 16 the first ends on a whole one (9 steps left) and the second on a half one.
+    # x on chip: with K = 8 programs of 29, 27 and 25 steps end on a half iteration (4 steps) or a
+    # whole one (5 left); with K = 16 programs of 57 and 49 steps on a half one and a whole one.
     matrix = random_compressed_matrix(24, 4096, 0.1, 5, seed=3)
-    for dtype, k in ((torch.float16, 8), (torch.float32, 16)):
-        layout = check(matrix, 1, dtype, segment_symbols=40)
-        config = launch_config(layout, 1, dtype)
-        assert (config.K, steps_granularity(config.K)) == (k, k // 2)
-        rests = {int(s) % k for s in layout.prog_steps}
-        assert any(0 < r <= k // 2 for r in rests)
+    for segment_symbols, k in ((24, 8), (40, 16)):
+        for dtype in (torch.float16, torch.float32):
+            layout = check(matrix, 1, dtype, segment_symbols=segment_symbols)
+            config = launch_config(layout, 1, dtype)
+            assert (config.K, steps_granularity(config.K)) == (k, k // 2)
+            rests = {int(s) % k for s in layout.prog_steps}
+            assert any(0 < r <= k // 2 for r in rests) and any(r > k // 2 for r in rests)
 
 
 def test_one_symbol_alphabet_and_longest_codes():
