@@ -6,7 +6,7 @@ per thread): a row's pieces sit side by side, so its partial sums are reduced in
 (no atomics, every output element written once, at the row's original index ``row_ids[row]``).
 A program first finds its pieces' first bits and first columns with prefix sums of their stored
 lengths and spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
-steps and, where that covers the rest, a closing iteration of ``K / 2``
+steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as the rest needs
 (`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
 * the lane reads from two 32-bit words at a bit position (the symbol's 32 bits are one funnel
@@ -277,10 +277,16 @@ def huffman_spmm_kernel(
         x_chip = codebook_chip  # not read: x comes from memory
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
-    if K >= 4:  # whole iterations, then one of K / 2 steps where that covers the rest
-        n_iter = n_steps // K
-        rest = n_steps - n_iter * K
-        n_iter += (rest > K // 2).to(tl.int32)
+    # Whole iterations, then what is left in iterations of K / 2 and (K >= 8) K / 4 steps;
+    # ``rest``: the quarters of an iteration left.
+    if K >= 8:
+        quarters = tl.cdiv(n_steps, K // 4)
+        n_iter = quarters // 4
+        rest = quarters % 4
+    elif K == 4:
+        halves = tl.cdiv(n_steps, 2)
+        n_iter = halves // 2
+        rest = (halves % 2) * 2
     else:
         n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
@@ -289,10 +295,16 @@ def huffman_spmm_kernel(
             table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
-        if (rest > 0) & (rest <= K // 2):
+        if rest >= 2:
             buf, pos, nxt, wi, col, acc = _iteration(
                 words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
+            )  # fmt: skip
+    if K >= 8:  # noqa: SIM102
+        if rest % 2 == 1:
+            buf, pos, nxt, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
+                x_chip, table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
     sorted_row = pid * ROWS + tl.arange(0, ROWS)

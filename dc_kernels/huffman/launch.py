@@ -74,7 +74,10 @@ def steps_per_iteration(window_bytes: int, lanes: int, piece_steps: float) -> in
 
 def steps_granularity(steps_per_iteration: int) -> int:
     """What a program's steps are rounded up to: the fused kernel runs whole iterations of ``K``
-    steps, then, where that covers the rest, one of ``K / 2`` (``K >= 4``)."""
+    steps, then closing ones of ``K / 2`` (``K >= 4``) and ``K / 4`` (``K >= 8``) steps as the
+    rest needs (with ``K / 2`` alone, Alex-8's ``K = 16`` left its lanes idle a sixth of its steps)."""
+    if steps_per_iteration >= 8:
+        return steps_per_iteration // 4
     return steps_per_iteration // 2 if steps_per_iteration >= 4 else steps_per_iteration
 
 

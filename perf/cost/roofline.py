@@ -87,9 +87,10 @@ def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
 
 
 def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[float, int]:
-    """Iterations of ``K`` steps (the decoder: one step) covering each program's steps, a closing
-    iteration of ``K / 2`` steps counted as half of one (its code, outside the loop, is also in
-    the instructions counted once per program: an over-estimate of at most half an iteration)."""
+    """Iterations of ``K`` steps (the decoder: one step) covering each program's steps, closing
+    iterations of ``K / 2`` and ``K / 4`` steps counted as fractions of one (their code, outside
+    the loop, is also in the instructions counted once per program: an over-estimate of at most
+    three quarters of an iteration)."""
     from dc_kernels.huffman.launch import steps_granularity
 
     per = int(constexprs.get("K", 1))

@@ -72,17 +72,18 @@ def test_x_on_chip_and_from_memory():
     assert layout.lanes == 128 and launch_config(layout, 1, torch.float32).XW == 0
 
 
-def test_closing_half_iteration():
-    # x on chip: with K = 8 programs of 29, 27 and 25 steps end on a half iteration (4 steps) or a
-    # whole one (5 left); with K = 16 programs of 57 and 49 steps on a half one and a whole one.
+def test_closing_iterations():
+    # x on chip: programs of 29, 27 and 25 steps run 3 whole iterations of K = 8, then a half and
+    # a quarter, a half, or a quarter (of 2 steps); of 57 and 49 steps with K = 16: 3 whole ones,
+    # then a half and a quarter, or a quarter (of 4 steps).
     matrix = random_compressed_matrix(24, 4096, 0.1, 5, seed=3)
     for segment_symbols, k in ((24, 8), (40, 16)):
         for dtype in (torch.float16, torch.float32):
             layout = check(matrix, 1, dtype, segment_symbols=segment_symbols)
             config = launch_config(layout, 1, dtype)
-            assert (config.K, steps_granularity(config.K)) == (k, k // 2)
-            rests = {int(s) % k for s in layout.prog_steps}
-            assert any(0 < r <= k // 2 for r in rests) and any(r > k // 2 for r in rests)
+            assert (config.K, steps_granularity(config.K)) == (k, k // 4)
+            quarters = {-(-int(s) // (k // 4)) % 4 for s in layout.prog_steps}
+            assert {1, 3} <= quarters
 
 
 def test_one_symbol_alphabet_and_longest_codes():
