@@ -39,7 +39,7 @@ copy of the codebook, and x is read one of two ways (``XW``):
 * ``XW == 0``: x is read from memory at the decoded columns: for a batch (``BB > 1``) the launcher
   hands over x transposed and padded to ``BB`` columns (``stride_xb`` and ``stride_xk`` are then
   unused), so each decoded weight reads its ``BB`` values with one vector load and multiplies them
-  from registers.
+  from registers into the lane's ``BB`` sums, step by step.
 
 References: `HuffmanLayout.decode` (the same steps in NumPy) and `dc_kernels.reference` on
 ``layout.to_matrix()``.
@@ -140,24 +140,26 @@ def _refill(words_ptr, buf, pos, nxt, wi, last, last_value):
 
 
 @triton.jit
-def _symbol(table_ptr, buf, pos, table_bits, gap_bits):
+def _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask):
     """Decode one symbol at bit ``pos`` of the buffer: (position past it, its column advance, its
-    codebook index: ``>= k``, past the codebook, for an escape or END)."""
+    codebook index: ``>= k``, past the codebook, for an escape or END). ``gap_mask`` (``2**b - 1``)
+    is a kernel argument: read from constant memory, it holds no register (computed in the kernel,
+    it pushed a float32 configuration into a spill on sm_80)."""
     top = ((buf << pos.to(tl.uint64)) >> 32).to(tl.uint32)
     entry = tl.load(table_ptr + (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32))
     shift = entry & SHIFT_MASK  # 32 - the symbol's bits (codeword and raw bits)
     v = (top >> shift.to(tl.uint32)).to(tl.int32)
     code = ((entry >> CODE_SHIFT) + (v >> gap_bits)) & (CODEBOOK_CHIP - 1)
-    advance = (entry >> ADVANCE_SHIFT) + (v & ((1 << gap_bits) - 1))
+    advance = (entry >> ADVANCE_SHIFT) + (v & gap_mask)
     return pos + 32 - shift, advance, code
 
 
 @triton.jit
-def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits):
+def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask):
     """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
-    pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits)
+    pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_a = col + advance_a
-    pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits)
+    pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_b = col_a + advance_b
     buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, last, last_value)
     return buf, pos, nxt, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
@@ -165,18 +167,23 @@ def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_
 
 @triton.jit
 def _steps(
-    words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K: tl.constexpr
-):
+    words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask,
+    K: tl.constexpr,
+):  # fmt: skip
     """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
     if K == 2:
-        return _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits)
+        return _pair(
+            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask
+        )
     else:
         buf, pos, nxt, wi, col, cols_a, codes_a = _steps(
-            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K // 2
-        )
+            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask,
+            K // 2,
+        )  # fmt: skip
         buf, pos, nxt, wi, col, cols_b, codes_b = _steps(
-            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K // 2
-        )
+            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask,
+            K // 2,
+        )  # fmt: skip
         return buf, pos, nxt, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
 
 
@@ -196,12 +203,12 @@ def _chain(acc, weights, xv, ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.con
 @triton.jit
 def _iteration(
     words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
-    table_bits, gap_bits, n_cols, stride_xk,
+    table_bits, gap_bits, gap_mask, n_cols, stride_xk,
     ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
 ):  # fmt: skip
     """``K`` steps of every lane, their weights applied to x: (buf, pos, nxt, wi, col, acc)."""
     buf, pos, nxt, wi, col, cols, codes = _steps(
-        words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, K
+        words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask, K
     )
     cols = tl.reshape(cols, (ROWS, PIECES, K))
     flat_codes = tl.reshape(codes, (ROWS * PIECES * K,))
@@ -211,15 +218,31 @@ def _iteration(
         xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
         acc = _chain(acc, weights, xv.to(tl.float32), ROWS, PIECES, K)
     else:
-        inside = ((cols >= 0) & (cols < n_cols))[:, :, :, None]
-        if BB == 1:
-            xv = tl.load(x_ptr + cols.to(tl.int64)[:, :, :, None] * stride_xk, mask=inside, other=0.0)
-        else:  # transposed and padded to BB columns by the launcher: one vector a column
-            b = tl.arange(0, BB)
-            offs = cols.to(tl.int64)[:, :, :, None] * BB + b[None, None, None, :]
-            xv = tl.load(x_ptr + offs, mask=inside, other=0.0)
-        acc += tl.sum(weights[:, :, :, None] * xv.to(tl.float32), axis=2)
+        acc = _apply_columns(acc, weights, cols, x_ptr, n_cols, stride_xk, ROWS, PIECES, K, BB)
     return buf, pos, nxt, wi, col, acc
+
+
+@triton.jit
+def _apply_columns(
+    acc, weights, cols, x_ptr, n_cols, stride_xk,
+    ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr,
+):  # fmt: skip
+    """``acc`` ([ROWS, PIECES, BB]) plus each of the ``K`` weights times the ``BB`` values of x at
+    its column, read from memory step by step (no sum over steps: multiply-adds into ``acc``)."""
+    if K == 1:
+        w = tl.reshape(weights, (ROWS, PIECES))[:, :, None]
+        c = tl.reshape(cols, (ROWS, PIECES)).to(tl.int64)[:, :, None]
+        inside = (c >= 0) & (c < n_cols)
+        if BB == 1:
+            xv = tl.load(x_ptr + c * stride_xk, mask=inside, other=0.0)
+        else:  # transposed and padded to BB columns by the launcher: one vector a column
+            xv = tl.load(x_ptr + c * BB + tl.arange(0, BB)[None, None, :], mask=inside, other=0.0)
+        return tl.fma(w, xv.to(tl.float32), acc)
+    else:
+        w_a, w_b = tl.split(tl.reshape(weights, (ROWS, PIECES, K // 2, 2)))
+        c_a, c_b = tl.split(tl.reshape(cols, (ROWS, PIECES, K // 2, 2)))
+        acc = _apply_columns(acc, w_a, c_a, x_ptr, n_cols, stride_xk, ROWS, PIECES, K // 2, BB)
+        return _apply_columns(acc, w_b, c_b, x_ptr, n_cols, stride_xk, ROWS, PIECES, K // 2, BB)
 
 
 @triton.jit
@@ -239,6 +262,7 @@ def huffman_spmm_kernel(
     n_cols,
     codebook_size,
     gap_bits,
+    gap_mask,
     len_base,
     len_unit,
     span_base,
@@ -292,19 +316,19 @@ def huffman_spmm_kernel(
     for _ in range(0, n_iter):
         buf, pos, nxt, wi, col, acc = _iteration(
             words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
-            table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
+            table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
         if rest >= 2:
             buf, pos, nxt, wi, col, acc = _iteration(
                 words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
-                x_chip, table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
+                x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
             )  # fmt: skip
     if K >= 8:  # noqa: SIM102
         if rest % 2 == 1:
             buf, pos, nxt, wi, col, acc = _iteration(
                 words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
-                x_chip, table_bits, gap_bits, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
+                x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
     sorted_row = pid * ROWS + tl.arange(0, ROWS)
@@ -335,6 +359,7 @@ def huffman_decode_kernel(
     n_cols,
     codebook_size,
     gap_bits,
+    gap_mask,
     nnz,
     len_base,
     len_unit,
@@ -364,7 +389,7 @@ def huffman_decode_kernel(
         out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0)
     n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
-        pos, advance, code = _symbol(table_ptr, buf, pos, table_bits, gap_bits)
+        pos, advance, code = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
         col += advance
         real = (code < codebook_size) & (col >= 0) & (col < n_cols) & row_ok
         if DENSE:

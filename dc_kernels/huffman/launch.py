@@ -1,10 +1,10 @@
 """Launchers of the Huffman kernels (`dc_kernels.huffman.kernels`).
 
 * `huffman_linear`: y = x W^T + b straight from the Huffman stream, batch padded to a bucket
-  ``BB`` in {1, 2, 4, 8} (each weight decoded once per launch); larger batches run in chunks of 8.
-  Batch 1 keeps x on chip when it fits (`on_chip_columns`); a larger batch is handed to the kernel
-  transposed and padded to ``BB`` columns (one copy per call), so each decoded weight reads its
-  ``BB`` values with one load.
+  ``BB`` in {1, 2, 4, 8} (each weight decoded once per launch); larger batches run in chunks of
+  `max_batch` (8; float32: 4). Batch 1 keeps x on chip when it fits (`on_chip_columns`); a larger
+  batch is handed to the kernel transposed and padded to ``BB`` columns (one copy per call), so
+  each decoded weight reads its ``BB`` values with one 16-byte load.
 * `huffman_decode`, `huffman_decode_dense`: the standalone decoder, stream -> (codes, columns) of
   every kept weight, or the dense weight.
 
@@ -24,7 +24,11 @@ from dc_kernels.checks import check_layout_call, check_layout_device
 from dc_kernels.huffman.layout import HuffmanLayout
 
 BATCH_BUCKETS = (1, 2, 4, 8)
-MAX_BATCH = BATCH_BUCKETS[-1]
+# A decoded weight reads its batch columns of x as one vector of at most this many bytes: wider
+# (float32 at 8 columns) splits a column over two threads, and the products then cross threads
+# (14 barriers an iteration, 2.0 warp-instructions a symbol, a spill on sm_80, where two launches
+# of 4 columns take 1.17 each).
+COLUMN_BYTES = 16
 X_CHIP_BYTES_PER_LANE = 128  # on-chip x: at most 32 registers a thread
 MIN_X_WINDOW = 1024
 # The on-chip x is refreshed once an iteration: at most this many bytes a lane-step. 4 rather than
@@ -48,6 +52,11 @@ class LaunchConfig:
 
 def _bucket(batch: int) -> int:
     return next(b for b in BATCH_BUCKETS if batch <= b)
+
+
+def max_batch(dtype: torch.dtype) -> int:
+    """The largest batch bucket for x of ``dtype``: its columns' values fit `COLUMN_BYTES`."""
+    return min(BATCH_BUCKETS[-1], COLUMN_BYTES // torch.empty(0, dtype=dtype).element_size())
 
 
 def _pow2_at_most(n: float) -> int:
@@ -82,7 +91,7 @@ def steps_granularity(steps_per_iteration: int) -> int:
 
 
 def launch_config(layout: HuffmanLayout, batch: int, dtype: torch.dtype) -> LaunchConfig:
-    bb = _bucket(batch)
+    bb = _bucket(min(batch, max_batch(dtype)))
     window = on_chip_columns(layout.in_features, dtype, layout.lanes) if bb == 1 else 0
     window_bytes = window * torch.empty(0, dtype=dtype).element_size()
     piece_steps = layout.nnz / max(layout.n_segments, 1)
@@ -103,8 +112,9 @@ def run(
     batch = x2d.shape[0]
     if out is None:
         out = torch.empty((batch, layout.out_features), dtype=x2d.dtype, device=x2d.device)
-    for lo in range(0, batch, MAX_BATCH):
-        hi = min(batch, lo + MAX_BATCH)
+    chunk = max_batch(x2d.dtype)
+    for lo in range(0, batch, chunk):
+        hi = min(batch, lo + chunk)
         config = launch_config(layout, hi - lo, x2d.dtype)
         x, y = x2d[lo:hi], out[lo:hi]
         stride_xb, stride_xk = x.stride(0), x.stride(1)
@@ -116,8 +126,8 @@ def run(
             layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids,
             layout.prog_steps, layout.table, layout.codebook, x,
             bias if bias is not None else layout.codebook, y, layout.out_features, layout.in_features,
-            layout.codebook_size, layout.gap_raw_bits, layout.len_base, layout.len_unit,
-            layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
+            layout.codebook_size, layout.gap_raw_bits, (1 << layout.gap_raw_bits) - 1, layout.len_base,
+            layout.len_unit, layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
             HAS_BIAS=bias is not None, num_warps=config.num_warps,
@@ -149,7 +159,8 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
     args = (
         layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids, layout.prog_steps,
         layout.table, layout.codebook, layout.table if dense else layout.seg_first, codes, cols, weight,
-        layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits, layout.nnz,
+        layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits,
+        (1 << layout.gap_raw_bits) - 1, layout.nnz,
         layout.len_base, layout.len_unit,
         layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
     )  # fmt: skip
@@ -260,7 +271,7 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
             out.append((huffman_decode_kernel, sig, decode, lanes // 32, variant, 0, fields))
         shell = SimpleNamespace(**fields, lanes=lanes, n_segments=AOT_ROWS * pieces)
         for dtype, ty in dtypes.items():
-            for bb in (BATCH_BUCKETS[0], BATCH_BUCKETS[-1]):
+            for bb in (BATCH_BUCKETS[0], max_batch(_TORCH_DTYPES[dtype])):
                 config = launch_config(shell, bb, _TORCH_DTYPES[dtype])
                 spmm = {**consts, "K": config.K, "BB": bb, "XW": config.XW, "HAS_BIAS": True}
                 sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, lengths)
