@@ -188,19 +188,6 @@ def _steps(
 
 
 @triton.jit
-def _chain(acc, weights, xv, ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr):
-    """``acc + sum_k weights[..., k] xv[..., k]`` as a chain of ``K`` multiply-adds into ``acc``
-    ([ROWS, PIECES, 1]): one instruction a step where a summed tree takes ``2K - 1``."""
-    if K == 1:
-        return tl.fma(weights, xv, acc)
-    else:
-        w_a, w_b = tl.split(tl.reshape(weights, (ROWS, PIECES, K // 2, 2)))
-        x_a, x_b = tl.split(tl.reshape(xv, (ROWS, PIECES, K // 2, 2)))
-        acc = _chain(acc, w_a, x_a, ROWS, PIECES, K // 2)
-        return _chain(acc, w_b, x_b, ROWS, PIECES, K // 2)
-
-
-@triton.jit
 def _iteration(
     words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
     table_bits, gap_bits, gap_mask, n_cols, stride_xk,
@@ -215,34 +202,39 @@ def _iteration(
     weights = tl.reshape(tl.gather(codebook_chip, flat_codes, 0), (ROWS, PIECES, K))
     if XW > 0:
         flat = tl.reshape(cols & (XW - 1), (ROWS * PIECES * K,))
-        xv = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
-        acc = _chain(acc, weights, xv.to(tl.float32), ROWS, PIECES, K)
+        values = tl.reshape(tl.gather(x_chip, flat, 0), (ROWS, PIECES, K))
     else:
-        acc = _apply_columns(acc, weights, cols, x_ptr, n_cols, stride_xk, ROWS, PIECES, K, BB)
+        values = cols
+    acc = _accumulate(acc, weights, values, x_ptr, n_cols, stride_xk, ROWS, PIECES, K, BB, XW)
     return buf, pos, nxt, wi, col, acc
 
 
 @triton.jit
-def _apply_columns(
-    acc, weights, cols, x_ptr, n_cols, stride_xk,
-    ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr,
+def _accumulate(
+    acc, weights, values, x_ptr, n_cols, stride_xk,
+    ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
 ):  # fmt: skip
-    """``acc`` ([ROWS, PIECES, BB]) plus each of the ``K`` weights times the ``BB`` values of x at
-    its column, read from memory step by step (no sum over steps: multiply-adds into ``acc``)."""
+    """``acc`` ([ROWS, PIECES, BB]) plus each of the ``K`` weights times x at its step: ``values``
+    holds x (``XW > 0``: gathered from chip) or the columns whose ``BB`` values are read from
+    memory. One multiply-add into ``acc`` a step: no sum over steps (a summed tree took ``2K - 1``
+    instructions, and across threads at ``BB > 1`` shuffles and barriers)."""
     if K == 1:
         w = tl.reshape(weights, (ROWS, PIECES))[:, :, None]
-        c = tl.reshape(cols, (ROWS, PIECES)).to(tl.int64)[:, :, None]
-        inside = (c >= 0) & (c < n_cols)
-        if BB == 1:
-            xv = tl.load(x_ptr + c * stride_xk, mask=inside, other=0.0)
-        else:  # transposed and padded to BB columns by the launcher: one vector a column
-            xv = tl.load(x_ptr + c * BB + tl.arange(0, BB)[None, None, :], mask=inside, other=0.0)
+        if XW > 0:
+            xv = tl.reshape(values, (ROWS, PIECES))[:, :, None]
+        else:
+            c = tl.reshape(values, (ROWS, PIECES)).to(tl.int64)[:, :, None]
+            inside = (c >= 0) & (c < n_cols)
+            if BB == 1:
+                xv = tl.load(x_ptr + c * stride_xk, mask=inside, other=0.0)
+            else:  # transposed and padded to BB columns by the launcher: one vector a column
+                xv = tl.load(x_ptr + c * BB + tl.arange(0, BB)[None, None, :], mask=inside, other=0.0)
         return tl.fma(w, xv.to(tl.float32), acc)
     else:
         w_a, w_b = tl.split(tl.reshape(weights, (ROWS, PIECES, K // 2, 2)))
-        c_a, c_b = tl.split(tl.reshape(cols, (ROWS, PIECES, K // 2, 2)))
-        acc = _apply_columns(acc, w_a, c_a, x_ptr, n_cols, stride_xk, ROWS, PIECES, K // 2, BB)
-        return _apply_columns(acc, w_b, c_b, x_ptr, n_cols, stride_xk, ROWS, PIECES, K // 2, BB)
+        v_a, v_b = tl.split(tl.reshape(values, (ROWS, PIECES, K // 2, 2)))
+        acc = _accumulate(acc, w_a, v_a, x_ptr, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW)
+        return _accumulate(acc, w_b, v_b, x_ptr, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW)
 
 
 @triton.jit

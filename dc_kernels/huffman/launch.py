@@ -126,8 +126,8 @@ def run(
             layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids,
             layout.prog_steps, layout.table, layout.codebook, x,
             bias if bias is not None else layout.codebook, y, layout.out_features, layout.in_features,
-            layout.codebook_size, layout.gap_raw_bits, (1 << layout.gap_raw_bits) - 1, layout.len_base,
-            layout.len_unit, layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
+            layout.codebook_size, layout.gap_raw_bits, layout.gap_mask, layout.len_base, layout.len_unit,
+            layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
             HAS_BIAS=bias is not None, num_warps=config.num_warps,
@@ -159,9 +159,8 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
     args = (
         layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids, layout.prog_steps,
         layout.table, layout.codebook, layout.table if dense else layout.seg_first, codes, cols, weight,
-        layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits,
-        (1 << layout.gap_raw_bits) - 1, layout.nnz,
-        layout.len_base, layout.len_unit,
+        layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
+        layout.nnz, layout.len_base, layout.len_unit,
         layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
     )  # fmt: skip
     kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense}

@@ -405,6 +405,11 @@ class HuffmanLayout:
         return int(self.codebook.numel())
 
     @property
+    def gap_mask(self) -> int:
+        """``2**b - 1``: the raw low bits of a gap."""
+        return (1 << self.gap_raw_bits) - 1
+
+    @property
     def device(self) -> torch.device:
         return self.words.device
 
