@@ -13,7 +13,7 @@ is not part of the repository) and, with ``--digits``, the trained LeNet-300-100
 * ``separate``: Huffman codes and Huffman gaps, two streams (two lookups per weight);
 * ``joint``: one Huffman code over (code, gap) symbols with escapes (one lookup per weight);
 * ``huffman_gpu``: everything the Huffman GPU form holds (`HuffmanLayout`: stream with its raw
-  bits, piece lengths, spans and padding, row order, offsets, decode table, codebook) as
+  bits, lane padding, spans, row order, warp offsets, decode table, codebook) as
   `HuffmanLayout.from_matrix` makes it by default (short pieces on small layers, a table of a few
   cache lines), ``huffman_gpu_s64`` with pieces of 64 symbols, ``huffman_gpu_least`` the
   least-memory layout (`dc_kernels.huffman.layout.LEAST_MEMORY`); ``lane_utilization``: the

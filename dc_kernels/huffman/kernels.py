@@ -4,16 +4,18 @@ standalone decoder.
 One program per ``ROWS`` consecutive sorted rows, one lane per piece (``ROWS x PIECES`` lanes, one
 per thread): a row's pieces sit side by side, so its partial sums are reduced inside the program
 (no atomics, every output element written once, at the row's original index ``row_ids[row]``).
-A program first finds its pieces' first bits and first columns with prefix sums of their stored
-lengths and spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
+A lane's words are interleaved with those of the 31 other lanes of its warp (word ``j`` at
+``warp_base + 32 j + lane``: a warp's loads touch one or two lines, not 32), so a program finds its
+lanes' first words from its warps' offsets and their first columns with a prefix sum of the
+stored spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
 steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as the rest needs
 (`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
 * the lane reads from two 32-bit words at a bit position (the symbol's 32 bits are one funnel
   shift away), with at least 32 unread bits before every two steps; after them, once the first
-  word is used up, the word loaded at the previous refill moves in and the next one is loaded, so
-  no load of the stream is waited on inside the decode chain (a step reads at most 16 bits:
-  codeword plus raw bits);
+  word is used up, the word loaded at the previous refill moves in and the next one is loaded
+  over it, so no load of the stream is waited on inside the decode chain (a step reads at most
+  16 bits: codeword plus raw bits);
 * one lookup in the ``int32`` decode table (a few cache lines) gives the symbol's bit count and
   the bases its codebook index and column advance are counted from: the symbol's bits, read as a
   number ``v``, complete both (``v >> b`` and ``v``'s low ``b`` bits; an escape or END points
@@ -21,13 +23,13 @@ steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as th
   (`dc_kernels.huffman.layout.decode_table_entries`);
 * a weight is multiplied with the ``BB`` batch columns of x at its column.
 
-Reads past a piece's end are served as one bits (the last word's bits past the end are set, later
-words are not loaded): a lane that finishes early decodes END (weight 0, no advance) until the
-program's last step, so no lane needs a mask. Every word read lies in ``[start, end)`` of its
-piece, clamped to the words array, the table index has ``T`` bits, the codebook index is taken
-modulo the on-chip codebook's entries, the x index is masked to the on-chip window or to
-``col < n_cols``, and the loop count is stored: even a layout that skipped
-validation reads and writes nothing out of bounds.
+A lane's words past its piece are one bits (its padding to its warp's longest piece) and words
+past its warp's are not loaded but read as one bits: a lane that finishes early decodes END
+(weight 0, no advance) until the program's last step, so no lane needs a mask. Every word read
+lies below the end of its warp's words, clamped to the words array, the table index has ``T``
+bits, the codebook index is taken modulo the on-chip codebook's entries, the x index is masked
+to the on-chip window or to ``col < n_cols``, and the loop count is stored: even a layout that
+skipped validation reads and writes nothing out of bounds.
 
 After every ``K`` steps one ``tl.gather`` reads the ``K`` weights of every lane from an on-chip
 copy of the codebook, and x is read one of two ways (``XW``):
@@ -61,37 +63,32 @@ ADVANCE_SHIFT = tl.constexpr(layout.ADVANCE_SHIFT)
 
 @triton.jit
 def _lanes(
-    prog_base_ptr,
-    seg_len_ptr,
+    warp_base_ptr,
     seg_span_ptr,
     pid,
     n_rows,
-    len_base,
-    len_unit,
     span_base,
     span_unit,
-    n_bits,
+    n_words,
     ROWS: tl.constexpr,
     PIECES: tl.constexpr,
 ):
-    """(sorted row [ROWS, 1], start bit, end bit, first column) of the program's
-    ``ROWS x PIECES`` lanes; the bit range is clamped to the ``n_bits`` of the words array, so
-    even offsets that skipped validation cannot send a read outside it."""
+    """(sorted row [ROWS, 1], first word, end of the words, first column) of the program's
+    ``ROWS x PIECES`` lanes: lane ``l`` of a warp reads words ``warp_base + l``, ``+ 32``, ...
+    below its end, which is clamped to the ``n_words`` of the words array, so even offsets that
+    skipped validation cannot send a read outside it."""
     r = tl.arange(0, ROWS)[:, None]
     p = tl.arange(0, PIECES)[None, :]
     row = pid * ROWS + r  # int32: a layout holds fewer than 2**31 pieces
-    valid = row < n_rows
-    # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the masks.
-    raw = tl.load(seg_len_ptr + row * PIECES + p, mask=valid, other=0).to(tl.int32) & 0xFFFF
-    length = tl.where(valid, (raw + len_base) * len_unit, 0)
-    row_total = tl.sum(length, axis=1)
-    before_row = tl.cumsum(row_total, axis=0) - row_total
-    base = tl.load(prog_base_ptr + pid)
-    start = base + (before_row[:, None] + tl.cumsum(length, axis=1) - length).to(base.dtype)
-    end = tl.minimum(start + length.to(base.dtype), n_bits)
-    start = tl.minimum(tl.maximum(start, 0), end)
+    lane = row * PIECES + p
+    first = tl.load(warp_base_ptr + (lane >> 5))
+    first = tl.minimum(tl.maximum(first, 0), n_words)
+    after = tl.minimum(tl.maximum(tl.load(warp_base_ptr + (lane >> 5) + 1), first), n_words)
+    start = first + (lane & 31)
+    end = start + ((after - first) >> 5 << 5)  # the last word read, end - 32, is below after
     if PIECES > 1:
-        spanned = valid & (p < PIECES - 1)
+        spanned = (row < n_rows) & (p < PIECES - 1)
+        # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
         raw = tl.load(seg_span_ptr + row * (PIECES - 1) + p, mask=spanned, other=0).to(tl.int32) & 0xFFFF
         span = tl.where(spanned, (raw + span_base) * span_unit, 0)
         first_col = tl.cumsum(span, axis=1) - span
@@ -102,40 +99,34 @@ def _lanes(
 
 @triton.jit
 def _reader(words_ptr, start, end):
-    """A lane's bit reader at ``start``: (two words, the position of the next bit in them, the
-    word after them, its index, the last word's index and its value with its bits at and past
-    ``end`` set to one)."""
-    last = ((end + 31) >> 5).to(tl.int32) - 1
-    first = (start >> 5).to(tl.int32)
-    past = ((last + 1) * 32 - end).to(tl.int32)  # bits of the last word at and past the end
-    tail = tl.load(words_ptr + last, mask=last >= first, other=0).to(tl.uint32, bitcast=True)
-    last_value = tail | ((tl.full(past.shape, 1, tl.uint32) << past.to(tl.uint32)) - 1)
-    w0 = _fetch(words_ptr, first, last, last_value, start < end)
-    w1 = _fetch(words_ptr, first + 1, last, last_value, start < end)
-    nxt = _fetch(words_ptr, first + 2, last, last_value, start < end)
+    """A lane's bit reader at its first word: (two words, the position of the next bit in them, the
+    word after them, its index)."""
+    w0 = _fetch(words_ptr, start, end)
+    w1 = _fetch(words_ptr, start + 32, end)
+    nxt = _fetch(words_ptr, start + 64, end)
     buf = (w0.to(tl.uint64) << 32) | w1.to(tl.uint64)
-    return buf, (start & 31).to(tl.int32), nxt, first + 2, last, last_value
+    return buf, tl.zeros(start.shape, tl.int32), nxt, start + 64
 
 
 @triton.jit
-def _fetch(words_ptr, i, last, last_value, wanted):
-    """Word ``i`` of a piece's reader where ``wanted``: read from memory before the last word, the
-    prepared last word, then all ones (nothing is read at or past the last word)."""
-    other = tl.where(i == last, last_value, tl.full(last_value.shape, 0xFFFFFFFF, tl.uint32))
-    return tl.load(words_ptr + i, mask=wanted & (i < last), other=other.to(tl.int32, bitcast=True)).to(
-        tl.uint32, bitcast=True
-    )
+def _fetch(words_ptr, i, end):
+    """Word ``i``: read from memory below the lane's ``end``, all ones past it (the lane's
+    padding: END)."""
+    return tl.load(words_ptr + i, mask=i < end, other=-1).to(tl.uint32, bitcast=True)
 
 
 @triton.jit
-def _refill(words_ptr, buf, pos, nxt, wi, last, last_value):
+def _refill(words_ptr, buf, pos, nxt, wi, end):
     """Once the buffer's first word is read (``pos >= 32``; afterwards ``pos < 32``: at least 32
     bits are unread) the word loaded at the previous refill enters it and the one after is
     loaded: a load's latency is not on the decode chain."""
     need = pos >= 32
     buf = tl.where(need, (buf << 32) | nxt.to(tl.uint64), buf)
-    wi += need.to(tl.int32)
-    nxt = tl.where(need, _fetch(words_ptr, wi, last, last_value, need), nxt)
+    wi = tl.where(need, wi + 32, wi)
+    # Where a word is taken its successor is loaded over it (all ones past the end), elsewhere
+    # the load leaves the word in place: no select after the load.
+    kept = tl.where(need, tl.full(nxt.shape, 0xFFFFFFFF, tl.uint32), nxt).to(tl.int32, bitcast=True)
+    nxt = tl.load(words_ptr + wi, mask=need & (wi < end), other=kept).to(tl.uint32, bitcast=True)
     return buf, tl.where(need, pos - 32, pos), nxt, wi
 
 
@@ -155,33 +146,31 @@ def _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask):
 
 
 @triton.jit
-def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask):
+def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask):
     """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
     pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_a = col + advance_a
     pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_b = col_a + advance_b
-    buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, last, last_value)
+    buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, end)
     return buf, pos, nxt, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
 
 
 @triton.jit
 def _steps(
-    words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask,
+    words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask,
     K: tl.constexpr,
 ):  # fmt: skip
     """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
     if K == 2:
-        return _pair(
-            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask
-        )
+        return _pair(words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask)
     else:
         buf, pos, nxt, wi, col, cols_a, codes_a = _steps(
-            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask,
+            words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask,
             K // 2,
         )  # fmt: skip
         buf, pos, nxt, wi, col, cols_b, codes_b = _steps(
-            words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask,
+            words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask,
             K // 2,
         )  # fmt: skip
         return buf, pos, nxt, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
@@ -189,13 +178,13 @@ def _steps(
 
 @triton.jit
 def _iteration(
-    words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
+    words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip, x_chip,
     table_bits, gap_bits, gap_mask, n_cols, stride_xk,
     ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
 ):  # fmt: skip
     """``K`` steps of every lane, their weights applied to x: (buf, pos, nxt, wi, col, acc)."""
     buf, pos, nxt, wi, col, cols, codes = _steps(
-        words_ptr, table_ptr, buf, pos, nxt, wi, last, last_value, col, table_bits, gap_bits, gap_mask, K
+        words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask, K
     )
     cols = tl.reshape(cols, (ROWS, PIECES, K))
     flat_codes = tl.reshape(codes, (ROWS * PIECES * K,))
@@ -218,12 +207,13 @@ def _accumulate(
     holds x (``XW > 0``: gathered from chip) or the columns whose ``BB`` values are read from
     memory. One multiply-add into ``acc`` a step: no sum over steps (a summed tree took ``2K - 1``
     instructions, and across threads at ``BB > 1`` shuffles and barriers)."""
-    if K == 1:
-        w = tl.reshape(weights, (ROWS, PIECES))[:, :, None]
+    if K == 1:  # weights and values [ROWS, PIECES, 1], used as they are: with a reshape here
+        # Triton 3.6's loop took 1.18 warp-instructions a symbol instead of 0.91
+        w = weights
         if XW > 0:
-            xv = tl.reshape(values, (ROWS, PIECES))[:, :, None]
+            xv = values
         else:
-            c = tl.reshape(values, (ROWS, PIECES)).to(tl.int64)[:, :, None]
+            c = values.to(tl.int64)
             inside = (c >= 0) & (c < n_cols)
             if BB == 1:
                 xv = tl.load(x_ptr + c * stride_xk, mask=inside, other=0.0)
@@ -240,8 +230,7 @@ def _accumulate(
 @triton.jit
 def huffman_spmm_kernel(
     words_ptr,
-    prog_base_ptr,
-    seg_len_ptr,
+    warp_base_ptr,
     seg_span_ptr,
     row_ids_ptr,
     prog_steps_ptr,
@@ -255,11 +244,9 @@ def huffman_spmm_kernel(
     codebook_size,
     gap_bits,
     gap_mask,
-    len_base,
-    len_unit,
     span_base,
     span_unit,
-    n_bits,
+    n_words,
     table_bits,
     batch,
     stride_xb,
@@ -277,10 +264,9 @@ def huffman_spmm_kernel(
     (``XW > 0``: batch 1 with x on chip; see the module docstring)."""
     pid = tl.program_id(0)
     _, start, end, first_col = _lanes(
-        prog_base_ptr, seg_len_ptr, seg_span_ptr, pid, n_rows,
-        len_base, len_unit, span_base, span_unit, n_bits, ROWS, PIECES,
+        warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
-    buf, pos, nxt, wi, last, last_value = _reader(words_ptr, start, end)
+    buf, pos, nxt, wi = _reader(words_ptr, start, end)
     col = first_col - 1  # the column of the last decoded weight
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
@@ -307,19 +293,19 @@ def huffman_spmm_kernel(
         n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
         buf, pos, nxt, wi, col, acc = _iteration(
-            words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip, x_chip,
+            words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip, x_chip,
             table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
         if rest >= 2:
             buf, pos, nxt, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
+                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
             )  # fmt: skip
     if K >= 8:  # noqa: SIM102
         if rest % 2 == 1:
             buf, pos, nxt, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, last, last_value, col, acc, codebook_chip,
+                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
@@ -336,8 +322,7 @@ def huffman_spmm_kernel(
 @triton.jit
 def huffman_decode_kernel(
     words_ptr,
-    prog_base_ptr,
-    seg_len_ptr,
+    warp_base_ptr,
     seg_span_ptr,
     row_ids_ptr,
     prog_steps_ptr,
@@ -353,11 +338,9 @@ def huffman_decode_kernel(
     gap_bits,
     gap_mask,
     nnz,
-    len_base,
-    len_unit,
     span_base,
     span_unit,
-    n_bits,
+    n_words,
     table_bits,
     ROWS: tl.constexpr,
     PIECES: tl.constexpr,
@@ -368,10 +351,9 @@ def huffman_decode_kernel(
     ``w`` (n_rows, n_cols) at its original row (``DENSE`` True: no ``seg_first`` needed)."""
     pid = tl.program_id(0)
     sorted_row, start, end, first_col = _lanes(
-        prog_base_ptr, seg_len_ptr, seg_span_ptr, pid, n_rows,
-        len_base, len_unit, span_base, span_unit, n_bits, ROWS, PIECES,
+        warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
-    buf, pos, nxt, wi, last, last_value = _reader(words_ptr, start, end)
+    buf, pos, nxt, wi = _reader(words_ptr, start, end)
     col = first_col - 1
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
@@ -393,4 +375,4 @@ def huffman_decode_kernel(
             tl.store(cols_ptr + out, col, mask=real)
             out += real.to(tl.int64)
         # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
-        buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, last, last_value)
+        buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, end)

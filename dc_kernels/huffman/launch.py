@@ -123,11 +123,11 @@ def run(
             xt[:, : hi - lo] = x.t()
             x, stride_xb, stride_xk = xt, 1, config.BB
         huffman_spmm_kernel[(layout.n_programs,)](
-            layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids,
+            layout.words, layout.warp_base, layout.seg_span, layout.row_ids,
             layout.prog_steps, layout.table, layout.codebook, x,
             bias if bias is not None else layout.codebook, y, layout.out_features, layout.in_features,
-            layout.codebook_size, layout.gap_raw_bits, layout.gap_mask, layout.len_base, layout.len_unit,
-            layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
+            layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
+            layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
             HAS_BIAS=bias is not None, num_warps=config.num_warps,
@@ -157,11 +157,10 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
     check_layout_device(layout.words, layout, "layout")
     codes, cols, weight = (layout.table, layout.table, outputs[0]) if dense else (*outputs, layout.table)
     args = (
-        layout.words, layout.prog_base, layout.seg_len, layout.seg_span, layout.row_ids, layout.prog_steps,
+        layout.words, layout.warp_base, layout.seg_span, layout.row_ids, layout.prog_steps,
         layout.table, layout.codebook, layout.table if dense else layout.seg_first, codes, cols, weight,
         layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
-        layout.nnz, layout.len_base, layout.len_unit,
-        layout.span_base, layout.span_unit, layout.words.numel() * 32, layout.table_bits,
+        layout.nnz, layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
     )  # fmt: skip
     kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense}
     return args, {**kwargs, "num_warps": layout.lanes // 32}
@@ -202,7 +201,7 @@ def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
 # Layouts compiled ahead of time (the fields that decide a launch): one piece a row, a 4096 x 4096
 # layer as `HuffmanLayout.from_matrix` lays it out (8 pieces a row, 256 lanes), a small layer of
 # short pieces and a wide x read on chip by 16 warps (VGG-6's layout), with narrow and wide
-# offsets and lengths; 4096 rows at 10% density.
+# offsets and spans; 4096 rows at 10% density.
 AOT_ROWS, AOT_DENSITY = 4096, 0.1
 AOT_SHAPES = (
     (4096, 256, 1, "i32", "u8"),
@@ -222,12 +221,11 @@ def _aot_layout_fields(in_features: int, lanes: int, pieces: int) -> dict[str, i
     }
 
 
-def _aot_signature(fn, consts: dict, ty: str, offsets: str, lengths: str) -> dict[str, str]:
+def _aot_signature(fn, consts: dict, ty: str, offsets: str, spans: str) -> dict[str, str]:
     pointers = {
         "words_ptr": "*i32",
-        "prog_base_ptr": f"*{offsets}",
-        "seg_len_ptr": f"*{lengths}",
-        "seg_span_ptr": f"*{lengths}",
+        "warp_base_ptr": f"*{offsets}",
+        "seg_span_ptr": f"*{spans}",
         "row_ids_ptr": "*i16",
         "prog_steps_ptr": "*i32",
         "table_ptr": "*i32",
@@ -257,12 +255,12 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
     from dc_kernels.huffman.kernels import huffman_decode_kernel, huffman_spmm_kernel
 
     out = []
-    for in_features, lanes, pieces, offsets, lengths in AOT_SHAPES:
+    for in_features, lanes, pieces, offsets, spans in AOT_SHAPES:
         fields = _aot_layout_fields(in_features, lanes, pieces)
         consts = {"ROWS": lanes // pieces, "PIECES": pieces}
         for dense in (False, True):
             decode = {**consts, "DENSE": dense}
-            sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, lengths)
+            sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, spans)
             # The pointers `_decode_args` fills with the table (int32), unused by that variant.
             unused = ("seg_first_ptr", "codes_ptr", "cols_ptr") if dense else ("w_ptr",)
             sig.update(dict.fromkeys(unused, "*i32"))
@@ -273,7 +271,7 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
             for bb in (BATCH_BUCKETS[0], max_batch(_TORCH_DTYPES[dtype])):
                 config = launch_config(shell, bb, _TORCH_DTYPES[dtype])
                 spmm = {**consts, "K": config.K, "BB": bb, "XW": config.XW, "HAS_BIAS": True}
-                sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, lengths)
+                sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, spans)
                 out.append((huffman_spmm_kernel, sig, spmm, lanes // 32, dtype, bb, fields))
     return out
 

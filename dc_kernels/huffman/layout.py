@@ -24,33 +24,45 @@ two steps always fit in the 32 bits a refill guarantees. ``b``, ``c``, ``Q`` and
 per layer for the fewest resident bits plus ``ESCAPE_PENALTY_BITS`` per escape (an escape costs a
 decode step, like a weight).
 
-The bit order is `compress.huffman`'s: bit ``p`` is bit ``31 - p % 32`` of ``words[p // 32]``.
+The bit order is `compress.huffman`'s: bit ``p`` of a lane is bit ``31 - p % 32`` of its word ``p // 32``.
 
 Pieces: balanced by symbol count
 --------------------------------
 Each row is cut into ``pieces`` pieces at columns chosen so that its pieces hold equal numbers of
-kept weights (up to the rounding of the cuts to multiples of ``span_unit`` columns): piece ``p``
-of a row covers columns ``[c_p, c_{p+1})``, ``c_0 = 0``, ``c_pieces = in_features``. Rows are sorted
-by their number of symbols, most first (``row_ids[i]`` is the original row of sorted row ``i``),
+symbols (up to the rounding of the cuts to multiples of ``span_unit`` columns; the least-memory
+layout balances their bits instead): piece ``p`` of a row covers columns ``[c_p, c_{p+1})``,
+``c_0 = 0``, ``c_pieces = in_features``. Rows are sorted by their number of symbols (or bits),
+most first (``row_ids[i]`` is the original row of sorted row ``i``),
 and one GPU program decodes ``rows_per_program`` consecutive sorted rows, one lane per piece: the
 lanes of a program hold about the same number of symbols (the lane utilization, `lane_utilization`,
 is what is left idle), and a row's partial sums are reduced inside its program (no atomics, every
-output written once). Pieces are stored in sorted row-major order, one after the other, each padded
-with one bits to whole ``len_unit`` units.
+output written once).
 
-Per piece: ``seg_len`` (its bits: ``(seg_len + len_base) * len_unit``) and, for pieces
-``0 .. pieces - 2`` of each row, ``seg_span`` (its columns: ``(seg_span + span_base) *
-span_unit``), both ``uint8`` when the values span fewer than 256 units, else ``int16`` holding
-``uint16``. Per program: ``prog_base`` (the bit where its first piece starts; ``prog_base[-1]`` =
-the stream's length). A program finds its pieces' first bits and columns with prefix sums.
+Words: interleaved by warp
+-------------------------
+Lane ``l`` of program ``i`` (``l = r * pieces + p`` for piece ``p`` of its ``r``-th row, rows
+past the last are empty lanes) belongs to warp ``(i * lanes + l) // 32`` with the 31 lanes beside
+it. A warp's lanes each get the same number ``W`` of 32-bit words (its longest piece, rounded up
+to whole words; the rest of every lane one bits, which decode as END), and word ``j`` of its lane
+``l % 32`` is stored at ``warp_base + 32 j + l % 32``: the 32 lanes of a warp, which decode in
+lockstep at about the same pace, read their next words from one or two 128-byte lines (pieces
+stored one after the other put each lane of a warp on a line of its own). The price is the
+padding of each lane to its warp's longest piece (a few percent of the bits on the paper's layers:
+rows are sorted and pieces balanced, so a warp's pieces are about equally long); in exchange no
+piece lengths are stored. Per warp: ``warp_base`` (its first word; ``warp_base[-1]`` = the
+words' count, ``int32`` below ``2**31`` words). For pieces ``0 .. pieces - 2`` of each row:
+``seg_span`` (its columns: ``(seg_span + span_base) * span_unit``), ``uint8`` when the values
+span fewer than 256 units, else ``int16`` holding ``uint16``; a program finds its pieces' first
+columns with a prefix sum. ``total_bits`` counts the coded bits (symbols and raw bits), without
+padding.
 
 Derived at build or load (not stored, but resident on the GPU and counted in the bits):
 the decode table (``int32[2**T]``, `decode_table_entries`) and ``prog_steps`` (the most symbols of
 any piece of each program: the kernels' step count). ``seg_first`` (the index of each piece's first
 kept weight in CSR order, for the standalone decoder's output) is derived too and not counted.
 
-Loading (`HuffmanLayout.from_state`) decodes every piece on the CPU, with every read bounded by
-the piece's extent, and raises `HuffmanLayoutError` on any inconsistency before a tensor is used;
+Loading (`HuffmanLayout.from_state`) decodes every lane on the CPU, with every read bounded by
+the lane's words, and raises `HuffmanLayoutError` on any inconsistency before a tensor is used;
 kernels then only ever see streams that decode exactly.
 """
 
@@ -70,7 +82,7 @@ MAX_SYMBOL_BITS = 16  # codeword + raw bits: two steps fit the 32 bits a refill 
 MIN_TABLE_BITS = 4  # the smallest table tried
 MAX_ADVANCE = (1 << 12) - 1  # largest column advance of one symbol (a 12-bit table field)
 ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step, ~10% of a weight's
-LENGTH_UNITS = (1, 2, 4, 8, 16)  # piece padding units (bits) tried for one-byte lengths
+WARP_LANES = 32  # lanes whose words are interleaved: one warp of the kernels
 # Lanes (pieces) of one program, one per thread: 4 warps for small layers (their time is the
 # length of a program's decode chain, and four warps issue an iteration twice as fast as eight),
 # 8 warps, or 16 when x is wide (its on-chip copy is spread over more threads).
@@ -88,13 +100,20 @@ TARGET_PIECES = 1 << 16  # the adaptive choice aims at this many pieces (lanes) 
 MAX_IN_FEATURES = 1 << 24
 # The least-memory layout (`HuffmanLayout.from_matrix` arguments): long pieces, the largest table,
 # escapes counted by their bits only (at the cost of longer decode chains and more steps).
-LEAST_MEMORY = {"segment_symbols": 256, "max_table_bits": MAX_TABLE_BITS, "escape_penalty_bits": 1.0}
+# Pieces cut to equal bits (not symbols), so a warp's lanes need little padding (`HuffmanLayout`).
+LEAST_MEMORY = {
+    "segment_symbols": 256,
+    "max_table_bits": MAX_TABLE_BITS,
+    "escape_penalty_bits": 1.0,
+    "balance": "bits",
+}
+BALANCES = ("symbols", "bits")
 # Codebook indices a decode step can produce: a codebook of k <= 256 entries, k for an escape or
 # END, and up to 2k - 1 from the raw low bits of a corrupt stream (the kernels' on-chip codebook).
 CODEBOOK_INDICES = 512
 # Fields of a decode-table entry (`decode_table_entries`).
 SHIFT_MASK, CODE_SHIFT, CODE_MASK, ADVANCE_SHIFT = 31, 5, CODEBOOK_INDICES - 1, 14
-TENSOR_NAMES = ("words", "prog_base", "seg_len", "seg_span", "row_ids", "code_lengths", "codebook")
+TENSOR_NAMES = ("words", "warp_base", "seg_span", "row_ids", "code_lengths", "codebook")
 METADATA_NAMES = (
     "out_features",
     "in_features",
@@ -104,8 +123,6 @@ METADATA_NAMES = (
     "q_levels",
     "pieces",
     "rows_per_program",
-    "len_unit",
-    "len_base",
     "span_unit",
     "span_base",
     "total_bits",
@@ -362,15 +379,12 @@ class HuffmanLayout:
     q_levels: int
     pieces: int
     rows_per_program: int
-    len_unit: int
-    len_base: int
     span_unit: int
     span_base: int
     total_bits: int
     nnz: int
-    words: torch.Tensor  # int32 (uint32 bit patterns), >= 1 word
-    prog_base: torch.Tensor  # int32 or int64 [n_programs + 1]
-    seg_len: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [out_features * pieces]
+    words: torch.Tensor  # int32 (uint32 bit patterns) [max(1, warp_base[-1])]
+    warp_base: torch.Tensor  # int32 or int64 [n_programs * lanes / 32 + 1]
     seg_span: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [out_features * (pieces - 1)]
     row_ids: torch.Tensor  # int16 or int32 [out_features]: original row of each sorted row
     code_lengths: torch.Tensor  # uint8 [ceil(codebook_size / 2**code_raw_bits) * q_levels + 2]
@@ -423,14 +437,19 @@ class HuffmanLayout:
         escape_penalty_bits: float = ESCAPE_PENALTY_BITS,
         coding: tuple[int, int, int] | None = None,
         device: torch.device | str | None = None,
+        balance: str = "symbols",
     ) -> HuffmanLayout:
         """Encode a canonical matrix (vectorized). ``segment_symbols``: target kept weights per
         piece (None: `choose_pieces`' adaptive choice); ``max_table_bits``: the longest codeword
         (`FAST_TABLE_BITS`: a table of a few cache lines; up to `MAX_TABLE_BITS`, fewer bits where
         codes are skewed); ``escape_penalty_bits``: what an escape's decode step counts for in the
         choice of the coding (0: fewest bits); ``coding``: ``(gap_raw_bits, code_raw_bits,
-        q_levels)`` instead of the measured choice (module docstring). `LEAST_MEMORY` holds the
-        arguments of the least-memory layout."""
+        q_levels)`` instead of the measured choice (module docstring); ``balance``: what a row's
+        pieces hold equal shares of and rows are sorted by, ``"symbols"`` (decode steps: the
+        lanes of a program stay busy) or ``"bits"`` (a warp's lanes need less padding: 0.07..0.15
+        fewer bits a kept weight in the least-memory layout on the paper's layers and the real
+        fc8, for 1..2.5% lower lane utilization). `LEAST_MEMORY` holds the arguments of the
+        least-memory layout."""
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
         if segment_symbols is not None and (
@@ -454,16 +473,27 @@ class HuffmanLayout:
             raise ValueError(f"escape_penalty_bits must be a finite number >= 0, got {escape_penalty_bits!r}")
         if cols > MAX_IN_FEATURES:
             raise ValueError(f"in_features={cols} exceeds the Huffman form's {MAX_IN_FEATURES} columns")
+        if balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
         k = int(matrix.codebook.size)
         pieces = choose_pieces(matrix, segment_symbols)
-        # The coding is chosen on the row's gaps; the cuts then balance the pieces' symbols.
+        # The coding is chosen on the row's gaps; the cuts then balance the pieces' symbols (or
+        # their bits in that coding).
         row_gaps = _piece_gaps(matrix, _cuts(matrix, 1, None))[1]
         if coding is None:
             picked = choose_coding(matrix, row_gaps, max_table_bits, escape_penalty_bits)
         else:
             picked = _explicit_coding(matrix, row_gaps, coding, max_table_bits)
         gap_bits, code_bits, q_levels = picked.gap_raw_bits, picked.code_raw_bits, picked.q_levels
-        cost = 1 + (row_gaps >> gap_bits) // q_levels
+        escapes = (row_gaps >> gap_bits) // q_levels
+        if balance == "bits":
+            lengths = picked.code.lengths.astype(np.int64)
+            high = matrix.codes.astype(np.int64) >> code_bits
+            symbol = high * q_levels + (row_gaps >> gap_bits) % q_levels
+            escape = high_codes(k, code_bits) * q_levels
+            cost = lengths[symbol] + gap_bits + code_bits + escapes * lengths[escape]
+        else:
+            cost = 1 + escapes
         span_unit, span_base, seg_span, cuts = _span_units(_cuts(matrix, pieces, cost))
         piece_of_weight, gaps = _piece_gaps(matrix, cuts)
         counts = _symbol_counts(matrix.codes, gaps, k, gap_bits, code_bits, q_levels)
@@ -486,10 +516,14 @@ class HuffmanLayout:
         cw = code.codewords().astype(np.int64)[symbols] << raw_len | raw
         cw_len = code.lengths.astype(np.int64)[symbols] + raw_len
 
-        # Rows sorted by symbol count (most first); pieces in sorted row-major order.
+        # Rows sorted by symbol count or bits (most first); pieces in sorted row-major order.
         n_seg = rows * pieces
         seg_syms = np.bincount(piece_of_symbol, minlength=n_seg)
-        order = np.argsort(-seg_syms.reshape(rows, pieces).sum(axis=1), kind="stable")
+        if balance == "bits":
+            row_cost = np.bincount(piece_of_symbol // pieces, weights=cw_len, minlength=rows)
+        else:
+            row_cost = seg_syms.reshape(rows, pieces).sum(axis=1)
+        order = np.argsort(-row_cost, kind="stable")
         rank = np.empty(rows, dtype=np.int64)
         rank[order] = np.arange(rows)
         # The rows' runs of symbols move as blocks to their sorted places.
@@ -502,30 +536,23 @@ class HuffmanLayout:
         sorted_piece[at] = rank[symbol_row] * pieces + piece_of_symbol % pieces
         cw, cw_len = _scatter(cw, at), _scatter(cw_len, at)
         seg_bits = np.bincount(sorted_piece, weights=cw_len, minlength=n_seg).astype(np.int64)
-        len_unit, len_base, seg_len = _lengths(seg_bits)
-        padded = _stored_lengths(seg_len, len_base, len_unit)
-        seg_start = np.concatenate(([0], np.cumsum(padded)))
-        total_bits = int(seg_start[-1])
-        # Each piece's padding is one bits: what a decoder reads past a piece decodes as END.
-        pad_len = padded - seg_bits
-        has_pad = pad_len > 0
-        words = _pack_codewords(
-            np.concatenate((cw, (np.int64(1) << pad_len[has_pad]) - 1)),
-            np.concatenate((cw_len, pad_len[has_pad])),
-            np.concatenate(
-                (
-                    seg_start[sorted_piece] + _cumsum_within(cw_len, sorted_piece),
-                    seg_start[1:][has_pad] - pad_len[has_pad],
-                )
-            ),
-            max(1, -(-total_bits // 32)),
-        )
-
+        total_bits = int(seg_bits.sum())
         rpp = max(1, program_lanes(cols, matrix.nnz) // pieces)
         n_prog = -(-rows // rpp)
-        piece_bits = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
-        piece_bits[:n_seg] = padded
-        prog_base = np.concatenate(([0], np.cumsum(piece_bits.reshape(n_prog, -1).sum(axis=1))))
+        lane_bits = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
+        lane_bits[:n_seg] = seg_bits
+        warp_words = (-(-lane_bits // 32)).reshape(-1, WARP_LANES).max(axis=1)
+        warp_base = np.concatenate(([0], np.cumsum(warp_words * WARP_LANES)))
+        # Each lane's words written one after the other (its piece, then one bits: what a decoder
+        # reads past a piece decodes as END), then interleaved across its warp.
+        lane_start = _lane_starts(warp_base)
+        n_words = max(1, int(warp_base[-1]))
+        by_lane = _pack_codewords(
+            cw, cw_len, lane_start[sorted_piece] * 32 + _cumsum_within(cw_len, sorted_piece), n_words
+        )
+        by_lane |= _padding_masks(warp_base, lane_bits, n_words)
+        words = by_lane[_interleaved_order(warp_base, n_words)]
+
         steps = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
         steps[:n_seg] = seg_syms.reshape(rows, pieces)[order].reshape(-1)
         row_dtype = np.int16 if rows <= 1 << 15 else np.int32
@@ -533,8 +560,7 @@ class HuffmanLayout:
         first = matrix.row_ptr[:-1, None] + np.cumsum(per_piece, axis=1) - per_piece
         tensors = {
             "words": torch.from_numpy(words.view(np.int32)),
-            "prog_base": torch.from_numpy(_offset_array(prog_base, total_bits)),
-            "seg_len": torch.from_numpy(seg_len),
+            "warp_base": torch.from_numpy(_offset_array(warp_base, n_words)),
             "seg_span": torch.from_numpy(seg_span.reshape(rows, pieces - 1)[order].reshape(-1).copy()),
             "row_ids": torch.from_numpy(order.astype(row_dtype)),
             "code_lengths": torch.from_numpy(code.lengths.copy()),
@@ -552,8 +578,6 @@ class HuffmanLayout:
             q_levels=q_levels,
             pieces=pieces,
             rows_per_program=rpp,
-            len_unit=len_unit,
-            len_base=len_base,
             span_unit=span_unit,
             span_base=span_base,
             total_bits=total_bits,
@@ -613,11 +637,10 @@ class HuffmanLayout:
         """Exact bits of everything the layout holds (GPU-resident), by field."""
         return {
             "stream_bits": self.total_bits,
-            "word_padding_bits": self.words.numel() * 32 - self.total_bits,
-            "segment_length_bits": self.seg_len.numel() * self.seg_len.element_size() * 8,
+            "lane_padding_bits": self.words.numel() * 32 - self.total_bits,
             "segment_span_bits": self.seg_span.numel() * self.seg_span.element_size() * 8,
             "row_order_bits": self.row_ids.numel() * self.row_ids.element_size() * 8,
-            "program_offset_bits": self.prog_base.numel() * self.prog_base.element_size() * 8,
+            "warp_offset_bits": self.warp_base.numel() * self.warp_base.element_size() * 8,
             "program_steps_bits": self.prog_steps.numel() * 32,
             "decode_table_bits": self.table.numel() * 32,
             "code_length_bits": self.code_lengths.numel() * 8,
@@ -641,6 +664,21 @@ class HuffmanLayout:
         """int64[out_features * pieces]: symbols of every piece (sorted row-major order)."""
         arrays = {name: t.detach().cpu().numpy() for name, t in self.tensors().items()}
         return _validate(arrays, self.metadata())[3][3]
+
+    def step_bits(self) -> np.ndarray:
+        """int32[steps, lanes of all programs]: the bits each lane's reader moves on at each step of
+        its program (`prog_steps`): its symbols', then END's (which the kernels' lanes decode
+        past their piece, reading their warp's padding words, then nothing); 0 past its program's
+        steps. What `perf.cost` counts the stream's cache lines from."""
+        arrays = {name: t.detach().cpu().numpy() for name, t in self.tensors().items()}
+        trace: list = []
+        table, prog_steps, _, _ = _validate(arrays, self.metadata(), trace)
+        steps = np.repeat(prog_steps.astype(np.int64), self.lanes)
+        out = np.full((int(steps.max(initial=0)), steps.size), 32 - (table[-1] & SHIFT_MASK), np.int32)
+        for step, (lanes, bits) in enumerate(trace):
+            out[step, lanes] = bits
+        out[np.arange(out.shape[0])[:, None] >= steps[None, :]] = 0
+        return out
 
     def lane_utilization(self, step_multiple: int = 1) -> float:
         """Share of the lane-steps the kernels run that decode a symbol: symbols over lanes times
@@ -700,19 +738,41 @@ def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_tab
     return Coding(gap_bits, code_bits, q_levels, end_code(counts, limit))
 
 
-def _lengths(seg_bits: np.ndarray) -> tuple[int, int, np.ndarray]:
-    """(unit, base, stored): piece ``s`` is padded to ``(base + stored[s]) * unit`` bits. The
-    smallest unit whose lengths span < 256 units gives ``uint8``; else ``uint16`` bits (in an
-    ``int16``; a piece spans < 2**16 bits)."""
-    for unit in LENGTH_UNITS:
-        units = -(-seg_bits // unit)
-        base = int(units.min()) if units.size else 0
-        if units.size == 0 or int(units.max()) - base < 256:
-            return unit, base, (units - base).astype(np.uint8)
-    base = int(seg_bits.min())
-    if int(seg_bits.max()) - base >= 1 << 16:
-        raise ValueError(f"piece lengths span {int(seg_bits.max()) - base} bits; use shorter pieces")
-    return 1, base, (seg_bits - base).astype(np.uint16).view(np.int16)
+def _warp_of_lane(warp_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(warp of every lane, words of every lane) for the warps' word offsets ``warp_base``."""
+    warp_words = np.diff(warp_base) // WARP_LANES
+    warp = np.repeat(np.arange(warp_words.size), WARP_LANES)
+    return warp, warp_words[warp]
+
+
+def _lane_starts(warp_base: np.ndarray) -> np.ndarray:
+    """int64 per lane: where its words start when each lane's words are written one after the other
+    (lane ``l`` of a warp of ``W`` words a lane: ``warp_base + l * W``)."""
+    warp, words = _warp_of_lane(warp_base)
+    return warp_base[warp] + np.arange(warp.size) % WARP_LANES * words
+
+
+def _interleaved_order(warp_base: np.ndarray, n_words: int) -> np.ndarray:
+    """int64[n_words]: for each stored word (word ``j`` of lane ``l`` at ``warp_base + 32 j + l``)
+    its index when each lane's words are written one after the other (`_lane_starts`)."""
+    stored = int(warp_base[-1])
+    warp_words = np.diff(warp_base) // WARP_LANES
+    warp = np.repeat(np.arange(warp_words.size), warp_words * WARP_LANES)
+    offset = np.arange(stored) - warp_base[warp]
+    order = warp_base[warp] + offset % WARP_LANES * warp_words[warp] + offset // WARP_LANES
+    return np.concatenate((order, np.arange(stored, n_words)))
+
+
+def _padding_masks(warp_base: np.ndarray, lane_bits: np.ndarray, n_words: int) -> np.ndarray:
+    """uint32[n_words] over lanes written one after the other: the bits of every lane at and past
+    its first ``lane_bits`` (its padding, all ones); words past the warps' all ones."""
+    warp, words = _warp_of_lane(warp_base)
+    lane = np.repeat(np.arange(warp.size), words)
+    j = np.arange(lane.size) - np.repeat(_lane_starts(warp_base), words)  # word of its lane
+    left = np.clip(lane_bits[lane] - j * 32, 0, 32).astype(np.uint64)  # coded bits of the word
+    masks = np.full(n_words, 0xFFFFFFFF, dtype=np.uint32)
+    masks[: lane.size] = ((np.uint64(1) << (np.uint64(32) - left)) - np.uint64(1)).astype(np.uint32)
+    return masks
 
 
 def _scatter(values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -755,8 +815,8 @@ def _pack_codewords(
     return (high + low[:n_words]).astype(np.uint64).astype(np.uint32)
 
 
-def _offset_array(values: np.ndarray, total_bits: int) -> np.ndarray:
-    return values.astype(np.int32 if total_bits < 2**31 else np.int64)
+def _offset_array(values: np.ndarray, n_words: int) -> np.ndarray:
+    return values.astype(np.int32 if n_words < 2**31 else np.int64)
 
 
 def _fail(message: str):
@@ -823,18 +883,19 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail("code_lengths: END must be the all-ones codeword of a code of two or more symbols")
     if int(lengths[: n_sym - 2].max(initial=0)) + gap_bits + code_bits > MAX_SYMBOL_BITS:
         _fail(f"a codeword with its {gap_bits + code_bits} raw bits exceeds {MAX_SYMBOL_BITS} bits")
-    n_seg, n_prog = rows * pieces, -(-rows // rpp)
-    words, prog_base, seg_len = arrays["words"], arrays["prog_base"], arrays["seg_len"]
-    total_bits = meta["total_bits"]
-    if words.dtype != np.int32 or words.ndim != 1 or words.size != max(1, -(-total_bits // 32)):
-        _fail(
-            f"words must be int32[{max(1, -(-total_bits // 32))}] for total_bits={total_bits}, "
-            f"got {words.dtype} {words.shape}"
-        )
-    if prog_base.dtype not in (np.int32, np.int64) or prog_base.shape != (n_prog + 1,):
-        _fail(f"prog_base must be int32/int64[{n_prog + 1}], got {prog_base.dtype} {prog_base.shape}")
-    if seg_len.dtype not in (np.uint8, np.int16) or seg_len.shape != (n_seg,):
-        _fail(f"seg_len must be uint8/int16[{n_seg}], got {seg_len.dtype} {seg_len.shape}")
+    n_warps = -(-rows // rpp) * rpp * pieces // WARP_LANES
+    words, warp_base = arrays["words"], arrays["warp_base"]
+    if warp_base.dtype not in (np.int32, np.int64) or warp_base.shape != (n_warps + 1,):
+        _fail(f"warp_base must be int32/int64[{n_warps + 1}], got {warp_base.dtype} {warp_base.shape}")
+    steps = np.diff(warp_base.astype(np.int64))
+    if warp_base[0] != 0 or np.any(steps < 0) or np.any(steps % WARP_LANES):
+        _fail("warp_base must start at 0 and grow by multiples of 32 words")
+    if steps.size and steps.max() // WARP_LANES * 32 > cols * MAX_SYMBOL_BITS + 31:
+        _fail(f"a warp's lanes of {steps.max() // WARP_LANES} words hold more than {cols} columns can")
+    n_words = max(1, int(warp_base[-1]))
+    if words.dtype != np.int32 or words.shape != (n_words,):
+        got = f"{words.dtype} {words.shape}"
+        _fail(f"words must be int32[{n_words}] (warp_base[-1] = {warp_base[-1]}), got {got}")
     seg_span = arrays["seg_span"]
     if seg_span.dtype not in (np.uint8, np.int16) or seg_span.shape != (rows * (pieces - 1),):
         _fail(f"seg_span must be uint8/int16[{rows * (pieces - 1)}], got {seg_span.dtype} {seg_span.shape}")
@@ -843,16 +904,15 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail(f"row_ids must be int16/int32[{rows}], got {row_ids.dtype} {row_ids.shape}")
     if not np.array_equal(np.sort(row_ids.astype(np.int64)), np.arange(rows)):
         _fail("row_ids is not a permutation of the rows")
-    if meta["len_unit"] not in LENGTH_UNITS:
-        _fail(f"len_unit={meta['len_unit']} must be one of {LENGTH_UNITS}")
     span_unit = meta["span_unit"]
     if span_unit < 1 or span_unit & (span_unit - 1) or span_unit > 1 << 16:
         _fail(f"span_unit={span_unit} must be a power of two <= 65536")
     return code
 
 
-def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
-    """Check every field, then decode all pieces in lockstep (the kernels' steps).
+def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list | None = None):
+    """Check every field, then decode all lanes in lockstep (the kernels' steps); ``trace``: a list
+    to append each step's (decoding lanes, their symbols' bits) to.
 
     Returns (table, prog_steps, seg_first, (rows, cols, codes, symbols per piece)); raises
     `HuffmanLayoutError`."""
@@ -868,33 +928,32 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     table = decode_table_entries(code, k, gap_bits, meta["code_raw_bits"], meta["q_levels"])
     n_seg, n_prog, lanes = rows * pieces, -(-rows // rpp), rpp * pieces
 
-    seg_bits = _stored_lengths(arrays["seg_len"], meta["len_base"], meta["len_unit"])
-    if seg_bits.size and seg_bits.max() > cols * MAX_SYMBOL_BITS * 2 + 64:
-        _fail(f"a piece length of {seg_bits.max()} bits is more than its columns can hold")
-    padded = np.zeros(n_prog * lanes, dtype=np.int64)
-    padded[:n_seg] = seg_bits
-    base = arrays["prog_base"].astype(np.int64)
-    if base[0] != 0 or not np.array_equal(np.diff(base), padded.reshape(n_prog, lanes).sum(axis=1)):
-        _fail(f"prog_base does not match the piece lengths (stream of total_bits={total_bits})")
-    if base[-1] != total_bits:
-        _fail(f"prog_base ends at {base[-1]}, not at total_bits={total_bits}")
+    n_lanes = n_prog * lanes
     spans = _stored_lengths(arrays["seg_span"], meta["span_base"], meta["span_unit"]).reshape(
         rows, pieces - 1
     )
     first_col = np.concatenate((np.zeros((rows, 1), np.int64), np.cumsum(spans, axis=1)), axis=1)
     if first_col[:, -1].max() > cols:
         _fail(f"piece spans add up to {first_col[:, -1].max()} columns, beyond in_features={cols}")
-    end_col = np.concatenate((first_col[:, 1:], np.full((rows, 1), cols, np.int64)), axis=1).reshape(-1)
-    starts = np.concatenate(([0], np.cumsum(seg_bits)))
-    ends, starts = starts[1:], starts[:-1]
+    end_col = np.zeros(n_lanes, dtype=np.int64)  # lanes past the last row hold no columns
+    end_col[:n_seg] = np.concatenate((first_col[:, 1:], np.full((rows, 1), cols)), axis=1).reshape(-1)
+    lane_col = np.zeros(n_lanes, dtype=np.int64)
+    lane_col[:n_seg] = first_col.reshape(-1)
+    warp_base = arrays["warp_base"].astype(np.int64)
+    n_words = arrays["words"].size
+    starts = _lane_starts(warp_base) * 32
+    ends = starts + _warp_of_lane(warp_base)[1] * 32
+    by_lane = np.empty(n_words, dtype=np.uint32)
+    by_lane[_interleaved_order(warp_base, n_words)] = arrays["words"].view(np.uint32)
 
-    # Lockstep decode of every piece, reads bounded by the piece's extent.
-    uwords = arrays["words"].view(np.uint32).astype(np.uint64)
+    # Lockstep decode of every lane, reads bounded by the lane's words.
+    uwords = by_lane.astype(np.uint64)
     tbits = code.table_bits
     pos = starts.copy()
-    col = first_col.reshape(-1) - 1  # the column of the last kept weight
-    last_weight = np.ones(n_seg, dtype=bool)
-    steps = np.zeros(n_seg, dtype=np.int64)
+    coded = ends.copy()  # where each lane's symbols end: its END, else its last word's end
+    col = lane_col - 1  # the column of the last kept weight
+    last_weight = np.ones(n_lanes, dtype=bool)
+    steps = np.zeros(n_lanes, dtype=np.int64)
     active = np.flatnonzero(pos < ends)
     out_seg, out_col, out_code = [], [], []
     end_entry = table[-1]  # the all-ones peek: END
@@ -904,31 +963,26 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         entry = table[peek].astype(np.int64)
         total = 32 - (entry & SHIFT_MASK)
         is_end = entry == end_entry
-        if np.any(is_end):  # END: the rest of the piece must be its one-bit padding
+        if np.any(is_end):  # END: the rest of the lane must be one bits (checked below)
             done = active[is_end]
-            rest = np.minimum(ends[done] - pos[done], 32)
-            ones = (np.int64(1) << rest) - 1
-            pad_ok = (ends[done] - pos[done] < meta["len_unit"]) & (
-                _peek(uwords, pos[done], ends[done], rest) == ones
-            )
-            if not np.all(pad_ok):
-                bad = int(done[np.flatnonzero(~pad_ok)[0]])
-                _fail(f"corrupt stream: piece {bad} holds {int(ends[bad] - pos[bad])} bits after an END")
+            coded[done] = pos[done]
             pos[done] = ends[done]
             keep = ~is_end
             active, p, e, entry, total = (a[keep] for a in (active, p, e, entry, total))
             if not active.size:
                 break
+        if trace is not None:
+            trace.append((active, total))
         if np.any(p + total > e):
             bad = int(active[np.flatnonzero(p + total > e)[0]])
-            _fail(f"corrupt stream: piece {bad} (sorted row {bad // pieces}) has a symbol crossing its end")
+            _fail(f"corrupt stream: lane {bad} (sorted row {bad // pieces}) has a symbol crossing its end")
         v = _peek(uwords, p, e, total)
         weight_code = ((entry >> CODE_SHIFT) + (v >> gap_bits)) & CODE_MASK
         is_weight = weight_code < k  # an escape (and END) points past the codebook
         new_col = col[active] + (entry >> ADVANCE_SHIFT) + (v & ((1 << gap_bits) - 1))
         if np.any(is_weight & (new_col >= end_col[active])):
             bad = int(active[np.flatnonzero(is_weight & (new_col >= end_col[active]))[0]])
-            _fail(f"corrupt stream: piece {bad} decodes a column beyond its end column {end_col[bad]}")
+            _fail(f"corrupt stream: lane {bad} decodes a column beyond its end column {end_col[bad]}")
         out_seg.append(active[is_weight])
         out_col.append(new_col[is_weight])
         out_code.append(weight_code[is_weight])
@@ -938,7 +992,14 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         steps[active] += 1
         active = active[pos[active] < ends[active]]
     if not np.all(last_weight):
-        _fail(f"corrupt stream: piece {int(np.flatnonzero(~last_weight)[0])} ends with an escape")
+        _fail(f"corrupt stream: lane {int(np.flatnonzero(~last_weight)[0])} ends with an escape")
+    padding = _padding_masks(warp_base, coded - starts, n_words)
+    unpadded = (by_lane & padding) != padding
+    if np.any(unpadded):
+        word = int(np.flatnonzero(unpadded)[0])
+        _fail(f"corrupt stream: zero bits after a lane's END (word {word} of the lanes' words in order)")
+    if int((coded - starts).sum()) != total_bits:
+        _fail(f"stream holds {int((coded - starts).sum())} coded bits, metadata says total_bits={total_bits}")
     seg = np.concatenate(out_seg) if out_seg else np.zeros(0, dtype=np.int64)
     col_out = np.concatenate(out_col) if out_col else np.zeros(0, dtype=np.int64)
     code_out = np.concatenate(out_code) if out_code else np.zeros(0, dtype=np.int64)
@@ -952,8 +1013,6 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
     per_piece = per_seg.reshape(rows, pieces)
     seg_first = (row_ptr[row_ids][:, None] + np.cumsum(per_piece, axis=1) - per_piece).reshape(-1)
-    padded_steps = np.zeros(n_prog * lanes, dtype=np.int64)
-    padded_steps[:n_seg] = steps
-    prog_steps = padded_steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
-    decoded = (orig_row[order], col_out[order].astype(np.int32), code_out[order].astype(np.uint8), steps)
-    return table, prog_steps, seg_first.astype(np.int64), decoded
+    prog_steps = steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
+    decoded = (orig_row[order], col_out[order].astype(np.int32), code_out[order].astype(np.uint8))
+    return table, prog_steps, seg_first.astype(np.int64), (*decoded, steps[:n_seg])

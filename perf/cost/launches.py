@@ -186,11 +186,11 @@ def huffman_shell(
     stats: LayerStats,
     fields: Mapping[str, int] | None = None,
     offsets: str | None = None,
-    lengths: str | None = None,
+    spans: str | None = None,
     seg_first: bool = False,
 ):
     """A meta-device `HuffmanLayout` with the layer's metadata (``fields``: metadata overriding
-    the layer's, e.g. an ``aot_configs()`` entry's; the offset and length dtypes overridable;
+    the layer's, e.g. an ``aot_configs()`` entry's; the offset and span dtypes overridable;
     ``seg_first``: include it, as the standalone decoder needs)."""
     from dc_kernels.huffman.layout import HuffmanLayout, high_codes
 
@@ -202,9 +202,11 @@ def huffman_shell(
     return HuffmanLayout(
         **meta,
         words=_meta(h.words, torch.int32),
-        prog_base=_meta(n_prog + 1, getattr(torch, offsets or h.offsets_dtype)),
-        seg_len=_meta(n_seg, getattr(torch, lengths or h.lengths_dtype)),
-        seg_span=_meta(rows * (meta["pieces"] - 1), getattr(torch, lengths or h.spans_dtype)),
+        warp_base=_meta(
+            n_prog * meta["rows_per_program"] * meta["pieces"] // 32 + 1,
+            getattr(torch, offsets or h.offsets_dtype),
+        ),
+        seg_span=_meta(rows * (meta["pieces"] - 1), getattr(torch, spans or h.spans_dtype)),
         row_ids=_meta(rows, getattr(torch, h.row_ids_dtype)),
         code_lengths=_meta(
             high_codes(h.codebook_size, meta["code_raw_bits"]) * meta["q_levels"] + 2, torch.uint8
@@ -337,8 +339,8 @@ def _huffman_configurations(reference: LayerStats, dtypes: Mapping[str, str]) ->
     for kernel, signature, consts, warps, dtype, bb, fields in huffman_launch.aot_configs(dict(dtypes)):
         shell = {
             "fields": fields,
-            "offsets": _torch_name(signature["prog_base_ptr"]),
-            "lengths": _torch_name(signature["seg_len_ptr"]),
+            "offsets": _torch_name(signature["warp_base_ptr"]),
+            "spans": _torch_name(signature["seg_span_ptr"]),
         }
         with recorded_launches() as launches:
             if kernel.__name__ == "huffman_spmm_kernel":

@@ -2,10 +2,11 @@
 
 For a benchmark layer (a random compressed layer of the spec's shape and density), both GPU forms
 are built once and summarized: their exact ``bit_counts()``, the metadata a launch passes (widths,
-lane shape, column blocks, table size, offset and length dtypes), histograms of the work per
+lane shape, column blocks, table size, offset and span dtypes), histograms of the work per
 program (256-bit groups per row of each fixed-width block; Huffman steps of each program), from
-which the loop trips follow, and for the fixed-width form the exact number of distinct 128-byte
-lines of x its warps' loads touch (`x_lines`). Building the layouts of a large layer takes seconds
+which the loop trips follow, the exact number of distinct 128-byte lines of x the fixed-width
+form's warps' loads touch (`x_lines`) and of the stream the Huffman form's refills touch
+(`refill_lines`). Building the layouts of a large layer takes seconds
 (VGG-6 holds 4M kept weights), so summaries are cached in a JSON file keyed by the layer, the code width, the
 seed and a fingerprint of the source of the modules that build them: a changed layout or random
 layer generator rebuilds, anything else reads the cache.
@@ -85,19 +86,20 @@ def x_lines(layout, column_bytes=X_COLUMN_BYTES) -> dict[int, int]:
 @dataclass(frozen=True)
 class HuffmanStats:
     """A `HuffmanLayout`: its ``metadata()``, the sizes and dtypes of its tensors, its symbol count
-    (kept weights plus escapes), bits and decode-step histogram (``{steps: programs}``)."""
+    (kept weights plus escapes), bits, decode-step histogram (``{steps: programs}``) and
+    ``refill_lines`` (`refill_lines`)."""
 
     metadata: dict[str, int]
     words: int
     table_bits: int
     codebook_size: int
     offsets_dtype: str
-    lengths_dtype: str
     spans_dtype: str
     row_ids_dtype: str
     symbols: int
     bit_counts: dict[str, int]
     program_steps: dict[int, int]
+    refill_lines: int
 
     pieces = property(lambda self: self.metadata["pieces"])
     rows_per_program = property(lambda self: self.metadata["rows_per_program"])
@@ -110,6 +112,28 @@ class HuffmanStats:
     @property
     def lanes(self) -> int:
         return self.pieces * self.rows_per_program
+
+
+def refill_lines(layout) -> int:
+    """The sum over every refill of every warp of the fused kernel (one after each pair of steps)
+    of the distinct 128-byte lines of the stream its lanes load a word from. A lane holds its
+    next two words and the one after; a refill that moves a word in loads word ``consumed + 2`` of
+    the lane (`HuffmanLayout.step_bits`), a load only below the warp's words a lane: stored at
+    ``warp_base + 32 j + lane``, word ``j`` of a warp's lanes is one line."""
+    bits = layout.step_bits()
+    if bits.shape[0] % 2:
+        bits = np.concatenate((bits, np.zeros((1, bits.shape[1]), bits.dtype)))
+    consumed = np.cumsum(bits.astype(np.int64), axis=0)[1::2] >> 5  # after each pair
+    before = np.concatenate((np.zeros((1, consumed.shape[1]), np.int64), consumed[:-1]))
+    warp_words = np.diff(layout.warp_base.cpu().numpy().astype(np.int64)) // 32
+    warp = np.arange(consumed.shape[1]) // 32
+    word = consumed + 2
+    loads = (consumed > before) & (word < warp_words[warp][None, :])
+    pair = np.broadcast_to(np.arange(consumed.shape[0])[:, None], word.shape)
+    keys = (pair[loads] * warp_words.size + np.broadcast_to(warp, word.shape)[loads]) * (
+        int(warp_words.max(initial=0)) + 3
+    ) + word[loads]
+    return int(np.unique(keys).size)
 
 
 @dataclass(frozen=True)
@@ -178,13 +202,13 @@ def build_stats(spec, bits: int = DEFAULT_BITS, seed: int = 0) -> LayerStats:
         words=int(huffman.words.numel()),
         table_bits=huffman.table_bits,
         codebook_size=huffman.codebook_size,
-        offsets_dtype=dtype(huffman.prog_base),
-        lengths_dtype=dtype(huffman.seg_len),
+        offsets_dtype=dtype(huffman.warp_base),
         spans_dtype=dtype(huffman.seg_span),
         row_ids_dtype=dtype(huffman.row_ids),
         symbols=huffman.symbols(),
         bit_counts=huffman.bit_counts(),
         program_steps=_histogram(huffman.prog_steps.numpy()),
+        refill_lines=refill_lines(huffman),
     )
     return LayerStats(
         name=spec.name,

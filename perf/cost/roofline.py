@@ -143,7 +143,7 @@ def _huffman_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> d
     of a warp hit at most ``k`` words: bank conflicts only beyond 32 entries) plus its refresh; x
     (on chip: bank conflicts of a second ``tl.gather`` over random columns, the refresh of the
     window it reads and the window's load; from memory: as `_x_wavefronts`); and the stream
-    refills (one 32-bit word a lane per 32 bits, the pieces of one warp side by side in memory)."""
+    refills (the lines counted on the layout: `perf.cost.layer_stats.refill_lines`)."""
     h = stats.huffman
     consts = launch.constexprs
     steps_per_iteration = int(consts.get("K", 1))
@@ -167,16 +167,11 @@ def _huffman_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> d
         lane_steps / LANES * max(1.0, h.codebook_size / 32) + iterations * codebook_words * 4 / LINE_BYTES
     )
     table_lines = (1 << h.table_bits) * 4 / LINE_BYTES
-    pieces = stats.outputs * h.pieces
-    piece_bytes = h.total_bits / 8 / max(pieces, 1)
-    warp_lines = LANES * piece_bytes / LINE_BYTES + 1
-    refill_instructions = lane_steps / 2 / LANES  # one refill a pair of steps, per warp
-    active = min(float(LANES), LANES * h.total_bits / 32 / max(lane_steps / 2, 1))
     return {
         "x": x,
         "table": lane_steps / LANES * distinct_lines(table_lines),
         "weights": weights,
-        "stream": refill_instructions * distinct_lines(warp_lines, max(1, round(active))),
+        "stream": h.refill_lines,
     }
 
 
@@ -281,7 +276,8 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # load, together with the block's group count and the start columns (one HBM latency).
     "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`); no prefetch; before
-    # the loop: piece lengths and spans, then the first words, then the table (shared: an L2 hit).
+    # the loop: the warps' word offsets (and the spans beside them), then the first words, then
+    # the table (shared: an L2 hit).
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,

@@ -67,6 +67,26 @@ def test_layer_stats_match_the_layouts(small_stats):
     assert stats_module.LayerStats.from_json(json.loads(json.dumps(s.to_json()))) == s
 
 
+def test_refill_lines_count_word_rows():
+    from compress import CompressedMatrix
+    from dc_kernels.huffman.layout import HuffmanLayout
+
+    # 64 identical rows, one piece each: the two warps holding them step through the same words
+    # in lockstep, so each refill loads one word row (one line) for all 32 lanes: words 3 .. W - 1
+    # of the W a lane holds (the first three are loaded before the loop).
+    mask = np.zeros((64, 300), dtype=bool)
+    mask[:, ::3] = True
+    codes = np.tile(np.arange(100) % 7, (64, 1))
+    full = np.zeros(mask.shape, np.int64)
+    full[mask] = codes.reshape(-1)
+    matrix = CompressedMatrix.from_dense(mask, full, np.linspace(-1, 1, 7), 3)
+    layout = HuffmanLayout.from_matrix(matrix, segment_symbols=100)
+    assert layout.pieces == 1 and layout.lanes == 128
+    words = np.diff(layout.warp_base.numpy()) // 32
+    assert words[0] == words[1] > 2 and words[2] == words[3] == 0  # lanes 64..127 hold no row
+    assert stats_module.refill_lines(layout) == 2 * (words[0] - 3)
+
+
 def test_layer_stats_cache(tmp_path, monkeypatch):
     cache = tmp_path / "stats.json"
     first = stats_module.layer_stats([SMALL], cache=cache)

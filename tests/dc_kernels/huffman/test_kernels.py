@@ -96,12 +96,13 @@ def test_one_symbol_alphabet_and_longest_codes():
     assert check(matrix, 1, coding=(0, 0, 1), max_table_bits=10).table_bits == 10
 
 
-def test_length_units_and_empty_rows():
+def test_padded_lanes_and_empty_rows():
     mask = np.zeros((6, 300), dtype=bool)
     mask[::2] = True
     codes = np.random.default_rng(fresh_seed()).integers(0, 5, size=mask.shape)
     layout = check(CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3), 2, segment_symbols=300)
-    assert layout.len_unit > 1
+    # Empty rows' lanes hold their warp's words of one bits: END from the first step.
+    assert layout.bit_counts()["lane_padding_bits"] > layout.total_bits
     mask = np.zeros((21, 90), dtype=bool)
     mask[::3, 5::11] = True  # two rows in three empty
     codes = np.random.default_rng(fresh_seed()).integers(0, 4, size=mask.shape)
@@ -115,13 +116,12 @@ def test_corrupt_layout_still_writes_every_output_once():
     matrix = random_compressed_matrix(9, 50, 0.3, 4, seed=fresh_seed())
     layout = HuffmanLayout.from_matrix(matrix, segment_symbols=4)
     words = torch.randint(-(2**31), 2**31 - 1, layout.words.shape, dtype=torch.int32)
-    # A random stream; then also offsets, lengths and spans pointing anywhere (clamped).
-    prog_base = torch.randint(-(2**20), 2**20, layout.prog_base.shape, dtype=layout.prog_base.dtype)
-    seg_len = torch.randint(0, 256, layout.seg_len.shape, dtype=torch.uint8)
+    # A random stream; then also offsets and spans pointing anywhere (clamped).
+    warp_base = torch.randint(-(2**20), 2**20, layout.warp_base.shape, dtype=layout.warp_base.dtype)
     seg_span = torch.randint(0, 256, layout.seg_span.shape, dtype=torch.uint8)
     for corrupt in (
         dataclasses.replace(layout, words=words),
-        dataclasses.replace(layout, words=words, prog_base=prog_base, seg_len=seg_len, seg_span=seg_span),
+        dataclasses.replace(layout, words=words, warp_base=warp_base, seg_span=seg_span),
     ):
         for batch in (1, 2):
             out = torch.full((batch, 9), float("nan"))

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.layout import (
+    BALANCES,
     FAST_TABLE_BITS,
+    LEAST_MEMORY,
     MAX_SYMBOL_BITS,
     MAX_TABLE_BITS,
     HuffmanLayout,
@@ -40,11 +42,14 @@ def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:
     bits=st.integers(1, 8),
     segment_symbols=st.sampled_from([None, 1, 4, 32, 200]),
     max_table_bits=st.sampled_from([4, FAST_TABLE_BITS, MAX_TABLE_BITS]),
+    balance=st.sampled_from(BALANCES),
     seed=st.integers(0, 2**31),
 )
-def test_round_trip(rows, cols, density, bits, segment_symbols, max_table_bits, seed):
+def test_round_trip(rows, cols, density, bits, segment_symbols, max_table_bits, balance, seed):
     matrix = random_compressed_matrix(rows, cols, density, bits, seed=seed)
-    layout = round_trip(matrix, segment_symbols=segment_symbols, max_table_bits=max_table_bits)
+    layout = round_trip(
+        matrix, segment_symbols=segment_symbols, max_table_bits=max_table_bits, balance=balance
+    )
     assert layout.table_bits <= max_table_bits and layout.table.dtype == torch.int32
     assert sorted(layout.row_ids.tolist()) == list(range(rows))
 
@@ -90,6 +95,18 @@ def test_pieces_are_balanced_by_symbol_count():
     assert np.all(np.diff(row_symbols) <= 0)
 
 
+def test_pieces_balanced_by_bits_need_less_padding():
+    # The least-memory layout cuts a row's pieces to equal bits and sorts rows by bits: a warp's
+    # lanes end close together, so less of its words is padding.
+    matrix = random_compressed_matrix(256, 4096, 0.2, 5, seed=4)  # 4 pieces a row
+    by_symbols = round_trip(matrix, **{**LEAST_MEMORY, "balance": "symbols"})
+    by_bits = round_trip(matrix, **LEAST_MEMORY)
+    assert LEAST_MEMORY["balance"] == "bits" and by_bits.pieces == by_symbols.pieces > 1
+    padding = [layout.bit_counts()["lane_padding_bits"] for layout in (by_bits, by_symbols)]
+    assert padding[0] < 0.8 * padding[1]
+    assert by_bits.lane_utilization() > 0.85
+
+
 def test_bits_beat_fixed_width_on_paper_like_layer():
     # Alex-8's density (25%) with 4-bit codes at reduced size: the coding is near entropy.
     matrix = random_compressed_matrix(250, 4096, 0.25, 4, seed=1)
@@ -125,13 +142,20 @@ def alternating_rows(cols: int) -> CompressedMatrix:
     return CompressedMatrix.from_dense(mask, codes, np.linspace(-1, 1, 5), 3)
 
 
-def test_length_and_span_widths():
-    # Lengths spanning more than 255 bits take a coarser unit (padding of one bits), beyond 255
-    # units 16 bits; spans likewise.
+def test_warp_words_and_span_widths():
+    # Every lane of a warp holds the warp's longest piece's words (empty rows: all one bits).
     padded = round_trip(alternating_rows(1000), segment_symbols=1000)
-    assert padded.pieces == 1 and padded.len_unit > 1 and padded.seg_len.dtype == torch.uint8
-    wide = round_trip(alternating_rows(5000), segment_symbols=5000)
-    assert wide.len_unit == 1 and wide.seg_len.dtype == torch.int16
+    base = padded.warp_base.numpy()
+    assert (
+        padded.pieces == 1
+        and padded.warp_base.dtype == torch.int32
+        and base.shape == (padded.lanes // 32 + 1,)
+    )
+    assert np.all(np.diff(base) % 32 == 0) and padded.words.numel() == base[-1]
+    lanes_words = padded.words.numpy().view(np.uint32)[: base[1]].reshape(-1, 32)  # [word, lane]
+    # Rows sorted by symbols: the three empty ones (then the lanes past the last row) after the full.
+    assert np.all(lanes_words[:, 3:] == 0xFFFFFFFF) and np.all(lanes_words[0, :3] != 0xFFFFFFFF)
+    assert padded.bit_counts()["lane_padding_bits"] == padded.words.numel() * 32 - padded.total_bits
     spans = round_trip(random_compressed_matrix(40, 3000, 0.002, 2, seed=1), segment_symbols=1)
     assert spans.pieces > 1 and spans.seg_span.numel() == 40 * (spans.pieces - 1)
 
@@ -160,9 +184,10 @@ def test_corrupt_state_is_rejected():
     assert rejected > 0
     n_sym = high_codes(layout.codebook_size, layout.code_raw_bits) * layout.q_levels + 2
     for name, change in [
-        ("seg_len", lambda t: t.__setitem__(0, t[0] + 1)),
         ("seg_span", lambda t: t.__setitem__(0, 255)),
-        ("prog_base", lambda t: t.__setitem__(-1, t[-1] - 1)),
+        ("warp_base", lambda t: t.__setitem__(-1, t[-1] - 32)),  # words of another count
+        ("warp_base", lambda t: t.__setitem__(1, t[1] + 1)),  # not whole rows of 32 words
+        ("warp_base", lambda t: t.__setitem__(1, t[1] - 32)),  # lanes of the first warp cut short
         ("code_lengths", lambda t: t.__setitem__(0, MAX_TABLE_BITS + 1)),
         ("code_lengths", lambda t: t.__setitem__(n_sym - 1, 1)),  # END not the longest
         ("row_ids", lambda t: t.__setitem__(0, t[1])),
@@ -180,7 +205,7 @@ def test_corrupt_state_is_rejected():
         ("code_raw_bits", 9),
         ("pieces", 3),
         ("rows_per_program", 1),
-        ("len_unit", 3),
+        ("total_bits", layout.total_bits + 1),
     ]:
         tensors, meta = _state(layout)
         with pytest.raises(HuffmanLayoutError):
@@ -194,22 +219,20 @@ def test_corrupt_state_is_rejected():
 
 
 def test_set_padding_bit_is_rejected():
-    # Pieces are padded with one bits; a zero there would decode as something else than END.
+    # Lanes are padded with one bits; a zero there would decode as something else than END.
     layout = HuffmanLayout.from_matrix(alternating_rows(1000), segment_symbols=1000)
-    padded_pieces = (layout.seg_len.numpy().astype(np.int64) + layout.len_base) * layout.len_unit
-    assert layout.bit_counts()["stream_bits"] == padded_pieces.sum()
     tensors, meta = _state(layout)
-    ends = np.cumsum(padded_pieces)
     words = tensors["words"].numpy().view(np.uint32)
-    for end in ends[padded_pieces > 0]:
-        bit = int(end) - 1
-        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
+    last_row = int(layout.warp_base[1]) - 32  # the first warp's lanes' last words
+    rejected = 0
+    for lane in range(32):
+        words[last_row + lane] ^= np.uint32(1)
         try:
             HuffmanLayout.from_state(tensors, meta)
         except HuffmanLayoutError:
-            return
-        words[bit // 32] ^= np.uint32(1 << (31 - bit % 32))
-    raise AssertionError("no piece's last bit flip was rejected")
+            rejected += 1
+        words[last_row + lane] ^= np.uint32(1)
+    assert rejected >= 31  # only the longest lane may end with a coded bit
 
 
 def test_bad_arguments():
@@ -220,6 +243,8 @@ def test_bad_arguments():
         HuffmanLayout.from_matrix(matrix, segment_symbols=0)
     with pytest.raises(ValueError, match="max_table_bits"):
         HuffmanLayout.from_matrix(matrix, max_table_bits=11)
+    with pytest.raises(ValueError, match="balance must be one of"):
+        HuffmanLayout.from_matrix(matrix, balance="columns")
     with pytest.raises(ValueError, match="coding must be"):
         HuffmanLayout.from_matrix(matrix, coding=(1, 2))
     with pytest.raises(ValueError, match="q_levels"):
