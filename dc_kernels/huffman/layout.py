@@ -100,7 +100,8 @@ TARGET_PIECES = 1 << 16  # the adaptive choice aims at this many pieces (lanes) 
 MAX_IN_FEATURES = 1 << 24
 # The least-memory layout (`HuffmanLayout.from_matrix` arguments): long pieces, the largest table,
 # escapes counted by their bits only (at the cost of longer decode chains and more steps).
-# Pieces cut to equal bits (not symbols), so a warp's lanes need little padding (`HuffmanLayout`).
+# Its pieces are cut to equal bits, not symbols: a warp's lanes end close together, so little of
+# their words is padding.
 LEAST_MEMORY = {
     "segment_symbols": 256,
     "max_table_bits": MAX_TABLE_BITS,
@@ -887,11 +888,11 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     words, warp_base = arrays["words"], arrays["warp_base"]
     if warp_base.dtype not in (np.int32, np.int64) or warp_base.shape != (n_warps + 1,):
         _fail(f"warp_base must be int32/int64[{n_warps + 1}], got {warp_base.dtype} {warp_base.shape}")
-    steps = np.diff(warp_base.astype(np.int64))
-    if warp_base[0] != 0 or np.any(steps < 0) or np.any(steps % WARP_LANES):
+    sizes = np.diff(warp_base.astype(np.int64))
+    if warp_base[0] != 0 or np.any(sizes < 0) or np.any(sizes % WARP_LANES):
         _fail("warp_base must start at 0 and grow by multiples of 32 words")
-    if steps.size and steps.max() // WARP_LANES * 32 > cols * MAX_SYMBOL_BITS + 31:
-        _fail(f"a warp's lanes of {steps.max() // WARP_LANES} words hold more than {cols} columns can")
+    if sizes.size and sizes.max() // WARP_LANES * 32 > cols * MAX_SYMBOL_BITS + 31:
+        _fail(f"a warp's lanes hold {sizes.max() // WARP_LANES} words each, more than {cols} columns fill")
     n_words = max(1, int(warp_base[-1]))
     if words.dtype != np.int32 or words.shape != (n_words,):
         got = f"{words.dtype} {words.shape}"
