@@ -5,9 +5,10 @@ One program per ``ROWS`` consecutive sorted rows, one lane per piece (``ROWS x P
 per thread): a row's pieces sit side by side, so its partial sums are reduced inside the program
 (no atomics, every output element written once, at the row's original index ``row_ids[row]``).
 A lane's words are interleaved with those of the 31 other lanes of its warp (word ``j`` at
-``warp_base + 32 j + lane``: a warp's loads touch one or two lines, not 32), so a program finds its
-lanes' first words from its warps' offsets and their first columns with a prefix sum of the
-stored spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
+``32 j + lane`` from its warp's base: a warp's loads touch one or two lines, not 32); the first
+three, the lane's head, sit at places its warp's index gives, so a program loads its lanes' heads
+without waiting on the warps' offsets (which locate the rest) and finds their first columns with
+a prefix sum of the stored spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
 steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as the rest needs
 (`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
@@ -59,6 +60,7 @@ CODEBOOK_CHIP = tl.constexpr(layout.CODEBOOK_INDICES)  # the fused kernel's on-c
 SHIFT_MASK = tl.constexpr(layout.SHIFT_MASK)
 CODE_SHIFT = tl.constexpr(layout.CODE_SHIFT)
 ADVANCE_SHIFT = tl.constexpr(layout.ADVANCE_SHIFT)
+HEAD_WORDS = tl.constexpr(layout.HEAD_WORDS)
 
 
 @triton.jit
@@ -73,19 +75,26 @@ def _lanes(
     ROWS: tl.constexpr,
     PIECES: tl.constexpr,
 ):
-    """(sorted row [ROWS, 1], first word, end of the words, first column) of the program's
-    ``ROWS x PIECES`` lanes: lane ``l`` of a warp reads words ``warp_base + l``, ``+ 32``, ...
-    below its end, which is clamped to the ``n_words`` of the words array, so even offsets that
-    skipped validation cannot send a read outside it."""
+    """(sorted row [ROWS, 1], head, first word past it, end of the words, first column) of the
+    program's ``ROWS x PIECES`` lanes: lane ``l`` of warp ``g`` finds its first `HEAD_WORDS` words
+    at ``32 (HEAD_WORDS g + j) + l`` without waiting on a load, and reads the rest at
+    ``32 HEAD_WORDS warps + warp_base[g] + l``, ``+ 32``, ... below its end, which is clamped to
+    the ``n_words`` of the words array, so even offsets that skipped validation cannot send a read
+    outside it (``warps``: those holding a piece; a lane past them reads no word)."""
     r = tl.arange(0, ROWS)[:, None]
     p = tl.arange(0, PIECES)[None, :]
     row = pid * ROWS + r  # int32: a layout holds fewer than 2**31 pieces
     lane = row * PIECES + p
-    first = tl.load(warp_base_ptr + (lane >> 5))
-    first = tl.minimum(tl.maximum(first, 0), n_words)
-    after = tl.minimum(tl.maximum(tl.load(warp_base_ptr + (lane >> 5) + 1), first), n_words)
-    start = first + (lane & 31)
-    end = start + ((after - first) >> 5 << 5)  # the last word read, end - 32, is below after
+    warps = tl.cdiv(n_rows * PIECES, 32)  # those stored: past them lanes read all ones
+    stored = (lane >> 5) < warps
+    first = tl.load(warp_base_ptr + (lane >> 5), mask=stored, other=0)
+    heads = (warps * (32 * HEAD_WORDS)).to(first.dtype)
+    head = tl.where(stored, (lane >> 5).to(first.dtype) * (32 * HEAD_WORDS) + (lane & 31), n_words)
+    first = tl.minimum(tl.maximum(first, 0), n_words - heads)
+    after = tl.load(warp_base_ptr + (lane >> 5) + 1, mask=stored, other=0)
+    after = tl.minimum(tl.maximum(after, first), n_words - heads)
+    rest = heads + first + (lane & 31)
+    end = rest + ((after - first) >> 5 << 5)  # the last word read, end - 32, is below after
     if PIECES > 1:
         spanned = (row < n_rows) & (p < PIECES - 1)
         # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
@@ -94,18 +103,19 @@ def _lanes(
         first_col = tl.cumsum(span, axis=1) - span
     else:
         first_col = tl.zeros((ROWS, PIECES), dtype=tl.int32)
-    return row, start, end, first_col
+    return row, head, rest, end, first_col
 
 
 @triton.jit
-def _reader(words_ptr, start, end):
-    """A lane's bit reader at its first word: (two words, the position of the next bit in them, the
-    word after them, its index)."""
-    w0 = _fetch(words_ptr, start, end)
-    w1 = _fetch(words_ptr, start + 32, end)
-    nxt = _fetch(words_ptr, start + 64, end)
+def _reader(words_ptr, head, rest, n_words):
+    """A lane's bit reader at its first word: (its head's first two words, the position of the next
+    bit in them, the head's third word, the index before the word the first refill loads)."""
+    tl.static_assert(HEAD_WORDS == 3, "the reader holds three words")
+    w0 = _fetch(words_ptr, head, n_words)
+    w1 = _fetch(words_ptr, head + 32, n_words)
+    nxt = _fetch(words_ptr, head + 64, n_words)
     buf = (w0.to(tl.uint64) << 32) | w1.to(tl.uint64)
-    return buf, tl.zeros(start.shape, tl.int32), nxt, start + 64
+    return buf, tl.zeros(head.shape, tl.int32), nxt, rest - 32
 
 
 @triton.jit
@@ -263,10 +273,10 @@ def huffman_spmm_kernel(
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB
     (``XW > 0``: batch 1 with x on chip; see the module docstring)."""
     pid = tl.program_id(0)
-    _, start, end, first_col = _lanes(
+    _, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
-    buf, pos, nxt, wi = _reader(words_ptr, start, end)
+    buf, pos, nxt, wi = _reader(words_ptr, head, rest, n_words)
     col = first_col - 1  # the column of the last decoded weight
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
@@ -350,10 +360,10 @@ def huffman_decode_kernel(
     from each piece's ``seg_first`` (``DENSE`` False), or each weight into the zero-filled float32
     ``w`` (n_rows, n_cols) at its original row (``DENSE`` True: no ``seg_first`` needed)."""
     pid = tl.program_id(0)
-    sorted_row, start, end, first_col = _lanes(
+    sorted_row, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
-    buf, pos, nxt, wi = _reader(words_ptr, start, end)
+    buf, pos, nxt, wi = _reader(words_ptr, head, rest, n_words)
     col = first_col - 1
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)

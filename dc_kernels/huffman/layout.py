@@ -43,14 +43,17 @@ Words: interleaved by warp
 Lane ``l`` of program ``i`` (``l = r * pieces + p`` for piece ``p`` of its ``r``-th row, rows
 past the last are empty lanes) belongs to warp ``(i * lanes + l) // 32`` with the 31 lanes beside
 it. A warp's lanes each get the same number ``W`` of 32-bit words (its longest piece, rounded up
-to whole words; the rest of every lane one bits, which decode as END), and word ``j`` of its lane
-``l % 32`` is stored at ``warp_base + 32 j + l % 32``: the 32 lanes of a warp, which decode in
-lockstep at about the same pace, read their next words from one or two 128-byte lines (pieces
-stored one after the other put each lane of a warp on a line of its own). The price is the
-padding of each lane to its warp's longest piece (a few percent of the bits on the paper's layers:
-rows are sorted and pieces balanced, so a warp's pieces are about equally long); in exchange no
-piece lengths are stored. Per warp: ``warp_base`` (its first word; ``warp_base[-1]`` = the
-words' count, ``int32`` below ``2**31`` words). For pieces ``0 .. pieces - 2`` of each row:
+to whole words, and at least `HEAD_WORDS`; the rest of every lane one bits, which decode as END),
+and word ``j`` of its lane ``l % 32`` is stored at ``32 (HEAD_WORDS g + j) + l % 32`` for the
+first `HEAD_WORDS` (the head, which a reader holds before its loop: found from the warp's index
+``g`` alone, without waiting on a load of an offset), the others at ``32 HEAD_WORDS n_warps +
+warp_base[g] + 32 (j - HEAD_WORDS) + l % 32``: the 32 lanes of a warp, which decode in lockstep at
+about the same pace, read their next words from one or two 128-byte lines (pieces stored one
+after the other put each lane of a warp on a line of its own). The price is the padding of each
+lane to its warp's longest piece (a few percent of the bits on the paper's layers: rows are
+sorted and pieces balanced, so a warp's pieces are about equally long); in exchange no piece
+lengths are stored. Per warp: ``warp_base`` (its first word past the heads; ``warp_base[-1]`` =
+the count of those words, ``int32`` below ``2**31`` words in all). For pieces ``0 .. pieces - 2`` of each row:
 ``seg_span`` (its columns: ``(seg_span + span_base) * span_unit``), ``uint8`` when the values
 span fewer than 256 units, else ``int16`` holding ``uint16``; a program finds its pieces' first
 columns with a prefix sum. ``total_bits`` counts the coded bits (symbols and raw bits), without
@@ -83,6 +86,7 @@ MIN_TABLE_BITS = 4  # the smallest table tried
 MAX_ADVANCE = (1 << 12) - 1  # largest column advance of one symbol (a 12-bit table field)
 ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step, ~10% of a weight's
 WARP_LANES = 32  # lanes whose words are interleaved: one warp of the kernels
+HEAD_WORDS = 3  # a lane's first words: its reader's before the loop, found without an offset
 # Lanes (pieces) of one program, one per thread: 4 warps for small layers (their time is the
 # length of a program's decode chain, and four warps issue an iteration twice as fast as eight),
 # 8 warps, or 16 when x is wide (its on-chip copy is spread over more threads).
@@ -540,19 +544,19 @@ class HuffmanLayout:
         total_bits = int(seg_bits.sum())
         rpp = max(1, program_lanes(cols, matrix.nnz) // pieces)
         n_prog = -(-rows // rpp)
-        lane_bits = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
+        lane_bits = np.zeros(_stored_warps(rows, pieces) * WARP_LANES, dtype=np.int64)
         lane_bits[:n_seg] = seg_bits
-        warp_words = (-(-lane_bits // 32)).reshape(-1, WARP_LANES).max(axis=1)
-        warp_base = np.concatenate(([0], np.cumsum(warp_words * WARP_LANES)))
+        warp_words = np.maximum((-(-lane_bits // 32)).reshape(-1, WARP_LANES).max(axis=1), HEAD_WORDS)
+        warp_base = np.concatenate(([0], np.cumsum((warp_words - HEAD_WORDS) * WARP_LANES)))
         # Each lane's words written one after the other (its piece, then one bits: what a decoder
         # reads past a piece decodes as END), then interleaved across its warp.
-        lane_start = _lane_starts(warp_base)
-        n_words = max(1, int(warp_base[-1]))
+        lane_start, lane_words = _lane_starts(warp_base), _lane_words(warp_base)
+        n_words = int(lane_words.sum())
         by_lane = _pack_codewords(
             cw, cw_len, lane_start[sorted_piece] * 32 + _cumsum_within(cw_len, sorted_piece), n_words
         )
-        by_lane |= _padding_masks(warp_base, lane_bits, n_words)
-        words = by_lane[_interleaved_order(warp_base, n_words)]
+        by_lane |= _padding_masks(lane_words, lane_bits)
+        words = by_lane[_interleaved_order(warp_base)]
 
         steps = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
         steps[:n_seg] = seg_syms.reshape(rows, pieces)[order].reshape(-1)
@@ -739,41 +743,48 @@ def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_tab
     return Coding(gap_bits, code_bits, q_levels, end_code(counts, limit))
 
 
-def _warp_of_lane(warp_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(warp of every lane, words of every lane) for the warps' word offsets ``warp_base``."""
-    warp_words = np.diff(warp_base) // WARP_LANES
-    warp = np.repeat(np.arange(warp_words.size), WARP_LANES)
-    return warp, warp_words[warp]
+def _stored_warps(rows: int, pieces: int) -> int:
+    """Warps whose words are stored: those holding a piece (a program's lanes past the last row
+    read all ones: END)."""
+    return -(-rows * pieces // WARP_LANES)
+
+
+def _lane_words(warp_base: np.ndarray) -> np.ndarray:
+    """int64 per lane: its words, the head's and its warp's rows of words past the head."""
+    return np.repeat(HEAD_WORDS + np.diff(warp_base) // WARP_LANES, WARP_LANES)
 
 
 def _lane_starts(warp_base: np.ndarray) -> np.ndarray:
-    """int64 per lane: where its words start when each lane's words are written one after the other
-    (lane ``l`` of a warp of ``W`` words a lane: ``warp_base + l * W``)."""
-    warp, words = _warp_of_lane(warp_base)
-    return warp_base[warp] + np.arange(warp.size) % WARP_LANES * words
+    """int64 per lane: where its words start when each lane's words are written one after the
+    other."""
+    words = _lane_words(warp_base)
+    return np.cumsum(words) - words
 
 
-def _interleaved_order(warp_base: np.ndarray, n_words: int) -> np.ndarray:
-    """int64[n_words]: for each stored word (word ``j`` of lane ``l`` at ``warp_base + 32 j + l``)
-    its index when each lane's words are written one after the other (`_lane_starts`)."""
-    stored = int(warp_base[-1])
-    warp_words = np.diff(warp_base) // WARP_LANES
-    warp = np.repeat(np.arange(warp_words.size), warp_words * WARP_LANES)
-    offset = np.arange(stored) - warp_base[warp]
-    order = warp_base[warp] + offset % WARP_LANES * warp_words[warp] + offset // WARP_LANES
-    return np.concatenate((order, np.arange(stored, n_words)))
+def _interleaved_order(warp_base: np.ndarray) -> np.ndarray:
+    """int64 per stored word: its index when each lane's words are written one after the other
+    (`_lane_starts`). Stored first are the heads (word ``j < HEAD_WORDS`` of lane ``l`` of warp
+    ``g`` at ``32 (HEAD_WORDS g + j) + l``), then the rest (word ``j`` at ``32 HEAD_WORDS n_warps +
+    warp_base[g] + 32 (j - HEAD_WORDS) + l``)."""
+    n_warps = warp_base.size - 1
+    starts = _lane_starts(warp_base)
+    head = np.arange(n_warps * HEAD_WORDS * WARP_LANES)
+    warp, word = head // (HEAD_WORDS * WARP_LANES), head // WARP_LANES % HEAD_WORDS
+    head_order = starts[warp * WARP_LANES + head % WARP_LANES] + word
+    rows = np.diff(warp_base) // WARP_LANES
+    warp = np.repeat(np.arange(n_warps), rows * WARP_LANES)
+    rest = np.arange(int(warp_base[-1])) - warp_base[warp]
+    rest_order = starts[warp * WARP_LANES + rest % WARP_LANES] + HEAD_WORDS + rest // WARP_LANES
+    return np.concatenate((head_order, rest_order))
 
 
-def _padding_masks(warp_base: np.ndarray, lane_bits: np.ndarray, n_words: int) -> np.ndarray:
-    """uint32[n_words] over lanes written one after the other: the bits of every lane at and past
-    its first ``lane_bits`` (its padding, all ones); words past the warps' all ones."""
-    warp, words = _warp_of_lane(warp_base)
-    lane = np.repeat(np.arange(warp.size), words)
-    j = np.arange(lane.size) - np.repeat(_lane_starts(warp_base), words)  # word of its lane
+def _padding_masks(lane_words: np.ndarray, lane_bits: np.ndarray) -> np.ndarray:
+    """uint32 per word of the lanes written one after the other: the bits of every lane at and
+    past its first ``lane_bits`` (its padding, all ones)."""
+    lane = np.repeat(np.arange(lane_words.size), lane_words)
+    j = np.arange(lane.size) - np.repeat(np.cumsum(lane_words) - lane_words, lane_words)
     left = np.clip(lane_bits[lane] - j * 32, 0, 32).astype(np.uint64)  # coded bits of the word
-    masks = np.full(n_words, 0xFFFFFFFF, dtype=np.uint32)
-    masks[: lane.size] = ((np.uint64(1) << (np.uint64(32) - left)) - np.uint64(1)).astype(np.uint32)
-    return masks
+    return ((np.uint64(1) << (np.uint64(32) - left)) - np.uint64(1)).astype(np.uint32)
 
 
 def _scatter(values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -884,7 +895,7 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail("code_lengths: END must be the all-ones codeword of a code of two or more symbols")
     if int(lengths[: n_sym - 2].max(initial=0)) + gap_bits + code_bits > MAX_SYMBOL_BITS:
         _fail(f"a codeword with its {gap_bits + code_bits} raw bits exceeds {MAX_SYMBOL_BITS} bits")
-    n_warps = -(-rows // rpp) * rpp * pieces // WARP_LANES
+    n_warps = _stored_warps(rows, pieces)
     words, warp_base = arrays["words"], arrays["warp_base"]
     if warp_base.dtype not in (np.int32, np.int64) or warp_base.shape != (n_warps + 1,):
         _fail(f"warp_base must be int32/int64[{n_warps + 1}], got {warp_base.dtype} {warp_base.shape}")
@@ -892,11 +903,12 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     if warp_base[0] != 0 or np.any(sizes < 0) or np.any(sizes % WARP_LANES):
         _fail("warp_base must start at 0 and grow by multiples of 32 words")
     if sizes.size and sizes.max() // WARP_LANES * 32 > cols * MAX_SYMBOL_BITS + 31:
-        _fail(f"a warp's lanes hold {sizes.max() // WARP_LANES} words each, more than {cols} columns fill")
-    n_words = max(1, int(warp_base[-1]))
+        past = sizes.max() // WARP_LANES
+        _fail(f"a warp's lanes hold {past} words past their heads, more than {cols} columns fill")
+    n_words = n_warps * HEAD_WORDS * WARP_LANES + int(warp_base[-1])
     if words.dtype != np.int32 or words.shape != (n_words,):
         got = f"{words.dtype} {words.shape}"
-        _fail(f"words must be int32[{n_words}] (warp_base[-1] = {warp_base[-1]}), got {got}")
+        _fail(f"words must be int32[{n_words}] ({n_warps} heads + warp_base[-1] words), got {got}")
     seg_span = arrays["seg_span"]
     if seg_span.dtype not in (np.uint8, np.int16) or seg_span.shape != (rows * (pieces - 1),):
         _fail(f"seg_span must be uint8/int16[{rows * (pieces - 1)}], got {seg_span.dtype} {seg_span.shape}")
@@ -929,7 +941,7 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     table = decode_table_entries(code, k, gap_bits, meta["code_raw_bits"], meta["q_levels"])
     n_seg, n_prog, lanes = rows * pieces, -(-rows // rpp), rpp * pieces
 
-    n_lanes = n_prog * lanes
+    n_lanes = _stored_warps(rows, pieces) * WARP_LANES
     spans = _stored_lengths(arrays["seg_span"], meta["span_base"], meta["span_unit"]).reshape(
         rows, pieces - 1
     )
@@ -941,11 +953,11 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     lane_col = np.zeros(n_lanes, dtype=np.int64)
     lane_col[:n_seg] = first_col.reshape(-1)
     warp_base = arrays["warp_base"].astype(np.int64)
-    n_words = arrays["words"].size
+    lane_words = _lane_words(warp_base)
     starts = _lane_starts(warp_base) * 32
-    ends = starts + _warp_of_lane(warp_base)[1] * 32
-    by_lane = np.empty(n_words, dtype=np.uint32)
-    by_lane[_interleaved_order(warp_base, n_words)] = arrays["words"].view(np.uint32)
+    ends = starts + lane_words * 32
+    by_lane = np.empty(arrays["words"].size, dtype=np.uint32)
+    by_lane[_interleaved_order(warp_base)] = arrays["words"].view(np.uint32)
 
     # Lockstep decode of every lane, reads bounded by the lane's words.
     uwords = by_lane.astype(np.uint64)
@@ -994,7 +1006,7 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
         active = active[pos[active] < ends[active]]
     if not np.all(last_weight):
         _fail(f"corrupt stream: lane {int(np.flatnonzero(~last_weight)[0])} ends with an escape")
-    padding = _padding_masks(warp_base, coded - starts, n_words)
+    padding = _padding_masks(lane_words, coded - starts)
     unpadded = (by_lane & padding) != padding
     if np.any(unpadded):
         word = int(np.flatnonzero(unpadded)[0])
@@ -1014,6 +1026,8 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
     per_piece = per_seg.reshape(rows, pieces)
     seg_first = (row_ptr[row_ids][:, None] + np.cumsum(per_piece, axis=1) - per_piece).reshape(-1)
-    prog_steps = steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
+    prog_steps = np.resize(steps, n_prog * lanes)  # lanes of warps not stored: no steps
+    prog_steps[n_lanes:] = 0
+    prog_steps = prog_steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
     decoded = (orig_row[order], col_out[order].astype(np.int32), code_out[order].astype(np.uint8))
     return table, prog_steps, seg_first.astype(np.int64), (*decoded, steps[:n_seg])

@@ -119,14 +119,19 @@ def refill_lines(layout) -> int:
     of the distinct 128-byte lines of the stream its lanes load a word from. A lane holds its
     next two words and the one after; a refill that moves a word in loads word ``consumed + 2`` of
     the lane (`HuffmanLayout.step_bits`), a load only below the warp's words a lane: stored at
-    ``warp_base + 32 j + lane``, word ``j`` of a warp's lanes is one line."""
+    ``warp_base + 32 (j - HEAD_WORDS) + lane`` past the heads, word ``j`` of a warp's lanes is one
+    line."""
+    from dc_kernels.huffman.layout import HEAD_WORDS
+
     bits = layout.step_bits()
     if bits.shape[0] % 2:
         bits = np.concatenate((bits, np.zeros((1, bits.shape[1]), bits.dtype)))
     consumed = np.cumsum(bits.astype(np.int64), axis=0)[1::2] >> 5  # after each pair
     before = np.concatenate((np.zeros((1, consumed.shape[1]), np.int64), consumed[:-1]))
-    warp_words = np.diff(layout.warp_base.cpu().numpy().astype(np.int64)) // 32
     warp = np.arange(consumed.shape[1]) // 32
+    warp_words = np.zeros(int(warp.max(initial=0)) + 1, dtype=np.int64)  # warps not stored: none
+    stored = HEAD_WORDS + np.diff(layout.warp_base.cpu().numpy().astype(np.int64)) // 32
+    warp_words[: stored.size] = stored
     word = consumed + 2
     loads = (consumed > before) & (word < warp_words[warp][None, :])
     pair = np.broadcast_to(np.arange(consumed.shape[0])[:, None], word.shape)

@@ -276,13 +276,13 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # load, together with the block's group count and the start columns (one HBM latency).
     "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`); no prefetch; before
-    # the loop: the warps' word offsets (and the spans beside them), then the first words, then
-    # the table (shared: an L2 hit).
+    # the loop: the lanes' heads (their addresses need no load; the warps' word offsets and the
+    # spans come beside them), then the table (shared: an L2 hit).
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,
         None,
-        ("hbm", "hbm", "l2"),
+        ("hbm", "l2"),
         _huffman_bits,
         _huffman_gathers,
         _huffman_copies,

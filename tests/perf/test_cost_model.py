@@ -69,7 +69,7 @@ def test_layer_stats_match_the_layouts(small_stats):
 
 def test_refill_lines_count_word_rows():
     from compress import CompressedMatrix
-    from dc_kernels.huffman.layout import HuffmanLayout
+    from dc_kernels.huffman.layout import HEAD_WORDS, HuffmanLayout
 
     # 64 identical rows, one piece each: the two warps holding them step through the same words
     # in lockstep, so each refill loads one word row (one line) for all 32 lanes: words 3 .. W - 1
@@ -82,9 +82,9 @@ def test_refill_lines_count_word_rows():
     matrix = CompressedMatrix.from_dense(mask, full, np.linspace(-1, 1, 7), 3)
     layout = HuffmanLayout.from_matrix(matrix, segment_symbols=100)
     assert layout.pieces == 1 and layout.lanes == 128
-    words = np.diff(layout.warp_base.numpy()) // 32
-    assert words[0] == words[1] > 2 and words[2] == words[3] == 0  # lanes 64..127 hold no row
-    assert stats_module.refill_lines(layout) == 2 * (words[0] - 3)
+    words = HEAD_WORDS + np.diff(layout.warp_base.numpy()) // 32  # lanes 64..127: no row, no words
+    assert words.tolist() == [words[0]] * 2 and words[0] > HEAD_WORDS
+    assert stats_module.refill_lines(layout) == 2 * (words[0] - HEAD_WORDS)
 
 
 def test_layer_stats_cache(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from dc_kernels.fixed.layout import GpuLayout
 from dc_kernels.huffman.layout import (
     BALANCES,
     FAST_TABLE_BITS,
+    HEAD_WORDS,
     LEAST_MEMORY,
     MAX_SYMBOL_BITS,
     MAX_TABLE_BITS,
@@ -143,18 +144,20 @@ def alternating_rows(cols: int) -> CompressedMatrix:
 
 
 def test_warp_words_and_span_widths():
-    # Every lane of a warp holds the warp's longest piece's words (empty rows: all one bits).
+    # Every lane of a warp holds the warp's longest piece's words (empty rows: all one bits): the
+    # heads of the warps first, then the rest of each warp's words. Only warps holding a piece
+    # are stored: here the first of the program's four.
     padded = round_trip(alternating_rows(1000), segment_symbols=1000)
     base = padded.warp_base.numpy()
-    assert (
-        padded.pieces == 1
-        and padded.warp_base.dtype == torch.int32
-        and base.shape == (padded.lanes // 32 + 1,)
-    )
-    assert np.all(np.diff(base) % 32 == 0) and padded.words.numel() == base[-1]
-    lanes_words = padded.words.numpy().view(np.uint32)[: base[1]].reshape(-1, 32)  # [word, lane]
+    warps = 1
+    assert padded.pieces == 1 and padded.warp_base.dtype == torch.int32 and base.shape == (warps + 1,)
+    assert np.all(np.diff(base) % 32 == 0) and padded.words.numel() == warps * 32 * HEAD_WORDS + base[-1]
+    stored = padded.words.numpy().view(np.uint32)
+    heads = stored[: warps * 32 * HEAD_WORDS].reshape(warps, HEAD_WORDS, 32)  # [warp, word, lane]
+    rest = stored[warps * 32 * HEAD_WORDS :][: base[1]].reshape(-1, 32)  # the first warp's
     # Rows sorted by symbols: the three empty ones (then the lanes past the last row) after the full.
-    assert np.all(lanes_words[:, 3:] == 0xFFFFFFFF) and np.all(lanes_words[0, :3] != 0xFFFFFFFF)
+    assert np.all(heads[0, :, 3:] == 0xFFFFFFFF) and np.all(rest[:, 3:] == 0xFFFFFFFF)
+    assert np.all(heads[0, 0, :3] != 0xFFFFFFFF) and padded.lanes == 128
     assert padded.bit_counts()["lane_padding_bits"] == padded.words.numel() * 32 - padded.total_bits
     spans = round_trip(random_compressed_matrix(40, 3000, 0.002, 2, seed=1), segment_symbols=1)
     assert spans.pieces > 1 and spans.seg_span.numel() == 40 * (spans.pieces - 1)
@@ -223,7 +226,8 @@ def test_set_padding_bit_is_rejected():
     layout = HuffmanLayout.from_matrix(alternating_rows(1000), segment_symbols=1000)
     tensors, meta = _state(layout)
     words = tensors["words"].numpy().view(np.uint32)
-    last_row = int(layout.warp_base[1]) - 32  # the first warp's lanes' last words
+    warps = layout.warp_base.numel() - 1
+    last_row = warps * 32 * HEAD_WORDS + int(layout.warp_base[1]) - 32  # the first warp's last words
     rejected = 0
     for lane in range(32):
         words[last_row + lane] ^= np.uint32(1)
