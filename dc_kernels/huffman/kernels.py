@@ -103,7 +103,7 @@ def _lanes(
         first_col = tl.cumsum(span, axis=1) - span
     else:
         first_col = tl.zeros((ROWS, PIECES), dtype=tl.int32)
-    return row, head, rest, end, first_col
+    return row, head, rest, _byte_offset(end), first_col
 
 
 @triton.jit
@@ -115,7 +115,17 @@ def _reader(words_ptr, head, rest, n_words):
     w1 = _fetch(words_ptr, head + 32, n_words)
     nxt = _fetch(words_ptr, head + 64, n_words)
     buf = (w0.to(tl.uint64) << 32) | w1.to(tl.uint64)
-    return buf, tl.zeros(head.shape, tl.int32), nxt, rest - 32
+    return buf, tl.zeros(head.shape, tl.int32), nxt, _byte_offset(rest - 32)
+
+
+@triton.jit
+def _byte_offset(i):
+    """``4 i``, the byte offset of word ``i``: unsigned 32-bit where the offsets are ``int32``
+    (fewer than 2**30 words), which the load's address takes in one add, else ``int64``."""
+    if i.dtype == tl.int32:
+        return (i * 4).to(tl.uint32, bitcast=True)
+    else:
+        return i * 4
 
 
 @triton.jit
@@ -132,11 +142,13 @@ def _refill(words_ptr, buf, pos, nxt, wi, end):
     loaded: a load's latency is not on the decode chain."""
     need = pos >= 32
     buf = tl.where(need, (buf << 32) | nxt.to(tl.uint64), buf)
-    wi = tl.where(need, wi + 32, wi)
+    wi = tl.where(need, wi + 128, wi)
     # Where a word is taken its successor is loaded over it (all ones past the end), elsewhere
     # the load leaves the word in place: no select after the load.
     kept = tl.where(need, tl.full(nxt.shape, 0xFFFFFFFF, tl.uint32), nxt).to(tl.int32, bitcast=True)
-    nxt = tl.load(words_ptr + wi, mask=need & (wi < end), other=kept).to(tl.uint32, bitcast=True)
+    byte_ptr = words_ptr.to(tl.pointer_type(tl.int8), bitcast=True) + wi  # one add: wi counts bytes
+    nxt = tl.load(byte_ptr.to(tl.pointer_type(tl.int32), bitcast=True), mask=need & (wi < end), other=kept)
+    nxt = nxt.to(tl.uint32, bitcast=True)
     return buf, tl.where(need, pos - 32, pos), nxt, wi
 
 

@@ -53,7 +53,7 @@ after the other put each lane of a warp on a line of its own). The price is the 
 lane to its warp's longest piece (a few percent of the bits on the paper's layers: rows are
 sorted and pieces balanced, so a warp's pieces are about equally long); in exchange no piece
 lengths are stored. Per warp: ``warp_base`` (its first word past the heads; ``warp_base[-1]`` =
-the count of those words, ``int32`` below ``2**31`` words in all). For pieces ``0 .. pieces - 2`` of each row:
+the count of those words, ``int32`` below ``2**30`` words in all). For pieces ``0 .. pieces - 2`` of each row:
 ``seg_span`` (its columns: ``(seg_span + span_base) * span_unit``), ``uint8`` when the values
 span fewer than 256 units, else ``int16`` holding ``uint16``; a program finds its pieces' first
 columns with a prefix sum. ``total_bits`` counts the coded bits (symbols and raw bits), without
@@ -87,6 +87,7 @@ MAX_ADVANCE = (1 << 12) - 1  # largest column advance of one symbol (a 12-bit ta
 ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step, ~10% of a weight's
 WARP_LANES = 32  # lanes whose words are interleaved: one warp of the kernels
 HEAD_WORDS = 3  # a lane's first words: its reader's before the loop, found without an offset
+MAX_INT32_OFFSET_WORDS = 1 << 30  # int32 warp offsets below: the kernels count bytes in 32 bits
 # Lanes (pieces) of one program, one per thread: 4 warps for small layers (their time is the
 # length of a program's decode chain, and four warps issue an iteration twice as fast as eight),
 # 8 warps, or 16 when x is wide (its on-chip copy is spread over more threads).
@@ -828,7 +829,7 @@ def _pack_codewords(
 
 
 def _offset_array(values: np.ndarray, n_words: int) -> np.ndarray:
-    return values.astype(np.int32 if n_words < 2**31 else np.int64)
+    return values.astype(np.int32 if n_words < MAX_INT32_OFFSET_WORDS else np.int64)
 
 
 def _fail(message: str):
@@ -906,6 +907,8 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         past = sizes.max() // WARP_LANES
         _fail(f"a warp's lanes hold {past} words past their heads, more than {cols} columns fill")
     n_words = n_warps * HEAD_WORDS * WARP_LANES + int(warp_base[-1])
+    if warp_base.dtype == np.int32 and n_words >= MAX_INT32_OFFSET_WORDS:
+        _fail(f"warp_base must be int64 for {n_words} words (int32 below {MAX_INT32_OFFSET_WORDS})")
     if words.dtype != np.int32 or words.shape != (n_words,):
         got = f"{words.dtype} {words.shape}"
         _fail(f"words must be int32[{n_words}] ({n_warps} heads + warp_base[-1] words), got {got}")

@@ -221,6 +221,17 @@ def test_corrupt_state_is_rejected():
         HuffmanLayout.from_state(*_state(layout)[:1], {**meta, "nnz": -1})
 
 
+def test_int32_offsets_only_below_2_30_words():
+    # The kernels count a lane's bytes in 32 bits where the offsets are int32: 2**30 words or
+    # more need int64 offsets (checked before the words are, so no 4 GB array is needed here).
+    layout = HuffmanLayout.from_matrix(random_compressed_matrix(256, 64, 0.2, 4, seed=0), segment_symbols=64)
+    assert layout.pieces == 1 and layout.warp_base.shape == (9,) and layout.warp_base.dtype == torch.int32
+    tensors, meta = _state(layout)
+    tensors["warp_base"] = torch.arange(9, dtype=torch.int32) << 27  # 8 warps of 2**22 words a lane
+    with pytest.raises(HuffmanLayoutError, match="must be int64"):
+        HuffmanLayout.from_state(tensors, {**meta, "in_features": 1 << 23})
+
+
 def test_set_padding_bit_is_rejected():
     # Lanes are padded with one bits; a zero there would decode as something else than END.
     layout = HuffmanLayout.from_matrix(alternating_rows(1000), segment_symbols=1000)
