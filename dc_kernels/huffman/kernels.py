@@ -231,7 +231,6 @@ def _accumulate(
     instructions, and across threads at ``BB > 1`` shuffles and barriers)."""
     if K == 1:  # weights and values [ROWS, PIECES, 1], used as they are: with a reshape here
         # Triton 3.6's loop took 1.18 warp-instructions a symbol instead of 0.91
-        w = weights
         if XW > 0:
             xv = values
         else:
@@ -241,7 +240,7 @@ def _accumulate(
                 xv = tl.load(x_ptr + c * stride_xk, mask=inside, other=0.0)
             else:  # transposed and padded to BB columns by the launcher: one vector a column
                 xv = tl.load(x_ptr + c * BB + tl.arange(0, BB)[None, None, :], mask=inside, other=0.0)
-        return tl.fma(w, xv.to(tl.float32), acc)
+        return tl.fma(weights, xv.to(tl.float32), acc)
     else:
         w_a, w_b = tl.split(tl.reshape(weights, (ROWS, PIECES, K // 2, 2)))
         v_a, v_b = tl.split(tl.reshape(values, (ROWS, PIECES, K // 2, 2)))

@@ -389,8 +389,8 @@ class HuffmanLayout:
     span_base: int
     total_bits: int
     nnz: int
-    words: torch.Tensor  # int32 (uint32 bit patterns) [max(1, warp_base[-1])]
-    warp_base: torch.Tensor  # int32 or int64 [n_programs * lanes / 32 + 1]
+    words: torch.Tensor  # int32 (uint32 bit patterns) [32 * HEAD_WORDS * n_warps + warp_base[-1]]
+    warp_base: torch.Tensor  # int32 or int64 [n_warps + 1], n_warps = stored_warps(rows, pieces)
     seg_span: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [out_features * (pieces - 1)]
     row_ids: torch.Tensor  # int16 or int32 [out_features]: original row of each sorted row
     code_lengths: torch.Tensor  # uint8 [ceil(codebook_size / 2**code_raw_bits) * q_levels + 2]
@@ -525,11 +525,8 @@ class HuffmanLayout:
         # Rows sorted by symbol count or bits (most first); pieces in sorted row-major order.
         n_seg = rows * pieces
         seg_syms = np.bincount(piece_of_symbol, minlength=n_seg)
-        if balance == "bits":
-            row_cost = np.bincount(piece_of_symbol // pieces, weights=cw_len, minlength=rows)
-        else:
-            row_cost = seg_syms.reshape(rows, pieces).sum(axis=1)
-        order = np.argsort(-row_cost, kind="stable")
+        weights = cw_len if balance == "bits" else None  # None: each symbol counts 1
+        order = np.argsort(-np.bincount(piece_of_symbol // pieces, weights, minlength=rows), kind="stable")
         rank = np.empty(rows, dtype=np.int64)
         rank[order] = np.arange(rows)
         # The rows' runs of symbols move as blocks to their sorted places.
@@ -545,7 +542,7 @@ class HuffmanLayout:
         total_bits = int(seg_bits.sum())
         rpp = max(1, program_lanes(cols, matrix.nnz) // pieces)
         n_prog = -(-rows // rpp)
-        lane_bits = np.zeros(_stored_warps(rows, pieces) * WARP_LANES, dtype=np.int64)
+        lane_bits = np.zeros(stored_warps(rows, pieces) * WARP_LANES, dtype=np.int64)
         lane_bits[:n_seg] = seg_bits
         warp_words = np.maximum((-(-lane_bits // 32)).reshape(-1, WARP_LANES).max(axis=1), HEAD_WORDS)
         warp_base = np.concatenate(([0], np.cumsum((warp_words - HEAD_WORDS) * WARP_LANES)))
@@ -744,9 +741,9 @@ def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_tab
     return Coding(gap_bits, code_bits, q_levels, end_code(counts, limit))
 
 
-def _stored_warps(rows: int, pieces: int) -> int:
+def stored_warps(rows: int, pieces: int) -> int:
     """Warps whose words are stored: those holding a piece (a program's lanes past the last row
-    read all ones: END)."""
+    read all ones: END). Public for meta-device layouts (`perf.cost.launches.huffman_shell`)."""
     return -(-rows * pieces // WARP_LANES)
 
 
@@ -896,7 +893,7 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
         _fail("code_lengths: END must be the all-ones codeword of a code of two or more symbols")
     if int(lengths[: n_sym - 2].max(initial=0)) + gap_bits + code_bits > MAX_SYMBOL_BITS:
         _fail(f"a codeword with its {gap_bits + code_bits} raw bits exceeds {MAX_SYMBOL_BITS} bits")
-    n_warps = _stored_warps(rows, pieces)
+    n_warps = stored_warps(rows, pieces)
     words, warp_base = arrays["words"], arrays["warp_base"]
     if warp_base.dtype not in (np.int32, np.int64) or warp_base.shape != (n_warps + 1,):
         _fail(f"warp_base must be int32/int64[{n_warps + 1}], got {warp_base.dtype} {warp_base.shape}")
@@ -944,7 +941,7 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     table = decode_table_entries(code, k, gap_bits, meta["code_raw_bits"], meta["q_levels"])
     n_seg, n_prog, lanes = rows * pieces, -(-rows // rpp), rpp * pieces
 
-    n_lanes = _stored_warps(rows, pieces) * WARP_LANES
+    n_lanes = stored_warps(rows, pieces) * WARP_LANES
     spans = _stored_lengths(arrays["seg_span"], meta["span_base"], meta["span_unit"]).reshape(
         rows, pieces - 1
     )
@@ -1029,8 +1026,8 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
     per_piece = per_seg.reshape(rows, pieces)
     seg_first = (row_ptr[row_ids][:, None] + np.cumsum(per_piece, axis=1) - per_piece).reshape(-1)
-    prog_steps = np.resize(steps, n_prog * lanes)  # lanes of warps not stored: no steps
-    prog_steps[n_lanes:] = 0
-    prog_steps = prog_steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
+    padded_steps = np.zeros(n_prog * lanes, dtype=np.int64)  # lanes of warps not stored: none
+    padded_steps[:n_lanes] = steps
+    prog_steps = padded_steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)
     decoded = (orig_row[order], col_out[order].astype(np.int32), code_out[order].astype(np.uint8))
     return table, prog_steps, seg_first.astype(np.int64), (*decoded, steps[:n_seg])

@@ -192,7 +192,7 @@ def huffman_shell(
     """A meta-device `HuffmanLayout` with the layer's metadata (``fields``: metadata overriding
     the layer's, e.g. an ``aot_configs()`` entry's; the offset and span dtypes overridable;
     ``seg_first``: include it, as the standalone decoder needs)."""
-    from dc_kernels.huffman.layout import HuffmanLayout, high_codes
+    from dc_kernels.huffman.layout import HuffmanLayout, high_codes, stored_warps
 
     h = stats.huffman
     meta = {**h.metadata, **(fields or {})}
@@ -202,10 +202,7 @@ def huffman_shell(
     return HuffmanLayout(
         **meta,
         words=_meta(h.words, torch.int32),
-        warp_base=_meta(
-            n_prog * meta["rows_per_program"] * meta["pieces"] // 32 + 1,
-            getattr(torch, offsets or h.offsets_dtype),
-        ),
+        warp_base=_meta(stored_warps(rows, meta["pieces"]) + 1, getattr(torch, offsets or h.offsets_dtype)),
         seg_span=_meta(rows * (meta["pieces"] - 1), getattr(torch, spans or h.spans_dtype)),
         row_ids=_meta(rows, getattr(torch, h.row_ids_dtype)),
         code_lengths=_meta(

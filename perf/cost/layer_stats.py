@@ -135,9 +135,8 @@ def refill_lines(layout) -> int:
     word = consumed + 2
     loads = (consumed > before) & (word < warp_words[warp][None, :])
     pair = np.broadcast_to(np.arange(consumed.shape[0])[:, None], word.shape)
-    keys = (pair[loads] * warp_words.size + np.broadcast_to(warp, word.shape)[loads]) * (
-        int(warp_words.max(initial=0)) + 3
-    ) + word[loads]
+    shape = (consumed.shape[0], warp_words.size, int(warp_words.max(initial=1)))
+    keys = np.ravel_multi_index((pair[loads], np.broadcast_to(warp, word.shape)[loads], word[loads]), shape)
     return int(np.unique(keys).size)
 
 
