@@ -292,6 +292,7 @@ def failure() -> str | None:
 
 
 def vector_bits() -> int:
-    """512 when the loaded kernels use AVX-512, 0 for the portable C loop, -1 when not built."""
+    """512 when the loaded kernels use AVX-512, 256 for AVX2, 0 for the portable C loops, -1 when not
+    built."""
     lib = library()
     return -1 if lib is None else int(lib.dc_vector_bits())

@@ -28,9 +28,18 @@
  * 384 x 384, 1536 x 384 and 384 x 1536 layers, at 24 the tile kernel 1.07-1.10x (and 1.12-1.17x on
  * 4096 x 4096 from 16 rows; 1 thread, interleaved medians). */
 #define TILE_MIN_BATCH 24
+#ifdef DC_AVX2 /* 16 vector registers of 8 lanes */
+#define TILE_ROWS 16
+#define TILE_BATCH 6 /* 12 accumulators */
+#define DOT4_MAX_GROUP 2
+#define DOT2_MAX_GROUP 4
+#else
 #define TILE_ROWS 32  /* rows of codes per panel: two vectors of weights per step of k */
 #define TILE_BATCH 12 /* rows of x per tile: 24 accumulators, 2 weight vectors, 1 input */
-#define TILE_K 256    /* columns per panel: 32 KB of weights, held in L1 beside x's 12 KB */
+#define DOT4_MAX_GROUP 4
+#define DOT2_MAX_GROUP 8
+#endif
+#define TILE_K 256 /* columns per panel: 32 KB of weights with AVX-512, held in L1 beside x's 12 KB */
 /* Rows of x per block, in bytes: every panel is decoded again for each block, and the block stays
  * in L2 while the panels go by. On 384 x 384, 1536 x 384 and 384 x 1536 layers at batch 256-1024
  * (1 thread, interleaved medians) blocks of 1-2 MB ran 2-30% faster than blocks of 256-512 KB. */
@@ -57,6 +66,10 @@ typedef struct {
 } job_t;
 
 #ifdef DC_AVX512
+typedef __m512 vec_t;
+/* Entries 16 part .. 16 part + 15 of the table. */
+DC_INLINE vec_t table_part(const float *table, int part) { return _mm512_loadu_ps(table + 16 * part); }
+
 /* The sums of the lanes of a, b, c and d, in that order. */
 DC_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
@@ -108,35 +121,6 @@ DC_INLINE void dot(const job_t *j, __m512 lo, __m512 hi, int64_t r, int64_t b0, 
   for (int i = 0; i < R; ++i) {
     const float bias = j->bias ? j->bias[r + i] : 0.f;
     for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
-  }
-}
-
-/* Rows of x in groups of up to MAX_GROUP; rows of codes by 4 for groups of up to 4 rows of x (at
- * most 16 accumulators), by 2 for larger groups, and one by one at the end of the chunk. */
-#define DOT_ROWS(R, NB) \
-  for (; r + R <= end; r += R) dot(j, lo, hi, r, b0, R, NB, width)
-#define DOT_GROUP(NB)                                        \
-  case NB: {                                                 \
-    int64_t r = begin;                                       \
-    if (NB <= 4) DOT_ROWS(4, NB);                            \
-    DOT_ROWS(2, NB);                                         \
-    DOT_ROWS(1, NB);                                         \
-    break;                                                   \
-  }
-
-DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const __m512 lo = _mm512_loadu_ps(j->table), hi = _mm512_loadu_ps(j->table + 16);
-  for (int64_t b0 = 0; b0 < j->batch; b0 += MAX_GROUP) {
-    switch (j->batch - b0 < MAX_GROUP ? j->batch - b0 : MAX_GROUP) {
-      DOT_GROUP(1)
-      DOT_GROUP(2)
-      DOT_GROUP(3)
-      DOT_GROUP(4)
-      DOT_GROUP(5)
-      DOT_GROUP(6)
-      DOT_GROUP(7)
-      DOT_GROUP(8)
-    }
   }
 }
 
@@ -221,39 +205,163 @@ DC_INLINE void tile(const job_t *j, const float *panel, int64_t r, int rows, int
   }
 }
 
-#define TILE_CASE(NB)                                \
-  case NB:                                           \
-    tile(j, panel, r, rows, k0, kn, b0, NB);         \
-    break;
-
-DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const __m512 lo = _mm512_loadu_ps(j->table), hi = _mm512_loadu_ps(j->table + 16);
-  float panel[TILE_ROWS * TILE_K] __attribute__((aligned(64)));
-  const int64_t block = tile_block_rows(j->cols);
-  for (int64_t x0 = 0; x0 < j->batch; x0 += block) {
-    const int64_t x1 = j->batch - x0 < block ? j->batch : x0 + block;
-    for (int64_t r = begin; r < end; r += TILE_ROWS) {
-      const int rows = end - r < TILE_ROWS ? (int)(end - r) : TILE_ROWS;
-      for (int64_t k0 = 0; k0 < j->cols; k0 += TILE_K) {
-        const int64_t kn = j->cols - k0 < TILE_K ? j->cols - k0 : TILE_K;
-        decode_panel(j, r, rows, k0, kn, panel, lo, hi, width);
-        for (int64_t b0 = x0; b0 < x1; b0 += TILE_BATCH) switch (x1 - b0 < TILE_BATCH ? x1 - b0 : TILE_BATCH) {
-            TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
-            TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12)
-          }
-      }
-    }
-  }
-}
-
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const __m512 lo = _mm512_loadu_ps(j->table), hi = _mm512_loadu_ps(j->table + 16);
+  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
   for (int64_t r = begin; r < end; ++r) {
     const int64_t e0 = (j->row0 + r) * j->stride;
     float *row = j->y + r * j->cols;
     for (int64_t k = 0; k < j->cols; k += 16) {
       const __mmask16 m = j->cols - k >= 16 ? 0xFFFF : (__mmask16)((1u << (j->cols - k)) - 1u);
       _mm512_mask_storeu_ps(row + k, m, dc_lookup16(j->table, width, lo, hi, dc_get16(&j->planes, e0 + k, width, width > 5)));
+    }
+  }
+}
+#elif defined(DC_AVX2)
+typedef __m256 vec_t;
+/* Entries 8 part .. 8 part + 7 of the table. */
+DC_INLINE vec_t table_part(const float *table, int part) { return _mm256_loadu_ps(table + 8 * part); }
+
+/* The sums of the lanes of a, b, c and d, in that order. */
+DC_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  /* each 128-bit half: four partial sums of a, b, c, d */
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* Lanes i of the two halves of 16 values at column k: whether k + 8 h + i < cols. */
+DC_INLINE void tail_masks(int64_t cols, int64_t k, __m256i m[2]) {
+  const __m256i left = _mm256_set1_epi32((int)(cols - k));
+  m[0] = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  m[1] = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+/* As the AVX-512 dot above, 16 codes per step as two vectors of 8 lanes. */
+DC_INLINE void dot(const job_t *j, __m256 lo, __m256 hi, int64_t r, int64_t b0, const int R, const int NB,
+                   const int width) {
+  const float *x = j->x + b0 * j->ldx;
+  __m256 acc[4][MAX_GROUP];
+  for (int i = 0; i < R; ++i)
+    for (int b = 0; b < NB; ++b) acc[i][b] = _mm256_setzero_ps();
+  const int64_t e0 = (j->row0 + r) * j->stride, whole = j->cols / 16 * 16;
+  for (int64_t k = 0; k < j->cols; k += 16) {
+    __m256 xs[MAX_GROUP][2];
+    if (k < whole)
+      for (int b = 0; b < NB; ++b)
+        for (int h = 0; h < 2; ++h) xs[b][h] = _mm256_loadu_ps(x + b * j->ldx + k + 8 * h);
+    else {
+      __m256i m[2];
+      tail_masks(j->cols, k, m);
+      for (int b = 0; b < NB; ++b)
+        for (int h = 0; h < 2; ++h) xs[b][h] = _mm256_maskload_ps(x + b * j->ldx + k + 8 * h, m[h]);
+    }
+    for (int i = 0; i < R; ++i) {
+      __m256i code[2];
+      dc_get16x8(&j->planes, e0 + i * j->stride + k, width, width > 5, code);
+      for (int h = 0; h < 2; ++h) {
+        const __m256 w = dc_lookup8(j->table, width, lo, hi, code[h]);
+        for (int b = 0; b < NB; ++b) acc[i][b] = _mm256_fmadd_ps(w, xs[b][h], acc[i][b]);
+      }
+    }
+  }
+  float sums[4 * MAX_GROUP + 3];
+  const __m256 zero = _mm256_setzero_ps();
+  for (int q = 0; q < R * NB; q += 4) {
+#define ACC(n) ((n) < R * NB ? acc[(n) / NB][(n) % NB] : zero)
+    _mm_storeu_ps(sums + q, sum4(ACC(q), ACC(q + 1), ACC(q + 2), ACC(q + 3)));
+#undef ACC
+  }
+  for (int i = 0; i < R; ++i) {
+    const float bias = j->bias ? j->bias[r + i] : 0.f;
+    for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
+  }
+}
+
+/* r[i] (row i, 8 columns) becomes column i of the 8 x 8 block. */
+DC_INLINE void transpose8(__m256 r[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  /* s[4 g + c]: columns c and c + 4 of rows 4 g .. 4 g + 3 */
+  for (int g = 0; g < 2; ++g) {
+    s[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    s[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    s[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    s[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
+  }
+}
+
+/* As the AVX-512 decode_panel: each 8 x 8 block decoded by rows, then transposed. */
+DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel, __m256 lo,
+                            __m256 hi, const int width) {
+  for (int h = 0; h < TILE_ROWS; h += 8)
+    for (int64_t k = 0; k < kn; k += 16) {
+      __m256 v[2][8];
+      for (int i = 0; i < 8; ++i) {
+        __m256i code[2];
+        if (h + i < rows) {
+          dc_get16x8(&j->planes, (j->row0 + r + h + i) * j->stride + k0 + k, width, width > 5, code);
+          for (int c = 0; c < 2; ++c) v[c][i] = dc_lookup8(j->table, width, lo, hi, code[c]);
+        } else
+          v[0][i] = v[1][i] = _mm256_setzero_ps();
+      }
+      for (int c = 0; c < 2; ++c) {
+        transpose8(v[c]);
+        const int n = kn - k - 8 * c < 8 ? (int)(kn - k - 8 * c) : 8;
+        for (int i = 0; i < n; ++i) _mm256_store_ps(panel + (k + 8 * c + i) * TILE_ROWS + h, v[c][i]);
+      }
+    }
+}
+
+/* As the AVX-512 tile: y's rows b0 .. b0 + NB, columns r .. r + rows, += x times the panel. */
+DC_INLINE void tile(const job_t *j, const float *panel, int64_t r, int rows, int64_t k0, int64_t kn, int64_t b0,
+                    const int NB) {
+  const float *x = j->x + b0 * j->ldx + k0;
+  __m256i m[2];
+  tail_masks(rows, 0, m);
+  __m256 a0[TILE_BATCH], a1[TILE_BATCH];
+  if (k0 == 0) {
+    const __m256 bias0 = j->bias ? _mm256_maskload_ps(j->bias + r, m[0]) : _mm256_setzero_ps();
+    const __m256 bias1 = j->bias ? _mm256_maskload_ps(j->bias + r + 8, m[1]) : _mm256_setzero_ps();
+    for (int b = 0; b < NB; ++b) a0[b] = bias0, a1[b] = bias1;
+  } else {
+    for (int b = 0; b < NB; ++b) {
+      const float *y = j->y + (b0 + b) * j->rows + r;
+      a0[b] = _mm256_maskload_ps(y, m[0]);
+      a1[b] = _mm256_maskload_ps(y + 8, m[1]);
+    }
+  }
+  for (int64_t k = 0; k < kn; ++k) {
+    const __m256 w0 = _mm256_load_ps(panel + k * TILE_ROWS), w1 = _mm256_load_ps(panel + k * TILE_ROWS + 8);
+    for (int b = 0; b < NB; ++b) {
+      const __m256 xb = _mm256_broadcast_ss(x + b * j->ldx + k);
+      a0[b] = _mm256_fmadd_ps(w0, xb, a0[b]);
+      a1[b] = _mm256_fmadd_ps(w1, xb, a1[b]);
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    float *y = j->y + (b0 + b) * j->rows + r;
+    _mm256_maskstore_ps(y, m[0], a0[b]);
+    _mm256_maskstore_ps(y + 8, m[1], a1[b]);
+  }
+}
+
+DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t e0 = (j->row0 + r) * j->stride;
+    float *row = j->y + r * j->cols;
+    for (int64_t k = 0; k < j->cols; k += 16) {
+      __m256i code[2], m[2];
+      dc_get16x8(&j->planes, e0 + k, width, width > 5, code);
+      tail_masks(j->cols, k, m);
+      for (int h = 0; h < 2; ++h)
+        _mm256_maskstore_ps(row + k + 8 * h, m[h], dc_lookup8(j->table, width, lo, hi, code[h]));
     }
   }
 }
@@ -283,6 +391,66 @@ static void decode_body(const job_t *j, int64_t begin, int64_t end, const int wi
   for (int64_t r = begin; r < end; ++r) {
     const int64_t e0 = (j->row0 + r) * j->stride;
     for (int64_t k = 0; k < j->cols; ++k) j->y[r * j->cols + k] = j->table[dc_get1(&j->planes, e0 + k)];
+  }
+}
+#endif
+
+#if defined(DC_AVX512) || defined(DC_AVX2)
+/* ---- the loops both vector kernels share */
+/* Rows of x in groups of up to MAX_GROUP; rows of codes by 4 for groups of up to DOT4_MAX_GROUP rows
+ * of x, by 2 for up to DOT2_MAX_GROUP (so at most 16 accumulators with AVX-512, 8 with AVX2), and
+ * one by one for larger groups and at the end of the chunk. */
+#define DOT_ROWS(R, NB) \
+  for (; r + R <= end; r += R) dot(j, lo, hi, r, b0, R, NB, width)
+#define DOT_GROUP(NB)                                        \
+  case NB: {                                                 \
+    int64_t r = begin;                                       \
+    if (NB <= DOT4_MAX_GROUP) DOT_ROWS(4, NB);               \
+    if (NB <= DOT2_MAX_GROUP) DOT_ROWS(2, NB);               \
+    DOT_ROWS(1, NB);                                         \
+    break;                                                   \
+  }
+
+DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  for (int64_t b0 = 0; b0 < j->batch; b0 += MAX_GROUP) {
+    switch (j->batch - b0 < MAX_GROUP ? j->batch - b0 : MAX_GROUP) {
+      DOT_GROUP(1)
+      DOT_GROUP(2)
+      DOT_GROUP(3)
+      DOT_GROUP(4)
+      DOT_GROUP(5)
+      DOT_GROUP(6)
+      DOT_GROUP(7)
+      DOT_GROUP(8)
+    }
+  }
+}
+
+#define TILE_CASE(NB)                                \
+  case NB:                                           \
+    tile(j, panel, r, rows, k0, kn, b0, NB);         \
+    break;
+
+DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  float panel[TILE_ROWS * TILE_K] __attribute__((aligned(64)));
+  const int64_t block = tile_block_rows(j->cols);
+  for (int64_t x0 = 0; x0 < j->batch; x0 += block) {
+    const int64_t x1 = j->batch - x0 < block ? j->batch : x0 + block;
+    for (int64_t r = begin; r < end; r += TILE_ROWS) {
+      const int rows = end - r < TILE_ROWS ? (int)(end - r) : TILE_ROWS;
+      for (int64_t k0 = 0; k0 < j->cols; k0 += TILE_K) {
+        const int64_t kn = j->cols - k0 < TILE_K ? j->cols - k0 : TILE_K;
+        decode_panel(j, r, rows, k0, kn, panel, lo, hi, width);
+        for (int64_t b0 = x0; b0 < x1; b0 += TILE_BATCH) switch (x1 - b0 < TILE_BATCH ? x1 - b0 : TILE_BATCH) {
+            TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
+#if TILE_BATCH > 6
+            TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12)
+#endif
+          }
+      }
+    }
   }
 }
 #endif

@@ -7,11 +7,16 @@
  * 64-bit word. With AVX-512, 16 values (i a multiple of 16) come out of one widening load per
  * byte plane, a broadcast and a variable shift per nibble plane (32-bit lane j finds its value in
  * its half of the word) and a mask register per bit plane. dc_get16 is always inlined: kernels
- * instantiated for a constant width (DC_FOR_WIDTHS) get the plane loop unrolled.
+ * instantiated for a constant width (DC_FOR_WIDTHS) get the plane loop unrolled. With AVX2 (and
+ * FMA) but no AVX-512, dc_get16x8 gives the same 16 values as two vectors of 8 lanes: one 16-byte
+ * load per byte plane, one broadcast and two variable shifts per nibble plane, a compare per half
+ * per bit plane.
  *
  * Codebook lookups: the codebook is zero-padded to 512 entries (codes of up to 9 bits); codes of
  * up to 4 bits select their weight with one vpermps from a 16-entry register, 5-bit codes with one
  * vpermt2ps from two registers (both read only the low index bits), wider codes with a gather.
+ * With AVX2, codes of up to 3 bits take one vpermps from an 8-entry register, 4-bit codes two
+ * and a blend on bit 3 (all read only the low index bits), wider codes a gather.
  */
 #ifndef DC_PLANES_H
 #define DC_PLANES_H
@@ -19,6 +24,9 @@
 #include <string.h>
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define DC_AVX512 1
+#include <immintrin.h>
+#elif defined(__AVX2__) && defined(__FMA__)
+#define DC_AVX2 1
 #include <immintrin.h>
 #endif
 
@@ -105,6 +113,55 @@ DC_INLINE __m512 dc_lookup16(const float *table, int bits, __m512 lo, __m512 hi,
   if (bits <= 4) return _mm512_permutexvar_ps(code, lo);
   if (bits == 5) return _mm512_permutex2var_ps(lo, code, hi);
   return _mm512_i32gather_ps(code, table, 4);
+}
+#endif
+
+#ifdef DC_AVX2
+/* Values i .. i + 15 of a stream of `width` bits (i a multiple of 16): v[0] holds i .. i + 7, v[1]
+ * the rest, one per 32-bit lane. With `clean` 0 the lanes of a stream that is one nibble plane may
+ * hold more bits above the value. */
+DC_INLINE void dc_get16x8(const dc_planes_t *p, int64_t i, const int width, const int clean, __m256i v[2]) {
+  v[0] = v[1] = _mm256_setzero_si256();
+  int rest = width, shift = 0, k = 0;
+  for (; rest >= 8; rest -= 8, shift += 8, ++k) {
+    const __m128i bytes = _mm_loadu_si128((const __m128i *)(p->base[k] + i));
+    const __m256i t[2] = {_mm256_cvtepu8_epi32(bytes), _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(bytes, bytes))};
+    for (int h = 0; h < 2; ++h) v[h] = shift ? _mm256_or_si256(v[h], _mm256_slli_epi32(t[h], shift)) : t[h];
+  }
+  if (rest >= 4) {
+    int64_t word;
+    memcpy(&word, p->base[k] + ((uint64_t)i >> 1), sizeof word); /* i >= 0: one shift, not a signed division */
+    /* lane j of half h: value 8 h + j, at nibble (j % 2) * 8 + 4 h + j / 2 of the word */
+    const __m256i all = _mm256_set1_epi64x(word);
+    __m256i t[2] = {_mm256_srlv_epi32(all, _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12)),
+                    _mm256_srlv_epi32(all, _mm256_setr_epi32(16, 16, 20, 20, 24, 24, 28, 28))};
+    for (int h = 0; h < 2; ++h) {
+      if (clean || shift || rest > 4) t[h] = _mm256_and_si256(t[h], _mm256_set1_epi32(0x0F));
+      v[h] = shift ? _mm256_or_si256(v[h], _mm256_slli_epi32(t[h], shift)) : t[h];
+    }
+    rest -= 4, shift += 4, ++k;
+  }
+  for (; rest >= 1; rest -= 1, shift += 1, ++k) {
+    uint16_t bits;
+    memcpy(&bits, p->base[k] + ((uint64_t)i >> 3), sizeof bits);
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i set = _mm256_and_si256(_mm256_set1_epi32((bits >> (8 * h)) & 0xFF), lane_bit);
+      const __m256i mask = _mm256_cmpeq_epi32(set, lane_bit);
+      v[h] = _mm256_or_si256(v[h], _mm256_and_si256(mask, _mm256_set1_epi32(1 << shift)));
+    }
+  }
+}
+
+/* The weights of 8 codes of `bits` bits (the table's first 16 entries held in lo and hi). With
+ * codes of 3 and 4 bits the lanes may hold more bits above the code: vpermps reads only the low 3
+ * index bits, and the blend only bit 3 (moved to the sign). */
+DC_INLINE __m256 dc_lookup8(const float *table, int bits, __m256 lo, __m256 hi, __m256i code) {
+  if (bits <= 3) return _mm256_permutevar8x32_ps(lo, code);
+  if (bits == 4)
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, code), _mm256_permutevar8x32_ps(hi, code),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+  return _mm256_i32gather_ps(table, code, 4);
 }
 #endif
 
