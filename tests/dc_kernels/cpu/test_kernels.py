@@ -237,23 +237,37 @@ def test_dispatch_constants():
     assert CHUNK_BYTES >= 1 << 20
 
 
-def test_portable_build_matches_exact_product(lib, tmp_path, monkeypatch):
-    """The C loops taken where AVX-512 is missing (built here without -march=native), and the
-    library's own thread pool, which builds without OpenMP use (two threads where there is work)."""
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.parametrize(
+    ("extra", "vector_bits"), [((), 0), (("-mavx2", "-mfma"), 256)], ids=["portable", "avx2"]
+)
+def test_other_builds_match_exact_product(lib, tmp_path, monkeypatch, extra, vector_bits):
+    """The kernels a CPU without AVX-512 runs, built here whatever this CPU has: the portable C
+    loops (no -march=native) and the AVX2 kernels (where this CPU runs AVX2 and FMA); both with
+    the library's own thread pool, which builds without OpenMP use (two threads where there is work)."""
+    if extra and not {"avx2", "fma"} <= _cpu_flags():
+        pytest.skip("this CPU does not run AVX2 and FMA")
     folder = resources.files("dc_kernels.cpu")
     sources = {name: folder.joinpath(name).read_text() for name in (*cpu_build.SOURCES, *cpu_build.HEADERS)}
-    target = tmp_path / "portable.so"
+    target = tmp_path / "variant.so"
     flags = next(f for f in cpu_build.FLAG_SETS if "-march=native" not in f and "-fopenmp" not in f)
-    assert cpu_build._build(cpu_build._compiler(), sources, flags, target) is None
-    portable = cpu_build._declare(ctypes.CDLL(str(target)))
-    assert portable.dc_vector_bits() == 0
-    monkeypatch.setattr(cpu_build, "library", lambda: portable)
+    assert cpu_build._build(cpu_build._compiler(), sources, (*flags, *extra), target) is None
+    variant = cpu_build._declare(ctypes.CDLL(str(target)))
+    assert variant.dc_vector_bits() == vector_bits
+    monkeypatch.setattr(cpu_build, "library", lambda: variant)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     for form in FORMS:
         for out_f, in_f, density, bits, k in LAYERS:
             m = matrix(out_f, in_f, density, bits, k, seed=4)
             for path in FORMS[form][3]:
-                for batch in (1, 9):
+                for batch in (1, 2, 9, 30):  # the row and tile kernels of both forms
                     x = torch.randn(batch, in_f)
                     assert_matches(linear(form, x, m, path=path), x, m)
 
