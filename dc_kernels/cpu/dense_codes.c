@@ -24,16 +24,22 @@
 #include "pool.h"
 
 #define MAX_GROUP 8 /* rows of x per pass over a row of codes (the row kernel) */
-/* Rows of x from which the tile kernel runs: at 16 rows the row kernel ran 1.04-1.13x faster on
- * 384 x 384, 1536 x 384 and 384 x 1536 layers, at 24 the tile kernel 1.07-1.10x (and 1.12-1.17x on
- * 4096 x 4096 from 16 rows; 1 thread, interleaved medians). */
-#define TILE_MIN_BATCH 24
+/* TILE_MIN_BATCH: rows of x from which the tile kernel runs. With AVX-512: at 16 rows the row
+ * kernel ran 1.04-1.13x faster on 384 x 384, 1536 x 384 and 384 x 1536 layers, at 24 the tile
+ * kernel 1.07-1.10x (and 1.12-1.17x on 4096 x 4096 from 16 rows; 1 thread, interleaved medians).
+ * With AVX2 (AMD EPYC Zen 3, the same layers, 1 thread), where the row kernel takes groups of 8
+ * rows of x one row of codes at a time: the row kernel ran at 0.82-0.98x of nn.Linear at 16 rows,
+ * the tile kernel at 0.97-1.15x at 24. TILE_MAX_BATCH: see dc_codes_kernel_max_batch. */
 #ifdef DC_AVX2 /* 16 vector registers of 8 lanes */
+#define TILE_MIN_BATCH 16
+#define TILE_MAX_BATCH 255
 #define TILE_ROWS 16
 #define TILE_BATCH 6 /* 12 accumulators */
 #define DOT4_MAX_GROUP 2
 #define DOT2_MAX_GROUP 4
 #else
+#define TILE_MIN_BATCH 24
+#define TILE_MAX_BATCH 512
 #define TILE_ROWS 32  /* rows of codes per panel: two vectors of weights per step of k */
 #define TILE_BATCH 12 /* rows of x per tile: 24 accumulators, 2 weight vectors, 1 input */
 #define DOT4_MAX_GROUP 4
@@ -44,7 +50,6 @@
  * in L2 while the panels go by. On 384 x 384, 1536 x 384 and 384 x 1536 layers at batch 256-1024
  * (1 thread, interleaved medians) blocks of 1-2 MB ran 2-30% faster than blocks of 256-512 KB. */
 #define TILE_X_BYTES (2 << 20)
-#define TILE_MAX_BATCH 512 /* dc_codes_kernel_max_batch */
 
 /* Rows of x per block of the tile kernel, for a layer of `cols` > 0 inputs: whole tiles. */
 static int64_t tile_block_rows(int64_t cols) {
@@ -508,7 +513,10 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
  * holds the batch (every weight decoded once) up to TILE_MAX_BATCH rows. Beyond one block, decode +
  * GEMM ran 1.05-1.19x faster than the tile kernel's two or more (384 x 384 at batch 2048, 384 x 1536
  * at 1024, 4096 x 4096 at 256); beyond TILE_MAX_BATCH rows, where the tile kernel writes y 32
- * outputs per row at a time, 1.05-1.13x (1536 x 384 at 1024; 1 thread, interleaved medians). */
+ * outputs per row at a time, 1.05-1.13x (1536 x 384 at 1024; 1 thread, interleaved medians). With
+ * AVX2 (tiles of 6 rows of x by 16 outputs) decode + GEMM ran at 0.86-0.88x of nn.Linear on the
+ * three MiniLM-shaped layers at batch 256 and 0.91-0.95x at 512 where the tile kernel ran at
+ * 0.85-0.87x and 0.82-0.84x (AMD EPYC Zen 3, 1 thread): TILE_MAX_BATCH 255 there. */
 int64_t dc_codes_kernel_max_batch(int64_t cols) {
   const int64_t block = cols > 0 ? tile_block_rows(cols) : TILE_MAX_BATCH;
   const int64_t tiles = block < TILE_MAX_BATCH ? block : TILE_MAX_BATCH;

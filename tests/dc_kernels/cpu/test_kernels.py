@@ -135,13 +135,14 @@ def test_dense_codes_tile_kernel_edges(lib, width, threads):
 
 
 def test_dense_codes_kernel_max_batch(lib):
-    """The lookup kernels run up to 23 rows whatever the layer (the row kernel), and while one
-    2 MB block of x holds the batch in whole tiles (12 rows, 6 with AVX2), up to 512 rows (the tile
-    kernel); decode + GEMM beyond."""
-    tile = 6 if cpu_build.vector_bits() == 256 else 12
-    assert codes_kernel_max_batch(1 << 20) == 23
+    """The lookup kernels run up to 23 rows (15 with AVX2) whatever the layer (the row kernel), and
+    while one 2 MB block of x holds the batch in whole tiles (12 rows, 6 with AVX2), up to 512 rows
+    (255 with AVX2; the tile kernel); decode + GEMM beyond."""
+    avx2 = cpu_build.vector_bits() == 256
+    tile, row_kernel_max, tile_max = (6, 15, 255) if avx2 else (12, 23, 512)
+    assert codes_kernel_max_batch(1 << 20) == row_kernel_max
     assert codes_kernel_max_batch(4096) == (2 << 20) // (4 * 4096) // tile * tile
-    assert codes_kernel_max_batch(384) == 512
+    assert codes_kernel_max_batch(384) == tile_max
     layout = DenseCodesLayout.from_matrix(matrix(8, 4096, 0.5, 4, 15, seed=0))
     kernels = codes_state(layout).kernels
     limit = codes_kernel_max_batch(4096)
