@@ -70,6 +70,15 @@ typedef struct {
   float *y; /* (batch, rows) for gemm, (rows, cols) for decode */
 } job_t;
 
+/* y's outputs r .. r + R of rows b0 .. b0 + NB of x: the dot kernels' sums (row of codes major)
+ * plus the bias. */
+DC_INLINE void store_dot(const job_t *j, const float *sums, int64_t r, int64_t b0, const int R, const int NB) {
+  for (int i = 0; i < R; ++i) {
+    const float bias = j->bias ? j->bias[r + i] : 0.f;
+    for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
+  }
+}
+
 #ifdef DC_AVX512
 typedef __m512 vec_t;
 /* Entries 16 part .. 16 part + 15 of the table. */
@@ -123,10 +132,7 @@ DC_INLINE void dot(const job_t *j, __m512 lo, __m512 hi, int64_t r, int64_t b0, 
     _mm_storeu_ps(sums + q, sum4(ACC(q), ACC(q + 1), ACC(q + 2), ACC(q + 3)));
 #undef ACC
   }
-  for (int i = 0; i < R; ++i) {
-    const float bias = j->bias ? j->bias[r + i] : 0.f;
-    for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
-  }
+  store_dot(j, sums, r, b0, R, NB);
 }
 
 /* ---- the tile kernel (TILE_* at the top) */
@@ -275,10 +281,7 @@ DC_INLINE void dot(const job_t *j, __m256 lo, __m256 hi, int64_t r, int64_t b0, 
     _mm_storeu_ps(sums + q, sum4(ACC(q), ACC(q + 1), ACC(q + 2), ACC(q + 3)));
 #undef ACC
   }
-  for (int i = 0; i < R; ++i) {
-    const float bias = j->bias ? j->bias[r + i] : 0.f;
-    for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
-  }
+  store_dot(j, sums, r, b0, R, NB);
 }
 
 /* r[i] (row i, 8 columns) becomes column i of the 8 x 8 block. */

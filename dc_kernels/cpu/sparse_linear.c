@@ -124,16 +124,6 @@ DC_INLINE void tile(const job_t *j, const decoder_t *d, int64_t r, int64_t b0, c
   store_tile(j, r, b0, out, TB);
 }
 
-DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const decoder_t d = decoder(j);
-  for (int64_t r = begin; r < end; ++r) {
-    int64_t b0 = 0;
-    for (; j->bp - b0 >= 64; b0 += 64) tile(j, &d, r, b0, 64, width);
-    if (j->bp - b0 >= 32) tile(j, &d, r, b0, 32, width), b0 += 32;
-    if (j->bp - b0 >= 16) tile(j, &d, r, b0, 16, width);
-  }
-}
-
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
   const decoder_t d = decoder(j);
   for (int64_t r = begin; r < end; ++r) {
@@ -244,17 +234,6 @@ DC_INLINE void tile(const job_t *j, const decoder_t *d, int64_t r, int64_t b0, c
   store_tile(j, r, b0, out, TB);
 }
 
-DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const decoder_t d = decoder(j);
-  for (int64_t r = begin; r < end; ++r) {
-    int64_t b0 = 0;
-    for (; j->bp - b0 >= 64; b0 += 64) tile(j, &d, r, b0, 64, width);
-    if (j->bp - b0 >= 32) tile(j, &d, r, b0, 32, width), b0 += 32;
-    if (j->bp - b0 >= 16) tile(j, &d, r, b0, 16, width), b0 += 16;
-    if (j->bp - b0 >= 8) tile(j, &d, r, b0, 8, width);
-  }
-}
-
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
   const decoder_t d = decoder(j);
   for (int64_t r = begin; r < end; ++r) {
@@ -330,6 +309,23 @@ static void decode_body(const job_t *j, int64_t begin, int64_t end, const int wi
     int64_t col = -1;
     for (int64_t e = j->entry_ptr[r]; e < j->entry_ptr[r + 1]; ++e)
       if (decode1(j, e, &col, &w)) row[col] = w;
+  }
+}
+#endif
+
+#if defined(DC_AVX512) || defined(DC_AVX2)
+/* Row r's batch columns in register tiles of 64, then 32, 16 and (AVX2) 8: bp is a multiple of
+ * BATCH_TILE. */
+DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+  const decoder_t d = decoder(j);
+  for (int64_t r = begin; r < end; ++r) {
+    int64_t b0 = 0;
+    for (; j->bp - b0 >= 64; b0 += 64) tile(j, &d, r, b0, 64, width);
+    if (j->bp - b0 >= 32) tile(j, &d, r, b0, 32, width), b0 += 32;
+    if (j->bp - b0 >= 16) tile(j, &d, r, b0, 16, width), b0 += 16;
+#if BATCH_TILE == 8
+    if (j->bp - b0 >= 8) tile(j, &d, r, b0, 8, width);
+#endif
   }
 }
 #endif
