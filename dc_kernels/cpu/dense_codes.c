@@ -70,15 +70,6 @@ typedef struct {
   float *y; /* (batch, rows) for gemm, (rows, cols) for decode */
 } job_t;
 
-/* y's outputs r .. r + R of rows b0 .. b0 + NB of x: the dot kernels' sums (row of codes major)
- * plus the bias. */
-DC_INLINE void store_dot(const job_t *j, const float *sums, int64_t r, int64_t b0, const int R, const int NB) {
-  for (int i = 0; i < R; ++i) {
-    const float bias = j->bias ? j->bias[r + i] : 0.f;
-    for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
-  }
-}
-
 #ifdef DC_AVX512
 typedef __m512 vec_t;
 /* Entries 16 part .. 16 part + 15 of the table. */
@@ -98,11 +89,41 @@ DC_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   const __m512i firsts = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(firsts, t));
 }
+#elif defined(DC_AVX2)
+typedef __m256 vec_t;
+/* Entries 8 part .. 8 part + 7 of the table. */
+DC_INLINE vec_t table_part(const float *table, int part) { return _mm256_loadu_ps(table + 8 * part); }
 
+/* The sums of the lanes of a, b, c and d, in that order. */
+DC_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  /* each 128-bit half: four partial sums of a, b, c, d */
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+#endif
+
+#if defined(DC_AVX512) || defined(DC_AVX2)
+/* y's outputs r .. r + R of rows b0 .. b0 + NB of x: the sums of the dot kernels' R * NB
+ * accumulators (rows of codes major), reduced four at a time (a horizontal sum each would cost as
+ * much as the products of a short row), plus the bias. */
+DC_INLINE void store_dot(const job_t *j, vec_t acc[4][MAX_GROUP], int64_t r, int64_t b0, const int R, const int NB) {
+  float sums[4 * MAX_GROUP + 3];
+  for (int q = 0; q < R * NB; q += 4) {
+#define ACC(n) ((n) < R * NB ? acc[(n) / NB][(n) % NB] : acc[0][0]) /* past R * NB: sums not stored */
+    _mm_storeu_ps(sums + q, sum4(ACC(q), ACC(q + 1), ACC(q + 2), ACC(q + 3)));
+#undef ACC
+  }
+  for (int i = 0; i < R; ++i) {
+    const float bias = j->bias ? j->bias[r + i] : 0.f;
+    for (int b = 0; b < NB; ++b) j->y[(b0 + b) * j->rows + r + i] = sums[i * NB + b] + bias;
+  }
+}
+#endif
+
+#ifdef DC_AVX512
 /* Rows r .. r + R of codes (R = 1, 2 or 4) times NB rows of x from b0, for codes of `width` bits
  * (R, NB and width constants: the loops unroll, the planes unpack with immediates). Each 16
- * inputs of a row of x are loaded once for the R rows of codes, and the R * NB sums are reduced
- * four at a time (a horizontal sum each would cost as much as the products of a short row). */
+ * inputs of a row of x are loaded once for the R rows of codes. */
 DC_INLINE void dot(const job_t *j, __m512 lo, __m512 hi, int64_t r, int64_t b0, const int R, const int NB,
                    const int width) {
   const float *x = j->x + b0 * j->ldx;
@@ -124,15 +145,7 @@ DC_INLINE void dot(const job_t *j, __m512 lo, __m512 hi, int64_t r, int64_t b0, 
       for (int b = 0; b < NB; ++b) acc[i][b] = _mm512_fmadd_ps(w, xs[b], acc[i][b]);
     }
   }
-  /* The R * NB sums, reduced four accumulators at a time. */
-  float sums[4 * MAX_GROUP + 3];
-  const __m512 zero = _mm512_setzero_ps();
-  for (int q = 0; q < R * NB; q += 4) {
-#define ACC(n) ((n) < R * NB ? acc[(n) / NB][(n) % NB] : zero)
-    _mm_storeu_ps(sums + q, sum4(ACC(q), ACC(q + 1), ACC(q + 2), ACC(q + 3)));
-#undef ACC
-  }
-  store_dot(j, sums, r, b0, R, NB);
+  store_dot(j, acc, r, b0, R, NB);
 }
 
 /* ---- the tile kernel (TILE_* at the top) */
@@ -228,17 +241,6 @@ DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int
   }
 }
 #elif defined(DC_AVX2)
-typedef __m256 vec_t;
-/* Entries 8 part .. 8 part + 7 of the table. */
-DC_INLINE vec_t table_part(const float *table, int part) { return _mm256_loadu_ps(table + 8 * part); }
-
-/* The sums of the lanes of a, b, c and d, in that order. */
-DC_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  /* each 128-bit half: four partial sums of a, b, c, d */
-  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
-
 /* Lanes i of the two halves of 16 values at column k: whether k + 8 h + i < cols. */
 DC_INLINE void tail_masks(int64_t cols, int64_t k, __m256i m[2]) {
   const __m256i left = _mm256_set1_epi32((int)(cols - k));
@@ -274,14 +276,7 @@ DC_INLINE void dot(const job_t *j, __m256 lo, __m256 hi, int64_t r, int64_t b0, 
       }
     }
   }
-  float sums[4 * MAX_GROUP + 3];
-  const __m256 zero = _mm256_setzero_ps();
-  for (int q = 0; q < R * NB; q += 4) {
-#define ACC(n) ((n) < R * NB ? acc[(n) / NB][(n) % NB] : zero)
-    _mm_storeu_ps(sums + q, sum4(ACC(q), ACC(q + 1), ACC(q + 2), ACC(q + 3)));
-#undef ACC
-  }
-  store_dot(j, sums, r, b0, R, NB);
+  store_dot(j, acc, r, b0, R, NB);
 }
 
 /* r[i] (row i, 8 columns) becomes column i of the 8 x 8 block. */

@@ -159,18 +159,15 @@ DC_INLINE void dc_get16x8(const dc_planes_t *p, int64_t i, const int width, cons
  * codes of 3 to 5 bits the lanes may hold more bits above the code: vpermps reads only the low 3
  * index bits, and each blend one bit (moved to the sign). */
 DC_INLINE __m256 dc_lookup8(const float *table, int bits, __m256 lo, __m256 hi, __m256i code) {
+  if (bits > 5) return _mm256_i32gather_ps(table, code, 4);
   if (bits <= 3) return _mm256_permutevar8x32_ps(lo, code);
-  if (bits == 4)
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, code), _mm256_permutevar8x32_ps(hi, code),
-                            _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
-  if (bits == 5) { /* entries 16 .. 31 read from the table as the permutes' operands */
-    const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(code, 28));
-    const __m256 low = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, code), _mm256_permutevar8x32_ps(hi, code), bit3);
-    const __m256 high = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 16), code),
-                                         _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 24), code), bit3);
-    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(code, 27)));
-  }
-  return _mm256_i32gather_ps(table, code, 4);
+  const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(code, 28));
+  const __m256 low = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, code), _mm256_permutevar8x32_ps(hi, code), bit3);
+  if (bits == 4) return low;
+  /* 5 bits: entries 16 .. 31 read from the table as the permutes' operands, bit 4 picks */
+  const __m256 high = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 16), code),
+                                       _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 24), code), bit3);
+  return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(code, 27)));
 }
 #endif
 

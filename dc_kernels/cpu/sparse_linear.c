@@ -183,6 +183,20 @@ DC_INLINE unsigned decode16(const job_t *j, const decoder_t *d, int64_t e, __m25
   return real;
 }
 
+/* decode16 with the columns and weights stored lane by lane, for loops over the entries that hold
+ * a weight (the returned bits). */
+DC_INLINE unsigned decode16_lanes(const job_t *j, const decoder_t *d, int64_t e, __m256i *base, int32_t col[16],
+                                  float weight[16], const int width) {
+  __m256i cols[2];
+  __m256 w[2];
+  const unsigned real = decode16(j, d, e, base, cols, w, width);
+  for (int h = 0; h < 2; ++h) {
+    _mm256_storeu_si256((__m256i *)(col + 8 * h), cols[h]);
+    _mm256_storeu_ps(weight + 8 * h, w[h]);
+  }
+  return real;
+}
+
 DC_INLINE void gemv_body(const job_t *j, int64_t begin, int64_t end, const int width) {
   const decoder_t d = decoder(j);
   for (int64_t r = begin; r < end; ++r) {
@@ -212,17 +226,11 @@ DC_INLINE void gemv_body(const job_t *j, int64_t begin, int64_t end, const int w
 DC_INLINE void tile(const job_t *j, const decoder_t *d, int64_t r, int64_t b0, const int TB, const int width) {
   __m256 acc[8];
   for (int v = 0; v < TB / 8; ++v) acc[v] = _mm256_setzero_ps();
-  __m256i base = _mm256_set1_epi32(-1), cols[2];
-  __m256 w[2];
+  __m256i base = _mm256_set1_epi32(-1);
   int32_t col[16];
   float weight[16];
   for (int64_t e = j->entry_ptr[r]; e < j->entry_ptr[r + 1]; e += 16) {
-    unsigned real = decode16(j, d, e, &base, cols, w, width);
-    for (int h = 0; h < 2; ++h) {
-      _mm256_storeu_si256((__m256i *)(col + 8 * h), cols[h]);
-      _mm256_storeu_ps(weight + 8 * h, w[h]);
-    }
-    for (; real; real &= real - 1) { /* the entries that hold a weight */
+    for (unsigned real = decode16_lanes(j, d, e, &base, col, weight, width); real; real &= real - 1) {
       const int t = __builtin_ctz(real);
       const __m256 wt = _mm256_set1_ps(weight[t]);
       const float *xr = j->x + (int64_t)col[t] * j->bp + b0;
@@ -239,18 +247,14 @@ DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int
   for (int64_t r = begin; r < end; ++r) {
     float *row = j->y + r * j->cols;
     memset(row, 0, (size_t)j->cols * sizeof(float));
-    __m256i base = _mm256_set1_epi32(-1), cols[2];
-    __m256 w[2];
+    __m256i base = _mm256_set1_epi32(-1);
     int32_t col[16];
     float weight[16];
-    for (int64_t e = j->entry_ptr[r]; e < j->entry_ptr[r + 1]; e += 16) {
-      unsigned real = decode16(j, &d, e, &base, cols, w, width);
-      for (int h = 0; h < 2; ++h) {
-        _mm256_storeu_si256((__m256i *)(col + 8 * h), cols[h]);
-        _mm256_storeu_ps(weight + 8 * h, w[h]);
+    for (int64_t e = j->entry_ptr[r]; e < j->entry_ptr[r + 1]; e += 16)
+      for (unsigned real = decode16_lanes(j, &d, e, &base, col, weight, width); real; real &= real - 1) {
+        const int t = __builtin_ctz(real);
+        row[col[t]] = weight[t];
       }
-      for (; real; real &= real - 1) row[col[__builtin_ctz(real)]] = weight[__builtin_ctz(real)];
-    }
   }
 }
 #else

@@ -3,7 +3,7 @@ launches specialize it: no register spills, and the compiled main loop's cost fo
 
 Here every kernel and configuration is compiled for sm_90 (the lent H100/H200) and float16 x: a
 cold compile of both archs and all three dtypes took 13 minutes on a 2-core AMD EPYC (25
-core-minutes), float16 for both archs 5.4. The record of both archs and all three dtypes,
+core-minutes), float16 for both archs 5.4 minutes. The record of both archs and all three dtypes,
 `perf/results/cost/check_kernels_cost.json` (`dcomp check-kernels --cost --json`, rerun on every
 kernel change), is checked for the same properties."""
 

@@ -238,14 +238,6 @@ def test_dispatch_constants():
     assert CHUNK_BYTES >= 1 << 20
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-    except OSError:
-        return set()
-
-
 @pytest.mark.parametrize(
     ("extra", "vector_bits"), [((), 0), (("-mavx2", "-mfma"), 256)], ids=["portable", "avx2"]
 )
@@ -253,7 +245,7 @@ def test_other_builds_match_exact_product(lib, tmp_path, monkeypatch, extra, vec
     """The kernels a CPU without AVX-512 runs, built here whatever this CPU has: the portable C
     loops (no -march=native) and the AVX2 kernels (where this CPU runs AVX2 and FMA); both with
     the library's own thread pool, which builds without OpenMP use (two threads where there is work)."""
-    if extra and not {"avx2", "fma"} <= _cpu_flags():
+    if extra and not {"avx2", "fma"} <= set(cpu_build._cpu_identity().split()):
         pytest.skip("this CPU does not run AVX2 and FMA")
     folder = resources.files("dc_kernels.cpu")
     sources = {name: folder.joinpath(name).read_text() for name in (*cpu_build.SOURCES, *cpu_build.HEADERS)}
