@@ -4,6 +4,8 @@
 * ```bash blocks run line by line in a shell there (``dcomp`` and ``python`` are this
   interpreter's), except the parts CI itself runs: ``pip install ...`` (CI installs) and the
   README's test command (it is this test run: checked to be exactly what `.ci/run` runs);
+  ``dcomp run``, the main job, runs with ``--quick`` (the same steps at reduced size: the full
+  size took 1.5-2 minutes of this suite's 15 on a 2-core machine);
   ``$EIE_DUMP`` is the EIE authors' dump folder when it is present beside the repository;
 * ```text blocks are printed output and are not run;
 * a block that imports an optional package which is not installed (transformers,
@@ -99,6 +101,8 @@ def test_shell_commands_run(path, command, line, tmp_path):
     env = {**os.environ, "EIE_DUMP": str(EIE_DUMP), "PYTHONPATH": str(ROOT)}
     env.pop("TRITON_INTERPRET", None)  # commands run as a user runs them
     argv = shlex.split(command)
+    if argv[:2] == ["dcomp", "run"] and "--quick" not in argv:
+        argv.append("--quick")
     if argv[0] == "dcomp":
         argv = [sys.executable, "-m", "perf.cli", *argv[1:]]
     elif argv[0] == "python":

@@ -61,6 +61,7 @@ LAYERS = [
     (64, 300, 1.0, 6, None),
     (257, 129, 0.1, 5, None),
     (33, 100, 0.6, 4, 15),
+    (70, 520, 0.5, 4, 15),  # 4-bit codes over several panels, rows of 16 mod 32 codes
     (20, 70, 0.7, 7, 100),
     (50, 40000, 0.02, 4, None),  # beyond int16 columns
 ]
@@ -341,6 +342,9 @@ def test_fallbacks_without_a_compiler(monkeypatch, form):
 
 def fresh_loader(monkeypatch, cache):
     monkeypatch.setenv("DC_KERNELS_CACHE", str(cache))
+    # These tests check the cache, not the kernels: the quickest build (-O3 -march=native takes 20 s
+    # on 2 cores, and each test builds two or three times).
+    monkeypatch.setattr(cpu_build, "FLAG_SETS", (("-O0",),))
     monkeypatch.setattr(cpu_build, "_attempted", False)
     monkeypatch.setattr(cpu_build, "_library", None)
     monkeypatch.setattr(cpu_build, "_failure", None)
