@@ -14,9 +14,13 @@
  *   held in L1, transposed so that each step of k loads the 32 rows' weights as two vectors, and
  *   those multiply one input of each of 12 rows of x (broadcast): 24 accumulators that are rows
  *   of y, no horizontal sums, and each weight decoded once per block of x (TILE_X_BYTES).
+ *   With AVX2 (and FMA), the same two kernels on vectors of 8 lanes (TILE_* below); 4-bit codes
+ *   go 32 per step through byte lookups (planes.h: dc_lookup32_nibbles), so dc_codes_linear first
+ *   copies x with each group of 16 columns in the order those weights come out in.
  * dc_codes_decode: dense float32 rows, for batches where a dense GEMM beats the lookup loop.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "layers.h"
@@ -72,8 +76,13 @@ typedef struct {
 
 #ifdef DC_AVX512
 typedef __m512 vec_t;
-/* Entries 16 part .. 16 part + 15 of the table. */
-DC_INLINE vec_t table_part(const float *table, int part) { return _mm512_loadu_ps(table + 16 * part); }
+/* The codebook in registers: the table's first 32 entries. */
+typedef struct {
+  __m512 lo, hi;
+} codebook_t;
+DC_INLINE codebook_t codebook_regs(const float *table) {
+  return (codebook_t){_mm512_loadu_ps(table), _mm512_loadu_ps(table + 16)};
+}
 
 /* The sums of the lanes of a, b, c and d, in that order. */
 DC_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
@@ -91,8 +100,18 @@ DC_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 }
 #elif defined(DC_AVX2)
 typedef __m256 vec_t;
-/* Entries 8 part .. 8 part + 7 of the table. */
-DC_INLINE vec_t table_part(const float *table, int part) { return _mm256_loadu_ps(table + 8 * part); }
+/* The codebook in registers: the table's first 16 entries, and their bytes for 4-bit codes. */
+typedef struct {
+  __m256 lo, hi;
+  __m256i bytes[4];
+} codebook_t;
+DC_INLINE codebook_t codebook_regs(const float *table) {
+  codebook_t cb;
+  cb.lo = _mm256_loadu_ps(table);
+  cb.hi = _mm256_loadu_ps(table + 8);
+  dc_table_bytes(table, cb.bytes);
+  return cb;
+}
 
 /* The sums of the lanes of a, b, c and d, in that order. */
 DC_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
@@ -124,7 +143,7 @@ DC_INLINE void store_dot(const job_t *j, vec_t acc[4][MAX_GROUP], int64_t r, int
 /* Rows r .. r + R of codes (R = 1, 2 or 4) times NB rows of x from b0, for codes of `width` bits
  * (R, NB and width constants: the loops unroll, the planes unpack with immediates). Each 16
  * inputs of a row of x are loaded once for the R rows of codes. */
-DC_INLINE void dot(const job_t *j, __m512 lo, __m512 hi, int64_t r, int64_t b0, const int R, const int NB,
+DC_INLINE void dot(const job_t *j, const codebook_t *cb, int64_t r, int64_t b0, const int R, const int NB,
                    const int width) {
   const float *x = j->x + b0 * j->ldx;
   __m512 acc[4][MAX_GROUP];
@@ -141,7 +160,7 @@ DC_INLINE void dot(const job_t *j, __m512 lo, __m512 hi, int64_t r, int64_t b0, 
         xs[b] = _mm512_maskz_loadu_ps((__mmask16)((1u << (j->cols - k)) - 1u), x + b * j->ldx + k);
     for (int i = 0; i < R; ++i) {
       const __m512i code = dc_get16(&j->planes, e0 + i * j->stride + k, width, width > 5);
-      const __m512 w = dc_lookup16(j->table, width, lo, hi, code);
+      const __m512 w = dc_lookup16(j->table, width, cb->lo, cb->hi, code);
       for (int b = 0; b < NB; ++b) acc[i][b] = _mm512_fmadd_ps(w, xs[b], acc[i][b]);
     }
   }
@@ -179,14 +198,14 @@ DC_INLINE void transpose16(__m512 r[16]) {
 
 /* Weights of rows r .. r + rows (at most TILE_ROWS; the rest zero) and columns k0 .. k0 + kn into
  * panel[k][TILE_ROWS]: each 16 x 16 block decoded by rows, then transposed. */
-DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel, __m512 lo,
-                            __m512 hi, const int width) {
+DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel,
+                            const codebook_t *cb, const int width) {
   for (int h = 0; h < TILE_ROWS; h += 16)
     for (int64_t k = 0; k < kn; k += 16) {
       __m512 v[16];
       for (int i = 0; i < 16; ++i) {
         const int64_t e = (j->row0 + r + h + i) * j->stride + k0 + k;
-        v[i] = h + i < rows ? dc_lookup16(j->table, width, lo, hi, dc_get16(&j->planes, e, width, width > 5))
+        v[i] = h + i < rows ? dc_lookup16(j->table, width, cb->lo, cb->hi, dc_get16(&j->planes, e, width, width > 5))
                             : _mm512_setzero_ps();
       }
       transpose16(v);
@@ -230,13 +249,13 @@ DC_INLINE void tile(const job_t *j, const float *panel, int64_t r, int rows, int
 }
 
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  const codebook_t cb = codebook_regs(j->table);
   for (int64_t r = begin; r < end; ++r) {
     const int64_t e0 = (j->row0 + r) * j->stride;
     float *row = j->y + r * j->cols;
     for (int64_t k = 0; k < j->cols; k += 16) {
       const __mmask16 m = j->cols - k >= 16 ? 0xFFFF : (__mmask16)((1u << (j->cols - k)) - 1u);
-      _mm512_mask_storeu_ps(row + k, m, dc_lookup16(j->table, width, lo, hi, dc_get16(&j->planes, e0 + k, width, width > 5)));
+      _mm512_mask_storeu_ps(row + k, m, dc_lookup16(j->table, width, cb.lo, cb.hi, dc_get16(&j->planes, e0 + k, width, width > 5)));
     }
   }
 }
@@ -248,33 +267,51 @@ DC_INLINE void tail_masks(int64_t cols, int64_t k, __m256i m[2]) {
   m[1] = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
 }
 
-/* As the AVX-512 dot above, 16 codes per step as two vectors of 8 lanes. */
-DC_INLINE void dot(const job_t *j, __m256 lo, __m256 hi, int64_t r, int64_t b0, const int R, const int NB,
+/* The weights of the codes e .. e + step(width) of the stream, as vectors of 8 lanes: 4-bit codes
+ * 32 at a time in nibble order (planes.h; the caller orders x's columns to match), others 16. */
+#define NIBBLES(width) ((width) == 4)
+#define STEP(width) (NIBBLES(width) ? DC_NIBBLE_STEP : 16)
+DC_INLINE void decode_step(const job_t *j, const codebook_t *cb, int64_t e, const int width, __m256 w[4]) {
+  if (NIBBLES(width)) {
+    dc_lookup32_nibbles(j->planes.base[0], e, cb->bytes, w);
+    return;
+  }
+  __m256i code[2];
+  dc_get16x8(&j->planes, e, width, width > 5, code);
+  for (int h = 0; h < 2; ++h) w[h] = dc_lookup8(j->table, width, cb->lo, cb->hi, code[h]);
+}
+
+/* One step of codes at column k of rows r .. r + R into acc, x's columns loaded as the products
+ * need them (held in registers for a step, 8 rows of x would crowd out the weights), masked by
+ * `tail` (a partial last step of 16) when not NULL. */
+DC_INLINE void dot_step(const job_t *j, const codebook_t *cb, __m256 acc[4][MAX_GROUP], const float *x, int64_t e,
+                        int64_t k, const int R, const int NB, const int width, const __m256i *tail) {
+  for (int i = 0; i < R; ++i) {
+    __m256 w[4];
+    decode_step(j, cb, e + i * j->stride + k, width, w);
+    for (int h = 0; h < STEP(width) / 8; ++h)
+      for (int b = 0; b < NB; ++b) {
+        const float *xh = x + b * j->ldx + k + 8 * h;
+        const __m256 xs = tail ? _mm256_maskload_ps(xh, tail[h]) : _mm256_loadu_ps(xh);
+        acc[i][b] = _mm256_fmadd_ps(w[h], xs, acc[i][b]);
+      }
+  }
+}
+
+/* As the AVX-512 dot above, a step of codes as 2 or 4 vectors of 8 lanes. */
+DC_INLINE void dot(const job_t *j, const codebook_t *cb, int64_t r, int64_t b0, const int R, const int NB,
                    const int width) {
   const float *x = j->x + b0 * j->ldx;
   __m256 acc[4][MAX_GROUP];
   for (int i = 0; i < R; ++i)
     for (int b = 0; b < NB; ++b) acc[i][b] = _mm256_setzero_ps();
-  const int64_t e0 = (j->row0 + r) * j->stride, whole = j->cols / 16 * 16;
-  for (int64_t k = 0; k < j->cols; k += 16) {
-    __m256 xs[MAX_GROUP][2];
-    if (k < whole)
-      for (int b = 0; b < NB; ++b)
-        for (int h = 0; h < 2; ++h) xs[b][h] = _mm256_loadu_ps(x + b * j->ldx + k + 8 * h);
-    else {
-      __m256i m[2];
-      tail_masks(j->cols, k, m);
-      for (int b = 0; b < NB; ++b)
-        for (int h = 0; h < 2; ++h) xs[b][h] = _mm256_maskload_ps(x + b * j->ldx + k + 8 * h, m[h]);
-    }
-    for (int i = 0; i < R; ++i) {
-      __m256i code[2];
-      dc_get16x8(&j->planes, e0 + i * j->stride + k, width, width > 5, code);
-      for (int h = 0; h < 2; ++h) {
-        const __m256 w = dc_lookup8(j->table, width, lo, hi, code[h]);
-        for (int b = 0; b < NB; ++b) acc[i][b] = _mm256_fmadd_ps(w, xs[b][h], acc[i][b]);
-      }
-    }
+  const int64_t e = (j->row0 + r) * j->stride, whole = j->cols / STEP(width) * STEP(width);
+  int64_t k = 0;
+  for (; k < whole; k += STEP(width)) dot_step(j, cb, acc, x, e, k, R, NB, width, NULL);
+  if (k < j->cols) { /* only with steps of 16: x's columns in nibble order are whole steps */
+    __m256i m[2];
+    tail_masks(j->cols, k, m);
+    dot_step(j, cb, acc, x, e, k, R, NB, width, m);
   }
   store_dot(j, acc, r, b0, R, NB);
 }
@@ -299,21 +336,21 @@ DC_INLINE void transpose8(__m256 r[8]) {
   }
 }
 
-/* As the AVX-512 decode_panel: each 8 x 8 block decoded by rows, then transposed. */
-DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel, __m256 lo,
-                            __m256 hi, const int width) {
+/* As the AVX-512 decode_panel: each 8-row block of a step decoded by rows, then transposed by 8 x 8. */
+DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel,
+                            const codebook_t *cb, const int width) {
+  const int S = STEP(width) / 8;
   for (int h = 0; h < TILE_ROWS; h += 8)
-    for (int64_t k = 0; k < kn; k += 16) {
-      __m256 v[2][8];
+    for (int64_t k = 0; k < kn; k += 8 * S) {
+      __m256 v[4][8], w[4];
       for (int i = 0; i < 8; ++i) {
-        __m256i code[2];
-        if (h + i < rows) {
-          dc_get16x8(&j->planes, (j->row0 + r + h + i) * j->stride + k0 + k, width, width > 5, code);
-          for (int c = 0; c < 2; ++c) v[c][i] = dc_lookup8(j->table, width, lo, hi, code[c]);
-        } else
-          v[0][i] = v[1][i] = _mm256_setzero_ps();
+        if (h + i < rows)
+          decode_step(j, cb, (j->row0 + r + h + i) * j->stride + k0 + k, width, w);
+        else
+          w[0] = w[1] = w[2] = w[3] = _mm256_setzero_ps();
+        for (int c = 0; c < S; ++c) v[c][i] = w[c];
       }
-      for (int c = 0; c < 2; ++c) {
+      for (int c = 0; c < S; ++c) {
         transpose8(v[c]);
         const int n = kn - k - 8 * c < 8 ? (int)(kn - k - 8 * c) : 8;
         for (int i = 0; i < n; ++i) _mm256_store_ps(panel + (k + 8 * c + i) * TILE_ROWS + h, v[c][i]);
@@ -355,7 +392,7 @@ DC_INLINE void tile(const job_t *j, const float *panel, int64_t r, int rows, int
 }
 
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  const codebook_t cb = codebook_regs(j->table);
   for (int64_t r = begin; r < end; ++r) {
     const int64_t e0 = (j->row0 + r) * j->stride;
     float *row = j->y + r * j->cols;
@@ -364,7 +401,7 @@ DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int
       dc_get16x8(&j->planes, e0 + k, width, width > 5, code);
       tail_masks(j->cols, k, m);
       for (int h = 0; h < 2; ++h)
-        _mm256_maskstore_ps(row + k + 8 * h, m[h], dc_lookup8(j->table, width, lo, hi, code[h]));
+        _mm256_maskstore_ps(row + k + 8 * h, m[h], dc_lookup8(j->table, width, cb.lo, cb.hi, code[h]));
     }
   }
 }
@@ -404,7 +441,7 @@ static void decode_body(const job_t *j, int64_t begin, int64_t end, const int wi
  * of x, by 2 for up to DOT2_MAX_GROUP (so at most 16 accumulators with AVX-512, 8 with AVX2), and
  * one by one for larger groups and at the end of the chunk. */
 #define DOT_ROWS(R, NB) \
-  for (; r + R <= end; r += R) dot(j, lo, hi, r, b0, R, NB, width)
+  for (; r + R <= end; r += R) dot(j, &cb, r, b0, R, NB, width)
 #define DOT_GROUP(NB)                                        \
   case NB: {                                                 \
     int64_t r = begin;                                       \
@@ -415,7 +452,7 @@ static void decode_body(const job_t *j, int64_t begin, int64_t end, const int wi
   }
 
 DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  const codebook_t cb = codebook_regs(j->table);
   for (int64_t b0 = 0; b0 < j->batch; b0 += MAX_GROUP) {
     switch (j->batch - b0 < MAX_GROUP ? j->batch - b0 : MAX_GROUP) {
       DOT_GROUP(1)
@@ -436,7 +473,7 @@ DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int w
     break;
 
 DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const vec_t lo = table_part(j->table, 0), hi = table_part(j->table, 1);
+  const codebook_t cb = codebook_regs(j->table);
   float panel[TILE_ROWS * TILE_K] __attribute__((aligned(64)));
   const int64_t block = tile_block_rows(j->cols);
   for (int64_t x0 = 0; x0 < j->batch; x0 += block) {
@@ -445,7 +482,7 @@ DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int w
       const int rows = end - r < TILE_ROWS ? (int)(end - r) : TILE_ROWS;
       for (int64_t k0 = 0; k0 < j->cols; k0 += TILE_K) {
         const int64_t kn = j->cols - k0 < TILE_K ? j->cols - k0 : TILE_K;
-        decode_panel(j, r, rows, k0, kn, panel, lo, hi, width);
+        decode_panel(j, r, rows, k0, kn, panel, &cb, width);
         for (int64_t b0 = x0; b0 < x1; b0 += TILE_BATCH) switch (x1 - b0 < TILE_BATCH ? x1 - b0 : TILE_BATCH) {
             TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
 #if TILE_BATCH > 6
@@ -485,8 +522,8 @@ static job_t make_job(const dc_codes_layer_t *layer, int64_t rows, int64_t row0,
   return job;
 }
 
-/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. Returns 0 (it allocates nothing; the
- * sparse form's entry point, with the same signature, returns -1 when out of memory). */
+/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. Returns 0, or -1 when out of memory
+ * (for x's columns in nibble order). */
 int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
                     int nthreads) {
   float table[DC_TABLE];
@@ -497,11 +534,25 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
   job.x = x;
   job.bias = bias;
   job.y = y;
+  float *ordered = NULL;
+#ifdef DC_AVX2
+  if (NIBBLES(layer->width)) {
+    /* the kernels walk whole steps of codes: x's columns in their order, padded with zeros (the
+     * codes read past a row, of the next row or the stream's zero tail, meet those zeros) */
+    const int64_t cols = (layer->cols + DC_NIBBLE_STEP - 1) / DC_NIBBLE_STEP * DC_NIBBLE_STEP;
+    ordered = malloc((size_t)(batch * cols) * sizeof(float));
+    if (ordered == NULL) return -1;
+    dc_nibble_order_rows(x, batch, layer->cols, layer->cols, ordered, cols);
+    job.x = ordered;
+    job.ldx = job.cols = cols;
+  }
+#endif
   const int64_t work = layer->rows * layer->cols * batch;
   if (batch >= TILE_MIN_BATCH) /* threads take whole panels: a chunk of a few rows would waste most of one */
     dc_parallel_rows(tile_rows[layer->width], &job, layer->rows, TILE_ROWS, work, nthreads);
   else
     dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, DC_ROW_GRAIN, work, nthreads);
+  free(ordered);
   dc_nonfinite_rows(x, batch, layer->cols, y, layer->rows);
   return 0;
 }
