@@ -31,14 +31,15 @@
 /* TILE_MIN_BATCH: rows of x from which the tile kernel runs. With AVX-512: at 16 rows the row
  * kernel ran 1.04-1.13x faster on 384 x 384, 1536 x 384 and 384 x 1536 layers, at 24 the tile
  * kernel 1.07-1.10x (and 1.12-1.17x on 4096 x 4096 from 16 rows; 1 thread, interleaved medians).
- * With AVX2 (AMD EPYC Zen 3, the same layers, 1 thread), where the row kernel takes groups of 8
- * rows of x one row of codes at a time: the row kernel ran at 0.82-0.98x of nn.Linear at 16 rows,
- * the tile kernel at 0.97-1.15x at 24. TILE_MAX_BATCH: see dc_codes_kernel_max_batch. */
+ * With AVX2 (AMD EPYC Zen 3, the same layers and 4096 x 4096, 1 thread, 4-bit codes): the row
+ * kernel ran 1.0-1.4x faster than the tile kernel at 4-12 rows, and as fast at 15.
+ * TILE_MAX_BATCH: see dc_codes_kernel_max_batch. */
 #ifdef DC_AVX2 /* 16 vector registers of 8 lanes */
 #define TILE_MIN_BATCH 16
 #define TILE_MAX_BATCH 255
-#define TILE_ROWS 16
-#define TILE_BATCH 6 /* 12 accumulators */
+#define TILE_ROWS 6   /* rows of codes per panel: 6 weights broadcast per step of k */
+#define TILE_BATCH 16 /* rows of x per tile: two vectors of x^T per step of k, 12 accumulators */
+#define TILE_GRAIN 16 /* rows per thread's chunk: y's columns stored 8 at a time, 16 to a line */
 #define DOT4_MAX_GROUP 2
 #define DOT2_MAX_GROUP 4
 #else
@@ -46,20 +47,24 @@
 #define TILE_MAX_BATCH 512
 #define TILE_ROWS 32  /* rows of codes per panel: two vectors of weights per step of k */
 #define TILE_BATCH 12 /* rows of x per tile: 24 accumulators, 2 weight vectors, 1 input */
+#define TILE_GRAIN TILE_ROWS
 #define DOT4_MAX_GROUP 4
 #define DOT2_MAX_GROUP 8
 #endif
 #define TILE_K 256 /* columns per panel: 32 KB of weights with AVX-512, held in L1 beside x's 12 KB */
+#define TILE_X_ALIGN 64 /* bytes: the AVX2 tile kernel's transposed x and y (aligned vector loads) */
 /* Rows of x per block, in bytes: every panel is decoded again for each block, and the block stays
  * in L2 while the panels go by. On 384 x 384, 1536 x 384 and 384 x 1536 layers at batch 256-1024
  * (1 thread, interleaved medians) blocks of 1-2 MB ran 2-30% faster than blocks of 256-512 KB. */
 #define TILE_X_BYTES (2 << 20)
 
+#ifndef DC_AVX2
 /* Rows of x per block of the tile kernel, for a layer of `cols` > 0 inputs: whole tiles. */
 static int64_t tile_block_rows(int64_t cols) {
   const int64_t rows = TILE_X_BYTES / (4 * cols) / TILE_BATCH * TILE_BATCH;
   return rows > TILE_BATCH ? rows : TILE_BATCH;
 }
+#endif
 
 /* X(w) for every code width the kernels are instantiated for: a full 256-entry codebook and the
  * zero code take 9 bits. */
@@ -72,6 +77,10 @@ typedef struct {
   const float *table; /* the codebook, zero-padded (planes.h) */
   const float *x, *bias;
   float *y; /* (batch, rows) for gemm, (rows, cols) for decode */
+  /* the AVX2 tile kernel's x^T and y^T (tile_body there), bt = batch rounded up to 8 */
+  const float *xt;
+  float *yt;
+  int64_t bt;
 } job_t;
 
 #ifdef DC_AVX512
@@ -259,6 +268,32 @@ DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int
     }
   }
 }
+#define TILE_CASE(NB)                                \
+  case NB:                                           \
+    tile(j, panel, r, rows, k0, kn, b0, NB);         \
+    break;
+
+DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+  const codebook_t cb = codebook_regs(j->table);
+  float panel[TILE_ROWS * TILE_K] __attribute__((aligned(64)));
+  const int64_t block = tile_block_rows(j->cols);
+  for (int64_t x0 = 0; x0 < j->batch; x0 += block) {
+    const int64_t x1 = j->batch - x0 < block ? j->batch : x0 + block;
+    for (int64_t r = begin; r < end; r += TILE_ROWS) {
+      const int rows = end - r < TILE_ROWS ? (int)(end - r) : TILE_ROWS;
+      for (int64_t k0 = 0; k0 < j->cols; k0 += TILE_K) {
+        const int64_t kn = j->cols - k0 < TILE_K ? j->cols - k0 : TILE_K;
+        decode_panel(j, r, rows, k0, kn, panel, &cb, width);
+        for (int64_t b0 = x0; b0 < x1; b0 += TILE_BATCH) switch (x1 - b0 < TILE_BATCH ? x1 - b0 : TILE_BATCH) {
+            TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
+#if TILE_BATCH > 6
+            TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12)
+#endif
+          }
+      }
+    }
+  }
+}
 #elif defined(DC_AVX2)
 /* Lanes i of the two halves of 16 values at column k: whether k + 8 h + i < cols. */
 DC_INLINE void tail_masks(int64_t cols, int64_t k, __m256i m[2]) {
@@ -336,59 +371,125 @@ DC_INLINE void transpose8(__m256 r[8]) {
   }
 }
 
-/* As the AVX-512 decode_panel: each 8-row block of a step decoded by rows, then transposed by 8 x 8. */
-DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel,
-                            const codebook_t *cb, const int width) {
-  const int S = STEP(width) / 8;
-  for (int h = 0; h < TILE_ROWS; h += 8)
-    for (int64_t k = 0; k < kn; k += 8 * S) {
-      __m256 v[4][8], w[4];
-      for (int i = 0; i < 8; ++i) {
-        if (h + i < rows)
-          decode_step(j, cb, (j->row0 + r + h + i) * j->stride + k0 + k, width, w);
-        else
-          w[0] = w[1] = w[2] = w[3] = _mm256_setzero_ps();
-        for (int c = 0; c < S; ++c) v[c][i] = w[c];
-      }
-      for (int c = 0; c < S; ++c) {
-        transpose8(v[c]);
-        const int n = kn - k - 8 * c < 8 ? (int)(kn - k - 8 * c) : 8;
-        for (int i = 0; i < n; ++i) _mm256_store_ps(panel + (k + 8 * c + i) * TILE_ROWS + h, v[c][i]);
-      }
-    }
+/* ---- the AVX2 tile kernel (TILE_* at the top): x^T (job.xt) in tiles of TILE_BATCH rows of x
+ * (8 for the last one when the batch rounded up to 8 leaves 8), each tile's columns k as one
+ * 64-byte line (32 bytes for a tile of 8) after another: tile t starts at 16 t * cols and holds
+ * x[16 t + c][k] at 16 k + c. Each step of k loads the tile's two vectors of x^T and broadcasts
+ * the weights of the panel's TILE_ROWS rows at k: 12 accumulators that are rows of y^T (job.yt,
+ * tiled as x^T: tile t at 16 t * rows, y[16 t + c][r] at 16 r + c), and the panel is decoded
+ * row by row without transposes. Against the AVX-512 kernel's layout (a transposed panel, x
+ * broadcast) the same loop ran 1.2-1.4x faster at 16-128 rows of x (AMD EPYC Zen 3, 384 x 384,
+ * 1536 x 384, 384 x 1536 and 4096 x 4096, 4-bit codes, 1 thread) where decoding and transposing
+ * the panel took about a fifth of the time at 32 rows. */
+
+/* Room for n floats at TILE_X_ALIGN bytes, or NULL. */
+static float *tile_floats(int64_t n) {
+  const size_t bytes = ((size_t)n * sizeof(float) + TILE_X_ALIGN - 1) / TILE_X_ALIGN * TILE_X_ALIGN;
+  return aligned_alloc(TILE_X_ALIGN, bytes);
 }
 
-/* As the AVX-512 tile: y's rows b0 .. b0 + NB, columns r .. r + rows, += x times the panel. */
+/* Columns of x^T per tile starting at row b0 of x (its first of TILE_BATCH or 8 rows). */
+DC_INLINE int64_t tile_width(int64_t bt, int64_t b0) { return bt - b0 >= TILE_BATCH ? TILE_BATCH : 8; }
+
+/* x (batch, cols, leading dimension ldx) into x^T tiles (above) of bt >= batch rows (zeros
+ * beyond batch), for columns 0 .. kx (a multiple of 8; zeros from cols). */
+static void transpose_x(const float *x, int64_t batch, int64_t cols, int64_t ldx, int64_t bt, int64_t kx, float *xt) {
+  for (int64_t b = 0; b < bt; b += 8) {
+    const int64_t b0 = b / TILE_BATCH * TILE_BATCH, w = tile_width(bt, b0);
+    float *tile = xt + b0 * kx + (b - b0);
+    for (int64_t k = 0; k < kx; k += 8) {
+      __m256i m[2];
+      tail_masks(cols, k, m);
+      __m256 v[8];
+      for (int i = 0; i < 8; ++i)
+        v[i] = b + i < batch ? _mm256_maskload_ps(x + (b + i) * ldx + k, m[0]) : _mm256_setzero_ps();
+      transpose8(v);
+      for (int i = 0; i < 8; ++i) _mm256_store_ps(tile + (k + i) * w, v[i]);
+    }
+  }
+}
+
+/* Weights of rows r .. r + rows (at most TILE_ROWS; the rest zero) and columns k0 .. k0 + kn (kn
+ * a multiple of the step) into panel[TILE_ROWS][TILE_K], row by row. */
+DC_INLINE void decode_panel(const job_t *j, int64_t r, int rows, int64_t k0, int64_t kn, float *panel,
+                            const codebook_t *cb, const int width) {
+  for (int i = 0; i < TILE_ROWS; ++i) {
+    float *row = panel + i * TILE_K;
+    if (i < rows) {
+      const int64_t e = (j->row0 + r + i) * j->stride + k0;
+      for (int64_t k = 0; k < kn; k += STEP(width)) {
+        __m256 w[4];
+        decode_step(j, cb, e + k, width, w);
+        for (int h = 0; h < STEP(width) / 8; ++h) _mm256_store_ps(row + k + 8 * h, w[h]);
+      }
+    } else
+      for (int64_t k = 0; k < kn; k += 8) _mm256_store_ps(row + k, _mm256_setzero_ps());
+  }
+}
+
+/* y^T's rows r .. r + rows, x's rows b0 .. b0 + 8 V (one tile), += x^T's columns k0 .. k0 + kn
+ * times the panel (the bias instead of y^T's values for the first panel). V constant. */
 DC_INLINE void tile(const job_t *j, const float *panel, int64_t r, int rows, int64_t k0, int64_t kn, int64_t b0,
-                    const int NB) {
-  const float *x = j->x + b0 * j->ldx + k0;
-  __m256i m[2];
-  tail_masks(rows, 0, m);
-  __m256 a0[TILE_BATCH], a1[TILE_BATCH];
-  if (k0 == 0) {
-    const __m256 bias0 = j->bias ? _mm256_maskload_ps(j->bias + r, m[0]) : _mm256_setzero_ps();
-    const __m256 bias1 = j->bias ? _mm256_maskload_ps(j->bias + r + 8, m[1]) : _mm256_setzero_ps();
-    for (int b = 0; b < NB; ++b) a0[b] = bias0, a1[b] = bias1;
-  } else {
-    for (int b = 0; b < NB; ++b) {
-      const float *y = j->y + (b0 + b) * j->rows + r;
-      a0[b] = _mm256_maskload_ps(y, m[0]);
-      a1[b] = _mm256_maskload_ps(y + 8, m[1]);
-    }
-  }
+                    const int V) {
+  const int w = 8 * V;
+  float *yt = j->yt + b0 * j->rows + r * w;
+  const float *xt = j->xt + b0 * j->cols + k0 * w;
+  __m256 acc[TILE_ROWS][2];
+  for (int i = 0; i < TILE_ROWS; ++i)
+    for (int h = 0; h < V; ++h)
+      if (i >= rows)
+        acc[i][h] = _mm256_setzero_ps();
+      else if (k0 == 0)
+        acc[i][h] = j->bias ? _mm256_set1_ps(j->bias[r + i]) : _mm256_setzero_ps();
+      else
+        acc[i][h] = _mm256_load_ps(yt + i * w + 8 * h);
   for (int64_t k = 0; k < kn; ++k) {
-    const __m256 w0 = _mm256_load_ps(panel + k * TILE_ROWS), w1 = _mm256_load_ps(panel + k * TILE_ROWS + 8);
-    for (int b = 0; b < NB; ++b) {
-      const __m256 xb = _mm256_broadcast_ss(x + b * j->ldx + k);
-      a0[b] = _mm256_fmadd_ps(w0, xb, a0[b]);
-      a1[b] = _mm256_fmadd_ps(w1, xb, a1[b]);
+    __m256 xs[2];
+    for (int h = 0; h < V; ++h) xs[h] = _mm256_load_ps(xt + k * w + 8 * h);
+    for (int i = 0; i < TILE_ROWS; ++i) {
+      const __m256 weight = _mm256_broadcast_ss(panel + i * TILE_K + k);
+      for (int h = 0; h < V; ++h) acc[i][h] = _mm256_fmadd_ps(weight, xs[h], acc[i][h]);
     }
   }
-  for (int b = 0; b < NB; ++b) {
-    float *y = j->y + (b0 + b) * j->rows + r;
-    _mm256_maskstore_ps(y, m[0], a0[b]);
-    _mm256_maskstore_ps(y + 8, m[1], a1[b]);
+  for (int i = 0; i < rows; ++i)
+    for (int h = 0; h < V; ++h) _mm256_store_ps(yt + i * w + 8 * h, acc[i][h]);
+}
+
+/* y's outputs begin .. end of every row of x from y^T, by 8 x 8 blocks. */
+DC_INLINE void store_y(const job_t *j, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; r += 8) {
+    const int nr = end - r < 8 ? (int)(end - r) : 8;
+    __m256i m[2];
+    tail_masks(nr, 0, m);
+    for (int64_t b = 0; b < j->batch; b += 8) {
+      const int64_t b0 = b / TILE_BATCH * TILE_BATCH, w = tile_width(j->bt, b0);
+      const float *yt = j->yt + b0 * j->rows + (b - b0);
+      __m256 v[8];
+      for (int i = 0; i < 8; ++i) v[i] = i < nr ? _mm256_load_ps(yt + (r + i) * w) : _mm256_setzero_ps();
+      transpose8(v);
+      const int nb = j->batch - b < 8 ? (int)(j->batch - b) : 8;
+      for (int i = 0; i < nb; ++i) _mm256_maskstore_ps(j->y + (b + i) * j->rows + r, m[0], v[i]);
+    }
   }
+}
+
+/* Panels of TILE_ROWS rows by TILE_K columns, each decoded once and multiplied by every tile of
+ * x^T (x^T's TILE_K columns of the whole batch, at most 256 KB, stay in L2 while the panels go
+ * by); y^T accumulated over the columns' blocks, then stored into y. */
+DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+  const codebook_t cb = codebook_regs(j->table);
+  float panel[TILE_ROWS * TILE_K] __attribute__((aligned(64)));
+  for (int64_t k0 = 0; k0 < j->cols; k0 += TILE_K) {
+    const int64_t kn = j->cols - k0 < TILE_K ? j->cols - k0 : TILE_K;
+    for (int64_t r = begin; r < end; r += TILE_ROWS) {
+      const int rows = end - r < TILE_ROWS ? (int)(end - r) : TILE_ROWS;
+      decode_panel(j, r, rows, k0, kn, panel, &cb, width);
+      int64_t b0 = 0;
+      for (; b0 + TILE_BATCH <= j->bt; b0 += TILE_BATCH) tile(j, panel, r, rows, k0, kn, b0, 2);
+      if (b0 < j->bt) tile(j, panel, r, rows, k0, kn, b0, 1);
+    }
+  }
+  store_y(j, begin, end);
 }
 
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
@@ -467,32 +568,6 @@ DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int w
   }
 }
 
-#define TILE_CASE(NB)                                \
-  case NB:                                           \
-    tile(j, panel, r, rows, k0, kn, b0, NB);         \
-    break;
-
-DC_INLINE void tile_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const codebook_t cb = codebook_regs(j->table);
-  float panel[TILE_ROWS * TILE_K] __attribute__((aligned(64)));
-  const int64_t block = tile_block_rows(j->cols);
-  for (int64_t x0 = 0; x0 < j->batch; x0 += block) {
-    const int64_t x1 = j->batch - x0 < block ? j->batch : x0 + block;
-    for (int64_t r = begin; r < end; r += TILE_ROWS) {
-      const int rows = end - r < TILE_ROWS ? (int)(end - r) : TILE_ROWS;
-      for (int64_t k0 = 0; k0 < j->cols; k0 += TILE_K) {
-        const int64_t kn = j->cols - k0 < TILE_K ? j->cols - k0 : TILE_K;
-        decode_panel(j, r, rows, k0, kn, panel, &cb, width);
-        for (int64_t b0 = x0; b0 < x1; b0 += TILE_BATCH) switch (x1 - b0 < TILE_BATCH ? x1 - b0 : TILE_BATCH) {
-            TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
-#if TILE_BATCH > 6
-            TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12)
-#endif
-          }
-      }
-    }
-  }
-}
 #endif
 
 /* The row functions for each code width (a constant in each: see planes.h). */
@@ -534,7 +609,7 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
   job.x = x;
   job.bias = bias;
   job.y = y;
-  float *ordered = NULL;
+  float *ordered = NULL, *xt = NULL, *yt = NULL;
 #ifdef DC_AVX2
   if (NIBBLES(layer->width)) {
     /* the kernels walk whole steps of codes: x's columns in their order, padded with zeros (the
@@ -546,13 +621,25 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
     job.x = ordered;
     job.ldx = job.cols = cols;
   }
+  if (batch >= TILE_MIN_BATCH) { /* the tile kernel's x^T and y^T, over whole steps of codes */
+    const int64_t step = STEP(layer->width), kx = (job.cols + step - 1) / step * step, bt = (batch + 7) / 8 * 8;
+    xt = tile_floats(bt * kx);
+    yt = tile_floats(bt * layer->rows);
+    if (xt == NULL || yt == NULL) {
+      free(ordered), free(xt), free(yt);
+      return -1;
+    }
+    transpose_x(job.x, batch, job.cols, job.ldx, bt, kx, xt);
+    free(ordered), ordered = NULL;
+    job.xt = xt, job.yt = yt, job.bt = bt, job.cols = kx;
+  }
 #endif
   const int64_t work = layer->rows * layer->cols * batch;
   if (batch >= TILE_MIN_BATCH) /* threads take whole panels: a chunk of a few rows would waste most of one */
-    dc_parallel_rows(tile_rows[layer->width], &job, layer->rows, TILE_ROWS, work, nthreads);
+    dc_parallel_rows(tile_rows[layer->width], &job, layer->rows, TILE_GRAIN, work, nthreads);
   else
     dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, DC_ROW_GRAIN, work, nthreads);
-  free(ordered);
+  free(ordered), free(xt), free(yt);
   dc_nonfinite_rows(x, batch, layer->cols, y, layer->rows);
   return 0;
 }
@@ -567,9 +654,14 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
  * three MiniLM-shaped layers at batch 256 and 0.91-0.95x at 512 where the tile kernel ran at
  * 0.85-0.87x and 0.82-0.84x (AMD EPYC Zen 3, 1 thread): TILE_MAX_BATCH 255 there. */
 int64_t dc_codes_kernel_max_batch(int64_t cols) {
+#ifdef DC_AVX2
+  (void)cols; /* the AVX2 tile kernel takes x^T by blocks of columns, whatever the batch */
+  return TILE_MAX_BATCH;
+#else
   const int64_t block = cols > 0 ? tile_block_rows(cols) : TILE_MAX_BATCH;
   const int64_t tiles = block < TILE_MAX_BATCH ? block : TILE_MAX_BATCH;
   return tiles > TILE_MIN_BATCH - 1 ? tiles : TILE_MIN_BATCH - 1;
+#endif
 }
 
 /* Rows row0 .. row0 + rows of the layer, dense, into out (rows, cols). */

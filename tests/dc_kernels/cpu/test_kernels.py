@@ -108,9 +108,10 @@ def test_both_paths_at_any_batch(lib, form, out_f, in_f, density, bits, k):
 @pytest.mark.parametrize("width", range(1, 10))
 @pytest.mark.parametrize("threads", [1, 2])
 def test_dense_codes_tile_kernel_edges(lib, width, threads):
-    """The dense-codes tile kernel (from 24 rows of x): panels of 32 rows and 256 columns with
-    partial ones after them, tiles of 12 rows of x and partial ones, two blocks of x, with and
-    without bias, on every code width; rows of x holding a NaN or an infinity give NaN rows."""
+    """The dense-codes tile kernel (from 24 rows of x, 16 with AVX2): panels of 32 rows (6 with
+    AVX2) and 256 columns with partial ones after them, tiles of 12 rows of x and partial ones (16
+    and 8 with AVX2), two blocks of x, with and without bias, on every code width; rows of x
+    holding a NaN or an infinity give NaN rows."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -136,14 +137,16 @@ def test_dense_codes_tile_kernel_edges(lib, width, threads):
 
 
 def test_dense_codes_kernel_max_batch(lib):
-    """The lookup kernels run up to 23 rows (15 with AVX2) whatever the layer (the row kernel), and
-    while one 2 MB block of x holds the batch in whole tiles (12 rows, 6 with AVX2), up to 512 rows
-    (255 with AVX2; the tile kernel); decode + GEMM beyond."""
-    avx2 = cpu_build.vector_bits() == 256
-    tile, row_kernel_max, tile_max = (6, 15, 255) if avx2 else (12, 23, 512)
-    assert codes_kernel_max_batch(1 << 20) == row_kernel_max
-    assert codes_kernel_max_batch(4096) == (2 << 20) // (4 * 4096) // tile * tile
-    assert codes_kernel_max_batch(384) == tile_max
+    """With AVX-512 the lookup kernels run up to 23 rows whatever the layer (the row kernel), and
+    while one 2 MB block of x holds the batch in whole tiles of 12 rows, up to 512 rows (the tile
+    kernel); with AVX2 up to 255 rows whatever the layer (its tile kernel takes x^T by blocks of
+    columns); decode + GEMM beyond."""
+    if cpu_build.vector_bits() == 256:
+        limits = {1 << 20: 255, 4096: 255, 384: 255}
+    else:
+        limits = {1 << 20: 23, 4096: (2 << 20) // (4 * 4096) // 12 * 12, 384: 512}
+    for cols, limit in limits.items():
+        assert codes_kernel_max_batch(cols) == limit, cols
     layout = DenseCodesLayout.from_matrix(matrix(8, 4096, 0.5, 4, 15, seed=0))
     kernels = codes_state(layout).kernels
     limit = codes_kernel_max_batch(4096)
