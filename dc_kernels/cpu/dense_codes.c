@@ -36,7 +36,7 @@
  * TILE_MAX_BATCH: see dc_codes_kernel_max_batch. */
 #ifdef DC_AVX2 /* 16 vector registers of 8 lanes */
 #define TILE_MIN_BATCH 16
-#define TILE_MAX_BATCH 255
+#define TILE_MAX_BATCH 256
 #define TILE_ROWS 6   /* rows of codes per panel: 6 weights broadcast per step of k */
 #define TILE_BATCH 16 /* rows of x per tile: two vectors of x^T per step of k, 12 accumulators */
 #define TILE_GRAIN 16 /* rows per thread's chunk: y's columns stored 8 at a time, 16 to a line */
@@ -650,9 +650,10 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
  * GEMM ran 1.05-1.19x faster than the tile kernel's two or more (384 x 384 at batch 2048, 384 x 1536
  * at 1024, 4096 x 4096 at 256); beyond TILE_MAX_BATCH rows, where the tile kernel writes y 32
  * outputs per row at a time, 1.05-1.13x (1536 x 384 at 1024; 1 thread, interleaved medians). With
- * AVX2 (tiles of 6 rows of x by 16 outputs) decode + GEMM ran at 0.86-0.88x of nn.Linear on the
- * three MiniLM-shaped layers at batch 256 and 0.91-0.95x at 512 where the tile kernel ran at
- * 0.85-0.87x and 0.82-0.84x (AMD EPYC Zen 3, 1 thread): TILE_MAX_BATCH 255 there. */
+ * AVX2 (the tile kernel on x^T; AMD EPYC Zen 3, 4-bit codes, 1 thread) the tile kernel ran at
+ * 0.88-1.02x of nn.Linear at batch 256 on the three MiniLM-shaped layers and 4096 x 4096, where
+ * decode + GEMM ran at 0.85-0.88x, and at 0.50-0.91x at 512 (x^T's 256 columns outgrow L2), where
+ * decode + GEMM ran at 0.84-0.92x: TILE_MAX_BATCH 256 there. */
 int64_t dc_codes_kernel_max_batch(int64_t cols) {
 #ifdef DC_AVX2
   (void)cols; /* the AVX2 tile kernel takes x^T by blocks of columns, whatever the batch */

@@ -139,10 +139,10 @@ def test_dense_codes_tile_kernel_edges(lib, width, threads):
 def test_dense_codes_kernel_max_batch(lib):
     """With AVX-512 the lookup kernels run up to 23 rows whatever the layer (the row kernel), and
     while one 2 MB block of x holds the batch in whole tiles of 12 rows, up to 512 rows (the tile
-    kernel); with AVX2 up to 255 rows whatever the layer (its tile kernel takes x^T by blocks of
+    kernel); with AVX2 up to 256 rows whatever the layer (its tile kernel takes x^T by blocks of
     columns); decode + GEMM beyond."""
     if cpu_build.vector_bits() == 256:
-        limits = {1 << 20: 255, 4096: 255, 384: 255}
+        limits = {1 << 20: 256, 4096: 256, 384: 256}
     else:
         limits = {1 << 20: 23, 4096: (2 << 20) // (4 * 4096) // 12 * 12, 384: 512}
     for cols, limit in limits.items():
