@@ -40,6 +40,7 @@
 #define TILE_ROWS 6   /* rows of codes per panel: 6 weights broadcast per step of k */
 #define TILE_BATCH 16 /* rows of x per tile: two vectors of x^T per step of k, 12 accumulators */
 #define TILE_GRAIN 16 /* rows per thread's chunk: y's columns stored 8 at a time, 16 to a line */
+#define TILE_X_ROWS 256 /* rows of x per block: x^T's TILE_K columns of a block (256 KB) stay in L2 */
 #define DOT4_MAX_GROUP 2
 #define DOT2_MAX_GROUP 4
 #else
@@ -597,12 +598,10 @@ static job_t make_job(const dc_codes_layer_t *layer, int64_t rows, int64_t row0,
   return job;
 }
 
-/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. Returns 0, or -1 when out of memory
- * (for x's columns in nibble order). */
-int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
-                    int nthreads) {
-  float table[DC_TABLE];
-  dc_table_fill(table, layer->codebook, layer->k);
+/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias for one block of rows of x (all of
+ * them but with AVX2's tile kernel): 0, or -1 when out of memory (x's copies below). */
+static int codes_linear_block(const dc_codes_layer_t *layer, const float *table, int64_t batch, const float *x,
+                              const float *bias, float *y, int nthreads) {
   job_t job = make_job(layer, layer->rows, 0, table);
   job.batch = batch;
   job.ldx = layer->cols;
@@ -640,6 +639,27 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
   else
     dc_parallel_rows(gemm_rows[layer->width], &job, layer->rows, DC_ROW_GRAIN, work, nthreads);
   free(ordered), free(xt), free(yt);
+  return 0;
+}
+
+/* y (batch, rows) = x (batch, cols, contiguous) W^T + bias. Returns 0, or -1 when out of memory.
+ * With AVX2 the tile kernel takes the batch in blocks of at most TILE_X_ROWS rows of nearly equal
+ * size, each weight decoded once per block. */
+int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
+                    int nthreads) {
+  float table[DC_TABLE];
+  dc_table_fill(table, layer->codebook, layer->k);
+#ifdef DC_AVX2
+  const int64_t blocks = (batch + TILE_X_ROWS - 1) / TILE_X_ROWS;
+#else
+  const int64_t blocks = 1;
+#endif
+  for (int64_t i = 0, b0 = 0; i < blocks; ++i) {
+    const int64_t b1 = batch * (i + 1) / blocks;
+    if (codes_linear_block(layer, table, b1 - b0, x + b0 * layer->cols, bias, y + b0 * layer->rows, nthreads))
+      return -1;
+    b0 = b1;
+  }
   dc_nonfinite_rows(x, batch, layer->cols, y, layer->rows);
   return 0;
 }
@@ -653,7 +673,10 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
  * AVX2 (the tile kernel on x^T; AMD EPYC Zen 3, 4-bit codes, 1 thread) the tile kernel ran at
  * 0.88-1.02x of nn.Linear at batch 256 on the three MiniLM-shaped layers and 4096 x 4096, where
  * decode + GEMM ran at 0.85-0.88x, and at 0.50-0.91x at 512 (x^T's 256 columns outgrow L2), where
- * decode + GEMM ran at 0.84-0.92x: TILE_MAX_BATCH 256 there. */
+ * decode + GEMM ran at 0.84-0.92x: TILE_MAX_BATCH 256 there. Taking the batch in blocks of 256
+ * rows (TILE_X_ROWS, for calls that force the kernel beyond) it ran at 0.84-1.01x from 512 to 2048
+ * rows where decode + GEMM ran at 0.72-1.00x, better on 4096 x 4096 and 1536 x 384, worse on
+ * 384 x 384 and 384 x 1536. */
 int64_t dc_codes_kernel_max_batch(int64_t cols) {
 #ifdef DC_AVX2
   (void)cols; /* the AVX2 tile kernel takes x^T by blocks of columns, whatever the batch */
