@@ -686,9 +686,8 @@ int dc_codes_linear(const dc_codes_layer_t *layer, int64_t batch, const float *x
  * 0.88-1.02x of nn.Linear at batch 256 on the three MiniLM-shaped layers and 4096 x 4096, where
  * decode + GEMM ran at 0.85-0.88x, and at 0.50-0.91x at 512 (x^T's 256 columns outgrow L2), where
  * decode + GEMM ran at 0.84-0.92x: TILE_MAX_BATCH 256 there. Taking the batch in blocks of 256
- * rows (TILE_X_ROWS, for calls that force the kernel beyond) it ran at 0.84-1.01x from 512 to 2048
- * rows where decode + GEMM ran at 0.72-1.00x, better on 4096 x 4096 and 1536 x 384, worse on
- * 384 x 384 and 384 x 1536. */
+ * rows (TILE_X_ROWS, for calls that force the kernel beyond) it ran at 0.89-1.03x from 512 to 2048
+ * rows where decode + GEMM ran at 0.91-0.99x. */
 int64_t dc_codes_kernel_max_batch(int64_t cols) {
 #ifdef DC_AVX2
   (void)cols; /* the AVX2 tile kernel takes x^T by blocks of columns, whatever the batch */
