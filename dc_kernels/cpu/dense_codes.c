@@ -14,9 +14,10 @@
  *   held in L1, transposed so that each step of k loads the 32 rows' weights as two vectors, and
  *   those multiply one input of each of 12 rows of x (broadcast): 24 accumulators that are rows
  *   of y, no horizontal sums, and each weight decoded once per block of x (TILE_X_BYTES).
- *   With AVX2 (and FMA), the same two kernels on vectors of 8 lanes (TILE_* below); 4-bit codes
- *   go 32 per step through byte lookups (planes.h: dc_lookup32_nibbles), so dc_codes_linear first
- *   copies x with each group of 16 columns in the order those weights come out in.
+ *   With AVX2 (and FMA), the row kernel on vectors of 8 lanes and a tile kernel on x transposed
+ *   (panels of 6 rows decoded row by row, no transposes of weights: its section below); 4-bit
+ *   codes go 32 per step through byte lookups (planes.h: dc_lookup32_nibbles), so dc_codes_linear
+ *   first copies x with each group of 16 columns in the order those weights come out in.
  * dc_codes_decode: dense float32 rows, for batches where a dense GEMM beats the lookup loop.
  */
 #include <stdint.h>
@@ -54,9 +55,10 @@
 #endif
 #define TILE_K 256 /* columns per panel: 32 KB of weights with AVX-512, held in L1 beside x's 12 KB */
 #define TILE_X_ALIGN 64 /* bytes: the AVX2 tile kernel's transposed x and y (aligned vector loads) */
-/* Rows of x per block, in bytes: every panel is decoded again for each block, and the block stays
- * in L2 while the panels go by. On 384 x 384, 1536 x 384 and 384 x 1536 layers at batch 256-1024
- * (1 thread, interleaved medians) blocks of 1-2 MB ran 2-30% faster than blocks of 256-512 KB. */
+/* Rows of x per block of the AVX-512 tile kernel, in bytes: every panel is decoded again for each
+ * block, and the block stays in L2 while the panels go by. On 384 x 384, 1536 x 384 and 384 x 1536
+ * layers at batch 256-1024 (1 thread, interleaved medians) blocks of 1-2 MB ran 2-30% faster than
+ * blocks of 256-512 KB. */
 #define TILE_X_BYTES (2 << 20)
 
 #ifndef DC_AVX2
