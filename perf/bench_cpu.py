@@ -265,7 +265,7 @@ def run_forms(args) -> list[dict]:
         for density in FORM_DENSITIES:
             # 2**bits - 1 shared values: the dense-codes form keeps one code for zero.
             matrix = random_compressed_matrix(
-                outputs, inputs, density, FORM_BITS, seed=1, codebook_size=(1 << FORM_BITS) - 1
+                outputs, inputs, density, args.form_bits, seed=1, codebook_size=(1 << args.form_bits) - 1
             )
             bias = torch.randn(outputs, generator=torch.Generator().manual_seed(1)) * 0.01
             dense = nn.Linear(inputs, outputs, device="meta")
@@ -284,7 +284,7 @@ def run_forms(args) -> list[dict]:
                     "in_features": inputs,
                     "out_features": outputs,
                     "density": density,
-                    "bits": FORM_BITS,
+                    "bits": args.form_bits,
                     "batch": batch,
                     "threads": torch.get_num_threads(),
                     "dense_ms": times["dense"] * 1e3,
@@ -379,7 +379,12 @@ def run_codes_sweep(args) -> list[dict]:
     for outputs, inputs in args.codes_shapes:
         # 2**bits - 1 shared values: the dense-codes form keeps one code for zero.
         matrix = random_compressed_matrix(
-            outputs, inputs, CODES_SWEEP_DENSITY, FORM_BITS, seed=1, codebook_size=(1 << FORM_BITS) - 1
+            outputs,
+            inputs,
+            CODES_SWEEP_DENSITY,
+            args.form_bits,
+            seed=1,
+            codebook_size=(1 << args.form_bits) - 1,
         )
         lay, weight = DenseCodesLayout.from_matrix(matrix), torch.from_numpy(matrix.to_dense())
         module = CompressedLinear.from_matrix(matrix, form="dense_codes")
@@ -400,6 +405,7 @@ def run_codes_sweep(args) -> list[dict]:
                 "out": outputs,
                 "in": inputs,
                 "density": CODES_SWEEP_DENSITY,
+                "bits": args.form_bits,
                 "batch": batch,
                 **{f"{k}_ms": v * 1e3 for k, v in times.items()},
                 "codes_vs_dense": times["dense"] / times["codes"],
@@ -468,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forms", action="store_true", help="both forms on MiniLM/LLM shapes instead")
     parser.add_argument("--shapes", nargs="+", default=list(FORM_SHAPES), choices=list(FORM_SHAPES))
     parser.add_argument("--sweep-codes", action="store_true", help="batch sweep of the dense-codes form")
+    parser.add_argument(
+        "--form-bits",
+        type=int,
+        default=FORM_BITS,
+        choices=range(1, 9),
+        help=f"code bits of --forms and --sweep-codes layers, 2**bits - 1 values (targets: {FORM_BITS})",
+    )
     parser.add_argument(
         "--codes-shapes", type=layer_shape, nargs="+", default=[layer_shape(s) for s in CODES_SWEEP_SHAPES],
         help="the codes sweep's layers, OUTxIN",

@@ -52,6 +52,14 @@ def test_forms_write_csv_plot_and_verdicts(tmp_path, capsys):
         assert float(row["dense_codes_bytes_ratio"]) < 1 / 6 and row["auto_form"] in ("sparse", "dense_codes")
     assert (tmp_path / "bench_cpu_forms.png").stat().st_size > 0
     assert "minilm-attn density 0.8 batch 32: auto" in capsys.readouterr().out
+    assert {r["bits"] for r in rows} == {"4"}
+
+
+def test_forms_at_other_code_bits(tmp_path):
+    args = ["--forms", "--shapes", "minilm-attn", "--threads", "1", "--rounds", "1", "--repeat", "1"]
+    assert main([*args, "--form-bits", "5", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "bench_cpu_forms.csv").open()))
+    assert len(rows) == 4 and {r["bits"] for r in rows} == {"5"}
 
 
 def test_codes_sweep_writes_csv_and_plot(tmp_path):
