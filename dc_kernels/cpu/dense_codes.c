@@ -323,7 +323,7 @@ DC_INLINE void decode_step(const job_t *j, const codebook_t *cb, int64_t e, cons
 }
 
 /* One step of codes at column k of rows r .. r + R into acc, x's columns loaded as the products
- * need them (held in registers for a step, 8 rows of x would crowd out the weights), masked by
+ * need them (8 rows of x held in registers for a step would crowd out the weights), masked by
  * `tail` (a partial last step of 16) when not NULL. */
 DC_INLINE void dot_step(const job_t *j, const codebook_t *cb, __m256 acc[4][MAX_GROUP], const float *x, int64_t e,
                         int64_t k, const int R, const int NB, const int width, const __m256i *tail) {
@@ -397,18 +397,28 @@ static float *tile_floats(int64_t n) {
 /* Columns of x^T per tile starting at row b0 of x (its first of TILE_BATCH or 8 rows). */
 DC_INLINE int64_t tile_width(int64_t bt, int64_t b0) { return bt - b0 >= TILE_BATCH ? TILE_BATCH : 8; }
 
-/* x (batch, cols, leading dimension ldx) into x^T tiles (above) of bt >= batch rows (zeros
- * beyond batch), for columns 0 .. kx (a multiple of 8; zeros from cols). */
-static void transpose_x(const float *x, int64_t batch, int64_t cols, int64_t ldx, int64_t bt, int64_t kx, float *xt) {
+/* x (batch, cols, contiguous) into x^T tiles (above) of bt >= batch rows (zeros beyond batch),
+ * for columns 0 .. kx (a multiple of 16; zeros from cols), each group of 16 in nibble order when
+ * `nibbles` (planes.h). */
+static void transpose_x(const float *x, int64_t batch, int64_t cols, int64_t bt, int64_t kx, int nibbles, float *xt) {
   for (int64_t b = 0; b < bt; b += 8) {
     const int64_t b0 = b / TILE_BATCH * TILE_BATCH, w = tile_width(bt, b0);
     float *tile = xt + b0 * kx + (b - b0);
     for (int64_t k = 0; k < kx; k += 8) {
+      const int64_t group = k / 16 * 16; /* nibble order: the group's 16 columns make these 8 */
       __m256i m[2];
-      tail_masks(cols, k, m);
+      tail_masks(cols, nibbles ? group : k, m);
       __m256 v[8];
-      for (int i = 0; i < 8; ++i)
-        v[i] = b + i < batch ? _mm256_maskload_ps(x + (b + i) * ldx + k, m[0]) : _mm256_setzero_ps();
+      for (int i = 0; i < 8; ++i) {
+        const float *row = x + (b + i) * cols;
+        if (b + i >= batch)
+          v[i] = _mm256_setzero_ps();
+        else if (nibbles)
+          v[i] = dc_nibble_order8(_mm256_maskload_ps(row + group, m[0]), _mm256_maskload_ps(row + group + 8, m[1]),
+                                  (int)(k / 8 % 2));
+        else
+          v[i] = _mm256_maskload_ps(row + k, m[0]);
+      }
       transpose8(v);
       for (int i = 0; i < 8; ++i) _mm256_store_ps(tile + (k + i) * w, v[i]);
     }
@@ -627,27 +637,26 @@ static int codes_linear_block(const dc_codes_layer_t *layer, const float *table,
   job.y = y;
   float *ordered = NULL, *xt = NULL, *yt = NULL;
 #ifdef DC_AVX2
-  if (NIBBLES(layer->width)) {
-    /* the kernels walk whole steps of codes: x's columns in their order, padded with zeros (the
-     * codes read past a row, of the next row or the stream's zero tail, meet those zeros) */
-    const int64_t cols = (layer->cols + DC_NIBBLE_STEP - 1) / DC_NIBBLE_STEP * DC_NIBBLE_STEP;
+  /* The kernels walk whole steps of codes over x's columns (in nibble order for 4- and 5-bit
+   * codes), padded with zeros: the codes read past a row, of the next row or the stream's zero
+   * tail, meet those zeros. */
+  const int64_t step = STEP(layer->width), cols = (layer->cols + step - 1) / step * step;
+  if (batch >= TILE_MIN_BATCH) { /* the tile kernel's x^T (ordered as it is transposed) and y^T */
+    const int64_t bt = (batch + 7) / 8 * 8;
+    xt = tile_floats(bt * cols);
+    yt = tile_floats(bt * layer->rows);
+    if (xt == NULL || yt == NULL) {
+      free(xt), free(yt);
+      return -1;
+    }
+    transpose_x(x, batch, layer->cols, bt, cols, NIBBLES(layer->width), xt);
+    job.xt = xt, job.yt = yt, job.bt = bt, job.cols = cols;
+  } else if (NIBBLES(layer->width)) {
     ordered = malloc((size_t)(batch * cols) * sizeof(float));
     if (ordered == NULL) return -1;
     dc_nibble_order_rows(x, batch, layer->cols, layer->cols, ordered, cols);
     job.x = ordered;
     job.ldx = job.cols = cols;
-  }
-  if (batch >= TILE_MIN_BATCH) { /* the tile kernel's x^T and y^T, over whole steps of codes */
-    const int64_t step = STEP(layer->width), kx = (job.cols + step - 1) / step * step, bt = (batch + 7) / 8 * 8;
-    xt = tile_floats(bt * kx);
-    yt = tile_floats(bt * layer->rows);
-    if (xt == NULL || yt == NULL) {
-      free(ordered), free(xt), free(yt);
-      return -1;
-    }
-    transpose_x(job.x, batch, job.cols, job.ldx, bt, kx, xt);
-    free(ordered), ordered = NULL;
-    job.xt = xt, job.yt = yt, job.bt = bt, job.cols = kx;
   }
 #endif
   const int64_t work = layer->rows * layer->cols * batch;

@@ -193,7 +193,7 @@ static inline void dc_table_bytes(const float *table, __m256i bytes[8]) {
   for (int b = 0; b < 8; ++b) bytes[b] = _mm256_loadu_si256((const __m256i *)t[b]);
 }
 
-/* Byte q of half h of the lookups holds value dc_nibble_value(h, q) of the 32: the low (h = 0) or
+/* Byte q of half h of the lookups holds value DC_NIBBLE_VALUE(h, q) of the 32: the low (h = 0) or
  * high (h = 1) nibble of the nibble plane's byte q (planes.py: value j of a group of 16 at nibble
  * (j % 2) * 8 + j / 2 of its word). */
 #define DC_NIBBLE_VALUE(h, q) (16 * ((q) / 8) + ((q) % 8 < 4 ? 4 * ((q) % 8) + 2 * (h) : 4 * ((q) % 8) - 15 + 2 * (h)))
@@ -233,23 +233,25 @@ DC_INLINE void dc_lookup32_nibbles(const dc_planes_t *p, int64_t i, const __m256
   w[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(hi01, hi23));
 }
 
+/* Columns 16 g + 8 h .. 16 g + 8 h + 7 of x in nibble order, from the group's halves lo (columns
+ * 16 g .. 16 g + 7) and hi: lanes 0, 1, 4, 5 from lo, 2, 3, 6, 7 from hi, one permute for both
+ * (the even columns for h = 0, the odd ones for h = 1). */
+DC_INLINE __m256 dc_nibble_order8(__m256 lo, __m256 hi, int h) {
+  const __m256i lanes = h ? _mm256_setr_epi32(1, 5, 1, 5, 3, 7, 3, 7) : _mm256_setr_epi32(0, 4, 0, 4, 2, 6, 2, 6);
+  return _mm256_blend_ps(_mm256_permutevar8x32_ps(lo, lanes), _mm256_permutevar8x32_ps(hi, lanes), 0xCC);
+}
+
 /* rows x cols of x (leading dimension ldx) into out (leading dimension ldo, a multiple of
  * DC_NIBBLE_STEP), each group of 16 columns in nibble order, zeros from column cols to ldo. */
 static inline void dc_nibble_order_rows(const float *x, int64_t rows, int64_t cols, int64_t ldx, float *out,
                                         int64_t ldo) {
-  /* whole groups: lanes 0, 1, 4, 5 of each half from the group's first 8 columns, 2, 3, 6, 7 from
-   * the next 8, the same permute for both (the even columns, then the odd ones) */
-  const __m256i even = _mm256_setr_epi32(0, 4, 0, 4, 2, 6, 2, 6), odd = _mm256_setr_epi32(1, 5, 1, 5, 3, 7, 3, 7);
   for (int64_t r = 0; r < rows; ++r) {
     const float *in = x + r * ldx;
     float *o = out + r * ldo;
     int64_t k = 0;
     for (; k + 16 <= cols; k += 16) {
       const __m256 lo = _mm256_loadu_ps(in + k), hi = _mm256_loadu_ps(in + k + 8);
-      _mm256_storeu_ps(o + k, _mm256_blend_ps(_mm256_permutevar8x32_ps(lo, even),
-                                              _mm256_permutevar8x32_ps(hi, even), 0xCC));
-      _mm256_storeu_ps(o + k + 8, _mm256_blend_ps(_mm256_permutevar8x32_ps(lo, odd),
-                                                  _mm256_permutevar8x32_ps(hi, odd), 0xCC));
+      for (int h = 0; h < 2; ++h) _mm256_storeu_ps(o + k + 8 * h, dc_nibble_order8(lo, hi, h));
     }
     for (; k < ldo; ++k) {
       const int64_t c = k / 16 * 16 + dc_nibble_order[k % 16];
