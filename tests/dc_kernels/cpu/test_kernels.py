@@ -67,6 +67,30 @@ LAYERS = [
 ]
 
 
+# The sparse form's byte steps (AVX2 at batch 1: 8- to 11-bit entries, codes of up to 5 bits, z of
+# up to 8): (out, in, density, bits, index_bits), rows of 16 mod 32 entries, rows of more than 8
+# steps (more than one chunk), fillers and columns past 65535 within a row.
+BYTE_STEP_LAYERS = [
+    (37, 2000, 0.2, 5, 4),
+    (37, 2000, 0.2, 5, 3),
+    (29, 3001, 0.12, 5, 5),
+    (29, 3001, 0.12, 5, 6),
+    (23, 999, 0.3, 4, 4),
+    (23, 999, 0.3, 3, 6),
+    (23, 999, 0.3, 3, 8),
+    (17, 700, 0.4, 2, 6),
+    (17, 700, 0.4, 1, 7),
+    (5, 70000, 0.01, 5, 6),
+    (9, 48, 1.0, 5, 3),
+]
+
+
+def byte_step_cases():
+    for out_f, in_f, density, bits, index_bits in BYTE_STEP_LAYERS:
+        m = random_compressed_matrix(out_f, in_f, density, bits, seed=out_f + index_bits)
+        yield m, SparseLayout.from_matrix(m, index_bits=index_bits)
+
+
 def matrix(out_f, in_f, density, bits, k, seed):
     return random_compressed_matrix(
         out_f, in_f, density, bits, seed=seed, **({} if k is None else {"codebook_size": k})
@@ -92,6 +116,18 @@ def test_linear_matches_exact_product(lib, form, out_f, in_f, density, bits, k, 
     assert y.dtype == torch.float32
     assert_matches(y, x, m, bias)
     torch.testing.assert_close(linear(form, x, m) + bias, y, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_byte_steps(lib):
+    """Every entry width and code width of the sparse byte steps, at batches 1 and 2 (the batch-1
+    kernel) and 3 (the batched one), with and without bias."""
+    for m, layout in byte_step_cases():
+        assert 8 <= layout.width <= 11
+        bias = torch.randn(m.out_features, generator=torch.Generator().manual_seed(2))
+        for batch in (1, 2, 3):
+            x = torch.randn(batch, m.in_features, generator=torch.Generator().manual_seed(batch))
+            assert_matches(cpu_linear(x, layout, bias, "sparse"), x, m, bias)
+            assert_matches(cpu_linear(x, layout, None, "sparse"), x, m)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -267,6 +303,9 @@ def test_other_builds_match_exact_product(lib, tmp_path, monkeypatch, extra, vec
                 for batch in (1, 2, 9, 20, 30):  # the row and tile kernels of both forms (AVX2: 16 + 8)
                     x = torch.randn(batch, in_f)
                     assert_matches(linear(form, x, m, path=path), x, m)
+    for m, layout in byte_step_cases():
+        x = torch.randn(1, m.in_features)
+        assert_matches(cpu_linear(x, layout, None, "sparse"), x, m)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -465,6 +504,10 @@ def test_damaged_streams_stay_inside_the_arrays(lib):
             assert run(x[:batch], layout).isfinite().all()
         with pytest.raises(ValueError):
             layout.to_matrix()
+    for m, layout in byte_step_cases():  # random entries: columns run past the row, clamped
+        noise = torch.randint(0, 256, layout.planes.shape, generator=torch.Generator().manual_seed(3))
+        layout.planes.copy_(noise)
+        assert cpu_linear(torch.randn(1, m.in_features), layout).isfinite().all()
 
 
 def test_packed_bytes_follow_the_bits():
