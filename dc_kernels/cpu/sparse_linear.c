@@ -216,6 +216,8 @@ DC_INLINE unsigned decode16_lanes(const job_t *j, const decoder_t *d, int64_t e,
  * 12-13 ns per 16 entries against 9 ns this way; the decode alone takes 2.7). */
 #define BYTE_STEP 32
 #define BYTE_CHUNK 8
+#define BYTE_STEPS(j, width) ((width) >= 8 && (width) <= 11 && (j)->bits <= 5 && (width) - (j)->bits <= 8)
+#define BYTE_ROWS 2 /* rows of x the batch-1 kernel takes at once (3 or 4 spilled: 1.7x slower) */
 
 typedef struct {
   __m256i table[8], low, zmask, escape, one, spread, lane_bit, high[3];
@@ -307,43 +309,85 @@ DC_INLINE __m256 x_lanes(const float *xa, const uint16_t *lo, const float *xb, c
   return _mm256_blend_ps(v[0], v[4], 0xF0);
 }
 
-/* acc += the products of one decoded step; *base: the column before it (updated). */
-DC_INLINE void multiply_bytes(const float *x, const uint16_t rel[32], const float w[32], int64_t *base, int64_t last,
+/* acc[A b + m % A] += the products of one decoded step with row b of x (B rows, A = 4 / B
+ * accumulators each); *base: the column before the step (updated). */
+DC_INLINE void multiply_bytes(const job_t *j, const uint16_t rel[32], const float w[32], int64_t *base, const int B,
                               __m256 acc[4]) {
-  const int64_t b0 = *base, b1 = b0 + rel[15];
-  *base = b1 + rel[31];
-  const float *xa = x + b0, *xb = x + b1;
+  const int A = 4 / B;
+  const int64_t last = j->cols - 1, c0 = *base, c1 = c0 + rel[15];
+  *base = c1 + rel[31];
   if (*base <= last) /* every column in the row: the columns grow from entry to entry */
     for (int m = 0; m < 4; ++m)
-      acc[m] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m), x_lanes(xa, rel + 4 * m, xb, rel + 16 + 4 * m, 0, 0, 0),
-                               acc[m]);
+      for (int b = 0; b < B; ++b) {
+        const float *xr = j->x + b * j->cols;
+        const __m256 xm = x_lanes(xr + c0, rel + 4 * m, xr + c1, rel + 16 + 4 * m, 0, 0, 0);
+        acc[A * b + m % A] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m), xm, acc[A * b + m % A]);
+      }
   else
     for (int m = 0; m < 4; ++m)
-      acc[m] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m),
-                               x_lanes(xa, rel + 4 * m, xb, rel + 16 + 4 * m, last - b0, last - b1, 1), acc[m]);
+      for (int b = 0; b < B; ++b) {
+        const float *xr = j->x + b * j->cols;
+        const __m256 xm = x_lanes(xr + c0, rel + 4 * m, xr + c1, rel + 16 + 4 * m, last - c0, last - c1, 1);
+        acc[A * b + m % A] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m), xm, acc[A * b + m % A]);
+      }
 }
 
-DC_INLINE void gemv_bytes(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const byte_decoder_t d = byte_decoder(j);
-  for (int64_t r = begin; r < end; ++r) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t base = -1;
-    for (int64_t e = j->entry_ptr[r], stop = j->entry_ptr[r + 1]; e < stop;) {
-      uint16_t rel[BYTE_CHUNK][BYTE_STEP];
-      float w[BYTE_CHUNK][BYTE_STEP];
-      int n = 0;
-      for (; n < BYTE_CHUNK && e < stop; ++n, e += BYTE_STEP)
-        decode_bytes(j, &d, e, stop - e < BYTE_STEP, rel[n], w[n], width);
-      for (int k = 0; k < n; ++k) multiply_bytes(j->x, rel[k], w[k], &base, j->cols - 1, acc);
+/* acc (TB / 8 vectors) += one decoded step's weights times TB batch columns of xt from b0. */
+DC_INLINE void tile_bytes(const job_t *j, const uint16_t rel[32], const float w[32], int64_t *base, int64_t b0,
+                          const int TB, __m256 acc[8]) {
+  const int64_t last = j->cols - 1, c0 = *base, c1 = c0 + rel[15];
+  *base = c1 + rel[31];
+  const int clamp = *base > last;
+  for (int q = 0; q < BYTE_STEP; ++q) { /* in lookup order; fillers too (weight 0, column in range) */
+    const int m = q / 8, l = q % 8;
+    int64_t col = l < 4 ? c0 + rel[4 * m + l] : c1 + rel[16 + 4 * m + l - 4];
+    if (clamp && col > last) col = last;
+    const __m256 wt = _mm256_broadcast_ss(w + q);
+    const float *xr = j->x + col * j->bp + b0;
+    for (int v = 0; v < TB / 8; ++v) acc[v] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xr + 8 * v), acc[v]);
+  }
+}
+
+/* Row r through byte steps: with TB <= BYTE_ROWS, for TB rows of x (batch 1 to BYTE_ROWS, x as
+ * given), else for TB batch columns of xt from b0 (8 to 64). */
+DC_INLINE void row_bytes(const job_t *j, const byte_decoder_t *d, int64_t r, int64_t b0, const int TB,
+                         const int width) {
+  __m256 acc[8];
+  for (int v = 0; v < 8; ++v) acc[v] = _mm256_setzero_ps();
+  int64_t base = -1;
+  for (int64_t e = j->entry_ptr[r], stop = j->entry_ptr[r + 1]; e < stop;) {
+    uint16_t rel[BYTE_CHUNK][BYTE_STEP];
+    float w[BYTE_CHUNK][BYTE_STEP];
+    int n = 0;
+    for (; n < BYTE_CHUNK && e < stop; ++n, e += BYTE_STEP)
+      decode_bytes(j, d, e, stop - e < BYTE_STEP, rel[n], w[n], width);
+    for (int k = 0; k < n; ++k)
+      if (TB <= BYTE_ROWS)
+        multiply_bytes(j, rel[k], w[k], &base, TB, acc);
+      else
+        tile_bytes(j, rel[k], w[k], &base, b0, TB, acc);
+  }
+  if (TB <= BYTE_ROWS) {
+    for (int b = 0; b < TB; ++b) {
+      __m256 sum = acc[4 / TB * b];
+      for (int a = 1; a < 4 / TB; ++a) sum = _mm256_add_ps(sum, acc[4 / TB * b + a]);
+      j->y[b * j->rows + r] = sum8(sum) + (j->bias ? j->bias[r] : 0.f);
     }
-    const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    j->y[r] = sum8(sum) + (j->bias ? j->bias[r] : 0.f);
+  } else {
+    float out[64];
+    for (int v = 0; v < TB / 8; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+    store_tile(j, r, b0, out, TB);
   }
 }
 
 DC_INLINE void gemv_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  if (width >= 8 && width <= 11 && j->bits <= 5 && width - j->bits <= 8) {
-    gemv_bytes(j, begin, end, width);
+  if (BYTE_STEPS(j, width)) {
+    const byte_decoder_t d = byte_decoder(j);
+    for (int64_t r = begin; r < end; ++r)
+      if (j->batch == 1)
+        row_bytes(j, &d, r, 0, 1, width);
+      else
+        row_bytes(j, &d, r, 0, BYTE_ROWS, width);
     return;
   }
   const decoder_t d = decoder(j);
@@ -462,19 +506,35 @@ static void decode_body(const job_t *j, int64_t begin, int64_t end, const int wi
 #endif
 
 #if defined(DC_AVX512) || defined(DC_AVX2)
-/* Row r's batch columns in register tiles of 64, then 32, 16 and (AVX2) 8: bp is a multiple of
- * BATCH_TILE. */
-DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
-  const decoder_t d = decoder(j);
-  for (int64_t r = begin; r < end; ++r) {
-    int64_t b0 = 0;
-    for (; j->bp - b0 >= 64; b0 += 64) tile(j, &d, r, b0, 64, width);
-    if (j->bp - b0 >= 32) tile(j, &d, r, b0, 32, width), b0 += 32;
-    if (j->bp - b0 >= 16) tile(j, &d, r, b0, 16, width), b0 += 16;
+/* TILE(b0, TB) over row r's batch columns in register tiles of 64, then 32, 16 and (AVX2) 8: bp
+ * is a multiple of BATCH_TILE. */
 #if BATCH_TILE == 8
-    if (j->bp - b0 >= 8) tile(j, &d, r, b0, 8, width);
+#define LAST_TILE(TILE) \
+  if (j->bp - b0 >= 8) TILE(b0, 8);
+#else
+#define LAST_TILE(TILE)
 #endif
+#define FOR_TILES(TILE)                                            \
+  do {                                                             \
+    int64_t b0 = 0;                                                \
+    for (; j->bp - b0 >= 64; b0 += 64) TILE(b0, 64);               \
+    if (j->bp - b0 >= 32) TILE(b0, 32), b0 += 32;                  \
+    if (j->bp - b0 >= 16) TILE(b0, 16), b0 += 16;                  \
+    LAST_TILE(TILE)                                                \
+  } while (0)
+
+DC_INLINE void gemm_body(const job_t *j, int64_t begin, int64_t end, const int width) {
+#ifdef DC_AVX2
+  if (BYTE_STEPS(j, width)) {
+    const byte_decoder_t bd = byte_decoder(j);
+#define BYTE_TILE(b0, TB) row_bytes(j, &bd, r, b0, TB, width)
+    for (int64_t r = begin; r < end; ++r) FOR_TILES(BYTE_TILE);
+    return;
   }
+#endif
+  const decoder_t d = decoder(j);
+#define ENTRY_TILE(b0, TB) tile(j, &d, r, b0, TB, width)
+  for (int64_t r = begin; r < end; ++r) FOR_TILES(ENTRY_TILE);
 }
 #endif
 
@@ -492,7 +552,7 @@ static const dc_rows_fn gemm_rows[] = {NULL, DC_FOR_WIDTHS(GEMM_ROWS)};
 static const dc_rows_fn decode_rows[] = {NULL, DC_FOR_WIDTHS(DECODE_ROWS)};
 
 /* -------------------------------------------------------------------------------- entry points */
-#define GEMV_MAX_BATCH 2 /* batches the batch-1 kernel runs row by row (gemm pads to a register tile) */
+#define GEMV_MAX_BATCH 2 /* batches the batch-1 kernel runs (gemm pads to a register tile); byte steps: BYTE_ROWS */
 /* Bytes of xt per pass of the batched kernel over the rows: half of a core's L2 cache, but at
  * least MIN_PASS batch columns (a full register tile). Past L2 the gathered rows of xt come from
  * L3: on a 4096-input layer at density 0.09 the time per batch row grew from 0.085 ms (batch 64)
@@ -514,6 +574,16 @@ static job_t make_job(const dc_sparse_layer_t *layer, const int64_t *entry_ptr, 
   return job;
 }
 
+/* Rows of x the batch-1 kernel takes in one pass over the entries: BYTE_ROWS with byte steps
+ * (AVX2), else 1. */
+static int gemv_rows_at_once(const job_t *j, int width) {
+#ifdef DC_AVX2
+  if (BYTE_STEPS(j, width)) return BYTE_ROWS;
+#endif
+  (void)j, (void)width;
+  return 1;
+}
+
 /* x (batch, cols) transposed into xt (cols, bp), batch columns n .. bp zero. */
 static void transpose(const float *x, int64_t n, int64_t cols, float *xt, int64_t bp) {
   for (int64_t c = 0; c < cols; ++c) {
@@ -524,7 +594,8 @@ static void transpose(const float *x, int64_t n, int64_t cols, float *xt, int64_
 }
 
 /* y (batch, rows) = x (batch, cols, contiguous) W^T + bias: the batch-1 kernel for batches of up
- * to GEMV_MAX_BATCH rows, else the batched kernel on passes of batch columns whose transposed x
+ * to GEMV_MAX_BATCH rows (BYTE_ROWS with byte steps), else the batched kernel on passes of batch
+ * columns whose transposed x
  * fits XT_BYTES. Returns 0, or -1 when the buffer of transposed x cannot be allocated. */
 int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float *x, const float *bias, float *y,
                      int nthreads) {
@@ -534,12 +605,14 @@ int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float 
   dc_table_fill(table, layer->codebook, layer->k);
   job_t job = make_job(layer, layer->entry_ptr, rows, table);
   job.bias = bias;
-  if (batch <= GEMV_MAX_BATCH) {
-    job.batch = job.bp = 1;
-    for (int64_t b = 0; b < batch; ++b) {
+  const int together = gemv_rows_at_once(&job, width);
+  if (batch <= GEMV_MAX_BATCH || batch <= together) {
+    for (int64_t b = 0; b < batch; b += together) {
+      job.batch = batch - b < together ? batch - b : together;
+      job.bp = 1;
       job.x = x + b * cols;
       job.y = y + b * rows;
-      dc_parallel_rows(gemv_rows[width], &job, rows, DC_ROW_GRAIN, entries, nthreads);
+      dc_parallel_rows(gemv_rows[width], &job, rows, DC_ROW_GRAIN, entries * job.batch, nthreads);
     }
   } else {
     int64_t pass = XT_BYTES / (int64_t)sizeof(float) / cols / BATCH_TILE * BATCH_TILE;

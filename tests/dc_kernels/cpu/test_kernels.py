@@ -120,11 +120,12 @@ def test_linear_matches_exact_product(lib, form, out_f, in_f, density, bits, k, 
 
 def test_sparse_byte_steps(lib):
     """Every entry width and code width of the sparse byte steps, at batches 1 and 2 (the batch-1
-    kernel) and 3 (the batched one), with and without bias."""
+    kernel, one and two rows of x at once) and 3, 40 and 70 (the batched one: tiles of 8; 32 + 8;
+    64 + 8 batch columns), with and without bias."""
     for m, layout in byte_step_cases():
         assert 8 <= layout.width <= 11
         bias = torch.randn(m.out_features, generator=torch.Generator().manual_seed(2))
-        for batch in (1, 2, 3):
+        for batch in (1, 2, 3, 40, 70):
             x = torch.randn(batch, m.in_features, generator=torch.Generator().manual_seed(batch))
             assert_matches(cpu_linear(x, layout, bias, "sparse"), x, m, bias)
             assert_matches(cpu_linear(x, layout, None, "sparse"), x, m)
