@@ -404,14 +404,19 @@ class CompressedLinear(nn.Module):
         direct = self._direct
         if direct is not None and not torch.compiler.is_compiling():  # tracing reads no versions
             bias = self._parameters.get("bias")
+            recorded_bias = None
+            if bias is not None and bias.requires_grad and torch.is_grad_enabled() and _float32_call(x, bias):
+                # a bias to train and an x without gradient (a model called without no_grad):
+                # autograd records the bias's add, the product has nothing to record
+                recorded_bias, bias = bias, None
             if direct[2] is not None:  # these checks and the route in C++, for the kernels' batches
                 y = direct[2](x, bias, self._buffers)
                 if y is not None:
-                    return y
+                    return y if recorded_bias is None else y.add_(recorded_bias)
             if _unchanged(self._buffers, direct[1]) and direct_call(x, bias):
                 y = direct[0](x, bias)
                 if y is not None:
-                    return y
+                    return y if recorded_bias is None else y.add_(recorded_bias)
         if not self._loaded and not self.codebook.is_meta:
             self._check_loaded()
         if isinstance(x, torch.Tensor):
@@ -614,6 +619,12 @@ def _watched(buffers: dict) -> tuple | None:
         return tuple((name, t, None if t is None else t._version) for name, t in buffers.items())
     except RuntimeError:
         return None
+
+
+def _float32_call(x, bias: torch.Tensor) -> bool:
+    """x a float32 tensor without gradient (its product needs no autograd record) and a float32
+    bias (added to the product in the dtype the kernel would add it in)."""
+    return type(x) is torch.Tensor and x.dtype == bias.dtype == torch.float32 and not x.requires_grad
 
 
 def _unchanged(buffers: dict, watched: tuple) -> bool:

@@ -62,6 +62,28 @@ def test_route_equals_the_op_path(monkeypatch, form, shape, bias):
 
 
 @pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("shape", [(1, 40), (3, 2, 40), (2, 50, 40)])
+def test_grad_mode_with_a_trainable_bias_keeps_the_route(monkeypatch, form, shape):
+    """A model called without no_grad: the bias requires grad, x does not. The product has nothing
+    for autograd to record, so it takes the route and autograd records the bias's add (gradient
+    included); an x that requires grad gets its gradient through the op."""
+    module = layer(form)
+    assert module.bias.requires_grad and torch.is_grad_enabled()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    left = route_taken(monkeypatch)
+    y = module(x)
+    assert not left, "the call left the direct route"
+    assert y.requires_grad
+    torch.testing.assert_close(y.detach(), through_the_op(module, x), atol=1e-6, rtol=1e-6)
+    y.sum().backward()
+    torch.testing.assert_close(module.bias.grad, torch.full((24,), x[..., 0].numel(), dtype=torch.float32))
+    x.requires_grad_()
+    module(x).sum().backward()  # the op's path: x's gradient too
+    weight = module.to_linear().weight
+    torch.testing.assert_close(x.grad, weight.sum(0).expand_as(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", FORMS)
 @torch.no_grad()
 def test_non_finite_rows_are_nan(form):
     module = layer(form)
