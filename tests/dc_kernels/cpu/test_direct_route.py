@@ -148,6 +148,27 @@ def test_copies_and_pickles_run_their_own_route(form):
         assert torch.equal(copies[0](x), expected)
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_a_layer_built_under_inference_mode_takes_the_route(monkeypatch, form):
+    """Buffers made under torch.inference_mode() keep no version counter for the route's guard:
+    the layer takes copies with one, so its calls take the route in and out of inference mode and
+    still see later changes."""
+    x = torch.randn(2, 40)
+    expected = layer(form)(x).detach()
+    with torch.inference_mode():
+        module = layer(form)
+        assert not any(t.is_inference() for t in module.buffers() if t is not None)
+    left = route_taken(monkeypatch)
+    with torch.inference_mode():
+        assert torch.equal(module(x), expected)
+    with torch.no_grad():
+        assert torch.equal(module(x), expected)
+    assert not left, "the call left the direct route"
+    with torch.inference_mode():
+        module.codebook.mul_(2)  # in place on a tensor with a version counter: seen
+        torch.testing.assert_close(module(x), 2 * (expected - module.bias) + module.bias)
+
+
 def ops_seen(module: CompressedLinear, x: torch.Tensor) -> list[str]:
     """The operators a dispatch mode sees during the call."""
     from torch.utils._python_dispatch import TorchDispatchMode
