@@ -206,14 +206,15 @@ DC_INLINE unsigned decode16_lanes(const job_t *j, const decoder_t *d, int64_t e,
   return real;
 }
 
-/* Streams of 8- to 11-bit entries with codes of up to 5 bits and z of up to 8 (the paper's 5-bit
- * codes with 4- and 5-bit indices among them) at batch 1: a byte plane and up to three bit planes,
- * so a step decodes 32 entries in bytes. The column advances are summed per half in 16-bit lanes,
- * the weights looked up in the codebook's byte planes (dc_table_bytes: 4 lookups, for 5-bit codes 8 and 4 blends, 8
- * unpacks for 32 weights; a filler's lookup index has bit 7 set, which makes its weight 0). x is
- * read by scalar loads at the stored columns, but only after BYTE_CHUNK steps are decoded: read
- * right after their store, the columns had cost as much as the rest of the step (on AMD EPYC Zen 3,
- * 12-13 ns per 16 entries against 9 ns this way; the decode alone takes 2.7). */
+/* Byte steps: streams of 8- to 11-bit entries with codes of up to 5 bits and z of up to 8 bits
+ * (the paper's 5-bit codes with 4- and 5-bit indices among them) have a byte plane and up to three
+ * bit planes, so a step decodes 32 entries in bytes. The column advances are summed per half in
+ * 16-bit lanes and stored, the weights looked up in the codebook's byte planes (dc_table_bytes: 4
+ * lookups, for 5-bit codes 8 and 4 blends, then 8 unpacks for 32 weights; a filler's lookup index
+ * has bit 7 set, which makes its weight 0) and stored. x is read at the stored columns only after
+ * BYTE_CHUNK steps are decoded: read right after their store, the columns had cost as much as the
+ * rest of the step (on AMD EPYC Zen 3, 12-13 ns per 16 entries against 9 ns this way; the decode
+ * alone takes 2.7). Batches of 1 and 2 read x as given, larger ones its transpose xt. */
 #define BYTE_STEP 32
 #define BYTE_CHUNK 8
 #define BYTE_STEPS(j, width) ((width) >= 8 && (width) <= 11 && (j)->bits <= 5 && (width) - (j)->bits <= 8)
@@ -309,27 +310,28 @@ DC_INLINE __m256 x_lanes(const float *xa, const uint16_t *lo, const float *xb, c
   return _mm256_blend_ps(v[0], v[4], 0xF0);
 }
 
-/* acc[A b + m % A] += the products of one decoded step with row b of x (B rows, A = 4 / B
- * accumulators each); *base: the column before the step (updated). */
+/* acc[A b + m % A] += the products of one decoded step (columns c0 + rel[i] and c1 + rel[16 + i],
+ * with `clamp` at most c0 + la and c1 + lb) with row b of x (B rows, A = 4 / B accumulators each). */
+DC_INLINE void step_products(const job_t *j, const uint16_t rel[32], const float w[32], int64_t c0, int64_t c1,
+                             int64_t la, int64_t lb, const int clamp, const int B, __m256 acc[4]) {
+  const int A = 4 / B;
+  for (int m = 0; m < 4; ++m)
+    for (int b = 0; b < B; ++b) {
+      const float *xr = j->x + b * j->cols;
+      const __m256 xm = x_lanes(xr + c0, rel + 4 * m, xr + c1, rel + 16 + 4 * m, la, lb, clamp);
+      acc[A * b + m % A] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m), xm, acc[A * b + m % A]);
+    }
+}
+
+/* step_products of one decoded step; *base: the column before it (updated). */
 DC_INLINE void multiply_bytes(const job_t *j, const uint16_t rel[32], const float w[32], int64_t *base, const int B,
                               __m256 acc[4]) {
-  const int A = 4 / B;
   const int64_t last = j->cols - 1, c0 = *base, c1 = c0 + rel[15];
   *base = c1 + rel[31];
   if (*base <= last) /* every column in the row: the columns grow from entry to entry */
-    for (int m = 0; m < 4; ++m)
-      for (int b = 0; b < B; ++b) {
-        const float *xr = j->x + b * j->cols;
-        const __m256 xm = x_lanes(xr + c0, rel + 4 * m, xr + c1, rel + 16 + 4 * m, 0, 0, 0);
-        acc[A * b + m % A] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m), xm, acc[A * b + m % A]);
-      }
+    step_products(j, rel, w, c0, c1, 0, 0, 0, B, acc);
   else
-    for (int m = 0; m < 4; ++m)
-      for (int b = 0; b < B; ++b) {
-        const float *xr = j->x + b * j->cols;
-        const __m256 xm = x_lanes(xr + c0, rel + 4 * m, xr + c1, rel + 16 + 4 * m, last - c0, last - c1, 1);
-        acc[A * b + m % A] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * m), xm, acc[A * b + m % A]);
-      }
+    step_products(j, rel, w, c0, c1, last - c0, last - c1, 1, B, acc);
 }
 
 /* acc (TB / 8 vectors) += one decoded step's weights times TB batch columns of xt from b0. */
