@@ -15,7 +15,7 @@ three see the same machine load; medians. Targets: >= 3x faster than nn.Linear a
 
 ``--sweep`` times the two CPU paths (sparse kernels, decode + GEMM) and nn.Linear on a
 4096x4096 layer at several densities over batch 1..256, and writes a CSV and a plot; the
-crossover it shows sets `dc_kernels.cpu.launch.DENSE_MIN_DENSITY` and ``DENSE_MIN_BATCH``.
+crossover it shows sets `dc_kernels.cpu.launch.dense_from` (per vector width).
 
 ``--forms`` times nn.Linear against a layer forced into each form (``sparse``, ``dense_codes``)
 and the ``auto`` choice, on MiniLM-shaped (384x384, 384->1536, 1536->384) and LLM-shaped
@@ -220,15 +220,15 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         ratios = [r["sparse_vs_decode"] for r in sel]
         ax.plot([r["batch"] for r in sel], ratios, marker="o", label=f"{density:.0%}")
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.axvline(cpu_launch.DENSE_MIN_BATCH, color="red", ls="--", lw=0.8, label="DENSE_MIN_BATCH")
+    min_density, min_batch = cpu_launch.dense_from()
+    ax.axvline(min_batch, color="red", ls="--", lw=0.8, label="decode + GEMM from this batch")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch")
     ax.set_ylabel("time(decode + GEMM) / time(sparse kernels)")
     ax.set_title(
         f"{rows[0]['size']}x{rows[0]['size']}, float32, {rows[0]['threads']} thread(s): sparse wins above 1\n"
-        f"auto: decode + GEMM at density >= {cpu_launch.DENSE_MIN_DENSITY} and batch >= "
-        f"{cpu_launch.DENSE_MIN_BATCH}"
+        f"auto: decode + GEMM at density >= {min_density} and batch >= {min_batch}"
     )
     ax.legend(title="density")
     fig.tight_layout()

@@ -3,8 +3,9 @@
 
 The batch sweep of ``perf/bench_cpu.py --sweep`` sets the dispatch: the batched kernel costs about
 twice a dense GEMM per multiply-add, so layers denser than `DENSE_MIN_DENSITY` at batches of
-`DENSE_MIN_BATCH` or more are decoded, block by block, and multiplied by a dense GEMM instead;
-every other batch runs the kernels (up to two rows the batch-1 kernel row by row, more the batched
+`DENSE_MIN_BATCH` or more (with the AVX2 kernels `AVX2_DENSE_MIN_DENSITY` and
+`AVX2_DENSE_MIN_BATCH`: `dense_from`) are decoded, block by block, and multiplied by a dense GEMM
+instead; every other batch runs the kernels (up to two rows the batch-1 kernel row by row, more the batched
 kernel, in passes of batch columns whose transposed input stays in a core's L2 cache).
 
 Where no C compiler works, PyTorch's sparse CSR kernels run instead on decoded float32 values
@@ -34,12 +35,26 @@ HOST = torch.device("cpu")
 # while from batch 8 to 64 one run favoured it and the other the kernels, by 5-15% each.
 DENSE_MIN_DENSITY = 0.5
 DENSE_MIN_BATCH = 128
+# The AVX2 kernels (no AVX-512; perf/results/cpu/avx2/bench_cpu_sweep.csv, AMD EPYC Zen 3, 1
+# thread): the kernels won at every batch up to density 0.25; at 0.4 decode + GEMM won from batch
+# 128 (0.84x of nn.Linear against 0.65x; at 64 0.77x against 0.76x), at 0.6 from 64 (0.57x
+# against 0.47x).
+AVX2_DENSE_MIN_DENSITY = 0.4
+AVX2_DENSE_MIN_BATCH = 64
+
+
+def dense_from() -> tuple[float, int]:
+    """(density, batch) from which decode + GEMM replaces the kernels this machine built."""
+    if build.vector_bits() == 256:
+        return AVX2_DENSE_MIN_DENSITY, AVX2_DENSE_MIN_BATCH
+    return DENSE_MIN_DENSITY, DENSE_MIN_BATCH
 
 
 def kernel_max_batch(density: float) -> int:
     """The most rows of x the sparse kernels run on a layer of ``density`` (decode + GEMM beyond;
-    below `DENSE_MIN_DENSITY` no batch is beyond)."""
-    return DENSE_MIN_BATCH - 1 if density >= DENSE_MIN_DENSITY else 2**62
+    below `dense_from`'s density no batch is beyond)."""
+    min_density, min_batch = dense_from()
+    return min_batch - 1 if density >= min_density else 2**62
 
 
 def uses_sparse(batch: int, density: float) -> bool:

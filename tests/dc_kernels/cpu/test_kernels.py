@@ -17,7 +17,15 @@ from compress.matrix import CompressedMatrix
 from dc_kernels.cpu import batches, packed_gemm
 from dc_kernels.cpu import build as cpu_build
 from dc_kernels.cpu.batches import CHUNK_BYTES
-from dc_kernels.cpu.launch import DENSE_MIN_BATCH, DENSE_MIN_DENSITY, cpu_linear, uses_sparse
+from dc_kernels.cpu.launch import (
+    AVX2_DENSE_MIN_BATCH,
+    AVX2_DENSE_MIN_DENSITY,
+    DENSE_MIN_BATCH,
+    DENSE_MIN_DENSITY,
+    cpu_linear,
+    dense_from,
+    uses_sparse,
+)
 from dc_kernels.cpu.launch import decode as sparse_decode
 from dc_kernels.cpu.layout import SparseLayout
 from dc_kernels.dense_codes.cpu import codes_linear_cpu, codes_state
@@ -271,11 +279,17 @@ def test_decode_is_exact(lib, form, out_f, in_f, density, bits, k):
     assert torch.equal(decode(build_layout(m)), torch.from_numpy(m.to_dense()))
 
 
-def test_dispatch_constants():
-    assert uses_sparse(1, 1.0)
-    assert uses_sparse(4096, 0.09)
-    assert uses_sparse(DENSE_MIN_BATCH - 1, 1.0)
-    assert not uses_sparse(DENSE_MIN_BATCH, DENSE_MIN_DENSITY)
+def test_dispatch_constants(monkeypatch):
+    for vector_bits, (density, batch) in (
+        (512, (DENSE_MIN_DENSITY, DENSE_MIN_BATCH)),
+        (256, (AVX2_DENSE_MIN_DENSITY, AVX2_DENSE_MIN_BATCH)),
+    ):
+        monkeypatch.setattr(cpu_build, "vector_bits", lambda v=vector_bits: v)
+        assert dense_from() == (density, batch)
+        assert uses_sparse(1, 1.0)
+        assert uses_sparse(4096, 0.09)
+        assert uses_sparse(batch - 1, 1.0)
+        assert not uses_sparse(batch, density)
     assert CHUNK_BYTES >= 1 << 20
 
 
