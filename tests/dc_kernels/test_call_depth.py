@@ -90,6 +90,7 @@ def test_cpu_forms(monkeypatch, batch, backend, form):
     matrix = random_compressed_matrix(16, 40, 0.9, 4, seed=0)
     fake = StandInKernel()
     fake.dc_codes_kernel_max_batch = lambda in_features: 100  # a query, not a kernel: batch 300 decodes
+    fake.dc_vector_bits = lambda: 512  # a query too (the sparse form's dispatch)
     monkeypatch.setattr(cpu_build, "library", lambda: fake)
     # Built with the stand-in in place: the direct route of forward keeps its entry point.
     layer = CompressedLinear.from_matrix(matrix, backend=backend, form=form)
