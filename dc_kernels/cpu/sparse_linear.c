@@ -334,20 +334,30 @@ DC_INLINE void multiply_bytes(const job_t *j, const uint16_t rel[32], const floa
     step_products(j, rel, w, c0, c1, last - c0, last - c1, 1, B, acc);
 }
 
-/* acc (TB / 8 vectors) += one decoded step's weights times TB batch columns of xt from b0. */
+/* Partial sums of each vector of a tile of TB batch columns: at least 4 chains of FMAs in all
+ * (a chain waits 4-5 cycles an entry for its FMA). */
+#define TILE_CHAINS(TB) ((TB) >= 32 ? 1 : 32 / (TB))
+
+/* acc += one decoded step's weights times TB batch columns of xt from b0: vector v of the tile in
+ * acc[v + TB / 8 * k], chain k taking every TILE_CHAINS-th entry. The loops over a step's 32
+ * entries unroll (a rolled loop with the entry's half picked by a branch took about 20
+ * instructions an entry). */
 DC_INLINE void tile_bytes(const job_t *j, const uint16_t rel[32], const float w[32], int64_t *base, int64_t b0,
                           const int TB, __m256 acc[8]) {
-  const int64_t last = j->cols - 1, c0 = *base, c1 = c0 + rel[15];
-  *base = c1 + rel[31];
+  const int64_t last = j->cols - 1, bp = j->bp, c[2] = {*base, *base + rel[15]};
+  const float *xt = j->x + b0;
+  *base = c[1] + rel[31];
   const int clamp = *base > last;
-  for (int q = 0; q < BYTE_STEP; ++q) { /* in lookup order; fillers too (weight 0, column in range) */
-    const int m = q / 8, l = q % 8;
-    int64_t col = l < 4 ? c0 + rel[4 * m + l] : c1 + rel[16 + 4 * m + l - 4];
-    if (clamp && col > last) col = last;
-    const __m256 wt = _mm256_broadcast_ss(w + q);
-    const float *xr = j->x + col * j->bp + b0;
-    for (int v = 0; v < TB / 8; ++v) acc[v] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xr + 8 * v), acc[v]);
-  }
+  for (int m = 0; m < 4; ++m)
+    _Pragma("GCC unroll 8") for (int l = 0; l < 8; ++l) { /* lookup order; fillers too (weight 0) */
+      const int h = l / 4;
+      int64_t col = c[h] + rel[16 * h + 4 * m + l % 4];
+      if (clamp && col > last) col = last;
+      const __m256 wt = _mm256_broadcast_ss(w + 8 * m + l);
+      const float *xr = xt + col * bp;
+      __m256 *chain = acc + TB / 8 * (l % TILE_CHAINS(TB));
+      for (int v = 0; v < TB / 8; ++v) chain[v] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xr + 8 * v), chain[v]);
+    }
 }
 
 /* Row r through byte steps: with TB <= BYTE_ROWS, for TB rows of x (batch 1 to BYTE_ROWS, x as
@@ -377,7 +387,10 @@ DC_INLINE void row_bytes(const job_t *j, const byte_decoder_t *d, int64_t r, int
     }
   } else {
     float out[64];
-    for (int v = 0; v < TB / 8; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+    for (int v = 0; v < TB / 8; ++v) {
+      for (int k = 1; k < TILE_CHAINS(TB); ++k) acc[v] = _mm256_add_ps(acc[v], acc[v + TB / 8 * k]);
+      _mm256_storeu_ps(out + 8 * v, acc[v]);
+    }
     store_tile(j, r, b0, out, TB);
   }
 }
