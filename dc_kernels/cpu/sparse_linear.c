@@ -338,6 +338,16 @@ DC_INLINE void multiply_bytes(const job_t *j, const uint16_t rel[32], const floa
  * (a chain waits 4-5 cycles an entry for its FMA). */
 #define TILE_CHAINS(TB) ((TB) >= 32 ? 1 : 32 / (TB))
 
+/* Row r's tile of TB batch columns from b0, its chains summed, into y. */
+DC_INLINE void store_chains(const job_t *j, int64_t r, int64_t b0, __m256 acc[8], const int TB) {
+  float out[64];
+  for (int v = 0; v < TB / 8; ++v) {
+    for (int k = 1; k < TILE_CHAINS(TB); ++k) acc[v] = _mm256_add_ps(acc[v], acc[v + TB / 8 * k]);
+    _mm256_storeu_ps(out + 8 * v, acc[v]);
+  }
+  store_tile(j, r, b0, out, TB);
+}
+
 /* acc += one decoded step's weights times TB batch columns of xt from b0: vector v of the tile in
  * acc[v + TB / 8 * k], chain k taking every TILE_CHAINS-th entry. The loops over a step's 32
  * entries unroll (a rolled loop with the entry's half picked by a branch took about 20
@@ -386,12 +396,7 @@ DC_INLINE void row_bytes(const job_t *j, const byte_decoder_t *d, int64_t r, int
       j->y[b * j->rows + r] = sum8(sum) + (j->bias ? j->bias[r] : 0.f);
     }
   } else {
-    float out[64];
-    for (int v = 0; v < TB / 8; ++v) {
-      for (int k = 1; k < TILE_CHAINS(TB); ++k) acc[v] = _mm256_add_ps(acc[v], acc[v + TB / 8 * k]);
-      _mm256_storeu_ps(out + 8 * v, acc[v]);
-    }
-    store_tile(j, r, b0, out, TB);
+    store_chains(j, r, b0, acc, TB);
   }
 }
 
@@ -425,24 +430,26 @@ DC_INLINE void gemv_body(const job_t *j, int64_t begin, int64_t end, const int w
 }
 
 #define BATCH_TILE 8
-/* TB batch columns of row r in TB / 8 registers (TB a constant: the loops over v unroll). */
+/* TB batch columns of row r in TB / 8 registers (TB a constant: the loops over v unroll), all 16
+ * entries of a step unrolled, fillers too (weight 0, column in range), in TILE_CHAINS chains. */
 DC_INLINE void tile(const job_t *j, const decoder_t *d, int64_t r, int64_t b0, const int TB, const int width) {
   __m256 acc[8];
-  for (int v = 0; v < TB / 8; ++v) acc[v] = _mm256_setzero_ps();
+  for (int v = 0; v < 8; ++v) acc[v] = _mm256_setzero_ps();
   __m256i base = _mm256_set1_epi32(-1);
   int32_t col[16];
   float weight[16];
+  const int64_t bp = j->bp;
+  const float *xt = j->x + b0;
   for (int64_t e = j->entry_ptr[r]; e < j->entry_ptr[r + 1]; e += 16) {
-    for (unsigned real = decode16_lanes(j, d, e, &base, col, weight, width); real; real &= real - 1) {
-      const int t = __builtin_ctz(real);
-      const __m256 wt = _mm256_set1_ps(weight[t]);
-      const float *xr = j->x + (int64_t)col[t] * j->bp + b0;
-      for (int v = 0; v < TB / 8; ++v) acc[v] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xr + 8 * v), acc[v]);
+    decode16_lanes(j, d, e, &base, col, weight, width);
+    _Pragma("GCC unroll 16") for (int t = 0; t < 16; ++t) {
+      const __m256 wt = _mm256_broadcast_ss(weight + t);
+      const float *xr = xt + (int64_t)col[t] * bp;
+      __m256 *chain = acc + TB / 8 * (t % TILE_CHAINS(TB));
+      for (int v = 0; v < TB / 8; ++v) chain[v] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xr + 8 * v), chain[v]);
     }
   }
-  float out[64];
-  for (int v = 0; v < TB / 8; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
-  store_tile(j, r, b0, out, TB);
+  store_chains(j, r, b0, acc, TB);
 }
 
 DC_INLINE void decode_body(const job_t *j, int64_t begin, int64_t end, const int width) {
