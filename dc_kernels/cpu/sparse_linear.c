@@ -19,8 +19,8 @@
  * the prefix sum per half, x read at every lane (a filler's column is in range and its weight 0)
  * by scalar loads (on AMD EPYC (Zen 3) 12% faster than vgatherdps on Alex-7 at batch 1), the
  * decode's stores lane by lane; at batch 1, streams of 8- to 11-bit entries with codes of up to 5
- * bits (the paper's FC layers) take steps of 32 entries decoded in bytes instead (gemv_bytes: on
- * AMD EPYC Zen 3, 1.3-1.6x faster on the paper's layers).
+ * bits (the paper's FC layers) take steps of 32 entries decoded in bytes instead (row_bytes: on
+ * AMD EPYC Zen 3, 1.3-1.6x faster on the paper's layers), as do larger batches of such streams.
  * dc_sparse_decode: dense float32 rows, for batches where a dense GEMM beats the sparse loop.
  *
  * Columns are clamped to in_features - 1, so even damaged entries never read outside x.
@@ -574,7 +574,7 @@ static const dc_rows_fn gemm_rows[] = {NULL, DC_FOR_WIDTHS(GEMM_ROWS)};
 static const dc_rows_fn decode_rows[] = {NULL, DC_FOR_WIDTHS(DECODE_ROWS)};
 
 /* -------------------------------------------------------------------------------- entry points */
-#define GEMV_MAX_BATCH 2 /* batches the batch-1 kernel runs (gemm pads to a register tile); byte steps: BYTE_ROWS */
+#define GEMV_MAX_BATCH 2 /* batches the batch-1 kernel runs (gemm pads to a register tile) */
 /* Bytes of xt per pass of the batched kernel over the rows: half of a core's L2 cache, but at
  * least MIN_PASS batch columns (a full register tile). Past L2 the gathered rows of xt come from
  * L3: on a 4096-input layer at density 0.09 the time per batch row grew from 0.085 ms (batch 64)
@@ -600,6 +600,7 @@ static job_t make_job(const dc_sparse_layer_t *layer, const int64_t *entry_ptr, 
  * (AVX2), else 1. */
 static int gemv_rows_at_once(const job_t *j, int width) {
 #ifdef DC_AVX2
+  _Static_assert(BYTE_ROWS <= GEMV_MAX_BATCH, "the batch-1 kernel's batches hold whole passes");
   if (BYTE_STEPS(j, width)) return BYTE_ROWS;
 #endif
   (void)j, (void)width;
@@ -628,7 +629,7 @@ int dc_sparse_linear(const dc_sparse_layer_t *layer, int64_t batch, const float 
   job_t job = make_job(layer, layer->entry_ptr, rows, table);
   job.bias = bias;
   const int together = gemv_rows_at_once(&job, width);
-  if (batch <= GEMV_MAX_BATCH || batch <= together) {
+  if (batch <= GEMV_MAX_BATCH) {
     for (int64_t b = 0; b < batch; b += together) {
       job.batch = batch - b < together ? batch - b : together;
       job.bp = 1;
