@@ -311,11 +311,13 @@ DC_INLINE __m256 x_lanes(const float *xa, const uint16_t *lo, const float *xb, c
 }
 
 /* acc[A b + m % A] += the products of one decoded step (columns c0 + rel[i] and c1 + rel[16 + i],
- * with `clamp` at most c0 + la and c1 + lb) with row b of x (B rows, A = 4 / B accumulators each). */
+ * with `clamp` at most c0 + la and c1 + lb) with row b of x (B rows, A = 4 / B accumulators each).
+ * The loop over m unrolls: with m % A computed at run time the accumulators lived on the stack
+ * (batch 2 on AMD EPYC Zen 3: 1.0 -> 0.82 ns per entry). */
 DC_INLINE void step_products(const job_t *j, const uint16_t rel[32], const float w[32], int64_t c0, int64_t c1,
                              int64_t la, int64_t lb, const int clamp, const int B, __m256 acc[4]) {
   const int A = 4 / B;
-  for (int m = 0; m < 4; ++m)
+  _Pragma("GCC unroll 4") for (int m = 0; m < 4; ++m)
     for (int b = 0; b < B; ++b) {
       const float *xr = j->x + b * j->cols;
       const __m256 xm = x_lanes(xr + c0, rel + 4 * m, xr + c1, rel + 16 + 4 * m, la, lb, clamp);
