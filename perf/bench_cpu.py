@@ -202,6 +202,37 @@ def run_sweep(args) -> list[dict]:
     return rows
 
 
+def plot_layers(rows: list[dict], path: Path) -> None:
+    """Speed against nn.Linear over the batch, a line per layer, a panel per thread count (rows as
+    `run_layers` returns them or as read back from its CSV); 0.9x marks "never slower than dense by
+    more than 10%"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thread_counts = sorted({int(r["threads"]) for r in rows})
+    fig, axes = plt.subplots(
+        1, len(thread_counts), figsize=(6 * len(thread_counts), 4.5), squeeze=False, sharey=True
+    )
+    for ax, threads in zip(axes[0], thread_counts):
+        mine = [r for r in rows if int(r["threads"]) == threads]
+        for layer in dict.fromkeys(r["layer"] for r in mine):
+            sel = sorted((int(r["batch"]), float(r["speedup"])) for r in mine if r["layer"] == layer)
+            ax.plot([b for b, _ in sel], [v for _, v in sel], marker="o", label=layer)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.axhline(0.9, color="red", ls="--", lw=0.8, label="0.9x")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch")
+        ax.set_title(f"{threads} thread(s)")
+    axes[0][0].set_ylabel("speed against nn.Linear (x)")
+    axes[0][-1].legend(fontsize="small")
+    fig.suptitle("CompressedLinear against nn.Linear, float32 (above 1: faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 SWEEP_COLUMNS = (
     "density", "batch", "dense_ms", "sparse_ms", "decode_gemm_ms", "sparse_vs_decode", "auto_path",
     "load_avg_1min",
@@ -517,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = run_layers(args)
             csv_path = write_csv(args.out / "bench_cpu.csv", rows, info)
+            if len({r["batch"] for r in rows}) > 1:
+                plot_layers(rows, args.out / "bench_cpu.png")
             print_table(rows, COLUMNS)
             print()
             print("\n".join(verdicts(rows)))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dc_kernels.cpu import build as cpu_build
-from perf.bench_cpu import CODES_SWEEP_BATCHES, main
+from perf.bench_cpu import CODES_SWEEP_BATCHES, main, plot_layers
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +26,18 @@ def test_layers_side_by_side(tmp_path, capsys):
         assert float(row["rel_error"]) < 1e-5
         assert 0 < float(row["memory_ratio"]) < 1 and row["commit"] and row["load_avg_1min"]
     assert "conditions:" in capsys.readouterr().out
+    assert (tmp_path / "bench_cpu.png").stat().st_size > 0  # more than one batch: a plot
+
+
+def test_layers_plot_from_the_csv(tmp_path):
+    rows = [
+        {"layer": layer, "batch": str(batch), "threads": str(threads), "speedup": str(speedup)}
+        for layer, speedup in (("alex8", 0.8), ("vgg6", 4.0))
+        for threads in (1, 2)
+        for batch in (1, 2, 64)
+    ]
+    plot_layers(rows, tmp_path / "layers.png")
+    assert (tmp_path / "layers.png").stat().st_size > 0
 
 
 def test_sweep_writes_csv_and_plot(tmp_path):
