@@ -227,7 +227,7 @@ def plot_layers(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("batch")
         ax.set_title(f"{threads} thread(s)")
     axes[0][0].set_ylabel("speed against nn.Linear (x)")
-    axes[0][-1].legend(fontsize="small")
+    axes[0][-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("CompressedLinear against nn.Linear, float32 (above 1: faster)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
