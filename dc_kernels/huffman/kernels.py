@@ -14,9 +14,10 @@ steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as th
 
 * the lane reads from two 32-bit words at a bit position (the symbol's 32 bits are one funnel
   shift away), with at least 32 unread bits before every two steps; after them, once the first
-  word is used up, the word loaded at the previous refill moves in and the next one is loaded
-  over it, so no load of the stream is waited on inside the decode chain (a step reads at most
-  16 bits: codeword plus raw bits);
+  word is used up, the next of the `WORDS_AHEAD` (4) words the lane has in flight moves in and
+  the one four past it is loaded, so no load of the stream is waited on inside the decode chain
+  and each word has four refills (about ten steps) to come from HBM: a warp's word rows are lines
+  of their own (a step reads at most 16 bits: codeword plus raw bits);
 * one lookup in the ``int32`` decode table (a few cache lines) gives the symbol's bit count and
   the bases its codebook index and column advance are counted from: the symbol's bits, read as a
   number ``v``, complete both (``v >> b`` and ``v``'s low ``b`` bits; an escape or END points
@@ -61,6 +62,7 @@ SHIFT_MASK = tl.constexpr(layout.SHIFT_MASK)
 CODE_SHIFT = tl.constexpr(layout.CODE_SHIFT)
 ADVANCE_SHIFT = tl.constexpr(layout.ADVANCE_SHIFT)
 HEAD_WORDS = tl.constexpr(layout.HEAD_WORDS)
+WORDS_AHEAD = tl.constexpr(layout.WORDS_AHEAD)
 
 
 @triton.jit
@@ -107,15 +109,22 @@ def _lanes(
 
 
 @triton.jit
-def _reader(words_ptr, head, rest, n_words):
+def _reader(words_ptr, head, rest, end, n_words):
     """A lane's bit reader at its first word: (its head's first two words, the position of the next
-    bit in them, the head's third word, the index before the word the first refill loads)."""
+    bit in them, the next `WORDS_AHEAD` words (the head's third, then the first three past the
+    head, all ones past the lane's ``end``), the byte offset of the last of them)."""
     tl.static_assert(HEAD_WORDS == 3, "the reader holds three words")
+    tl.static_assert(WORDS_AHEAD == 4, "the reader has four words in flight")
     w0 = _fetch(words_ptr, head, n_words)
     w1 = _fetch(words_ptr, head + 32, n_words)
-    nxt = _fetch(words_ptr, head + 64, n_words)
+    q0 = _fetch(words_ptr, head + 64, n_words)
+    wi = _byte_offset(rest)
+    ones = tl.full(q0.shape, 0xFFFFFFFF, tl.uint32)
+    q1 = _load_word(words_ptr, wi, wi < end, ones)
+    q2 = _load_word(words_ptr, wi + 128, wi + 128 < end, ones)
+    q3 = _load_word(words_ptr, wi + 256, wi + 256 < end, ones)
     buf = (w0.to(tl.uint64) << 32) | w1.to(tl.uint64)
-    return buf, tl.zeros(head.shape, tl.int32), nxt, _byte_offset(rest - 32)
+    return buf, tl.zeros(head.shape, tl.int32), q0, q1, q2, q3, wi + 256
 
 
 @triton.jit
@@ -136,20 +145,32 @@ def _fetch(words_ptr, i, end):
 
 
 @triton.jit
-def _refill(words_ptr, buf, pos, nxt, wi, end):
-    """Once the buffer's first word is read (``pos >= 32``; afterwards ``pos < 32``: at least 32
-    bits are unread) the word loaded at the previous refill enters it and the one after is
-    loaded: a load's latency is not on the decode chain."""
-    need = pos >= 32
-    buf = tl.where(need, (buf << 32) | nxt.to(tl.uint64), buf)
-    wi = tl.where(need, wi + 128, wi)
-    # Where a word is taken its successor is loaded over it (all ones past the end), elsewhere
-    # the load leaves the word in place: no select after the load.
-    kept = tl.where(need, tl.full(nxt.shape, 0xFFFFFFFF, tl.uint32), nxt).to(tl.int32, bitcast=True)
+def _load_word(words_ptr, wi, mask, other):
+    """The word at byte offset ``wi`` where ``mask``, else ``other`` (uint32)."""
     byte_ptr = words_ptr.to(tl.pointer_type(tl.int8), bitcast=True) + wi  # one add: wi counts bytes
-    nxt = tl.load(byte_ptr.to(tl.pointer_type(tl.int32), bitcast=True), mask=need & (wi < end), other=kept)
-    nxt = nxt.to(tl.uint32, bitcast=True)
-    return buf, tl.where(need, pos - 32, pos), nxt, wi
+    word_ptr = byte_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    word = tl.load(word_ptr, mask=mask, other=other.to(tl.int32, bitcast=True))
+    return word.to(tl.uint32, bitcast=True)
+
+
+@triton.jit
+def _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end):
+    """Once the buffer's first word is read (``pos >= 32``; afterwards ``pos < 32``: at least 32
+    bits are unread) the next word ``q0`` enters it, the queue moves up and the word
+    `WORDS_AHEAD` past it is loaded: a word is loaded four refills before it is taken (a warp's
+    word rows are lines of their own, first read from HBM), and no load is waited on inside the
+    decode chain."""
+    need = pos >= 32
+    buf = tl.where(need, (buf << 32) | q0.to(tl.uint64), buf)
+    q0 = tl.where(need, q1, q0)
+    q1 = tl.where(need, q2, q1)
+    q2 = tl.where(need, q3, q2)
+    wi = tl.where(need, wi + 128, wi)
+    # Where a word is taken the next one is loaded over the last (all ones past the end),
+    # elsewhere the load leaves it in place: no select after the load.
+    kept = tl.where(need, tl.full(q3.shape, 0xFFFFFFFF, tl.uint32), q3)
+    q3 = _load_word(words_ptr, wi, need & (wi < end), kept)
+    return buf, tl.where(need, pos - 32, pos), q0, q1, q2, q3, wi
 
 
 @triton.jit
@@ -168,45 +189,47 @@ def _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask):
 
 
 @triton.jit
-def _pair(words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask):
+def _pair(words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask):
     """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
     pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_a = col + advance_a
     pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_b = col_a + advance_b
-    buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, end)
-    return buf, pos, nxt, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
+    buf, pos, q0, q1, q2, q3, wi = _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end)
+    return buf, pos, q0, q1, q2, q3, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
 
 
 @triton.jit
 def _steps(
-    words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask,
+    words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask,
     K: tl.constexpr,
 ):  # fmt: skip
     """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
     if K == 2:
-        return _pair(words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask)
+        return _pair(
+            words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask
+        )
     else:
-        buf, pos, nxt, wi, col, cols_a, codes_a = _steps(
-            words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask,
+        buf, pos, q0, q1, q2, q3, wi, col, cols_a, codes_a = _steps(
+            words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask,
             K // 2,
         )  # fmt: skip
-        buf, pos, nxt, wi, col, cols_b, codes_b = _steps(
-            words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask,
+        buf, pos, q0, q1, q2, q3, wi, col, cols_b, codes_b = _steps(
+            words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask,
             K // 2,
         )  # fmt: skip
-        return buf, pos, nxt, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
+        return buf, pos, q0, q1, q2, q3, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
 
 
 @triton.jit
 def _iteration(
-    words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip, x_chip,
+    words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip, x_chip,
     table_bits, gap_bits, gap_mask, n_cols, stride_xk,
     ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
 ):  # fmt: skip
-    """``K`` steps of every lane, their weights applied to x: (buf, pos, nxt, wi, col, acc)."""
-    buf, pos, nxt, wi, col, cols, codes = _steps(
-        words_ptr, table_ptr, buf, pos, nxt, wi, end, col, table_bits, gap_bits, gap_mask, K
+    """``K`` steps of every lane, their weights applied to x: (buf, pos, q0, q1, q2, q3, wi, col, acc)."""
+    buf, pos, q0, q1, q2, q3, wi, col, cols, codes = _steps(
+        words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask, K
     )
     cols = tl.reshape(cols, (ROWS, PIECES, K))
     flat_codes = tl.reshape(codes, (ROWS * PIECES * K,))
@@ -217,7 +240,7 @@ def _iteration(
     else:
         values = cols
     acc = _accumulate(acc, weights, values, x_ptr, n_cols, stride_xk, ROWS, PIECES, K, BB, XW)
-    return buf, pos, nxt, wi, col, acc
+    return buf, pos, q0, q1, q2, q3, wi, col, acc
 
 
 @triton.jit
@@ -287,7 +310,7 @@ def huffman_spmm_kernel(
     _, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
-    buf, pos, nxt, wi = _reader(words_ptr, head, rest, n_words)
+    buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
     col = first_col - 1  # the column of the last decoded weight
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
@@ -313,20 +336,20 @@ def huffman_spmm_kernel(
     else:
         n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
-        buf, pos, nxt, wi, col, acc = _iteration(
-            words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip, x_chip,
+        buf, pos, q0, q1, q2, q3, wi, col, acc = _iteration(
+            words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip, x_chip,
             table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
         if rest >= 2:
-            buf, pos, nxt, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip,
+            buf, pos, q0, q1, q2, q3, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
             )  # fmt: skip
     if K >= 8:  # noqa: SIM102
         if rest % 2 == 1:
-            buf, pos, nxt, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, nxt, wi, end, col, acc, codebook_chip,
+            buf, pos, q0, q1, q2, q3, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
@@ -374,7 +397,7 @@ def huffman_decode_kernel(
     sorted_row, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
-    buf, pos, nxt, wi = _reader(words_ptr, head, rest, n_words)
+    buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
     col = first_col - 1
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
@@ -396,4 +419,4 @@ def huffman_decode_kernel(
             tl.store(cols_ptr + out, col, mask=real)
             out += real.to(tl.int64)
         # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
-        buf, pos, nxt, wi = _refill(words_ptr, buf, pos, nxt, wi, end)
+        buf, pos, q0, q1, q2, q3, wi = _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end)

@@ -16,7 +16,9 @@ and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
   independent uniform draws over the gathered array's lines (expected distinct lines
   ``L (1 - (1 - 1/L)^32)``);
 * **latency**: an iteration cannot be shorter than its chain of dependent loads plus the cycles
-  its warps need to issue the body, nor than the latency a one-iteration prefetch must cover;
+  its warps need to issue the body, nor than the latency its prefetched loads must cover over
+  their lead (the fixed-width kernel's next group, one iteration ahead; the Huffman lanes' stream
+  words, four refills ahead, a line each);
   programs run in ``SMs x resident CTAs`` slots, so the floor is the longest program's chain or
   the slots' average, whichever is longer (under-filled grids are latency-bound).
 
@@ -38,6 +40,7 @@ from math import factorial
 
 import numpy as np
 
+from dc_kernels.huffman.layout import WORDS_AHEAD
 from perf.cost.compiled import KernelCost
 from perf.cost.launches import Launch
 from perf.cost.layer_stats import LayerStats
@@ -63,14 +66,15 @@ class KernelModel:
     ``trips(stats, constexprs)``: loop trips -> programs; ``chain``: memory levels (``l1``,
     ``l2``, ``hbm``) of the dependent loads on one iteration's critical path, or a function of
     ``(stats, constexprs)`` giving each level's count (possibly fractional: a load that misses one
-    iteration in n); ``floor``: the level whose latency a one-iteration prefetch must cover (None:
-    no prefetch); ``prologue``: the dependent loads before the loop; ``layout_bits``: the layout's
+    iteration in n); ``floor``: the level whose latency a one-iteration prefetch must cover, or
+    such a function (the latency of loads issued ahead, per iteration of their lead; None: no
+    prefetch); ``prologue``: the dependent loads before the loop; ``layout_bits``: the layout's
     ``bit_counts`` fields the kernel reads; ``copies(stats, launch, element_bytes)``: bytes a
     device copy made by the launcher before the launch moves (one more launch when not 0)."""
 
     trips: Callable[[LayerStats, dict], dict[float, int]]
     chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
-    floor: str | None
+    floor: str | Callable[[LayerStats, dict], dict[str, float]] | None
     prologue: tuple[str, ...]
     layout_bits: Callable[[LayerStats], dict[str, int]]
     gathers: Callable[[LayerStats, Launch, int], dict[str, float]]
@@ -106,16 +110,25 @@ def _huffman_bits_per_symbol(stats: LayerStats) -> float:
     return stats.huffman.total_bits / max(stats.huffman.symbols, 1)
 
 
+#: Stream words a Huffman lane has in flight: a refill takes the first and loads the one that many
+#: past it (`dc_kernels.huffman.kernels._refill`).
+HUFFMAN_WORDS_AHEAD = WORDS_AHEAD
+
+
 def _huffman_chain(stats: LayerStats, constexprs: dict) -> dict[str, float]:
     """Per iteration of ``K`` steps: a table lookup a step (an L1 hit); the stream word a refill
-    takes was loaded at the refill before (off the chain), but misses to HBM whenever the lane
-    enters a new line of its piece (every ``1024 / bits-per-symbol`` steps), which that one refill
-    of lead does not cover."""
+    takes was loaded refills before, off the chain (`_huffman_floor` bounds that lead)."""
+    return {"l1": int(constexprs.get("K", 1))}
+
+
+def _huffman_floor(stats: LayerStats, constexprs: dict) -> dict[str, float]:
+    """An iteration of ``K`` steps takes ``K x bits-per-symbol / 32`` stream words per lane. A
+    warp's words are interleaved (word ``j`` of lane ``l`` at ``32 j + l``), so each word row is a
+    128-byte line of its own, read from HBM for the first time by the refill that loads it,
+    `HUFFMAN_WORDS_AHEAD` refills before the word is taken: the iteration lasts at least its
+    words' HBM latency spread over that lead."""
     steps = int(constexprs.get("K", 1))
-    return {
-        "l1": steps,
-        "hbm": steps * _huffman_bits_per_symbol(stats) / (LINE_BYTES * 8),
-    }
+    return {"hbm": steps * _huffman_bits_per_symbol(stats) / 32 / HUFFMAN_WORDS_AHEAD}
 
 
 def bank_conflict_wavefronts(lanes: int = LANES, banks: int = 32) -> float:
@@ -275,13 +288,14 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # the same iteration; before the loop: the chunks' first groups, whose addresses need no
     # load, together with the block's group count and the start columns (one HBM latency).
     "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
-    # Each iteration: K steps of table lookups and refills (`_huffman_chain`); no prefetch; before
-    # the loop: the lanes' heads (their addresses need no load; the warps' word offsets and the
-    # spans come beside them), then the table (shared: an L2 hit).
+    # Each iteration: K steps of table lookups and refills (`_huffman_chain`), at least the HBM
+    # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: the
+    # lanes' heads (their addresses need no load; the warps' word offsets and the spans come
+    # beside them), then the table (shared: an L2 hit).
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,
-        None,
+        _huffman_floor,
         ("hbm", "l2"),
         _huffman_bits,
         _huffman_gathers,
@@ -360,10 +374,8 @@ def predict_launch(
     slots = machine.sms * ctas
     issue_cycles = counts.instructions * -(-warps // machine.issue_per_sm_clock)
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
-    iteration = max(
-        _latency_cycles(machine, chain) + issue_cycles,
-        _latency_cycles(machine, (model.floor,)) if model.floor else 0,
-    )
+    floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
+    iteration = max(_latency_cycles(machine, chain) + issue_cycles, _latency_cycles(machine, floor))
     prologue = _latency_cycles(machine, model.prologue) + counts.outside_instructions * -(
         -warps // machine.issue_per_sm_clock
     )

@@ -268,6 +268,36 @@ def test_roofline_arithmetic(small_stats):
     assert cublas_fp16_us(machine, small_stats, 1) == pytest.approx(machine.launch_us + dense / hbm * 1e6)
 
 
+def test_huffman_iterations_wait_for_their_stream_words(small_stats, monkeypatch):
+    """A Huffman lane's words are interleaved with its warp's, a line each: loaded one refill ahead,
+    with a short loop body an iteration lasts its words' HBM latency, not its chain."""
+    from dc_kernels.huffman.layout import WORDS_AHEAD
+    from perf.cost import roofline
+
+    assert roofline.HUFFMAN_WORDS_AHEAD == WORDS_AHEAD
+    monkeypatch.setattr(roofline, "HUFFMAN_WORDS_AHEAD", 1)  # one refill of lead
+    machine = MACHINES["h100-sxm"]
+    (launch,) = layer_launches("huffman", small_stats, 1)
+    steps = launch.constexprs["K"]
+    bits = small_stats.huffman.total_bits / small_stats.huffman.symbols
+    floor = roofline._huffman_floor(small_stats, launch.constexprs)
+    assert floor == {"hbm": pytest.approx(steps * bits / 32)}
+    cost = _cost({"int": 10.0}, {"int": 0}, launch.num_warps)
+    model = KERNEL_MODELS["huffman"]
+
+    def latency_cycles() -> float:
+        p = predict_launch(machine, small_stats, model, launch, cost, element_bytes=2)
+        return p.bounds_s["latency"] * machine.clock_hz
+
+    prologue = machine.hbm_latency_cycles + machine.l2_latency_cycles
+    per_iteration = (latency_cycles() - prologue) / max(model.trips(small_stats, launch.constexprs))
+    assert per_iteration == pytest.approx(steps * bits / 32 * machine.hbm_latency_cycles, rel=1e-6)
+    assert per_iteration > steps * machine.l1_latency_cycles + 10  # more than the chain
+    monkeypatch.setattr(roofline, "HUFFMAN_WORDS_AHEAD", 64)  # words far enough ahead: the chain
+    per_iteration = (latency_cycles() - prologue) / max(model.trips(small_stats, launch.constexprs))
+    assert per_iteration == pytest.approx(steps * machine.l1_latency_cycles + 10, rel=1e-6)
+
+
 def test_decode_then_cublas_adds_cublas(small_stats):
     """A row whose launches decode the weight for cuBLAS: cuBLAS's predicted time (launch included)
     and bytes added to the decoder's."""
