@@ -110,11 +110,6 @@ def _huffman_bits_per_symbol(stats: LayerStats) -> float:
     return stats.huffman.total_bits / max(stats.huffman.symbols, 1)
 
 
-#: Stream words a Huffman lane has in flight: a refill takes the first and loads the one that many
-#: past it (`dc_kernels.huffman.kernels._refill`).
-HUFFMAN_WORDS_AHEAD = WORDS_AHEAD
-
-
 def _huffman_chain(stats: LayerStats, constexprs: dict) -> dict[str, float]:
     """Per iteration of ``K`` steps: a table lookup a step (an L1 hit); the stream word a refill
     takes was loaded refills before, off the chain (`_huffman_floor` bounds that lead)."""
@@ -125,10 +120,10 @@ def _huffman_floor(stats: LayerStats, constexprs: dict) -> dict[str, float]:
     """An iteration of ``K`` steps takes ``K x bits-per-symbol / 32`` stream words per lane. A
     warp's words are interleaved (word ``j`` of lane ``l`` at ``32 j + l``), so each word row is a
     128-byte line of its own, read from HBM for the first time by the refill that loads it,
-    `HUFFMAN_WORDS_AHEAD` refills before the word is taken: the iteration lasts at least its
-    words' HBM latency spread over that lead."""
+    `WORDS_AHEAD` refills before the word is taken (`dc_kernels.huffman.kernels._refill`): the
+    iteration lasts at least its words' HBM latency spread over that lead."""
     steps = int(constexprs.get("K", 1))
-    return {"hbm": steps * _huffman_bits_per_symbol(stats) / 32 / HUFFMAN_WORDS_AHEAD}
+    return {"hbm": steps * _huffman_bits_per_symbol(stats) / 32 / WORDS_AHEAD}
 
 
 def bank_conflict_wavefronts(lanes: int = LANES, banks: int = 32) -> float:

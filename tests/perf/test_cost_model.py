@@ -274,8 +274,8 @@ def test_huffman_iterations_wait_for_their_stream_words(small_stats, monkeypatch
     from dc_kernels.huffman.layout import WORDS_AHEAD
     from perf.cost import roofline
 
-    assert roofline.HUFFMAN_WORDS_AHEAD == WORDS_AHEAD
-    monkeypatch.setattr(roofline, "HUFFMAN_WORDS_AHEAD", 1)  # one refill of lead
+    assert roofline.WORDS_AHEAD == WORDS_AHEAD  # the model's lead is the kernels'
+    monkeypatch.setattr(roofline, "WORDS_AHEAD", 1)  # one refill of lead
     machine = MACHINES["h100-sxm"]
     (launch,) = layer_launches("huffman", small_stats, 1)
     steps = launch.constexprs["K"]
@@ -293,7 +293,7 @@ def test_huffman_iterations_wait_for_their_stream_words(small_stats, monkeypatch
     per_iteration = (latency_cycles() - prologue) / max(model.trips(small_stats, launch.constexprs))
     assert per_iteration == pytest.approx(steps * bits / 32 * machine.hbm_latency_cycles, rel=1e-6)
     assert per_iteration > steps * machine.l1_latency_cycles + 10  # more than the chain
-    monkeypatch.setattr(roofline, "HUFFMAN_WORDS_AHEAD", 64)  # words far enough ahead: the chain
+    monkeypatch.setattr(roofline, "WORDS_AHEAD", 64)  # words far enough ahead: the chain
     per_iteration = (latency_cycles() - prologue) / max(model.trips(small_stats, launch.constexprs))
     assert per_iteration == pytest.approx(steps * machine.l1_latency_cycles + 10, rel=1e-6)
 
