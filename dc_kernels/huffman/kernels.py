@@ -7,8 +7,9 @@ per thread): a row's pieces sit side by side, so its partial sums are reduced in
 A lane's words are interleaved with those of the 31 other lanes of its warp (word ``j`` at
 ``32 j + lane`` from its warp's base: a warp's loads touch one or two lines, not 32); the first
 three, the lane's head, sit at places its warp's index gives, so a program loads its lanes' heads
-without waiting on the warps' offsets (which locate the rest) and finds their first columns with
-a prefix sum of the stored spans, then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
+without waiting on the warps' offsets (which locate the rest), loads the decode table into L1
+beside them (`_warm_table`) and finds their first columns with a prefix sum of the stored spans,
+then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
 steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as the rest needs
 (`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:
 
@@ -106,6 +107,19 @@ def _lanes(
     else:
         first_col = tl.zeros((ROWS, PIECES), dtype=tl.int32)
     return row, head, rest, _byte_offset(end), first_col
+
+
+@triton.jit
+def _warm_table(table_ptr, table_bits, ROWS: tl.constexpr, PIECES: tl.constexpr):
+    """0 for every lane ([ROWS, PIECES] int32), once each lane has loaded one decode-table entry,
+    lanes 32 entries (a 128-byte line) apart: the table's lines come into L1 while the heads come
+    from HBM, so the first lookup, which waits on the heads, finds the table in L1, not L2. No
+    entry is ``INT32_MIN`` (`dc_kernels.huffman.layout.decode_table_entries`: its fields stay far
+    from the sign bit), so the test gives 0; the kernel adds it to a lane's state, which keeps the
+    load (an unused one is dropped)."""
+    lane = tl.arange(0, ROWS)[:, None] * PIECES + tl.arange(0, PIECES)[None, :]
+    entry = tl.load(table_ptr + ((lane * 32) & ((1 << table_bits) - 1)))
+    return (entry == -(2**31)).to(tl.int32)
 
 
 @triton.jit
@@ -311,7 +325,7 @@ def huffman_spmm_kernel(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
     buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
-    col = first_col - 1  # the column of the last decoded weight
+    col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)  # the last weight's column
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
     c = tl.arange(0, CODEBOOK_CHIP)
@@ -398,7 +412,7 @@ def huffman_decode_kernel(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
     buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
-    col = first_col - 1
+    col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
     row_ok = row_ok & (row >= 0) & (row < n_rows)  # row_ids that skipped validation

@@ -285,13 +285,13 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`), at least the HBM
     # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: the
-    # lanes' heads (their addresses need no load; the warps' word offsets and the spans come
-    # beside them), then the table (shared: an L2 hit).
+    # lanes' heads (their addresses need no load; the warps' word offsets, the spans and the
+    # decode table, loaded into L1 by `dc_kernels.huffman.kernels._warm_table`, come beside them).
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,
         _huffman_floor,
-        ("hbm", "l2"),
+        ("hbm",),
         _huffman_bits,
         _huffman_gathers,
         _huffman_copies,

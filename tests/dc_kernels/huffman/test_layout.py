@@ -32,6 +32,8 @@ def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:
     lengths = layout.code_lengths.numpy()
     assert lengths[-1] == lengths.max() == layout.table_bits  # END: the all-ones codeword
     assert int(lengths[:-2].max(initial=0)) + layout.gap_raw_bits + layout.code_raw_bits <= MAX_SYMBOL_BITS
+    # The kernels' `_warm_table` adds (entry == INT32_MIN) to a lane's column: it must be 0.
+    assert int(layout.table.min()) > torch.iinfo(torch.int32).min
     return layout
 
 
