@@ -1,10 +1,12 @@
 import csv
+import itertools
 
 import pytest
 import torch
 
 from dc_kernels.cpu import build as cpu_build
-from perf.bench_cpu import CODES_SWEEP_BATCHES, main, plot_layers
+from perf.bench_cpu import CODES_SWEEP_BATCHES, STACKS, main, plot_layers, stack_verdicts
+from workloads import get_layer
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +29,36 @@ def test_layers_side_by_side(tmp_path, capsys):
         assert 0 < float(row["memory_ratio"]) < 1 and row["commit"] and row["load_avg_1min"]
     assert "conditions:" in capsys.readouterr().out
     assert (tmp_path / "bench_cpu.png").stat().st_size > 0  # more than one batch: a plot
+
+
+def test_stacks_chain_their_layers():
+    for names in STACKS.values():
+        specs = [get_layer(name) for name in names]
+        assert all(a.outputs == b.inputs for a, b in itertools.pairwise(specs))
+
+
+def test_stack_times_every_layer_inside_it(tmp_path, capsys):
+    args = ["--stacks", "alexnet", "--batches", "1", "2", "--threads", "1", "--rounds", "1", "--repeat", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "bench_cpu_stacks.csv").open()))
+    assert [(r["layer"], r["batch"]) for r in rows] == [(n, b) for b in "12" for n in STACKS["alexnet"]]
+    for row in rows:
+        assert float(row["dense_ms"]) > 0 and float(row["compressed_ms"]) > 0
+        assert float(row["speedup"]) == pytest.approx(float(row["dense_ms"]) / float(row["compressed_ms"]))
+    out = capsys.readouterr().out
+    assert "alexnet, 1 thread(s): slowest layer" in out and "conditions:" in out
+    assert (tmp_path / "bench_cpu_stacks.png").stat().st_size > 0
+
+
+def test_stack_verdicts_name_the_slow_layers():
+    rows = [
+        {"stack": "alexnet", "threads": 1, "layer": layer, "batch": batch, "speedup": speedup}
+        for layer, batch, speedup in (("alex6", 1, 2.5), ("alex8", 1, 0.85), ("alex8", 2, 1.2))
+    ]
+    (line,) = stack_verdicts(rows)
+    assert line == "alexnet, 1 thread(s): slowest layer 0.85x nn.Linear (goal >= 0.9x: MISSED: alex8 batch 1)"
+    (line,) = stack_verdicts(rows[:1])
+    assert line.endswith("(goal >= 0.9x: met)")
 
 
 def test_layers_plot_from_the_csv(tmp_path):
