@@ -111,11 +111,11 @@ def layer_contenders(dense: nn.Linear, module: CompressedLinear, csr: torch.Tens
     }
 
 
-def time_layer(name: str, args, thread_counts: list[int]) -> list[dict]:
+def time_layer(name: str, args, threads_to_run: list[int]) -> list[dict]:
     spec, module, dense, csr = build(name, args.bits)
     memory_ratio = module.memory_bytes() / module.dense_bytes()
     rows = []
-    for threads in thread_counts:
+    for threads in threads_to_run:
         torch.set_num_threads(threads)
         for batch in args.batches:
             x = torch.randn(batch, spec.inputs)
@@ -146,9 +146,13 @@ def time_layer(name: str, args, thread_counts: list[int]) -> list[dict]:
     return rows
 
 
+def thread_counts(args) -> list[int]:
+    """``--threads``, by default 1 and torch's count."""
+    return sorted({1, torch.get_num_threads()}) if args.threads is None else args.threads
+
+
 def run_layers(args) -> list[dict]:
-    thread_counts = sorted({1, torch.get_num_threads()}) if args.threads is None else args.threads
-    return [row for name in args.layers for row in time_layer(name, args, thread_counts)]
+    return [row for name in args.layers for row in time_layer(name, args, thread_counts(args))]
 
 
 COLUMNS = (
@@ -189,13 +193,13 @@ def stack_forward(layers: list, x: torch.Tensor, seconds: list[list[float]]) -> 
         seconds[i].append(time.perf_counter() - start)
 
 
-def time_stack(stack: str, args, thread_counts: list[int]) -> list[dict]:
+def time_stack(stack: str, args, threads_to_run: list[int]) -> list[dict]:
     """Every layer of ``stack`` timed inside it, dense against compressed: per round, ``repeat``
     passes of the dense stack, then of the compressed one (medians over all passes)."""
     built = [build(name, args.bits) for name in STACKS[stack]]
     models = {"dense": [b[2] for b in built], "compressed": [b[1] for b in built]}
     rows = []
-    for threads in thread_counts:
+    for threads in threads_to_run:
         torch.set_num_threads(threads)
         for batch in args.batches:
             x = torch.randn(batch, built[0][0].inputs)
@@ -226,6 +230,10 @@ def time_stack(stack: str, args, thread_counts: list[int]) -> list[dict]:
                 rows.append(row)
                 print_table([row], STACK_COLUMNS, file=sys.stderr)  # progress
     return rows
+
+
+def run_stacks(args) -> list[dict]:
+    return [row for stack in args.stacks for row in time_stack(stack, args, thread_counts(args))]
 
 
 STACK_COLUMNS = (
@@ -626,8 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_codes_sweep(rows, args.out / "bench_cpu_codes_sweep.png")
             print_table(rows, CODES_SWEEP_COLUMNS)
         elif args.stacks:
-            thread_counts = sorted({1, threads}) if args.threads is None else args.threads
-            rows = [row for stack in args.stacks for row in time_stack(stack, args, thread_counts)]
+            rows = run_stacks(args)
             csv_path = write_csv(args.out / "bench_cpu_stacks.csv", rows, info)
             if len({r["batch"] for r in rows}) > 1:
                 plot_layers(rows, args.out / "bench_cpu_stacks.png", "inside their stacks")
