@@ -24,6 +24,7 @@ class Block:
     start: int
     end: int
     successors: tuple[int, ...]
+    exits: bool = False  # ends with an EXIT (a predicated one also falls through)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,17 @@ class ControlFlow:
         if not innermost:
             return None
         return max(innermost, key=lambda loop: (loop.depth, len(loop.instructions), -loop.header))
+
+    def skippable_after(self, loop: Loop) -> frozenset[int]:
+        """The blocks after ``loop`` (reached from its exits without re-entering it) that some
+        path from an exit of the loop to a function exit avoids: code that runs only on some
+        programs, such as a closing partial iteration or a masked load behind a branch."""
+        blocks = self.blocks
+        exits = {s for b in loop.blocks for s in blocks[b].successors if s not in loop.blocks}
+        after = _reach_avoiding(blocks, exits, loop.blocks)
+        # A function exit: no successor, or a predicated EXIT (its fall-through is the other path).
+        ends = {b for b in after if not blocks[b].successors or blocks[b].exits}
+        return frozenset(b for b in after if _reach_avoiding(blocks, exits - {b}, loop.blocks | {b}) & ends)
 
 
 def control_flow(listing: Listing, entry: int = 0) -> ControlFlow:
@@ -117,7 +129,9 @@ def _blocks(listing: Listing) -> list[Block]:
             falls_through = last.conditional
         if falls_through and end < n:
             successors.append(index[end])
-        blocks.append(Block(start, end, tuple(dict.fromkeys(successors))))
+        blocks.append(
+            Block(start, end, tuple(dict.fromkeys(successors)), last.flow == FLOW_EXIT and not last.never)
+        )
     return blocks
 
 
@@ -126,6 +140,20 @@ def _reach(blocks: list[Block], root: int) -> set[int]:
     while stack:
         for s in blocks[stack.pop()].successors:
             if s not in seen:
+                seen.add(s)
+                stack.append(s)
+    return seen
+
+
+def _reach_avoiding(
+    blocks: list[Block] | tuple[Block, ...], starts: set[int], avoid: frozenset[int]
+) -> set[int]:
+    """Blocks reachable from ``starts`` (those not in ``avoid``) through blocks not in ``avoid``."""
+    seen = {b for b in starts if b not in avoid}
+    stack = list(seen)
+    while stack:
+        for s in blocks[stack.pop()].successors:
+            if s not in seen and s not in avoid:
                 seen.add(s)
                 stack.append(s)
     return seen

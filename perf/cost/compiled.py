@@ -55,7 +55,11 @@ class CompiledKernel:
 @dataclass(frozen=True)
 class LoopCounts:
     """Instructions by class: per iteration of the main loop (source iterations: divided by the
-    unroll factor) and outside it, once per program (prologue, epilogue, other code)."""
+    unroll factor) and outside it, once per program (prologue, epilogue, other code).
+    ``closing``: the part of ``outside`` in blocks after the loop that some programs skip and
+    that multiply (a closing partial iteration: the Huffman kernel's ``K / 2`` and ``K / 4``
+    steps, which its trips count as fractions of an iteration; masked loads and stores behind a
+    branch hold no multiply)."""
 
     per_iteration: dict[str, float]
     outside: dict[str, int]
@@ -64,6 +68,7 @@ class LoopCounts:
     loops_found: int
     depth: int
     internal_branches: int
+    closing: dict[str, int] = field(default_factory=dict)
 
     @property
     def instructions(self) -> float:
@@ -71,7 +76,7 @@ class LoopCounts:
 
     @property
     def lsu(self) -> float:
-        return sum(v for k, v in self.per_iteration.items() if is_lsu(k))
+        return _lsu(self.per_iteration)
 
     @property
     def outside_instructions(self) -> int:
@@ -79,7 +84,20 @@ class LoopCounts:
 
     @property
     def outside_lsu(self) -> int:
-        return sum(v for k, v in self.outside.items() if is_lsu(k))
+        return _lsu(self.outside)
+
+    @property
+    def closing_instructions(self) -> int:
+        return sum(self.closing.values())
+
+    @property
+    def closing_lsu(self) -> int:
+        return _lsu(self.closing)
+
+
+def _lsu(classes: dict) -> float:
+    """The load/store-pipe instructions among ``classes`` (class -> count)."""
+    return sum(v for k, v in classes.items() if is_lsu(k))
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,7 @@ class KernelCost:
                 loop_internal_branches=c.internal_branches,
                 outside_instructions=c.outside_instructions,
                 outside_lsu=c.outside_lsu,
+                closing_instructions=c.closing_instructions,
             )
             out.update({f"loop_{k}": _round(v) for k, v in c.per_iteration.items()})
         return out
@@ -313,6 +332,13 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
     outside = Counter(
         sass_class(sass.instructions[i].opcode) for i in flow.reachable_instructions() if i not in in_loop
     )
+    closing = Counter()
+    for b in flow.skippable_after(loop):
+        block = [
+            sass_class(sass.instructions[i].opcode) for i in range(flow.blocks[b].start, flow.blocks[b].end)
+        ]
+        if "ffma" in block:
+            closing.update(block)
     unroll, ratio = _unroll(sass, loop.instructions, ptx)
     branches = sum(
         1
@@ -328,6 +354,7 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
         loops_found=len(flow.loops),
         depth=loop.depth,
         internal_branches=max(0, branches - 1),
+        closing={k: closing[k] for k in sorted(closing, key=class_sort_key)},
     )
 
 

@@ -70,7 +70,10 @@ class KernelModel:
     such a function (the latency of loads issued ahead, per iteration of their lead; None: no
     prefetch); ``prologue``: the dependent loads before the loop; ``layout_bits``: the layout's
     ``bit_counts`` fields the kernel reads; ``copies(stats, launch, element_bytes)``: bytes a
-    device copy made by the launcher before the launch moves (one more launch when not 0)."""
+    device copy made by the launcher before the launch moves (one more launch when not 0);
+    ``closing_in_trips``: ``trips`` counts the closing partial iterations after the loop as
+    fractions of one, so their code (`LoopCounts.closing`) is left out of the once-per-program
+    count."""
 
     trips: Callable[[LayerStats, dict], dict[float, int]]
     chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
@@ -79,6 +82,7 @@ class KernelModel:
     layout_bits: Callable[[LayerStats], dict[str, int]]
     gathers: Callable[[LayerStats, Launch, int], dict[str, float]]
     copies: Callable[[LayerStats, Launch, int], int] | None = None
+    closing_in_trips: bool = False
 
 
 def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
@@ -92,9 +96,8 @@ def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
 
 def _huffman_trips(stats: LayerStats, constexprs: dict) -> dict[float, int]:
     """Iterations of ``K`` steps (the decoder: one step) covering each program's steps, closing
-    iterations of ``K / 2`` and ``K / 4`` steps counted as fractions of one (their code, outside
-    the loop, is also in the instructions counted once per program: an over-estimate of at most
-    three quarters of an iteration)."""
+    iterations of ``K / 2`` and ``K / 4`` steps counted as fractions of one (their compiled code,
+    after the loop, is not counted again once per program: ``closing_in_trips``)."""
     from dc_kernels.huffman.launch import steps_granularity
 
     per = int(constexprs.get("K", 1))
@@ -295,6 +298,7 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         _huffman_bits,
         _huffman_gathers,
         _huffman_copies,
+        closing_in_trips=True,
     ),
     # Each trip loads its codes (no prefetch: an HBM latency) and then looks them up in the L1
     # table; x (an L2 hit) does not depend on them; nothing is loaded before the loop.
@@ -353,8 +357,11 @@ def predict_launch(
     total_trips = sum(t * n for t, n in trips.items())
     trips_max = max(trips, default=0)
     warps = cost.num_warps
-    warp_instructions = warps * (programs * counts.outside_instructions + total_trips * counts.instructions)
-    lsu = warps * (programs * counts.outside_lsu + total_trips * counts.lsu)
+    outside, outside_lsu = counts.outside_instructions, counts.outside_lsu
+    if model.closing_in_trips:
+        outside, outside_lsu = outside - counts.closing_instructions, outside_lsu - counts.closing_lsu
+    warp_instructions = warps * (programs * outside + total_trips * counts.instructions)
+    lsu = warps * (programs * outside_lsu + total_trips * counts.lsu)
     wavefronts = sum(model.gathers(stats, launch, element_bytes).values())
     layout_bytes = (sum(model.layout_bits(stats).values()) + 7) // 8
     bb_rows = int(consts.get("BB", 1))
@@ -371,9 +378,7 @@ def predict_launch(
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
     iteration = max(_latency_cycles(machine, chain) + issue_cycles, _latency_cycles(machine, floor))
-    prologue = _latency_cycles(machine, model.prologue) + counts.outside_instructions * -(
-        -warps // machine.issue_per_sm_clock
-    )
+    prologue = _latency_cycles(machine, model.prologue) + outside * -(-warps // machine.issue_per_sm_clock)
     latency_cycles = max(
         trips_max * iteration + prologue, (total_trips * iteration + programs * prologue) / slots
     )

@@ -131,6 +131,49 @@ def test_innermost_loop_of_a_nest_is_the_main_loop():
     assert counts.depth == 2 and counts.loops_found == 2
 
 
+# The main loop, then a closing half iteration (run when P1: some programs skip it), a masked
+# load behind a branch (no multiply), the store and a predicated EXIT before a second store.
+CLOSING = sass(
+    """\
+        /*0000*/                   S2R R0, SR_TID.X ;
+.L_x_1:
+        /*0010*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0020*/                   FFMA R6, R4, R5, R6 ;
+        /*0030*/                   IADD3 R0, R0, -0x1, RZ ;
+        /*0040*/                   ISETP.NE.AND P0, PT, R0, RZ, PT ;
+        /*0050*/               @P0 BRA `(.L_x_1) ;
+        /*0060*/              @!P1 BRA `(.L_x_2) ;
+        /*0070*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0080*/                   FFMA R6, R4, R5, R6 ;
+.L_x_2:
+        /*0090*/              @!P2 BRA `(.L_x_3) ;
+        /*00a0*/                   LDG.E R8, desc[UR4][R2.64+0x4] ;
+.L_x_3:
+        /*00b0*/                   FADD R6, R6, R8 ;
+        /*00c0*/                   STG.E desc[UR4][R2.64], R6 ;
+        /*00d0*/              @!P3 EXIT ;
+        /*00e0*/                   STG.E desc[UR4][R2.64+0x4], R6 ;
+        /*00f0*/                   EXIT ;
+.L_x_4:
+        /*0100*/                   BRA `(.L_x_4);
+"""
+)
+
+
+def test_code_some_programs_skip_after_the_loop():
+    listing = parse_sass(CLOSING)
+    flow = control_flow(listing)
+    skipped = flow.skippable_after(flow.main_loop())
+    # The closing half iteration, the masked load and the store after the predicated EXIT
+    # (instructions 7, 10 and 14); not the branches that guard them, nor the FADD and the first
+    # store, which every program runs.
+    assert sorted(flow.blocks[b].start for b in skipped) == [7, 10, 14]
+    counts = loop_counts(listing)
+    assert counts.closing == {"ldg.32": 1, "ffma": 1}  # only the block that multiplies
+    assert counts.closing_instructions == 2 and counts.closing_lsu == 1
+    assert counts.outside_instructions == 11
+
+
 def test_code_without_a_loop():
     straight = sass(
         "        /*0000*/                   MOV R0, 0x4 ;\n        /*0010*/                   EXIT ;\n"

@@ -233,9 +233,35 @@ def test_distinct_lines():
     assert values == sorted(values)
 
 
-def _cost(per_iteration: dict, outside: dict, warps: int, ctas: int = 8) -> KernelCost:
-    counts = LoopCounts(per_iteration, outside, 1, 1.0, 1, 1, 0)
+def _cost(
+    per_iteration: dict, outside: dict, warps: int, ctas: int = 8, closing: dict | None = None
+) -> KernelCost:
+    counts = LoopCounts(per_iteration, outside, 1, 1.0, 1, 1, 0, closing or {})
     return KernelCost("codebook_spmm_kernel", 90, warps, 64, 0, 0, 0, 0, ctas, counts, 1024, 1)
+
+
+def test_closing_iterations_counted_once(small_stats):
+    """The Huffman trips count a program's closing K / 2 and K / 4 steps as fractions of an
+    iteration, so their compiled code is not counted again with the prologue; the fixed-width
+    kernel has no closing iterations and counts all its code outside the loop."""
+    machine = MACHINES["h100-sxm"]
+    (launch,) = layer_launches("huffman", small_stats, 1)
+    warps, programs = launch.num_warps, int(launch.grid[0])
+    closing = {"int": 30, "lds.32": 4, "ffma": 2}
+    cost = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 80, "lds.32": 6, "ffma": 2}, warps, closing=closing)
+    without = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 50, "lds.32": 2}, warps)
+    model = KERNEL_MODELS["huffman"]
+    p = predict_launch(machine, small_stats, model, launch, cost, element_bytes=2)
+    q = predict_launch(machine, small_stats, model, launch, without, element_bytes=2)
+    trips = sum(t * n for t, n in model.trips(small_stats, launch.constexprs).items())
+    assert p.warp_instructions == q.warp_instructions == warps * (programs * 52 + trips * 104)
+    assert p.lsu_instructions == q.lsu_instructions == warps * (programs * 2 + trips * 4)
+    assert p.bounds_s == q.bounds_s
+    (launch,) = layer_launches("fixed", small_stats, 1)
+    fixed = KERNEL_MODELS["fixed"]
+    p = predict_launch(machine, small_stats, fixed, launch, cost, element_bytes=2)
+    trips = sum(t * n for t, n in fixed.trips(small_stats, launch.constexprs).items())
+    assert p.warp_instructions == warps * (int(launch.grid[0]) * 88 + trips * 104)  # warps: the cost's
 
 
 def test_roofline_arithmetic(small_stats):
