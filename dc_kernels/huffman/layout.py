@@ -71,7 +71,7 @@ kernels then only ever see streams that decode exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -155,7 +155,7 @@ def choose_slabs(in_features: int) -> int:
     """Column slabs of a layer with ``in_features`` columns: 1 up to `SLAB_COLUMNS`, else the
     fewest (a power of two) whose slabs are at most `SLAB_COLUMNS` wide."""
     slabs = 1
-    while -(-in_features // slabs) > SLAB_COLUMNS:
+    while slab_width(in_features, slabs) > SLAB_COLUMNS:
         slabs *= 2
     return slabs
 
@@ -415,6 +415,8 @@ class HuffmanLayout:
     table: torch.Tensor  # int32 [2**table_bits], derived
     prog_steps: torch.Tensor  # int32 [n_programs], derived
     seg_first: torch.Tensor | None  # int64 [stored_rows * pieces], derived; None: left out
+    # The fused kernel's per-slab partial sums and counts (`huffman.launch`), made at first use.
+    scratch: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -806,7 +808,11 @@ def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_tab
 
 
 def slab_width(in_features: int, slabs: int) -> int:
-    return -(-in_features // slabs)
+    """Columns of each of ``slabs`` slabs (the last may hold fewer): a multiple of 16 (the kernels'
+    x loads stay aligned past a slab's first column), ``in_features`` for one slab."""
+    if slabs == 1:
+        return in_features
+    return -(-in_features // (slabs * 16)) * 16
 
 
 def stored_rows(out_features: int, rows_per_program: int, slabs: int) -> int:
