@@ -3,7 +3,8 @@ standalone decoder.
 
 One program per ``ROWS`` consecutive sorted rows, one lane per piece (``ROWS x PIECES`` lanes, one
 per thread): a row's pieces sit side by side, so its partial sums are reduced inside the program
-(no atomics, every output element written once, at the row's original index ``row_ids[row]``).
+(every output element written once, at the row's original index ``row_ids[row]``; with column
+slabs, by the last of the row's programs, below).
 A lane's words are interleaved with those of the 31 other lanes of its warp (word ``j`` at
 ``32 j + lane`` from its warp's base: a warp's loads touch one or two lines, not 32); the first
 three, the lane's head, sit at places its warp's index gives, so a program loads its lanes' heads
@@ -25,6 +26,15 @@ steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as th
   past the codebook: weight 0), so a step costs one shift, one mask and two adds beyond the lookup
   (`dc_kernels.huffman.layout.decode_table_entries`);
 * a weight is multiplied with the ``BB`` batch columns of x at its column.
+
+With column slabs (`dc_kernels.huffman.layout`: ``SLABS > 1``) program ``pid`` covers slab
+``pid // slab_programs``: its columns count from the slab's first and x is read from there (the
+on-chip copy one slab wide). Its row sums are partial: it stores them in a float32 ``partial``
+array (slab, row, batch column), and after a barrier one acq_rel atomic add per row on a
+``count`` array tells it whether it is the last of the row's ``SLABS`` programs (the count read
+modulo ``SLABS``: never reset). The last adds the ``SLABS`` partials in slab order, so the sum
+does not depend on which program ends last, and writes the row (`_slab_sums`). The launcher keeps
+both arrays with the layout (`dc_kernels.huffman.launch.slab_scratch`).
 
 A lane's words past its piece are one bits (its padding to its warp's longest piece) and words
 past its warp's are not loaded but read as one bits: a lane that finishes early decodes END
@@ -286,7 +296,9 @@ def _accumulate(
 
 
 @triton.jit
-def _slab_sums(out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB: tl.constexpr, SLABS: tl.constexpr):
+def _slab_sums(
+    out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB: tl.constexpr, SLABS: tl.constexpr
+):
     """(row sums, rows to write): the program's sums over its slab go to ``partial[slab, row]``;
     the program that finds itself the last of its rows' ``SLABS`` (an acq_rel count per row, read
     modulo ``SLABS``, so it never needs a reset) adds the slabs' partials in slab order (the same

@@ -147,7 +147,9 @@ def slab_scratch(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
     if "slabs" not in layout.scratch:
         device = layout.device
         layout.scratch["slabs"] = (
-            torch.empty(layout.slabs * layout.out_features * BATCH_BUCKETS[-1], dtype=torch.float32, device=device),
+            torch.empty(
+                layout.slabs * layout.out_features * BATCH_BUCKETS[-1], dtype=torch.float32, device=device
+            ),
             torch.zeros(layout.out_features, dtype=torch.int32, device=device),
         )
     return layout.scratch["slabs"]

@@ -35,8 +35,22 @@ layout balances their bits instead): piece ``p`` of a row covers columns ``[c_p,
 most first (``row_ids[i]`` is the original row of sorted row ``i``),
 and one GPU program decodes ``rows_per_program`` consecutive sorted rows, one lane per piece: the
 lanes of a program hold about the same number of symbols (the lane utilization, `lane_utilization`,
-is what is left idle), and a row's partial sums are reduced inside its program (no atomics, every
-output written once).
+is what is left idle), and a row's partial sums are reduced inside its program (every output
+written once; with column slabs a row's slabs meet as described below).
+
+Column slabs: one slab of x per program
+---------------------------------------
+A layer wider than `SLAB_COLUMNS` (8192) columns is cut into ``slabs`` (2, 4, ...: `choose_slabs`)
+column slabs of ``slab_width`` columns (a multiple of 16; the last slab may hold fewer): the
+weights of row ``r`` in slab ``s`` are stored as a row of their own, their columns counted from the
+slab's first, cut into pieces like any row. The stored rows go slab by slab; within a slab the
+rows are sorted by their symbols there, and each slab's rows are padded with empty rows to whole
+programs (``stored_rows = slabs * ceil(out_features / rows_per_program) * rows_per_program``;
+``row_ids`` holds each slab's order, the padding rows' ids ``>= out_features``). A program so
+covers one slab, and the fused kernel keeps only that slab of x on chip (VGG-6's 25088 columns: 4
+slabs, an 8192-column copy instead of a 32768-column one, which frees registers for three
+programs an SM instead of one); a row's slab sums meet in whichever of its programs ends last
+(`dc_kernels.huffman.kernels`). One slab is the layout without slabs.
 
 Words: interleaved by warp
 -------------------------
@@ -516,7 +530,13 @@ class HuffmanLayout:
             raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
         if slabs is None:
             slabs = choose_slabs(cols)
-        if isinstance(slabs, bool) or not isinstance(slabs, int) or slabs < 1 or slabs & (slabs - 1) or slabs > cols:
+        if (
+            isinstance(slabs, bool)
+            or not isinstance(slabs, int)
+            or slabs < 1
+            or slabs & (slabs - 1)
+            or slabs > cols
+        ):
             raise ValueError(f"slabs must be None or a power of two <= in_features={cols}, got {slabs!r}")
         out_features, in_features = rows, cols
         k = int(matrix.codebook.size)
@@ -572,7 +592,9 @@ class HuffmanLayout:
         order = np.argsort(-np.bincount(piece_of_symbol // pieces, weights, minlength=rows), kind="stable")
         if slabs > 1:  # slab by slab, each slab's rows sorted by their symbols there
             slab_cost = np.bincount(piece_of_symbol // pieces, weights, minlength=rows).reshape(-1, slabs)
-            order = (np.argsort(-slab_cost.T, axis=1, kind="stable") * slabs + np.arange(slabs)[:, None]).reshape(-1)
+            order = (
+                np.argsort(-slab_cost.T, axis=1, kind="stable") * slabs + np.arange(slabs)[:, None]
+            ).reshape(-1)
         rank = np.empty(rows, dtype=np.int64)
         rank[order] = np.arange(rows)
         # The rows' runs of symbols move as blocks to their sorted places.
@@ -1002,7 +1024,9 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     if row_ids.dtype not in (np.int16, np.int32) or row_ids.shape != (rows,):
         _fail(f"row_ids must be int16/int32[{rows}], got {row_ids.dtype} {row_ids.shape}")
     per_slab = row_ids.astype(np.int64).reshape(slabs, -1)
-    if not np.array_equal(np.sort(per_slab, axis=1), np.broadcast_to(np.arange(per_slab.shape[1]), per_slab.shape)):
+    if not np.array_equal(
+        np.sort(per_slab, axis=1), np.broadcast_to(np.arange(per_slab.shape[1]), per_slab.shape)
+    ):
         _fail("row_ids is not a permutation of the rows" + (" in every slab" if slabs > 1 else ""))
     if slabs > 1 and np.any(per_slab.reshape(slabs, -1, rpp)[:, :-1] >= orig_rows):
         _fail(f"row_ids: empty rows (>= out_features={orig_rows}) outside a slab's last block")
