@@ -455,6 +455,7 @@ def huffman_decode_kernel(
     ROWS: tl.constexpr,
     PIECES: tl.constexpr,
     DENSE: tl.constexpr,
+    SLABS: tl.constexpr,
 ):
     """Decode the program's pieces: into ``codes`` (uint8) and ``cols`` (int32) in CSR order,
     from each piece's ``seg_first`` (``DENSE`` False), or each weight into the zero-filled float32
@@ -466,8 +467,11 @@ def huffman_decode_kernel(
     )  # fmt: skip
     buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
     col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)
-    slab_start = (pid // slab_programs) * slab_cols
-    slab_end = tl.minimum(n_cols - slab_start, slab_cols)  # the columns of the slab
+    slab_start = 0
+    slab_end = n_cols
+    if SLABS > 1:
+        slab_start = (pid // slab_programs) * slab_cols
+        slab_end = tl.minimum(n_cols - slab_start, slab_cols)  # the columns of the slab
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
     row_ok = row_ok & (row >= 0) & (row < n_out)  # empty rows, and row_ids that skipped validation

@@ -183,7 +183,7 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
         layout.n_programs // layout.slabs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
         layout.nnz, layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
     )  # fmt: skip
-    kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense}
+    kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense, "SLABS": layout.slabs}
     return args, {**kwargs, "num_warps": layout.lanes // 32}
 
 
@@ -284,7 +284,7 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
         fields = _aot_layout_fields(in_features, lanes, pieces, slabs)
         consts = {"ROWS": lanes // pieces, "PIECES": pieces}
         for dense in (False, True):
-            decode = {**consts, "DENSE": dense}
+            decode = {**consts, "DENSE": dense, "SLABS": slabs}
             sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, spans)
             # The pointers `_decode_args` fills with the table (int32), unused by that variant.
             unused = ("seg_first_ptr", "codes_ptr", "cols_ptr") if dense else ("w_ptr",)
