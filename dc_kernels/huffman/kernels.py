@@ -3,7 +3,8 @@ standalone decoder.
 
 One program per ``ROWS`` consecutive sorted rows, one lane per piece (``ROWS x PIECES`` lanes, one
 per thread): a row's pieces sit side by side, so its partial sums are reduced inside the program
-(no atomics, every output element written once, at the row's original index ``row_ids[row]``).
+(every output element written once, at the row's original index ``row_ids[row]``; with column
+slabs, by the last of the row's programs, below).
 A lane's words are interleaved with those of the 31 other lanes of its warp (word ``j`` at
 ``32 j + lane`` from its warp's base: a warp's loads touch one or two lines, not 32); the first
 three, the lane's head, sit at places its warp's index gives, so a program loads its lanes' heads
@@ -25,6 +26,15 @@ steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as th
   past the codebook: weight 0), so a step costs one shift, one mask and two adds beyond the lookup
   (`dc_kernels.huffman.layout.decode_table_entries`);
 * a weight is multiplied with the ``BB`` batch columns of x at its column.
+
+With column slabs (`dc_kernels.huffman.layout`: ``SLABS > 1``) program ``pid`` covers slab
+``pid // slab_programs``: its columns count from the slab's first and x is read from there (the
+on-chip copy one slab wide). Its row sums are partial: it stores them in a float32 ``partial``
+array (slab, row, batch column), and after a barrier one acq_rel atomic add per row on a
+``count`` array tells it whether it is the last of the row's ``SLABS`` programs (the count read
+modulo ``SLABS``: never reset). The last adds the ``SLABS`` partials in slab order, so the sum
+does not depend on which program ends last, and writes the row (`_slab_sums`). The launcher keeps
+both arrays with the layout (`dc_kernels.huffman.launch.slab_scratch`).
 
 A lane's words past its piece are one bits (its padding to its warp's longest piece) and words
 past its warp's are not loaded but read as one bits: a lane that finishes early decodes END
@@ -286,6 +296,28 @@ def _accumulate(
 
 
 @triton.jit
+def _slab_sums(
+    out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB: tl.constexpr, SLABS: tl.constexpr
+):
+    """(row sums, rows to write): the program's sums over its slab go to ``partial[slab, row]``;
+    the program that finds itself the last of its rows' ``SLABS`` (an acq_rel count per row, read
+    modulo ``SLABS``, so it never needs a reset) adds the slabs' partials in slab order (the same
+    sums whichever program comes last) and writes the rows. The barrier before the count orders
+    every thread's partials before it; the partials are read from L2 (``.cg``), not a stale L1."""
+    b = tl.arange(0, BB)[None, :]
+    tl.store(partial_ptr + ((slab * n_out + original) * BB)[:, None] + b, out, mask=row_ok[:, None])
+    tl.debug_barrier()
+    seen = tl.atomic_add(count_ptr + original, 1, mask=row_ok, sem="acq_rel")
+    last = row_ok & ((seen & (SLABS - 1)) == SLABS - 1)
+    tl.debug_barrier()
+    total = tl.zeros(out.shape, dtype=tl.float32)
+    for s in tl.static_range(SLABS):
+        offs = ((s * n_out + original) * BB)[:, None] + b
+        total += tl.load(partial_ptr + offs, mask=last[:, None], other=0.0, cache_modifier=".cg")
+    return total, last
+
+
+@triton.jit
 def huffman_spmm_kernel(
     words_ptr,
     warp_base_ptr,
@@ -297,8 +329,13 @@ def huffman_spmm_kernel(
     x_ptr,
     bias_ptr,
     y_ptr,
+    partial_ptr,
+    count_ptr,
     n_rows,
     n_cols,
+    n_out,
+    slab_cols,
+    slab_programs,
     codebook_size,
     gap_bits,
     gap_mask,
@@ -317,10 +354,20 @@ def huffman_spmm_kernel(
     BB: tl.constexpr,
     XW: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    SLABS: tl.constexpr,
 ):
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB
-    (``XW > 0``: batch 1 with x on chip; see the module docstring)."""
+    (``XW > 0``: batch 1 with x on chip; see the module docstring). ``n_rows``: the stored rows;
+    the program covers the columns of slab ``pid // slab_programs`` (``slab_cols`` wide); with
+    ``SLABS > 1`` its sums go through ``partial`` and ``count`` (`_slab_sums`)."""
     pid = tl.program_id(0)
+    slab = 0
+    if SLABS > 1:  # (slab_cols a multiple of 16: x's loads keep their alignment)
+        slab = pid // slab_programs
+        slab_start = slab * slab_cols
+        n_cols = tl.minimum(n_cols - slab_start, slab_cols)  # the slab's columns, from its first
+        # x from the slab's first column: a row of x (batch 1), or a row of its BB-wide transpose
+        x_ptr += slab_start.to(tl.int64) * (BB if BB > 1 else stride_xk)
     _, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
@@ -370,7 +417,9 @@ def huffman_spmm_kernel(
     sorted_row = pid * ROWS + tl.arange(0, ROWS)
     row_ok = sorted_row < n_rows
     original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
-    row_ok = row_ok & (original >= 0) & (original < n_rows)  # row_ids that skipped validation
+    row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
+    if SLABS > 1:
+        out, row_ok = _slab_sums(out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB, SLABS)
     if HAS_BIAS:
         out += tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)[:, None]
     y_offs = b.to(tl.int64)[None, :] * stride_yb + original[:, None] * stride_yn
@@ -392,6 +441,9 @@ def huffman_decode_kernel(
     w_ptr,
     n_rows,
     n_cols,
+    n_out,
+    slab_cols,
+    slab_programs,
     codebook_size,
     gap_bits,
     gap_mask,
@@ -403,19 +455,26 @@ def huffman_decode_kernel(
     ROWS: tl.constexpr,
     PIECES: tl.constexpr,
     DENSE: tl.constexpr,
+    SLABS: tl.constexpr,
 ):
     """Decode the program's pieces: into ``codes`` (uint8) and ``cols`` (int32) in CSR order,
     from each piece's ``seg_first`` (``DENSE`` False), or each weight into the zero-filled float32
-    ``w`` (n_rows, n_cols) at its original row (``DENSE`` True: no ``seg_first`` needed)."""
+    ``w`` (n_out, n_cols) at its original row (``DENSE`` True: no ``seg_first`` needed). ``n_rows``:
+    the stored rows; the program's slab of ``slab_cols`` columns is ``pid // slab_programs``."""
     pid = tl.program_id(0)
     sorted_row, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
     )  # fmt: skip
     buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
     col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)
+    slab_start = 0
+    slab_end = n_cols
+    if SLABS > 1:
+        slab_start = (pid // slab_programs) * slab_cols
+        slab_end = tl.minimum(n_cols - slab_start, slab_cols)  # the columns of the slab
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
-    row_ok = row_ok & (row >= 0) & (row < n_rows)  # row_ids that skipped validation
+    row_ok = row_ok & (row >= 0) & (row < n_out)  # empty rows, and row_ids that skipped validation
     if not DENSE:
         piece = sorted_row.to(tl.int64) * PIECES + tl.arange(0, PIECES)[None, :]
         out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0)
@@ -423,14 +482,14 @@ def huffman_decode_kernel(
     for _ in range(0, n_steps):
         pos, advance, code = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
         col += advance
-        real = (code < codebook_size) & (col >= 0) & (col < n_cols) & row_ok
+        real = (code < codebook_size) & (col >= 0) & (col < slab_end) & row_ok
         if DENSE:
             weight = tl.load(codebook_ptr + code, mask=real, other=0.0)
-            tl.store(w_ptr + row * n_cols + col, weight, mask=real)
+            tl.store(w_ptr + row * n_cols + slab_start + col, weight, mask=real)
         else:
             real = real & (out >= 0) & (out < nnz)
             tl.store(codes_ptr + out, code.to(tl.uint8), mask=real)
-            tl.store(cols_ptr + out, col, mask=real)
+            tl.store(cols_ptr + out, slab_start + col, mask=real)
             out += real.to(tl.int64)
         # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
         buf, pos, q0, q1, q2, q3, wi = _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from dc_kernels.checks import check_layout_call, check_layout_device
-from dc_kernels.huffman.layout import HuffmanLayout
+from dc_kernels.huffman.layout import HuffmanLayout, slab_width
 
 BATCH_BUCKETS = (1, 2, 4, 8)
 # A decoded weight reads its batch columns of x as one vector of at most this many bytes: wider
@@ -92,7 +92,7 @@ def steps_granularity(steps_per_iteration: int) -> int:
 
 def launch_config(layout: HuffmanLayout, batch: int, dtype: torch.dtype) -> LaunchConfig:
     bb = _bucket(min(batch, max_batch(dtype)))
-    window = on_chip_columns(layout.in_features, dtype, layout.lanes) if bb == 1 else 0
+    window = on_chip_columns(layout.slab_width, dtype, layout.lanes) if bb == 1 else 0
     window_bytes = window * torch.empty(0, dtype=dtype).element_size()
     piece_steps = layout.nnz / max(layout.n_segments, 1)
     return LaunchConfig(
@@ -122,17 +122,37 @@ def run(
             xt = torch.zeros((layout.in_features, config.BB), dtype=x.dtype, device=x.device)
             xt[:, : hi - lo] = x.t()
             x, stride_xb, stride_xk = xt, 1, config.BB
+        partial, count = slab_scratch(layout)
         huffman_spmm_kernel[(layout.n_programs,)](
             layout.words, layout.warp_base, layout.seg_span, layout.row_ids,
             layout.prog_steps, layout.table, layout.codebook, x,
-            bias if bias is not None else layout.codebook, y, layout.out_features, layout.in_features,
-            layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
+            bias if bias is not None else layout.codebook, y, partial, count,
+            layout.stored_rows, layout.in_features, layout.out_features, layout.slab_width,
+            layout.n_programs // layout.slabs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
             layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
-            HAS_BIAS=bias is not None, num_warps=config.num_warps,
+            HAS_BIAS=bias is not None, SLABS=layout.slabs, num_warps=config.num_warps,
         )  # fmt: skip
     return out
+
+
+def slab_scratch(layout: HuffmanLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(partial sums float32 [slabs * out_features * 8], counts int32 [out_features]) of a layout
+    with column slabs, made on its device at first use and kept with it (the counts are read
+    modulo the slabs, so they never need resetting; two launches of one layout must not run
+    concurrently on different streams); for one slab two unused tensors."""
+    if layout.slabs == 1:
+        return layout.codebook, layout.codebook  # never read: the code is compiled out
+    if "slabs" not in layout.scratch:
+        device = layout.device
+        layout.scratch["slabs"] = (
+            torch.empty(
+                layout.slabs * layout.out_features * BATCH_BUCKETS[-1], dtype=torch.float32, device=device
+            ),
+            torch.zeros(layout.out_features, dtype=torch.int32, device=device),
+        )
+    return layout.scratch["slabs"]
 
 
 def huffman_linear(
@@ -159,10 +179,11 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
     args = (
         layout.words, layout.warp_base, layout.seg_span, layout.row_ids, layout.prog_steps,
         layout.table, layout.codebook, layout.table if dense else layout.seg_first, codes, cols, weight,
-        layout.out_features, layout.in_features, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
+        layout.stored_rows, layout.in_features, layout.out_features, layout.slab_width,
+        layout.n_programs // layout.slabs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
         layout.nnz, layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
     )  # fmt: skip
-    kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense}
+    kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense, "SLABS": layout.slabs}
     return args, {**kwargs, "num_warps": layout.lanes // 32}
 
 
@@ -200,24 +221,26 @@ def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
 
 # Layouts compiled ahead of time (the fields that decide a launch): one piece a row, a 4096 x 4096
 # layer as `HuffmanLayout.from_matrix` lays it out (8 pieces a row, 256 lanes), a small layer of
-# short pieces and a wide x read on chip by 16 warps (VGG-6's layout), with narrow and wide
-# offsets and spans; 4096 rows at 10% density.
+# short pieces, VGG-6's width in 4 column slabs (as `from_matrix` lays it out) and in one (a wide
+# x read on chip by 16 warps), with narrow and wide offsets and spans; 4096 rows at 10% density.
 AOT_ROWS, AOT_DENSITY = 4096, 0.1
 AOT_SHAPES = (
-    (4096, 256, 1, "i32", "u8"),
-    (4096, 256, 8, "i32", "u8"),
-    (4096, 128, 32, "i32", "i16"),
-    (25088, 512, 16, "i64", "u8"),
+    (4096, 256, 1, 1, "i32", "u8"),
+    (4096, 256, 8, 1, "i32", "u8"),
+    (4096, 128, 32, 1, "i32", "i16"),
+    (25088, 256, 4, 4, "i64", "u8"),
+    (25088, 512, 16, 1, "i64", "u8"),
 )
 
 
-def _aot_layout_fields(in_features: int, lanes: int, pieces: int) -> dict[str, int]:
+def _aot_layout_fields(in_features: int, lanes: int, pieces: int, slabs: int) -> dict[str, int]:
     return {
         "out_features": AOT_ROWS,
         "in_features": in_features,
         "rows_per_program": lanes // pieces,
         "pieces": pieces,
         "nnz": int(AOT_ROWS * in_features * AOT_DENSITY),
+        "slabs": slabs,
     }
 
 
@@ -231,6 +254,8 @@ def _aot_signature(fn, consts: dict, ty: str, offsets: str, spans: str) -> dict[
         "table_ptr": "*i32",
         "codebook_ptr": "*fp32",
         "bias_ptr": "*fp32",
+        "partial_ptr": "*fp32",
+        "count_ptr": "*i32",
         "seg_first_ptr": "*i64",
         "codes_ptr": "*u8",
         "cols_ptr": "*i32",
@@ -255,22 +280,23 @@ def aot_configs(dtypes: dict[str, str]) -> list[tuple]:
     from dc_kernels.huffman.kernels import huffman_decode_kernel, huffman_spmm_kernel
 
     out = []
-    for in_features, lanes, pieces, offsets, spans in AOT_SHAPES:
-        fields = _aot_layout_fields(in_features, lanes, pieces)
+    for in_features, lanes, pieces, slabs, offsets, spans in AOT_SHAPES:
+        fields = _aot_layout_fields(in_features, lanes, pieces, slabs)
         consts = {"ROWS": lanes // pieces, "PIECES": pieces}
         for dense in (False, True):
-            decode = {**consts, "DENSE": dense}
+            decode = {**consts, "DENSE": dense, "SLABS": slabs}
             sig = _aot_signature(huffman_decode_kernel, decode, "fp32", offsets, spans)
             # The pointers `_decode_args` fills with the table (int32), unused by that variant.
             unused = ("seg_first_ptr", "codes_ptr", "cols_ptr") if dense else ("w_ptr",)
             sig.update(dict.fromkeys(unused, "*i32"))
             variant = "dense" if dense else "-"
             out.append((huffman_decode_kernel, sig, decode, lanes // 32, variant, 0, fields))
-        shell = SimpleNamespace(**fields, lanes=lanes, n_segments=AOT_ROWS * pieces)
+        width = slab_width(in_features, slabs)
+        shell = SimpleNamespace(**fields, lanes=lanes, n_segments=AOT_ROWS * slabs * pieces, slab_width=width)
         for dtype, ty in dtypes.items():
             for bb in (BATCH_BUCKETS[0], max_batch(_TORCH_DTYPES[dtype])):
                 config = launch_config(shell, bb, _TORCH_DTYPES[dtype])
-                spmm = {**consts, "K": config.K, "BB": bb, "XW": config.XW, "HAS_BIAS": True}
+                spmm = {**consts, "K": config.K, "BB": bb, "XW": config.XW, "HAS_BIAS": True, "SLABS": slabs}
                 sig = _aot_signature(huffman_spmm_kernel, spmm, ty, offsets, spans)
                 out.append((huffman_spmm_kernel, sig, spmm, lanes // 32, dtype, bb, fields))
     return out

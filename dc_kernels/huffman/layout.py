@@ -35,8 +35,22 @@ layout balances their bits instead): piece ``p`` of a row covers columns ``[c_p,
 most first (``row_ids[i]`` is the original row of sorted row ``i``),
 and one GPU program decodes ``rows_per_program`` consecutive sorted rows, one lane per piece: the
 lanes of a program hold about the same number of symbols (the lane utilization, `lane_utilization`,
-is what is left idle), and a row's partial sums are reduced inside its program (no atomics, every
-output written once).
+is what is left idle), and a row's partial sums are reduced inside its program (every output
+written once; with column slabs a row's slabs meet as described below).
+
+Column slabs: one slab of x per program
+---------------------------------------
+A layer wider than `SLAB_COLUMNS` (8192) columns is cut into ``slabs`` (2, 4, ...: `choose_slabs`)
+column slabs of ``slab_width`` columns (a multiple of 16; the last slab may hold fewer): the
+weights of row ``r`` in slab ``s`` are stored as a row of their own, their columns counted from the
+slab's first, cut into pieces like any row. The stored rows go slab by slab; within a slab the
+rows are sorted by their symbols there, and each slab's rows are padded with empty rows to whole
+programs (``stored_rows = slabs * ceil(out_features / rows_per_program) * rows_per_program``;
+``row_ids`` holds each slab's order, the padding rows' ids ``>= out_features``). A program so
+covers one slab, and the fused kernel keeps only that slab of x on chip (VGG-6's 25088 columns: 4
+slabs, an 8192-column copy instead of a 32768-column one, which frees registers for three
+programs an SM instead of one); a row's slab sums meet in whichever of its programs ends last
+(`dc_kernels.huffman.kernels`). One slab is the layout without slabs.
 
 Words: interleaved by warp
 -------------------------
@@ -71,7 +85,7 @@ kernels then only ever see streams that decode exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -95,6 +109,9 @@ MAX_INT32_OFFSET_WORDS = 1 << 30  # int32 warp offsets below: the kernels count 
 SMALL_LAYER_WEIGHTS = 1 << 20
 PROGRAM_LANE_CHOICES = (128, 256, 512)
 WIDE_X_COLUMNS = 8192
+# Widest column slab: a wider layer is cut into 2, 4, ... slabs of at most this many columns,
+# so that each program's on-chip copy of x covers one slab (`choose_slabs`).
+SLAB_COLUMNS = WIDE_X_COLUMNS
 # Shortest pieces the adaptive choice makes. A layer's time at batch 1 is its longest decode chain
 # on small and mid-size layers: 32-symbol pieces (instead of 48) cut Alex-7 from 7.6 to 5.5 us and
 # NT-LSTM from 7.5 to 5.3 us in `dcomp predict-gpu`, for at most 0.5 more bits a kept weight
@@ -134,7 +151,10 @@ METADATA_NAMES = (
     "span_base",
     "total_bits",
     "nnz",
+    "slabs",
 )
+# Metadata older files may lack, with the value that reads them as they were written.
+METADATA_DEFAULTS = {"slabs": 1}
 
 
 class HuffmanLayoutError(ValueError):
@@ -143,6 +163,15 @@ class HuffmanLayoutError(ValueError):
 
 def _pow2_at_most(n: float) -> int:
     return 1 << (max(int(n), 1).bit_length() - 1)
+
+
+def choose_slabs(in_features: int) -> int:
+    """Column slabs of a layer with ``in_features`` columns: 1 up to `SLAB_COLUMNS`, else the
+    fewest (a power of two) whose slabs are at most `SLAB_COLUMNS` wide."""
+    slabs = 1
+    while slab_width(in_features, slabs) > SLAB_COLUMNS:
+        slabs *= 2
+    return slabs
 
 
 def program_lanes(in_features: int, nnz: int) -> int:
@@ -390,15 +419,18 @@ class HuffmanLayout:
     span_base: int
     total_bits: int
     nnz: int
+    slabs: int
     words: torch.Tensor  # int32 (uint32 bit patterns) [32 * HEAD_WORDS * n_warps + warp_base[-1]]
     warp_base: torch.Tensor  # int32 or int64 [n_warps + 1], n_warps = stored_warps(rows, pieces)
-    seg_span: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [out_features * (pieces - 1)]
-    row_ids: torch.Tensor  # int16 or int32 [out_features]: original row of each sorted row
+    seg_span: torch.Tensor  # uint8 or int16 (uint16 bit patterns) [stored_rows * (pieces - 1)]
+    row_ids: torch.Tensor  # int16 or int32 [stored_rows]: original row of each stored row
     code_lengths: torch.Tensor  # uint8 [ceil(codebook_size / 2**code_raw_bits) * q_levels + 2]
     codebook: torch.Tensor  # float32 [k]
     table: torch.Tensor  # int32 [2**table_bits], derived
     prog_steps: torch.Tensor  # int32 [n_programs], derived
-    seg_first: torch.Tensor | None  # int64 [out_features * pieces], derived; None: left out
+    seg_first: torch.Tensor | None  # int64 [stored_rows * pieces], derived; None: left out
+    # The fused kernel's per-slab partial sums and counts (`huffman.launch`), made at first use.
+    scratch: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -406,12 +438,22 @@ class HuffmanLayout:
         return (self.out_features, self.in_features)
 
     @property
+    def slab_width(self) -> int:
+        """Columns of a slab (the last one may hold fewer)."""
+        return slab_width(self.in_features, self.slabs)
+
+    @property
+    def stored_rows(self) -> int:
+        """Rows of the stream: the sorted rows, or with slabs, each row once per slab."""
+        return stored_rows(self.out_features, self.rows_per_program, self.slabs)
+
+    @property
     def n_segments(self) -> int:
-        return self.out_features * self.pieces
+        return self.stored_rows * self.pieces
 
     @property
     def n_programs(self) -> int:
-        return -(-self.out_features // self.rows_per_program)
+        return -(-self.stored_rows // self.rows_per_program)
 
     @property
     def lanes(self) -> int:
@@ -445,6 +487,7 @@ class HuffmanLayout:
         coding: tuple[int, int, int] | None = None,
         device: torch.device | str | None = None,
         balance: str = "symbols",
+        slabs: int | None = None,
     ) -> HuffmanLayout:
         """Encode a canonical matrix (vectorized). ``segment_symbols``: target kept weights per
         piece (None: `choose_pieces`' adaptive choice); ``max_table_bits``: the longest codeword
@@ -455,8 +498,11 @@ class HuffmanLayout:
         pieces hold equal shares of and rows are sorted by, ``"symbols"`` (decode steps: the
         lanes of a program stay busy) or ``"bits"`` (a warp's lanes need less padding: 0.07..0.15
         fewer bits a kept weight in the least-memory layout on the paper's layers and the real
-        fc8, for 1..2.5% lower lane utilization). `LEAST_MEMORY` holds the arguments of the
-        least-memory layout."""
+        fc8, for 1..2.5% lower lane utilization); ``slabs``: column slabs (None: `choose_slabs`;
+        a power of two), each row's weights in slab ``s`` stored as a row of their own whose
+        columns count from the slab's first, the rows of a block of ``rows_per_program`` sorted
+        rows stored once per slab (slab by slab), so that a program covers one slab of x.
+        `LEAST_MEMORY` holds the arguments of the least-memory layout."""
         if not isinstance(matrix, CompressedMatrix):
             raise TypeError(f"matrix must be a CompressedMatrix, got {type(matrix).__name__}")
         if segment_symbols is not None and (
@@ -482,8 +528,24 @@ class HuffmanLayout:
             raise ValueError(f"in_features={cols} exceeds the Huffman form's {MAX_IN_FEATURES} columns")
         if balance not in BALANCES:
             raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
+        if slabs is None:
+            slabs = choose_slabs(cols)
+        if (
+            isinstance(slabs, bool)
+            or not isinstance(slabs, int)
+            or slabs < 1
+            or slabs & (slabs - 1)
+            or slabs > cols
+        ):
+            raise ValueError(f"slabs must be None or a power of two <= in_features={cols}, got {slabs!r}")
+        out_features, in_features = rows, cols
         k = int(matrix.codebook.size)
-        pieces = choose_pieces(matrix, segment_symbols)
+        pieces = choose_pieces(_slab_rows(matrix, slabs, rows), segment_symbols)
+        if slabs > 1:
+            width = slab_width(cols, slabs)
+            rpp = max(1, program_lanes(width, matrix.nnz) // pieces)
+            matrix = _slab_rows(matrix, slabs, -(-rows // rpp) * rpp)
+            rows, cols = matrix.shape
         # The coding is chosen on the row's gaps; the cuts then balance the pieces' symbols (or
         # their bits in that coding).
         row_gaps = _piece_gaps(matrix, _cuts(matrix, 1, None))[1]
@@ -528,6 +590,11 @@ class HuffmanLayout:
         seg_syms = np.bincount(piece_of_symbol, minlength=n_seg)
         weights = cw_len if balance == "bits" else None  # None: each symbol counts 1
         order = np.argsort(-np.bincount(piece_of_symbol // pieces, weights, minlength=rows), kind="stable")
+        if slabs > 1:  # slab by slab, each slab's rows sorted by their symbols there
+            slab_cost = np.bincount(piece_of_symbol // pieces, weights, minlength=rows).reshape(-1, slabs)
+            order = (
+                np.argsort(-slab_cost.T, axis=1, kind="stable") * slabs + np.arange(slabs)[:, None]
+            ).reshape(-1)
         rank = np.empty(rows, dtype=np.int64)
         rank[order] = np.arange(rows)
         # The rows' runs of symbols move as blocks to their sorted places.
@@ -559,14 +626,14 @@ class HuffmanLayout:
 
         steps = np.zeros(n_prog * rpp * pieces, dtype=np.int64)
         steps[:n_seg] = seg_syms.reshape(rows, pieces)[order].reshape(-1)
-        row_dtype = np.int16 if rows <= 1 << 15 else np.int32
+        row_dtype = np.int16 if rows // slabs <= 1 << 15 else np.int32
         per_piece = np.bincount(piece_of_weight, minlength=n_seg).reshape(rows, pieces)
         first = matrix.row_ptr[:-1, None] + np.cumsum(per_piece, axis=1) - per_piece
         tensors = {
             "words": torch.from_numpy(words.view(np.int32)),
             "warp_base": torch.from_numpy(_offset_array(warp_base, n_words)),
             "seg_span": torch.from_numpy(seg_span.reshape(rows, pieces - 1)[order].reshape(-1).copy()),
-            "row_ids": torch.from_numpy(order.astype(row_dtype)),
+            "row_ids": torch.from_numpy((order // slabs).astype(row_dtype)),
             "code_lengths": torch.from_numpy(code.lengths.copy()),
             "codebook": torch.from_numpy(matrix.codebook.astype(np.float32)),
             "table": torch.from_numpy(decode_table_entries(code, k, gap_bits, code_bits, q_levels)),
@@ -574,8 +641,8 @@ class HuffmanLayout:
             "seg_first": torch.from_numpy(first[order].reshape(-1).astype(np.int64)),
         }
         return cls(
-            out_features=rows,
-            in_features=cols,
+            out_features=out_features,
+            in_features=in_features,
             code_bits=matrix.bits,
             gap_raw_bits=gap_bits,
             code_raw_bits=code_bits,
@@ -586,13 +653,16 @@ class HuffmanLayout:
             span_base=span_base,
             total_bits=total_bits,
             nnz=matrix.nnz,
+            slabs=slabs,
             **{name: t.to(device) for name, t in tensors.items()},
         )
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, int]) -> HuffmanLayout:
         """Rebuild from `tensors()` and `metadata()`, validating everything first: the stream is
-        decoded on the CPU and any inconsistency raises `HuffmanLayoutError`."""
+        decoded on the CPU and any inconsistency raises `HuffmanLayoutError`. Metadata written
+        before a field existed reads with its `METADATA_DEFAULTS` value."""
+        metadata = {**METADATA_DEFAULTS, **metadata}
         missing = [n for n in TENSOR_NAMES if n not in tensors] + [
             n for n in METADATA_NAMES if n not in metadata
         ]
@@ -711,6 +781,23 @@ class HuffmanLayout:
         return torch.from_numpy(self.to_matrix().to_dense()).to(self.device)
 
 
+def _slab_rows(matrix: CompressedMatrix, slabs: int, rows: int) -> CompressedMatrix:
+    """``matrix`` with each row's weights in column slab ``s`` as row ``row * slabs + s`` (columns
+    counted from the slab's first), ``rows * slabs`` rows (those past the matrix's empty);
+    ``matrix`` itself for one slab."""
+    if slabs == 1:
+        return matrix
+    out_features, in_features = matrix.shape
+    width = slab_width(in_features, slabs)
+    col = matrix.col_idx.astype(np.int64)
+    row = np.repeat(np.arange(out_features), np.diff(matrix.row_ptr))
+    counts = np.bincount(row * slabs + col // width, minlength=rows * slabs)
+    row_ptr = np.concatenate(([0], np.cumsum(counts)))
+    return CompressedMatrix(
+        (rows * slabs, width), matrix.codebook, row_ptr, col % width, matrix.codes, matrix.bits
+    )
+
+
 def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_table_bits: int) -> Coding:
     """The code for a caller's ``(gap_raw_bits, code_raw_bits, q_levels)``, or ValueError naming
     what does not fit."""
@@ -740,6 +827,22 @@ def _explicit_coding(matrix: CompressedMatrix, gaps: np.ndarray, coding, max_tab
             f"coding {coding} leaves codewords of {limit} bits for {np.count_nonzero(counts) + 1} symbols"
         )
     return Coding(gap_bits, code_bits, q_levels, end_code(counts, limit))
+
+
+def slab_width(in_features: int, slabs: int) -> int:
+    """Columns of each of ``slabs`` slabs (the last may hold fewer): a multiple of 16 (the kernels'
+    x loads stay aligned past a slab's first column), ``in_features`` for one slab."""
+    if slabs == 1:
+        return in_features
+    return -(-in_features // (slabs * 16)) * 16
+
+
+def stored_rows(out_features: int, rows_per_program: int, slabs: int) -> int:
+    """Rows of a layout's stream: ``out_features``; with ``slabs > 1`` each block of
+    ``rows_per_program`` sorted rows (the last padded with empty rows) once per slab."""
+    if slabs == 1:
+        return out_features
+    return slabs * -(-out_features // rows_per_program) * rows_per_program
 
 
 def stored_warps(rows: int, pieces: int) -> int:
@@ -875,13 +978,17 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     n_sym = high_codes(k, code_bits) * q_levels + 2
     if n_sym > 1 << MAX_TABLE_BITS or q_levels << gap_bits > MAX_ADVANCE:
         _fail(f"{n_sym} symbols or advances of {q_levels << gap_bits} columns exceed the decode table")
-    pieces, rpp = meta["pieces"], meta["rows_per_program"]
-    if pieces < 1 or pieces & (pieces - 1) or pieces > _pow2_at_most(cols):
-        _fail(f"pieces={pieces} must be a power of two <= in_features={cols}")
-    if rows * pieces >= 2**31:
-        _fail(f"{rows} rows x {pieces} pieces: a layout holds fewer than 2**31 pieces")
+    pieces, rpp, slabs = meta["pieces"], meta["rows_per_program"], meta["slabs"]
+    if slabs < 1 or slabs & (slabs - 1) or slabs > cols:
+        _fail(f"slabs={slabs} must be a power of two <= in_features={cols}")
+    width = slab_width(cols, slabs)
+    if pieces < 1 or pieces & (pieces - 1) or pieces > _pow2_at_most(width):
+        _fail(f"pieces={pieces} must be a power of two <= the slab's {width} columns")
     if rpp * pieces not in PROGRAM_LANE_CHOICES:
         _fail(f"rows_per_program={rpp} x pieces={pieces} must be one of {PROGRAM_LANE_CHOICES} lanes")
+    orig_rows, rows = rows, stored_rows(rows, rpp, slabs)
+    if rows * pieces >= 2**31:
+        _fail(f"{rows} rows x {pieces} pieces: a layout holds fewer than 2**31 pieces")
     lengths = arrays["code_lengths"]
     if lengths.dtype != np.uint8 or lengths.shape != (n_sym,):
         _fail(f"code_lengths must be uint8[{n_sym}], got {lengths.dtype} {lengths.shape}")
@@ -901,9 +1008,9 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     sizes = np.diff(warp_base.astype(np.int64))
     if warp_base[0] != 0 or np.any(sizes < 0) or np.any(sizes % WARP_LANES):
         _fail("warp_base must start at 0 and grow by multiples of 32 words")
-    if sizes.size and sizes.max() // WARP_LANES * 32 > cols * MAX_SYMBOL_BITS + 31:
+    if sizes.size and sizes.max() // WARP_LANES * 32 > width * MAX_SYMBOL_BITS + 31:
         past = sizes.max() // WARP_LANES
-        _fail(f"a warp's lanes hold {past} words past their heads, more than {cols} columns fill")
+        _fail(f"a warp's lanes hold {past} words past their heads, more than {width} columns fill")
     n_words = n_warps * HEAD_WORDS * WARP_LANES + int(warp_base[-1])
     if warp_base.dtype == np.int32 and n_words >= MAX_INT32_OFFSET_WORDS:
         _fail(f"warp_base must be int64 for {n_words} words (int32 below {MAX_INT32_OFFSET_WORDS})")
@@ -916,8 +1023,13 @@ def _check_meta(arrays: dict[str, np.ndarray], meta: dict[str, int]):
     row_ids = arrays["row_ids"]
     if row_ids.dtype not in (np.int16, np.int32) or row_ids.shape != (rows,):
         _fail(f"row_ids must be int16/int32[{rows}], got {row_ids.dtype} {row_ids.shape}")
-    if not np.array_equal(np.sort(row_ids.astype(np.int64)), np.arange(rows)):
-        _fail("row_ids is not a permutation of the rows")
+    per_slab = row_ids.astype(np.int64).reshape(slabs, -1)
+    if not np.array_equal(
+        np.sort(per_slab, axis=1), np.broadcast_to(np.arange(per_slab.shape[1]), per_slab.shape)
+    ):
+        _fail("row_ids is not a permutation of the rows" + (" in every slab" if slabs > 1 else ""))
+    if slabs > 1 and np.any(per_slab.reshape(slabs, -1, rpp)[:, :-1] >= orig_rows):
+        _fail(f"row_ids: empty rows (>= out_features={orig_rows}) outside a slab's last block")
     span_unit = meta["span_unit"]
     if span_unit < 1 or span_unit & (span_unit - 1) or span_unit > 1 << 16:
         _fail(f"span_unit={span_unit} must be a power of two <= 65536")
@@ -931,12 +1043,14 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     Returns (table, prog_steps, seg_first, (rows, cols, codes, symbols per piece)); raises
     `HuffmanLayoutError`."""
     code = _check_meta(arrays, meta)
-    rows, cols, pieces, rpp = (
+    orig_rows, in_features, pieces, rpp, slabs = (
         meta["out_features"],
         meta["in_features"],
         meta["pieces"],
         meta["rows_per_program"],
+        meta["slabs"],
     )
+    rows, cols = stored_rows(orig_rows, rpp, slabs), slab_width(in_features, slabs)
     gap_bits, total_bits = meta["gap_raw_bits"], meta["total_bits"]
     k = int(arrays["codebook"].size)
     table = decode_table_entries(code, k, gap_bits, meta["code_raw_bits"], meta["q_levels"])
@@ -1021,12 +1135,23 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
         _fail(f"stream holds {seg.size} kept weights, metadata says nnz={meta['nnz']}")
     row_ids = arrays["row_ids"].astype(np.int64)
     orig_row = row_ids[seg // pieces]
+    if np.any(orig_row >= orig_rows):
+        _fail(f"corrupt stream: an empty row (row id >= out_features={orig_rows}) holds a weight")
+    col_out = col_out + seg // pieces // (rows // slabs) * cols  # the slab's first column
+    if np.any(col_out >= in_features):
+        _fail(f"corrupt stream: a weight of the last slab decodes past in_features={in_features}")
     order = np.lexsort((col_out, orig_row))
     per_seg = np.bincount(seg, minlength=n_seg)
-    row_count = np.bincount(row_ids, weights=per_seg.reshape(rows, pieces).sum(axis=1), minlength=rows)
-    row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
     per_piece = per_seg.reshape(rows, pieces)
-    seg_first = (row_ptr[row_ids][:, None] + np.cumsum(per_piece, axis=1) - per_piece).reshape(-1)
+    per_row = per_piece.sum(axis=1)
+    row_count = np.bincount(row_ids, weights=per_row, minlength=rows // slabs)[:orig_rows]
+    row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
+    # A row's weights in CSR order: slab by slab, each slab's pieces in order.
+    slab_of = np.arange(rows) // (rows // slabs)
+    by_slab = np.bincount(row_ids * slabs + slab_of, weights=per_row, minlength=rows).reshape(-1, slabs)
+    before = (np.cumsum(by_slab, axis=1) - by_slab).astype(np.int64)[row_ids, slab_of]
+    start = row_ptr[np.minimum(row_ids, orig_rows)] + before
+    seg_first = (start[:, None] + np.cumsum(per_piece, axis=1) - per_piece).reshape(-1)
     padded_steps = np.zeros(n_prog * lanes, dtype=np.int64)  # lanes of warps not stored: none
     padded_steps[:n_lanes] = steps
     prog_steps = padded_steps.reshape(n_prog, lanes).max(axis=1).astype(np.int32)

@@ -65,11 +65,36 @@ def test_codings_and_table_sizes():
 def test_x_on_chip_and_from_memory():
     # Batch 1 reads x from its on-chip copy when it fits (16 warps for a wide x), else from memory.
     wide = random_compressed_matrix(2, 9000, 0.005, 5, seed=fresh_seed())
-    layout = check(wide, 1, torch.float16)
+    layout = check(wide, 1, torch.float16, slabs=1)
     assert layout.lanes == 512 and launch_config(layout, 1, torch.float16).XW == 16384
+    # By default a wide x is cut into column slabs: two of 4512 columns, a program's copy one slab.
+    layout = check(wide, 1, torch.float16)
+    assert (layout.slabs, layout.slab_width, layout.lanes) == (2, 4512, 128)
+    assert launch_config(layout, 1, torch.float16).XW == 8192
     narrow = random_compressed_matrix(3, 5000, 0.01, 5, seed=fresh_seed())
     layout = check(narrow, 1, torch.float32)
     assert layout.lanes == 128 and launch_config(layout, 1, torch.float32).XW == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "density", "slabs", "batch", "dtype"),
+    [
+        ((7, 13), 0.3, 2, 3, torch.float16),
+        ((37, 101), 0.3, 4, 1, torch.float32),
+        ((300, 200), 0.2, 2, 9, torch.bfloat16),  # a launch of 8, then one of 1
+        ((5, 9), 0.5, 8, 2, torch.float32),  # slabs of 16 columns: all but the first empty
+        ((1, 3000), 0.05, 4, 1, torch.float16),
+    ],
+)
+def test_column_slabs(shape, density, slabs, batch, dtype):
+    """Each program covers one slab of columns; a row's slab sums meet in the last of its programs,
+    launch after launch on the same layout (its counts carry over)."""
+    matrix = random_compressed_matrix(*shape, density, 5, seed=fresh_seed())
+    layout = check(matrix, batch, dtype, slabs=slabs)
+    assert layout.slabs == slabs and layout.n_programs == slabs * -(-shape[0] // layout.rows_per_program)
+    x = random_input(batch, shape[1], dtype, False, fresh_seed())
+    for _ in range(3):
+        assert_matches_reference(huffman_linear(x, layout), x, matrix, None)
 
 
 def test_closing_iterations():

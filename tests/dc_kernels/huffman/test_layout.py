@@ -18,6 +18,7 @@ from dc_kernels.huffman.layout import (
     MAX_TABLE_BITS,
     HuffmanLayout,
     HuffmanLayoutError,
+    choose_slabs,
     high_codes,
 )
 from workloads import random_compressed_matrix
@@ -46,15 +47,51 @@ def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:
     segment_symbols=st.sampled_from([None, 1, 4, 32, 200]),
     max_table_bits=st.sampled_from([4, FAST_TABLE_BITS, MAX_TABLE_BITS]),
     balance=st.sampled_from(BALANCES),
+    slabs=st.sampled_from([1, 2, 4]),
     seed=st.integers(0, 2**31),
 )
-def test_round_trip(rows, cols, density, bits, segment_symbols, max_table_bits, balance, seed):
+def test_round_trip(rows, cols, density, bits, segment_symbols, max_table_bits, balance, slabs, seed):
     matrix = random_compressed_matrix(rows, cols, density, bits, seed=seed)
+    slabs = min(slabs, 1 << (cols.bit_length() - 1))
     layout = round_trip(
-        matrix, segment_symbols=segment_symbols, max_table_bits=max_table_bits, balance=balance
+        matrix, segment_symbols=segment_symbols, max_table_bits=max_table_bits, balance=balance, slabs=slabs
     )
     assert layout.table_bits <= max_table_bits and layout.table.dtype == torch.int32
-    assert sorted(layout.row_ids.tolist()) == list(range(rows))
+    assert layout.slabs == slabs and layout.row_ids.numel() == layout.stored_rows
+    for ids in layout.row_ids.reshape(slabs, -1).tolist():  # every slab: every row once, then padding
+        assert sorted(ids)[:rows] == list(range(rows)) and min(ids[rows:], default=rows) >= rows
+
+
+def test_column_slabs():
+    # Wider than 8192 columns: slabs of at most 8192 (a multiple of 16), one slab of x a program.
+    assert [choose_slabs(c) for c in (1, 8192, 8193, 16384, 25088, 40000)] == [1, 1, 2, 2, 4, 8]
+    matrix = random_compressed_matrix(50, 25088, 0.01, 5, seed=7)
+    layout = round_trip(matrix)
+    assert (layout.slabs, layout.slab_width) == (4, 6272)
+    assert layout.stored_rows == 4 * -(-50 // layout.rows_per_program) * layout.rows_per_program
+    one = round_trip(matrix, slabs=1)
+    assert one.slabs == 1 and one.stored_rows == 50
+    # Layouts written before slabs existed read as one slab.
+    tensors, meta = _state(one)
+    del meta["slabs"]
+    assert HuffmanLayout.from_state(tensors, meta).slabs == 1
+    # Each slab must hold every row once, the empty padding rows only at its end.
+    small = HuffmanLayout.from_matrix(random_compressed_matrix(20, 90, 0.2, 4, seed=3), slabs=2)
+    half = small.stored_rows // 2
+    for change, message in [
+        (lambda t: t.__setitem__(half, t[half + 1]), "permutation of the rows in every slab"),
+        (lambda t: t.__setitem__(slice(half, None), t[:half].flip(0)), "empty row"),
+    ]:
+        tensors, meta = _state(small)
+        change(tensors["row_ids"])
+        with pytest.raises(HuffmanLayoutError, match=message):
+            HuffmanLayout.from_state(tensors, meta)
+    for slabs in (0, 3, 128, True):
+        with pytest.raises(ValueError, match="slabs must be"):
+            HuffmanLayout.from_matrix(small.to_matrix(), slabs=slabs)
+    tensors, meta = _state(small)
+    with pytest.raises(HuffmanLayoutError, match="slabs=3"):
+        HuffmanLayout.from_state(tensors, {**meta, "slabs": 3})
 
 
 def test_edge_cases_round_trip():
