@@ -128,7 +128,7 @@ def run(
             layout.prog_steps, layout.table, layout.codebook, x,
             bias if bias is not None else layout.codebook, y, partial, count,
             layout.stored_rows, layout.in_features, layout.out_features, layout.slab_width,
-            layout.n_programs // layout.slabs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
+            layout.slab_programs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
             layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
@@ -180,7 +180,7 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
         layout.words, layout.warp_base, layout.seg_span, layout.row_ids, layout.prog_steps,
         layout.table, layout.codebook, layout.table if dense else layout.seg_first, codes, cols, weight,
         layout.stored_rows, layout.in_features, layout.out_features, layout.slab_width,
-        layout.n_programs // layout.slabs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
+        layout.slab_programs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
         layout.nnz, layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
     )  # fmt: skip
     kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense, "SLABS": layout.slabs}

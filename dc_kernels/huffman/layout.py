@@ -182,11 +182,12 @@ def program_lanes(in_features: int, nnz: int) -> int:
     return PROGRAM_LANE_CHOICES[0] if nnz < SMALL_LAYER_WEIGHTS else PROGRAM_LANE_CHOICES[1]
 
 
-def choose_pieces(matrix: CompressedMatrix, segment_symbols: int | None) -> int:
-    """Pieces per row (a power of two, at most a program's lanes) for pieces of about
-    ``segment_symbols`` kept weights; ``None``: as long as the layer allows while leaving about
-    `TARGET_PIECES` pieces (short pieces, short decode chains, on small layers)."""
-    rows, cols = matrix.shape
+def choose_pieces(matrix: CompressedMatrix, segment_symbols: int | None, slabs: int = 1) -> int:
+    """Pieces per row (of each of ``slabs`` column slabs; a power of two, at most a program's
+    lanes) for pieces of about ``segment_symbols`` kept weights; ``None``: as long as the layer
+    allows while leaving about `TARGET_PIECES` pieces (short pieces, short decode chains, on small
+    layers)."""
+    rows, cols = matrix.shape[0] * slabs, slab_width(matrix.shape[1], slabs)
     if segment_symbols is None:
         segment_symbols = int(np.clip(matrix.nnz / TARGET_PIECES, MIN_SEGMENT_SYMBOLS, MAX_SEGMENT_SYMBOLS))
     per_row = matrix.nnz / rows
@@ -456,6 +457,11 @@ class HuffmanLayout:
         return -(-self.stored_rows // self.rows_per_program)
 
     @property
+    def slab_programs(self) -> int:
+        """Programs of each slab (program ``pid`` covers slab ``pid // slab_programs``)."""
+        return self.n_programs // self.slabs
+
+    @property
     def lanes(self) -> int:
         return self.rows_per_program * self.pieces
 
@@ -540,7 +546,7 @@ class HuffmanLayout:
             raise ValueError(f"slabs must be None or a power of two <= in_features={cols}, got {slabs!r}")
         out_features, in_features = rows, cols
         k = int(matrix.codebook.size)
-        pieces = choose_pieces(_slab_rows(matrix, slabs, rows), segment_symbols)
+        pieces = choose_pieces(matrix, segment_symbols, slabs)
         if slabs > 1:
             width = slab_width(cols, slabs)
             rpp = max(1, program_lanes(width, matrix.nnz) // pieces)
@@ -589,12 +595,11 @@ class HuffmanLayout:
         n_seg = rows * pieces
         seg_syms = np.bincount(piece_of_symbol, minlength=n_seg)
         weights = cw_len if balance == "bits" else None  # None: each symbol counts 1
-        order = np.argsort(-np.bincount(piece_of_symbol // pieces, weights, minlength=rows), kind="stable")
-        if slabs > 1:  # slab by slab, each slab's rows sorted by their symbols there
-            slab_cost = np.bincount(piece_of_symbol // pieces, weights, minlength=rows).reshape(-1, slabs)
-            order = (
-                np.argsort(-slab_cost.T, axis=1, kind="stable") * slabs + np.arange(slabs)[:, None]
-            ).reshape(-1)
+        # Slab by slab (stored row row * slabs + s), each slab's rows sorted by their symbols there.
+        slab_cost = np.bincount(piece_of_symbol // pieces, weights, minlength=rows).reshape(-1, slabs)
+        order = (np.argsort(-slab_cost.T, axis=1, kind="stable") * slabs + np.arange(slabs)[:, None]).reshape(
+            -1
+        )
         rank = np.empty(rows, dtype=np.int64)
         rank[order] = np.arange(rows)
         # The rows' runs of symbols move as blocks to their sorted places.
@@ -783,10 +788,7 @@ class HuffmanLayout:
 
 def _slab_rows(matrix: CompressedMatrix, slabs: int, rows: int) -> CompressedMatrix:
     """``matrix`` with each row's weights in column slab ``s`` as row ``row * slabs + s`` (columns
-    counted from the slab's first), ``rows * slabs`` rows (those past the matrix's empty);
-    ``matrix`` itself for one slab."""
-    if slabs == 1:
-        return matrix
+    counted from the slab's first), ``rows * slabs`` rows (those past the matrix's empty)."""
     out_features, in_features = matrix.shape
     width = slab_width(in_features, slabs)
     col = matrix.col_idx.astype(np.int64)
@@ -1137,7 +1139,8 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     orig_row = row_ids[seg // pieces]
     if np.any(orig_row >= orig_rows):
         _fail(f"corrupt stream: an empty row (row id >= out_features={orig_rows}) holds a weight")
-    col_out = col_out + seg // pieces // (rows // slabs) * cols  # the slab's first column
+    slab_of = np.arange(rows) // (rows // slabs)  # the slab of each stored row
+    col_out = col_out + slab_of[seg // pieces] * cols  # counted from the slab's first column
     if np.any(col_out >= in_features):
         _fail(f"corrupt stream: a weight of the last slab decodes past in_features={in_features}")
     order = np.lexsort((col_out, orig_row))
@@ -1147,7 +1150,6 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
     row_count = np.bincount(row_ids, weights=per_row, minlength=rows // slabs)[:orig_rows]
     row_ptr = np.concatenate(([0], np.cumsum(row_count.astype(np.int64))))
     # A row's weights in CSR order: slab by slab, each slab's pieces in order.
-    slab_of = np.arange(rows) // (rows // slabs)
     by_slab = np.bincount(row_ids * slabs + slab_of, weights=per_row, minlength=rows).reshape(-1, slabs)
     before = (np.cumsum(by_slab, axis=1) - by_slab).astype(np.int64)[row_ids, slab_of]
     start = row_ptr[np.minimum(row_ids, orig_rows)] + before

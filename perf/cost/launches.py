@@ -192,16 +192,10 @@ def huffman_shell(
     """A meta-device `HuffmanLayout` with the layer's metadata (``fields``: metadata overriding
     the layer's, e.g. an ``aot_configs()`` entry's; the offset and span dtypes overridable;
     ``seg_first``: include it, as the standalone decoder needs)."""
-    from dc_kernels.huffman.layout import (
-        METADATA_DEFAULTS,
-        HuffmanLayout,
-        high_codes,
-        stored_rows,
-        stored_warps,
-    )
+    from dc_kernels.huffman.layout import HuffmanLayout, high_codes, stored_rows, stored_warps
 
     h = stats.huffman
-    meta = {**METADATA_DEFAULTS, **h.metadata, **(fields or {})}
+    meta = {**h.metadata, **(fields or {})}
     rows = stored_rows(meta["out_features"], meta["rows_per_program"], meta["slabs"])
     n_prog = -(-rows // meta["rows_per_program"])
     n_seg = rows * meta["pieces"]
