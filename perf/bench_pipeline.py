@@ -128,9 +128,7 @@ def run_pipeline_bench(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m perf.bench_pipeline", description=doc_summary(__doc__)
-    )
+    parser = argparse.ArgumentParser(prog="python -m perf.bench_pipeline", description=doc_summary(__doc__))
     parser.add_argument("--layers", nargs="+", default=["alex7", "vgg6"], help="registry layer names")
     parser.add_argument("--bits", type=int, default=5)
     parser.add_argument("--index-bits", type=int, default=5)

@@ -97,6 +97,8 @@ def dense_codes_gemm_kernel(
     row_ok = rows < n_rows
     b = tl.arange(0, BB)
     b_ok = b < batch
+    if HAS_BIAS:  # loaded before the loop: after it, its latency would stand before the store
+        bias = tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
     acc = tl.zeros((BLOCK_N, BB), dtype=tl.float32)
     for k0 in range(0, n_cols, BLOCK_K):
         weight, k = _weights(planes_ptr, codebook_ptr, rows, row_ok, k0, n_cols, stride_codes, codebook_size,
@@ -111,7 +113,7 @@ def dense_codes_gemm_kernel(
         else:  # float32 x (the launcher's copy of a bfloat16 one): float32 products
             acc = tl.dot(weight, xv, acc, input_precision="ieee")
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        acc += bias[:, None]
     y_offs = b.to(tl.int64)[None, :] * stride_yb + rows[:, None] * stride_yn
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & b_ok[None, :])
 
@@ -264,6 +266,8 @@ def dense_codes_gemv_kernel(
     first = rows.to(tl.int64)[:, None] * (stride_codes // 16)
     g = tl.arange(0, G)[None, :]
     live = row_ok[:, None] & (g < G)
+    if HAS_BIAS:  # loaded before the loop: after it, its latency would stand before the store
+        bias = tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
     acc = tl.zeros((R, G), dtype=tl.float32)
     full = n_cols // 16  # groups whose 16 x values all exist
     for g0 in range(0, full - G + 1, G):
@@ -278,7 +282,7 @@ def dense_codes_gemv_kernel(
                            N8, N4, N1, True, False)  # fmt: skip
     y = tl.sum(acc, axis=1)
     if HAS_BIAS:
-        y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        y += bias
     tl.store(y_ptr + rows.to(tl.int64) * stride_yn, y.to(y_ptr.dtype.element_ty), mask=row_ok)
 
 

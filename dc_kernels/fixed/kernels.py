@@ -186,6 +186,10 @@ def codebook_spmm_kernel(
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the block's rows, b < batch <= BB; x
     in pieces of ``V = min(BB, 16 bytes)`` batch columns (see `_walk`)."""
     V: tl.constexpr = min(BB, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
+    if FRESH_PID:  # the rows' places into L2 now, for the store after the loop (no register kept)
+        first_row = tl.program_id(0) * R
+        _prefetch_l2(row_ids_ptr + first_row)
+        _prefetch_l2(row_ids_ptr + tl.minimum(first_row + R, n_rows) - 1)  # R x 4 bytes: two lines at most
     acc0, acc1, acc2, acc3 = _walk(
         words_ptr, blocks_ptr, starts_ptr, codebook_ptr, codebook_size, x_ptr, stride_xp, stride_xk, 0,
         n_cols, n_words, CODE_BITS, INDEX_BITS, CODEBOOK_PAD, R, T, BB, GATHER, False,
@@ -214,6 +218,15 @@ def _program_id_again(like):
     under Triton's interpreter (``FRESH_PID`` off there)."""
     return tl.inline_asm_elementwise(
         "mov.u32 $0, %ctaid.x;", "=r,r", [like], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
+def _prefetch_l2(ptr):
+    """Ask L2 for the line at ``ptr`` (a hint: nothing is kept in a register, nothing waits on
+    it). Not available under Triton's interpreter."""
+    tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptr], dtype=tl.int32, is_pure=False, pack=1
     )
 
 

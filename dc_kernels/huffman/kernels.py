@@ -382,6 +382,14 @@ def huffman_spmm_kernel(
         x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0)
     else:
         x_chip = codebook_chip  # not read: x comes from memory
+    # The rows' places (and bias) are loaded before the loop: after it, their latency from memory
+    # would stand between the last step and the store.
+    sorted_row = pid * ROWS + tl.arange(0, ROWS)
+    row_ok = sorted_row < n_rows
+    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
+    row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
     # Whole iterations, then what is left in iterations of K / 2 and (K >= 8) K / 4 steps;
@@ -414,14 +422,10 @@ def huffman_spmm_kernel(
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
-    sorted_row = pid * ROWS + tl.arange(0, ROWS)
-    row_ok = sorted_row < n_rows
-    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
-    row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
     if SLABS > 1:
         out, row_ok = _slab_sums(out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB, SLABS)
     if HAS_BIAS:
-        out += tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        out += tl.where(row_ok, bias, 0.0)[:, None]
     y_offs = b.to(tl.int64)[None, :] * stride_yb + original[:, None] * stride_yn
     tl.store(y_ptr + y_offs, out.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & (b < batch)[None, :])
 

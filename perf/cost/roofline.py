@@ -18,7 +18,8 @@ and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
 * **latency**: an iteration cannot be shorter than its chain of dependent loads plus the cycles
   its warps need to issue the body, nor than the latency its prefetched loads must cover over
   their lead (the fixed-width kernel's next group, one iteration ahead; the Huffman lanes' stream
-  words, four refills ahead, a line each);
+  words, four refills ahead, a line each); before the loop a program waits on its first loads, and
+  after it on the loads and atomics its stores need that it issues only then;
   programs run in ``SMs x resident CTAs`` slots, so the floor is the longest program's chain or
   the slots' average, whichever is longer (under-filled grids are latency-bound).
 
@@ -73,7 +74,8 @@ class KernelModel:
     device copy made by the launcher before the launch moves (one more launch when not 0);
     ``closing_in_trips``: ``trips`` counts the closing partial iterations after the loop as
     fractions of one, so their code (`LoopCounts.closing`) is left out of the once-per-program
-    count."""
+    count; ``epilogue(constexprs)``: the dependent memory trips after the loop that the store
+    waits on (loads first issued there, atomics), one after another."""
 
     trips: Callable[[LayerStats, dict], dict[float, int]]
     chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
@@ -83,6 +85,7 @@ class KernelModel:
     gathers: Callable[[LayerStats, Launch, int], dict[str, float]]
     copies: Callable[[LayerStats, Launch, int], int] | None = None
     closing_in_trips: bool = False
+    epilogue: Callable[[dict], tuple[str, ...]] = lambda constexprs: ()
 
 
 def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
@@ -280,12 +283,26 @@ def _codes_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dic
     return out
 
 
+def _fixed_epilogue(constexprs: dict) -> tuple[str, ...]:
+    """The rows' places, loaded after the loop (a register less across it) from L2, where the
+    program asked for them before the loop, then the bias at them from HBM."""
+    return ("l2", "hbm") if constexprs.get("HAS_BIAS") else ("l2",)
+
+
+def _huffman_epilogue(constexprs: dict) -> tuple[str, ...]:
+    """Column slabs: the count's atomic add, then the partial sums read from L2 (`_slab_sums`);
+    the rows' places and the bias are loaded before the loop."""
+    return ("l2", "l2") if int(constexprs.get("SLABS", 1)) > 1 else ()
+
+
 KERNEL_MODELS: dict[str, KernelModel] = {
     # The next group's words are loaded one iteration ahead (HBM latency per iteration at least);
     # the x loads at the decoded columns (L2 hits: x is shared by all programs) are consumed in
     # the same iteration; before the loop: the chunks' first groups, whose addresses need no
     # load, together with the block's group count and the start columns (one HBM latency).
-    "fixed": KernelModel(_fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers),
+    "fixed": KernelModel(
+        _fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers, epilogue=_fixed_epilogue
+    ),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`), at least the HBM
     # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: the
     # lanes' heads (their addresses need no load; the warps' word offsets, the spans and the
@@ -299,9 +316,11 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         _huffman_gathers,
         _huffman_copies,
         closing_in_trips=True,
+        epilogue=_huffman_epilogue,
     ),
     # Each trip loads its codes (no prefetch: an HBM latency) and then looks them up in the L1
-    # table; x (an L2 hit) does not depend on them; nothing is loaded before the loop.
+    # table; x (an L2 hit) does not depend on them; nothing is loaded before the loop but the
+    # bias, nothing after it.
     "dense_codes": KernelModel(_codes_trips, ("hbm", "l1"), None, (), _codes_bits, _codes_gathers),
 }
 
@@ -378,10 +397,12 @@ def predict_launch(
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
     iteration = max(_latency_cycles(machine, chain) + issue_cycles, _latency_cycles(machine, floor))
-    prologue = _latency_cycles(machine, model.prologue) + outside * -(-warps // machine.issue_per_sm_clock)
-    latency_cycles = max(
-        trips_max * iteration + prologue, (total_trips * iteration + programs * prologue) / slots
+    once = (  # a program's cycles outside its iterations
+        _latency_cycles(machine, model.prologue)
+        + _latency_cycles(machine, model.epilogue(consts))
+        + outside * -(-warps // machine.issue_per_sm_clock)
     )
+    latency_cycles = max(trips_max * iteration + once, (total_trips * iteration + programs * once) / slots)
     bounds = {
         "issue": warp_instructions / (sms_used * machine.issue_per_sm_clock * clock * eff),
         "lsu": lsu / (sms_used * machine.lsu_per_sm_clock * clock * eff),

@@ -241,13 +241,21 @@ def write_plots(data: ReportData, frame: pd.DataFrame, out: Path) -> dict[str, P
         )
     plots = {
         "speedup": _bars(
-            frame, keys, "speedup_", "speedup over CPU dense (x, log axis)", "Batch-1 speedup over CPU dense",
+            frame,
+            keys,
+            "speedup_",
+            "speedup over CPU dense (x, log axis)",
+            "Batch-1 speedup over CPU dense",
             out / "speedup.png",
         ),
         "energy_efficiency": _bars(
-            frame, [k for k in keys if k not in same_power], "efficiency_",
-            "energy efficiency over CPU dense (x, log axis)", "Energy per layer: CPU dense / platform",
-            out / "energy_efficiency.png", note,
+            frame,
+            [k for k in keys if k not in same_power],
+            "efficiency_",
+            "energy efficiency over CPU dense (x, log axis)",
+            "Energy per layer: CPU dense / platform",
+            out / "energy_efficiency.png",
+            note,
         ),
         "compression_waterfall": compression_waterfall(data, out / "compression_waterfall.png"),
     }

@@ -264,6 +264,32 @@ def test_closing_iterations_counted_once(small_stats):
     assert p.warp_instructions == warps * (int(launch.grid[0]) * 88 + trips * 104)  # warps: the cost's
 
 
+def test_epilogue_trips_add_to_a_programs_latency(small_stats):
+    """What a program waits on after its loop before it can store: the fixed-width kernel loads
+    its rows' places there (from L2, prefetched before the loop) and the bias at them, the Huffman
+    kernel both before its loop, and waits only on column slabs' count and partial sums (two L2
+    trips)."""
+    import dataclasses
+
+    from perf.cost import roofline
+
+    machine = MACHINES["h100-sxm"]
+    assert roofline._fixed_epilogue({"HAS_BIAS": False}) == ("l2",)
+    assert roofline._fixed_epilogue({"HAS_BIAS": True}) == ("l2", "hbm")
+    assert roofline._huffman_epilogue({"SLABS": 1, "HAS_BIAS": True}) == ()
+    assert roofline._huffman_epilogue({"SLABS": 4}) == ("l2", "l2")
+    assert KERNEL_MODELS["dense_codes"].epilogue({"HAS_BIAS": True}) == ()
+    for form, waits in (("fixed", machine.l2_latency_cycles), ("huffman", 0)):
+        (launch,) = layer_launches(form, small_stats, 1)
+        cost = _cost({"int": 100.0, "ldg.32": 4.0}, {"int": 50}, launch.num_warps)
+        model = KERNEL_MODELS[form]
+        latency = {}
+        for name, m in (("with", model), ("without", dataclasses.replace(model, epilogue=lambda c: ()))):
+            p = predict_launch(machine, small_stats, m, launch, cost, element_bytes=2)
+            latency[name] = p.bounds_s["latency"] * machine.clock_hz
+        assert latency["with"] - latency["without"] == pytest.approx(waits, abs=1e-6)
+
+
 def test_roofline_arithmetic(small_stats):
     machine = MACHINES["h100-sxm"]
     (launch,) = layer_launches("fixed", small_stats, 1)

@@ -136,10 +136,10 @@ def test_plots_and_self_contained_html(run_report):
     assert html.count("<table>") == (run_report / "report.md").read_text().count("\n### ")
 
 
-
 def quick_report_argv(out, layer: str) -> list[str]:
     """A one-layer, one-thread quick report into ``out`` without sweeps."""
     return ["--quick", "--layers", layer, "--out", str(out), "--threads", "1", "--no-sweeps"]
+
 
 @needs_dump
 def test_report_shows_the_dump_as_its_own_row(tmp_path):
