@@ -305,6 +305,7 @@ def _slab_sums(
     sums whichever program comes last) and writes the rows. The barrier before the count orders
     every thread's partials before it; the partials are read from L2 (``.cg``), not a stale L1."""
     b = tl.arange(0, BB)[None, :]
+    original = original.to(tl.int64)
     tl.store(partial_ptr + ((slab * n_out + original) * BB)[:, None] + b, out, mask=row_ok[:, None])
     tl.debug_barrier()
     seen = tl.atomic_add(count_ptr + original, 1, mask=row_ok, sem="acq_rel")
@@ -386,7 +387,7 @@ def huffman_spmm_kernel(
     # would stand between the last step and the store.
     sorted_row = pid * ROWS + tl.arange(0, ROWS)
     row_ok = sorted_row < n_rows
-    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
+    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int32)  # int64 at use
     row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
     if HAS_BIAS:
         bias = tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)
@@ -426,7 +427,7 @@ def huffman_spmm_kernel(
         out, row_ok = _slab_sums(out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB, SLABS)
     if HAS_BIAS:
         out += tl.where(row_ok, bias, 0.0)[:, None]
-    y_offs = b.to(tl.int64)[None, :] * stride_yb + original[:, None] * stride_yn
+    y_offs = b.to(tl.int64)[None, :] * stride_yb + original.to(tl.int64)[:, None] * stride_yn
     tl.store(y_ptr + y_offs, out.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & (b < batch)[None, :])
 
 
