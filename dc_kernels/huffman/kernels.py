@@ -319,6 +319,23 @@ def _slab_sums(
 
 
 @triton.jit
+def _rows(row_ids_ptr, bias_ptr, pid, n_rows, n_out, ROWS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """(original row ``int32`` [ROWS], which of them to write, their bias or 0) of the program's
+    sorted rows. At batch 1 the kernel loads them before its loop, so that the store after the last
+    step waits on no memory (after the loop their first read from HBM stood there); with x read
+    from memory (``XW == 0``) after it, where no register holds them across the loop (with Triton
+    3.6, sm_80, float32, 16 warps, that register spilled)."""
+    sorted_row = pid * ROWS + tl.arange(0, ROWS)
+    row_ok = sorted_row < n_rows
+    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int32)  # int64 at use
+    row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
+    bias = tl.zeros((ROWS,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)
+    return original, row_ok, bias
+
+
+@triton.jit
 def huffman_spmm_kernel(
     words_ptr,
     warp_base_ptr,
@@ -383,14 +400,8 @@ def huffman_spmm_kernel(
         x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0)
     else:
         x_chip = codebook_chip  # not read: x comes from memory
-    # The rows' places (and bias) are loaded before the loop: after it, their latency from memory
-    # would stand between the last step and the store.
-    sorted_row = pid * ROWS + tl.arange(0, ROWS)
-    row_ok = sorted_row < n_rows
-    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int32)  # int64 at use
-    row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + original, mask=row_ok, other=0.0).to(tl.float32)
+    if XW > 0:  # batch 1: the rows' places and bias before the loop (see `_rows`)
+        original, row_ok, bias = _rows(row_ids_ptr, bias_ptr, pid, n_rows, n_out, ROWS, HAS_BIAS)
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
     # Whole iterations, then what is left in iterations of K / 2 and (K >= 8) K / 4 steps;
@@ -423,6 +434,8 @@ def huffman_spmm_kernel(
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
+    if XW == 0:
+        original, row_ok, bias = _rows(row_ids_ptr, bias_ptr, pid, n_rows, n_out, ROWS, HAS_BIAS)
     if SLABS > 1:
         out, row_ok = _slab_sums(out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB, SLABS)
     if HAS_BIAS:

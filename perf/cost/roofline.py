@@ -284,15 +284,22 @@ def _codes_gathers(stats: LayerStats, launch: Launch, element_bytes: int) -> dic
 
 
 def _fixed_epilogue(constexprs: dict) -> tuple[str, ...]:
-    """The rows' places, loaded after the loop (a register less across it) from L2, where the
-    program asked for them before the loop, then the bias at them from HBM."""
+    """The GEMV/GEMM kernel (the decoder stores inside its loop): the rows' places, loaded after
+    the loop (a register less across it) from L2, where the program asked for them before the
+    loop, then the bias at them from HBM."""
+    if "FRESH_PID" not in constexprs:
+        return ()
     return ("l2", "hbm") if constexprs.get("HAS_BIAS") else ("l2",)
 
 
 def _huffman_epilogue(constexprs: dict) -> tuple[str, ...]:
-    """Column slabs: the count's atomic add, then the partial sums read from L2 (`_slab_sums`);
-    the rows' places and the bias are loaded before the loop."""
-    return ("l2", "l2") if int(constexprs.get("SLABS", 1)) > 1 else ()
+    """The fused kernel (the decoder stores inside its loop): with x read from memory (``XW`` 0)
+    the rows' places and the bias at them, loaded after the loop (batch 1 loads them before it);
+    column slabs: then the count's atomic add and the partial sums read from L2 (`_slab_sums`)."""
+    if "XW" not in constexprs:
+        return ()
+    rows = () if int(constexprs["XW"]) > 0 else ("hbm", "hbm") if constexprs.get("HAS_BIAS") else ("hbm",)
+    return rows + (("l2", "l2") if int(constexprs.get("SLABS", 1)) > 1 else ())
 
 
 KERNEL_MODELS: dict[str, KernelModel] = {

@@ -267,17 +267,21 @@ def test_closing_iterations_counted_once(small_stats):
 def test_epilogue_trips_add_to_a_programs_latency(small_stats):
     """What a program waits on after its loop before it can store: the fixed-width kernel loads
     its rows' places there (from L2, prefetched before the loop) and the bias at them, the Huffman
-    kernel both before its loop, and waits only on column slabs' count and partial sums (two L2
-    trips)."""
+    kernel at batch 1 both before its loop, and waits only on column slabs' count and partial sums
+    (two L2 trips)."""
     import dataclasses
 
     from perf.cost import roofline
 
     machine = MACHINES["h100-sxm"]
-    assert roofline._fixed_epilogue({"HAS_BIAS": False}) == ("l2",)
-    assert roofline._fixed_epilogue({"HAS_BIAS": True}) == ("l2", "hbm")
-    assert roofline._huffman_epilogue({"SLABS": 1, "HAS_BIAS": True}) == ()
-    assert roofline._huffman_epilogue({"SLABS": 4}) == ("l2", "l2")
+    assert roofline._fixed_epilogue({"FRESH_PID": True, "HAS_BIAS": False}) == ("l2",)
+    assert roofline._fixed_epilogue({"FRESH_PID": True, "HAS_BIAS": True}) == ("l2", "hbm")
+    assert roofline._fixed_epilogue({"R": 32, "T": 8}) == ()  # the decoder
+    assert roofline._huffman_epilogue({"XW": 2048, "SLABS": 1, "HAS_BIAS": True}) == ()
+    assert roofline._huffman_epilogue({"XW": 8192, "SLABS": 4}) == ("l2", "l2")
+    assert roofline._huffman_epilogue({"XW": 0, "SLABS": 1, "HAS_BIAS": True}) == ("hbm", "hbm")
+    assert roofline._huffman_epilogue({"XW": 0, "SLABS": 2, "HAS_BIAS": False}) == ("hbm", "l2", "l2")
+    assert roofline._huffman_epilogue({"ROWS": 32, "PIECES": 4, "DENSE": True}) == ()  # the decoder
     assert KERNEL_MODELS["dense_codes"].epilogue({"HAS_BIAS": True}) == ()
     for form, waits in (("fixed", machine.l2_latency_cycles), ("huffman", 0)):
         (launch,) = layer_launches(form, small_stats, 1)
