@@ -103,6 +103,13 @@ def correctness(run: GpuRun, small: bool = False) -> bool:
     return ok
 
 
+def _still_correct(layout: HuffmanLayout, x: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor) -> bool:
+    """One more fused GEMV of ``layout`` (poisoned output) against the float64 reference."""
+    out = torch.full((x.shape[0], layout.out_features), float("nan"), dtype=x.dtype, device=x.device)
+    huffman_linear(x, layout, bias, out=out)
+    return matches_reference(out, x.double() @ weight.double().T + bias.double())[0]
+
+
 def bench_layer(run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], variant: str, full: bool) -> None:
     """Decoder throughput and the fused GEMV's cold/warm times on a random layer of ``spec`` in the
     layout ``variant`` (`DEFAULT` or a key of `VARIANTS`; with ``full``: also the fixed-width
@@ -142,7 +149,8 @@ def bench_layer(run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], varia
         fixed = GpuLayout.from_matrix(matrix, device=device)
         base["fixed_bits_per_weight"] = round(fixed.bits_per_kept_weight(), 3)
         base["bits_ratio"] = round(huff.bits_per_kept_weight() / fixed.bits_per_kept_weight(), 3)
-        dense = decode_dense(CanonicalTensors.from_matrix(matrix, device)).half()
+        weight = decode_dense(CanonicalTensors.from_matrix(matrix, device))
+        dense = weight.half()
     bias = torch.randn(spec.outputs, device=device)
     for batch in (1, 8):
         x = torch.randn(batch, spec.inputs, device=device, dtype=torch.float16)
@@ -151,8 +159,14 @@ def bench_layer(run: GpuRun, spec: LayerSpec, bits: int, rows: list[dict], varia
             kernels["fixed"] = lambda x=x: fixed_linear(x, fixed, bias)
             kernels["cublas_fp16"] = lambda x=x: torch.nn.functional.linear(x, dense, bias.half())
         times = run.warm_and_cold(f"{name} B={batch}", kernels)
+        # Checked again on the layout just timed: a slabbed layout's counts carry over between
+        # launches (`dc_kernels.huffman.launch.slab_scratch`), which one launch does not test.
+        after = _still_correct(huff, x, bias, weight) if full else True
+        if not after:
+            run.progress(f"FAIL {name} {variant} B={batch}: wrong after the timed launches of one layout")
         for k, (warm, cold) in times.items():
-            timing = {"us_warm": round(warm, 2), "us_cold": round(cold, 2), "correct": ok}
+            correct = ok and (after or k != "huffman")
+            timing = {"us_warm": round(warm, 2), "us_cold": round(cold, 2), "correct": correct}
             if k == "huffman":  # symbols decoded per second inside the fused GEMV
                 timing["gsym_per_s"] = round(symbols / cold / 1e3, 1)
             rows.append({**base, "kernel": k, "batch": batch, **timing})

@@ -49,6 +49,23 @@ def test_bench_layer_logic_on_a_small_layer(tmp_path):
     assert bench_gpu_huffman.summarize(rows, ok=False)[-1] == "correctness: FAILED"
 
 
+def test_a_layout_is_checked_again_after_its_timed_launches(monkeypatch, tmp_path):
+    """The check after the timings compares the timed layout's output with the reference: a wrong
+    result there marks the Huffman rows and the verdict, not the other kernels'."""
+    matrix = random_compressed_matrix(24, 96, 0.1, 4, seed=3)
+    layout = bench_gpu_huffman.HuffmanLayout.from_matrix(matrix)
+    weight = torch.from_numpy(matrix.to_dense())
+    x, bias = torch.randn(2, 96), torch.randn(24)
+    assert bench_gpu_huffman._still_correct(layout, x, bias, weight)
+    assert not bench_gpu_huffman._still_correct(layout, x, bias, 2 * weight)
+    monkeypatch.setattr(bench_gpu_huffman, "_still_correct", lambda *args: False)
+    run, rows, small = cpu_run(tmp_path), [], LayerSpec("small", 96, 24, 0.1)
+    bench_gpu_huffman.bench_layer(run, small, 4, rows, bench_gpu_huffman.DEFAULT, full=True)
+    assert {r["kernel"] for r in rows if r.get("correct") is False} == {"huffman"}
+    assert "wrong after the timed launches" in (tmp_path / "log.txt").read_text()
+    assert bench_gpu_huffman.summarize(rows, ok=True)[-1] == "correctness: FAILED"
+
+
 def test_main_dry_run_writes_csv_and_log(tmp_path, monkeypatch):
     """``--small`` end to end on one small layer (the edge cases are the test above's)."""
     monkeypatch.setattr(bench_gpu_huffman, "correctness", lambda run, small: True)
