@@ -296,6 +296,18 @@ def _accumulate(
 
 
 @triton.jit
+def _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS: tl.constexpr):
+    """(slab, its first column, its columns) of program ``pid``: slab ``pid // slab_programs`` of
+    ``slab_cols`` columns (a multiple of 16, so x's loads keep their alignment past its first
+    column); one slab: all ``n_cols`` columns."""
+    if SLABS == 1:
+        return 0, 0, n_cols
+    slab = pid // slab_programs
+    start = slab * slab_cols
+    return slab, start, tl.minimum(n_cols - start, slab_cols)
+
+
+@triton.jit
 def _slab_sums(
     out, original, row_ok, slab, partial_ptr, count_ptr, n_out, BB: tl.constexpr, SLABS: tl.constexpr
 ):
@@ -379,12 +391,8 @@ def huffman_spmm_kernel(
     the program covers the columns of slab ``pid // slab_programs`` (``slab_cols`` wide); with
     ``SLABS > 1`` its sums go through ``partial`` and ``count`` (`_slab_sums`)."""
     pid = tl.program_id(0)
-    slab = 0
-    if SLABS > 1:  # (slab_cols a multiple of 16: x's loads keep their alignment)
-        slab = pid // slab_programs
-        slab_start = slab * slab_cols
-        n_cols = tl.minimum(n_cols - slab_start, slab_cols)  # the slab's columns, from its first
-        # x from the slab's first column: a row of x (batch 1), or a row of its BB-wide transpose
+    slab, slab_start, n_cols = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
+    if SLABS > 1:  # x from the slab's first column: a row of x (batch 1), or of its BB-wide transpose
         x_ptr += slab_start.to(tl.int64) * (BB if BB > 1 else stride_xk)
     _, head, rest, end, first_col = _lanes(
         warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
@@ -485,11 +493,7 @@ def huffman_decode_kernel(
     )  # fmt: skip
     buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
     col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)
-    slab_start = 0
-    slab_end = n_cols
-    if SLABS > 1:
-        slab_start = (pid // slab_programs) * slab_cols
-        slab_end = tl.minimum(n_cols - slab_start, slab_cols)  # the columns of the slab
+    _, slab_start, slab_end = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
     row_ok = row_ok & (row >= 0) & (row < n_out)  # empty rows, and row_ids that skipped validation
