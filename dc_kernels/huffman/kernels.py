@@ -16,10 +16,14 @@ steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as th
 
 * the lane reads from two 32-bit words at a bit position (the symbol's 32 bits are one funnel
   shift away), with at least 32 unread bits before every two steps; after them, once the first
-  word is used up, the next of the `WORDS_AHEAD` (4) words the lane has in flight moves in and
-  the one four past it is loaded, so no load of the stream is waited on inside the decode chain
-  and each word has four refills (about ten steps) to come from HBM: a warp's word rows are lines
-  of their own (a step reads at most 16 bits: codeword plus raw bits);
+  word is used up, the word the lane loaded at its previous refill moves in and the next one is
+  loaded (a step reads at most 16 bits: codeword plus raw bits). A register that a load has not
+  filled yet cannot be read, or even moved to another register, without waiting for it, so
+  each refill waits on the previous refill's load: that load has to find its line in L1. With
+  ``PREFETCH`` (compiled code; not under the interpreter) each refill asks L1 for the word row
+  `ROWS_AHEAD` (4) rows further (``prefetch.global.L1``, which fills no register, so nothing waits
+  on it): a warp's word rows are lines of their own, and each has four refills (about ten steps)
+  to come from HBM;
 * one lookup in the ``int32`` decode table (a few cache lines) gives the symbol's bit count and
   the bases its codebook index and column advance are counted from: the symbol's bits, read as a
   number ``v``, complete both (``v >> b`` and ``v``'s low ``b`` bits; an escape or END points
@@ -73,50 +77,58 @@ SHIFT_MASK = tl.constexpr(layout.SHIFT_MASK)
 CODE_SHIFT = tl.constexpr(layout.CODE_SHIFT)
 ADVANCE_SHIFT = tl.constexpr(layout.ADVANCE_SHIFT)
 HEAD_WORDS = tl.constexpr(layout.HEAD_WORDS)
-WORDS_AHEAD = tl.constexpr(layout.WORDS_AHEAD)
+ROWS_AHEAD = tl.constexpr(layout.ROWS_AHEAD)
+# `_prefetch_l1`'s instruction, at the word's line and `ROWS_AHEAD` rows (128-byte lines) past it.
+_PREFETCH = "{{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L1 [$1{}]; mov.u32 $0, 0; }}"
+PREFETCH_ASM = tl.constexpr(_PREFETCH.format(""))
+PREFETCH_AHEAD_ASM = tl.constexpr(_PREFETCH.format(f"+{layout.ROWS_AHEAD * 128}"))
 
 
 @triton.jit
-def _lanes(
-    warp_base_ptr,
-    seg_span_ptr,
-    pid,
-    n_rows,
-    span_base,
-    span_unit,
-    n_words,
-    ROWS: tl.constexpr,
-    PIECES: tl.constexpr,
-):
-    """(sorted row [ROWS, 1], head, first word past it, end of the words, first column) of the
-    program's ``ROWS x PIECES`` lanes: lane ``l`` of warp ``g`` finds its first `HEAD_WORDS` words
-    at ``32 (HEAD_WORDS g + j) + l`` without waiting on a load, and reads the rest at
-    ``32 HEAD_WORDS warps + warp_base[g] + l``, ``+ 32``, ... below its end, which is clamped to
-    the ``n_words`` of the words array, so even offsets that skipped validation cannot send a read
-    outside it (``warps``: those holding a piece; a lane past them reads no word)."""
+def _heads(warp_base_ptr, pid, n_rows, n_words, ROWS: tl.constexpr, PIECES: tl.constexpr):
+    """(sorted row [ROWS, 1], lane, whether its warp is stored, its first word) of the program's
+    ``ROWS x PIECES`` lanes, without a load: lane ``l`` of warp ``g`` finds its first `HEAD_WORDS`
+    words at ``32 (HEAD_WORDS g + j) + l`` (a lane past the stored warps reads no word). The
+    kernels load the heads before anything waits on the warps' offsets (`_rest`), so both come
+    from HBM together."""
     r = tl.arange(0, ROWS)[:, None]
     p = tl.arange(0, PIECES)[None, :]
     row = pid * ROWS + r  # int32: a layout holds fewer than 2**31 pieces
     lane = row * PIECES + p
-    warps = tl.cdiv(n_rows * PIECES, 32)  # those stored: past them lanes read all ones
-    stored = (lane >> 5) < warps
+    stored = (lane >> 5) < tl.cdiv(n_rows * PIECES, 32)  # past the stored warps lanes read all ones
+    offset = warp_base_ptr.dtype.element_ty
+    head = tl.where(stored, (lane >> 5).to(offset) * (32 * HEAD_WORDS) + (lane & 31), n_words)
+    return row, lane, stored, head
+
+
+@triton.jit
+def _rest(
+    warp_base_ptr, seg_span_ptr, row, lane, stored, n_rows, span_base, span_unit, n_words,
+    PIECES: tl.constexpr,
+):  # fmt: skip
+    """(first word past the head, byte offset of the end of the words, first column) of the lanes
+    of `_heads`: a lane reads the rest of its words at ``32 HEAD_WORDS warps + warp_base[g] + l``,
+    ``+ 32``, ... below its end, which is clamped to the ``n_words`` of the words array, so even
+    offsets that skipped validation cannot send a read outside it (``warps``: those holding a
+    piece)."""
+    warps = tl.cdiv(n_rows * PIECES, 32)
     first = tl.load(warp_base_ptr + (lane >> 5), mask=stored, other=0)
-    heads = (warps * (32 * HEAD_WORDS)).to(first.dtype)
-    head = tl.where(stored, (lane >> 5).to(first.dtype) * (32 * HEAD_WORDS) + (lane & 31), n_words)
-    first = tl.minimum(tl.maximum(first, 0), n_words - heads)
     after = tl.load(warp_base_ptr + (lane >> 5) + 1, mask=stored, other=0)
-    after = tl.minimum(tl.maximum(after, first), n_words - heads)
-    rest = heads + first + (lane & 31)
-    end = rest + ((after - first) >> 5 << 5)  # the last word read, end - 32, is below after
     if PIECES > 1:
+        p = lane % PIECES
         spanned = (row < n_rows) & (p < PIECES - 1)
         # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
         raw = tl.load(seg_span_ptr + row * (PIECES - 1) + p, mask=spanned, other=0).to(tl.int32) & 0xFFFF
         span = tl.where(spanned, (raw + span_base) * span_unit, 0)
         first_col = tl.cumsum(span, axis=1) - span
     else:
-        first_col = tl.zeros((ROWS, PIECES), dtype=tl.int32)
-    return row, head, rest, _byte_offset(end), first_col
+        first_col = tl.zeros(lane.shape, dtype=tl.int32)
+    heads = (warps * (32 * HEAD_WORDS)).to(first.dtype)
+    first = tl.minimum(tl.maximum(first, 0), n_words - heads)
+    after = tl.minimum(tl.maximum(after, first), n_words - heads)
+    rest = heads + first + (lane & 31)
+    end = rest + ((after - first) >> 5 << 5)  # the last word read, end - 32, is below after
+    return rest, _byte_offset(end), first_col
 
 
 @triton.jit
@@ -133,22 +145,40 @@ def _warm_table(table_ptr, table_bits, ROWS: tl.constexpr, PIECES: tl.constexpr)
 
 
 @triton.jit
-def _reader(words_ptr, head, rest, end, n_words):
+def _reader(words_ptr, head, n_words):
     """A lane's bit reader at its first word: (its head's first two words, the position of the next
-    bit in them, the next `WORDS_AHEAD` words (the head's third, then the first three past the
-    head, all ones past the lane's ``end``), the byte offset of the last of them)."""
+    bit in them, the head's third word)."""
     tl.static_assert(HEAD_WORDS == 3, "the reader holds three words")
-    tl.static_assert(WORDS_AHEAD == 4, "the reader has four words in flight")
     w0 = _fetch(words_ptr, head, n_words)
     w1 = _fetch(words_ptr, head + 32, n_words)
     q0 = _fetch(words_ptr, head + 64, n_words)
-    wi = _byte_offset(rest)
-    ones = tl.full(q0.shape, 0xFFFFFFFF, tl.uint32)
-    q1 = _load_word(words_ptr, wi, wi < end, ones)
-    q2 = _load_word(words_ptr, wi + 128, wi + 128 < end, ones)
-    q3 = _load_word(words_ptr, wi + 256, wi + 256 < end, ones)
     buf = (w0.to(tl.uint64) << 32) | w1.to(tl.uint64)
-    return buf, tl.zeros(head.shape, tl.int32), q0, q1, q2, q3, wi + 256
+    return buf, tl.zeros(head.shape, tl.int32), q0
+
+
+@triton.jit
+def _past_head(words_ptr, rest, end, PREFETCH: tl.constexpr):
+    """The byte offset of a lane's first word past its head (the first its refills load); with
+    ``PREFETCH`` its first `ROWS_AHEAD` word rows are asked into L1 (the refills ask for the
+    rows after them)."""
+    wi = _byte_offset(rest)
+    if PREFETCH:
+        for j in tl.static_range(ROWS_AHEAD):
+            _prefetch_l1(words_ptr, wi + j * 128, wi + j * 128 < end, False)
+    return wi
+
+
+@triton.jit
+def _prefetch_l1(words_ptr, wi, mask, AHEAD: tl.constexpr):
+    """Ask L1 for the line of the word at byte offset ``wi`` (``AHEAD``: the line `ROWS_AHEAD`
+    word rows past it) where ``mask``: a hint, which no register receives, so nothing waits on it.
+    The address is a load's at ``wi`` (with an offset), so the two share their arithmetic. Not
+    available under Triton's interpreter."""
+    args = [_word_ptr(words_ptr, wi), mask.to(tl.int32)]
+    if AHEAD:
+        tl.inline_asm_elementwise(PREFETCH_AHEAD_ASM, "=r,l,r", args, dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise(PREFETCH_ASM, "=r,l,r", args, dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -169,32 +199,36 @@ def _fetch(words_ptr, i, end):
 
 
 @triton.jit
+def _word_ptr(words_ptr, wi):
+    """The address of the word at byte offset ``wi`` (one add: ``wi`` counts bytes)."""
+    byte_ptr = words_ptr.to(tl.pointer_type(tl.int8), bitcast=True) + wi
+    return byte_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+
+
+@triton.jit
 def _load_word(words_ptr, wi, mask, other):
     """The word at byte offset ``wi`` where ``mask``, else ``other`` (uint32)."""
-    byte_ptr = words_ptr.to(tl.pointer_type(tl.int8), bitcast=True) + wi  # one add: wi counts bytes
-    word_ptr = byte_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
-    word = tl.load(word_ptr, mask=mask, other=other.to(tl.int32, bitcast=True))
+    word = tl.load(_word_ptr(words_ptr, wi), mask=mask, other=other.to(tl.int32, bitcast=True))
     return word.to(tl.uint32, bitcast=True)
 
 
 @triton.jit
-def _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end):
+def _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH: tl.constexpr):
     """Once the buffer's first word is read (``pos >= 32``; afterwards ``pos < 32``: at least 32
-    bits are unread) the next word ``q0`` enters it, the queue moves up and the word
-    `WORDS_AHEAD` past it is loaded: a word is loaded four refills before it is taken (a warp's
-    word rows are lines of their own, first read from HBM), and no load is waited on inside the
-    decode chain."""
+    bits are unread) the next word ``q0`` enters it and the word after it is loaded into ``q0``
+    (all ones past the lane's end). That load is waited on by the next refill, so it has to find
+    its line in L1: with ``PREFETCH`` the refill asks L1 for the row `ROWS_AHEAD` rows further
+    (a warp's word rows are lines of their own, first read from HBM), which no register receives.
+    A deeper queue of loaded words would not help: moving a word whose load is in flight from
+    one register to the next waits on that load."""
     need = pos >= 32
     buf = tl.where(need, (buf << 32) | q0.to(tl.uint64), buf)
-    q0 = tl.where(need, q1, q0)
-    q1 = tl.where(need, q2, q1)
-    q2 = tl.where(need, q3, q2)
-    wi = tl.where(need, wi + 128, wi)
-    # Where a word is taken the next one is loaded over the last (all ones past the end),
-    # elsewhere the load leaves it in place: no select after the load.
-    kept = tl.where(need, tl.full(q3.shape, 0xFFFFFFFF, tl.uint32), q3)
-    q3 = _load_word(words_ptr, wi, need & (wi < end), kept)
-    return buf, tl.where(need, pos - 32, pos), q0, q1, q2, q3, wi
+    # Where a word is taken the next one is loaded over it, elsewhere the load leaves it in place.
+    kept = tl.where(need, tl.full(q0.shape, 0xFFFFFFFF, tl.uint32), q0)
+    q0 = _load_word(words_ptr, wi, need & (wi < end), kept)
+    if PREFETCH:
+        _prefetch_l1(words_ptr, wi, need & (wi + ROWS_AHEAD * 128 < end), True)
+    return buf, tl.where(need, pos - 32, pos), q0, tl.where(need, wi + 128, wi)
 
 
 @triton.jit
@@ -213,47 +247,50 @@ def _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask):
 
 
 @triton.jit
-def _pair(words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask):
+def _pair(
+    words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask, PREFETCH: tl.constexpr
+):
     """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
     pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_a = col + advance_a
     pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_b = col_a + advance_b
-    buf, pos, q0, q1, q2, q3, wi = _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end)
-    return buf, pos, q0, q1, q2, q3, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
+    buf, pos, q0, wi = _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH)
+    return buf, pos, q0, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
 
 
 @triton.jit
 def _steps(
-    words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask,
-    K: tl.constexpr,
+    words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask,
+    K: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
     if K == 2:
         return _pair(
-            words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask
+            words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask, PREFETCH
         )
     else:
-        buf, pos, q0, q1, q2, q3, wi, col, cols_a, codes_a = _steps(
-            words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask,
-            K // 2,
+        buf, pos, q0, wi, col, cols_a, codes_a = _steps(
+            words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask,
+            K // 2, PREFETCH,
         )  # fmt: skip
-        buf, pos, q0, q1, q2, q3, wi, col, cols_b, codes_b = _steps(
-            words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask,
-            K // 2,
+        buf, pos, q0, wi, col, cols_b, codes_b = _steps(
+            words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask,
+            K // 2, PREFETCH,
         )  # fmt: skip
-        return buf, pos, q0, q1, q2, q3, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
+        return buf, pos, q0, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
 
 
 @triton.jit
 def _iteration(
-    words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip, x_chip,
+    words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip, x_chip,
     table_bits, gap_bits, gap_mask, n_cols, stride_xk,
     ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):  # fmt: skip
-    """``K`` steps of every lane, their weights applied to x: (buf, pos, q0, q1, q2, q3, wi, col, acc)."""
-    buf, pos, q0, q1, q2, q3, wi, col, cols, codes = _steps(
-        words_ptr, table_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, table_bits, gap_bits, gap_mask, K
+    """``K`` steps of every lane, their weights applied to x: (buf, pos, q0, wi, col, acc)."""
+    buf, pos, q0, wi, col, cols, codes = _steps(
+        words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask, K, PREFETCH
     )
     cols = tl.reshape(cols, (ROWS, PIECES, K))
     flat_codes = tl.reshape(codes, (ROWS * PIECES * K,))
@@ -264,7 +301,7 @@ def _iteration(
     else:
         values = cols
     acc = _accumulate(acc, weights, values, x_ptr, n_cols, stride_xk, ROWS, PIECES, K, BB, XW)
-    return buf, pos, q0, q1, q2, q3, wi, col, acc
+    return buf, pos, q0, wi, col, acc
 
 
 @triton.jit
@@ -385,6 +422,7 @@ def huffman_spmm_kernel(
     XW: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SLABS: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """y[b, row] = sum_k W[row, k] x[b, k] (+ bias[row]) for the program's rows, b < batch <= BB
     (``XW > 0``: batch 1 with x on chip; see the module docstring). ``n_rows``: the stored rows;
@@ -394,11 +432,9 @@ def huffman_spmm_kernel(
     slab, slab_start, n_cols = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
     if SLABS > 1:  # x from the slab's first column: a row of x (batch 1), or of its BB-wide transpose
         x_ptr += slab_start.to(tl.int64) * (BB if BB > 1 else stride_xk)
-    _, head, rest, end, first_col = _lanes(
-        warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
-    )  # fmt: skip
-    buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
-    col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)  # the last weight's column
+    row, lane, stored, head = _heads(warp_base_ptr, pid, n_rows, n_words, ROWS, PIECES)
+    buf, pos, q0 = _reader(words_ptr, head, n_words)
+    warm = _warm_table(table_ptr, table_bits, ROWS, PIECES)
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
     c = tl.arange(0, CODEBOOK_CHIP)
@@ -410,6 +446,11 @@ def huffman_spmm_kernel(
         x_chip = codebook_chip  # not read: x comes from memory
     if XW > 0:  # batch 1: the rows' places and bias before the loop (see `_rows`)
         original, row_ok, bias = _rows(row_ids_ptr, bias_ptr, pid, n_rows, n_out, ROWS, HAS_BIAS)
+    rest, end, first_col = _rest(
+        warp_base_ptr, seg_span_ptr, row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
+    )
+    wi = _past_head(words_ptr, rest, end, PREFETCH)
+    col = first_col - 1 + warm  # the last weight's column
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
     n_steps = tl.load(prog_steps_ptr + pid)
     # Whole iterations, then what is left in iterations of K / 2 and (K >= 8) K / 4 steps;
@@ -425,21 +466,23 @@ def huffman_spmm_kernel(
     else:
         n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
-        buf, pos, q0, q1, q2, q3, wi, col, acc = _iteration(
-            words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip, x_chip,
-            table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K, BB, XW,
+        buf, pos, q0, wi, col, acc = _iteration(
+            words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip, x_chip,
+            table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K, BB, XW, PREFETCH,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
         if rest >= 2:
-            buf, pos, q0, q1, q2, q3, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip,
+            buf, pos, q0, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
+                PREFETCH,
             )  # fmt: skip
     if K >= 8:  # noqa: SIM102
         if rest % 2 == 1:
-            buf, pos, q0, q1, q2, q3, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, q0, q1, q2, q3, wi, end, col, acc, codebook_chip,
+            buf, pos, q0, wi, col, acc = _iteration(
+                words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
+                PREFETCH,
             )  # fmt: skip
     out = tl.sum(acc, axis=1)  # [ROWS, BB]
     if XW == 0:
@@ -482,17 +525,21 @@ def huffman_decode_kernel(
     PIECES: tl.constexpr,
     DENSE: tl.constexpr,
     SLABS: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """Decode the program's pieces: into ``codes`` (uint8) and ``cols`` (int32) in CSR order,
     from each piece's ``seg_first`` (``DENSE`` False), or each weight into the zero-filled float32
     ``w`` (n_out, n_cols) at its original row (``DENSE`` True: no ``seg_first`` needed). ``n_rows``:
     the stored rows; the program's slab of ``slab_cols`` columns is ``pid // slab_programs``."""
     pid = tl.program_id(0)
-    sorted_row, head, rest, end, first_col = _lanes(
-        warp_base_ptr, seg_span_ptr, pid, n_rows, span_base, span_unit, n_words, ROWS, PIECES,
-    )  # fmt: skip
-    buf, pos, q0, q1, q2, q3, wi = _reader(words_ptr, head, rest, end, n_words)
-    col = first_col - 1 + _warm_table(table_ptr, table_bits, ROWS, PIECES)
+    sorted_row, lane, stored, head = _heads(warp_base_ptr, pid, n_rows, n_words, ROWS, PIECES)
+    buf, pos, q0 = _reader(words_ptr, head, n_words)
+    warm = _warm_table(table_ptr, table_bits, ROWS, PIECES)
+    rest, end, first_col = _rest(
+        warp_base_ptr, seg_span_ptr, sorted_row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
+    )
+    wi = _past_head(words_ptr, rest, end, PREFETCH)
+    col = first_col - 1 + warm
     _, slab_start, slab_end = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
@@ -514,4 +561,4 @@ def huffman_decode_kernel(
             tl.store(cols_ptr + out, slab_start + col, mask=real)
             out += real.to(tl.int64)
         # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
-        buf, pos, q0, q1, q2, q3, wi = _refill(words_ptr, buf, pos, q0, q1, q2, q3, wi, end)
+        buf, pos, q0, wi = _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dc_kernels.checks import check_layout_call, check_layout_device
+from dc_kernels.checks import check_layout_call, check_layout_device, interpreting
 from dc_kernels.huffman.layout import HuffmanLayout, slab_width
 
 BATCH_BUCKETS = (1, 2, 4, 8)
@@ -132,7 +132,8 @@ def run(
             layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
-            HAS_BIAS=bias is not None, SLABS=layout.slabs, num_warps=config.num_warps,
+            HAS_BIAS=bias is not None, SLABS=layout.slabs, PREFETCH=not interpreting(),
+            num_warps=config.num_warps,
         )  # fmt: skip
     return out
 
@@ -183,7 +184,10 @@ def _decode_args(layout: HuffmanLayout, dense: bool, *outputs: torch.Tensor) -> 
         layout.slab_programs, layout.codebook_size, layout.gap_raw_bits, layout.gap_mask,
         layout.nnz, layout.span_base, layout.span_unit, layout.words.numel(), layout.table_bits,
     )  # fmt: skip
-    kwargs = {"ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense, "SLABS": layout.slabs}
+    kwargs = {
+        "ROWS": layout.rows_per_program, "PIECES": layout.pieces, "DENSE": dense, "SLABS": layout.slabs,
+        "PREFETCH": not interpreting(),
+    }  # fmt: skip
     return args, {**kwargs, "num_warps": layout.lanes // 32}
 
 

@@ -101,7 +101,7 @@ MAX_ADVANCE = (1 << 12) - 1  # largest column advance of one symbol (a 12-bit ta
 ESCAPE_PENALTY_BITS = 8  # score of an escape beyond its bits: it costs a decode step, ~10% of a weight's
 WARP_LANES = 32  # lanes whose words are interleaved: one warp of the kernels
 HEAD_WORDS = 3  # a lane's first words: its reader's before the loop, found without an offset
-WORDS_AHEAD = 4  # stream words a kernel lane has loaded beyond its buffer (refills of lead)
+ROWS_AHEAD = 4  # word rows a kernel lane asks into L1 before it loads them (refills of lead)
 MAX_INT32_OFFSET_WORDS = 1 << 30  # int32 warp offsets below: the kernels count bytes in 32 bits
 # Lanes (pieces) of one program, one per thread: 4 warps for small layers (their time is the
 # length of a program's decode chain, and four warps issue an iteration twice as fast as eight),

@@ -30,7 +30,9 @@ SLACK_NOTE = 0.9  # a figure below 90% of its ceiling: suggest lowering the ceil
 
 @dataclass(frozen=True)
 class Guard:
-    """One guarded configuration and its ceiling (warp-instructions per kept weight)."""
+    """One guarded configuration, its ceiling (warp-instructions per kept weight) and the cache
+    prefetches its main loop must keep (the Huffman kernel's refills ask L1 for the word rows
+    ahead: without them every refill would wait on HBM, which no instruction count shows)."""
 
     kernel: str
     dtype: str
@@ -40,6 +42,7 @@ class Guard:
     lanes: tuple[int, int] | None
     ceiling: float
     lane_shape: tuple[int, int] | None = None
+    min_loop_prefetches: int = 0
 
     def matches(self, config) -> bool:
         if (config.kernel, config.dtype, config.batch_bucket) != (self.kernel, self.dtype, self.batch_bucket):
@@ -75,6 +78,7 @@ def load_guards(path: Path = CEILINGS_PATH) -> tuple[int, list[Guard]]:
                 tuple(g["lanes"]) if g.get("lanes") else None,
                 float(g["max_warp_instructions_per_kept_weight"]),
                 tuple(g["lane_shape"]) if g.get("lane_shape") else None,
+                int(g.get("min_loop_prefetches", 0)),
             )
             for g in data["guards"]
         ]
@@ -108,13 +112,17 @@ def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
             max(found[0].batch_bucket, 1),
         )
         figure = cost.warp_instructions_per_item
+        prefetches = int(cost.counts.per_iteration.get("prefetch", 0))
         rows.append(
             {
                 "configuration": guard.describe(),
                 "arch": arch,
                 "warp_instructions_per_kept_weight": round(figure, 4),
                 "ceiling": guard.ceiling,
+                "loop_prefetches": prefetches,
+                "min_loop_prefetches": guard.min_loop_prefetches,
                 "ok": figure <= guard.ceiling,
+                "prefetches_ok": prefetches >= guard.min_loop_prefetches,
                 "could_lower": figure < SLACK_NOTE * guard.ceiling,
             }
         )
@@ -142,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['configuration']:<40} sm_{r['arch']}: {r['warp_instructions_per_kept_weight']:.3f} "
             f"warp-instructions per kept weight, ceiling {r['ceiling']:.3f}: {verdict}"
         )
+        if r["min_loop_prefetches"]:
+            verdict = "ok" if r["prefetches_ok"] else "TOO FEW PREFETCHES"
+            wanted = r["min_loop_prefetches"]
+            print(f"  {r['loop_prefetches']} cache prefetches a loop iteration, at least {wanted}: {verdict}")
         if r["could_lower"]:
             print(f"  below 90% of its ceiling: lower the ceiling in {args.ceilings} to keep the gain")
     over = [r for r in rows if not r["ok"]]
@@ -149,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ceilings: {len(over)} configuration(s) issue more instructions per kept weight than allowed; "
             f"speed the kernel up, or raise the ceiling in {args.ceilings} deliberately",
+            file=sys.stderr,
+        )
+        return 1
+    missing = [r for r in rows if not r["prefetches_ok"]]
+    if missing:
+        print(
+            f"ceilings: {len(missing)} configuration(s) lost the cache prefetches of their loop: without "
+            "them each refill waits on HBM (see docs/kernels.md, PREFETCH)",
             file=sys.stderr,
         )
         return 1

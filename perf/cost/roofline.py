@@ -41,7 +41,7 @@ from math import factorial
 
 import numpy as np
 
-from dc_kernels.huffman.layout import WORDS_AHEAD
+from dc_kernels.huffman.layout import ROWS_AHEAD
 from perf.cost.compiled import KernelCost
 from perf.cost.launches import Launch
 from perf.cost.layer_stats import LayerStats
@@ -118,18 +118,19 @@ def _huffman_bits_per_symbol(stats: LayerStats) -> float:
 
 def _huffman_chain(stats: LayerStats, constexprs: dict) -> dict[str, float]:
     """Per iteration of ``K`` steps: a table lookup a step (an L1 hit); the stream word a refill
-    takes was loaded refills before, off the chain (`_huffman_floor` bounds that lead)."""
+    takes was loaded by the refill before from L1, where it was asked for `ROWS_AHEAD` refills
+    earlier, off the chain (`_huffman_floor` bounds that lead)."""
     return {"l1": int(constexprs.get("K", 1))}
 
 
 def _huffman_floor(stats: LayerStats, constexprs: dict) -> dict[str, float]:
     """An iteration of ``K`` steps takes ``K x bits-per-symbol / 32`` stream words per lane. A
     warp's words are interleaved (word ``j`` of lane ``l`` at ``32 j + l``), so each word row is a
-    128-byte line of its own, read from HBM for the first time by the refill that loads it,
-    `WORDS_AHEAD` refills before the word is taken (`dc_kernels.huffman.kernels._refill`): the
-    iteration lasts at least its words' HBM latency spread over that lead."""
+    128-byte line of its own, read from HBM into L1 by the prefetch of the refill `ROWS_AHEAD`
+    refills before the one that loads it (`dc_kernels.huffman.kernels._refill`): the iteration
+    lasts at least its words' HBM latency spread over that lead."""
     steps = int(constexprs.get("K", 1))
-    return {"hbm": steps * _huffman_bits_per_symbol(stats) / 32 / WORDS_AHEAD}
+    return {"hbm": steps * _huffman_bits_per_symbol(stats) / 32 / ROWS_AHEAD}
 
 
 def bank_conflict_wavefronts(lanes: int = LANES, banks: int = 32) -> float:
@@ -311,14 +312,17 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         _fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers, epilogue=_fixed_epilogue
     ),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`), at least the HBM
-    # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: the
-    # lanes' heads (their addresses need no load; the warps' word offsets, the spans and the
-    # decode table, loaded into L1 by `dc_kernels.huffman.kernels._warm_table`, come beside them).
+    # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: two
+    # HBM latencies, one after the other: the warps' word offsets (beside them the lanes' heads,
+    # whose addresses need no load, the spans and the decode table, loaded into L1 by
+    # `dc_kernels.huffman.kernels._warm_table`), then the first word rows past the heads, at
+    # places the offsets give, which the second refill waits on. In the compiled code ptxas also
+    # issues some head loads only after its first wait on the offsets.
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,
         _huffman_floor,
-        ("hbm",),
+        ("hbm", "hbm"),
         _huffman_bits,
         _huffman_gathers,
         _huffman_copies,

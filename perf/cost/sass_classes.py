@@ -32,6 +32,7 @@ _FIXED_CLASSES = {
     "ATOMS": "atomic",
     "RED": "atomic",
     "BAR": "bar",
+    "CCTL": "prefetch",  # prefetch.global.L1/L2: a cache hint through the load/store pipe
     "BSSY": "converge",
     "BSYNC": "converge",
     "WARPSYNC": "converge",
@@ -76,14 +77,26 @@ _FLOAT = {
 }  # fmt: skip
 _UNIFORM_MOVES = {"R2UR", "S2UR", "UMOV"}
 
-#: Classes issued to the load/store (MIO) pipe: memory operations and shuffles.
-LSU_CLASSES_PREFIXES = ("ldg", "stg", "lds", "sts", "ld.", "st.", "ldsm", "local", "atomic", "shfl")
+#: Classes issued to the load/store (MIO) pipe: memory operations, cache prefetches and shuffles.
+LSU_CLASSES_PREFIXES = (
+    "ldg",
+    "stg",
+    "lds",
+    "sts",
+    "ld.",
+    "st.",
+    "ldsm",
+    "local",
+    "atomic",
+    "shfl",
+    "prefetch",
+)
 
 #: The classes in table order (width classes appear as ``ldg.<bits>`` etc.).
 CLASS_ORDER = (
     "ldg", "ldgsts", "stg", "ld", "st", "lds", "sts", "ldsm", "local", "constant", "shfl", "warp_reduce",
-    "atomic", "bar", "converge", "int", "imad", "float", "ffma", "convert", "move", "uniform", "mma",
-    "branch", "other",
+    "atomic", "prefetch", "bar", "converge", "int", "imad", "float", "ffma", "convert", "move", "uniform",
+    "mma", "branch", "other",
 )  # fmt: skip
 
 

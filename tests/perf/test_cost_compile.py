@@ -71,7 +71,21 @@ def test_ci_guard_instructions_per_kept_weight():
     proc = run("-m", "perf.cost.ceilings")
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.count(": ok") == 3
+    assert proc.stdout.count(": ok") == 4  # three ceilings, one prefetch count
+
+
+def test_ci_guard_fails_without_the_huffman_loops_prefetches(tmp_path):
+    """The Huffman refills wait on the previous refill's load, which only L1 prefetches keep off
+    HBM: a loop that loses them fails the guard (here: more demanded than the loop has)."""
+    ceilings = json.loads((ROOT / "perf" / "results" / "cost" / "ceilings.json").read_text())
+    ceilings["guards"] = [g for g in ceilings["guards"] if g.get("min_loop_prefetches")]
+    assert len(ceilings["guards"]) == 1
+    ceilings["guards"][0]["min_loop_prefetches"] = 99
+    path = tmp_path / "ceilings.json"
+    path.write_text(json.dumps(ceilings))
+    proc = run("-m", "perf.cost.ceilings", "--ceilings", str(path))
+    assert proc.returncode == 1 and "TOO FEW PREFETCHES" in proc.stdout
+    assert "lost the cache prefetches" in proc.stderr
 
 
 def test_ci_guard_fails_over_a_ceiling(tmp_path):

@@ -325,13 +325,13 @@ def test_roofline_arithmetic(small_stats):
 
 
 def test_huffman_iterations_wait_for_their_stream_words(small_stats, monkeypatch):
-    """A Huffman lane's words are interleaved with its warp's, a line each: loaded one refill ahead,
-    with a short loop body an iteration lasts its words' HBM latency, not its chain."""
-    from dc_kernels.huffman.layout import WORDS_AHEAD
+    """A Huffman lane's words are interleaved with its warp's, a line each: asked into L1 one refill
+    ahead, with a short loop body an iteration lasts its words' HBM latency, not its chain."""
+    from dc_kernels.huffman.layout import ROWS_AHEAD
     from perf.cost import roofline
 
-    assert roofline.WORDS_AHEAD == WORDS_AHEAD  # the model's lead is the kernels'
-    monkeypatch.setattr(roofline, "WORDS_AHEAD", 1)  # one refill of lead
+    assert roofline.ROWS_AHEAD == ROWS_AHEAD  # the model's lead is the kernels'
+    monkeypatch.setattr(roofline, "ROWS_AHEAD", 1)  # one refill of lead
     machine = MACHINES["h100-sxm"]
     (launch,) = layer_launches("huffman", small_stats, 1)
     steps = launch.constexprs["K"]
@@ -345,11 +345,11 @@ def test_huffman_iterations_wait_for_their_stream_words(small_stats, monkeypatch
         p = predict_launch(machine, small_stats, model, launch, cost, element_bytes=2)
         return p.bounds_s["latency"] * machine.clock_hz
 
-    prologue = machine.hbm_latency_cycles  # the heads; the table comes into L1 beside them
+    prologue = 2 * machine.hbm_latency_cycles  # the offsets (heads beside them), then the rows past the heads
     per_iteration = (latency_cycles() - prologue) / max(model.trips(small_stats, launch.constexprs))
     assert per_iteration == pytest.approx(steps * bits / 32 * machine.hbm_latency_cycles, rel=1e-6)
     assert per_iteration > steps * machine.l1_latency_cycles + 10  # more than the chain
-    monkeypatch.setattr(roofline, "WORDS_AHEAD", 64)  # words far enough ahead: the chain
+    monkeypatch.setattr(roofline, "ROWS_AHEAD", 64)  # words far enough ahead: the chain
     per_iteration = (latency_cycles() - prologue) / max(model.trips(small_stats, launch.constexprs))
     assert per_iteration == pytest.approx(steps * machine.l1_latency_cycles + 10, rel=1e-6)
 
