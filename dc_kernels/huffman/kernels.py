@@ -112,13 +112,14 @@ def _rest(
     offsets that skipped validation cannot send a read outside it (``warps``: those holding a
     piece)."""
     warps = tl.cdiv(n_rows * PIECES, 32)
-    first = tl.load(warp_base_ptr + (lane >> 5), mask=stored, other=0)
-    after = tl.load(warp_base_ptr + (lane >> 5) + 1, mask=stored, other=0)
+    first = tl.load(warp_base_ptr + (lane >> 5), mask=stored, other=0, volatile=True)
+    after = tl.load(warp_base_ptr + (lane >> 5) + 1, mask=stored, other=0, volatile=True)
     if PIECES > 1:
         p = lane % PIECES
         spanned = (row < n_rows) & (p < PIECES - 1)
         # uint8 loads zero-extend; int16 holds uint16 bit patterns, hence the mask.
-        raw = tl.load(seg_span_ptr + row * (PIECES - 1) + p, mask=spanned, other=0).to(tl.int32) & 0xFFFF
+        raw = tl.load(seg_span_ptr + row * (PIECES - 1) + p, mask=spanned, other=0, volatile=True)
+        raw = raw.to(tl.int32) & 0xFFFF
         span = tl.where(spanned, (raw + span_base) * span_unit, 0)
         first_col = tl.cumsum(span, axis=1) - span
     else:
@@ -132,16 +133,15 @@ def _rest(
 
 
 @triton.jit
-def _warm_table(table_ptr, table_bits, ROWS: tl.constexpr, PIECES: tl.constexpr):
-    """0 for every lane ([ROWS, PIECES] int32), once each lane has loaded one decode-table entry,
-    lanes 32 entries (a 128-byte line) apart: the table's lines come into L1 while the heads come
-    from HBM, so the first lookup, which waits on the heads, finds the table in L1, not L2. No
-    entry is ``INT32_MIN`` (`dc_kernels.huffman.layout.decode_table_entries`: its fields stay far
-    from the sign bit), so the test gives 0; the kernel adds it to a lane's state, which keeps the
-    load (an unused one is dropped)."""
-    lane = tl.arange(0, ROWS)[:, None] * PIECES + tl.arange(0, PIECES)[None, :]
-    entry = tl.load(table_ptr + ((lane * 32) & ((1 << table_bits) - 1)))
-    return (entry == -(2**31)).to(tl.int32)
+def _warm_table(table_ptr, table_bits, ROWS: tl.constexpr, PIECES: tl.constexpr, PREFETCH: tl.constexpr):
+    """With ``PREFETCH``, ask L1 for the decode table's lines (lanes 32 entries, a 128-byte line,
+    apart): they come into L1 while the heads come from HBM, so the first lookup, which waits on
+    the heads, finds the table in L1, not L2. A prefetch fills no register, so nothing waits on
+    it (a load did, and ptxas placed its issue after the wait on the warps' offsets)."""
+    if PREFETCH:
+        lane = tl.arange(0, ROWS)[:, None] * PIECES + tl.arange(0, PIECES)[None, :]
+        entry = (lane * 32) & ((1 << table_bits) - 1)
+        _prefetch_l1(table_ptr, _byte_offset(entry), entry >= 0, False)
 
 
 @triton.jit
@@ -195,7 +195,7 @@ def _byte_offset(i):
 def _fetch(words_ptr, i, end):
     """Word ``i``: read from memory below the lane's ``end``, all ones past it (the lane's
     padding: END)."""
-    return tl.load(words_ptr + i, mask=i < end, other=-1).to(tl.uint32, bitcast=True)
+    return tl.load(words_ptr + i, mask=i < end, other=-1, volatile=True).to(tl.uint32, bitcast=True)
 
 
 @triton.jit
@@ -376,7 +376,8 @@ def _rows(row_ids_ptr, bias_ptr, pid, n_rows, n_out, ROWS: tl.constexpr, HAS_BIA
     3.6, sm_80, float32, 16 warps, that register spilled)."""
     sorted_row = pid * ROWS + tl.arange(0, ROWS)
     row_ok = sorted_row < n_rows
-    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int32)  # int64 at use
+    original = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0, volatile=True)
+    original = original.to(tl.int32)  # int64 at use
     row_ok = row_ok & (original >= 0) & (original < n_out)  # empty rows, row_ids that skipped validation
     bias = tl.zeros((ROWS,), dtype=tl.float32)
     if HAS_BIAS:
@@ -432,27 +433,31 @@ def huffman_spmm_kernel(
     slab, slab_start, n_cols = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
     if SLABS > 1:  # x from the slab's first column: a row of x (batch 1), or of its BB-wide transpose
         x_ptr += slab_start.to(tl.int64) * (BB if BB > 1 else stride_xk)
+    # Before the loop every load is issued before anything waits on one (`_rest`: the warps'
+    # offsets, which the first word rows past the heads wait on, last): volatile loads keep
+    # their order, and ptxas placed its first wait on the offsets before loads it could have
+    # issued first, which then waited another HBM latency.
     row, lane, stored, head = _heads(warp_base_ptr, pid, n_rows, n_words, ROWS, PIECES)
     buf, pos, q0 = _reader(words_ptr, head, n_words)
-    warm = _warm_table(table_ptr, table_bits, ROWS, PIECES)
+    _warm_table(table_ptr, table_bits, ROWS, PIECES, PREFETCH)
     b = tl.arange(0, BB)
     # The codebook on chip, zero past its end: escapes and END (indices k .. 2k) read weight 0.
     c = tl.arange(0, CODEBOOK_CHIP)
-    codebook_chip = tl.load(codebook_ptr + c, mask=c < codebook_size, other=0.0)
+    codebook_chip = tl.load(codebook_ptr + c, mask=c < codebook_size, other=0.0, volatile=True)
     if XW > 0:
         k = tl.arange(0, XW)
-        x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0)
+        x_chip = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < n_cols, other=0.0, volatile=True)
     else:
         x_chip = codebook_chip  # not read: x comes from memory
     if XW > 0:  # batch 1: the rows' places and bias before the loop (see `_rows`)
         original, row_ok, bias = _rows(row_ids_ptr, bias_ptr, pid, n_rows, n_out, ROWS, HAS_BIAS)
+    n_steps = tl.load(prog_steps_ptr + pid, volatile=True)
     rest, end, first_col = _rest(
         warp_base_ptr, seg_span_ptr, row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
     )
     wi = _past_head(words_ptr, rest, end, PREFETCH)
-    col = first_col - 1 + warm  # the last weight's column
+    col = first_col - 1  # the last weight's column
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
-    n_steps = tl.load(prog_steps_ptr + pid)
     # Whole iterations, then what is left in iterations of K / 2 and (K >= 8) K / 4 steps;
     # ``rest``: the quarters of an iteration left.
     if K >= 8:
@@ -534,12 +539,12 @@ def huffman_decode_kernel(
     pid = tl.program_id(0)
     sorted_row, lane, stored, head = _heads(warp_base_ptr, pid, n_rows, n_words, ROWS, PIECES)
     buf, pos, q0 = _reader(words_ptr, head, n_words)
-    warm = _warm_table(table_ptr, table_bits, ROWS, PIECES)
+    _warm_table(table_ptr, table_bits, ROWS, PIECES, PREFETCH)
     rest, end, first_col = _rest(
         warp_base_ptr, seg_span_ptr, sorted_row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
     )
     wi = _past_head(words_ptr, rest, end, PREFETCH)
-    col = first_col - 1 + warm
+    col = first_col - 1
     _, slab_start, slab_end = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
     row_ok = sorted_row < n_rows
     row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
