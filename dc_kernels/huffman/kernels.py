@@ -8,8 +8,9 @@ slabs, by the last of the row's programs, below).
 A lane's words are interleaved with those of the 31 other lanes of its warp (word ``j`` at
 ``32 j + lane`` from its warp's base: a warp's loads touch one or two lines, not 32); the first
 three, the lane's head, sit at places its warp's index gives, so a program loads its lanes' heads
-without waiting on the warps' offsets (which locate the rest), loads the decode table into L1
-beside them (`_warm_table`) and finds their first columns with a prefix sum of the stored spans,
+without waiting on the warps' offsets (which locate the rest), asks L1 for the decode table
+beside them (`_warm_table`), issues every load before its first wait on one (the offsets last)
+and finds the lanes' first columns with a prefix sum of the stored spans,
 then runs ``prog_steps[pid]`` steps, rounded up to whole iterations of ``K``
 steps and closing iterations of ``K / 2`` and (``K >= 8``) ``K / 4`` steps as the rest needs
 (`dc_kernels.huffman.launch.steps_granularity`); in every step each lane decodes one symbol:

@@ -59,7 +59,8 @@ class LoopCounts:
     ``closing``: the part of ``outside`` in blocks after the loop that some programs skip and
     that multiply (a closing partial iteration: the Huffman kernel's ``K / 2`` and ``K / 4``
     steps, which its trips count as fractions of an iteration; masked loads and stores behind a
-    branch hold no multiply)."""
+    branch hold no multiply); ``before``: the part of ``outside`` placed before the loop (the
+    prologue)."""
 
     per_iteration: dict[str, float]
     outside: dict[str, int]
@@ -69,6 +70,7 @@ class LoopCounts:
     depth: int
     internal_branches: int
     closing: dict[str, int] = field(default_factory=dict)
+    before: dict[str, int] = field(default_factory=dict)
 
     @property
     def instructions(self) -> float:
@@ -93,6 +95,10 @@ class LoopCounts:
     @property
     def closing_lsu(self) -> int:
         return _lsu(self.closing)
+
+    @property
+    def before_instructions(self) -> int:
+        return sum(self.before.values())
 
 
 def _lsu(classes: dict) -> float:
@@ -170,6 +176,7 @@ class KernelCost:
                 outside_instructions=c.outside_instructions,
                 outside_lsu=c.outside_lsu,
                 closing_instructions=c.closing_instructions,
+                before_instructions=c.before_instructions,
             )
             out.update({f"loop_{k}": _round(v) for k, v in c.per_iteration.items()})
         return out
@@ -332,6 +339,10 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
     outside = Counter(
         sass_class(sass.instructions[i].opcode) for i in flow.reachable_instructions() if i not in in_loop
     )
+    first = min(loop.instructions)  # the loop's first instruction in program order
+    before = Counter(
+        sass_class(sass.instructions[i].opcode) for i in flow.reachable_instructions() if i < first
+    )
     closing = Counter()
     for b in flow.skippable_after(loop):
         block = [
@@ -355,6 +366,7 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
         depth=loop.depth,
         internal_branches=max(0, branches - 1),
         closing={k: closing[k] for k in sorted(closing, key=class_sort_key)},
+        before={k: before[k] for k in sorted(before, key=class_sort_key)},
     )
 
 

@@ -75,7 +75,10 @@ class KernelModel:
     ``closing_in_trips``: ``trips`` counts the closing partial iterations after the loop as
     fractions of one, so their code (`LoopCounts.closing`) is left out of the once-per-program
     count; ``epilogue(constexprs)``: the dependent memory trips after the loop that the store
-    waits on (loads first issued there, atomics), one after another."""
+    waits on (loads first issued there, atomics), one after another; ``prologue_overlaps``: the
+    kernel issues every load before the loop ahead of its first wait on one, so the
+    instructions before the loop issue while the prologue's trips are in flight (a program's
+    start takes the longer of the two, not their sum)."""
 
     trips: Callable[[LayerStats, dict], dict[float, int]]
     chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
@@ -86,6 +89,7 @@ class KernelModel:
     copies: Callable[[LayerStats, Launch, int], int] | None = None
     closing_in_trips: bool = False
     epilogue: Callable[[dict], tuple[str, ...]] = lambda constexprs: ()
+    prologue_overlaps: bool = False
 
 
 def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
@@ -314,10 +318,10 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`), at least the HBM
     # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: two
     # HBM latencies, one after the other: the warps' word offsets (beside them the lanes' heads,
-    # whose addresses need no load, the spans and the decode table, loaded into L1 by
-    # `dc_kernels.huffman.kernels._warm_table`), then the first word rows past the heads, at
-    # places the offsets give, which the second refill waits on. In the compiled code ptxas also
-    # issues some head loads only after its first wait on the offsets.
+    # whose addresses need no load, the spans, x and the codebook, and the decode table asked
+    # into L1 by `dc_kernels.huffman.kernels._warm_table`), then the first word rows past the
+    # heads, at places the offsets give, which the second refill waits on (the steps before it
+    # overlap that wait, which the model does not count: it errs long there).
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,
@@ -328,6 +332,7 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         _huffman_copies,
         closing_in_trips=True,
         epilogue=_huffman_epilogue,
+        prologue_overlaps=True,
     ),
     # Each trip loads its codes (no prefetch: an HBM latency) and then looks them up in the L1
     # table; x (an L2 hit) does not depend on them; nothing is loaded before the loop but the
@@ -408,10 +413,13 @@ def predict_launch(
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
     iteration = max(_latency_cycles(machine, chain) + issue_cycles, _latency_cycles(machine, floor))
+    per_warp = -(-warps // machine.issue_per_sm_clock)
+    start = _latency_cycles(machine, model.prologue)
+    if model.prologue_overlaps:  # the instructions before the loop issue during its trips
+        before = counts.before_instructions * per_warp
+        start = max(start, before) - before
     once = (  # a program's cycles outside its iterations
-        _latency_cycles(machine, model.prologue)
-        + _latency_cycles(machine, model.epilogue(consts))
-        + outside * -(-warps // machine.issue_per_sm_clock)
+        start + _latency_cycles(machine, model.epilogue(consts)) + outside * per_warp
     )
     latency_cycles = max(trips_max * iteration + once, (total_trips * iteration + programs * once) / slots)
     bounds = {

@@ -234,9 +234,14 @@ def test_distinct_lines():
 
 
 def _cost(
-    per_iteration: dict, outside: dict, warps: int, ctas: int = 8, closing: dict | None = None
+    per_iteration: dict,
+    outside: dict,
+    warps: int,
+    ctas: int = 8,
+    closing: dict | None = None,
+    before: dict | None = None,
 ) -> KernelCost:
-    counts = LoopCounts(per_iteration, outside, 1, 1.0, 1, 1, 0, closing or {})
+    counts = LoopCounts(per_iteration, outside, 1, 1.0, 1, 1, 0, closing or {}, before or {})
     return KernelCost("codebook_spmm_kernel", 90, warps, 64, 0, 0, 0, 0, ctas, counts, 1024, 1)
 
 
@@ -292,6 +297,33 @@ def test_epilogue_trips_add_to_a_programs_latency(small_stats):
             p = predict_launch(machine, small_stats, m, launch, cost, element_bytes=2)
             latency[name] = p.bounds_s["latency"] * machine.clock_hz
         assert latency["with"] - latency["without"] == pytest.approx(waits, abs=1e-6)
+
+
+def test_huffman_prologue_instructions_issue_during_its_trips(small_stats):
+    """The Huffman kernel issues every load before its loop ahead of its first wait, so the
+    instructions before the loop overlap the prologue's two HBM trips: a program's start takes the
+    longer of the two; the instructions after the loop still add. The fixed-width kernel's
+    prologue instructions add to its trip."""
+    machine = MACHINES["h100-sxm"]
+    trips = 2 * machine.hbm_latency_cycles
+    assert KERNEL_MODELS["huffman"].prologue == ("hbm", "hbm") and KERNEL_MODELS["huffman"].prologue_overlaps
+    assert not KERNEL_MODELS["fixed"].prologue_overlaps
+
+    def latency(form: str, before: int, after: int) -> float:
+        (launch,) = layer_launches(form, small_stats, 1)
+        cost = _cost({"int": 100.0}, {"int": before + after}, launch.num_warps, before={"int": before})
+        p = predict_launch(machine, small_stats, KERNEL_MODELS[form], launch, cost, element_bytes=2)
+        return p.bounds_s["latency"] * machine.clock_hz
+
+    per_warp = -(-layer_launches("huffman", small_stats, 1)[0].num_warps // machine.issue_per_sm_clock)
+    assert latency("huffman", 200, 50) - latency("huffman", 0, 50) == pytest.approx(0, abs=1e-6)
+    assert latency("huffman", 200, 80) - latency("huffman", 200, 50) == pytest.approx(30 * per_warp, abs=1e-6)
+    longer = trips // per_warp + 100  # more instructions before the loop than the trips last
+    assert latency("huffman", longer, 50) - latency("huffman", 0, 50) == pytest.approx(
+        longer * per_warp - trips, abs=1e-6
+    )
+    fixed_warp = -(-layer_launches("fixed", small_stats, 1)[0].num_warps // machine.issue_per_sm_clock)
+    assert latency("fixed", 200, 50) - latency("fixed", 0, 50) == pytest.approx(200 * fixed_warp, abs=1e-6)
 
 
 def test_roofline_arithmetic(small_stats):
