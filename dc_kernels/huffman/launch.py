@@ -37,6 +37,11 @@ MIN_X_WINDOW = 1024
 # layers (Alex-7 5.5 -> 5.3 us, LLM 4096 -> 14336 at 30% 49.4 -> 45.9 us), within 0.2 us on the others.
 REFRESH_BYTES_PER_STEP = 4
 MAX_STEPS_PER_ITERATION = 16
+# With x read from memory (batches 2..8) the ptxas of Triton 3.9 gave some 256-lane launches 32
+# registers a thread on sm_80 and spilled 4 bytes there (float16 and bfloat16 at batch 8, float32
+# at batch 4, once the reader held one stream word instead of four); with a budget of 40, the
+# count it picks for the others, it spills nothing.
+MEMORY_X_REGISTER_BUDGET = 40
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,11 @@ class LaunchConfig:
     BB: int
     XW: int
     num_warps: int
+
+
+def register_budget(config: LaunchConfig) -> dict[str, int]:
+    """``maxnreg`` for launches where ptxas's own choice spills (empty: ptxas chooses)."""
+    return {"maxnreg": MEMORY_X_REGISTER_BUDGET} if config.XW == 0 else {}
 
 
 def _bucket(batch: int) -> int:
@@ -133,7 +143,7 @@ def run(
             hi - lo, stride_xb, stride_xk, y.stride(0), y.stride(1),
             ROWS=layout.rows_per_program, PIECES=layout.pieces, K=config.K, BB=config.BB, XW=config.XW,
             HAS_BIAS=bias is not None, SLABS=layout.slabs, PREFETCH=not interpreting(),
-            num_warps=config.num_warps,
+            num_warps=config.num_warps, **register_budget(config),
         )  # fmt: skip
     return out
 
