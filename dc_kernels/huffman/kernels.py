@@ -159,14 +159,15 @@ def _reader(words_ptr, head, n_words):
 
 @triton.jit
 def _past_head(words_ptr, rest, end, PREFETCH: tl.constexpr):
-    """The byte offset of a lane's first word past its head (the first its refills load); with
-    ``PREFETCH`` its first `ROWS_AHEAD` word rows are asked into L1 (the refills ask for the
-    rows after them)."""
+    """(The byte offset of a lane's first word past its head, the first its refills load; the
+    offset below which a refill's word has one `ROWS_AHEAD` rows further inside the lane's
+    words, ``end`` less those rows, 0 where that is negative). With ``PREFETCH`` the lane's
+    first `ROWS_AHEAD` word rows are asked into L1 (the refills ask for the rows after them)."""
     wi = _byte_offset(rest)
     if PREFETCH:
         for j in tl.static_range(ROWS_AHEAD):
             _prefetch_l1(words_ptr, wi + j * 128, wi + j * 128 < end, False)
-    return wi
+    return wi, tl.maximum(end, ROWS_AHEAD * 128) - ROWS_AHEAD * 128
 
 
 @triton.jit
@@ -214,7 +215,7 @@ def _load_word(words_ptr, wi, mask, other):
 
 
 @triton.jit
-def _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH: tl.constexpr):
+def _refill(words_ptr, buf, pos, q0, wi, end, ahead, PREFETCH: tl.constexpr):
     """Once the buffer's first word is read (``pos >= 32``; afterwards ``pos < 32``: at least 32
     bits are unread) the next word ``q0`` enters it and the word after it is loaded into ``q0``
     (all ones past the lane's end). That load is waited on by the next refill, so it has to find
@@ -227,8 +228,8 @@ def _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH: tl.constexpr):
     # Where a word is taken the next one is loaded over it, elsewhere the load leaves it in place.
     kept = tl.where(need, tl.full(q0.shape, 0xFFFFFFFF, tl.uint32), q0)
     q0 = _load_word(words_ptr, wi, need & (wi < end), kept)
-    if PREFETCH:
-        _prefetch_l1(words_ptr, wi, need & (wi + ROWS_AHEAD * 128 < end), True)
+    if PREFETCH:  # ``ahead``: the lane's end less ROWS_AHEAD rows (`_past_head`)
+        _prefetch_l1(words_ptr, wi, need & (wi < ahead), True)
     return buf, tl.where(need, pos - 32, pos), q0, tl.where(need, wi + 128, wi)
 
 
@@ -249,34 +250,35 @@ def _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask):
 
 @triton.jit
 def _pair(
-    words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask, PREFETCH: tl.constexpr
-):
+    words_ptr, table_ptr, buf, pos, q0, wi, end, ahead, col, table_bits, gap_bits, gap_mask,
+    PREFETCH: tl.constexpr,
+):  # fmt: skip
     """Two steps and a refill: (state..., columns [.., 2], codebook indices [.., 2])."""
     pos, advance_a, code_a = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_a = col + advance_a
     pos, advance_b, code_b = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
     col_b = col_a + advance_b
-    buf, pos, q0, wi = _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH)
+    buf, pos, q0, wi = _refill(words_ptr, buf, pos, q0, wi, end, ahead, PREFETCH)
     return buf, pos, q0, wi, col_b, tl.join(col_a, col_b), tl.join(code_a, code_b)
 
 
 @triton.jit
 def _steps(
-    words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask,
+    words_ptr, table_ptr, buf, pos, q0, wi, end, ahead, col, table_bits, gap_bits, gap_mask,
     K: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """``K`` (2, 4, 8 or 16) steps: (state..., columns and codebook indices, [ROWS, PIECES, 2, ...])."""
     if K == 2:
         return _pair(
-            words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask, PREFETCH
+            words_ptr, table_ptr, buf, pos, q0, wi, end, ahead, col, table_bits, gap_bits, gap_mask, PREFETCH
         )
     else:
         buf, pos, q0, wi, col, cols_a, codes_a = _steps(
-            words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask,
+            words_ptr, table_ptr, buf, pos, q0, wi, end, ahead, col, table_bits, gap_bits, gap_mask,
             K // 2, PREFETCH,
         )  # fmt: skip
         buf, pos, q0, wi, col, cols_b, codes_b = _steps(
-            words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask,
+            words_ptr, table_ptr, buf, pos, q0, wi, end, ahead, col, table_bits, gap_bits, gap_mask,
             K // 2, PREFETCH,
         )  # fmt: skip
         return buf, pos, q0, wi, col, tl.join(cols_a, cols_b), tl.join(codes_a, codes_b)
@@ -284,14 +286,14 @@ def _steps(
 
 @triton.jit
 def _iteration(
-    words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip, x_chip,
+    words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, ahead, col, acc, codebook_chip, x_chip,
     table_bits, gap_bits, gap_mask, n_cols, stride_xk,
     ROWS: tl.constexpr, PIECES: tl.constexpr, K: tl.constexpr, BB: tl.constexpr, XW: tl.constexpr,
     PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """``K`` steps of every lane, their weights applied to x: (buf, pos, q0, wi, col, acc)."""
     buf, pos, q0, wi, col, cols, codes = _steps(
-        words_ptr, table_ptr, buf, pos, q0, wi, end, col, table_bits, gap_bits, gap_mask, K, PREFETCH
+        words_ptr, table_ptr, buf, pos, q0, wi, end, ahead, col, table_bits, gap_bits, gap_mask, K, PREFETCH
     )
     cols = tl.reshape(cols, (ROWS, PIECES, K))
     flat_codes = tl.reshape(codes, (ROWS * PIECES * K,))
@@ -456,7 +458,7 @@ def huffman_spmm_kernel(
     rest, end, first_col = _rest(
         warp_base_ptr, seg_span_ptr, row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
     )
-    wi = _past_head(words_ptr, rest, end, PREFETCH)
+    wi, ahead = _past_head(words_ptr, rest, end, PREFETCH)
     col = first_col - 1  # the last weight's column
     acc = tl.zeros((ROWS, PIECES, BB), dtype=tl.float32)
     # Whole iterations, then what is left in iterations of K / 2 and (K >= 8) K / 4 steps;
@@ -473,20 +475,20 @@ def huffman_spmm_kernel(
         n_iter = tl.cdiv(n_steps, K)
     for _ in range(0, n_iter):
         buf, pos, q0, wi, col, acc = _iteration(
-            words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip, x_chip,
+            words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, ahead, col, acc, codebook_chip, x_chip,
             table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K, BB, XW, PREFETCH,
         )  # fmt: skip
     if K >= 4:  # noqa: SIM102 (a compile-time test around a run-time one)
         if rest >= 2:
             buf, pos, q0, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip,
+                words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, ahead, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 2, BB, XW,
                 PREFETCH,
             )  # fmt: skip
     if K >= 8:  # noqa: SIM102
         if rest % 2 == 1:
             buf, pos, q0, wi, col, acc = _iteration(
-                words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, col, acc, codebook_chip,
+                words_ptr, table_ptr, x_ptr, buf, pos, q0, wi, end, ahead, col, acc, codebook_chip,
                 x_chip, table_bits, gap_bits, gap_mask, n_cols, stride_xk, ROWS, PIECES, K // 4, BB, XW,
                 PREFETCH,
             )  # fmt: skip
@@ -544,7 +546,7 @@ def huffman_decode_kernel(
     rest, end, first_col = _rest(
         warp_base_ptr, seg_span_ptr, sorted_row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
     )
-    wi = _past_head(words_ptr, rest, end, PREFETCH)
+    wi, ahead = _past_head(words_ptr, rest, end, PREFETCH)
     col = first_col - 1
     _, slab_start, slab_end = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
     row_ok = sorted_row < n_rows
@@ -567,4 +569,4 @@ def huffman_decode_kernel(
             tl.store(cols_ptr + out, slab_start + col, mask=real)
             out += real.to(tl.int64)
         # One step at a time: the refill keeps 32 bits ahead, more than one symbol needs.
-        buf, pos, q0, wi = _refill(words_ptr, buf, pos, q0, wi, end, PREFETCH)
+        buf, pos, q0, wi = _refill(words_ptr, buf, pos, q0, wi, end, ahead, PREFETCH)
