@@ -56,6 +56,15 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def triton_at_least(version: tuple[int, int]) -> bool:
+    """Whether the installed Triton is ``version`` (major, minor) or newer (the kernels' code
+    and register budgets follow what each release's compiler does with them)."""
+    import triton
+
+    major, minor = (int(part) for part in triton.__version__.split(".")[:2])
+    return (major, minor) >= version
+
+
 def check_strided(x: torch.Tensor) -> None:
     """Refuse, by name, an input tensor without strides (sparse, nested, MKL-DNN), which the
     kernels cannot read and PyTorch's own operators reject with internal messages."""

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dc_kernels.checks import SUPPORTED_DTYPES, check_layout_call, check_layout_device, interpreting
+from dc_kernels.checks import (
+    SUPPORTED_DTYPES,
+    check_layout_call,
+    check_layout_device,
+    interpreting,
+    triton_at_least,
+)
 from dc_kernels.fixed.layout import GpuLayout
 
 SMALL_BATCH_MAX = 16
@@ -86,24 +92,13 @@ class Dispatch:
         """Whether a launch's codebook lookup is a warp shuffle (tl.gather)."""
         if self.gather is not None:
             return self.gather
-        return code_bits == GATHER_CODE_BITS and _triton_at_least(GATHER_MIN_TRITON)
+        return code_bits == GATHER_CODE_BITS and triton_at_least(GATHER_MIN_TRITON)
 
 
 DEFAULT_DISPATCH = Dispatch()
 
 
 @functools.cache  # asked twice a launch; the installed Triton does not change
-def _triton_at_least(version: tuple[int, int]) -> bool:
-    """Whether the installed Triton is ``version`` (major, minor) or newer. Triton 3.6's compiler
-    stops with an assertion on the kernels' `tl.gather` lookup (its thread-locality pass requires
-    a warp-local gather, which these lane shapes are not), so launches there load from the table
-    instead (`GATHER_MIN_TRITON`)."""
-    import triton
-
-    major, minor = (int(part) for part in triton.__version__.split(".")[:2])
-    return (major, minor) >= version
-
-
 def batch_bucket(batch: int) -> int:
     """The smallest bucket >= batch (batch in 1..SMALL_BATCH_MAX)."""
     for bucket in BATCH_BUCKETS:
@@ -130,7 +125,7 @@ def _constexprs(
 def register_budget(code_bits: int, index_bits: int, bucket: int) -> dict[str, int]:
     """``maxnreg`` for `codebook_spmm_kernel` launches where ptxas's own choice spills (empty:
     ptxas chooses)."""
-    if code_bits + index_bits == 8 and bucket == 1 and _triton_at_least(REGISTER_BUDGET_MIN_TRITON):
+    if code_bits + index_bits == 8 and bucket == 1 and triton_at_least(REGISTER_BUDGET_MIN_TRITON):
         return {"maxnreg": REGISTER_BUDGET_8BIT_ENTRIES_BATCH_1}
     return {}
 
