@@ -74,27 +74,28 @@ def test_ci_guard_instructions_per_kept_weight():
     assert proc.stdout.count(": ok") == 4  # three ceilings, one prefetch count
 
 
+def _guard_with(tmp_path, pick, field: str, value):
+    """``perf.cost.ceilings`` run on the recorded guards that ``pick`` keeps, ``field`` of the
+    first set to ``value``."""
+    ceilings = json.loads((ROOT / "perf" / "results" / "cost" / "ceilings.json").read_text())
+    ceilings["guards"] = [g for g in ceilings["guards"] if pick(g)][:1]
+    assert ceilings["guards"]
+    ceilings["guards"][0][field] = value
+    path = tmp_path / "ceilings.json"
+    path.write_text(json.dumps(ceilings))
+    return run("-m", "perf.cost.ceilings", "--ceilings", str(path))
+
+
 def test_ci_guard_fails_without_the_huffman_loops_prefetches(tmp_path):
     """The Huffman refills wait on the previous refill's load, which only L1 prefetches keep off
     HBM: a loop that loses them fails the guard (here: more demanded than the loop has)."""
-    ceilings = json.loads((ROOT / "perf" / "results" / "cost" / "ceilings.json").read_text())
-    ceilings["guards"] = [g for g in ceilings["guards"] if g.get("min_loop_prefetches")]
-    assert len(ceilings["guards"]) == 1
-    ceilings["guards"][0]["min_loop_prefetches"] = 99
-    path = tmp_path / "ceilings.json"
-    path.write_text(json.dumps(ceilings))
-    proc = run("-m", "perf.cost.ceilings", "--ceilings", str(path))
+    proc = _guard_with(tmp_path, lambda g: g.get("min_loop_prefetches"), "min_loop_prefetches", 99)
     assert proc.returncode == 1 and "TOO FEW PREFETCHES" in proc.stdout
     assert "lost the cache prefetches" in proc.stderr
 
 
 def test_ci_guard_fails_over_a_ceiling(tmp_path):
-    ceilings = json.loads((ROOT / "perf" / "results" / "cost" / "ceilings.json").read_text())
-    ceilings["guards"] = ceilings["guards"][:1]
-    ceilings["guards"][0]["max_warp_instructions_per_kept_weight"] = 0.5
-    path = tmp_path / "ceilings.json"
-    path.write_text(json.dumps(ceilings))
-    proc = run("-m", "perf.cost.ceilings", "--ceilings", str(path))
+    proc = _guard_with(tmp_path, lambda g: True, "max_warp_instructions_per_kept_weight", 0.5)
     assert proc.returncode == 1 and "OVER THE CEILING" in proc.stdout
     assert "raise the ceiling" in proc.stderr
 
