@@ -159,10 +159,11 @@ def _reader(words_ptr, head, n_words):
 
 @triton.jit
 def _past_head(words_ptr, rest, end, PREFETCH: tl.constexpr):
-    """(The byte offset of a lane's first word past its head, the first its refills load; the
-    offset below which a refill's word has one `ROWS_AHEAD` rows further inside the lane's
-    words, ``end`` less those rows, 0 where that is negative). With ``PREFETCH`` the lane's
-    first `ROWS_AHEAD` word rows are asked into L1 (the refills ask for the rows after them)."""
+    """(``wi``: the byte offset of a lane's first word past its head, which its first refill
+    loads; ``ahead``: ``end`` less `ROWS_AHEAD` rows, 0 where that is negative, below which the
+    word `ROWS_AHEAD` rows past a refill's still lies inside the lane's words). With ``PREFETCH``
+    the lane's first `ROWS_AHEAD` word rows are asked into L1 (the refills ask for the rows after
+    them)."""
     wi = _byte_offset(rest)
     if PREFETCH:
         for j in tl.static_range(ROWS_AHEAD):
