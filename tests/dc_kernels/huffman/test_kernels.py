@@ -163,6 +163,51 @@ def test_corrupt_layout_still_writes_every_output_once():
     assert torch.equal(huffman_decode_dense(bad_rows), torch.zeros(9, 50))
 
 
+def test_prefetches_stay_inside_the_words_and_the_table(monkeypatch):
+    """The compiled kernels ask L1 for stream rows ahead and for the decode table (``PREFETCH``,
+    inline asm the interpreter cannot run): here each request is recorded instead, with its mask,
+    on sound layouts (where rows ahead exist, so the check is not vacuous) and on corrupt ones
+    (random words, offsets and spans): every address asked for lies inside its array."""
+    from dc_kernels.huffman import kernels, launch
+
+    asked = []
+
+    def record(base_ptr, offset, mask, ahead):
+        base = int(np.asarray(base_ptr.handle.data).reshape(-1)[0])
+        at = np.asarray(offset.handle.data).astype(np.int64).reshape(-1) + (512 if ahead else 0)
+        asked.append((base, bool(ahead), at[np.asarray(mask.handle.data).reshape(-1).astype(bool)]))
+
+    monkeypatch.setattr(kernels, "_prefetch_l1", record)
+    monkeypatch.setattr(launch, "interpreting", lambda: False)
+    assert kernels.ROWS_AHEAD * 128 == 512
+    matrix = random_compressed_matrix(16, 2000, 0.3, 5, seed=fresh_seed())
+    layout = HuffmanLayout.from_matrix(matrix, segment_symbols=128)
+    gen = torch.Generator().manual_seed(fresh_seed())
+    words = torch.randint(-(2**31), 2**31 - 1, layout.words.shape, dtype=torch.int32, generator=gen)
+    offsets = layout.warp_base.dtype
+    warp_base = torch.randint(-(2**20), 2**20, layout.warp_base.shape, dtype=offsets, generator=gen)
+    corrupt = dataclasses.replace(layout, words=words, warp_base=warp_base)
+
+    def check_asked(case: HuffmanLayout) -> None:
+        (words_base,) = {base for base, ahead, _ in asked if ahead}
+        for base, ahead, at in asked:
+            limit = 4 * (case.words.numel() if base == words_base else case.table.numel()) - 4
+            assert at.size == 0 or (at.min() >= 0 and at.max() <= limit), (ahead, at.min(), at.max(), limit)
+
+    for case, sound in ((layout, True), (corrupt, False)):
+        for batch in (1, 2):
+            asked.clear()
+            x = random_input(batch, 2000, torch.float32, False, fresh_seed())
+            out = huffman_linear(x, case)
+            check_asked(case)
+            if sound:
+                assert_matches_reference(out, x, matrix, None)
+                assert any(ahead and at.size for _, ahead, at in asked)  # rows ahead were asked for
+        asked.clear()
+        huffman_decode(case)
+        check_asked(case)
+
+
 def test_bad_input():
     layout = HuffmanLayout.from_matrix(random_compressed_matrix(3, 8, 0.5, 2, seed=0))
     with pytest.raises(ValueError, match="shape"):
