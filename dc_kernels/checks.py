@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import weakref
@@ -56,6 +57,7 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.cache  # asked at every launch; the installed Triton does not change
 def triton_at_least(version: tuple[int, int]) -> bool:
     """Whether the installed Triton is ``version`` (major, minor) or newer (the kernels' code
     and register budgets follow what each release's compiler does with them)."""

@@ -19,7 +19,6 @@ Importing this module does not import Triton; the kernels module is imported at 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -98,7 +97,6 @@ class Dispatch:
 DEFAULT_DISPATCH = Dispatch()
 
 
-@functools.cache  # asked twice a launch; the installed Triton does not change
 def batch_bucket(batch: int) -> int:
     """The smallest bucket >= batch (batch in 1..SMALL_BATCH_MAX)."""
     for bucket in BATCH_BUCKETS:

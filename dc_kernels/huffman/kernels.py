@@ -177,11 +177,9 @@ def _prefetch_l1(words_ptr, wi, mask, AHEAD: tl.constexpr):
     word rows past it) where ``mask``: a hint, which no register receives, so nothing waits on it.
     The address is a load's at ``wi`` (with an offset), so the two share their arithmetic. Not
     available under Triton's interpreter."""
+    asm: tl.constexpr = PREFETCH_AHEAD_ASM if AHEAD else PREFETCH_ASM
     args = [_word_ptr(words_ptr, wi), mask.to(tl.int32)]
-    if AHEAD:
-        tl.inline_asm_elementwise(PREFETCH_AHEAD_ASM, "=r,l,r", args, dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        tl.inline_asm_elementwise(PREFETCH_ASM, "=r,l,r", args, dtype=tl.int32, is_pure=False, pack=1)
+    tl.inline_asm_elementwise(asm, "=r,l,r", args, dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit

@@ -409,11 +409,11 @@ def predict_launch(
     eff = machine.pipe_efficiency
     ctas = max(cost.ctas_per_sm, 1)
     slots = machine.sms * ctas
-    issue_cycles = counts.instructions * -(-warps // machine.issue_per_sm_clock)
+    per_warp = -(-warps // machine.issue_per_sm_clock)  # issue cycles of an instruction of every warp
+    issue_cycles = counts.instructions * per_warp
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
     iteration = max(_latency_cycles(machine, chain) + issue_cycles, _latency_cycles(machine, floor))
-    per_warp = -(-warps // machine.issue_per_sm_clock)
     start = _latency_cycles(machine, model.prologue)
     if model.prologue_overlaps:  # the instructions before the loop issue during its trips
         before = counts.before_instructions * per_warp
