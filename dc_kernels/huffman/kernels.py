@@ -542,19 +542,21 @@ def huffman_decode_kernel(
     sorted_row, lane, stored, head = _heads(warp_base_ptr, pid, n_rows, n_words, ROWS, PIECES)
     buf, pos, q0 = _reader(words_ptr, head, n_words)
     _warm_table(table_ptr, table_bits, ROWS, PIECES, PREFETCH)
+    # As in the fused kernel, every load before the loop goes out before the first wait (the
+    # warps' offsets last, in `_rest`).
+    _, slab_start, slab_end = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
+    row_ok = sorted_row < n_rows
+    row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0, volatile=True).to(tl.int64)
+    if not DENSE:  # masked by the stored rows only, so the load does not wait on the row ids
+        piece = sorted_row.to(tl.int64) * PIECES + tl.arange(0, PIECES)[None, :]
+        out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0, volatile=True)
+    n_steps = tl.load(prog_steps_ptr + pid, volatile=True)
     rest, end, first_col = _rest(
         warp_base_ptr, seg_span_ptr, sorted_row, lane, stored, n_rows, span_base, span_unit, n_words, PIECES
     )
     wi, ahead = _past_head(words_ptr, rest, end, PREFETCH)
     col = first_col - 1
-    _, slab_start, slab_end = _slab_columns(pid, n_cols, slab_cols, slab_programs, SLABS)
-    row_ok = sorted_row < n_rows
-    row = tl.load(row_ids_ptr + sorted_row, mask=row_ok, other=0).to(tl.int64)
     row_ok = row_ok & (row >= 0) & (row < n_out)  # empty rows, and row_ids that skipped validation
-    if not DENSE:
-        piece = sorted_row.to(tl.int64) * PIECES + tl.arange(0, PIECES)[None, :]
-        out = tl.load(seg_first_ptr + piece, mask=row_ok, other=0)
-    n_steps = tl.load(prog_steps_ptr + pid)
     for _ in range(0, n_steps):
         pos, advance, code = _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask)
         col += advance
