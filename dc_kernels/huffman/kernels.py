@@ -74,7 +74,7 @@ from dc_kernels.huffman import layout
 
 CODEBOOK_CHIP = tl.constexpr(layout.CODEBOOK_INDICES)  # the fused kernel's on-chip codebook, zero-padded
 # Fields of a decode-table entry (`dc_kernels.huffman.layout.decode_table_entries`).
-SHIFT_MASK = tl.constexpr(layout.SHIFT_MASK)
+BITS_MASK = tl.constexpr(layout.BITS_MASK)
 CODE_SHIFT = tl.constexpr(layout.CODE_SHIFT)
 ADVANCE_SHIFT = tl.constexpr(layout.ADVANCE_SHIFT)
 HEAD_WORDS = tl.constexpr(layout.HEAD_WORDS)
@@ -240,11 +240,11 @@ def _symbol(table_ptr, buf, pos, table_bits, gap_bits, gap_mask):
     it pushed a float32 configuration into a spill on sm_80)."""
     top = ((buf << pos.to(tl.uint64)) >> 32).to(tl.uint32)
     entry = tl.load(table_ptr + (top >> (32 - table_bits).to(tl.uint32)).to(tl.int32))
-    shift = entry & SHIFT_MASK  # 32 - the symbol's bits (codeword and raw bits)
-    v = (top >> shift.to(tl.uint32)).to(tl.int32)
+    bits = entry & BITS_MASK  # the symbol's bits (codeword and raw bits)
+    v = ((top.to(tl.uint64) << bits.to(tl.uint64)) >> 32).to(tl.int32)  # top >> (32 - bits): one funnel shift
     code = ((entry >> CODE_SHIFT) + (v >> gap_bits)) & (CODEBOOK_CHIP - 1)
     advance = (entry >> ADVANCE_SHIFT) + (v & gap_mask)
-    return pos + 32 - shift, advance, code
+    return pos + bits, advance, code
 
 
 @triton.jit

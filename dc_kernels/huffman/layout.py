@@ -136,7 +136,7 @@ BALANCES = ("symbols", "bits")
 # END, and up to 2k - 1 from the raw low bits of a corrupt stream (the kernels' on-chip codebook).
 CODEBOOK_INDICES = 512
 # Fields of a decode-table entry (`decode_table_entries`).
-SHIFT_MASK, CODE_SHIFT, CODE_MASK, ADVANCE_SHIFT = 31, 5, CODEBOOK_INDICES - 1, 14
+BITS_MASK, CODE_SHIFT, CODE_MASK, ADVANCE_SHIFT = 31, 5, CODEBOOK_INDICES - 1, 14
 TENSOR_NAMES = ("words", "warp_base", "seg_span", "row_ids", "code_lengths", "codebook")
 METADATA_NAMES = (
     "out_features",
@@ -375,7 +375,10 @@ def decode_table_entries(code: HuffmanCode, k: int, gap_raw_bits: int, code_raw_
     number ``v`` and gets the rest with shifts, masks and adds:
     ``code = (code_base + (v >> b)) mod CODEBOOK_INDICES``, ``advance = advance_base + (v & (2**b - 1))``,
     the bases folding in what the codeword's own bits add. The entry is
-    ``advance_base << 14 | (code_base mod 512) << 5 | (32 - bits)`` (``advance_base`` signed).
+    ``advance_base << 14 | (code_base mod 512) << 5 | bits`` (``advance_base`` signed; ``bits`` is
+    at least 1: a slot no codeword fills, which only a corrupt stream reaches, moves on 1 bit). The
+    kernels add ``bits`` to their bit position straight from the entry: one instruction on the
+    chain from a lookup to the next (``32 - bits`` took two).
     ``code`` is the weight's codebook index (``k``, past the codebook, for an escape or END:
     weight 0) and ``advance`` the columns it moves (``gap + 1`` for a weight, ``Q << b`` for an
     escape, 0 for END)."""
@@ -394,7 +397,7 @@ def decode_table_entries(code: HuffmanCode, k: int, gap_raw_bits: int, code_raw_
     v_codeword = codeword << raw  # v with the raw bits zero
     code_base = (weight_code - (v_codeword >> gap_raw_bits)) & CODE_MASK
     advance_base = advance - (v_codeword & ((1 << gap_raw_bits) - 1))
-    entry = advance_base << ADVANCE_SHIFT | code_base << CODE_SHIFT | (32 - length - raw)
+    entry = advance_base << ADVANCE_SHIFT | code_base << CODE_SHIFT | np.maximum(length + raw, 1)
     return entry.astype(np.int32)
 
 
@@ -753,7 +756,7 @@ class HuffmanLayout:
         trace: list = []
         table, prog_steps, _, _ = _validate(arrays, self.metadata(), trace)
         steps = np.repeat(prog_steps.astype(np.int64), self.lanes)
-        out = np.full((int(steps.max(initial=0)), steps.size), 32 - (table[-1] & SHIFT_MASK), np.int32)
+        out = np.full((int(steps.max(initial=0)), steps.size), table[-1] & BITS_MASK, np.int32)
         for step, (lanes, bits) in enumerate(trace):
             out[step, lanes] = bits
         out[np.arange(out.shape[0])[:, None] >= steps[None, :]] = 0
@@ -1091,7 +1094,7 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict[str, int], trace: list |
         p, e = pos[active], ends[active]
         peek = _peek(uwords, p, e, tbits)
         entry = table[peek].astype(np.int64)
-        total = 32 - (entry & SHIFT_MASK)
+        total = entry & BITS_MASK
         is_end = entry == end_entry
         if np.any(is_end):  # END: the rest of the lane must be one bits (checked below)
             done = active[is_end]

@@ -2,8 +2,9 @@
 
 `compile_launch` specializes the launch as Triton's JIT would (`perf.cost.specialize`) and runs
 `triton.compile` for ``sm_<arch>`` (cached like any Triton build); the cubin is what a GPU would
-run. `analyze` disassembles it with ``nvdisasm``, finds the main loop from the control flow
-(`perf.cost.cfg`) and counts its instructions by class. ptxas may unroll a small loop; the factor
+run. `analyze` disassembles it with ``nvdisasm -hex`` (each instruction with its scheduling
+control), finds the main loop from the control flow (`perf.cost.cfg`) and counts its instructions
+by class. ptxas may unroll a small loop; the factor
 is the ratio of the loop's memory operations in SASS to those of the same loop in the PTX (ptxas
 keeps them one-for-one), and counts are per iteration of the source loop. Registers and the local
 memory frame come from the cubin's ``.nv.info`` attributes; spill bytes are the widths of the
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from perf.cost.cfg import control_flow
 from perf.cost.errors import CompilerToolsMissing, ListingError
-from perf.cost.listing import FLOW_BRANCH, FLOW_CALL, Listing, parse_ptx, parse_sass
+from perf.cost.listing import FLOW_BRANCH, FLOW_CALL, Instruction, Listing, parse_ptx, parse_sass
 from perf.cost.machines import arch_limits
 from perf.cost.sass_classes import class_sort_key, is_lsu, ptx_memory_op, sass_class, sass_memory_op
 from perf.cost.specialize import Specialization, specialize
@@ -60,7 +61,8 @@ class LoopCounts:
     that multiply (a closing partial iteration: the Huffman kernel's ``K / 2`` and ``K / 4``
     steps, which its trips count as fractions of an iteration; masked loads and stores behind a
     branch hold no multiply); ``before``: the part of ``outside`` placed before the loop (the
-    prologue)."""
+    prologue); ``body``: the loop's instructions in program order, with their control (what
+    `perf.cost.warp_issue` replays)."""
 
     per_iteration: dict[str, float]
     outside: dict[str, int]
@@ -71,6 +73,7 @@ class LoopCounts:
     internal_branches: int
     closing: dict[str, int] = field(default_factory=dict)
     before: dict[str, int] = field(default_factory=dict)
+    body: tuple[Instruction, ...] = field(default=(), repr=False)
 
     @property
     def instructions(self) -> float:
@@ -216,11 +219,11 @@ def sass_cache_dir() -> Path:
 
 
 def disassemble(cubin: bytes) -> str:
-    """``nvdisasm -c`` of a cubin (without data-flow analysis unless an indirect branch needs it),
-    cached by the hash of the cubin and of the tool (nvdisasm takes ~0.2 s a call to start)."""
+    """``nvdisasm -c -hex`` of a cubin (without data-flow analysis unless an indirect branch needs
+    it), cached by the hash of the cubin and of the tool (nvdisasm takes ~0.2 s a call to start)."""
     nvdisasm = find_tool("nvdisasm")
     tool = os.stat(nvdisasm)
-    key = hashlib.sha256(cubin + f"{nvdisasm}:{tool.st_size}:{tool.st_mtime_ns}".encode()).hexdigest()
+    key = hashlib.sha256(cubin + f"{nvdisasm}:{tool.st_size}:{tool.st_mtime_ns}:hex".encode()).hexdigest()
     cached = sass_cache_dir() / f"{key[:40]}.sass.gz"
     if cached.is_file():
         with contextlib.suppress(OSError, EOFError, gzip.BadGzipFile):
@@ -229,9 +232,9 @@ def disassemble(cubin: bytes) -> str:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        text = _run([nvdisasm, "-c", "-ndf", path])
+        text = _run([nvdisasm, "-c", "-hex", "-ndf", path])
         if any(op in text for op in (" BRX ", " JMX ")):
-            text = _run([nvdisasm, "-c", path])
+            text = _run([nvdisasm, "-c", "-hex", path])
     with contextlib.suppress(OSError):
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -367,6 +370,7 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
         internal_branches=max(0, branches - 1),
         closing={k: closing[k] for k in sorted(closing, key=class_sort_key)},
         before={k: before[k] for k in sorted(before, key=class_sort_key)},
+        body=tuple(sass.instructions[i] for i in sorted(loop.instructions)),
     )
 
 

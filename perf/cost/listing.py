@@ -3,7 +3,9 @@
 Both parsers produce a `Listing`: the instructions in program order, each with its opcode,
 predicate and control-flow role, and the labels (label -> index of the instruction that follows).
 `perf.cost.cfg` builds the control-flow graph from that alone, so the same loop detection runs on
-SASS and on PTX.
+SASS and on PTX. SASS disassembled with ``nvdisasm -hex`` also gives each instruction's scheduling
+control (`Control`), which ptxas encodes in bits 105-125 of the 128-bit instruction (Volta and
+later): what `perf.cost.warp_issue` replays.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ _SASS_LINE = re.compile(
     r"^\s*/\*(?P<offset>[0-9a-f]+)\*/\s+(?:(?P<pred>@!?U?P(?:T|\d+))\s+)?(?P<op>[A-Z][A-Z0-9_.]*)"
     r"(?P<rest>[^;]*);"
 )
+_SASS_HEX = re.compile(r"/\*\s*0x(?P<word>[0-9a-f]{16})\s*\*/\s*$")
 _SASS_LABEL = re.compile(r"^\s*(?P<label>[.$A-Za-z_][\w.$]*):\s*$")
 _SASS_TARGET = re.compile(r"`\((?P<label>[^)]+)\)")
 _SASS_BRANCH = {"BRA", "JMP"}
@@ -34,15 +37,45 @@ _PTX_INSTRUCTION = re.compile(r"^(?:(?P<pred>@!?%?[\w]+)\s+)?(?P<op>[a-z][\w.]*)
 
 
 @dataclass(frozen=True)
+class Control:
+    """An instruction's scheduling control as ptxas sets it: ``stall``, the cycles its warp waits
+    before issuing the next instruction (ptxas counts the fixed-latency results the next ones
+    read); ``write_barrier`` / ``read_barrier``, the scoreboard (0-5; None: none) a
+    variable-latency instruction (a load, a shuffle) releases once its result is written / its
+    operands are read; ``wait_mask``, the scoreboards (bit i: scoreboard i) the instruction waits
+    on before it issues; ``yield_hint``: the scheduler may switch warps."""
+
+    stall: int
+    yield_hint: bool
+    write_barrier: int | None
+    read_barrier: int | None
+    wait_mask: int
+
+    @classmethod
+    def from_word(cls, high: int) -> Control:
+        """The control fields of an instruction's high 64-bit word (bits 41-61 of it)."""
+        bits = high >> 41
+        write, read = (bits >> 5) & 7, (bits >> 8) & 7
+        return cls(
+            stall=bits & 15,
+            yield_hint=bool((bits >> 4) & 1),
+            write_barrier=None if write == 7 else write,
+            read_barrier=None if read == 7 else read,
+            wait_mask=(bits >> 11) & 63,
+        )
+
+
+@dataclass(frozen=True)
 class Instruction:
     """One instruction: ``opcode`` with its modifiers (``LDG.E.128``, ``ld.global.v4.b32``),
-    its guard predicate (None when unguarded), its role in the control flow and, for direct
-    branches and calls, the target label."""
+    its guard predicate (None when unguarded), its role in the control flow, for direct
+    branches and calls the target label, and its scheduling control (SASS with ``-hex``)."""
 
     opcode: str
     predicate: str | None = None
     flow: str = FLOW_NONE
     target: str | None = None
+    control: Control | None = None
 
     @property
     def base(self) -> str:
@@ -85,7 +118,7 @@ def parse_sass(text: str, function: str | None = None) -> Listing:
     else:
         raise ListingError(f"function {function!r} not in the SASS listing (found {sorted(sections)})")
     listing = Listing()
-    for line in lines:
+    for k, line in enumerate(lines):
         label = _SASS_LABEL.match(line)
         if label:
             listing.labels[label.group("label")] = len(listing.instructions)
@@ -106,12 +139,22 @@ def parse_sass(text: str, function: str | None = None) -> Listing:
             flow = FLOW_CALL
         else:
             flow = FLOW_NONE
-        listing.instructions.append(
-            Instruction(op, m.group("pred"), flow, target.group("label") if target else None)
-        )
+        label_target = target.group("label") if target else None
+        listing.instructions.append(Instruction(op, m.group("pred"), flow, label_target, _control(lines, k)))
     if not listing.instructions:
         raise ListingError(f"the SASS of {name!r} holds no instructions")
     return listing
+
+
+def _control(lines: list[str], k: int) -> Control | None:
+    """The control of the instruction on line ``k``: ``nvdisasm -hex`` prints its low 64-bit word
+    at the end of the line and the high one alone on the next (None without ``-hex``)."""
+    if not _SASS_HEX.search(lines[k]) or k + 1 >= len(lines):
+        return None
+    high = _SASS_HEX.search(lines[k + 1])
+    if high is None or _SASS_LINE.match(lines[k + 1]):
+        return None
+    return Control.from_word(int(high.group("word"), 16))
 
 
 def _sass_sections(text: str) -> dict[str, list[str]]:

@@ -80,6 +80,10 @@ class Machine:
     l1_latency_cycles: int
     l2_latency_cycles: int
     hbm_latency_cycles: int
+    shared_latency_cycles: int
+    other_latency_cycles: int
+    operand_read_cycles: int
+    barrier_cycles: int
     launch_us: float
     hbm_efficiency: float
     pipe_efficiency: float
@@ -105,6 +109,10 @@ _H100_SM = {
     "l1_latency_cycles": 35,
     "l2_latency_cycles": 270,
     "hbm_latency_cycles": 600,
+    "shared_latency_cycles": 30,
+    "other_latency_cycles": 20,
+    "operand_read_cycles": 4,
+    "barrier_cycles": 20,
     "launch_us": 2.0,
     "hbm_efficiency": 0.88,
     "pipe_efficiency": 0.80,
@@ -138,6 +146,12 @@ SOURCES: dict[str, str] = {
     "l1_latency_cycles": "planning figure",
     "l2_latency_cycles": "planning figure",
     "hbm_latency_cycles": "planning figure",
+    "shared_latency_cycles": "planning figure: a shared-memory load or a warp shuffle, issue to result",
+    "other_latency_cycles": "planning figure: the other variable-latency instructions (conversions, "
+    "special functions, atomics), issue to result",
+    "operand_read_cycles": "planning figure: a variable-latency instruction's source registers read "
+    "(its read scoreboard released)",
+    "barrier_cycles": "planning figure: a CTA barrier whose warps arrive together",
     "launch_us": "planning figure: fixed cost of one kernel timed cold with CUDA events",
     "hbm_efficiency": "planning figure: 88% of the datasheet bandwidth (cuBLAS and the compressed "
     "kernels alike)",

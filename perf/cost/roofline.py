@@ -15,9 +15,13 @@ and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
   scheduled to read neighbouring columns); elsewhere the 32 lanes' addresses are modelled as
   independent uniform draws over the gathered array's lines (expected distinct lines
   ``L (1 - (1 - 1/L)^32)``);
-* **latency**: an iteration cannot be shorter than its chain of dependent loads plus the cycles
-  its warps need to issue the body, nor than the latency its prefetched loads must cover over
-  their lead (the fixed-width kernel's next group, one iteration ahead; the Huffman lanes' stream
+* **latency**: an iteration cannot be shorter than one warp takes to issue its body alone, nor
+  than its warps need to issue it together, nor than the latency its prefetched loads must cover
+  over their lead. Where the kernel's model names the memory level of every global load in the
+  loop (`KernelModel.loop_loads`), the first is the compiled body replayed with its scheduling
+  control (`perf.cost.warp_issue`: the stall counts of its dependent instructions and its waits
+  on loads at their levels' latencies); elsewhere it is the chain of dependent loads plus the
+  issue cycles (the fixed-width kernel's next group, one iteration ahead; the Huffman lanes' stream
   words, four refills ahead, a line each); before the loop a program waits on its first loads, and
   after it on the loads and atomics its stores need that it issues only then;
   programs run in ``SMs x resident CTAs`` slots, so the floor is the longest program's chain or
@@ -46,6 +50,7 @@ from perf.cost.compiled import KernelCost
 from perf.cost.launches import Launch
 from perf.cost.layer_stats import LayerStats
 from perf.cost.machines import Machine
+from perf.cost.warp_issue import pass_cycles
 
 LINE_BYTES = 128
 LANES = 32
@@ -78,7 +83,9 @@ class KernelModel:
     waits on (loads first issued there, atomics), one after another; ``prologue_overlaps``: the
     kernel issues every load before the loop ahead of its first wait on one, so the
     instructions before the loop issue while the prologue's trips are in flight (a program's
-    start takes the longer of the two, not their sum)."""
+    start takes the longer of the two, not their sum); ``loop_loads(constexprs, opcode)``: the
+    memory level (``l1``, ``l2``, ``hbm``) a global load of the loop body reads, None where the
+    model cannot tell (the chain then stands in for the replayed body)."""
 
     trips: Callable[[LayerStats, dict], dict[float, int]]
     chain: tuple[str, ...] | Callable[[LayerStats, dict], dict[str, float]]
@@ -90,6 +97,7 @@ class KernelModel:
     closing_in_trips: bool = False
     epilogue: Callable[[dict], tuple[str, ...]] = lambda constexprs: ()
     prologue_overlaps: bool = False
+    loop_loads: Callable[[dict, str], str | None] | None = None
 
 
 def _fixed_trips(stats: LayerStats, constexprs: dict) -> dict[int, int]:
@@ -307,13 +315,34 @@ def _huffman_epilogue(constexprs: dict) -> tuple[str, ...]:
     return rows + (("l2", "l2") if int(constexprs.get("SLABS", 1)) > 1 else ())
 
 
+def _fixed_loop_loads(constexprs: dict, opcode: str) -> str | None:
+    """Batch 1, float16 x: the next group's words (128-bit loads, first read from HBM, used an
+    iteration later) and x at the decoded columns (16-bit loads, L2 hits)."""
+    if int(constexprs.get("BB", 1)) != 1:
+        return None
+    return {"LDG.E.128": "hbm", "LDG.E.U16": "l2"}.get(opcode.replace(".CONSTANT", ""))
+
+
+def _huffman_loop_loads(constexprs: dict, opcode: str) -> str | None:
+    """x on chip (batch 1): every global load of the loop is a decode-table lookup or a stream
+    word asked into L1 beforehand (`_huffman_floor` bounds that lead): L1 hits."""
+    return "l1" if int(constexprs.get("XW", 0)) > 0 and opcode.startswith("LDG") else None
+
+
 KERNEL_MODELS: dict[str, KernelModel] = {
     # The next group's words are loaded one iteration ahead (HBM latency per iteration at least);
     # the x loads at the decoded columns (L2 hits: x is shared by all programs) are consumed in
     # the same iteration; before the loop: the chunks' first groups, whose addresses need no
     # load, together with the block's group count and the start columns (one HBM latency).
     "fixed": KernelModel(
-        _fixed_trips, ("l2",), "hbm", ("hbm",), _fixed_bits, _fixed_gathers, epilogue=_fixed_epilogue
+        _fixed_trips,
+        ("l2",),
+        "hbm",
+        ("hbm",),
+        _fixed_bits,
+        _fixed_gathers,
+        epilogue=_fixed_epilogue,
+        loop_loads=_fixed_loop_loads,
     ),
     # Each iteration: K steps of table lookups and refills (`_huffman_chain`), at least the HBM
     # latency of its stream words over the refills' lead (`_huffman_floor`); before the loop: two
@@ -333,6 +362,7 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         closing_in_trips=True,
         epilogue=_huffman_epilogue,
         prologue_overlaps=True,
+        loop_loads=_huffman_loop_loads,
     ),
     # Each trip loads its codes (no prefetch: an HBM latency) and then looks them up in the L1
     # table; x (an L2 hit) does not depend on them; nothing is loaded before the loop but the
@@ -374,6 +404,34 @@ def _latency_cycles(machine: Machine, levels) -> float:
     return sum(latency[level] * n for level, n in counts.items())
 
 
+def _warp_pass_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> float | None:
+    """Cycles of one source iteration of the loop for a warp issuing alone (`perf.cost.warp_issue`),
+    or None where the model cannot name the level of every global load in the body, or the body
+    has no control (a listing without ``-hex``)."""
+    body = counts.body
+    if model.loop_loads is None or not body or any(i.control is None for i in body):
+        return None
+    levels = {
+        "l1": machine.l1_latency_cycles,
+        "l2": machine.l2_latency_cycles,
+        "hbm": machine.hbm_latency_cycles,
+    }
+    global_loads = {i.opcode for i in body if i.base == "LDG" and i.control.write_barrier is not None}
+    named = {op: model.loop_loads(consts, op) for op in global_loads}
+    if any(level is None for level in named.values()):
+        return None
+
+    def latency(ins) -> float:
+        if ins.base == "LDG":
+            return levels[named[ins.opcode]]
+        if ins.base in ("LDS", "SHFL"):
+            return machine.shared_latency_cycles
+        return machine.other_latency_cycles
+
+    cycles = pass_cycles(body, latency, machine.operand_read_cycles, machine.barrier_cycles)
+    return cycles / counts.unroll
+
+
 def predict_launch(
     machine: Machine,
     stats: LayerStats,
@@ -413,7 +471,10 @@ def predict_launch(
     issue_cycles = counts.instructions * per_warp
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
-    iteration = max(_latency_cycles(machine, chain) + issue_cycles, _latency_cycles(machine, floor))
+    warp_alone = _warp_pass_cycles(machine, model, counts, consts)
+    if warp_alone is None:
+        warp_alone = _latency_cycles(machine, chain) + issue_cycles
+    iteration = max(warp_alone, issue_cycles, _latency_cycles(machine, floor))
     start = _latency_cycles(machine, model.prologue)
     if model.prologue_overlaps:  # the instructions before the loop issue during its trips
         before = counts.before_instructions * per_warp

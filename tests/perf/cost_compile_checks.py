@@ -3,7 +3,9 @@ in a process without Triton's interpreter (tests run under it); prints one JSON 
 
 * ``known``: the main loop of `sum_kernel` per architecture, whose count is known by hand: each
   iteration loads one float32 per thread (128 threads, ``BLOCK`` = 128: one ``LDG.E``) and adds it
-  (one ``FADD``), plus the loop's address, counter and branch instructions;
+  (one ``FADD``), plus the loop's address, counter and branch instructions; ``replay``: a warp's
+  pass of that loop (`perf.cost.warp_issue`) with every variable-latency instruction taking
+  `REPLAY_LATENCY` cycles, and whether every instruction of the body had its control;
 * ``specialization``: for the dispatcher's hot launches, where Triton's own binder and the
   documented rule (`perf.cost.specialize.rule_specialization`) disagree (empty: they agree).
 """
@@ -18,6 +20,7 @@ import triton.language as tl
 
 BLOCK = 128
 WARPS = 4
+REPLAY_LATENCY = 100
 
 
 @triton.jit
@@ -31,6 +34,7 @@ def sum_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 
 def known() -> dict:
     from perf.cost.compiled import analyze, compile_launch
+    from perf.cost.warp_issue import pass_cycles
 
     x, y = torch.zeros(4 * BLOCK), torch.zeros(BLOCK)
     out = {}
@@ -41,6 +45,9 @@ def known() -> dict:
             **cost.as_dict(),
             "per_iteration": cost.counts.per_iteration,
             "warp_instructions_per_iteration": cost.warp_instructions_per_iteration,
+            "controlled": all(i.control is not None for i in cost.counts.body),
+            "body": len(cost.counts.body),
+            "replay": pass_cycles(cost.counts.body, lambda i: REPLAY_LATENCY, 4, 20),
         }
     return out
 

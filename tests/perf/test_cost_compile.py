@@ -57,6 +57,10 @@ def test_loop_detector_counts_a_known_kernel(checks, arch):
         known["loop_instructions"] * 4 / 128, abs=1e-3
     )
     assert known["spill_store_bytes"] == known["spill_load_bytes"] == 0 and known["registers"] > 0
+    # The replayed pass: the adds wait on their loads (issued in the same pass), at least one
+    # latency, and at most that plus the body issued at the longest stall count.
+    assert known["controlled"] and known["body"] == known["loop_instructions"] * known["unroll"]
+    assert 100 <= known["replay"] <= 100 + 15 * known["body"]
 
 
 def test_specialization_is_the_jits(checks):

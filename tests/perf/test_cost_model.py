@@ -1,6 +1,7 @@
 """The cost model without compiling: recorded launches, the specialization rule, layout summaries
 and their cache, occupancy, the roofline's arithmetic, the machine table, and bad input."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -20,10 +21,12 @@ from perf.cost.launches import (
     layer_launches,
     recorded_launches,
 )
+from perf.cost.listing import Control, Instruction
 from perf.cost.machines import ARCH_LIMITS, MACHINES, SOURCES, get_machine, machine_rows
 from perf.cost.roofline import KERNEL_MODELS, combine, cublas_fp16_us, distinct_lines, predict_launch
 from perf.cost.specialize import rule_specialization
 from perf.cost.tools import check_arch
+from perf.cost.warp_issue import pass_cycles
 from workloads import LayerSpec
 
 SMALL = LayerSpec("small", inputs=512, outputs=100, weight_density=0.1)  # 100: not a multiple of 16
@@ -447,3 +450,45 @@ def test_dense_codes_model_follows_the_launches(small_stats):
     assert bits["planes_bits"] == 8 * planes_bytes(small_stats.outputs * row_stride(small_stats.inputs), 4)
     gathers = model.gathers(small_stats, gemv, 2)
     assert gathers["codebook"] == small_stats.outputs * small_stats.inputs / 32 and gathers["x"] > 0
+
+
+def test_the_roofline_replays_a_body_whose_loads_it_can_name(small_stats):
+    """Huffman at batch 1 (x on chip): its loop's global loads are L1 hits, so a warp's iteration
+    is the replayed body; a body holding a load the model cannot name (with x read from memory)
+    falls back to the chain of dependent loads plus the issue cycles."""
+    machine = MACHINES["h100-sxm"]
+    model = KERNEL_MODELS["huffman"]
+    (launch,) = layer_launches("huffman", small_stats, 1)
+    assert launch.constexprs["XW"] > 0
+
+    def ins(opcode: str, stall: int, write: int | None = None, wait: int = 0) -> Instruction:
+        return Instruction(opcode, control=Control(stall, False, write, None, wait))
+
+    body = (
+        ins("LDG.E", 1, write=0),
+        *[ins("IADD3", 6) for _ in range(16)],
+        ins("LOP3.LUT", 1, wait=0b1),
+        ins("BRA", 1),
+    )
+    assert pass_cycles(body, lambda i: machine.l1_latency_cycles, 4, 20) == 1 + 16 * 6 + 1 + 1
+
+    def iteration(cost_body) -> float:
+        cost = _cost({"int": float(len(body))}, {"int": 0}, launch.num_warps)
+        cost = dataclasses.replace(cost, counts=dataclasses.replace(cost.counts, body=cost_body))
+        p = predict_launch(machine, small_stats, model, launch, cost, element_bytes=2)
+        return p.bounds_s["latency"] * machine.clock_hz
+
+    without = iteration(())
+    stalled = tuple(dataclasses.replace(i, control=dataclasses.replace(i.control, stall=15)) for i in body)
+    trips = max(model.trips(small_stats, launch.constexprs))
+    floor = sum(machine.hbm_latency_cycles * n for n in model.floor(small_stats, launch.constexprs).values())
+    replayed = pass_cycles(stalled, lambda i: machine.l1_latency_cycles, 4, 20)
+    assert replayed > floor  # the replay, not the stream's floor, binds
+    chain = machine.l1_latency_cycles * launch.constexprs["K"] + len(body)  # what stands in without a body
+    assert iteration(stalled) - without == pytest.approx(trips * (replayed - max(floor, chain)), rel=1e-6)
+    x_from_memory = {**launch.constexprs, "XW": 0}
+    assert model.loop_loads(x_from_memory, "LDG.E") is None
+    assert KERNEL_MODELS["fixed"].loop_loads({"BB": 1}, "LDG.E.U16") == "l2"
+    assert KERNEL_MODELS["fixed"].loop_loads({"BB": 1}, "LDG.E.128") == "hbm"
+    assert KERNEL_MODELS["fixed"].loop_loads({"BB": 4}, "LDG.E.128") is None
+    assert KERNEL_MODELS["dense_codes"].loop_loads is None
