@@ -9,9 +9,10 @@
   every kept weight, or the dense weight.
 
 The configuration follows from the layout and the batch alone (`launch_config`): one lane per
-thread, the steps per loop iteration ``K`` growing with the on-chip x (each iteration refreshes it
-once). `aot_configs()` lists the configurations `dcomp check-kernels` compiles; importing this
-module does not import Triton (the kernels module is imported at the first launch).
+thread, the steps per loop iteration ``K`` up to a piece's steps with x on chip
+(`steps_per_iteration`). `aot_configs()` lists the configurations `dcomp check-kernels`
+compiles; importing this module does not import Triton (the kernels module is imported at the
+first launch).
 """
 
 from __future__ import annotations
@@ -31,11 +32,6 @@ BATCH_BUCKETS = (1, 2, 4, 8)
 COLUMN_BYTES = 16
 X_CHIP_BYTES_PER_LANE = 128  # on-chip x: at most 32 registers a thread
 MIN_X_WINDOW = 1024
-# The on-chip x is refreshed once an iteration: at most this many bytes a lane-step. 4 rather than
-# 8 (K = 8 instead of 4 for a 4096-column float16 x and 256 lanes) halves the refresh's stores,
-# barriers and L1 wavefronts for a longer closing iteration: predicted 4-7% faster on the L1-bound
-# layers (Alex-7 5.5 -> 5.3 us, LLM 4096 -> 14336 at 30% 49.4 -> 45.9 us), within 0.2 us on the others.
-REFRESH_BYTES_PER_STEP = 4
 MAX_STEPS_PER_ITERATION = 16
 # With x read from memory (batches 2..8) the ptxas of Triton 3.9 gave some 256-lane launches 32
 # registers a thread on sm_80 and spilled 4 bytes there (float16 and bfloat16 at batch 8, float32
@@ -92,14 +88,19 @@ def on_chip_columns(in_features: int, dtype: torch.dtype, lanes: int) -> int:
     return window if fits else 0
 
 
-def steps_per_iteration(window_bytes: int, lanes: int, piece_steps: float) -> int:
-    """``K``: an iteration refreshes the on-chip x once, so it runs enough steps to keep that under
-    `REFRESH_BYTES_PER_STEP` a lane-step, but no more than half a piece's steps (the last
-    iteration of a program runs ENDs past its pieces' ends); x read from memory: 2."""
-    if not window_bytes:
+def steps_per_iteration(on_chip: bool, piece_steps: float) -> int:
+    """``K``: with x on chip, a piece's steps (a power of two, at most
+    `MAX_STEPS_PER_ITERATION`; the closing iterations of ``K / 2`` and ``K / 4`` steps take the
+    rest); x read from memory: 2. Every iteration refreshes the on-chip copies of x and the
+    codebook (four barriers), and the warps of a small layer issue alone: with their loops
+    replayed from the compiled code (`perf.cost.warp_issue`) the longest iterations are predicted
+    fastest (NT-Wd 6.6 -> 5.8 us, NT-LSTM 5.3 -> 5.1, NT-We 4.8 -> 4.6, the LLM shape 4096 ->
+    14336 at 30% 28.5 -> 26.7, 4096 x 4096 at 10% 4.74 -> 4.79). Until stop 38 the iterations were
+    kept to half a piece's steps and to 4 bytes of x refreshed a lane-step, which the model
+    without the replay had favoured."""
+    if not on_chip:
         return 2
-    wanted = _pow2_at_most(max(window_bytes / (lanes * REFRESH_BYTES_PER_STEP), 2))
-    return int(min(wanted, max(2, _pow2_at_most(piece_steps / 2)), MAX_STEPS_PER_ITERATION))
+    return int(min(max(2, _pow2_at_most(piece_steps)), MAX_STEPS_PER_ITERATION))
 
 
 def steps_granularity(steps_per_iteration: int) -> int:
@@ -114,11 +115,8 @@ def steps_granularity(steps_per_iteration: int) -> int:
 def launch_config(layout: HuffmanLayout, batch: int, dtype: torch.dtype) -> LaunchConfig:
     bb = _bucket(min(batch, max_batch(dtype)))
     window = on_chip_columns(layout.slab_width, dtype, layout.lanes) if bb == 1 else 0
-    window_bytes = window * torch.empty(0, dtype=dtype).element_size()
     piece_steps = layout.nnz / max(layout.n_segments, 1)
-    return LaunchConfig(
-        steps_per_iteration(window_bytes, layout.lanes, piece_steps), bb, window, layout.lanes // 32
-    )
+    return LaunchConfig(steps_per_iteration(window > 0, piece_steps), bb, window, layout.lanes // 32)
 
 
 def run(

@@ -466,11 +466,11 @@ def test_the_roofline_replays_a_body_whose_loads_it_can_name(small_stats):
 
     body = (
         ins("LDG.E", 1, write=0),
-        *[ins("IADD3", 6) for _ in range(16)],
+        *[ins("IADD3", 6) for _ in range(64)],
         ins("LOP3.LUT", 1, wait=0b1),
         ins("BRA", 1),
     )
-    assert pass_cycles(body, lambda i: machine.l1_latency_cycles, 4, 20) == 1 + 16 * 6 + 1 + 1
+    assert pass_cycles(body, lambda i: machine.l1_latency_cycles, 4, 20) == 1 + 64 * 6 + 1 + 1
 
     def iteration(cost_body) -> float:
         cost = _cost({"int": float(len(body))}, {"int": 0}, launch.num_warps)
