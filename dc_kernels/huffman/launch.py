@@ -38,10 +38,12 @@ MAX_STEPS_PER_ITERATION = 16
 # at batch 4, once the reader held one stream word instead of four); with a budget of 40, the
 # count it picks for the others, it spills nothing.
 MEMORY_X_REGISTER_BUDGET = 40
-# float32 x on chip with 128 lanes (4 warps: small layers), the ptxas of Triton 3.6 gave the launch
-# 64 registers a thread on sm_80 and spilled 4 bytes; with a budget of 72, the count Triton 3.9's
-# picks there unbidden, it spills nothing (Triton 3.9 is left to choose: with the budget its loop
-# took 3 instructions more).
+# float32 x on chip with 128 lanes (4 warps: small layers) and 4 steps an iteration or fewer, the
+# ptxas of Triton 3.6 gave the launch 64 registers a thread on sm_80 and spilled 4 bytes; with a
+# budget of 72, the count Triton 3.9's picks there unbidden, it spills nothing (Triton 3.9 is left
+# to choose: with the budget its loop took 3 instructions more). With 8 steps that budget spilled
+# 24 bytes, and with 16 (80 registers) 164-188, where Triton 3.6 unbidden picks 80-96 and spills
+# nothing.
 SMALL_ON_CHIP_REGISTER_BUDGET = 72
 SMALL_ON_CHIP_BUDGET_BEFORE_TRITON = (3, 9)
 
@@ -61,7 +63,7 @@ def register_budget(config: LaunchConfig, dtype: torch.dtype) -> dict[str, int]:
     """``maxnreg`` for launches where ptxas's own choice spills (empty: ptxas chooses)."""
     if config.XW == 0:
         return {"maxnreg": MEMORY_X_REGISTER_BUDGET}
-    small_float32 = config.num_warps == 4 and dtype == torch.float32
+    small_float32 = config.num_warps == 4 and dtype == torch.float32 and config.K <= 4
     if small_float32 and not triton_at_least(SMALL_ON_CHIP_BUDGET_BEFORE_TRITON):
         return {"maxnreg": SMALL_ON_CHIP_REGISTER_BUDGET}
     return {}
@@ -243,14 +245,16 @@ def huffman_decode_dense(layout: HuffmanLayout) -> torch.Tensor:
 
 
 # Layouts compiled ahead of time (the fields that decide a launch): one piece a row, a 4096 x 4096
-# layer as `HuffmanLayout.from_matrix` lays it out (8 pieces a row, 256 lanes), a small layer of
-# short pieces, VGG-6's width in 4 column slabs (as `from_matrix` lays it out) and in one (a wide
-# x read on chip by 16 warps), with narrow and wide offsets and spans; 4096 rows at 10% density.
+# layer as `HuffmanLayout.from_matrix` lays it out (8 pieces a row, 256 lanes), small layers of
+# short pieces (8 and 16 steps an iteration, 128 lanes: the latter NT-We's), VGG-6's width in 4
+# column slabs (as `from_matrix` lays it out) and in one (a wide x read on chip by 16 warps), with
+# narrow and wide offsets and spans; 4096 rows at 10% density.
 AOT_ROWS, AOT_DENSITY = 4096, 0.1
 AOT_SHAPES = (
     (4096, 256, 1, 1, "i32", "u8"),
     (4096, 256, 8, 1, "i32", "u8"),
     (4096, 128, 32, 1, "i32", "i16"),
+    (4096, 128, 16, 1, "i32", "u8"),
     (25088, 256, 4, 4, "i64", "u8"),
     (25088, 512, 16, 1, "i64", "u8"),
 )

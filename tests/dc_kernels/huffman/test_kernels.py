@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from compress import CompressedMatrix
-from dc_kernels.huffman import HuffmanLayout, huffman_decode, huffman_decode_dense, huffman_linear
-from dc_kernels.huffman.launch import launch_config, steps_granularity
+from dc_kernels.huffman import HuffmanLayout, huffman_decode, huffman_decode_dense, huffman_linear, launch
+from dc_kernels.huffman.launch import LaunchConfig, launch_config, register_budget, steps_granularity
 from tests.helpers import assert_matches_reference, fresh_seed, random_input
 from workloads import random_compressed_matrix
 
@@ -109,6 +109,22 @@ def test_closing_iterations():
             assert (config.K, steps_granularity(config.K)) == (k, k // 4)
             quarters = {-(-int(s) // (k // 4)) % 4 for s in layout.prog_steps}
             assert closing <= quarters
+
+
+def test_register_budgets(monkeypatch):
+    """A budget only where ptxas's own choice spilled: x read from memory, and float32 x on chip
+    with 4 warps and at most 4 steps an iteration before Triton 3.9 (with 8 and 16 steps that
+    budget spilled and ptxas's own choice did not)."""
+    memory = LaunchConfig(K=2, BB=8, XW=0, num_warps=8)
+    assert register_budget(memory, torch.float16) == {"maxnreg": launch.MEMORY_X_REGISTER_BUDGET}
+    for before_3_9 in (True, False):
+        monkeypatch.setattr(launch, "triton_at_least", lambda version, old=before_3_9: not old)
+        for k in (2, 4, 8, 16):
+            small = LaunchConfig(K=k, BB=1, XW=4096, num_warps=4)
+            budget = {"maxnreg": launch.SMALL_ON_CHIP_REGISTER_BUDGET} if before_3_9 and k <= 4 else {}
+            assert register_budget(small, torch.float32) == budget
+            assert register_budget(small, torch.float16) == {}
+            assert register_budget(dataclasses.replace(small, num_warps=8), torch.float32) == {}
 
 
 def test_one_symbol_alphabet_and_longest_codes():
