@@ -45,7 +45,7 @@ from math import factorial
 
 import numpy as np
 
-from dc_kernels.huffman.layout import ROWS_AHEAD
+from dc_kernels.huffman.layout import HEAD_WORDS, ROWS_AHEAD
 from perf.cost.compiled import KernelCost
 from perf.cost.launches import Launch
 from perf.cost.layer_stats import LayerStats
@@ -83,7 +83,9 @@ class KernelModel:
     waits on (loads first issued there, atomics), one after another; ``prologue_overlaps``: the
     kernel issues every load before the loop ahead of its first wait on one, so the
     instructions before the loop issue while the prologue's trips are in flight (a program's
-    start takes the longer of the two, not their sum); ``loop_loads(constexprs, opcode)``: the
+    start takes the longer of the two, not their sum); ``steps_before_last_trip(stats,
+    constexprs)``: the loop steps a program runs before it waits on the prologue's last trip
+    (which they overlap; a step lasts an iteration over ``K``); ``loop_loads(constexprs, opcode)``: the
     memory level (``l1``, ``l2``, ``hbm``) a global load of the loop body reads, None where the
     model cannot tell (the chain then stands in for the replayed body)."""
 
@@ -97,6 +99,7 @@ class KernelModel:
     closing_in_trips: bool = False
     epilogue: Callable[[dict], tuple[str, ...]] = lambda constexprs: ()
     prologue_overlaps: bool = False
+    steps_before_last_trip: Callable[[LayerStats, dict], float] | None = None
     loop_loads: Callable[[dict, str], str | None] | None = None
 
 
@@ -133,6 +136,15 @@ def _huffman_chain(stats: LayerStats, constexprs: dict) -> dict[str, float]:
     takes was loaded by the refill before from L1, where it was asked for `ROWS_AHEAD` refills
     earlier, off the chain (`_huffman_floor` bounds that lead)."""
     return {"l1": int(constexprs.get("K", 1))}
+
+
+def _huffman_steps_on_heads(stats: LayerStats, constexprs: dict) -> float:
+    """Steps a lane decodes from its head before a refill waits on its first word past it: the
+    reader starts with the head's `HEAD_WORDS` words, refills after every two steps once 32 bits
+    are read, and the second refill takes the word the first loaded, past the head; at the
+    layer's mean bits per symbol."""
+    pair_bits = 2 * _huffman_bits_per_symbol(stats)
+    return 2 * math.ceil(32 * (HEAD_WORDS - 1) / pair_bits) if pair_bits else 0.0
 
 
 def _huffman_floor(stats: LayerStats, constexprs: dict) -> dict[str, float]:
@@ -349,8 +361,8 @@ KERNEL_MODELS: dict[str, KernelModel] = {
     # HBM latencies, one after the other: the warps' word offsets (beside them the lanes' heads,
     # whose addresses need no load, the spans, x and the codebook, and the decode table asked
     # into L1 by `dc_kernels.huffman.kernels._warm_table`), then the first word rows past the
-    # heads, at places the offsets give, which the second refill waits on (the steps before it
-    # overlap that wait, which the model does not count: it errs long there).
+    # heads, at places the offsets give, which the second refill waits on: the steps before it,
+    # decoded from the heads, overlap that trip (`_huffman_steps_on_heads`).
     "huffman": KernelModel(
         _huffman_trips,
         _huffman_chain,
@@ -362,6 +374,7 @@ KERNEL_MODELS: dict[str, KernelModel] = {
         closing_in_trips=True,
         epilogue=_huffman_epilogue,
         prologue_overlaps=True,
+        steps_before_last_trip=_huffman_steps_on_heads,
         loop_loads=_huffman_loop_loads,
     ),
     # Each trip loads its codes (no prefetch: an HBM latency) and then looks them up in the L1
@@ -476,6 +489,10 @@ def predict_launch(
         warp_alone = _latency_cycles(machine, chain) + issue_cycles
     iteration = max(warp_alone, issue_cycles, _latency_cycles(machine, floor))
     start = _latency_cycles(machine, model.prologue)
+    if model.steps_before_last_trip is not None and model.prologue:
+        step = iteration / int(consts.get("K", 1))
+        overlapped = model.steps_before_last_trip(stats, consts) * step
+        start -= min(_latency_cycles(machine, model.prologue[-1:]), overlapped)
     if model.prologue_overlaps:  # the instructions before the loop issue during its trips
         before = counts.before_instructions * per_warp
         start = max(start, before) - before

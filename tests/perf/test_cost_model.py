@@ -315,7 +315,8 @@ def test_huffman_prologue_instructions_issue_during_its_trips(small_stats):
     def latency(form: str, before: int, after: int) -> float:
         (launch,) = layer_launches(form, small_stats, 1)
         cost = _cost({"int": 100.0}, {"int": before + after}, launch.num_warps, before={"int": before})
-        p = predict_launch(machine, small_stats, KERNEL_MODELS[form], launch, cost, element_bytes=2)
+        model = dataclasses.replace(KERNEL_MODELS[form], steps_before_last_trip=None)  # both trips whole
+        p = predict_launch(machine, small_stats, model, launch, cost, element_bytes=2)
         return p.bounds_s["latency"] * machine.clock_hz
 
     per_warp = -(-layer_launches("huffman", small_stats, 1)[0].num_warps // machine.issue_per_sm_clock)
@@ -374,7 +375,7 @@ def test_huffman_iterations_wait_for_their_stream_words(small_stats, monkeypatch
     floor = roofline._huffman_floor(small_stats, launch.constexprs)
     assert floor == {"hbm": pytest.approx(steps * bits / 32)}
     cost = _cost({"int": 10.0}, {"int": 0}, launch.num_warps)
-    model = KERNEL_MODELS["huffman"]
+    model = dataclasses.replace(KERNEL_MODELS["huffman"], steps_before_last_trip=None)  # both trips whole
 
     def latency_cycles() -> float:
         p = predict_launch(machine, small_stats, model, launch, cost, element_bytes=2)
@@ -457,7 +458,7 @@ def test_the_roofline_replays_a_body_whose_loads_it_can_name(small_stats):
     is the replayed body; a body holding a load the model cannot name (with x read from memory)
     falls back to the chain of dependent loads plus the issue cycles."""
     machine = MACHINES["h100-sxm"]
-    model = KERNEL_MODELS["huffman"]
+    model = dataclasses.replace(KERNEL_MODELS["huffman"], steps_before_last_trip=None)  # start apart
     (launch,) = layer_launches("huffman", small_stats, 1)
     assert launch.constexprs["XW"] > 0
 
@@ -492,3 +493,40 @@ def test_the_roofline_replays_a_body_whose_loads_it_can_name(small_stats):
     assert KERNEL_MODELS["fixed"].loop_loads({"BB": 1}, "LDG.E.128") == "hbm"
     assert KERNEL_MODELS["fixed"].loop_loads({"BB": 4}, "LDG.E.128") is None
     assert KERNEL_MODELS["dense_codes"].loop_loads is None
+
+
+def test_huffman_steps_on_the_heads_overlap_the_second_trip(small_stats):
+    """A Huffman lane decodes from its head until the second refill, which takes the first word
+    past the head (`HEAD_WORDS` words: 64 bits read; refills after every two steps): those steps
+    overlap the prologue's second HBM trip, which a program's start loses up to its length."""
+    from perf.cost import roofline
+
+    machine = MACHINES["h100-sxm"]
+    (launch,) = layer_launches("huffman", small_stats, 1)
+    bits = small_stats.huffman.total_bits / small_stats.huffman.symbols
+    steps = roofline._huffman_steps_on_heads(small_stats, launch.constexprs)
+    assert steps % 2 == 0 and (steps - 2) * bits < 32 * (roofline.HEAD_WORDS - 1) <= steps * bits
+    model = KERNEL_MODELS["huffman"]
+    whole = dataclasses.replace(model, steps_before_last_trip=None)
+    k = launch.constexprs["K"]
+
+    def start_saved(loop_instructions: float) -> float:
+        cost = _cost({"int": loop_instructions}, {"int": 0}, launch.num_warps)
+        cycles = [
+            predict_launch(machine, small_stats, m, launch, cost, element_bytes=2).bounds_s["latency"]
+            * machine.clock_hz
+            for m in (whole, model)
+        ]
+        return cycles[0] - cycles[1]
+
+    per_warp = -(-launch.num_warps // machine.issue_per_sm_clock)
+    floor = sum(
+        machine.hbm_latency_cycles * n
+        for n in roofline._huffman_floor(small_stats, launch.constexprs).values()
+    )
+    short = 10.0  # an iteration of its stream words' floor: the steps cover part of the trip
+    iteration = max(k * machine.l1_latency_cycles + short * per_warp, floor)
+    assert start_saved(short) == pytest.approx(
+        min(machine.hbm_latency_cycles, steps * iteration / k), rel=1e-6
+    )
+    assert start_saved(5000.0) == pytest.approx(machine.hbm_latency_cycles, rel=1e-6)  # long steps: all of it
