@@ -21,8 +21,9 @@ and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
   loop (`KernelModel.loop_loads`), the first is the compiled body replayed with its scheduling
   control (`perf.cost.warp_issue`: the stall counts of its dependent instructions and its waits
   on loads at their levels' latencies); elsewhere it is the chain of dependent loads plus the
-  issue cycles (the fixed-width kernel's next group, one iteration ahead; the Huffman lanes' stream
-  words, four refills ahead, a line each); before the loop a program waits on its first loads, and
+  issue cycles. The prefetched loads: the fixed-width kernel's next group, one iteration ahead;
+  the Huffman lanes' stream words, four refills ahead, a line each. Before the loop a program
+  waits on its first loads (the Huffman lanes' first steps, on their heads, overlap the last), and
   after it on the loads and atomics its stores need that it issues only then;
   programs run in ``SMs x resident CTAs`` slots, so the floor is the longest program's chain or
   the slots' average, whichever is longer (under-filled grids are latency-bound).
@@ -406,13 +407,15 @@ class LaunchPrediction:
         return self.layout_bytes + self.x_bytes + self.y_bytes
 
 
+def _level_cycles(machine: Machine) -> dict[str, int]:
+    """A load's latency at each memory level."""
+    m = machine
+    return {"l1": m.l1_latency_cycles, "l2": m.l2_latency_cycles, "hbm": m.hbm_latency_cycles}
+
+
 def _latency_cycles(machine: Machine, levels) -> float:
     """Cycles of dependent loads: a sequence of levels, or a mapping level -> count."""
-    latency = {
-        "l1": machine.l1_latency_cycles,
-        "l2": machine.l2_latency_cycles,
-        "hbm": machine.hbm_latency_cycles,
-    }
+    latency = _level_cycles(machine)
     counts = levels if isinstance(levels, dict) else {level: levels.count(level) for level in set(levels)}
     return sum(latency[level] * n for level, n in counts.items())
 
@@ -424,11 +427,7 @@ def _warp_pass_cycles(machine: Machine, model: KernelModel, counts, consts: dict
     body = counts.body
     if model.loop_loads is None or not body or any(i.control is None for i in body):
         return None
-    levels = {
-        "l1": machine.l1_latency_cycles,
-        "l2": machine.l2_latency_cycles,
-        "hbm": machine.hbm_latency_cycles,
-    }
+    levels = _level_cycles(machine)
     global_loads = {i.opcode for i in body if i.base == "LDG" and i.control.write_barrier is not None}
     named = {op: model.loop_loads(consts, op) for op in global_loads}
     if any(level is None for level in named.values()):
