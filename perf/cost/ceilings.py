@@ -7,7 +7,11 @@ Huffman kernel at batch 1 (float16, 4 rows x 32 column blocks, the paper layers'
 for sm_90 as the dispatcher launches them. A kernel change that
 makes them issue more instructions per kept weight fails CI; raising a ceiling is a deliberate,
 reviewed edit of the JSON file. A figure well below its ceiling is reported so that the ceiling
-can be lowered to lock the gain in.
+can be lowered to lock the gain in. Where a guard sets ``max_warp_cycles_per_iteration``, the
+cycles of one loop iteration of a warp issuing alone (its compiled body replayed with the stall
+counts and scoreboard waits ptxas encoded: `perf.cost.warp_issue`, with the H100's planning
+latencies) may not exceed it either: a longer chain of dependent instructions, or a load waited
+on sooner, slows a small layer's decode without adding an instruction.
 
     python -m perf.cost.ceilings [--ceilings perf/results/cost/ceilings.json]
 """
@@ -26,6 +30,7 @@ from perf.harness import REPO_ROOT, doc_summary
 
 CEILINGS_PATH = REPO_ROOT / "perf" / "results" / "cost" / "ceilings.json"
 SLACK_NOTE = 0.9  # a figure below 90% of its ceiling: suggest lowering the ceiling
+FORMS = {"codebook_spmm_kernel": "fixed", "huffman_spmm_kernel": "huffman"}  # kernel -> its cost model
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Guard:
     ceiling: float
     lane_shape: tuple[int, int] | None = None
     min_loop_prefetches: int = 0
+    max_warp_cycles_per_iteration: float | None = None
 
     def matches(self, config) -> bool:
         if (config.kernel, config.dtype, config.batch_bucket) != (self.kernel, self.dtype, self.batch_bucket):
@@ -79,6 +85,7 @@ def load_guards(path: Path = CEILINGS_PATH) -> tuple[int, list[Guard]]:
                 float(g["max_warp_instructions_per_kept_weight"]),
                 tuple(g["lane_shape"]) if g.get("lane_shape") else None,
                 int(g.get("min_loop_prefetches", 0)),
+                float(g["max_warp_cycles_per_iteration"]) if "max_warp_cycles_per_iteration" in g else None,
             )
             for g in data["guards"]
         ]
@@ -92,6 +99,8 @@ def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
     from perf.cost.compiled import analyze, compile_launch
     from perf.cost.launches import REFERENCE_LAYER, dispatched_configurations
     from perf.cost.layer_stats import build_stats
+    from perf.cost.machines import DEFAULT_MACHINE, get_machine
+    from perf.cost.roofline import KERNEL_MODELS, warp_alone_cycles
     from workloads import LLM_LAYERS
 
     arch, guards = load_guards(path)
@@ -113,6 +122,12 @@ def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
         )
         figure = cost.warp_instructions_per_item
         prefetches = int(cost.counts.per_iteration.get("prefetch", 0))
+        cycles = None
+        if guard.max_warp_cycles_per_iteration is not None:
+            model = KERNEL_MODELS[FORMS[guard.kernel]]
+            cycles = warp_alone_cycles(get_machine(DEFAULT_MACHINE), model, cost.counts, launch.constexprs)
+            if cycles is None:
+                raise ValueError(f"{path}: {guard.describe()}: its loop cannot be replayed")
         rows.append(
             {
                 "configuration": guard.describe(),
@@ -124,6 +139,9 @@ def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
                 "ok": figure <= guard.ceiling,
                 "prefetches_ok": prefetches >= guard.min_loop_prefetches,
                 "could_lower": figure < SLACK_NOTE * guard.ceiling,
+                "warp_cycles": cycles,
+                "max_warp_cycles": guard.max_warp_cycles_per_iteration,
+                "cycles_ok": cycles is None or cycles <= guard.max_warp_cycles_per_iteration,
             }
         )
     return rows
@@ -154,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "ok" if r["prefetches_ok"] else "TOO FEW PREFETCHES"
             wanted = r["min_loop_prefetches"]
             print(f"  {r['loop_prefetches']} cache prefetches a loop iteration, at least {wanted}: {verdict}")
+        if r["max_warp_cycles"] is not None:
+            verdict = "ok" if r["cycles_ok"] else "TOO SLOW ALONE"
+            print(
+                f"  {r['warp_cycles']:.0f} cycles an iteration for a warp issuing alone, at most "
+                f"{r['max_warp_cycles']:.0f}: {verdict}"
+            )
         if r["could_lower"]:
             print(f"  below 90% of its ceiling: lower the ceiling in {args.ceilings} to keep the gain")
     over = [r for r in rows if not r["ok"]]
@@ -161,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ceilings: {len(over)} configuration(s) issue more instructions per kept weight than allowed; "
             f"speed the kernel up, or raise the ceiling in {args.ceilings} deliberately",
+            file=sys.stderr,
+        )
+        return 1
+    slow = [r for r in rows if not r["cycles_ok"]]
+    if slow:
+        print(
+            f"ceilings: {len(slow)} configuration(s) take more cycles an iteration for a warp issuing "
+            f"alone than allowed; shorten the loop's dependent chain, or raise the limit in {args.ceilings}",
             file=sys.stderr,
         )
         return 1

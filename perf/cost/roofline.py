@@ -420,7 +420,7 @@ def _latency_cycles(machine: Machine, levels) -> float:
     return sum(latency[level] * n for level, n in counts.items())
 
 
-def _warp_pass_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> float | None:
+def warp_alone_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> float | None:
     """Cycles of one source iteration of the loop for a warp issuing alone (`perf.cost.warp_issue`),
     or None where the model cannot name the level of every global load in the body, or the body
     has no control (a listing without ``-hex``)."""
@@ -483,7 +483,7 @@ def predict_launch(
     issue_cycles = counts.instructions * per_warp
     chain = model.chain(stats, consts) if callable(model.chain) else model.chain
     floor = model.floor(stats, consts) if callable(model.floor) else (model.floor,) if model.floor else ()
-    warp_alone = _warp_pass_cycles(machine, model, counts, consts)
+    warp_alone = warp_alone_cycles(machine, model, counts, consts)
     if warp_alone is None:
         warp_alone = _latency_cycles(machine, chain) + issue_cycles
     iteration = max(warp_alone, issue_cycles, _latency_cycles(machine, floor))

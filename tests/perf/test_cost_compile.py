@@ -75,7 +75,7 @@ def test_ci_guard_instructions_per_kept_weight():
     proc = run("-m", "perf.cost.ceilings")
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.count(": ok") == 4  # three ceilings, one prefetch count
+    assert proc.stdout.count(": ok") == 6  # three ceilings, one prefetch count, two replayed loops
 
 
 def _guard_with(tmp_path, pick, field: str, value):
@@ -96,6 +96,17 @@ def test_ci_guard_fails_without_the_huffman_loops_prefetches(tmp_path):
     proc = _guard_with(tmp_path, lambda g: g.get("min_loop_prefetches"), "min_loop_prefetches", 99)
     assert proc.returncode == 1 and "TOO FEW PREFETCHES" in proc.stdout
     assert "lost the cache prefetches" in proc.stderr
+
+
+def test_ci_guard_fails_when_a_lone_warp_takes_longer(tmp_path):
+    """A loop whose dependent chain grows (or that waits on a load sooner) is slower for a warp
+    issuing alone without issuing more instructions: its replayed cycles have a limit of their
+    own (here: below what the loop takes)."""
+    proc = _guard_with(
+        tmp_path, lambda g: g.get("max_warp_cycles_per_iteration"), "max_warp_cycles_per_iteration", 100
+    )
+    assert proc.returncode == 1 and "TOO SLOW ALONE" in proc.stdout
+    assert "shorten the loop's dependent chain" in proc.stderr
 
 
 def test_ci_guard_fails_over_a_ceiling(tmp_path):
