@@ -422,10 +422,11 @@ def _latency_cycles(machine: Machine, levels) -> float:
 
 def warp_alone_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> float | None:
     """Cycles of one source iteration of the loop for a warp issuing alone (`perf.cost.warp_issue`),
-    or None where the model cannot name the level of every global load in the body, or the body
-    has no control (a listing without ``-hex``)."""
+    or None where the model cannot name the level of every global load in the body, where the
+    body has no control (a listing without ``-hex``), or where it waits on a scoreboard's count
+    (``DEPBAR``: the replay keeps when a scoreboard is released, not how many loads hold it)."""
     body = counts.body
-    if model.loop_loads is None or not body or any(i.control is None for i in body):
+    if model.loop_loads is None or not body or any(i.control is None or i.base == "DEPBAR" for i in body):
         return None
     levels = _level_cycles(machine)
     global_loads = {i.opcode for i in body if i.base == "LDG" and i.control.write_barrier is not None}

@@ -487,6 +487,8 @@ def test_the_roofline_replays_a_body_whose_loads_it_can_name(small_stats):
     assert replayed > floor  # the replay, not the stream's floor, binds
     chain = machine.l1_latency_cycles * launch.constexprs["K"] + len(body)  # what stands in without a body
     assert iteration(stalled) - without == pytest.approx(trips * (replayed - max(floor, chain)), rel=1e-6)
+    counted = dataclasses.replace(stalled[1], opcode="DEPBAR.LE")  # a wait on a scoreboard's count
+    assert iteration((stalled[0], counted, *stalled[2:])) == pytest.approx(without, rel=1e-9)
     x_from_memory = {**launch.constexprs, "XW": 0}
     assert model.loop_loads(x_from_memory, "LDG.E") is None
     assert KERNEL_MODELS["fixed"].loop_loads({"BB": 1}, "LDG.E.U16") == "l2"
