@@ -180,30 +180,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         if r["could_lower"]:
             print(f"  below 90% of its ceiling: lower the ceiling in {args.ceilings} to keep the gain")
-    over = [r for r in rows if not r["ok"]]
-    if over:
-        print(
-            f"ceilings: {len(over)} configuration(s) issue more instructions per kept weight than allowed; "
-            f"speed the kernel up, or raise the ceiling in {args.ceilings} deliberately",
-            file=sys.stderr,
-        )
-        return 1
-    slow = [r for r in rows if not r["cycles_ok"]]
-    if slow:
-        print(
-            f"ceilings: {len(slow)} configuration(s) take more cycles an iteration for a warp issuing "
-            f"alone than allowed; shorten the loop's dependent chain, or raise the limit in {args.ceilings}",
-            file=sys.stderr,
-        )
-        return 1
-    missing = [r for r in rows if not r["prefetches_ok"]]
-    if missing:
-        print(
-            f"ceilings: {len(missing)} configuration(s) lost the cache prefetches of their loop: without "
-            "them each refill waits on HBM (see docs/kernels.md, PREFETCH)",
-            file=sys.stderr,
-        )
-        return 1
+    for failed, why in (
+        ("ok", "issue more instructions per kept weight than allowed; speed the kernel up, or raise "
+         f"the ceiling in {args.ceilings} deliberately"),
+        ("cycles_ok", "take more cycles an iteration for a warp issuing alone than allowed; shorten "
+         f"the loop's dependent chain, or raise the limit in {args.ceilings}"),
+        ("prefetches_ok", "lost the cache prefetches of their loop: without them each refill waits "
+         "on HBM (see docs/kernels.md, PREFETCH)"),
+    ):  # fmt: skip
+        count = sum(1 for r in rows if not r[failed])
+        if count:
+            print(f"ceilings: {count} configuration(s) {why}", file=sys.stderr)
+            return 1
     return 0
 
 
