@@ -62,7 +62,8 @@ class LoopCounts:
     steps, which its trips count as fractions of an iteration; masked loads and stores behind a
     branch hold no multiply); ``before``: the part of ``outside`` placed before the loop (the
     prologue); ``body``: the loop's instructions in program order, with their control (what
-    `perf.cost.warp_issue` replays)."""
+    `perf.cost.warp_issue` replays); ``closing_bodies``: the instructions of each block counted in
+    ``closing``, in program order."""
 
     per_iteration: dict[str, float]
     outside: dict[str, int]
@@ -74,6 +75,7 @@ class LoopCounts:
     closing: dict[str, int] = field(default_factory=dict)
     before: dict[str, int] = field(default_factory=dict)
     body: tuple[Instruction, ...] = field(default=(), repr=False)
+    closing_bodies: tuple[tuple[Instruction, ...], ...] = field(default=(), repr=False)
 
     @property
     def instructions(self) -> float:
@@ -347,12 +349,13 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
         sass_class(sass.instructions[i].opcode) for i in flow.reachable_instructions() if i < first
     )
     closing = Counter()
-    for b in flow.skippable_after(loop):
-        block = [
-            sass_class(sass.instructions[i].opcode) for i in range(flow.blocks[b].start, flow.blocks[b].end)
-        ]
-        if "ffma" in block:
-            closing.update(block)
+    closing_bodies = []
+    for b in sorted(flow.skippable_after(loop), key=lambda b: flow.blocks[b].start):
+        block = sass.instructions[flow.blocks[b].start : flow.blocks[b].end]
+        classes = [sass_class(ins.opcode) for ins in block]
+        if "ffma" in classes:
+            closing.update(classes)
+            closing_bodies.append(tuple(block))
     unroll, ratio = _unroll(sass, loop.instructions, ptx)
     branches = sum(
         1
@@ -371,6 +374,7 @@ def loop_counts(sass: Listing, ptx: Listing | None = None) -> LoopCounts | None:
         closing={k: closing[k] for k in sorted(closing, key=class_sort_key)},
         before={k: before[k] for k in sorted(before, key=class_sort_key)},
         body=tuple(sass.instructions[i] for i in sorted(loop.instructions)),
+        closing_bodies=tuple(closing_bodies),
     )
 
 

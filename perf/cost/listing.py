@@ -11,7 +11,7 @@ later): what `perf.cost.warp_issue` replays.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from perf.cost.errors import ListingError
 
@@ -31,6 +31,10 @@ _SASS_BRANCH = {"BRA", "JMP"}
 _SASS_INDIRECT = {"BRX", "JMX"}
 _SASS_EXIT = {"EXIT", "RET", "KILL"}
 _SASS_CALL = {"CALL"}
+# A call that keeps no return address: on sm_80 ptxas leaves a loop with one
+# (``@!P4 CALL.REL.NOINC `(.L_x_0)`` then ``BRA`` back to the loop's head), into code that never
+# returns. In a function without a return it is a jump.
+_SASS_JUMP_CALL = "NOINC"
 
 _PTX_LABEL = re.compile(r"^\s*(?P<label>\$?[A-Za-z_$][\w$.]*):")
 _PTX_INSTRUCTION = re.compile(r"^(?:(?P<pred>@!?%?[\w]+)\s+)?(?P<op>[a-z][\w.]*)(?P<rest>.*)$")
@@ -143,6 +147,10 @@ def parse_sass(text: str, function: str | None = None) -> Listing:
         listing.instructions.append(Instruction(op, m.group("pred"), flow, label_target, _control(lines, k)))
     if not listing.instructions:
         raise ListingError(f"the SASS of {name!r} holds no instructions")
+    if not any(i.base == "RET" for i in listing.instructions):
+        for k, ins in enumerate(listing.instructions):
+            if ins.flow == FLOW_CALL and _SASS_JUMP_CALL in ins.opcode.split("."):
+                listing.instructions[k] = replace(ins, flow=FLOW_BRANCH)
     return listing
 
 

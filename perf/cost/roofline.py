@@ -21,7 +21,10 @@ and combined with the layer's exact layout summary (`perf.cost.layer_stats`):
   loop (`KernelModel.loop_loads`), the first is the compiled body replayed with its scheduling
   control (`perf.cost.warp_issue`: the stall counts of its dependent instructions and its waits
   on loads at their levels' latencies); elsewhere it is the chain of dependent loads plus the
-  issue cycles. The prefetched loads: the fixed-width kernel's next group, one iteration ahead;
+  issue cycles. A closing partial iteration after the loop (the Huffman kernel's ``K / 2`` and
+  ``K / 4`` steps) is replayed the same way, not taken as its share of a whole one: it waits on
+  its own barriers and gathers. The prefetched loads: the fixed-width kernel's next group, one
+  iteration ahead;
   the Huffman lanes' stream words, four refills ahead, a line each. Before the loop a program
   waits on its first loads (the Huffman lanes' first steps, on their heads, overlap the last), and
   after it on the loads and atomics its stores need that it issues only then;
@@ -420,12 +423,11 @@ def _latency_cycles(machine: Machine, levels) -> float:
     return sum(latency[level] * n for level, n in counts.items())
 
 
-def warp_alone_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> float | None:
-    """Cycles of one source iteration of the loop for a warp issuing alone (`perf.cost.warp_issue`),
-    or None where the model cannot name the level of every global load in the body, where the
-    body has no control (a listing without ``-hex``), or where it waits on a scoreboard's count
-    (``DEPBAR``: the replay keeps when a scoreboard is released, not how many loads hold it)."""
-    body = counts.body
+def _replay(machine: Machine, model: KernelModel, body, consts: dict) -> float | None:
+    """Cycles of a pass of ``body`` for a warp issuing alone (`perf.cost.warp_issue`), or None
+    where the model cannot name the level of every global load in it, where it has no control (a
+    listing without ``-hex``), or where it waits on a scoreboard's count (``DEPBAR``: the replay
+    keeps when a scoreboard is released, not how many loads hold it)."""
     if model.loop_loads is None or not body or any(i.control is None or i.base == "DEPBAR" for i in body):
         return None
     levels = _level_cycles(machine)
@@ -441,8 +443,44 @@ def warp_alone_cycles(machine: Machine, model: KernelModel, counts, consts: dict
             return machine.shared_latency_cycles
         return machine.other_latency_cycles
 
-    cycles = pass_cycles(body, latency, machine.operand_read_cycles, machine.barrier_cycles)
-    return cycles / counts.unroll
+    return pass_cycles(body, latency, machine.operand_read_cycles, machine.barrier_cycles)
+
+
+def warp_alone_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> float | None:
+    """Cycles of one source iteration of the loop for a warp issuing alone (`_replay` of its
+    body), or None where the body cannot be replayed."""
+    cycles = _replay(machine, model, counts.body, consts)
+    return None if cycles is None else cycles / counts.unroll
+
+
+def closing_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -> list[tuple[float, float]]:
+    """(share of an iteration, cycles of a warp issuing it alone) of each closing partial
+    iteration after the loop (`LoopCounts.closing_bodies`; its share: its multiply-adds over the
+    loop's), largest first; empty where one cannot be replayed. A closing iteration of ``K / 4``
+    steps still waits on its barriers and its on-chip gathers like a whole one: replayed, NT-LSTM's
+    (``K`` = 16) take 933 and 511 cycles where a half and a quarter of its iteration are 836 and
+    418."""
+    per_iteration = counts.per_iteration.get("ffma", 0) * counts.unroll
+    parts = []
+    for body in counts.closing_bodies:
+        cycles = _replay(machine, model, body, consts)
+        if cycles is None or not per_iteration:
+            return []
+        parts.append((sum(i.base == "FFMA" for i in body) / per_iteration, cycles))
+    return sorted(parts, reverse=True)
+
+
+def _trip_cycles(trips: float, iteration: float, closings: list[tuple[float, float]], floor: float) -> float:
+    """Cycles of a program's ``trips`` iterations: the whole ones at ``iteration`` each, the rest
+    as the closing iterations that make it up (`closing_cycles`, each at least its share of the
+    iteration's ``floor``: issue and prefetch), or its share of an iteration where none is known."""
+    whole = math.floor(trips + 1e-9)
+    rest, cycles = trips - whole, whole * iteration
+    for share, closing in closings:
+        if rest >= share - 1e-9:
+            rest -= share
+            cycles += max(closing, share * floor)
+    return cycles + max(rest, 0.0) * iteration
 
 
 def predict_launch(
@@ -487,7 +525,10 @@ def predict_launch(
     warp_alone = warp_alone_cycles(machine, model, counts, consts)
     if warp_alone is None:
         warp_alone = _latency_cycles(machine, chain) + issue_cycles
-    iteration = max(warp_alone, issue_cycles, _latency_cycles(machine, floor))
+    iteration_floor = max(issue_cycles, _latency_cycles(machine, floor))
+    iteration = max(warp_alone, iteration_floor)
+    closings = closing_cycles(machine, model, counts, consts) if model.closing_in_trips else []
+    program = {t: _trip_cycles(t, iteration, closings, iteration_floor) for t in trips}
     start = _latency_cycles(machine, model.prologue)
     if model.steps_before_last_trip is not None and model.prologue:
         step = iteration / int(consts.get("K", 1))
@@ -499,7 +540,9 @@ def predict_launch(
     once = (  # a program's cycles outside its iterations
         start + _latency_cycles(machine, model.epilogue(consts)) + outside * per_warp
     )
-    latency_cycles = max(trips_max * iteration + once, (total_trips * iteration + programs * once) / slots)
+    longest = max(program.values(), default=0.0)
+    all_programs = sum(program[t] * n for t, n in trips.items())
+    latency_cycles = max(longest + once, (all_programs + programs * once) / slots)
     bounds = {
         "issue": warp_instructions / (sms_used * machine.issue_per_sm_clock * clock * eff),
         "lsu": lsu / (sms_used * machine.lsu_per_sm_clock * clock * eff),

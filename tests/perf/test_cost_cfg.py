@@ -170,8 +170,43 @@ def test_code_some_programs_skip_after_the_loop():
     assert sorted(flow.blocks[b].start for b in skipped) == [7, 10, 14]
     counts = loop_counts(listing)
     assert counts.closing == {"ldg.32": 1, "ffma": 1}  # only the block that multiplies
+    assert [[i.opcode for i in b] for b in counts.closing_bodies] == [["LDG.E", "FFMA"]]
     assert counts.closing_instructions == 2 and counts.closing_lsu == 1
     assert counts.outside_instructions == 11
+
+
+# sm_80's loop exit: the back edge is a conditional call that keeps no return address into the
+# code after the loop, then a branch to the loop's head. The function has no return.
+NOINC_EXIT = sass(
+    """\
+        /*0000*/                   S2R R0, SR_TID.X ;
+.L_x_1:
+        /*0010*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0020*/                   FFMA R6, R4, R5, R6 ;
+        /*0030*/                   IADD3 R0, R0, -0x1, RZ ;
+        /*0040*/                   ISETP.NE.AND P4, PT, R0, RZ, PT ;
+        /*0050*/              @!P4 CALL.REL.NOINC `(.L_x_0) ;
+        /*0060*/                   BRA `(.L_x_1) ;
+.L_x_0:
+        /*0070*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0080*/                   FFMA R6, R4, R5, R6 ;
+        /*0090*/                   STG.E desc[UR4][R2.64], R6 ;
+        /*00a0*/                   EXIT ;
+.L_x_2:
+        /*00b0*/                   BRA `(.L_x_2);
+"""
+)
+
+
+def test_call_without_return_address_leaves_the_loop():
+    listing = parse_sass(NOINC_EXIT)
+    assert listing.instructions[5].flow == "branch" and listing.instructions[5].conditional
+    counts = loop_counts(listing)
+    # The code after the loop runs once, not once an iteration as a subroutine's would.
+    assert counts.per_iteration == {"ldg.32": 1, "int": 2, "ffma": 1, "branch": 2}
+    assert counts.outside_instructions == 5
+    with_return = parse_sass(NOINC_EXIT.replace("EXIT ;", "RET.REL.NODEC R20 `(k) ;"))
+    assert with_return.instructions[5].flow == "call"  # in a function that returns it stays a call
 
 
 def test_code_without_a_loop():

@@ -532,3 +532,59 @@ def test_huffman_steps_on_the_heads_overlap_the_second_trip(small_stats):
         min(machine.hbm_latency_cycles, steps * iteration / k), rel=1e-6
     )
     assert start_saved(5000.0) == pytest.approx(machine.hbm_latency_cycles, rel=1e-6)  # long steps: all of it
+
+
+def test_closing_iterations_are_replayed(small_stats):
+    """A closing iteration of ``K / 2`` or ``K / 4`` steps waits on its own loads, barriers and
+    gathers like a whole one: each is replayed (its share of an iteration: its multiply-adds over
+    the loop's), and a program whose trips end in a fraction takes the closings that make it up."""
+    from perf.cost import roofline
+
+    machine = MACHINES["h100-sxm"]
+    assert roofline._trip_cycles(2.0, 100.0, [(0.5, 70.0), (0.25, 40.0)], 20.0) == 200.0
+    assert roofline._trip_cycles(1.75, 100.0, [(0.5, 70.0), (0.25, 40.0)], 20.0) == 210.0
+    assert roofline._trip_cycles(1.25, 100.0, [(0.5, 70.0), (0.25, 40.0)], 20.0) == 140.0
+    assert roofline._trip_cycles(1.25, 100.0, [], 20.0) == 125.0  # no closing known: its share
+    assert roofline._trip_cycles(0.5, 100.0, [(0.5, 10.0)], 60.0) == 30.0  # at least its share of the floor
+
+    def ins(opcode: str, stall: int, write: int | None = None, wait: int = 0) -> Instruction:
+        return Instruction(opcode, control=Control(stall, False, write, None, wait))
+
+    def steps(n: int, chain: int) -> tuple:  # n multiply-adds after a lookup and a dependent chain
+        fmas = [ins("FFMA", 4) for _ in range(n)]
+        return (ins("LDG.E", 1, write=0), ins("LOP3.LUT", 1, wait=0b1), *[ins("IADD3", 15)] * chain, *fmas)
+
+    body, half, quarter = (*steps(8, 64), ins("BRA", 1)), (*steps(4, 40), ins("BAR.SYNC", 2)), steps(2, 24)
+    (launch,) = layer_launches("huffman", small_stats, 1)
+    model = KERNEL_MODELS["huffman"]
+    trips = model.trips(small_stats, launch.constexprs)
+    assert max(trips) % 1 == 0.25  # the longest program ends in a K / 4 closing
+    cost = _cost({"int": 66.0, "ldg.32": 1.0, "ffma": 8.0, "branch": 1.0}, {"int": 0}, launch.num_warps)
+    cost = dataclasses.replace(cost, counts=dataclasses.replace(cost.counts, body=body))
+    closings = dataclasses.replace(cost.counts, closing_bodies=(half, quarter))
+    closed = dataclasses.replace(cost, counts=closings)
+
+    def replay(instructions) -> float:
+        latency = {"LDG": machine.l1_latency_cycles}
+        return pass_cycles(
+            instructions,
+            lambda i: latency.get(i.base, machine.other_latency_cycles),
+            machine.operand_read_cycles,
+            machine.barrier_cycles,
+        )
+
+    parts = roofline.closing_cycles(machine, model, closed.counts, launch.constexprs)
+    assert parts == [(0.5, replay(half)), (0.25, replay(quarter))]
+    assert roofline.closing_cycles(machine, model, cost.counts, launch.constexprs) == []
+    x_from_memory = {**launch.constexprs, "XW": 0}  # its loads have no level: nothing replayed
+    assert roofline.closing_cycles(machine, model, closed.counts, x_from_memory) == []
+
+    iteration = replay(body)
+    floor = sum(machine.hbm_latency_cycles * n for n in model.floor(small_stats, launch.constexprs).values())
+    assert iteration > floor and replay(quarter) > 0.25 * iteration  # the replays bind
+    cycles = [
+        predict_launch(machine, small_stats, model, launch, c, element_bytes=2).bounds_s["latency"]
+        * machine.clock_hz
+        for c in (cost, closed)
+    ]
+    assert cycles[1] - cycles[0] == pytest.approx(replay(quarter) - 0.25 * iteration, rel=1e-6)
