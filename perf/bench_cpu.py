@@ -271,7 +271,7 @@ def run_sweep(args) -> list[dict]:
     rows = []
     for density in SWEEP_DENSITIES:
         matrix = random_compressed_matrix(args.sweep_size, args.sweep_size, density, args.bits, seed=1)
-        layout = SparseLayout.from_matrix(matrix)
+        layout = SparseLayout.from_matrix(matrix, cpu_launch.packing_index_bits(matrix))
         weight = torch.from_numpy(matrix.to_dense())
         for batch in SWEEP_BATCHES:
             x = torch.randn(batch, args.sweep_size)

@@ -24,13 +24,37 @@ import numpy as np
 import torch
 
 from compress.matrix import CompressedMatrix, check_bits
-from compress.relative_index import check_index_bits, encode_relative, row_gaps
+from compress.relative_index import (
+    MAX_INDEX_BITS,
+    check_index_bits,
+    encode_relative,
+    relative_entries,
+    row_gaps,
+)
 from compress.size import best_index_bits
 from dc_kernels.layout_state import LayoutState
 from dc_kernels.planes import GROUP, planes_bytes, read_planes, write_planes
 
 TENSOR_NAMES = ("entry_ptr", "planes")
 METADATA_NAMES = ("out_features", "in_features", "bits", "index_bits", "nnz", "entries")
+# The entries the AVX2 kernels decode in byte steps (``BYTE_STEPS`` in sparse_linear.c): 8 to 11
+# bits, codes of up to 5 bits, indices of up to 8.
+BYTE_STEP_WIDTHS = range(8, 12)
+BYTE_STEP_MAX_CODE_BITS = 5
+
+
+def byte_step_index_bits(gaps: np.ndarray, bits: int, slack: float) -> int:
+    """The relative-index width for a layer of these `compress.relative_index.row_gaps` and code
+    width whose entries the byte steps decode: the one of those widths with the fewest entry bits
+    where they take at most ``slack`` more than `best_index_bits`' (which it is when its entries
+    are already 8 to 11 bits), else `best_index_bits`'."""
+    costs = {w: relative_entries(gaps, w) * (bits + w) for w in range(1, MAX_INDEX_BITS + 1)}
+    fewest = min(costs, key=costs.get)
+    covered = [w for w in costs if bits + w in BYTE_STEP_WIDTHS] if bits <= BYTE_STEP_MAX_CODE_BITS else []
+    if not covered or bits + fewest in BYTE_STEP_WIDTHS:
+        return fewest
+    best = min(covered, key=costs.get)
+    return best if costs[best] <= (1 + slack) * costs[fewest] else fewest
 
 
 @dataclass(frozen=True, eq=False)

@@ -535,3 +535,46 @@ def test_packed_bytes_follow_the_bits():
     codes = DenseCodesLayout.from_matrix(dense)
     assert codes.width == 4 and codes.total_bytes() <= 256 * 1024 / 2 + 64 * 2
     assert np.array_equal(codes.to_matrix().to_dense(), dense.to_dense())
+
+
+def test_avx2_packing_takes_byte_step_widths(monkeypatch):
+    """With the AVX2 kernels a layer whose fewest bits come with entries outside the byte steps'
+    8-11 bits (4-bit codes at 25% density: 3-bit indices) is packed at the byte steps' width that
+    costs fewest bits when that is at most `AVX2_BYTE_STEP_SLACK` more; other builds, code widths
+    above 5 bits and layers already inside those widths keep the fewest bits."""
+    from compress.relative_index import relative_entries, row_gaps
+    from compress.size import best_index_bits
+    from dc_kernels.cpu import launch as cpu_launch
+    from dc_kernels.cpu.layout import byte_step_index_bits
+
+    m = random_compressed_matrix(64, 1024, 0.25, 4, seed=2)
+    gaps = row_gaps(m.row_ptr, m.col_idx)
+    assert best_index_bits(gaps, 4) == 3
+    assert byte_step_index_bits(gaps, 4, 0.2) == 4
+    assert relative_entries(gaps, 4) * 8 <= 1.2 * relative_entries(gaps, 3) * 7
+    assert byte_step_index_bits(gaps, 4, 0.0) == 3  # no slack: the fewest bits
+    six = random_compressed_matrix(64, 1024, 0.25, 6, seed=2)
+    six_gaps = row_gaps(six.row_ptr, six.col_idx)
+    # no byte steps for 6-bit codes
+    assert byte_step_index_bits(six_gaps, 6, 0.2) == best_index_bits(six_gaps, 6)
+    paper = random_compressed_matrix(64, 1024, 0.09, 5, seed=2)  # 5-bit codes, 9%: already 9-10-bit entries
+    paper_gaps = row_gaps(paper.row_ptr, paper.col_idx)
+    assert 8 <= 5 + best_index_bits(paper_gaps, 5) <= 11
+    assert byte_step_index_bits(paper_gaps, 5, 0.2) == best_index_bits(paper_gaps, 5)
+    for vector_bits, width in ((256, 4), (512, 3), (0, 3)):
+        monkeypatch.setattr(cpu_build, "vector_bits", lambda v=vector_bits: v)
+        assert cpu_launch.packing_index_bits(m) == width
+        packed, meta = cpu_launch.pack(_Module(m))
+        layout = SparseLayout.from_state(packed[:2], meta, torch.from_numpy(m.codebook.copy()))
+        assert layout.index_bits == width
+
+
+class _Module:
+    """What `pack` reads of a module: its canonical matrix and codebook."""
+
+    def __init__(self, matrix: CompressedMatrix) -> None:
+        self.matrix = matrix
+        self.codebook = torch.from_numpy(matrix.codebook.copy())
+
+    def to_matrix(self) -> CompressedMatrix:
+        return self.matrix
