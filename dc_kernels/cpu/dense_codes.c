@@ -15,8 +15,8 @@
  *   those multiply one input of each of 12 rows of x (broadcast): 24 accumulators that are rows
  *   of y, no horizontal sums, and each weight decoded once per block of x (TILE_X_BYTES).
  *   With AVX2 (and FMA), the row kernel on vectors of 8 lanes and a tile kernel on x transposed
- *   (panels of 6 rows decoded row by row, no transposes of weights: its section below); 4-bit
- *   and 5-bit codes go 32 per step through byte lookups (planes.h: dc_lookup32_nibbles), so
+ *   (panels of 6 rows decoded row by row, no transposes of weights: its section below); 4- to
+ *   6-bit codes go 32 per step through byte lookups (planes.h: dc_lookup32_nibbles), so
  *   dc_codes_linear first copies x with each group of 16 columns in the order those weights come
  *   out in.
  * dc_codes_decode: dense float32 rows, for batches where a dense GEMM beats the lookup loop.
@@ -113,17 +113,17 @@ DC_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 }
 #elif defined(DC_AVX2)
 typedef __m256 vec_t;
-/* The codebook in registers: the table's first 16 entries, and the bytes of its first 32 for
- * 4- and 5-bit codes. */
+/* The codebook in registers: the table's first 16 entries, and the bytes of its first 64 for
+ * 4- to 6-bit codes. */
 typedef struct {
   __m256 lo, hi;
-  __m256i bytes[8];
+  __m256i bytes[4 * DC_NIBBLE_TABLES];
 } codebook_t;
 DC_INLINE codebook_t codebook_regs(const float *table) {
   codebook_t cb;
   cb.lo = _mm256_loadu_ps(table);
   cb.hi = _mm256_loadu_ps(table + 8);
-  dc_table_bytes(table, cb.bytes);
+  dc_table_bytes(table, cb.bytes, DC_NIBBLE_TABLES);
   return cb;
 }
 
@@ -307,10 +307,10 @@ DC_INLINE void tail_masks(int64_t cols, int64_t k, __m256i m[2]) {
   m[1] = _mm256_cmpgt_epi32(left, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
 }
 
-/* The weights of the codes e .. e + step(width) of the stream, as vectors of 8 lanes: 4- and 5-bit
+/* The weights of the codes e .. e + step(width) of the stream, as vectors of 8 lanes: 4- to 6-bit
  * codes 32 at a time in nibble order (planes.h; the caller orders x's columns to match), others
  * 16. */
-#define NIBBLES(width) ((width) == 4 || (width) == 5)
+#define NIBBLES(width) ((width) >= 4 && (width) <= 6)
 #define STEP(width) (NIBBLES(width) ? DC_NIBBLE_STEP : 16)
 DC_INLINE void decode_step(const job_t *j, const codebook_t *cb, int64_t e, const int width, __m256 w[4]) {
   if (NIBBLES(width)) {

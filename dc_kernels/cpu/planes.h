@@ -170,27 +170,30 @@ DC_INLINE __m256 dc_lookup8(const float *table, int bits, __m256 lo, __m256 hi, 
   return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(code, 27)));
 }
 
-/* 4- and 5-bit codes (a nibble plane, and for 5 bits a bit plane) by byte lookups: vpshufb looks
- * 32 codes up in a 16-byte table, so the four bytes of the codebook's first 16 entries
- * (dc_table_bytes, each table in both 128-bit halves) give 32 weights in 4 lookups and 8 unpacks,
- * where dc_lookup8 spends 4 vpermps, 2 blends and their shifts on 16 (on AMD EPYC Zen 3, a 4-row
- * GEMV loop ran 1.6-1.7x faster this way); 5-bit codes look up entries 16 .. 31 as well and pick
- * by bit 4, a byte mask made from the bit plane's 32 bits in 4 instructions. The weights come out
- * in nibble order: vector m, lane e holds value 16 (m / 2) + dc_nibble_order[8 (m % 2) + e] of the
- * 32 (the unpacks interleave within 128-bit halves), so a kernel multiplies them with x's columns
- * in that order (dc_nibble_order_rows). */
+/* 4-, 5- and 6-bit codes (a nibble plane, and a bit plane for each bit above 4) by byte lookups:
+ * vpshufb looks 32 codes up in a 16-byte table, so the four bytes of the codebook's first 16
+ * entries (dc_table_bytes, each table in both 128-bit halves) give 32 weights in 4 lookups and 8
+ * unpacks, where dc_lookup8 spends 4 vpermps, 2 blends and their shifts on 16 (on AMD EPYC Zen 3,
+ * a 4-row GEMV loop ran 1.6-1.7x faster this way); 5-bit codes look up entries 16 .. 31 as well
+ * and pick by bit 4, a byte mask made from the bit plane's 32 bits in 4 instructions; 6-bit codes
+ * look up all four sixteens and pick by bits 4 and 5 (dc_lookup8 gathers for them). The weights
+ * come out in nibble order: vector m, lane e holds value 16 (m / 2) + dc_nibble_order[8 (m % 2) +
+ * e] of the 32 (the unpacks interleave within 128-bit halves), so a kernel multiplies them with
+ * x's columns in that order (dc_nibble_order_rows). */
 #define DC_NIBBLE_STEP 32
+#define DC_NIBBLE_TABLES 4 /* sixteens of the codebook a lookup may pick from: codes of up to 6 bits */
 static const int dc_nibble_order[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
 
-/* bytes[b] (b < 4): byte b of entries 0 .. 15; bytes[4 + b]: of entries 16 .. 31. */
-static inline void dc_table_bytes(const float *table, __m256i bytes[8]) {
-  uint8_t t[8][32];
-  for (int k = 0; k < 32; ++k) {
+/* bytes[4 s + b] (b < 4, s < sixteens <= DC_NIBBLE_TABLES): byte b of entries 16 s .. 16 s + 15 of
+ * the table (zero-padded: planes.h). */
+static inline void dc_table_bytes(const float *table, __m256i *bytes, int sixteens) {
+  uint8_t t[4 * DC_NIBBLE_TABLES][32];
+  for (int k = 0; k < 16 * sixteens; ++k) {
     uint32_t u;
     memcpy(&u, table + k, sizeof u);
     for (int b = 0; b < 4; ++b) t[4 * (k / 16) + b][k % 16] = t[4 * (k / 16) + b][k % 16 + 16] = (uint8_t)(u >> (8 * b));
   }
-  for (int b = 0; b < 8; ++b) bytes[b] = _mm256_loadu_si256((const __m256i *)t[b]);
+  for (int b = 0; b < 4 * sixteens; ++b) bytes[b] = _mm256_loadu_si256((const __m256i *)t[b]);
 }
 
 /* Byte q of half h of the lookups holds value DC_NIBBLE_VALUE(h, q) of the 32: the low (h = 0) or
@@ -198,32 +201,45 @@ static inline void dc_table_bytes(const float *table, __m256i bytes[8]) {
  * (j % 2) * 8 + j / 2 of its word). */
 #define DC_NIBBLE_VALUE(h, q) (16 * ((q) / 8) + ((q) % 8 < 4 ? 4 * ((q) % 8) + 2 * (h) : 4 * ((q) % 8) - 15 + 2 * (h)))
 
-/* The weights of values i .. i + 31 of a stream of `width` (4 or 5) bits (i a multiple of 16),
- * in nibble order. */
-DC_INLINE void dc_lookup32_nibbles(const dc_planes_t *p, int64_t i, const __m256i bytes[8], const int width,
-                                   __m256 w[4]) {
-  /* low half: the low nibbles of the 16 bytes, high half: the high ones */
-  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p->base[0] + ((uint64_t)i >> 1))));
-  const __m256i code = _mm256_and_si256(_mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xF0), _mm256_set1_epi8(0x0F));
-  __m256i b[4];
-  for (int k = 0; k < 4; ++k) b[k] = _mm256_shuffle_epi8(bytes[k], code);
-  if (width == 5) {
-    /* byte q of half h: bit DC_NIBBLE_VALUE(h, q) of the bit plane's 32 bits, as a mask */
+/* Byte q of half h: all ones where bit DC_NIBBLE_VALUE(h, q) of the bit plane's 32 bits at value
+ * i (a multiple of 16) is set. */
+DC_INLINE __m256i dc_nibble_bit_mask(const uint8_t *plane, int64_t i) {
 #define DC_BIT_BYTE(h, q) (char)(DC_NIBBLE_VALUE(h, q) / 8)
 #define DC_BIT(h, q) (char)(1 << (DC_NIBBLE_VALUE(h, q) % 8))
 #define DC_HALF(X, h)                                                                                         \
   X(h, 0), X(h, 1), X(h, 2), X(h, 3), X(h, 4), X(h, 5), X(h, 6), X(h, 7), X(h, 8), X(h, 9), X(h, 10), X(h, 11), \
       X(h, 12), X(h, 13), X(h, 14), X(h, 15)
-    const __m256i which = _mm256_setr_epi8(DC_HALF(DC_BIT_BYTE, 0), DC_HALF(DC_BIT_BYTE, 1));
-    const __m256i bit = _mm256_setr_epi8(DC_HALF(DC_BIT, 0), DC_HALF(DC_BIT, 1));
+  const __m256i which = _mm256_setr_epi8(DC_HALF(DC_BIT_BYTE, 0), DC_HALF(DC_BIT_BYTE, 1));
+  const __m256i bit = _mm256_setr_epi8(DC_HALF(DC_BIT, 0), DC_HALF(DC_BIT, 1));
 #undef DC_BIT_BYTE
 #undef DC_BIT
 #undef DC_HALF
-    int32_t word;
-    memcpy(&word, p->base[1] + ((uint64_t)i >> 3), sizeof word);
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(word), which);
-    const __m256i high = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-    for (int k = 0; k < 4; ++k) b[k] = _mm256_blendv_epi8(b[k], _mm256_shuffle_epi8(bytes[4 + k], code), high);
+  int32_t word;
+  memcpy(&word, plane + ((uint64_t)i >> 3), sizeof word);
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(word), which);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+/* The weights of values i .. i + 31 of a stream of `width` (4, 5 or 6) bits (i a multiple of 16),
+ * in nibble order. */
+DC_INLINE void dc_lookup32_nibbles(const dc_planes_t *p, int64_t i, const __m256i bytes[4 * DC_NIBBLE_TABLES],
+                                   const int width, __m256 w[4]) {
+  /* low half: the low nibbles of the 16 bytes, high half: the high ones */
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p->base[0] + ((uint64_t)i >> 1))));
+  const __m256i code = _mm256_and_si256(_mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xF0), _mm256_set1_epi8(0x0F));
+  __m256i b[4];
+  for (int k = 0; k < 4; ++k) b[k] = _mm256_shuffle_epi8(bytes[k], code);
+  if (width >= 5) {
+    const __m256i bit4 = dc_nibble_bit_mask(p->base[1], i);
+    for (int k = 0; k < 4; ++k) b[k] = _mm256_blendv_epi8(b[k], _mm256_shuffle_epi8(bytes[4 + k], code), bit4);
+    if (width == 6) {
+      const __m256i bit5 = dc_nibble_bit_mask(p->base[2], i);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i high = _mm256_blendv_epi8(_mm256_shuffle_epi8(bytes[8 + k], code),
+                                                _mm256_shuffle_epi8(bytes[12 + k], code), bit4);
+        b[k] = _mm256_blendv_epi8(b[k], high, bit5);
+      }
+    }
   }
   const __m256i lo01 = _mm256_unpacklo_epi8(b[0], b[1]), hi01 = _mm256_unpackhi_epi8(b[0], b[1]);
   const __m256i lo23 = _mm256_unpacklo_epi8(b[2], b[3]), hi23 = _mm256_unpackhi_epi8(b[2], b[3]);

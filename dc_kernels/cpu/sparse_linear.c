@@ -227,7 +227,7 @@ typedef struct {
 
 DC_INLINE byte_decoder_t byte_decoder(const job_t *j) {
   byte_decoder_t d;
-  dc_table_bytes(j->table, d.table);
+  dc_table_bytes(j->table, d.table, 2); /* codes of up to 5 bits */
   d.low = _mm256_set1_epi8((char)(j->bits >= 4 ? 0x0F : (1 << j->bits) - 1)); /* the lookup's index bits */
   d.zmask = _mm256_set1_epi8((char)(0xFF >> j->bits));
   d.escape = _mm256_set1_epi8((char)j->escape);
