@@ -90,11 +90,17 @@ def dense_code_width(codebook_size: int) -> int:
     return max(1, int(codebook_size).bit_length())
 
 
+def entry_bits_by_index_width(gaps: np.ndarray, bits: int) -> dict[int, int]:
+    """Relative-index width (1..8) -> entry bits ``entries * (bits + index_bits)`` of a layer of
+    these `compress.relative_index.row_gaps` and code width."""
+    return {width: relative_entries(gaps, width) * (bits + width) for width in range(1, MAX_INDEX_BITS + 1)}
+
+
 def best_index_bits(gaps: np.ndarray, bits: int) -> int:
-    """The relative-index width (1..8) with the fewest entry bits ``entries * (bits + index_bits)``
-    for a layer of these `compress.relative_index.row_gaps` and code width."""
-    costs = [relative_entries(gaps, width) * (bits + width) for width in range(1, MAX_INDEX_BITS + 1)]
-    return int(np.argmin(costs)) + 1
+    """The relative-index width (1..8) with the fewest entry bits (`entry_bits_by_index_width`;
+    the narrowest among equals)."""
+    costs = entry_bits_by_index_width(gaps, bits)
+    return min(costs, key=costs.get)
 
 
 def form_bits(shape: tuple[int, int], row_ptr, col_idx, bits: int, codebook_size: int) -> dict[str, int]:

@@ -24,14 +24,8 @@ import numpy as np
 import torch
 
 from compress.matrix import CompressedMatrix, check_bits
-from compress.relative_index import (
-    MAX_INDEX_BITS,
-    check_index_bits,
-    encode_relative,
-    relative_entries,
-    row_gaps,
-)
-from compress.size import best_index_bits
+from compress.relative_index import check_index_bits, encode_relative, row_gaps
+from compress.size import best_index_bits, entry_bits_by_index_width
 from dc_kernels.layout_state import LayoutState
 from dc_kernels.planes import GROUP, planes_bytes, read_planes, write_planes
 
@@ -48,8 +42,8 @@ def byte_step_index_bits(gaps: np.ndarray, bits: int, slack: float) -> int:
     width whose entries the byte steps decode: the one of those widths with the fewest entry bits
     where they take at most ``slack`` more than `best_index_bits`' (which it is when its entries
     are already 8 to 11 bits), else `best_index_bits`'."""
-    costs = {w: relative_entries(gaps, w) * (bits + w) for w in range(1, MAX_INDEX_BITS + 1)}
-    fewest = min(costs, key=costs.get)
+    costs = entry_bits_by_index_width(gaps, bits)
+    fewest = min(costs, key=costs.get)  # best_index_bits' choice
     covered = [w for w in costs if bits + w in BYTE_STEP_WIDTHS] if bits <= BYTE_STEP_MAX_CODE_BITS else []
     if not covered or bits + fewest in BYTE_STEP_WIDTHS:
         return fewest

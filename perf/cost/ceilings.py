@@ -30,7 +30,6 @@ from perf.harness import REPO_ROOT, doc_summary
 
 CEILINGS_PATH = REPO_ROOT / "perf" / "results" / "cost" / "ceilings.json"
 SLACK_NOTE = 0.9  # a figure below 90% of its ceiling: suggest lowering the ceiling
-FORMS = {"codebook_spmm_kernel": "fixed", "huffman_spmm_kernel": "huffman"}  # kernel -> its cost model
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def check_ceilings(path: Path = CEILINGS_PATH) -> list[dict]:
         prefetches = int(cost.counts.per_iteration.get("prefetch", 0))
         cycles = None
         if guard.max_warp_cycles_per_iteration is not None:
-            model = KERNEL_MODELS[FORMS[guard.kernel]]
+            model = KERNEL_MODELS[found[0].family]
             cycles = warp_alone_cycles(get_machine(DEFAULT_MACHINE), model, cost.counts, launch.constexprs)
             if cycles is None:
                 raise ValueError(f"{path}: {guard.describe()}: its loop cannot be replayed")

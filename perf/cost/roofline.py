@@ -54,6 +54,7 @@ from perf.cost.compiled import KernelCost
 from perf.cost.launches import Launch
 from perf.cost.layer_stats import LayerStats
 from perf.cost.machines import Machine
+from perf.cost.sass_classes import sass_class
 from perf.cost.warp_issue import pass_cycles
 
 LINE_BYTES = 128
@@ -466,7 +467,7 @@ def closing_cycles(machine: Machine, model: KernelModel, counts, consts: dict) -
         cycles = _replay(machine, model, body, consts)
         if cycles is None or not per_iteration:
             return []
-        parts.append((sum(i.base == "FFMA" for i in body) / per_iteration, cycles))
+        parts.append((sum(sass_class(i.opcode) == "ffma" for i in body) / per_iteration, cycles))
     return sorted(parts, reverse=True)
 
 
