@@ -25,6 +25,10 @@ def test_layers_side_by_side(tmp_path, capsys):
     ]
     for row in rows:
         assert float(row["dense_ms"]) > 0 and float(row["compressed_ms"]) > 0
+        for name in ("dense", "compressed"):  # the fastest round's median: at most the median of all calls
+            assert 0 < float(row[f"{name}_best_ms"]) <= float(row[f"{name}_ms"]) * (1 + 1e-9)
+        best = float(row["dense_best_ms"]) / float(row["compressed_best_ms"])
+        assert float(row["speedup_best"]) == pytest.approx(best)
         assert float(row["rel_error"]) < 1e-5
         assert 0 < float(row["memory_ratio"]) < 1 and row["commit"] and row["load_avg_1min"]
     assert "conditions:" in capsys.readouterr().out
