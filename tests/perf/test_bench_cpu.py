@@ -98,6 +98,8 @@ def test_forms_write_csv_plot_and_verdicts(tmp_path, capsys):
     ]
     for row in rows:
         assert float(row["dense_codes_bytes_ratio"]) < 1 / 6 and row["auto_form"] in ("sparse", "dense_codes")
+        # one call a round: the fastest round's ratio is the median's
+        assert float(row["auto_speedup_best"]) == pytest.approx(float(row["auto_speedup"]))
     assert (tmp_path / "bench_cpu_forms.png").stat().st_size > 0
     assert "minilm-attn density 0.8 batch 32: auto" in capsys.readouterr().out
     assert {r["bits"] for r in rows} == {"4"}
