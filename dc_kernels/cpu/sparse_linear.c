@@ -369,26 +369,39 @@ DC_INLINE void store_chains(const job_t *j, int64_t r, int64_t b0, __m256 acc[8]
   store_tile(j, r, b0, out, TB);
 }
 
-/* acc += one decoded step's weights times TB batch columns of xt from b0: vector v of the tile in
+/* acc += one decoded step's products with TB batch columns of xt: entry 16 h + i at row rel[16 h + i]
+ * of xa (h = 0) or xb (h = 1), with `clamp` at most la and lb; vector v of the tile in
  * acc[v + TB / 8 * k], chain k taking every TILE_CHAINS-th entry. The loops over a step's 32
  * entries unroll (a rolled loop with the entry's half picked by a branch took about 20
- * instructions an entry). */
-DC_INLINE void tile_bytes(const job_t *j, const uint16_t rel[32], const float w[32], int64_t *base, int64_t b0,
-                          const int TB, __m256 acc[8]) {
-  const int64_t last = j->cols - 1, bp = j->bp, c[2] = {*base, *base + rel[15]};
-  const float *xt = j->x + b0;
-  *base = c[1] + rel[31];
-  const int clamp = *base > last;
+ * instructions an entry), and a step inside its row takes no clamps: an entry then costs a load
+ * of its row, a multiply by bp, the broadcast of its weight and the multiply-adds (with its
+ * column added to a base and clamped by two selects, twice the instructions at TB = 8). */
+DC_INLINE void tile_step(const uint16_t rel[32], const float w[32], const float *xa, const float *xb, int64_t bp,
+                         int64_t la, int64_t lb, const int clamp, const int TB, __m256 acc[8]) {
+  __asm__("" : "+r"(xa), "+r"(xb)); /* kept as the loads' bases (as in x_lanes) */
   for (int m = 0; m < 4; ++m)
     _Pragma("GCC unroll 8") for (int l = 0; l < 8; ++l) { /* lookup order; fillers too (weight 0) */
       const int h = l / 4;
-      int64_t col = c[h] + rel[16 * h + 4 * m + l % 4];
-      if (clamp && col > last) col = last;
+      int64_t row = rel[16 * h + 4 * m + l % 4];
+      if (clamp && row > (h ? lb : la)) row = h ? lb : la;
       const __m256 wt = _mm256_broadcast_ss(w + 8 * m + l);
-      const float *xr = xt + col * bp;
+      const float *xr = (h ? xb : xa) + row * bp;
       __m256 *chain = acc + TB / 8 * (l % TILE_CHAINS(TB));
       for (int v = 0; v < TB / 8; ++v) chain[v] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xr + 8 * v), chain[v]);
     }
+}
+
+/* acc += one decoded step's weights times TB batch columns of xt from b0; *base: the column before
+ * the step (updated). */
+DC_INLINE void tile_bytes(const job_t *j, const uint16_t rel[32], const float w[32], int64_t *base, int64_t b0,
+                          const int TB, __m256 acc[8]) {
+  const int64_t last = j->cols - 1, bp = j->bp, c0 = *base, c1 = c0 + rel[15];
+  const float *xt = j->x + b0;
+  *base = c1 + rel[31];
+  if (*base <= last) /* every column in the row: the columns grow from entry to entry */
+    tile_step(rel, w, xt + c0 * bp, xt + c1 * bp, bp, 0, 0, 0, TB, acc);
+  else
+    tile_step(rel, w, xt + c0 * bp, xt + c1 * bp, bp, last - c0, last - c1, 1, TB, acc);
 }
 
 /* Row r through byte steps: with TB <= BYTE_ROWS, for TB rows of x (batch 1 to BYTE_ROWS, x as
