@@ -306,6 +306,7 @@ def plot_layers(rows: list[dict], path: Path, where: str = "each called alone") 
     `run_layers` or `time_stack` return them or as read back from their CSV); 0.9x marks "never
     slower than dense by more than 10%"; ``where`` says how the layers ran."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -323,11 +324,14 @@ def plot_layers(rows: list[dict], path: Path, where: str = "each called alone") 
         ax.axhline(NEVER_SLOWER, color="red", ls="--", lw=0.8, label=f"{NEVER_SLOWER}x")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers
+            axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel("batch")
         ax.set_title(f"{threads} thread(s)")
     axes[0][0].set_ylabel("speed against nn.Linear (x)")
     axes[0][-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(f"CompressedLinear against nn.Linear, float32, layers {where} (above 1: faster)")
+    fig.suptitle(f"CompressedLinear against nn.Linear, float32,\nlayers {where} (above 1: faster)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
