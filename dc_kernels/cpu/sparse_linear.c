@@ -369,13 +369,13 @@ DC_INLINE void store_chains(const job_t *j, int64_t r, int64_t b0, __m256 acc[8]
   store_tile(j, r, b0, out, TB);
 }
 
-/* acc += one decoded step's products with TB batch columns of xt: entry 16 h + i at row rel[16 h + i]
- * of xa (h = 0) or xb (h = 1), with `clamp` at most la and lb; vector v of the tile in
- * acc[v + TB / 8 * k], chain k taking every TILE_CHAINS-th entry. The loops over a step's 32
- * entries unroll (a rolled loop with the entry's half picked by a branch took about 20
- * instructions an entry), and a step inside its row takes no clamps: an entry then costs a load
- * of its row, a multiply by bp, the broadcast of its weight and the multiply-adds (with its
- * column added to a base and clamped by two selects, twice the instructions at TB = 8). */
+/* acc += one decoded step's products with TB batch columns of xt: entry 16 h + i reads xt's row
+ * rel[16 h + i] past xa (h = 0) or xb (h = 1), with `clamp` at most la and lb past them; vector v
+ * of the tile in acc[v + TB / 8 * k], chain k taking every TILE_CHAINS-th entry. The loops over a
+ * step's 32 entries unroll (a rolled loop with the entry's half picked by a branch took about 20
+ * instructions an entry). Without clamps (a step inside its row) an entry is a load of rel, a
+ * multiply by bp, the broadcast of its weight and the multiply-adds: 4 instructions at TB = 8,
+ * where a column added to the step's base and clamped by two selects took 11. */
 DC_INLINE void tile_step(const uint16_t rel[32], const float w[32], const float *xa, const float *xb, int64_t bp,
                          int64_t la, int64_t lb, const int clamp, const int TB, __m256 acc[8]) {
   __asm__("" : "+r"(xa), "+r"(xb)); /* kept as the loads' bases (as in x_lanes) */
