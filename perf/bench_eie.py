@@ -100,24 +100,16 @@ class EieBenchConfig:
         return cls(**{**defaults, **overrides})
 
 
+# The figures of a simulated layer that every row holds (attributes of `eie_model.SimResult`).
+RESULT_FIGURES = (
+    "cycles", "time_us", "theoretical_us", "load_efficiency", "useful_efficiency", "entries",
+    "padding_entries", "useful_multiplies", "energy_uj", "energy_at_chip_power_uj", "power_mw", "gops",
+    "output_checksum",
+)  # fmt: skip
+
+
 def _result_row(result: SimResult, workload: str) -> dict:
-    return {
-        "layer": result.name,
-        "workload": workload,
-        "cycles": result.cycles,
-        "time_us": result.time_us,
-        "theoretical_us": result.theoretical_us,
-        "load_efficiency": result.load_efficiency,
-        "useful_efficiency": result.useful_efficiency,
-        "entries": result.entries,
-        "padding_entries": result.padding_entries,
-        "useful_multiplies": result.useful_multiplies,
-        "energy_uj": result.energy_uj,
-        "energy_at_chip_power_uj": result.energy_at_chip_power_uj,
-        "power_mw": result.power_mw,
-        "gops": result.gops,
-        "output_checksum": result.output_checksum,
-    }
+    return {"layer": result.name, "workload": workload, **{k: getattr(result, k) for k in RESULT_FIGURES}}
 
 
 def simulate_layers(config: EieBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
@@ -160,15 +152,24 @@ def simulate_layers(config: EieBenchConfig, progress: Callable[[str], None] | No
     return rows
 
 
-def compare_workloads(config: EieBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
+def compare_workloads(
+    config: EieBenchConfig,
+    progress: Callable[[str], None] | None = None,
+    simulated: list[dict] | None = None,
+) -> list[dict]:
     """Every benchmark layer of ``config`` under every workload preset: one row per (layer,
-    workload)."""
+    workload). ``simulated``: rows of `simulate_layers` for the same ``config``, whose layers and
+    workload are taken from them instead of simulated again (the simulator is deterministic)."""
+    done = {(r["layer"], r["workload"]): r for r in simulated or ()}
     rows = []
     started = time.perf_counter()
     for workload in WORKLOADS:
         for name in config.layers:
-            result = simulate_benchmark(name, config.eie, seed=config.seed, workload=workload)
-            rows.append(_result_row(result, workload))
+            row = done.get((name, workload))
+            if row is None:
+                result = simulate_benchmark(name, config.eie, seed=config.seed, workload=workload)
+                row = _result_row(result, workload)
+            rows.append({key: row[key] for key in ("layer", "workload", *RESULT_FIGURES)})
     if progress is not None:
         progress(
             f"EIE workloads: {len(config.layers)} layers x {len(WORKLOADS)} workloads "
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r["sim_seconds"] for r in rows)
     print(f"simulator: {len(rows)} layers in {total:.1f} s (load average {info['load_avg_1min']})")
     write_csv(args.out / "eie_layers.csv", rows, info)
-    write_csv(args.out / "eie_workloads.csv", compare_workloads(config, progress), info)
+    write_csv(args.out / "eie_workloads.csv", compare_workloads(config, progress, rows), info)
     for sweep, table in run_sweeps(config, progress).items():
         write_csv(args.out / f"eie_sweep_{sweep}.csv", table.to_dict("records"), info)
     print(f"wrote {args.out}")

@@ -21,6 +21,19 @@ def test_bench_eie_small(tmp_path):
     assert not (tmp_path / "eie_sweep_pes.csv").exists()
 
 
+def test_workload_comparison_reuses_the_layers_simulated():
+    """The rows of `simulate_layers` stand in for their workload in `compare_workloads`: the same
+    figures as simulating it again, and every other workload simulated."""
+    config = EieBenchConfig.quick(layers=("nt-we",))
+    simulated = bench_eie.simulate_layers(config)
+    reused = bench_eie.compare_workloads(config, simulated=simulated)
+    fresh = bench_eie.compare_workloads(config)
+    assert reused == fresh
+    assert sorted(r["workload"] for r in reused) == sorted(bench_eie.WORKLOADS)
+    (mine,) = [r for r in reused if r["workload"] == config.workload]
+    assert mine["cycles"] == simulated[0]["cycles"] and set(mine) == set(fresh[0])
+
+
 def test_bench_pipeline_small(tmp_path):
     assert bench_pipeline.main(["--quick", "--layers", "nt-lstm", "--out", str(tmp_path)]) == 0
     rows = read_csv(tmp_path / "bench_pipeline.csv")
