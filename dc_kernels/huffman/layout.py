@@ -115,9 +115,15 @@ SLAB_COLUMNS = WIDE_X_COLUMNS
 # Shortest pieces the adaptive choice makes. A layer's time at batch 1 is its longest decode chain
 # on small and mid-size layers: 32-symbol pieces (instead of 48) cut Alex-7 from 7.6 to 5.5 us and
 # NT-LSTM from 7.5 to 5.3 us in `dcomp predict-gpu`, for at most 0.5 more bits a kept weight
-# (lengths and spans). 16 cut more (NT-LSTM 4.2 us) but left lanes idle: lane utilization 0.83
-# on Alex-8, 0.86 on the real fc8, against 0.92 and more with 32.
+# (lengths and spans). 16 everywhere cut more but left lanes idle (lane utilization 0.83 on Alex-8
+# and 0.86 on the real fc8, against 0.92 and more with 32), so 16 is kept to the layers under
+# `SHORT_LAYER_WEIGHTS` kept weights: with 32-symbol pieces they fill fewer 128-lane programs than
+# an H100 has SMs (NT-We and NT-LSTM: 75), so their time is one program's chain, which 16-symbol
+# pieces halve (predicted 4.3 -> 3.4 us and 4.8 -> 3.7 us), and their lanes stay busy (0.917 and
+# 0.934 at the steps the kernel runs: its iterations of 8 steps round a program's up to 2).
 MIN_SEGMENT_SYMBOLS = 32
+SHORT_LAYER_WEIGHTS = 1 << 19
+SHORT_LAYER_SEGMENT_SYMBOLS = 16
 MAX_SEGMENT_SYMBOLS = 128  # longest pieces the adaptive choice makes
 TARGET_PIECES = 1 << 16  # the adaptive choice aims at this many pieces (lanes) in a layer
 MAX_IN_FEATURES = 1 << 24
@@ -186,10 +192,12 @@ def choose_pieces(matrix: CompressedMatrix, segment_symbols: int | None, slabs: 
     """Pieces per row (of each of ``slabs`` column slabs; a power of two, at most a program's
     lanes) for pieces of about ``segment_symbols`` kept weights; ``None``: as long as the layer
     allows while leaving about `TARGET_PIECES` pieces (short pieces, short decode chains, on small
-    layers)."""
+    layers), and at least `MIN_SEGMENT_SYMBOLS` long (`SHORT_LAYER_SEGMENT_SYMBOLS` on layers under
+    `SHORT_LAYER_WEIGHTS` kept weights)."""
     rows, cols = matrix.shape[0] * slabs, slab_width(matrix.shape[1], slabs)
     if segment_symbols is None:
-        segment_symbols = int(np.clip(matrix.nnz / TARGET_PIECES, MIN_SEGMENT_SYMBOLS, MAX_SEGMENT_SYMBOLS))
+        shortest = SHORT_LAYER_SEGMENT_SYMBOLS if matrix.nnz < SHORT_LAYER_WEIGHTS else MIN_SEGMENT_SYMBOLS
+        segment_symbols = int(np.clip(matrix.nnz / TARGET_PIECES, shortest, MAX_SEGMENT_SYMBOLS))
     per_row = matrix.nnz / rows
     pieces = 1 << max(0, round(np.log2(max(per_row / segment_symbols, 1.0))))
     return int(min(pieces, _pow2_at_most(cols), program_lanes(cols, matrix.nnz)))

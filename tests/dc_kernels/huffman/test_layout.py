@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from compress import CompressedMatrix
 from dc_kernels.fixed.layout import GpuLayout
+from dc_kernels.huffman.launch import launch_config, steps_granularity
 from dc_kernels.huffman.layout import (
     BALANCES,
     FAST_TABLE_BITS,
@@ -16,12 +17,17 @@ from dc_kernels.huffman.layout import (
     LEAST_MEMORY,
     MAX_SYMBOL_BITS,
     MAX_TABLE_BITS,
+    MIN_SEGMENT_SYMBOLS,
+    SHORT_LAYER_SEGMENT_SYMBOLS,
+    SHORT_LAYER_WEIGHTS,
     HuffmanLayout,
     HuffmanLayoutError,
+    choose_pieces,
     choose_slabs,
     high_codes,
 )
 from workloads import random_compressed_matrix
+from workloads.paper_layers import get_layer
 
 
 def round_trip(matrix: CompressedMatrix, **kwargs) -> HuffmanLayout:
@@ -133,6 +139,30 @@ def test_pieces_are_balanced_by_symbol_count():
     # Rows are sorted by their symbols, most first.
     row_symbols = per_piece.sum(axis=1)
     assert np.all(np.diff(row_symbols) <= 0)
+
+
+@pytest.mark.parametrize("name,pieces", [("nt-we", 32), ("nt-lstm", 8)])
+def test_small_layers_take_short_pieces(name, pieces):
+    # NT-We and NT-LSTM (246k and 288k kept weights) fill fewer 128-lane programs than an H100 has
+    # SMs: their time is one program's decode chain, which 16-symbol pieces halve, and their lanes
+    # stay busy at the steps the fused kernel runs (iterations of 8 steps for pieces this short).
+    small = get_layer(name).random_matrix(5, seed=0)
+    layout = HuffmanLayout.from_matrix(small)
+    longer = HuffmanLayout.from_matrix(small, segment_symbols=MIN_SEGMENT_SYMBOLS)
+    assert small.nnz < SHORT_LAYER_WEIGHTS and SHORT_LAYER_SEGMENT_SYMBOLS == 16 < MIN_SEGMENT_SYMBOLS
+    assert (layout.pieces, longer.pieces) == (pieces, pieces // 2)
+    assert 2 * int(layout.prog_steps.max()) <= int(longer.prog_steps.max())
+    config = launch_config(layout, 1, torch.float16)
+    assert config.K == 8 and layout.lane_utilization(steps_granularity(config.K)) > 0.9
+
+
+def test_short_pieces_end_at_short_layer_weights():
+    # From SHORT_LAYER_WEIGHTS kept weights on, pieces hold at least MIN_SEGMENT_SYMBOLS symbols.
+    for density, shortest in ((0.12, SHORT_LAYER_SEGMENT_SYMBOLS), (0.14, MIN_SEGMENT_SYMBOLS)):
+        matrix = random_compressed_matrix(1000, 4096, density, 5, seed=1)
+        assert (matrix.nnz < SHORT_LAYER_WEIGHTS) == (shortest == SHORT_LAYER_SEGMENT_SYMBOLS)
+        chosen = choose_pieces(matrix, None)
+        assert chosen == choose_pieces(matrix, shortest) > choose_pieces(matrix, 2 * shortest)
 
 
 def test_pieces_balanced_by_bits_need_less_padding():
