@@ -78,9 +78,14 @@ SWEEP_DENSITIES = (0.04, 0.09, 0.25, 0.4, 0.6)
 SWEEP_BATCHES = (1, 2, 4, 8, 16, 64, 128, 256)
 
 
+def medians(timings: dict) -> dict[str, float]:
+    """Median seconds per call of each of `time_interleaved`'s timings."""
+    return {name: t.median for name, t in timings.items()}
+
+
 def interleaved(fns: dict[str, callable], rounds: int, repeat: int) -> dict[str, float]:
     """Median seconds per call of each function, timed in alternating rounds."""
-    return {name: t.median for name, t in time_interleaved(fns, rounds=rounds, repeat=repeat).items()}
+    return medians(time_interleaved(fns, rounds=rounds, repeat=repeat))
 
 
 def build(name: str, bits: int, seed: int = 0):
@@ -129,7 +134,7 @@ def time_layer(name: str, args, threads_to_run: list[int]) -> list[dict]:
                 timings = time_interleaved(
                     layer_contenders(dense, module, csr, x), rounds=args.rounds, repeat=args.repeat
                 )
-                times = {name: t.median for name, t in timings.items()}
+                times = medians(timings)
             row = {
                 "layer": name,
                 "shape": f"{spec.inputs}->{spec.outputs}",
@@ -413,7 +418,7 @@ def run_forms(args) -> list[dict]:
                 repeat = max(1, args.repeat if outputs * inputs < 1 << 24 else args.repeat // 5)
                 with torch.no_grad():
                     timings = time_interleaved(fns, rounds=args.rounds, repeat=repeat)
-                times = {form: t.median for form, t in timings.items()}
+                times = medians(timings)
                 row = {
                     "shape": name,
                     "in_features": inputs,
